@@ -1,0 +1,1 @@
+//! kstreams core (being written).

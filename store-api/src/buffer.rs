@@ -1,0 +1,159 @@
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use crate::{KeyValue, WriteBatch};
+
+/// The writes of a store since its last commit, newest write per key, in key order.
+///
+/// Backends read through it (a pending write shadows the committed value) and drain it into
+/// their durable state on commit. `None` as a value is a pending delete.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBuffer {
+    pending: BTreeMap<Bytes, Option<Bytes>>,
+}
+
+impl WriteBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records every operation of `batch`; cannot fail, so a batch is applied whole.
+    pub fn apply(&mut self, batch: WriteBatch) {
+        for op in batch.into_ops() {
+            self.pending.insert(op.key, op.value);
+        }
+    }
+
+    /// `None`: the key has no pending write. `Some(None)`: a pending delete.
+    /// `Some(Some(v))`: a pending put of `v`.
+    pub fn lookup(&self, key: &[u8]) -> Option<Option<&Bytes>> {
+        self.pending.get(key).map(Option::as_ref)
+    }
+
+    /// Merges the pending writes in `[from, to]` over `committed`, which must be the committed
+    /// entries of the same bounds in key order. The result is in key order.
+    pub fn merge_range(
+        &self,
+        committed: impl IntoIterator<Item = KeyValue>,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+    ) -> Vec<KeyValue> {
+        let mut pending = self
+            .pending
+            .range::<[u8], _>((from, to))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .peekable();
+        let mut committed = committed.into_iter().peekable();
+        let mut out = Vec::new();
+        loop {
+            let take_pending = match (committed.peek(), pending.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((ck, _)), Some((pk, _))) => {
+                    if pk <= ck {
+                        if pk == ck {
+                            // The pending write shadows the committed entry.
+                            committed.next();
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if take_pending {
+                if let Some((k, Some(v))) = pending.next() {
+                    out.push((k, v));
+                }
+            } else if let Some(kv) = committed.next() {
+                out.push(kv);
+            }
+        }
+        out
+    }
+
+    /// The pending writes in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
+        self.pending.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// Number of distinct keys with a pending write.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Drops every pending write.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Takes the pending writes out, leaving the buffer empty.
+    pub fn take(&mut self) -> BTreeMap<Bytes, Option<Bytes>> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        (
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn later_write_to_a_key_wins() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        b.put("a", "1");
+        b.put("a", "2");
+        b.put("b", "1");
+        b.delete("b");
+        buf.apply(b);
+        assert_eq!(buf.lookup(b"a"), Some(Some(&Bytes::from_static(b"2"))));
+        assert_eq!(buf.lookup(b"b"), Some(None));
+        assert_eq!(buf.lookup(b"c"), None);
+        assert_eq!(buf.len(), 2);
+    }
+
+    #[test]
+    fn merge_range_shadows_and_deletes_committed_entries() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        b.put("b", "new");
+        b.delete("c");
+        b.put("e", "5");
+        b.put("z", "out of range");
+        buf.apply(b);
+        let committed = vec![kv("a", "1"), kv("b", "old"), kv("c", "3"), kv("d", "4")];
+        let merged = buf.merge_range(committed, Bound::Unbounded, Bound::Excluded(b"f"));
+        assert_eq!(
+            merged,
+            vec![kv("a", "1"), kv("b", "new"), kv("d", "4"), kv("e", "5")]
+        );
+    }
+
+    #[test]
+    fn merge_range_respects_inclusive_bounds() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        b.put("a", "1");
+        b.put("b", "2");
+        b.put("c", "3");
+        buf.apply(b);
+        let merged = buf.merge_range(Vec::new(), Bound::Included(b"b"), Bound::Included(b"c"));
+        assert_eq!(merged, vec![kv("b", "2"), kv("c", "3")]);
+    }
+}

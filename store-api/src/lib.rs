@@ -1,0 +1,157 @@
+//! The byte-level contract between kstreams tasks and their key-value store backends.
+//!
+//! A backend stores opaque, byte-ordered keys and values for one (store, partition). Typed
+//! access (serdes) lives in `kstreams-core`; this crate is what a backend implements:
+//! `kstreams-store-mem` (ordered in-memory map) and `kstreams-store-lmdb` (LMDB via heed).
+//!
+//! # Write model: buffered until commit
+//!
+//! Writes are applied atomically per call ([`KvBackend::write_batch`]) and are visible to reads
+//! at once, but they become durable only at [`KvBackend::commit`], which persists everything
+//! written since the previous commit *together with* the caller's [`Checkpoint`] in one atomic
+//! step. [`KvBackend::rollback`] discards everything written since the previous commit.
+//!
+//! This is what lets a task commit its state and its changelog/input position as one unit (so a
+//! crash never leaves them disagreeing), and lets a failed batch be retried from its first
+//! record without its partial writes leaking into the store. The pending writes are kept in a
+//! [`WriteBuffer`], which backends share.
+
+mod buffer;
+mod error;
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+pub use buffer::WriteBuffer;
+pub use error::StoreError;
+
+/// One key-value pair read from a store.
+pub type KeyValue = (Bytes, Bytes);
+
+/// A position a store's durable state corresponds to, committed atomically with the state.
+///
+/// Today this is the next offset of the store's changelog partition that is *not* yet reflected
+/// in the store (Kafka Streams' `.checkpoint` file semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Checkpoint {
+    /// Next changelog offset to restore from.
+    pub changelog_offset: i64,
+}
+
+/// One write in a [`WriteBatch`]: a put (`value: Some`) or a delete (`value: None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// The key written.
+    pub key: Bytes,
+    /// The new value, or `None` to delete the key.
+    pub value: Option<Bytes>,
+}
+
+/// An ordered list of puts and deletes applied atomically; a later write to a key wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch with room for `n` operations.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            ops: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds a put of `key` → `value`.
+    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.ops.push(WriteOp {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+    }
+
+    /// Adds a delete of `key`.
+    pub fn delete(&mut self, key: impl Into<Bytes>) {
+        self.ops.push(WriteOp {
+            key: key.into(),
+            value: None,
+        });
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The operations in the order they were added.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Consumes the batch into its operations.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+}
+
+impl FromIterator<WriteOp> for WriteBatch {
+    fn from_iter<I: IntoIterator<Item = WriteOp>>(iter: I) -> Self {
+        Self {
+            ops: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// A byte-level key-value store for one (store, partition), with atomic batches and explicit
+/// commit points. Keys are ordered bytewise (lexicographically, unsigned).
+///
+/// Implementations must be `Send` so a task can move between threads between calls; they
+/// never hold a write transaction open across calls (LMDB write transactions must not migrate
+/// between threads).
+pub trait KvBackend: Send {
+    /// The store's name (as registered in the topology).
+    fn name(&self) -> &str;
+
+    /// Reads one key, seeing uncommitted writes.
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+
+    /// Reads many keys in one pass (one read transaction where the backend has them); the result
+    /// has one entry per key, in the same order.
+    fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError>;
+
+    /// Applies all operations atomically: either all of them become visible or none does.
+    fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// All entries with keys in the given bounds, in key order, seeing uncommitted writes.
+    fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// Makes every write since the previous commit durable, atomically with `checkpoint` (when
+    /// given). After an error nothing of this commit is durable and the pending writes are kept,
+    /// so the commit can be retried.
+    fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError>;
+
+    /// Discards every write since the previous commit.
+    fn rollback(&mut self);
+
+    /// The checkpoint stored by the last commit that carried one.
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Number of distinct keys written since the previous commit.
+    fn uncommitted_len(&self) -> usize;
+}
+
+/// Opens the backend of one (store, partition); how a task gets its stores.
+pub trait StoreFactory: Send + Sync {
+    /// Opens (creating if needed) the backend for `store` on `partition`.
+    fn open(&self, store: &str, partition: i32) -> Result<Box<dyn KvBackend>, StoreError>;
+}
