@@ -1,0 +1,380 @@
+//! [`LmdbStore`]: one (store, partition) as one LMDB database, with a write buffer on top.
+
+use std::fmt;
+use std::ops::Bound;
+use std::sync::RwLockReadGuard;
+
+use bytes::Bytes;
+use heed::{RoTxn, RwTxn, WithoutTls};
+use kstreams_store_api::{Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer};
+use tracing::{trace, warn};
+
+use crate::env::{LmdbEnvironment, RawDb, Shared};
+use crate::error::{self, LmdbError};
+
+/// The backend of one (store, partition): the LMDB database `"{store}.{partition}"` of an
+/// [`LmdbEnvironment`], plus a [`WriteBuffer`] of the writes since the last commit.
+///
+/// * [`write_batch`](KvBackend::write_batch) only touches the buffer (atomic, infallible once
+///   the keys are checked), and reads see it at once;
+/// * [`get`](KvBackend::get), [`get_batch`](KvBackend::get_batch) (one read transaction for all
+///   keys) and [`range`](KvBackend::range) read the buffer, then LMDB;
+/// * [`commit`](KvBackend::commit) writes every pending entry and the checkpoint in **one**
+///   LMDB write transaction, growing the map and retrying on `MDB_MAP_FULL`; on any failure
+///   nothing is durable and the buffer is kept for a retry;
+/// * [`rollback`](KvBackend::rollback) clears the buffer.
+///
+/// No method leaves a transaction open when it returns, so a store can move between threads
+/// (it is `Send`) and LMDB write transactions never do.
+///
+/// Keys must be 1 to [`LmdbEnvironment::max_key_size`] bytes (511 by default): LMDB cannot store
+/// others, so [`write_batch`](KvBackend::write_batch) rejects a batch holding one (whole, with
+/// [`LmdbError::InvalidKey`] as source), and reads treat them as absent.
+pub struct LmdbStore {
+    env: LmdbEnvironment,
+    name: String,
+    partition: i32,
+    db_name: String,
+    db: RawDb,
+    pending: WriteBuffer,
+}
+
+/// A read transaction with the environment's transaction-gate guard. Fields drop in order: the
+/// transaction ends before the guard is released.
+struct Reader<'a> {
+    txn: RoTxn<'a, WithoutTls>,
+    _guard: RwLockReadGuard<'a, ()>,
+}
+
+impl Shared {
+    fn reader(&self, store: &str) -> Result<Reader<'_>, StoreError> {
+        let guard = self.txn_guard();
+        let txn = self.env.read_txn().map_err(|e| error::backend(store, e))?;
+        Ok(Reader { txn, _guard: guard })
+    }
+}
+
+impl LmdbStore {
+    pub(crate) fn new(
+        env: LmdbEnvironment,
+        name: &str,
+        partition: i32,
+        db_name: String,
+        db: RawDb,
+    ) -> Self {
+        Self {
+            env,
+            name: name.to_owned(),
+            partition,
+            db_name,
+            db,
+            pending: WriteBuffer::new(),
+        }
+    }
+
+    /// The partition this store holds.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The LMDB database name, `"{store}.{partition}"`; also the store's key in the
+    /// checkpoints database.
+    pub fn db_name(&self) -> &str {
+        &self.db_name
+    }
+
+    /// The environment the store lives in.
+    pub fn environment(&self) -> &LmdbEnvironment {
+        &self.env
+    }
+
+    /// Number of committed entries (pending writes not counted).
+    pub fn committed_len(&self) -> Result<u64, StoreError> {
+        let reader = self.env.shared.reader(&self.name)?;
+        self.db
+            .len(&reader.txn)
+            .map_err(|e| error::backend(&self.name, e))
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.env.shared
+    }
+
+    /// Writes the pending entries and `checkpoint` into `wtxn`.
+    fn write_pending(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        checkpoint: Option<Checkpoint>,
+    ) -> heed::Result<()> {
+        for (key, value) in self.pending.iter() {
+            match value {
+                Some(value) => self.db.put(wtxn, key, value)?,
+                None => {
+                    self.db.delete(wtxn, key)?;
+                }
+            }
+        }
+        if let Some(checkpoint) = checkpoint {
+            self.shared().checkpoints.put(
+                wtxn,
+                self.db_name.as_bytes(),
+                &checkpoint.changelog_offset.to_be_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LmdbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LmdbStore")
+            .field("name", &self.name)
+            .field("partition", &self.partition)
+            .field("path", &self.env.path())
+            .field("uncommitted", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LmdbStore {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            trace!(
+                store = %self.name,
+                partition = self.partition,
+                uncommitted = self.pending.len(),
+                "dropping LMDB store with uncommitted writes"
+            );
+        }
+        self.env.shared.release(&self.db_name);
+    }
+}
+
+impl KvBackend for LmdbStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        if let Some(pending) = self.pending.lookup(key) {
+            return Ok(pending.cloned());
+        }
+        if !self.shared().key_is_valid(key) {
+            return Ok(None);
+        }
+        let reader = self.shared().reader(&self.name)?;
+        let value = self
+            .db
+            .get(&reader.txn, key)
+            .map_err(|e| error::backend(&self.name, e))?;
+        Ok(value.map(Bytes::copy_from_slice))
+    }
+
+    fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let shared = self.shared();
+        let mut out = Vec::with_capacity(keys.len());
+        // Opened at the first key the buffer does not answer; one transaction for all keys.
+        let mut reader: Option<Reader<'_>> = None;
+        for &key in keys {
+            let value = match self.pending.lookup(key) {
+                Some(pending) => pending.cloned(),
+                None if !shared.key_is_valid(key) => None,
+                None => {
+                    let reader = match reader {
+                        Some(ref reader) => reader,
+                        None => reader.insert(shared.reader(&self.name)?),
+                    };
+                    self.db
+                        .get(&reader.txn, key)
+                        .map_err(|e| error::backend(&self.name, e))?
+                        .map(Bytes::copy_from_slice)
+                }
+            };
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        let shared = self.shared();
+        if let Some(bad) = batch.ops().iter().find(|op| !shared.key_is_valid(&op.key)) {
+            return Err(error::lmdb(
+                &self.name,
+                LmdbError::InvalidKey {
+                    len: bad.key.len(),
+                    max: shared.max_key_size,
+                },
+            ));
+        }
+        self.pending.apply(batch);
+        Ok(())
+    }
+
+    fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Vec<KeyValue>, StoreError> {
+        if range_is_empty(from, to) {
+            // Also keeps `WriteBuffer::merge_range` (a `BTreeMap::range`) from panicking.
+            return Ok(Vec::new());
+        }
+        let mut committed = Vec::new();
+        if let Some(bounds) = lmdb_bounds(from, to, self.shared().max_key_size) {
+            let reader = self.shared().reader(&self.name)?;
+            let iter = self
+                .db
+                .range(&reader.txn, &bounds)
+                .map_err(|e| error::backend(&self.name, e))?;
+            for entry in iter {
+                let (key, value) = entry.map_err(|e| error::backend(&self.name, e))?;
+                committed.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
+            }
+        }
+        Ok(self.pending.merge_range(committed, from, to))
+    }
+
+    fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError> {
+        if self.pending.is_empty() && checkpoint.is_none() {
+            return Ok(());
+        }
+        let this = &*self;
+        let result = this.shared().write(&this.name, |env| {
+            let mut wtxn = env.write_txn()?;
+            this.write_pending(&mut wtxn, checkpoint)?;
+            wtxn.commit()
+        });
+        match result {
+            Ok(()) => {
+                trace!(
+                    store = %self.name,
+                    partition = self.partition,
+                    entries = self.pending.len(),
+                    ?checkpoint,
+                    "committed"
+                );
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                warn!(
+                    store = %self.name,
+                    partition = self.partition,
+                    entries = self.pending.len(),
+                    error = %e,
+                    "commit failed; pending writes kept for a retry"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        self.pending.clear();
+    }
+
+    fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let reader = self.shared().reader(&self.name)?;
+        let raw = self
+            .shared()
+            .checkpoints
+            .get(&reader.txn, self.db_name.as_bytes())
+            .map_err(|e| error::backend(&self.name, e))?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let bytes = <[u8; 8]>::try_from(raw).map_err(|_| StoreError::Corrupt {
+            store: self.name.clone(),
+            detail: format!(
+                "checkpoint of `{}` is {} bytes, expected an 8-byte big-endian offset",
+                self.db_name,
+                raw.len()
+            ),
+        })?;
+        Ok(Some(Checkpoint {
+            changelog_offset: i64::from_be_bytes(bytes),
+        }))
+    }
+
+    fn uncommitted_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// A pair of range bounds over byte keys.
+type ByteRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// Whether no key at all lies within `from..to` (bytewise order). `BTreeMap::range` panics on
+/// such bounds.
+fn range_is_empty(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    match (from, to) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            a >= b
+        }
+        _ => false,
+    }
+}
+
+/// Bounds LMDB accepts that select the same *storable* keys (1..=`max` bytes) as `from..to`, or
+/// `None` when no storable key is in range. LMDB rejects empty and over-long keys even as range
+/// bounds.
+///
+/// For a bound `k` longer than `max`, with `p = k[..max]`: a storable key `s` is `>= k` (and
+/// `> k`) exactly when `s > p`, and `<= k` (and `< k`) exactly when `s <= p`.
+fn lmdb_bounds<'a>(
+    from: Bound<&'a [u8]>,
+    to: Bound<&'a [u8]>,
+    max: usize,
+) -> Option<ByteRange<'a>> {
+    let from = match from {
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => Bound::Unbounded,
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > max => Bound::Excluded(&k[..max]),
+        other => other,
+    };
+    let to = match to {
+        Bound::Included(k) | Bound::Excluded(k) if k.is_empty() => return None,
+        Bound::Included(k) | Bound::Excluded(k) if k.len() > max => Bound::Included(&k[..max]),
+        other => other,
+    };
+    if range_is_empty(from, to) {
+        None
+    } else {
+        Some((from, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use Bound::{Excluded as Ex, Included as In, Unbounded as Un};
+
+    #[test]
+    fn empty_ranges_are_detected() {
+        assert!(range_is_empty(In(b"b"), In(b"a")));
+        assert!(!range_is_empty(In(b"a"), In(b"a")));
+        assert!(range_is_empty(In(b"a"), Ex(b"a")));
+        assert!(range_is_empty(Ex(b"a"), In(b"a")));
+        assert!(range_is_empty(Ex(b"a"), Ex(b"a")));
+        assert!(!range_is_empty(Ex(b"a"), Ex(b"b")));
+        assert!(!range_is_empty(Un, Ex(b"")));
+        assert!(!range_is_empty(In(b"z"), Un));
+    }
+
+    #[test]
+    fn bounds_are_mapped_to_storable_keys() {
+        let long = b"abcdef";
+        assert_eq!(lmdb_bounds(In(b""), Un, 4), Some((Un, Un)));
+        assert_eq!(lmdb_bounds(Ex(b""), Un, 4), Some((Un, Un)));
+        assert_eq!(lmdb_bounds(Un, In(b""), 4), None);
+        assert_eq!(lmdb_bounds(Un, Ex(b""), 4), None);
+        assert_eq!(
+            lmdb_bounds(In(long), In(long), 4),
+            None,
+            "no storable key equals a too-long key"
+        );
+        assert_eq!(lmdb_bounds(In(long), Un, 4), Some((Ex(&b"abcd"[..]), Un)));
+        assert_eq!(lmdb_bounds(Un, Ex(long), 4), Some((Un, In(&b"abcd"[..]))));
+        assert_eq!(
+            lmdb_bounds(In(b"a"), Ex(b"b"), 4),
+            Some((In(&b"a"[..]), Ex(&b"b"[..])))
+        );
+    }
+}

@@ -1,0 +1,616 @@
+//! The `KvBackend` / `StoreFactory` contract on LMDB.
+
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::path::Path;
+
+use bytes::Bytes;
+use kstreams_store_api::{Checkpoint, KvBackend, StoreError, StoreFactory, WriteBatch};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, LmdbError, LmdbStore, SyncMode};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn kv(k: &str, v: &str) -> (Bytes, Bytes) {
+    (b(k), b(v))
+}
+
+fn cp(offset: i64) -> Option<Checkpoint> {
+    Some(Checkpoint {
+        changelog_offset: offset,
+    })
+}
+
+fn env(dir: &Path) -> LmdbEnvironment {
+    LmdbEnvironment::open(LmdbConfig::new(dir)).unwrap()
+}
+
+fn put(store: &mut dyn KvBackend, k: &str, v: &str) {
+    let mut batch = WriteBatch::new();
+    batch.put(b(k), b(v));
+    store.write_batch(batch).unwrap();
+}
+
+fn delete(store: &mut dyn KvBackend, k: &str) {
+    let mut batch = WriteBatch::new();
+    batch.delete(b(k));
+    store.write_batch(batch).unwrap();
+}
+
+fn all(store: &dyn KvBackend) -> Vec<(Bytes, Bytes)> {
+    store.range(Unbounded, Unbounded).unwrap()
+}
+
+fn backend_source<'a>(err: &'a StoreError) -> &'a (dyn std::error::Error + Send + Sync + 'static) {
+    match err {
+        StoreError::Backend { source, .. } => source.as_ref(),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+}
+
+#[test]
+fn stores_and_environments_are_send() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<LmdbStore>();
+    send_sync::<LmdbEnvironment>();
+}
+
+#[test]
+fn reads_see_pending_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    store.commit(None).unwrap();
+
+    let mut batch = WriteBatch::new();
+    batch.put(b("a"), b("1'"));
+    batch.delete(b("b"));
+    batch.put(b("c"), b("3"));
+    store.write_batch(batch).unwrap();
+
+    assert_eq!(store.get(b"a").unwrap(), Some(b("1'")));
+    assert_eq!(store.get(b"b").unwrap(), None);
+    assert_eq!(store.get(b"c").unwrap(), Some(b("3")));
+    assert_eq!(
+        store.get_batch(&[b"c", b"b", b"a"]).unwrap(),
+        vec![Some(b("3")), None, Some(b("1'"))]
+    );
+    assert_eq!(all(&store), vec![kv("a", "1'"), kv("c", "3")]);
+    assert_eq!(store.uncommitted_len(), 3);
+    assert_eq!(store.committed_len().unwrap(), 2);
+}
+
+#[test]
+fn later_write_in_a_batch_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(b("k"), b("1"));
+    batch.delete(b("k"));
+    batch.put(b("k"), b("2"));
+    batch.put(b("gone"), b("x"));
+    batch.delete(b("gone"));
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    assert_eq!(all(&store), vec![kv("k", "2")]);
+}
+
+#[test]
+fn rollback_discards_everything_since_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "a", "1");
+    store.commit(cp(1)).unwrap();
+
+    put(&mut store, "a", "2");
+    delete(&mut store, "a");
+    put(&mut store, "b", "x");
+    store.rollback();
+    assert_eq!(store.uncommitted_len(), 0);
+    assert_eq!(store.get(b"a").unwrap(), Some(b("1")));
+    assert_eq!(store.get(b"b").unwrap(), None);
+    assert_eq!(all(&store), vec![kv("a", "1")]);
+
+    // A commit after the rollback writes nothing of the rolled-back writes.
+    store.commit(cp(2)).unwrap();
+    assert_eq!(all(&store), vec![kv("a", "1")]);
+    assert_eq!(store.checkpoint().unwrap(), cp(2));
+}
+
+#[test]
+fn commit_persists_entries_and_checkpoint_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 3).unwrap();
+    assert_eq!(store.checkpoint().unwrap(), None);
+
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    store.commit(cp(7)).unwrap();
+    assert_eq!(store.uncommitted_len(), 0);
+    assert_eq!(store.committed_len().unwrap(), 2);
+    assert_eq!(store.checkpoint().unwrap(), cp(7));
+
+    // A commit without a checkpoint keeps the previous one.
+    delete(&mut store, "a");
+    store.commit(None).unwrap();
+    assert_eq!(store.checkpoint().unwrap(), cp(7));
+    assert_eq!(all(&store), vec![kv("b", "2")]);
+
+    // A checkpoint alone can be committed; negative and extreme offsets round-trip.
+    for offset in [i64::MIN, -1, 0, i64::MAX] {
+        store.commit(cp(offset)).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), cp(offset));
+    }
+    // Deleting a key that was never written is fine.
+    delete(&mut store, "never");
+    store.commit(None).unwrap();
+}
+
+#[test]
+fn reopen_keeps_committed_data_and_checkpoint_but_not_uncommitted_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let env = env(dir.path());
+        let mut store = env.open_store("s", 0).unwrap();
+        put(&mut store, "a", "1");
+        put(&mut store, "b", "2");
+        store.commit(cp(10)).unwrap();
+        put(&mut store, "c", "uncommitted");
+        delete(&mut store, "a");
+        // Dropped with pending writes: store first, then the environment.
+    }
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    assert_eq!(store.uncommitted_len(), 0);
+    assert_eq!(all(&store), vec![kv("a", "1"), kv("b", "2")]);
+    assert_eq!(store.checkpoint().unwrap(), cp(10));
+
+    // Reopening a store inside a live environment works the same.
+    put(&mut store, "z", "pending");
+    drop(store);
+    let store = env.open_store("s", 0).unwrap();
+    assert_eq!(all(&store), vec![kv("a", "1"), kv("b", "2")]);
+}
+
+#[test]
+fn one_store_partition_cannot_be_open_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let first = env.open_store("s", 0).unwrap();
+    let err = env.open_store("s", 0).unwrap_err();
+    assert!(matches!(err, StoreError::Config { .. }), "{err:?}");
+    // Another partition and the same partition through a clone of the handle.
+    let _other = env.open_store("s", 1).unwrap();
+    assert!(env.clone().open_store("s", 0).is_err());
+    drop(first);
+    env.open_store("s", 0).unwrap();
+}
+
+#[test]
+fn one_directory_cannot_be_opened_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = env(dir.path());
+    let err = LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap_err();
+    assert!(matches!(err, StoreError::Config { .. }), "{err:?}");
+    let store = first.open_store("s", 0).unwrap();
+    drop(first);
+    // The store keeps the environment open.
+    assert!(LmdbEnvironment::open(LmdbConfig::new(dir.path())).is_err());
+    drop(store);
+    LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap();
+}
+
+#[test]
+fn stores_and_partitions_in_one_environment_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let env = env(dir.path());
+        let factory: &dyn StoreFactory = &env;
+        let mut s0 = factory.open("counts", 0).unwrap();
+        let mut s1 = factory.open("counts", 1).unwrap();
+        let mut t0 = factory.open("totals", 0).unwrap();
+        // Names that would collide under a naive scheme stay apart.
+        let mut dotted = factory.open("counts.1", 0).unwrap();
+
+        put(s0.as_mut(), "k", "s0");
+        put(s1.as_mut(), "k", "s1");
+        put(t0.as_mut(), "k", "t0");
+        put(dotted.as_mut(), "k", "dotted");
+        s0.commit(cp(100)).unwrap();
+        s1.commit(cp(200)).unwrap();
+        // t0 and dotted stay uncommitted; rolling back one does not touch the others.
+        dotted.rollback();
+
+        assert_eq!(s0.get(b"k").unwrap(), Some(b("s0")));
+        assert_eq!(s1.get(b"k").unwrap(), Some(b("s1")));
+        assert_eq!(t0.get(b"k").unwrap(), Some(b("t0")));
+        assert_eq!(dotted.get(b"k").unwrap(), None);
+        assert_eq!(t0.checkpoint().unwrap(), None);
+        t0.commit(cp(300)).unwrap();
+        assert_eq!(s0.checkpoint().unwrap(), cp(100));
+        assert_eq!(s1.checkpoint().unwrap(), cp(200));
+        assert_eq!(t0.checkpoint().unwrap(), cp(300));
+        assert_eq!(dotted.checkpoint().unwrap(), None);
+        assert_eq!(s0.name(), "counts");
+        assert_eq!(dotted.name(), "counts.1");
+    }
+    let env = env(dir.path());
+    for (store, partition, value, offset) in [
+        ("counts", 0, "s0", 100),
+        ("counts", 1, "s1", 200),
+        ("totals", 0, "t0", 300),
+    ] {
+        let s = env.open_store(store, partition).unwrap();
+        assert_eq!(all(&s), vec![kv("k", value)], "{store}/{partition}");
+        assert_eq!(s.checkpoint().unwrap(), cp(offset));
+    }
+    let dotted = env.open_store("counts.1", 0).unwrap();
+    assert!(all(&dotted).is_empty());
+}
+
+#[test]
+fn get_batch_answers_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "a", "1");
+    put(&mut store, "c", "3");
+    put(&mut store, "e", "5");
+    store.commit(None).unwrap();
+    put(&mut store, "b", "2 pending");
+    delete(&mut store, "e");
+
+    let keys: [&[u8]; 8] = [b"e", b"c", b"x", b"b", b"a", b"c", b"", b"d"];
+    assert_eq!(
+        store.get_batch(&keys).unwrap(),
+        vec![
+            None,
+            Some(b("3")),
+            None,
+            Some(b("2 pending")),
+            Some(b("1")),
+            Some(b("3")),
+            None,
+            None
+        ]
+    );
+    assert!(store.get_batch(&[]).unwrap().is_empty());
+    // Every key answered by the buffer: no LMDB read needed, same answers.
+    assert_eq!(
+        store.get_batch(&[b"b", b"e"]).unwrap(),
+        vec![Some(b("2 pending")), None]
+    );
+}
+
+#[test]
+fn range_respects_every_kind_of_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    // Committed a, c, e; pending b, d and a delete of e.
+    for k in ["a", "c", "e"] {
+        put(&mut store, k, k);
+    }
+    store.commit(None).unwrap();
+    put(&mut store, "b", "b");
+    put(&mut store, "d", "d");
+    delete(&mut store, "e");
+
+    let keys = |from: Bound<&[u8]>, to: Bound<&[u8]>| -> String {
+        store
+            .range(from, to)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+            .collect()
+    };
+    assert_eq!(keys(Unbounded, Unbounded), "abcd");
+    assert_eq!(keys(Included(b"b"), Included(b"d")), "bcd");
+    assert_eq!(keys(Excluded(b"b"), Included(b"d")), "cd");
+    assert_eq!(keys(Included(b"b"), Excluded(b"d")), "bc");
+    assert_eq!(keys(Excluded(b"b"), Excluded(b"d")), "c");
+    assert_eq!(keys(Unbounded, Excluded(b"c")), "ab");
+    assert_eq!(keys(Excluded(b"c"), Unbounded), "d");
+    assert_eq!(keys(Included(b"bb"), Included(b"cc")), "c");
+    assert_eq!(keys(Included(b"c"), Included(b"c")), "c");
+    // Empty and inverted ranges are empty, not a panic.
+    assert_eq!(keys(Included(b"c"), Excluded(b"c")), "");
+    assert_eq!(keys(Excluded(b"c"), Excluded(b"c")), "");
+    assert_eq!(keys(Included(b"d"), Included(b"a")), "");
+    // Bounds LMDB could not store as keys.
+    assert_eq!(keys(Included(b""), Unbounded), "abcd");
+    assert_eq!(keys(Excluded(b""), Included(b"b")), "ab");
+    assert_eq!(keys(Unbounded, Included(b"")), "");
+    let long = vec![b'b'; 2 * env.max_key_size()];
+    assert_eq!(keys(Included(&long), Unbounded), "cd");
+    assert_eq!(keys(Unbounded, Excluded(&long)), "ab");
+}
+
+#[test]
+fn keys_lmdb_cannot_store_are_rejected_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    let max = env.max_key_size();
+    assert!(max >= 511);
+
+    let longest = vec![b'k'; max];
+    let mut batch = WriteBatch::new();
+    batch.put(longest.clone(), b("ok"));
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    assert_eq!(store.get(&longest).unwrap(), Some(b("ok")));
+
+    for bad in [Vec::new(), vec![b'k'; max + 1]] {
+        let mut batch = WriteBatch::new();
+        batch.put(b("fine"), b("1"));
+        batch.put(bad.clone(), b("x"));
+        let err = store.write_batch(batch).unwrap_err();
+        assert!(
+            matches!(
+                backend_source(&err).downcast_ref::<LmdbError>(),
+                Some(LmdbError::InvalidKey { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(store.uncommitted_len(), 0, "batch applied in part");
+        assert_eq!(store.get(&bad).unwrap(), None);
+        assert_eq!(store.get_batch(&[&bad]).unwrap(), vec![None]);
+    }
+}
+
+#[test]
+fn invalid_names_and_partitions_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    for (name, partition) in [("", 0), ("a/b", 0), ("a b", 0), ("nul\0", 0), ("ok", -1)] {
+        let err = env.open_store(name, partition).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Config { .. }),
+            "{name:?}/{partition}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn too_many_databases_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = LmdbEnvironment::open(LmdbConfig::new(dir.path()).with_max_dbs(3)).unwrap();
+    let _a = env.open_store("s", 0).unwrap();
+    let _b = env.open_store("s", 1).unwrap();
+    let err = env.open_store("s", 2).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Config { detail, .. } if detail.contains("max_dbs")),
+        "{err:?}"
+    );
+    // The failed name is not left registered as open.
+    assert!(matches!(
+        env.open_store("s", 2).unwrap_err(),
+        StoreError::Config { .. }
+    ));
+}
+
+#[test]
+fn invalid_map_sizes_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LmdbEnvironment::open(
+        LmdbConfig::new(dir.path())
+            .with_initial_map_size(1 << 30)
+            .with_max_map_size(1 << 20),
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Config { .. }), "{err:?}");
+}
+
+#[test]
+fn map_grows_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LmdbConfig::new(dir.path()).with_initial_map_size(64 * 1024);
+    let value = vec![0xab_u8; 1000];
+    let per_commit = 500;
+    let commits = 8; // 4000 values of 1000 bytes: about 4 MB
+    {
+        let env = LmdbEnvironment::open(config.clone()).unwrap();
+        assert_eq!(env.map_size(), 64 * 1024);
+        let mut store = env.open_store("big", 0).unwrap();
+        for c in 0..commits {
+            let mut batch = WriteBatch::with_capacity(per_commit);
+            for i in 0..per_commit {
+                batch.put(format!("key-{c:02}-{i:05}"), value.clone());
+            }
+            store.write_batch(batch).unwrap();
+            store.commit(cp(c as i64)).unwrap();
+        }
+        assert!(env.map_size() >= 4_000_000, "map size {}", env.map_size());
+        assert_eq!(
+            store.committed_len().unwrap(),
+            (per_commit * commits) as u64
+        );
+    }
+    // Reopened with the tiny initial size: LMDB maps at least the data, and growth continues.
+    let env = LmdbEnvironment::open(config).unwrap();
+    let mut store = env.open_store("big", 0).unwrap();
+    assert_eq!(
+        store.committed_len().unwrap(),
+        (per_commit * commits) as u64
+    );
+    assert_eq!(store.checkpoint().unwrap(), cp(commits as i64 - 1));
+    let mut batch = WriteBatch::new();
+    for i in 0..2000 {
+        batch.put(format!("more-{i:05}"), value.clone());
+    }
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    assert_eq!(
+        store.get(b"key-03-00042").unwrap().as_deref(),
+        Some(&value[..])
+    );
+    assert_eq!(
+        store.committed_len().unwrap(),
+        (per_commit * commits + 2000) as u64
+    );
+}
+
+#[test]
+fn commit_past_max_map_size_fails_cleanly_and_keeps_pending_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = LmdbEnvironment::open(
+        LmdbConfig::new(dir.path())
+            .with_initial_map_size(64 * 1024)
+            .with_max_map_size(256 * 1024),
+    )
+    .unwrap();
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "small", "1");
+    store.commit(cp(1)).unwrap();
+
+    let mut batch = WriteBatch::new();
+    for i in 0..1000 {
+        batch.put(format!("k{i:04}"), vec![7_u8; 1000]);
+    }
+    store.write_batch(batch).unwrap();
+    let err = store.commit(cp(2)).unwrap_err();
+    assert!(
+        matches!(
+            backend_source(&err).downcast_ref::<LmdbError>(),
+            Some(LmdbError::MapFull {
+                max_map_size: 262_144,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(env.map_size(), 256 * 1024);
+    // Nothing of the failed commit is durable; its writes are still pending and readable.
+    assert_eq!(store.uncommitted_len(), 1000);
+    assert_eq!(store.checkpoint().unwrap(), cp(1));
+    assert_eq!(store.committed_len().unwrap(), 1);
+    assert_eq!(store.get(b"k0999").unwrap().map(|v| v.len()), Some(1000));
+    // Retrying fails the same way; after a rollback the store works on.
+    assert!(store.commit(cp(2)).is_err());
+    store.rollback();
+    put(&mut store, "after", "ok");
+    store.commit(cp(3)).unwrap();
+    assert_eq!(all(&store), vec![kv("after", "ok"), kv("small", "1")]);
+    assert_eq!(store.checkpoint().unwrap(), cp(3));
+}
+
+#[test]
+fn malformed_checkpoint_is_corrupt_not_a_panic() {
+    use heed::types::Bytes as Raw;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let env = env(dir.path());
+        let mut store = env.open_store("s", 0).unwrap();
+        store.commit(cp(5)).unwrap();
+    }
+    // Damage the checkpoint with heed directly.
+    {
+        let raw = unsafe {
+            heed::EnvOpenOptions::new()
+                .max_dbs(8)
+                .open(dir.path())
+                .unwrap()
+        };
+        let wtxn = raw.write_txn().unwrap();
+        let db = raw
+            .create_databases_and_commit(wtxn, |opener, wtxn| {
+                opener
+                    .create_database::<Raw, Raw>(wtxn, Some("__kstreams_checkpoints"))
+                    .map(heed::CommitOrAbort::<_, ()>::Commit)
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = raw.write_txn().unwrap();
+        db.put(&mut wtxn, b"s.0", b"\x01\x02\x03").unwrap();
+        wtxn.commit().unwrap();
+        raw.prepare_for_closing().wait();
+    }
+    let env = env(dir.path());
+    let store = env.open_store("s", 0).unwrap();
+    let err = store.checkpoint().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn every_sync_mode_commits_and_reopens() {
+    for mode in [SyncMode::Full, SyncMode::NoMetaSync, SyncMode::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LmdbConfig::new(dir.path()).with_sync_mode(mode);
+        {
+            let env = LmdbEnvironment::open(config.clone()).unwrap();
+            let mut store = env.open_store("s", 0).unwrap();
+            put(&mut store, "k", "v");
+            store.commit(cp(1)).unwrap();
+            env.sync().unwrap();
+        }
+        let env = LmdbEnvironment::open(config).unwrap();
+        assert_eq!(env.config().sync_mode, mode);
+        let store = env.open_store("s", 0).unwrap();
+        assert_eq!(all(&store), vec![kv("k", "v")], "{mode:?}");
+        assert_eq!(store.checkpoint().unwrap(), cp(1));
+    }
+    assert_eq!(SyncMode::default(), SyncMode::NoMetaSync);
+}
+
+#[test]
+fn a_store_moves_between_threads_between_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "a", "main");
+    let mut store = std::thread::spawn(move || {
+        put(&mut store, "b", "thread");
+        store.commit(cp(1)).unwrap();
+        put(&mut store, "c", "pending");
+        store
+    })
+    .join()
+    .unwrap();
+    store.commit(cp(2)).unwrap();
+    assert_eq!(
+        all(&store),
+        vec![kv("a", "main"), kv("b", "thread"), kv("c", "pending")]
+    );
+}
+
+#[test]
+fn concurrent_stores_of_one_environment_commit_while_the_map_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = LmdbEnvironment::open(
+        LmdbConfig::new(dir.path())
+            .with_initial_map_size(64 * 1024)
+            .with_sync_mode(SyncMode::NoSync),
+    )
+    .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|partition| {
+            let env = env.clone();
+            std::thread::spawn(move || {
+                let mut store = env.open_store("s", partition).unwrap();
+                for round in 0..20_i64 {
+                    let mut batch = WriteBatch::new();
+                    for i in 0..50 {
+                        batch.put(format!("{round:03}-{i:03}"), vec![partition as u8; 500]);
+                    }
+                    store.write_batch(batch).unwrap();
+                    store.commit(cp(round)).unwrap();
+                    let got = store.get_batch(&[b"000-000", b"nope"]).unwrap();
+                    assert_eq!(got[0].as_deref(), Some(&vec![partition as u8; 500][..]));
+                    assert_eq!(got[1], None);
+                }
+                store.committed_len().unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 20 * 50);
+    }
+    assert!(env.map_size() > 64 * 1024);
+}

@@ -1,0 +1,260 @@
+//! Random operation sequences against a `BTreeMap` model with a committed/pending split,
+//! including dropping and reopening the environment.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use kstreams_store_api::{Checkpoint, KvBackend, WriteBatch};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, LmdbStore, SyncMode};
+use proptest::prelude::*;
+
+type Key = Vec<u8>;
+type Value = Vec<u8>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Key, Value),
+    Delete(Key),
+    WriteBatch(Vec<(Key, Option<Value>)>),
+    Commit(Option<i64>),
+    Rollback,
+    Get(Key),
+    GetBatch(Vec<Key>),
+    Range(Bound<Key>, Bound<Key>),
+    Reopen,
+}
+
+/// Keys from a tiny alphabet (including 0x00 and 0xff) so that writes collide often.
+fn key() -> impl Strategy<Value = Key> {
+    prop::collection::vec(
+        prop::sample::select(vec![0x00_u8, b'a', b'b', b'c', 0xff]),
+        1..4,
+    )
+}
+
+/// Range bounds and lookups may also use the empty key.
+fn probe_key() -> impl Strategy<Value = Key> {
+    prop::collection::vec(
+        prop::sample::select(vec![0x00_u8, b'a', b'b', b'c', 0xff]),
+        0..4,
+    )
+}
+
+/// Mostly small values, sometimes big enough for LMDB overflow pages (and map growth).
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        8 => prop::collection::vec(any::<u8>(), 0..32),
+        1 => (1000_usize..6000).prop_map(|n| vec![0x5a; n]),
+    ]
+}
+
+fn bound() -> impl Strategy<Value = Bound<Key>> {
+    prop_oneof![
+        Just(Bound::Unbounded),
+        probe_key().prop_map(Bound::Included),
+        probe_key().prop_map(Bound::Excluded),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (key(), value()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => key().prop_map(Op::Delete),
+        4 => prop::collection::vec((key(), prop::option::weighted(0.75, value())), 0..8)
+            .prop_map(Op::WriteBatch),
+        3 => prop::option::of(any::<i64>()).prop_map(Op::Commit),
+        1 => Just(Op::Rollback),
+        3 => probe_key().prop_map(Op::Get),
+        2 => prop::collection::vec(probe_key(), 0..6).prop_map(Op::GetBatch),
+        3 => (bound(), bound()).prop_map(|(a, b)| Op::Range(a, b)),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// What the store must look like: committed state, pending writes on top, last checkpoint.
+#[derive(Default)]
+struct Model {
+    committed: BTreeMap<Key, Value>,
+    pending: BTreeMap<Key, Option<Value>>,
+    checkpoint: Option<i64>,
+}
+
+impl Model {
+    fn get(&self, key: &[u8]) -> Option<Value> {
+        match self.pending.get(key) {
+            Some(v) => v.clone(),
+            None => self.committed.get(key).cloned(),
+        }
+    }
+
+    fn visible(&self) -> BTreeMap<Key, Value> {
+        let mut all = self.committed.clone();
+        for (k, v) in &self.pending {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        all
+    }
+
+    fn commit(&mut self, checkpoint: Option<i64>) {
+        for (k, v) in std::mem::take(&mut self.pending) {
+            match v {
+                Some(v) => self.committed.insert(k, v),
+                None => self.committed.remove(&k),
+            };
+        }
+        if checkpoint.is_some() {
+            self.checkpoint = checkpoint;
+        }
+    }
+}
+
+fn contains(from: &Bound<Key>, to: &Bound<Key>, key: &[u8]) -> bool {
+    let lower = match from {
+        Bound::Included(f) => key >= f.as_slice(),
+        Bound::Excluded(f) => key > f.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let upper = match to {
+        Bound::Included(t) => key <= t.as_slice(),
+        Bound::Excluded(t) => key < t.as_slice(),
+        Bound::Unbounded => true,
+    };
+    lower && upper
+}
+
+fn as_ref(b: &Bound<Key>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn open(config: &LmdbConfig) -> (LmdbEnvironment, LmdbStore) {
+    let env = LmdbEnvironment::open(config.clone()).unwrap();
+    let store = env.open_store("model", 3).unwrap();
+    (env, store)
+}
+
+fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    // A tiny map so that big values make commits grow it; no fsync to keep 256 cases fast (the
+    // sync mode does not change what a live or cleanly reopened environment contains).
+    let config = LmdbConfig::new(dir.path())
+        .with_initial_map_size(64 * 1024)
+        .with_sync_mode(SyncMode::NoSync);
+    let (mut env, mut store) = open(&config);
+    let mut model = Model::default();
+
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Put(k, v) => {
+                let mut batch = WriteBatch::new();
+                batch.put(k.clone(), v.clone());
+                store.write_batch(batch).unwrap();
+                model.pending.insert(k, Some(v));
+            }
+            Op::Delete(k) => {
+                let mut batch = WriteBatch::new();
+                batch.delete(k.clone());
+                store.write_batch(batch).unwrap();
+                model.pending.insert(k, None);
+            }
+            Op::WriteBatch(writes) => {
+                let mut batch = WriteBatch::new();
+                for (k, v) in writes {
+                    match &v {
+                        Some(v) => batch.put(k.clone(), v.clone()),
+                        None => batch.delete(k.clone()),
+                    }
+                    model.pending.insert(k, v);
+                }
+                store.write_batch(batch).unwrap();
+            }
+            Op::Commit(offset) => {
+                store
+                    .commit(offset.map(|changelog_offset| Checkpoint { changelog_offset }))
+                    .unwrap();
+                model.commit(offset);
+            }
+            Op::Rollback => {
+                store.rollback();
+                model.pending.clear();
+            }
+            Op::Get(k) => {
+                let got = store.get(&k).unwrap().map(|v| v.to_vec());
+                prop_assert_eq!(got, model.get(&k), "step {}: get {:?}", step, k);
+            }
+            Op::GetBatch(keys) => {
+                let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                let got: Vec<Option<Value>> = store
+                    .get_batch(&refs)
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| v.map(|v| v.to_vec()))
+                    .collect();
+                let want: Vec<Option<Value>> = keys.iter().map(|k| model.get(k)).collect();
+                prop_assert_eq!(got, want, "step {}: get_batch {:?}", step, keys);
+            }
+            Op::Range(from, to) => {
+                let got: Vec<(Key, Value)> = store
+                    .range(as_ref(&from), as_ref(&to))
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v): (Bytes, Bytes)| (k.to_vec(), v.to_vec()))
+                    .collect();
+                let want: Vec<(Key, Value)> = model
+                    .visible()
+                    .into_iter()
+                    .filter(|(k, _)| contains(&from, &to, k))
+                    .collect();
+                prop_assert_eq!(got, want, "step {}: range {:?}..{:?}", step, from, to);
+            }
+            Op::Reopen => {
+                drop(store);
+                drop(env);
+                (env, store) = open(&config);
+                model.pending.clear();
+            }
+        }
+        prop_assert_eq!(
+            store.uncommitted_len(),
+            model.pending.len(),
+            "step {}",
+            step
+        );
+        prop_assert_eq!(
+            store.checkpoint().unwrap().map(|c| c.changelog_offset),
+            model.checkpoint,
+            "step {}",
+            step
+        );
+    }
+
+    // Whatever happened, a final reopen shows exactly the committed state.
+    drop(store);
+    drop(env);
+    let (_env, store) = open(&config);
+    let got: BTreeMap<Key, Value> = store
+        .range(Bound::Unbounded, Bound::Unbounded)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    prop_assert_eq!(got, model.committed.clone());
+    prop_assert_eq!(store.committed_len().unwrap(), model.committed.len() as u64);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn lmdb_store_matches_a_btreemap_model(ops in prop::collection::vec(op(), 1..60)) {
+        check(ops)?;
+    }
+}
