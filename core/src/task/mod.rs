@@ -1,0 +1,512 @@
+//! Tasks: one per (sub-topology, partition). A task owns per-partition queues of consumed
+//! records, the processor instances and the stores of its sub-topology, and runs batches
+//! through them.
+//!
+//! # Batch contract
+//! - A batch is a run of records of **one** input partition, in offset order, at most
+//!   [`TaskConfig::max_batch_records`] long; consecutive batches of a partition never overlap
+//!   or skip a record.
+//! - When the task reads several partitions (co-partitioned topics), the next batch comes from
+//!   the partition whose first queued record has the smallest timestamp.
+//! - A partition's committable offset is its last processed offset + 1 and moves only when a
+//!   whole batch succeeded (or, under `Skip`/`DeadLetter`, when the failed record was handed to
+//!   the policy). Records stay queued until then.
+//! - Under [`ErrorPolicy::Fail`] the task stops: nothing after the failed record is ever
+//!   reported committable, and the owner must [`Task::rollback_stores`] and recreate the task
+//!   from its committed offsets, which retries the batch from its first record.
+
+mod punctuation;
+mod queue;
+pub(crate) mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{ProcessError, TaskError};
+use crate::processor::{PunctuationType, with_processor};
+use crate::record::{ProducerRecord, RawRecord, TopicPartition};
+use crate::state::{KeyValueStore, KvSerdes, StateError, StoreFactory};
+use crate::topology::Topology;
+use crate::topology::graph::{Graph, NodeRuntime, SourceFailure};
+use queue::PartitionQueue;
+use state::TaskState;
+
+/// Header naming the source topic of a dead-lettered record.
+pub const DLQ_HEADER_TOPIC: &str = "kstreams.dlq.source.topic";
+/// Header naming the source partition (decimal) of a dead-lettered record.
+pub const DLQ_HEADER_PARTITION: &str = "kstreams.dlq.source.partition";
+/// Header naming the source offset (decimal) of a dead-lettered record.
+pub const DLQ_HEADER_OFFSET: &str = "kstreams.dlq.source.offset";
+/// Header carrying the error message of a dead-lettered record.
+pub const DLQ_HEADER_ERROR: &str = "kstreams.dlq.error";
+
+pub(crate) fn dead_letter_headers(
+    tp: &TopicPartition,
+    offset: i64,
+    error: &str,
+) -> [(&'static str, String); 4] {
+    [
+        (DLQ_HEADER_TOPIC, tp.topic.to_string()),
+        (DLQ_HEADER_PARTITION, tp.partition.to_string()),
+        (DLQ_HEADER_OFFSET, offset.to_string()),
+        (DLQ_HEADER_ERROR, error.to_owned()),
+    ]
+}
+
+/// Identifies a task: sub-topology id and partition, shown as `<subtopology>_<partition>` like
+/// Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    /// Sub-topology id.
+    pub subtopology: usize,
+    /// Partition of every source topic of the sub-topology.
+    pub partition: i32,
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// What to do with a record that cannot be deserialized or processed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ErrorPolicy {
+    /// Stop the task (the default): nothing after the record is committed.
+    #[default]
+    Fail,
+    /// Log the error, count the record in [`TaskMetrics::skipped_records`] and go on.
+    Skip,
+    /// Produce the raw record to `topic` with the `kstreams.dlq.*` headers naming its source
+    /// topic, partition, offset and the error, count it and go on.
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+    },
+}
+
+/// Settings of a task.
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    /// Most records in one batch (at least 1).
+    pub max_batch_records: usize,
+    /// Policy for records whose key or value cannot be deserialized.
+    pub deserialization_errors: ErrorPolicy,
+    /// Policy for records whose processing fails.
+    pub processing_errors: ErrorPolicy,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_records: 1000,
+            deserialization_errors: ErrorPolicy::Fail,
+            processing_errors: ErrorPolicy::Fail,
+        }
+    }
+}
+
+/// Counters of a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskMetrics {
+    /// Records taken off the queues as processed (skipped and dead-lettered ones included).
+    pub consumed_records: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Records skipped under [`ErrorPolicy::Skip`].
+    pub skipped_records: u64,
+    /// Records sent to a dead-letter topic.
+    pub dead_lettered_records: u64,
+}
+
+/// What one call of [`Task::process_next_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// The input partition of the batch.
+    pub partition: TopicPartition,
+    /// Records taken off its queue.
+    pub consumed: usize,
+}
+
+/// A running task. See the [module docs](self) for the batch contract.
+pub struct Task {
+    graph: Arc<Graph>,
+    state: TaskState,
+    queues: Vec<PartitionQueue>,
+    failed: bool,
+}
+
+impl Task {
+    /// Creates task `id` of `topology`: opens its stores through `stores` and initializes its
+    /// processors. `partition_counts` gives the partition count of sink topics (needed by sinks
+    /// with a partitioner); `now` is wall-clock time in ms since the epoch.
+    pub fn new(
+        topology: &Topology,
+        id: TaskId,
+        stores: &dyn StoreFactory,
+        config: TaskConfig,
+        partition_counts: HashMap<String, i32>,
+        now: i64,
+    ) -> Result<Self, TaskError> {
+        let graph = topology
+            .graphs
+            .get(id.subtopology)
+            .cloned()
+            .ok_or_else(|| TaskError::InvalidInput {
+                task: id,
+                detail: format!("the topology has no sub-topology {}", id.subtopology),
+            })?;
+        let backends = graph
+            .stores
+            .iter()
+            .map(|s| stores.open(&s.name, id.partition))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TaskError::Store { task: id, source })?;
+        let queues = graph
+            .sources
+            .iter()
+            .map(|(topic, node)| {
+                PartitionQueue::new(TopicPartition::new(topic.clone(), id.partition), *node)
+            })
+            .collect();
+        let config = TaskConfig {
+            max_batch_records: config.max_batch_records.max(1),
+            ..config
+        };
+        let state = TaskState {
+            task_id: id,
+            nodes: graph.factories.iter().map(|f| Some(f.create())).collect(),
+            stores: backends,
+            stream_time: None,
+            wall_clock: now,
+            current: Default::default(),
+            punctuators: Default::default(),
+            output: Vec::new(),
+            partition_counts,
+            config,
+            metrics: TaskMetrics::default(),
+        };
+        let mut task = Self {
+            graph,
+            state,
+            queues,
+            failed: false,
+        };
+        for node in 0..task.graph.names.len() {
+            if matches!(task.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+                let graph = &*task.graph;
+                with_processor(graph, &mut task.state, node, |p, g, s| p.init(g, s, node))
+                    .map_err(|e| task.processing_failure(node, e))?;
+            }
+        }
+        Ok(task)
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.state.task_id
+    }
+
+    /// The input partitions of the task.
+    pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.queues.iter().map(|q| &q.tp)
+    }
+
+    /// Whether the task has failed (see [`ErrorPolicy::Fail`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> TaskMetrics {
+        self.state.metrics
+    }
+
+    /// The task's stream time.
+    pub fn stream_time(&self) -> Option<i64> {
+        self.state.stream_time
+    }
+
+    /// Queues consumed records of `tp`. Offsets must increase (gaps are fine: compaction,
+    /// transaction markers); a record at or before an already queued offset is an error and
+    /// nothing of the call is queued.
+    pub fn add_records(
+        &mut self,
+        tp: &TopicPartition,
+        records: impl IntoIterator<Item = RawRecord>,
+    ) -> Result<(), TaskError> {
+        let task = self.id();
+        let queue = self
+            .queues
+            .iter_mut()
+            .find(|q| &q.tp == tp)
+            .ok_or_else(|| TaskError::InvalidInput {
+                task,
+                detail: format!("partition {tp} is not an input of this task"),
+            })?;
+        let records: Vec<RawRecord> = records.into_iter().collect();
+        let mut last = queue.last_enqueued.or(queue.committable.map(|c| c - 1));
+        for r in &records {
+            if last.is_some_and(|l| r.offset <= l) {
+                return Err(TaskError::InvalidInput {
+                    task,
+                    detail: format!(
+                        "{tp}: offset {} is not after {}",
+                        r.offset,
+                        last.unwrap_or_default()
+                    ),
+                });
+            }
+            last = Some(r.offset);
+        }
+        queue.last_enqueued = last;
+        queue.records.extend(records);
+        Ok(())
+    }
+
+    /// Number of queued records of `tp` (so a fetcher can leave full partitions out).
+    pub fn queued(&self, tp: &TopicPartition) -> usize {
+        self.queues
+            .iter()
+            .find(|q| &q.tp == tp)
+            .map_or(0, |q| q.records.len())
+    }
+
+    /// Total queued records.
+    pub fn queued_total(&self) -> usize {
+        self.queues.iter().map(|q| q.records.len()).sum()
+    }
+
+    /// Runs one batch, if any record is queued. Stream-time punctuations due after it fire
+    /// before this returns.
+    pub fn process_next_batch(&mut self) -> Result<Option<BatchOutcome>, TaskError> {
+        if self.failed {
+            return Err(TaskError::Failed(self.id()));
+        }
+        let Some(qi) = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| q.head_timestamp().map(|ts| (ts, i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            return Ok(None);
+        };
+        let graph = &*self.graph;
+        let queue = &mut self.queues[qi];
+        let n = queue.records.len().min(self.state.config.max_batch_records);
+        let records = &queue.records.make_contiguous()[..n];
+        let tp = queue.tp.clone();
+        let batch_max_ts = records.iter().map(|r| r.timestamp).max();
+        self.state.stream_time = self.state.stream_time.max(batch_max_ts);
+        self.state.current.topic = Some(tp.topic.clone());
+        self.state.current.partition = tp.partition;
+        self.state.metrics.batches += 1;
+
+        let source = queue.source;
+        let result = match self.state.nodes[source].take() {
+            Some(NodeRuntime::Source(mut s)) => {
+                let r = s.process_raw(graph, &mut self.state, source, &tp, records);
+                self.state.nodes[source] = Some(NodeRuntime::Source(s));
+                r
+            }
+            other => {
+                self.state.nodes[source] = other;
+                Err(SourceFailure::Processing(ProcessError::msg(format!(
+                    "node `{}` is not a source (internal error)",
+                    graph.names[source]
+                ))))
+            }
+        };
+        let consumed = match result {
+            Ok(()) => n,
+            Err(SourceFailure::Deserialization(source)) => {
+                self.failed = true;
+                return Err(TaskError::Deserialization {
+                    task: self.id(),
+                    source,
+                });
+            }
+            Err(SourceFailure::Processing(err)) => {
+                let policy = self.state.config.processing_errors.clone();
+                if policy == ErrorPolicy::Fail {
+                    return Err(self.processing_failure(source, err));
+                }
+                let failed_at = err
+                    .offset()
+                    .and_then(|o| records.iter().position(|r| r.offset == o));
+                // Without the failed record's offset the whole batch failed.
+                let (failed, consumed) = match failed_at {
+                    Some(i) => (&records[i..=i], i + 1),
+                    None => (records, n),
+                };
+                let message = err.to_string();
+                for raw in failed {
+                    match &policy {
+                        ErrorPolicy::DeadLetter { topic } => {
+                            tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, dlq = %topic, "sending failed record to the dead-letter topic");
+                            self.state
+                                .dead_letter(Arc::from(topic.as_str()), &tp, raw, &message);
+                        }
+                        _ => {
+                            tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, "skipping record whose processing failed");
+                            self.state.metrics.skipped_records += 1;
+                        }
+                    }
+                }
+                consumed
+            }
+        };
+        self.queues[qi].consume(consumed);
+        self.state.metrics.consumed_records += consumed as u64;
+        if let Some(time) = self.state.stream_time {
+            self.punctuate(PunctuationType::StreamTime, time)?;
+        }
+        Ok(Some(BatchOutcome {
+            partition: tp,
+            consumed,
+        }))
+    }
+
+    /// Runs batches until every queue is empty; returns the number of batches.
+    pub fn process_all(&mut self) -> Result<usize, TaskError> {
+        let mut batches = 0;
+        while self.process_next_batch()?.is_some() {
+            batches += 1;
+        }
+        Ok(batches)
+    }
+
+    /// Sets wall-clock time (ms since the epoch) and fires the wall-clock punctuations due;
+    /// returns how many fired.
+    pub fn punctuate_wall_clock(&mut self, now: i64) -> Result<usize, TaskError> {
+        if self.failed {
+            return Err(TaskError::Failed(self.id()));
+        }
+        self.state.wall_clock = self.state.wall_clock.max(now);
+        self.punctuate(PunctuationType::WallClock, self.state.wall_clock)
+    }
+
+    /// When the next wall-clock punctuation is due, for the owner's timer.
+    pub fn next_wall_clock_punctuation(&self) -> Option<i64> {
+        self.state.punctuators.next_wall_clock_due()
+    }
+
+    fn punctuate(&mut self, kind: PunctuationType, time: i64) -> Result<usize, TaskError> {
+        let due = self.state.punctuators.take_due(kind, time);
+        let mut fired = 0;
+        for (node, id) in due {
+            // An earlier punctuation of this round may have cancelled it.
+            if !self.state.punctuators.contains(id) {
+                continue;
+            }
+            self.state.current.offset = None;
+            let graph = &*self.graph;
+            with_processor(graph, &mut self.state, node, |p, g, s| {
+                p.punctuate(g, s, node, id, time)
+            })
+            .map_err(|e| self.processing_failure(node, e))?;
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    /// Marks the task failed and describes `source`, raised in `node` (or deeper).
+    fn processing_failure(&mut self, node: usize, source: ProcessError) -> TaskError {
+        self.failed = true;
+        let node = source
+            .node()
+            .map_or_else(|| self.graph.names[node].clone(), str::to_owned);
+        TaskError::Processing {
+            task: self.state.task_id,
+            node,
+            topic: self.state.current.topic.clone(),
+            partition: self.state.current.partition,
+            source,
+        }
+    }
+
+    /// Takes the records the sinks (and the dead-letter policy) produced since the last call,
+    /// in production order.
+    pub fn take_output(&mut self) -> Vec<ProducerRecord> {
+        std::mem::take(&mut self.state.output)
+    }
+
+    /// Each input partition's committable offset (last processed offset + 1), for partitions
+    /// with progress.
+    pub fn committable_offsets(&self) -> Vec<(TopicPartition, i64)> {
+        self.queues
+            .iter()
+            .filter_map(|q| q.committable.map(|o| (q.tp.clone(), o)))
+            .collect()
+    }
+
+    /// Makes the stores' writes since the last commit durable. Call after the output up to now
+    /// is acknowledged and before committing [`Task::committable_offsets`].
+    pub fn commit_stores(&mut self) -> Result<(), TaskError> {
+        let task = self.id();
+        for store in &mut self.state.stores {
+            store
+                .commit(None)
+                .map_err(|source| TaskError::Store { task, source })?;
+        }
+        Ok(())
+    }
+
+    /// Discards the stores' writes since the last commit (after a failure).
+    pub fn rollback_stores(&mut self) {
+        for store in &mut self.state.stores {
+            store.rollback();
+        }
+    }
+
+    /// Typed access to one of the task's stores, e.g. to inspect it in tests.
+    pub fn store<K: 'static, V: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<KeyValueStore<'_, K, V>, StateError> {
+        let slot = self
+            .graph
+            .stores
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| StateError::NotConnected {
+                processor: format!("task {}", self.state.task_id),
+                store: name.to_owned(),
+            })?;
+        let def = &self.graph.stores[slot];
+        let serdes = def.serdes.downcast_ref::<KvSerdes<K, V>>().ok_or_else(|| {
+            StateError::TypeMismatch {
+                store: def.name.clone(),
+                key: def.key_type,
+                value: def.value_type,
+                asked_key: std::any::type_name::<K>(),
+                asked_value: std::any::type_name::<V>(),
+            }
+        })?;
+        Ok(KeyValueStore::new(
+            &def.name,
+            self.state.stores[slot].as_mut(),
+            serdes,
+        ))
+    }
+
+    /// Closes the processors (in topology order) and returns the first error.
+    pub fn close(mut self) -> Result<(), TaskError> {
+        let mut first_error = None;
+        for node in 0..self.graph.names.len() {
+            if matches!(self.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+                let graph = &*self.graph;
+                if let Err(e) =
+                    with_processor(graph, &mut self.state, node, |p, g, s| p.close(g, s, node))
+                {
+                    let err = self.processing_failure(node, e);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,41 @@
+//! The queue of consumed, not yet processed records of one input partition.
+
+use std::collections::VecDeque;
+
+use crate::record::{RawRecord, TopicPartition};
+
+pub(crate) struct PartitionQueue {
+    pub(crate) tp: TopicPartition,
+    /// Local index of the source node reading this partition's topic.
+    pub(crate) source: usize,
+    /// Records stay queued until the batch holding them has succeeded.
+    pub(crate) records: VecDeque<RawRecord>,
+    /// Offset of the last record enqueued; new records must come after it.
+    pub(crate) last_enqueued: Option<i64>,
+    /// Last fully processed offset + 1.
+    pub(crate) committable: Option<i64>,
+}
+
+impl PartitionQueue {
+    pub(crate) fn new(tp: TopicPartition, source: usize) -> Self {
+        Self {
+            tp,
+            source,
+            records: VecDeque::new(),
+            last_enqueued: None,
+            committable: None,
+        }
+    }
+
+    pub(crate) fn head_timestamp(&self) -> Option<i64> {
+        self.records.front().map(|r| r.timestamp)
+    }
+
+    /// Drops the first `n` records, which have been processed (or skipped), and moves the
+    /// committable offset past them.
+    pub(crate) fn consume(&mut self, n: usize) {
+        if let Some(last) = self.records.drain(..n).last() {
+            self.committable = Some(last.offset + 1);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The runnable form of one sub-topology: nodes with local indices, edges, stores.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::error::{DeserializationError, ProcessError};
+use crate::processor::PunctuatorId;
+use crate::record::{RawRecord, TopicPartition};
+use crate::state::StoreDef;
+use crate::task::state::TaskState;
+
+/// One sub-topology, shared (immutable) by all of its tasks. Node indices are local.
+pub(crate) struct Graph {
+    pub(crate) names: Vec<String>,
+    pub(crate) children: Vec<Vec<usize>>,
+    /// Store slots (indices into `stores`) connected to each node.
+    pub(crate) node_stores: Vec<Vec<usize>>,
+    pub(crate) stores: Vec<StoreDef>,
+    /// Source topic → source node.
+    pub(crate) sources: Vec<(Arc<str>, usize)>,
+    pub(crate) factories: Vec<Arc<dyn NodeFactory>>,
+}
+
+/// Makes the runtime form of a node for one task.
+pub(crate) trait NodeFactory: Send + Sync {
+    fn create(&self) -> NodeRuntime;
+}
+
+/// A node of a running task.
+pub(crate) enum NodeRuntime {
+    Source(Box<dyn SourceRuntime>),
+    Processor(Box<dyn ProcessorRuntime>),
+}
+
+/// Why a source could not hand its batch on.
+pub(crate) enum SourceFailure {
+    /// Deserialization failed under the `Fail` policy.
+    Deserialization(DeserializationError),
+    /// A node downstream failed.
+    Processing(ProcessError),
+}
+
+/// A source node: deserializes raw records and forwards them as one batch.
+pub(crate) trait SourceRuntime: Send {
+    fn process_raw(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+        tp: &TopicPartition,
+        records: &[RawRecord],
+    ) -> Result<(), SourceFailure>;
+}
+
+/// A processor or sink node, its input types erased. `input` is a
+/// `&mut Option<Record<KIn, VIn>>` (`process_one`) or `&mut Option<Vec<Record<KIn, VIn>>>`
+/// (`process_many`); the typed builder guarantees the types match.
+pub(crate) trait ProcessorRuntime: Send {
+    fn init(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+    ) -> Result<(), ProcessError>;
+    fn process_one(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+        input: &mut dyn Any,
+    ) -> Result<(), ProcessError>;
+    fn process_many(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+        input: &mut dyn Any,
+    ) -> Result<(), ProcessError>;
+    fn punctuate(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+        id: PunctuatorId,
+        timestamp: i64,
+    ) -> Result<(), ProcessError>;
+    fn close(
+        &mut self,
+        graph: &Graph,
+        state: &mut TaskState,
+        node: usize,
+    ) -> Result<(), ProcessError>;
+}
+
+/// Takes the typed input out of an erased slot.
+pub(crate) fn take_input<T: 'static>(input: &mut dyn Any, node: &str) -> Result<T, ProcessError> {
+    input
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .ok_or_else(|| {
+            ProcessError::msg(format!(
+                "node `{node}` got input of another type than {} (internal error)",
+                std::any::type_name::<T>()
+            ))
+        })
+}
