@@ -2,7 +2,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Deserializer, SerdeError, Serializer};
 
-fn non_null<'a, T>(data: Option<&'a Bytes>) -> Result<&'a Bytes, SerdeError> {
+fn non_null<T>(data: Option<&Bytes>) -> Result<&Bytes, SerdeError> {
     data.ok_or(SerdeError::Null {
         type_name: std::any::type_name::<T>(),
     })

@@ -510,3 +510,6 @@ impl Task {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -443,3 +443,6 @@ impl TopologyTestDriver {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,6 +31,18 @@ static NEXT_BUILDER_ID: AtomicU64 = AtomicU64::new(1);
 /// assert_eq!(topology.subtopologies().len(), 1);
 /// # Ok::<(), TopologyError>(())
 /// ```
+///
+/// Wiring a parent whose output type is not the child's input type does not compile:
+///
+/// ```compile_fail
+/// use kstreams_core::prelude::*;
+///
+/// let mut b = TopologyBuilder::new();
+/// let src = b.add_source::<String, String>("src", &["input"], StringSerde, StringSerde)?;
+/// // The sink takes (String, i64) records; the source gives (String, String).
+/// b.add_sink("out", "output", &[&src], StringSerde, I64Serde)?;
+/// # Ok::<(), TopologyError>(())
+/// ```
 pub struct TopologyBuilder {
     id: u64,
     pub(super) nodes: Vec<NodeDef>,

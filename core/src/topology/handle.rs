@@ -59,10 +59,13 @@ impl<K, V> Upstream<K, V> for SourceHandle<K, V> {
     }
 }
 
+/// Marks a processor's input and output types without owning values of them.
+type ProcessorTypes<KIn, VIn, KOut, VOut> = PhantomData<fn(KIn, VIn) -> (KOut, VOut)>;
+
 /// A processor node taking `Record<KIn, VIn>` and producing `Record<KOut, VOut>`.
 pub struct ProcessorHandle<KIn, VIn, KOut, VOut> {
     pub(crate) node: NodeRef,
-    pub(crate) _types: PhantomData<fn(KIn, VIn) -> (KOut, VOut)>,
+    pub(crate) _types: ProcessorTypes<KIn, VIn, KOut, VOut>,
 }
 handle_clone!(ProcessorHandle<KIn, VIn, KOut, VOut>);
 

@@ -334,3 +334,6 @@ impl UnionFind {
         self.0[hi] = lo;
     }
 }
+
+#[cfg(test)]
+mod tests;
