@@ -306,9 +306,17 @@ impl Task {
         self.state.metrics.batches += 1;
 
         let source = queue.source;
+        let mut undecodable = Vec::new();
         let result = match self.state.nodes[source].take() {
             Some(NodeRuntime::Source(mut s)) => {
-                let r = s.process_raw(graph, &mut self.state, source, &tp, records);
+                let r = s.process_raw(
+                    graph,
+                    &mut self.state,
+                    source,
+                    &tp,
+                    records,
+                    &mut undecodable,
+                );
                 self.state.nodes[source] = Some(NodeRuntime::Source(s));
                 r
             }
@@ -337,10 +345,19 @@ impl Task {
                 let failed_at = err
                     .offset()
                     .and_then(|o| records.iter().position(|r| r.offset == o));
-                // Without the failed record's offset the whole batch failed.
-                let (failed, consumed) = match failed_at {
-                    Some(i) => (&records[i..=i], i + 1),
-                    None => (records, n),
+                // Without the failed record's offset the whole batch failed (except the
+                // undecodable records, which never reached a processor).
+                let (failed, consumed): (Vec<&RawRecord>, usize) = match failed_at {
+                    Some(i) => (vec![&records[i]], i + 1),
+                    None => (
+                        records
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| !undecodable.iter().any(|(u, _)| u == i))
+                            .map(|(_, r)| r)
+                            .collect(),
+                        n,
+                    ),
                 };
                 let message = err.to_string();
                 for raw in failed {
@@ -359,6 +376,11 @@ impl Task {
                 consumed
             }
         };
+        // Undecodable records after a failed one stay queued and are met again next batch.
+        for (index, err) in undecodable.iter().filter(|(i, _)| *i < consumed) {
+            self.state
+                .on_deserialization_error(&tp, &records[*index], err);
+        }
         self.queues[qi].consume(consumed);
         self.state.metrics.consumed_records += consumed as u64;
         if let Some(time) = self.state.stream_time {

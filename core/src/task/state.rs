@@ -34,25 +34,22 @@ impl TaskState {
         self.partition_counts.get(topic).copied()
     }
 
-    /// Applies the deserialization-error policy to one record; `Err` means fail the task.
+    /// Applies the (non-`Fail`) deserialization-error policy to one consumed record.
     pub(crate) fn on_deserialization_error(
         &mut self,
         tp: &TopicPartition,
         raw: &RawRecord,
-        err: DeserializationError,
-    ) -> Result<(), DeserializationError> {
+        err: &DeserializationError,
+    ) {
         match &self.config.deserialization_errors {
-            ErrorPolicy::Fail => Err(err),
-            ErrorPolicy::Skip => {
-                tracing::warn!(task = %self.task_id, error = %err, "skipping undeserializable record");
-                self.metrics.skipped_records += 1;
-                Ok(())
-            }
             ErrorPolicy::DeadLetter { topic } => {
                 let topic: Arc<str> = Arc::from(topic.as_str());
                 tracing::warn!(task = %self.task_id, error = %err, dlq = %topic, "sending undeserializable record to the dead-letter topic");
                 self.dead_letter(topic, tp, raw, &err.to_string());
-                Ok(())
+            }
+            ErrorPolicy::Skip | ErrorPolicy::Fail => {
+                tracing::warn!(task = %self.task_id, error = %err, "skipping undeserializable record");
+                self.metrics.skipped_records += 1;
             }
         }
     }

@@ -358,9 +358,10 @@ fn deserialization_errors_follow_their_policy() {
     let out = t.take_output();
     assert_eq!(
         out.iter().map(|r| &*r.topic).collect::<Vec<_>>(),
-        vec!["dlq", "out", "out"]
+        vec!["out", "out", "dlq"],
+        "dead letters follow the batch's output"
     );
-    assert_eq!(out[0].value.as_deref(), Some(&b"short"[..]));
+    assert_eq!(out[2].value.as_deref(), Some(&b"short"[..]));
 }
 
 /// Counts punctuations and emits one record per punctuation; cancels after three.
@@ -657,4 +658,73 @@ fn forwarded_batches_keep_timestamps_headers_and_metadata() {
             offset: 4
         })
     );
+}
+
+#[test]
+fn undecodable_records_after_a_failed_record_are_dead_lettered_once() {
+    let mut b = TopologyBuilder::new();
+    let src = b.add_source("src", &["a"], StringSerde, I64Serde).unwrap();
+    struct Unlucky;
+    impl Processor<String, i64, String, i64> for Unlucky {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_, String, i64>,
+            r: Record<String, i64>,
+        ) -> Result<(), ProcessError> {
+            if r.value == 13 {
+                return Err(ProcessError::msg("unlucky"));
+            }
+            ctx.forward(r)
+        }
+    }
+    let u = b.add_processor("unlucky", &[&src], || Unlucky).unwrap();
+    b.add_sink("sink", "out", &[&u], StringSerde, I64Serde)
+        .unwrap();
+    let topology = b.build().unwrap();
+    let dlq = ErrorPolicy::DeadLetter {
+        topic: "dlq".into(),
+    };
+    let config = TaskConfig {
+        deserialization_errors: dlq.clone(),
+        processing_errors: dlq,
+        ..TaskConfig::default()
+    };
+    let mut t = task(&topology, 0, config);
+    t.add_records(
+        &tp("a", 0),
+        [
+            i64_raw(0, &7i64.to_be_bytes()),
+            i64_raw(1, &13i64.to_be_bytes()),
+            i64_raw(2, b"short"),
+            i64_raw(3, &9i64.to_be_bytes()),
+        ],
+    )
+    .unwrap();
+    t.process_all().unwrap();
+    let out = t.take_output();
+    let dlq_offsets: Vec<_> = out
+        .iter()
+        .filter(|r| &*r.topic == "dlq")
+        .map(|r| {
+            r.headers
+                .last(DLQ_HEADER_OFFSET)
+                .and_then(|h| h.value.clone())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(dlq_offsets, vec![Bytes::from("1"), Bytes::from("2")]);
+    let values: Vec<_> = out
+        .iter()
+        .filter(|r| &*r.topic == "out")
+        .map(|r| r.value.clone().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            Bytes::copy_from_slice(&7i64.to_be_bytes()),
+            Bytes::copy_from_slice(&9i64.to_be_bytes())
+        ]
+    );
+    assert_eq!(t.metrics().dead_lettered_records, 2);
+    assert_eq!(t.committable_offsets(), vec![(tp("a", 0), 4)]);
 }

@@ -42,6 +42,10 @@ pub(crate) enum SourceFailure {
 
 /// A source node: deserializes raw records and forwards them as one batch.
 pub(crate) trait SourceRuntime: Send {
+    /// Under a `Fail` deserialization policy an undecodable record fails the batch before
+    /// anything is forwarded; otherwise it is left out of the batch and reported in
+    /// `undecodable` (index into `records`), and the task applies the policy once it knows
+    /// which records the batch consumed.
     fn process_raw(
         &mut self,
         graph: &Graph,
@@ -49,6 +53,7 @@ pub(crate) trait SourceRuntime: Send {
         node: usize,
         tp: &TopicPartition,
         records: &[RawRecord],
+        undecodable: &mut Vec<(usize, DeserializationError)>,
     ) -> Result<(), SourceFailure>;
 }
 

@@ -15,6 +15,7 @@ use crate::processor::{
 };
 use crate::record::{ProducerRecord, RawRecord, Record, RecordMetadata, TopicPartition};
 use crate::serde::{Deserializer, Serializer};
+use crate::task::ErrorPolicy;
 use crate::task::state::TaskState;
 use crate::topology::graph::Graph;
 
@@ -49,9 +50,10 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> 
         node: usize,
         tp: &TopicPartition,
         records: &[RawRecord],
+        undecodable: &mut Vec<(usize, DeserializationError)>,
     ) -> Result<(), SourceFailure> {
         let mut batch = Vec::with_capacity(records.len());
-        for raw in records {
+        for (index, raw) in records.iter().enumerate() {
             let decoded = self
                 .key
                 .deserialize(&tp.topic, raw.key.as_ref())
@@ -82,9 +84,10 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> 
                         part,
                         source,
                     };
-                    state
-                        .on_deserialization_error(tp, raw, err)
-                        .map_err(SourceFailure::Deserialization)?;
+                    if state.config.deserialization_errors == ErrorPolicy::Fail {
+                        return Err(SourceFailure::Deserialization(err));
+                    }
+                    undecodable.push((index, err));
                 }
             }
         }
