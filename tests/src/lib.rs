@@ -1,1 +1,6 @@
 //! Shared helpers of the integration tests.
+
+/// The README's Rust snippets, compiled and run as doctests so they cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
