@@ -5,7 +5,8 @@ use std::ops::Bound;
 use std::sync::RwLockReadGuard;
 
 use bytes::Bytes;
-use heed::{RoTxn, RwTxn, WithoutTls};
+use heed::types::Bytes as RawBytes;
+use heed::{PutFlags, RoTxn, RwTxn, WithoutTls};
 use kstreams_store_api::{Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer};
 use tracing::{trace, warn};
 
@@ -101,15 +102,49 @@ impl LmdbStore {
     }
 
     /// Writes the pending entries and `checkpoint` into `wtxn`.
+    ///
+    /// The buffer yields its entries in key order. Runs of puts go through one LMDB cursor, so
+    /// that a put whose key falls on the leaf page of the previous one searches that page only
+    /// instead of descending from the root (`mdb_cursor_set` has this fast path; `mdb_put` opens
+    /// a fresh cursor every time). When every pending key sorts after the database's last key
+    /// (an empty database, e.g. restoring a fresh assignment from its changelog, or keys that
+    /// only grow), puts use `MDB_APPEND`, which packs leaf pages full, and deletes are skipped:
+    /// they cannot match anything.
     fn write_pending(
         &self,
         wtxn: &mut RwTxn<'_>,
         checkpoint: Option<Checkpoint>,
     ) -> heed::Result<()> {
-        for (key, value) in self.pending.iter() {
-            match value {
-                Some(value) => self.db.put(wtxn, key, value)?,
-                None => {
+        let append = match self.pending.iter().next() {
+            None => false,
+            Some((first, _)) => match self.db.last(wtxn)? {
+                None => true,
+                Some((last, _)) => first.as_ref() > last,
+            },
+        };
+        let flags = if append {
+            PutFlags::APPEND
+        } else {
+            PutFlags::empty()
+        };
+        let mut entries = self.pending.iter().peekable();
+        while entries.peek().is_some() {
+            if matches!(entries.peek(), Some((_, Some(_)))) {
+                let mut cursor = self.db.iter_mut(wtxn)?;
+                while let Some((key, Some(value))) = entries.next_if(|(_, v)| v.is_some()) {
+                    // SAFETY: heed requires that no reference into the database is held while
+                    // it is modified through the cursor; `key` and `value` are owned by our
+                    // write buffer, and we read nothing from the database in this loop. The
+                    // flags are a plain put (no `MDB_CURRENT`, so the key need not be the
+                    // cursor's) or `MDB_APPEND`, which LMDB checks (`MDB_KEYEXIST` if the key
+                    // does not sort last).
+                    unsafe {
+                        cursor.put_current_with_options::<RawBytes>(flags, key, value)?;
+                    }
+                }
+            }
+            while let Some((key, None)) = entries.next_if(|(_, v)| v.is_none()) {
+                if !append {
                     self.db.delete(wtxn, key)?;
                 }
             }
