@@ -1,6 +1,7 @@
 //! [`LmdbEnvironment`]: one LMDB environment per state directory, shared by its stores.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -104,13 +105,7 @@ impl LmdbEnvironment {
 
         let gate = RwLock::new(());
         let checkpoints = write_loop(&env, &gate, max_map_size, &label, |env| {
-            let wtxn = env.write_txn()?;
-            env.create_databases_and_commit(wtxn, |opener, wtxn| {
-                opener
-                    .create_database::<RawBytes, RawBytes>(wtxn, Some(CHECKPOINTS_DB))
-                    .map(CommitOrAbort::<_, ()>::Commit)
-            })
-            .map(CommitOrAbort::unwrap_commit)
+            create_database(env, CHECKPOINTS_DB)
         })?;
         debug!(
             path = %config.path.display(),
@@ -152,15 +147,7 @@ impl LmdbEnvironment {
                 ));
             }
         }
-        let db = shared.write(store, |env| {
-            let wtxn = env.write_txn()?;
-            env.create_databases_and_commit(wtxn, |opener, wtxn| {
-                opener
-                    .create_database::<RawBytes, RawBytes>(wtxn, Some(&db_name))
-                    .map(CommitOrAbort::<_, ()>::Commit)
-            })
-            .map(CommitOrAbort::unwrap_commit)
-        });
+        let db = shared.write(store, |env| create_database(env, &db_name));
         let db = match db {
             Ok(db) => db,
             Err(e) => {
@@ -334,6 +321,20 @@ fn grow(
         "LMDB map full: grew the map"
     );
     Ok(())
+}
+
+/// Creates (or opens) the named database in its own write transaction.
+fn create_database(env: &Env<WithoutTls>, name: &str) -> heed::Result<RawDb> {
+    let wtxn = env.write_txn()?;
+    let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
+        opener
+            .create_database::<RawBytes, RawBytes>(wtxn, Some(name))
+            .map(CommitOrAbort::<_, Infallible>::Commit)
+    })?;
+    Ok(match created {
+        CommitOrAbort::Commit(db) => db,
+        CommitOrAbort::Abort(never) => match never {},
+    })
 }
 
 /// Checks a store name and partition; see [`LmdbEnvironment::open_store`].

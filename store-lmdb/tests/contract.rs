@@ -153,6 +153,51 @@ fn commit_persists_entries_and_checkpoint_together() {
 }
 
 #[test]
+fn commits_mixing_puts_and_deletes_in_and_after_the_existing_key_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    // Into an empty database (the append path), with a delete that matches nothing.
+    let mut batch = WriteBatch::new();
+    for k in ["d", "b", "f"] {
+        batch.put(b(k), b(k));
+    }
+    batch.delete(b("c"));
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    // Only keys after the last one (append path again): puts land, deletes are no-ops.
+    let mut batch = WriteBatch::new();
+    batch.delete(b("g"));
+    batch.put(b("h"), b("h"));
+    batch.put(b("i"), b("i"));
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    // Interleaved with existing keys: runs of puts, deletes in between, an update, new keys
+    // before, between and after.
+    let mut batch = WriteBatch::new();
+    batch.put(b("a"), b("a"));
+    batch.delete(b("b"));
+    batch.put(b("c"), b("c"));
+    batch.put(b("d"), b("d'"));
+    batch.delete(b("f"));
+    batch.delete(b("h"));
+    batch.put(b("j"), b("j"));
+    store.write_batch(batch).unwrap();
+    store.commit(None).unwrap();
+    let want = vec![
+        kv("a", "a"),
+        kv("c", "c"),
+        kv("d", "d'"),
+        kv("i", "i"),
+        kv("j", "j"),
+    ];
+    assert_eq!(all(&store), want);
+    drop(store);
+    let store = env.open_store("s", 0).unwrap();
+    assert_eq!(all(&store), want);
+}
+
+#[test]
 fn reopen_keeps_committed_data_and_checkpoint_but_not_uncommitted_writes() {
     let dir = tempfile::tempdir().unwrap();
     {
