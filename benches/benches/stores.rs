@@ -1,0 +1,199 @@
+//! Store backends: per-key transactions vs a shared transaction vs one batch, and per-key reads
+//! vs one `get_batch`, on the in-memory store and on LMDB (tempdir, default sync mode).
+//!
+//! Run with `cargo bench -p kstreams-benches --bench stores`; results go to `BENCHMARKS.md`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use kstreams_store_api::{Checkpoint, KvBackend, WriteBatch};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
+use kstreams_store_mem::MemoryStore;
+
+const SIZES: [usize; 3] = [100, 1_000, 10_000];
+const KEY_LEN: usize = 16;
+const VALUE_LEN: usize = 100;
+/// Short warm-up and measurement windows keep the whole file under ~4 minutes on 2 cores; the
+/// slow per-key-commit LMDB cases run 10 single-iteration samples instead.
+const WARM_UP: Duration = Duration::from_millis(300);
+const MEASUREMENT: Duration = Duration::from_millis(1500);
+
+/// `n` distinct 16-byte keys in pseudo-random order (not sorted: real keys are not), each with
+/// a 100-byte value.
+struct Records {
+    keys: Vec<Bytes>,
+    values: Vec<Bytes>,
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Records {
+    fn new(n: usize) -> Self {
+        let keys = (0..n as u64)
+            .map(|i| {
+                let mut key = [0_u8; KEY_LEN];
+                key[..8].copy_from_slice(&splitmix64(i).to_be_bytes());
+                key[8..].copy_from_slice(&i.to_be_bytes());
+                Bytes::copy_from_slice(&key)
+            })
+            .collect();
+        let values = (0..n)
+            .map(|i| Bytes::from(vec![(i % 251) as u8; VALUE_LEN]))
+            .collect();
+        Self { keys, values }
+    }
+
+    fn batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::with_capacity(self.keys.len());
+        for (k, v) in self.keys.iter().zip(&self.values) {
+            batch.put(k.clone(), v.clone());
+        }
+        batch
+    }
+
+    fn key_refs(&self) -> Vec<&[u8]> {
+        self.keys.iter().map(|k| k.as_ref()).collect()
+    }
+}
+
+/// The backends compared: in-memory, and LMDB in a temporary directory with the default
+/// configuration (sync mode `NoMetaSync`).
+struct Backends {
+    lmdb: LmdbEnvironment,
+    _dir: tempfile::TempDir,
+}
+
+impl Backends {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lmdb = LmdbEnvironment::open(LmdbConfig::new(dir.path())).expect("open LMDB");
+        Self { lmdb, _dir: dir }
+    }
+
+    /// A fresh store called `name` (one LMDB database per name and size).
+    fn open(&self, backend: &str, name: &str, n: usize) -> Box<dyn KvBackend> {
+        match backend {
+            "mem" => Box::new(MemoryStore::new(name)),
+            "lmdb" => Box::new(
+                self.lmdb
+                    .open_store(name, n as i32)
+                    .expect("open LMDB store"),
+            ),
+            other => unreachable!("unknown backend {other}"),
+        }
+    }
+}
+
+fn one(key: &Bytes, value: &Bytes) -> WriteBatch {
+    let mut batch = WriteBatch::with_capacity(1);
+    batch.put(key.clone(), value.clone());
+    batch
+}
+
+fn writes(c: &mut Criterion) {
+    let backends = Backends::new();
+    for backend in ["mem", "lmdb"] {
+        let mut group = c.benchmark_group(format!("stores/write/{backend}"));
+        group.warm_up_time(WARM_UP);
+        group.measurement_time(MEASUREMENT);
+        for n in SIZES {
+            let records = Records::new(n);
+            group.throughput(Throughput::Elements(n as u64));
+            let mut offset = 0_i64;
+            let mut next_checkpoint = move || {
+                offset += 1;
+                Some(Checkpoint {
+                    changelog_offset: offset,
+                })
+            };
+
+            // Naive: one transaction (commit, with its checkpoint) per key, as a
+            // record-at-a-time store that commits every write.
+            if backend == "lmdb" {
+                // Every LMDB commit flushes to disk (~0.2-3 ms here, so up to tens of seconds per
+                // iteration at 10K): 10 samples (criterion's minimum) of one iteration each.
+                group.sample_size(10);
+                group.sampling_mode(SamplingMode::Flat);
+            }
+            let mut store = backends.open(backend, "per_key_txn", n);
+            group.bench_function(BenchmarkId::new("per_key_txn", n), |b| {
+                b.iter(|| {
+                    for (k, v) in records.keys.iter().zip(&records.values) {
+                        store.write_batch(one(k, v)).expect("write");
+                        store.commit(next_checkpoint()).expect("commit");
+                    }
+                })
+            });
+            drop(store);
+            group.sample_size(100);
+            group.sampling_mode(SamplingMode::Auto);
+
+            // Shared transaction: one write per key, one commit for all of them.
+            let mut store = backends.open(backend, "shared_txn", n);
+            group.bench_function(BenchmarkId::new("shared_txn", n), |b| {
+                b.iter(|| {
+                    for (k, v) in records.keys.iter().zip(&records.values) {
+                        store.write_batch(one(k, v)).expect("write");
+                    }
+                    store.commit(next_checkpoint()).expect("commit");
+                })
+            });
+            drop(store);
+
+            // Batch: one write_batch of all n records and one commit.
+            let mut store = backends.open(backend, "batch", n);
+            group.bench_function(BenchmarkId::new("batch", n), |b| {
+                b.iter(|| {
+                    store.write_batch(records.batch()).expect("write");
+                    store.commit(next_checkpoint()).expect("commit");
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn reads(c: &mut Criterion) {
+    let backends = Backends::new();
+    for backend in ["mem", "lmdb"] {
+        let mut group = c.benchmark_group(format!("stores/read/{backend}"));
+        group.warm_up_time(WARM_UP);
+        group.measurement_time(MEASUREMENT);
+        for n in SIZES {
+            let records = Records::new(n);
+            let keys = records.key_refs();
+            let mut store = backends.open(backend, "read", n);
+            store.write_batch(records.batch()).expect("write");
+            store
+                .commit(Some(Checkpoint {
+                    changelog_offset: n as i64,
+                }))
+                .expect("commit");
+            group.throughput(Throughput::Elements(n as u64));
+
+            group.bench_function(BenchmarkId::new("per_key_get", n), |b| {
+                b.iter(|| {
+                    for key in &keys {
+                        black_box(store.get(key).expect("get"));
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new("get_batch", n), |b| {
+                b.iter(|| black_box(store.get_batch(&keys).expect("get_batch")))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(stores, writes, reads);
+criterion_main!(stores);
