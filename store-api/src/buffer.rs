@@ -9,9 +9,15 @@ use crate::{KeyValue, WriteBatch};
 ///
 /// Backends read through it (a pending write shadows the committed value) and drain it into
 /// their durable state on commit. `None` as a value is a pending delete.
+///
+/// A savepoint ([`WriteBuffer::set_savepoint`]) records, while set, how to undo each write, so
+/// the writes of one batch can be undone without losing the earlier pending writes.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBuffer {
     pending: BTreeMap<Bytes, Option<Bytes>>,
+    /// Set while a savepoint is active: for each write since it, the key and its previous
+    /// pending state (`None`: the key had no pending write).
+    undo: Option<Vec<(Bytes, Option<Option<Bytes>>)>>,
 }
 
 impl WriteBuffer {
@@ -22,9 +28,51 @@ impl WriteBuffer {
 
     /// Records every operation of `batch`; cannot fail, so a batch is applied whole.
     pub fn apply(&mut self, batch: WriteBatch) {
-        for op in batch.into_ops() {
-            self.pending.insert(op.key, op.value);
+        match &mut self.undo {
+            None => {
+                for op in batch.into_ops() {
+                    self.pending.insert(op.key, op.value);
+                }
+            }
+            Some(undo) => {
+                for op in batch.into_ops() {
+                    let previous = self.pending.insert(op.key.clone(), op.value);
+                    undo.push((op.key, previous));
+                }
+            }
         }
+    }
+
+    /// Starts recording how to undo the writes from now on (replacing an earlier savepoint).
+    pub fn set_savepoint(&mut self) {
+        match &mut self.undo {
+            Some(undo) => undo.clear(),
+            None => self.undo = Some(Vec::new()),
+        }
+    }
+
+    /// Undoes every write since the savepoint, which stays set. Without a savepoint, nothing
+    /// happens.
+    pub fn rollback_to_savepoint(&mut self) {
+        let Some(undo) = &mut self.undo else {
+            return;
+        };
+        // Undo newest first, so a key written twice gets its oldest state back.
+        while let Some((key, previous)) = undo.pop() {
+            match previous {
+                Some(value) => {
+                    self.pending.insert(key, value);
+                }
+                None => {
+                    self.pending.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Stops recording undo information; the writes since the savepoint stay.
+    pub fn release_savepoint(&mut self) {
+        self.undo = None;
     }
 
     /// `None`: the key has no pending write. `Some(None)`: a pending delete.
@@ -91,13 +139,20 @@ impl WriteBuffer {
         self.pending.is_empty()
     }
 
-    /// Drops every pending write.
+    /// Drops every pending write (and the savepoint's undo information with them).
     pub fn clear(&mut self) {
         self.pending.clear();
+        if let Some(undo) = &mut self.undo {
+            undo.clear();
+        }
     }
 
-    /// Takes the pending writes out, leaving the buffer empty.
+    /// Takes the pending writes out, leaving the buffer empty (an active savepoint now starts
+    /// from the empty buffer).
     pub fn take(&mut self) -> BTreeMap<Bytes, Option<Bytes>> {
+        if let Some(undo) = &mut self.undo {
+            undo.clear();
+        }
         std::mem::take(&mut self.pending)
     }
 }
@@ -143,6 +198,38 @@ mod tests {
             merged,
             vec![kv("a", "1"), kv("b", "new"), kv("d", "4"), kv("e", "5")]
         );
+    }
+
+    #[test]
+    fn rollback_to_savepoint_restores_earlier_pending_writes() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        b.put("a", "1");
+        b.delete("d");
+        buf.apply(b);
+        buf.set_savepoint();
+        let mut b = WriteBatch::new();
+        b.put("a", "2");
+        b.put("a", "3");
+        b.put("b", "new");
+        b.put("d", "back");
+        buf.apply(b);
+        assert_eq!(buf.lookup(b"a"), Some(Some(&Bytes::from_static(b"3"))));
+        buf.rollback_to_savepoint();
+        assert_eq!(buf.lookup(b"a"), Some(Some(&Bytes::from_static(b"1"))));
+        assert_eq!(buf.lookup(b"b"), None);
+        assert_eq!(buf.lookup(b"d"), Some(None));
+        assert_eq!(buf.len(), 2);
+        // The savepoint stays: later writes can be undone again; after release they stay.
+        let mut b = WriteBatch::new();
+        b.put("c", "x");
+        buf.apply(b.clone());
+        buf.rollback_to_savepoint();
+        assert_eq!(buf.lookup(b"c"), None);
+        buf.release_savepoint();
+        buf.apply(b);
+        buf.rollback_to_savepoint();
+        assert_eq!(buf.lookup(b"c"), Some(Some(&Bytes::from_static(b"x"))));
     }
 
     #[test]

@@ -143,6 +143,18 @@ pub trait KvBackend: Send {
     /// Discards every write since the previous commit.
     fn rollback(&mut self);
 
+    /// Marks the current state so that [`KvBackend::rollback_to_savepoint`] can undo every
+    /// write after it (and only those). One savepoint at a time: a new one replaces the old.
+    /// Tasks set one before a batch when a failed record must be skipped without undoing the
+    /// batches before it.
+    fn set_savepoint(&mut self);
+
+    /// Undoes every write since the savepoint, which stays set; without one, does nothing.
+    fn rollback_to_savepoint(&mut self);
+
+    /// Drops the savepoint, keeping the writes made since it.
+    fn release_savepoint(&mut self);
+
     /// The checkpoint stored by the last commit that carried one.
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 

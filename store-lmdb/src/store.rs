@@ -304,6 +304,18 @@ impl KvBackend for LmdbStore {
         self.pending.clear();
     }
 
+    fn set_savepoint(&mut self) {
+        self.pending.set_savepoint();
+    }
+
+    fn rollback_to_savepoint(&mut self) {
+        self.pending.rollback_to_savepoint();
+    }
+
+    fn release_savepoint(&mut self) {
+        self.pending.release_savepoint();
+    }
+
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let reader = self.shared().reader(&self.name)?;
         let raw = self

@@ -87,6 +87,18 @@ impl KvBackend for MemoryStore {
         self.pending.clear();
     }
 
+    fn set_savepoint(&mut self) {
+        self.pending.set_savepoint();
+    }
+
+    fn rollback_to_savepoint(&mut self) {
+        self.pending.rollback_to_savepoint();
+    }
+
+    fn release_savepoint(&mut self) {
+        self.pending.release_savepoint();
+    }
+
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         Ok(self.checkpoint)
     }
@@ -162,6 +174,25 @@ mod tests {
                 changelog_offset: 7
             })
         );
+    }
+
+    #[test]
+    fn savepoint_undoes_only_the_writes_after_it() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        store.write_batch(batch).unwrap();
+        store.set_savepoint();
+        let mut batch = WriteBatch::new();
+        batch.put("a", "2");
+        batch.put("b", "2");
+        store.write_batch(batch).unwrap();
+        store.rollback_to_savepoint();
+        store.release_savepoint();
+        assert_eq!(store.get(b"a").unwrap(), Some(b("1")));
+        assert_eq!(store.get(b"b").unwrap(), None);
+        store.commit(None).unwrap();
+        assert_eq!(store.committed_len(), 1);
     }
 
     #[test]

@@ -473,16 +473,11 @@ fn failing_record_under_dead_letter_goes_to_the_dlq_and_the_rest_is_processed() 
 // ---------------------------------------------------------------------------------------------
 // Failures in partial batches
 
-/// Known core bug; run with `cargo test -p kstreams-tests --test error_policies -- --ignored`.
-///
-/// Under `Skip`, a failure *downstream* of a batch processor re-runs the records after the
-/// failed one although the batch processor has already applied them: the task consumes only up
-/// to the failed record (`core/src/task/mod.rs`, `process_next_batch`: `consumed = i + 1`)
-/// without rolling back what the batch did to the stores, so the next batch counts records
-/// 4 and 5 a second time. Record mode (the same topology with `RecordCountAggregator`) does not,
-/// so the two modes disagree.
+/// Under `Skip`, a failure *downstream* of a batch processor must not make the records after
+/// the failed one count twice (the batch processor has already applied them when the failure
+/// surfaces): the task undoes the failed run and re-runs the records before the failed one.
+/// Record mode (the same topology with `RecordCountAggregator`) must agree.
 #[test]
-#[ignore = "core bug: Skip after a partial batch re-applies the records after the failed one"]
 fn failure_downstream_of_a_batch_counter_counts_no_record_twice() {
     /// Fails on the record whose source offset is 3, forwards the others.
     struct FailAtOffset3;

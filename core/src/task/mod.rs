@@ -306,76 +306,88 @@ impl Task {
         self.state.metrics.batches += 1;
 
         let source = queue.source;
+        // Under Skip/DeadLetter a failed run is undone (store writes via savepoints, output by
+        // truncation) and the records before the failed one are run again without it, so no
+        // record's effects are applied twice and the failed record leaves none behind.
+        let guarded = self.state.config.processing_errors != ErrorPolicy::Fail;
+        let output_mark = self.state.output.len();
+        let mut end = n;
+        let mut failed: Vec<usize> = Vec::new();
+        let mut message = String::new();
         let mut undecodable = Vec::new();
-        let result = match self.state.nodes[source].take() {
-            Some(NodeRuntime::Source(mut s)) => {
-                let r = s.process_raw(
-                    graph,
-                    &mut self.state,
-                    source,
-                    &tp,
-                    records,
-                    &mut undecodable,
-                );
-                self.state.nodes[source] = Some(NodeRuntime::Source(s));
-                r
+        let consumed = loop {
+            if guarded {
+                self.state.stores.iter_mut().for_each(|s| s.set_savepoint());
             }
-            other => {
-                self.state.nodes[source] = other;
-                Err(SourceFailure::Processing(ProcessError::msg(format!(
-                    "node `{}` is not a source (internal error)",
-                    graph.names[source]
-                ))))
-            }
-        };
-        let consumed = match result {
-            Ok(()) => n,
-            Err(SourceFailure::Deserialization(source)) => {
-                self.failed = true;
-                return Err(TaskError::Deserialization {
-                    task: self.id(),
-                    source,
-                });
-            }
-            Err(SourceFailure::Processing(err)) => {
-                let policy = self.state.config.processing_errors.clone();
-                if policy == ErrorPolicy::Fail {
-                    return Err(self.processing_failure(source, err));
+            undecodable.clear();
+            let run = &records[..end];
+            match run_source(graph, &mut self.state, source, &tp, run, &mut undecodable) {
+                Ok(()) => break failed.first().map_or(end, |&i| i + 1),
+                Err(SourceFailure::Deserialization(source)) => {
+                    self.state
+                        .stores
+                        .iter_mut()
+                        .for_each(|s| s.release_savepoint());
+                    self.failed = true;
+                    return Err(TaskError::Deserialization {
+                        task: self.id(),
+                        source,
+                    });
                 }
-                let failed_at = err
-                    .offset()
-                    .and_then(|o| records.iter().position(|r| r.offset == o));
-                // Without the failed record's offset the whole batch failed (except the
-                // undecodable records, which never reached a processor).
-                let (failed, consumed): (Vec<&RawRecord>, usize) = match failed_at {
-                    Some(i) => (vec![&records[i]], i + 1),
-                    None => (
-                        records
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, _)| !undecodable.iter().any(|(u, _)| u == i))
-                            .map(|(_, r)| r)
-                            .collect(),
-                        n,
-                    ),
-                };
-                let message = err.to_string();
-                for raw in failed {
-                    match &policy {
-                        ErrorPolicy::DeadLetter { topic } => {
-                            tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, dlq = %topic, "sending failed record to the dead-letter topic");
-                            self.state
-                                .dead_letter(Arc::from(topic.as_str()), &tp, raw, &message);
+                Err(SourceFailure::Processing(err)) => {
+                    if !guarded {
+                        return Err(self.processing_failure(source, err));
+                    }
+                    self.state
+                        .stores
+                        .iter_mut()
+                        .for_each(|s| s.rollback_to_savepoint());
+                    self.state.output.truncate(output_mark);
+                    message = err.to_string();
+                    match err
+                        .offset()
+                        .and_then(|o| run.iter().position(|r| r.offset == o))
+                    {
+                        Some(0) => {
+                            failed = vec![0];
+                            break 1;
                         }
-                        _ => {
-                            tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, "skipping record whose processing failed");
-                            self.state.metrics.skipped_records += 1;
+                        Some(i) => {
+                            failed = vec![i];
+                            end = i;
+                        }
+                        // Without the failed record's offset the whole run failed (except the
+                        // undecodable records, which never reached a processor).
+                        None => {
+                            failed = (0..end)
+                                .filter(|i| !undecodable.iter().any(|(u, _)| u == i))
+                                .collect();
+                            break end;
                         }
                     }
                 }
-                consumed
             }
         };
+        if guarded {
+            self.state
+                .stores
+                .iter_mut()
+                .for_each(|s| s.release_savepoint());
+        }
+        for &i in &failed {
+            let raw = &records[i];
+            match &self.state.config.processing_errors {
+                ErrorPolicy::DeadLetter { topic } => {
+                    tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, dlq = %topic, "sending failed record to the dead-letter topic");
+                    let topic = Arc::from(topic.as_str());
+                    self.state.dead_letter(topic, &tp, raw, &message);
+                }
+                _ => {
+                    tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, "skipping record whose processing failed");
+                    self.state.metrics.skipped_records += 1;
+                }
+            }
+        }
         // Undecodable records after a failed one stay queued and are met again next batch.
         for (index, err) in undecodable.iter().filter(|(i, _)| *i < consumed) {
             self.state
@@ -530,6 +542,31 @@ impl Task {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Hands `records` of `tp` to the source node `source`.
+fn run_source(
+    graph: &Graph,
+    state: &mut TaskState,
+    source: usize,
+    tp: &TopicPartition,
+    records: &[RawRecord],
+    undecodable: &mut Vec<(usize, crate::error::DeserializationError)>,
+) -> Result<(), SourceFailure> {
+    match state.nodes[source].take() {
+        Some(NodeRuntime::Source(mut s)) => {
+            let result = s.process_raw(graph, state, source, tp, records, undecodable);
+            state.nodes[source] = Some(NodeRuntime::Source(s));
+            result
+        }
+        other => {
+            state.nodes[source] = other;
+            Err(SourceFailure::Processing(ProcessError::msg(format!(
+                "node `{}` is not a source (internal error)",
+                graph.names[source]
+            ))))
+        }
     }
 }
 

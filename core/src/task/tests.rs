@@ -265,6 +265,10 @@ fn skip_policy_keeps_records_before_and_after_the_failed_one() {
     );
     assert_eq!(t.metrics().skipped_records, 1);
     assert_eq!(t.committable_offsets(), vec![(tp("a", 0), 4)]);
+    // Each record counted once; the skipped record's writes were undone.
+    let seen = t.store::<String, i64>("seen").unwrap().all().unwrap();
+    let expected: Vec<(String, i64)> = ["x", "y", "z"].iter().map(|v| (v.to_string(), 1)).collect();
+    assert_eq!(seen, expected);
 }
 
 #[test]
@@ -280,9 +284,17 @@ fn dead_letter_policy_without_offset_sends_the_whole_batch_with_headers() {
     input_with_bad(&mut t, 0);
     t.process_all().unwrap();
     let out = t.take_output();
-    // x and y were forwarded before the failure; then all four go to the DLQ.
+    // The failed batch's output (x and y) is undone; all four records go to the DLQ.
     let dlq: Vec<_> = out.iter().filter(|r| &*r.topic == "dlq").collect();
     assert_eq!(dlq.len(), 4);
+    assert_eq!(out.len(), 4);
+    assert!(
+        t.store::<String, i64>("seen")
+            .unwrap()
+            .all()
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(t.metrics().dead_lettered_records, 4);
     let h = &dlq[2].headers;
     let get = |k: &str| h.last(k).and_then(|h| h.value.clone()).unwrap();
