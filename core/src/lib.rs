@@ -1,1 +1,3 @@
 //! kstreams core (being written).
+
+pub mod wire;
