@@ -4,5 +4,9 @@
 //! Everything here is pure: bytes and values in, bytes and values out. No sockets, no clock.
 //!
 //! - [`framing`]: length-prefixed frames out of an arbitrarily chunked byte stream.
+//! - [`connection`]: one broker connection — request headers, correlation ids, ApiVersions.
+//! - [`versions`]: the per-API version table negotiated with a broker.
 
+pub mod connection;
 pub mod framing;
+pub mod versions;
