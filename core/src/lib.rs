@@ -45,6 +45,7 @@ pub mod state;
 pub mod task;
 pub mod testing;
 pub mod topology;
+pub mod wire;
 
 /// The names most programs need.
 pub mod prelude {
