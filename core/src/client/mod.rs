@@ -31,3 +31,39 @@ pub enum Target {
     /// The group coordinator (found by the group component).
     Coordinator,
 }
+
+/// A request a component wants sent.
+///
+/// The component built it for the API version it was given (see [`ApiVersionLookup`]); the
+/// engine sends it at that version to `target` and hands the response (or the failure) back to
+/// the same component together with the broker that answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    /// Where it goes.
+    pub target: Target,
+    /// The request body.
+    pub request: kafka_protocol::messages::RequestKind,
+    /// The version the request was built for.
+    pub version: i16,
+}
+
+/// The API version the engine will use for each API: the highest version that we and every
+/// connected broker support (brokers of one cluster normally agree). Components build each
+/// request for the version this returns and must not send an API it returns `None` for.
+pub trait ApiVersionLookup {
+    /// The version to use for `api`, or `None` when no version is usable.
+    fn version(&self, api: kafka_protocol::messages::ApiKey) -> Option<i16>;
+}
+
+impl ApiVersionLookup for crate::wire::versions::NegotiatedVersions {
+    fn version(&self, api: kafka_protocol::messages::ApiKey) -> Option<i16> {
+        crate::wire::versions::NegotiatedVersions::version(self, api)
+    }
+}
+
+/// A fixed version table, for tests and simulations.
+impl ApiVersionLookup for std::collections::HashMap<kafka_protocol::messages::ApiKey, i16> {
+    fn version(&self, api: kafka_protocol::messages::ApiKey) -> Option<i16> {
+        self.get(&api).copied()
+    }
+}
