@@ -152,8 +152,8 @@ fn count_aggregation(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("count-aggregation/{store}"));
         group.throughput(Throughput::Elements(RECORDS as u64));
         group.sample_size(10);
-        group.warm_up_time(Duration::from_secs(1));
-        group.measurement_time(Duration::from_secs(4));
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(3));
         for mode in [Mode::Record, Mode::RecordProcBatched, Mode::Batch] {
             group.bench_function(BenchmarkId::from_parameter(mode.name()), |b| {
                 b.iter_batched(
@@ -180,8 +180,8 @@ fn count_aggregation_process_only(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("count-aggregation-process-only/{store}"));
         group.throughput(Throughput::Elements(RECORDS as u64));
         group.sample_size(10);
-        group.warm_up_time(Duration::from_secs(1));
-        group.measurement_time(Duration::from_secs(4));
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(3));
         for mode in [Mode::Record, Mode::Batch] {
             group.bench_function(BenchmarkId::from_parameter(mode.name()), |b| {
                 b.iter_batched(
