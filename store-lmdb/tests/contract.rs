@@ -123,6 +123,39 @@ fn rollback_discards_everything_since_the_last_commit() {
 }
 
 #[test]
+fn savepoints_undo_only_the_writes_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    put(&mut store, "a", "committed");
+    store.commit(None).unwrap();
+
+    put(&mut store, "a", "before");
+    store.set_savepoint();
+    put(&mut store, "a", "after");
+    delete(&mut store, "a");
+    put(&mut store, "b", "after");
+    store.rollback_to_savepoint();
+    assert_eq!(store.get(b"a").unwrap(), Some(b("before")));
+    assert_eq!(store.get(b"b").unwrap(), None);
+    assert_eq!(store.uncommitted_len(), 1);
+
+    // The savepoint stays set: later writes can be undone again.
+    put(&mut store, "c", "again");
+    store.rollback_to_savepoint();
+    assert_eq!(store.get(b"c").unwrap(), None);
+
+    // Released: writes stay, and rolling back to it is a no-op.
+    store.release_savepoint();
+    put(&mut store, "d", "kept");
+    store.rollback_to_savepoint();
+    store.commit(cp(1)).unwrap();
+    drop(store);
+    let store = env.open_store("s", 0).unwrap();
+    assert_eq!(all(&store), vec![kv("a", "before"), kv("d", "kept")]);
+}
+
+#[test]
 fn commit_persists_entries_and_checkpoint_together() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(dir.path());

@@ -22,6 +22,9 @@ enum Op {
     Get(Key),
     GetBatch(Vec<Key>),
     Range(Bound<Key>, Bound<Key>),
+    SetSavepoint,
+    RollbackToSavepoint,
+    ReleaseSavepoint,
     Reopen,
 }
 
@@ -68,16 +71,21 @@ fn op() -> impl Strategy<Value = Op> {
         3 => probe_key().prop_map(Op::Get),
         2 => prop::collection::vec(probe_key(), 0..6).prop_map(Op::GetBatch),
         3 => (bound(), bound()).prop_map(|(a, b)| Op::Range(a, b)),
+        1 => Just(Op::SetSavepoint),
+        1 => Just(Op::RollbackToSavepoint),
+        1 => Just(Op::ReleaseSavepoint),
         1 => Just(Op::Reopen),
     ]
 }
 
-/// What the store must look like: committed state, pending writes on top, last checkpoint.
+/// What the store must look like: committed state, pending writes on top, last checkpoint, and
+/// the pending writes as they were at the savepoint.
 #[derive(Default)]
 struct Model {
     committed: BTreeMap<Key, Value>,
     pending: BTreeMap<Key, Option<Value>>,
     checkpoint: Option<i64>,
+    savepoint: Option<BTreeMap<Key, Option<Value>>>,
 }
 
 impl Model {
@@ -108,6 +116,14 @@ impl Model {
         }
         if checkpoint.is_some() {
             self.checkpoint = checkpoint;
+        }
+        // Committed writes cannot be undone: the savepoint now starts from the empty buffer.
+        self.restart_savepoint();
+    }
+
+    fn restart_savepoint(&mut self) {
+        if let Some(savepoint) = &mut self.savepoint {
+            savepoint.clear();
         }
     }
 }
@@ -184,6 +200,21 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Rollback => {
                 store.rollback();
                 model.pending.clear();
+                model.restart_savepoint();
+            }
+            Op::SetSavepoint => {
+                store.set_savepoint();
+                model.savepoint = Some(model.pending.clone());
+            }
+            Op::RollbackToSavepoint => {
+                store.rollback_to_savepoint();
+                if let Some(savepoint) = &model.savepoint {
+                    model.pending = savepoint.clone();
+                }
+            }
+            Op::ReleaseSavepoint => {
+                store.release_savepoint();
+                model.savepoint = None;
             }
             Op::Get(k) => {
                 let got = store.get(&k).unwrap().map(|v| v.to_vec());
@@ -219,6 +250,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(env);
                 (env, store) = open(&config);
                 model.pending.clear();
+                model.savepoint = None;
             }
         }
         prop_assert_eq!(
