@@ -1,5 +1,6 @@
 //! Store backends: per-key transactions vs a shared transaction vs one batch, and per-key reads
-//! vs one `get_batch`, on the in-memory store and on LMDB (tempdir, default sync mode).
+//! vs one `get_batch`, on the in-memory store and on LMDB (tempdir, default sync mode), plus
+//! LMDB without fsync as a reference for the CPU share of the LMDB writes.
 //!
 //! Run with `cargo bench -p kstreams-benches --bench stores`; results go to `BENCHMARKS.md`.
 
@@ -11,7 +12,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use kstreams_store_api::{Checkpoint, KvBackend, WriteBatch};
-use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, SyncMode};
 use kstreams_store_mem::MemoryStore;
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
@@ -65,31 +66,59 @@ impl Records {
     }
 }
 
-/// The backends compared: in-memory, and LMDB in a temporary directory with the default
-/// configuration (sync mode `NoMetaSync`).
-struct Backends {
-    lmdb: LmdbEnvironment,
-    _dir: tempfile::TempDir,
+/// The backends compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// `kstreams-store-mem`.
+    Mem,
+    /// LMDB in a temporary directory, default configuration (sync mode `NoMetaSync`).
+    Lmdb,
+    /// LMDB with `SyncMode::NoSync`: not a configuration to run, a reference that separates the
+    /// CPU cost of a commit from the cost of flushing it to disk.
+    LmdbNoSync,
 }
 
-impl Backends {
+impl Backend {
+    fn label(self) -> &'static str {
+        match self {
+            Backend::Mem => "mem",
+            Backend::Lmdb => "lmdb",
+            Backend::LmdbNoSync => "lmdb_nosync",
+        }
+    }
+}
+
+/// One LMDB environment per sync mode, each in its own temporary directory.
+struct Environments {
+    lmdb: LmdbEnvironment,
+    lmdb_nosync: LmdbEnvironment,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Environments {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let nosync_dir = tempfile::tempdir().expect("tempdir");
         let lmdb = LmdbEnvironment::open(LmdbConfig::new(dir.path())).expect("open LMDB");
-        Self { lmdb, _dir: dir }
+        let lmdb_nosync = LmdbEnvironment::open(
+            LmdbConfig::new(nosync_dir.path()).with_sync_mode(SyncMode::NoSync),
+        )
+        .expect("open LMDB");
+        Self {
+            lmdb,
+            lmdb_nosync,
+            _dirs: [dir, nosync_dir],
+        }
     }
 
     /// A fresh store called `name` (one LMDB database per name and size).
-    fn open(&self, backend: &str, name: &str, n: usize) -> Box<dyn KvBackend> {
-        match backend {
-            "mem" => Box::new(MemoryStore::new(name)),
-            "lmdb" => Box::new(
-                self.lmdb
-                    .open_store(name, n as i32)
-                    .expect("open LMDB store"),
-            ),
-            other => unreachable!("unknown backend {other}"),
-        }
+    fn open(&self, backend: Backend, name: &str, n: usize) -> Box<dyn KvBackend> {
+        let lmdb = match backend {
+            Backend::Mem => return Box::new(MemoryStore::new(name)),
+            Backend::Lmdb => &self.lmdb,
+            Backend::LmdbNoSync => &self.lmdb_nosync,
+        };
+        Box::new(lmdb.open_store(name, n as i32).expect("open LMDB store"))
     }
 }
 
@@ -100,12 +129,17 @@ fn one(key: &Bytes, value: &Bytes) -> WriteBatch {
 }
 
 fn writes(c: &mut Criterion) {
-    let backends = Backends::new();
-    for backend in ["mem", "lmdb"] {
-        let mut group = c.benchmark_group(format!("stores/write/{backend}"));
+    let envs = Environments::new();
+    let runs: [(Backend, &[usize]); 3] = [
+        (Backend::Mem, &SIZES),
+        (Backend::Lmdb, &SIZES),
+        (Backend::LmdbNoSync, &[10_000]),
+    ];
+    for (backend, sizes) in runs {
+        let mut group = c.benchmark_group(format!("stores/write/{}", backend.label()));
         group.warm_up_time(WARM_UP);
         group.measurement_time(MEASUREMENT);
-        for n in SIZES {
+        for &n in sizes {
             let records = Records::new(n);
             group.throughput(Throughput::Elements(n as u64));
             let mut offset = 0_i64;
@@ -118,13 +152,13 @@ fn writes(c: &mut Criterion) {
 
             // Naive: one transaction (commit, with its checkpoint) per key, as a
             // record-at-a-time store that commits every write.
-            if backend == "lmdb" {
+            if backend != Backend::Mem {
                 // Every LMDB commit flushes to disk (~0.2-3 ms here, so up to tens of seconds per
                 // iteration at 10K): 10 samples (criterion's minimum) of one iteration each.
                 group.sample_size(10);
                 group.sampling_mode(SamplingMode::Flat);
             }
-            let mut store = backends.open(backend, "per_key_txn", n);
+            let mut store = envs.open(backend, "per_key_txn", n);
             group.bench_function(BenchmarkId::new("per_key_txn", n), |b| {
                 b.iter(|| {
                     for (k, v) in records.keys.iter().zip(&records.values) {
@@ -138,7 +172,7 @@ fn writes(c: &mut Criterion) {
             group.sampling_mode(SamplingMode::Auto);
 
             // Shared transaction: one write per key, one commit for all of them.
-            let mut store = backends.open(backend, "shared_txn", n);
+            let mut store = envs.open(backend, "shared_txn", n);
             group.bench_function(BenchmarkId::new("shared_txn", n), |b| {
                 b.iter(|| {
                     for (k, v) in records.keys.iter().zip(&records.values) {
@@ -150,7 +184,7 @@ fn writes(c: &mut Criterion) {
             drop(store);
 
             // Batch: one write_batch of all n records and one commit.
-            let mut store = backends.open(backend, "batch", n);
+            let mut store = envs.open(backend, "batch", n);
             group.bench_function(BenchmarkId::new("batch", n), |b| {
                 b.iter(|| {
                     store.write_batch(records.batch()).expect("write");
@@ -163,15 +197,15 @@ fn writes(c: &mut Criterion) {
 }
 
 fn reads(c: &mut Criterion) {
-    let backends = Backends::new();
-    for backend in ["mem", "lmdb"] {
-        let mut group = c.benchmark_group(format!("stores/read/{backend}"));
+    let envs = Environments::new();
+    for backend in [Backend::Mem, Backend::Lmdb] {
+        let mut group = c.benchmark_group(format!("stores/read/{}", backend.label()));
         group.warm_up_time(WARM_UP);
         group.measurement_time(MEASUREMENT);
         for n in SIZES {
             let records = Records::new(n);
             let keys = records.key_refs();
-            let mut store = backends.open(backend, "read", n);
+            let mut store = envs.open(backend, "read", n);
             store.write_batch(records.batch()).expect("write");
             store
                 .commit(Some(Checkpoint {
@@ -195,5 +229,15 @@ fn reads(c: &mut Criterion) {
     }
 }
 
-criterion_group!(stores, writes, reads);
+/// Fewer bootstrap resamples and no plots: the analysis otherwise takes as long as the
+/// measurements on 2 cores.
+fn config() -> Criterion {
+    Criterion::default().nresamples(20_000).without_plots()
+}
+
+criterion_group! {
+    name = stores;
+    config = config();
+    targets = writes, reads
+}
 criterion_main!(stores);
