@@ -17,6 +17,9 @@ pub mod member;
 pub mod offsets;
 pub mod protocol;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
