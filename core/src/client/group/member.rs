@@ -5,7 +5,7 @@
 //! 1. FindCoordinator (to any broker, key = group id) → [`GroupEvent::CoordinatorFound`].
 //! 2. JoinGroup (member id `""` first; `MEMBER_ID_REQUIRED` → again at once with the id the
 //!    coordinator returned). The leader decodes every member's subscription, runs the
-//!    [`assignor`](super::assignor) and sends the assignments in SyncGroup; followers send an
+//!    [`assignor`] and sends the assignments in SyncGroup; followers send an
 //!    empty SyncGroup. Our assignment → [`GroupEvent::Assigned`].
 //! 3. Stable: a Heartbeat every `heartbeat_interval_ms`.
 //! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit): eager protocol, so the member
