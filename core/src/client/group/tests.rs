@@ -631,9 +631,13 @@ fn join_group_below_v4_is_refused() {
 }
 
 #[test]
-fn leave_sends_leave_group_then_reports_left() {
+fn heartbeat_and_leave_at_min_and_max_versions() {
     for versions in [min_versions(), max_versions()] {
         let mut h = stable_follower(versions, &[t(0, 0)]);
+        // Heartbeat at this version too.
+        h.now = HEARTBEAT;
+        h.expect(ApiKey::Heartbeat);
+        h.heartbeat_response(None);
         h.member.leave(h.now);
         let RequestKind::LeaveGroup(leave) = h.expect(ApiKey::LeaveGroup) else {
             unreachable!()
