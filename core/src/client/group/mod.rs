@@ -1,0 +1,190 @@
+//! Consumer-group membership with the classic group protocol, our task assignor, and the
+//! group's committed offsets.
+//!
+//! - [`member`]: [`GroupMember`], the state machine for FindCoordinator, JoinGroup, SyncGroup,
+//!   Heartbeat and LeaveGroup, which also owns the offset requests;
+//! - [`assignor`]: the leader's balanced, sticky task assignment (pure functions);
+//! - [`protocol`]: subscription and assignment bytes (standard `"consumer"` embedded protocol
+//!   with our task ids in `user_data`);
+//! - [`offsets`]: OffsetFetch and OffsetCommit requests and their outcomes.
+//!
+//! The engine drives one [`GroupMember`] like every client component (see
+//! [`crate::client`]): `poll_request` → send → `handle_response` / `handle_request_failed`,
+//! `poll_timeout` → `handle_timeout`, and `poll_event` for what happened.
+
+pub mod assignor;
+pub mod member;
+pub mod offsets;
+pub mod protocol;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+
+pub use assignor::{AssignError, MemberAssignment, MemberSubscription, assign};
+pub use member::GroupMember;
+pub use offsets::{CommitError, CommitId, FetchError};
+pub use protocol::ProtocolError;
+
+use crate::client::BrokerId;
+use crate::record::TopicPartition;
+use crate::task::TaskId;
+
+/// Settings of a group member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The group id (the application id in Kafka Streams).
+    pub group_id: String,
+    /// The JoinGroup protocol name (our assignor), [`protocol::DEFAULT_PROTOCOL_NAME`] by default.
+    pub protocol_name: String,
+    /// The coordinator evicts the member after this long without a heartbeat.
+    pub session_timeout_ms: i32,
+    /// How long the coordinator waits for every member to rejoin during a rebalance.
+    pub rebalance_timeout_ms: i32,
+    /// Time between heartbeats while stable.
+    pub heartbeat_interval_ms: i64,
+    /// First backoff before retrying after an error; doubles on each consecutive failure.
+    pub retry_backoff_ms: i64,
+    /// Largest backoff.
+    pub max_retry_backoff_ms: i64,
+}
+
+impl GroupConfig {
+    /// Kafka's defaults for `group_id`: 45 s session, 5 min rebalance, 3 s heartbeat, backoff
+    /// 100 ms doubling up to 1 s.
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            protocol_name: protocol::DEFAULT_PROTOCOL_NAME.to_owned(),
+            session_timeout_ms: 45_000,
+            rebalance_timeout_ms: 300_000,
+            heartbeat_interval_ms: 3_000,
+            retry_backoff_ms: 100,
+            max_retry_backoff_ms: 1_000,
+        }
+    }
+}
+
+/// Something the engine must know or act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupEvent {
+    /// The group coordinator is this broker: connect to it (requests to
+    /// [`Target::Coordinator`](crate::client::Target::Coordinator) go there).
+    CoordinatorFound {
+        /// Its node id.
+        id: BrokerId,
+        /// Its host.
+        host: String,
+        /// Its port.
+        port: i32,
+    },
+    /// The leader needs the partition counts of these source topics before it can assign:
+    /// call [`GroupMember::set_partition_counts`].
+    PartitionCountsNeeded {
+        /// Topics without a known count.
+        topics: Vec<String>,
+    },
+    /// The member joined generation `generation` and owns these tasks: fetch their committed
+    /// offsets ([`GroupMember::fetch_committed`]) and start them.
+    Assigned {
+        /// Tasks assigned to this member.
+        tasks: Vec<TaskId>,
+        /// Every partition of those tasks.
+        partitions: Vec<TopicPartition>,
+        /// The generation.
+        generation: i32,
+    },
+    /// A rebalance started: commit what these tasks processed (acknowledged output only), close
+    /// them, then call [`GroupMember::revoke_done`]; the member rejoins only after that (the
+    /// classic eager protocol revokes every task). Emitted at every rebalance of a joined
+    /// member, even with no tasks.
+    Revoke {
+        /// Every task the member owned.
+        tasks: Vec<TaskId>,
+    },
+    /// Membership was lost (evicted, session expired, fenced): these tasks may already run
+    /// elsewhere; close them without committing. The member rejoins by itself.
+    Lost {
+        /// Every task the member owned.
+        tasks: Vec<TaskId>,
+    },
+    /// As leader, the assignor failed; every member got an empty assignment.
+    AssignmentFailed {
+        /// Why.
+        error: AssignError,
+    },
+    /// Committed offsets, for the partitions asked with [`GroupMember::fetch_committed`]
+    /// (`None`: nothing committed, the coordinator's `-1`).
+    OffsetsFetched {
+        /// Per partition.
+        offsets: BTreeMap<TopicPartition, Option<i64>>,
+    },
+    /// Committed offsets could not be fetched.
+    OffsetFetchFailed {
+        /// The partitions asked.
+        partitions: Vec<TopicPartition>,
+        /// Why.
+        error: FetchError,
+    },
+    /// A commit succeeded: every offset in it is durably committed.
+    CommitSucceeded {
+        /// The id [`GroupMember::commit`] returned.
+        id: CommitId,
+        /// The offsets.
+        offsets: BTreeMap<TopicPartition, i64>,
+    },
+    /// A commit failed: treat none of its offsets as committed.
+    CommitFailed {
+        /// The id [`GroupMember::commit`] returned.
+        id: CommitId,
+        /// The offsets.
+        offsets: BTreeMap<TopicPartition, i64>,
+        /// Why.
+        error: CommitError,
+    },
+    /// The member left the group ([`GroupMember::leave`]); it sends nothing more.
+    Left,
+    /// The member stopped for good; it sends nothing more.
+    Failed(GroupError),
+}
+
+/// Errors of the group member.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The engine's version table gives no version of `api` that we can build.
+    #[error("no usable version of {api:?} (got {version:?})")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version offered, if any.
+        version: Option<i16>,
+    },
+    /// The coordinator answered `api` with an error that ends membership for good
+    /// (authorization, inconsistent protocol, invalid session timeout, group full, …).
+    #[error("{api:?} failed: {error}")]
+    Fatal {
+        /// The API.
+        api: ApiKey,
+        /// The Kafka error.
+        error: ResponseError,
+    },
+    /// Our own assignment could not be decoded.
+    #[error("own assignment is unreadable: {0}")]
+    BadAssignment(ProtocolError),
+    /// Our subscription or an assignment could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(ProtocolError),
+    /// A response to a request we have not sent (or a response type we never ask for).
+    #[error("unexpected {api:?} response")]
+    UnexpectedResponse {
+        /// Its API.
+        api: ApiKey,
+    },
+    /// A response type the group member never requests.
+    #[error("response of an API the group member does not use")]
+    ForeignResponse,
+}
