@@ -18,10 +18,11 @@ use kstreams_store_mem::MemoryStore;
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 const KEY_LEN: usize = 16;
 const VALUE_LEN: usize = 100;
-/// Short warm-up and measurement windows keep the whole file under ~4 minutes on 2 cores; the
-/// slow per-key-commit LMDB cases run 10 single-iteration samples instead.
-const WARM_UP: Duration = Duration::from_millis(300);
-const MEASUREMENT: Duration = Duration::from_millis(1500);
+/// Short warm-up and measurement windows keep the whole file at ~3 minutes on an idle 2-core VM;
+/// the slow per-key-commit LMDB cases run 10 single-iteration samples instead (at 10K records
+/// that is 110K fsyncs: slower when other jobs load the disk).
+const WARM_UP: Duration = Duration::from_millis(200);
+const MEASUREMENT: Duration = Duration::from_millis(1000);
 
 /// `n` distinct 16-byte keys in pseudo-random order (not sorted: real keys are not), each with
 /// a 100-byte value.
