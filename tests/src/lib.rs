@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests.
 
+pub mod sim;
+
 /// The README's Rust snippets, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
