@@ -589,3 +589,20 @@ fn fuzz_regression_metadata_brokers_preallocation() {
     };
     assert!(response.decode::<MetadataRequest>().is_err());
 }
+
+#[test]
+fn malformed_api_versions_answer_fails_negotiation() {
+    let mut conn: Connection<u32> = Connection::new(ConnectionConfig::default());
+    let read = broker_reads(conn.poll_transmit().unwrap());
+    let full = response_frame(read.header.correlation_id, 0, &full_broker(), 3);
+    let err = conn.handle_frame(full.slice(..full.len() - 5)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::Negotiation(NegotiationError::MalformedResponse { version: 3, .. })
+        ),
+        "{err}"
+    );
+    assert!(err.is_fatal());
+    assert_eq!(conn.state(), ConnectionState::Failed);
+}
