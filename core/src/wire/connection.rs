@@ -204,7 +204,7 @@ impl ConnectionError {
                 | Self::OutOfOrderResponse { .. }
                 | Self::MalformedHeader { .. }
                 | Self::Negotiation(_)
-        ) || matches!(self, Self::MalformedBody { api, .. } if *api == ApiKey::ApiVersions)
+        )
     }
 }
 
@@ -473,11 +473,11 @@ impl<T> Connection<T> {
         let error_code = match body.get(..2) {
             Some(code) => i16::from_be_bytes([code[0], code[1]]),
             None => {
-                return Err(ConnectionError::MalformedBody {
-                    api: ApiKey::ApiVersions,
+                return Err(NegotiationError::MalformedResponse {
                     version,
                     detail: format!("body of {} bytes has no error code", body.len()),
-                });
+                }
+                .into());
             }
         };
         if error_code == UNSUPPORTED_VERSION {
@@ -507,7 +507,13 @@ impl<T> Connection<T> {
                 version: retry_version,
             });
         }
-        let response = decode_body::<ApiVersionsResponse>(body, ApiKey::ApiVersions, version)?;
+        let response = decode_body::<ApiVersionsResponse>(body, ApiKey::ApiVersions, version)
+            .map_err(|err| match err {
+                ConnectionError::MalformedBody { detail, .. } => {
+                    NegotiationError::MalformedResponse { version, detail }.into()
+                }
+                other => other,
+            })?;
         let versions = NegotiatedVersions::negotiate(&response, &self.config.policy)?;
         self.state = State::Ready(versions);
         Ok(Received::Negotiated)

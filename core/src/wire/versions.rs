@@ -80,6 +80,14 @@ pub enum NegotiationError {
         /// The Kafka error code.
         error_code: i16,
     },
+    /// The ApiVersions response body could not be decoded.
+    #[error("malformed ApiVersions v{version} response: {detail}")]
+    MalformedResponse {
+        /// The version it was decoded at.
+        version: i16,
+        /// The decoder's message.
+        detail: String,
+    },
     /// The broker rejected our ApiVersions request version even after falling back to the
     /// version it advertised.
     #[error("broker rejected ApiVersions v{version} as unsupported after the fallback")]
