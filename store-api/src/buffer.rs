@@ -89,6 +89,9 @@ impl WriteBuffer {
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
     ) -> Vec<KeyValue> {
+        if crate::is_empty_range(from, to) {
+            return Vec::new();
+        }
         let mut pending = self
             .pending
             .range::<[u8], _>((from, to))

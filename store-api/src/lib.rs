@@ -162,6 +162,18 @@ pub trait KvBackend: Send {
     fn uncommitted_len(&self) -> usize;
 }
 
+/// Whether no key can lie within `from..to` (an inverted range, or both ends excluding the
+/// same key). `BTreeMap::range` panics on such bounds, so check before calling it.
+pub fn is_empty_range(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    match (from, to) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
 /// Opens the backend of one (store, partition); how a task gets its stores.
 pub trait StoreFactory: Send + Sync {
     /// Opens (creating if needed) the backend for `store` on `partition`.

@@ -59,6 +59,9 @@ impl KvBackend for MemoryStore {
     }
 
     fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Vec<KeyValue>, StoreError> {
+        if kstreams_store_api::is_empty_range(from, to) {
+            return Ok(Vec::new());
+        }
         let committed = self
             .committed
             .range::<[u8], _>((from, to))
@@ -193,6 +196,44 @@ mod tests {
         assert_eq!(store.get(b"b").unwrap(), None);
         store.commit(None).unwrap();
         assert_eq!(store.committed_len(), 1);
+    }
+
+    #[test]
+    fn inverted_or_empty_ranges_are_empty_not_a_panic() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        batch.put("b", "2");
+        store.write_batch(batch).unwrap();
+        store.commit(None).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put("c", "3");
+        store.write_batch(batch).unwrap();
+        assert!(
+            store
+                .range(Bound::Included(b"c"), Bound::Included(b"a"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .range(Bound::Excluded(b"b"), Bound::Excluded(b"b"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .range(Bound::Included(b"b"), Bound::Excluded(b"b"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .range(Bound::Included(b"b"), Bound::Included(b"b"))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
