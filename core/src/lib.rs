@@ -37,6 +37,7 @@
 //! ```
 
 pub mod client;
+pub mod engine;
 pub mod error;
 pub mod partitioner;
 pub mod processor;

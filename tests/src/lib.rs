@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests.
 
+pub mod harness;
 pub mod sim;
 
 /// The README's Rust snippets, compiled and run as doctests so they cannot rot.

@@ -1,0 +1,114 @@
+//! Settings of an [`Engine`](super::Engine).
+
+use crate::client::fetcher::{FetcherConfig, OffsetResetPolicy};
+use crate::client::group::GroupConfig;
+use crate::client::metadata::MetadataConfig;
+use crate::client::producer::ProducerConfig;
+use crate::task::ErrorPolicy;
+
+/// Everything an engine needs to know besides the topology and its stores.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `host:port` of one or more brokers to bootstrap from.
+    pub bootstrap_servers: Vec<String>,
+    /// The application id: the consumer group id and the prefix of internal topics.
+    pub application_id: String,
+    /// `client.id` sent to brokers.
+    pub client_id: String,
+    /// Group session timeout.
+    pub session_timeout_ms: i32,
+    /// Group heartbeat interval.
+    pub heartbeat_interval_ms: i64,
+    /// Group rebalance timeout (how long a rebalance may take a member).
+    pub rebalance_timeout_ms: i32,
+    /// How often processed offsets are committed (after the output is acknowledged).
+    pub commit_interval_ms: i64,
+    /// Fetch settings: min/max bytes, max wait, isolation level, offset reset policy.
+    pub fetch: FetcherConfig,
+    /// Records per batch handed to processors.
+    pub max_batch_records: usize,
+    /// A partition whose task holds this many unprocessed records is left out of fetches.
+    pub max_queued_records_per_partition: usize,
+    /// Producer settings: linger, batch size, compression, buffer memory, timeouts.
+    pub producer: ProducerConfig,
+    /// Metadata refresh settings.
+    pub metadata: MetadataConfig,
+    /// Policy for undeserializable records.
+    pub deserialization_errors: ErrorPolicy,
+    /// Policy for records whose processing fails.
+    pub processing_errors: ErrorPolicy,
+    /// A request unanswered for this long closes its connection (its requests fail over).
+    pub request_timeout_ms: i64,
+    /// First delay before reconnecting to a broker; doubles up to `reconnect_backoff_max_ms`.
+    pub reconnect_backoff_ms: i64,
+    /// Largest reconnect delay.
+    pub reconnect_backoff_max_ms: i64,
+    /// Most batches run per [`Engine::poll_output`](super::Engine::poll_output) call before
+    /// network work gets its turn again.
+    pub max_batches_per_poll: usize,
+}
+
+impl EngineConfig {
+    /// Kafka Streams' defaults for `application_id`, bootstrapping from `bootstrap_servers`.
+    pub fn new(
+        application_id: impl Into<String>,
+        bootstrap_servers: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let application_id = application_id.into();
+        Self {
+            bootstrap_servers: bootstrap_servers.into_iter().map(Into::into).collect(),
+            client_id: format!("{application_id}-kstreams"),
+            application_id,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            rebalance_timeout_ms: 300_000,
+            commit_interval_ms: 30_000,
+            fetch: FetcherConfig::default(),
+            max_batch_records: 1_000,
+            max_queued_records_per_partition: 1_000,
+            producer: ProducerConfig::default(),
+            metadata: MetadataConfig::default(),
+            deserialization_errors: ErrorPolicy::Fail,
+            processing_errors: ErrorPolicy::Fail,
+            request_timeout_ms: 30_000,
+            reconnect_backoff_ms: 50,
+            reconnect_backoff_max_ms: 1_000,
+            max_batches_per_poll: 64,
+        }
+    }
+
+    /// Where a fetched partition with no committed offset starts.
+    pub fn with_offset_reset(mut self, policy: OffsetResetPolicy) -> Self {
+        self.fetch.offset_reset = policy;
+        self
+    }
+
+    pub(crate) fn group_config(&self) -> GroupConfig {
+        let mut group = GroupConfig::new(self.application_id.clone());
+        group.session_timeout_ms = self.session_timeout_ms;
+        group.heartbeat_interval_ms = self.heartbeat_interval_ms;
+        group.rebalance_timeout_ms = self.rebalance_timeout_ms;
+        group
+    }
+
+    /// The bootstrap servers as (host, port); a malformed entry is an error naming it.
+    pub(crate) fn bootstrap_addresses(&self) -> Result<Vec<(String, i32)>, String> {
+        self.bootstrap_servers
+            .iter()
+            .map(|s| {
+                let (host, port) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("bootstrap server `{s}` is not host:port"))?;
+                let port = port
+                    .parse::<i32>()
+                    .map_err(|_| format!("bootstrap server `{s}` has an invalid port"))?;
+                Ok((
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,1325 @@
+//! The [`Engine`]: one stream thread of a kstreams application as a pure state machine.
+//!
+//! It owns the client components (metadata, group membership, fetcher, producer), one
+//! connection state machine per broker, and the tasks the group assigned to it. Bytes and time
+//! go in; frames to write, connections to open or close, and events come out:
+//!
+//! ```text
+//! loop {
+//!     while let Some(out) = engine.poll_output(now) {
+//!         match out {
+//!             Output::Connect { node, host, port } => /* open TCP, then handle_connected */,
+//!             Output::Transmit { node, bytes }     => /* write all of `bytes` to node's socket */,
+//!             Output::Close { node }               => /* drop the socket */,
+//!             Output::Event(event)                 => /* state changes, commits, errors */,
+//!         }
+//!     }
+//!     // wait for socket data, a connect result, or engine.poll_timeout()
+//!     engine.handle_received(node, &bytes, now);      // raw bytes, any chunking
+//!     engine.handle_connected(node, now);             // or handle_disconnected(node, now)
+//!     engine.handle_timeout(now);
+//! }
+//! ```
+//!
+//! `now` is milliseconds since the Unix epoch, non-decreasing (smaller values count as the
+//! largest seen). The engine never reads a clock.
+//!
+//! # Delivery
+//! At-least-once: on the commit interval (and before tasks are revoked, and on close) the
+//! engine stops processing, waits until every record the tasks produced is acknowledged, commits
+//! the stores, and only then commits the tasks' committable offsets. An offset is reported in
+//! [`Event::Committed`] only after the coordinator accepted it.
+
+mod config;
+mod node;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+pub use config::EngineConfig;
+
+use crate::client::fetcher::{FetchError, FetchEvent, Fetcher};
+use crate::client::group::{CommitError, CommitId, GroupError, GroupEvent, GroupMember};
+use crate::client::metadata::{Metadata, MetadataError, MetadataEvent};
+use crate::client::producer::{DeliveryError, Producer, ProducerError, ProducerEvent};
+use crate::client::{BrokerId, Outbound, Target};
+use crate::error::TaskError;
+use crate::record::{ProducerRecord, TopicPartition};
+use crate::state::StoreFactory;
+use crate::task::{ErrorPolicy, Task, TaskConfig, TaskId};
+use crate::topology::Topology;
+use crate::wire::connection::{ConnectionConfig, ConnectionError, Received};
+use crate::wire::framing::FrameError;
+use crate::wire::versions::VersionPolicy;
+use node::{ClusterVersions, Link, Node, Token, api_of, decode_response, send_request};
+
+/// The client component a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Component {
+    Metadata,
+    Fetcher,
+    Group,
+    Producer,
+}
+
+/// The lifecycle of an engine, as in Kafka Streams' `KafkaStreams.State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineState {
+    /// Built, not polled yet.
+    Created,
+    /// Joining the group or between assignments.
+    Rebalancing,
+    /// Processing its assigned tasks.
+    Running,
+    /// Closing: committing, then leaving the group.
+    PendingShutdown,
+    /// Closed cleanly.
+    NotRunning,
+    /// Stopped by an error ([`Event::Failed`]).
+    Error,
+}
+
+/// Something the adapter must do, or know.
+#[derive(Debug)]
+pub enum Output {
+    /// Open a TCP connection to `host:port` for broker `node`, then call
+    /// [`Engine::handle_connected`] (or [`Engine::handle_disconnected`] if it fails).
+    Connect {
+        /// The broker id (negative for bootstrap servers).
+        node: BrokerId,
+        /// Host name.
+        host: String,
+        /// Port.
+        port: i32,
+    },
+    /// Write all of `bytes` (whole frames) to the socket of `node`, in order.
+    Transmit {
+        /// The broker.
+        node: BrokerId,
+        /// Frames to write.
+        bytes: Bytes,
+    },
+    /// Close the socket of `node`; do not call `handle_disconnected` for it.
+    Close {
+        /// The broker.
+        node: BrokerId,
+    },
+    /// A state change or report.
+    Event(Event),
+}
+
+/// What happened.
+#[derive(Debug)]
+pub enum Event {
+    /// The engine moved from one state to another.
+    StateChanged {
+        /// Before.
+        from: EngineState,
+        /// After.
+        to: EngineState,
+    },
+    /// These tasks now run here.
+    TasksAssigned(Vec<TaskId>),
+    /// These tasks were committed and closed for a rebalance.
+    TasksRevoked(Vec<TaskId>),
+    /// These tasks were closed without a commit (membership lost).
+    TasksLost(Vec<TaskId>),
+    /// The coordinator accepted these offsets; their output was acknowledged before.
+    Committed(BTreeMap<TopicPartition, i64>),
+    /// A problem the engine recovers from (retries, rejoins); for logs and metrics.
+    Warning(EngineError),
+    /// The engine stopped: [`EngineState::Error`].
+    Failed(EngineError),
+}
+
+/// Errors an engine reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A topic the topology reads does not exist.
+    #[error("source topic `{0}` does not exist")]
+    MissingSourceTopic(String),
+    /// A task failed (processing or deserialization error under the `Fail` policy, store error).
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// Output of a task could not be delivered.
+    #[error("task {task}: delivery to {topic_partition} failed: {error}")]
+    Delivery {
+        /// The task whose output failed.
+        task: TaskId,
+        /// Where it was going.
+        topic_partition: TopicPartition,
+        /// Why.
+        error: DeliveryError,
+    },
+    /// The producer refused output.
+    #[error("task {task}: {error}")]
+    Producer {
+        /// The task.
+        task: TaskId,
+        /// Why.
+        error: ProducerError,
+    },
+    /// Group membership failed.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// A commit was not accepted; the offsets stay uncommitted.
+    #[error("commit failed: {0}")]
+    Commit(CommitError),
+    /// Fetching failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Metadata could not be had.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// A broker connection broke.
+    #[error("broker {broker}: {error}")]
+    Connection {
+        /// The broker.
+        broker: BrokerId,
+        /// Why.
+        error: ConnectionError,
+    },
+    /// A broker sent bytes that are not a Kafka frame.
+    #[error("broker {broker}: {error}")]
+    Frame {
+        /// The broker.
+        broker: BrokerId,
+        /// Why.
+        error: FrameError,
+    },
+    /// A request got no answer within the request timeout.
+    #[error("broker {broker}: {api:?} request timed out")]
+    RequestTimeout {
+        /// The broker.
+        broker: BrokerId,
+        /// The API.
+        api: ApiKey,
+    },
+}
+
+/// Where the commit cycle is.
+#[derive(Debug)]
+enum CommitPhase {
+    Idle,
+    /// Processing paused; waiting until all output is acknowledged.
+    Flushing {
+        offsets: BTreeMap<TopicPartition, i64>,
+    },
+    /// Offsets sent to the coordinator.
+    Committing {
+        id: CommitId,
+    },
+}
+
+/// Why a commit is wanted now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommitReason {
+    Interval,
+    Revoke,
+    Close,
+}
+
+/// One stream thread: see the [module docs](self).
+pub struct Engine {
+    config: EngineConfig,
+    topology: Arc<Topology>,
+    stores: Box<dyn StoreFactory>,
+    now: i64,
+    state: EngineState,
+    connection: ConnectionConfig,
+    nodes: BTreeMap<BrokerId, Node>,
+    /// Requests waiting for a ready connection, with the time they were queued.
+    pending: VecDeque<(Component, Outbound, i64)>,
+    metadata: Metadata,
+    metadata_generation: u64,
+    fetcher: Fetcher,
+    group: GroupMember,
+    producer: Producer<TaskId>,
+    tasks: BTreeMap<TaskId, Task>,
+    /// Task output the producer could not take yet (buffer full, partition count unknown).
+    backlog: BTreeMap<TaskId, Vec<ProducerRecord>>,
+    /// Source topic → sub-topology.
+    subtopology_of: HashMap<String, usize>,
+    committed: BTreeMap<TopicPartition, i64>,
+    commit: CommitPhase,
+    commit_reason: Option<CommitReason>,
+    last_commit: i64,
+    revoking: Option<Vec<TaskId>>,
+    closing: bool,
+    outputs: VecDeque<Output>,
+}
+
+impl Engine {
+    /// An engine running `topology` with stores from `stores`. Nothing happens until the first
+    /// [`Engine::poll_output`].
+    pub fn new(
+        topology: Arc<Topology>,
+        config: EngineConfig,
+        stores: Box<dyn StoreFactory>,
+        now: i64,
+    ) -> Result<Self, EngineError> {
+        let bootstrap = config.bootstrap_addresses().map_err(EngineError::Config)?;
+        if bootstrap.is_empty() {
+            return Err(EngineError::Config("no bootstrap server".into()));
+        }
+        if config.application_id.is_empty() {
+            return Err(EngineError::Config("the application id is empty".into()));
+        }
+        let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now);
+        let mut topics: BTreeSet<String> = topology.source_topics().into_iter().collect();
+        topics.extend(topology.sink_topics());
+        for policy in [&config.deserialization_errors, &config.processing_errors] {
+            if let ErrorPolicy::DeadLetter { topic } = policy {
+                topics.insert(topic.clone());
+            }
+        }
+        metadata.set_topics(topics);
+        let subtopology_of = topology
+            .subtopologies()
+            .iter()
+            .flat_map(|s| s.source_topics.iter().map(move |t| (t.clone(), s.id)))
+            .collect();
+        let policy = VersionPolicy::new()
+            .require([
+                ApiKey::Metadata,
+                ApiKey::FindCoordinator,
+                ApiKey::JoinGroup,
+                ApiKey::SyncGroup,
+                ApiKey::Heartbeat,
+                ApiKey::LeaveGroup,
+                ApiKey::OffsetFetch,
+                ApiKey::OffsetCommit,
+                ApiKey::ListOffsets,
+                ApiKey::Fetch,
+                ApiKey::Produce,
+                ApiKey::InitProducerId,
+            ])
+            // Name-based shapes only: later versions address topics by id.
+            .cap(ApiKey::Fetch, 12)
+            .cap(ApiKey::Produce, 12)
+            .cap(ApiKey::Metadata, 12);
+        let connection = ConnectionConfig {
+            client_id: Some(StrBytes::from_string(config.client_id.clone())),
+            policy,
+            ..ConnectionConfig::default()
+        };
+        let group = GroupMember::new(
+            config.group_config(),
+            topology.subtopologies().to_vec(),
+            now,
+        );
+        let fetcher = Fetcher::new(config.fetch.clone());
+        let producer = Producer::new(config.producer.clone(), now);
+        let nodes = metadata
+            .brokers()
+            .iter()
+            .map(|(&id, addr)| (id, Node::new(id, addr.host.clone(), addr.port)))
+            .collect();
+        Ok(Self {
+            config,
+            topology,
+            stores,
+            now,
+            state: EngineState::Created,
+            connection,
+            nodes,
+            pending: VecDeque::new(),
+            metadata,
+            metadata_generation: u64::MAX,
+            fetcher,
+            group,
+            producer,
+            tasks: BTreeMap::new(),
+            backlog: BTreeMap::new(),
+            subtopology_of,
+            committed: BTreeMap::new(),
+            commit: CommitPhase::Idle,
+            commit_reason: None,
+            last_commit: now,
+            revoking: None,
+            closing: false,
+            outputs: VecDeque::new(),
+        })
+    }
+
+    /// The engine's state.
+    pub fn state(&self) -> EngineState {
+        self.state
+    }
+
+    /// The tasks running here.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    /// Mutable access to a running task (e.g. to read its stores).
+    pub fn task_mut(&mut self, id: TaskId) -> Option<&mut Task> {
+        self.tasks.get_mut(&id)
+    }
+
+    /// The offsets this engine committed, per input partition.
+    pub fn committed_offsets(&self) -> &BTreeMap<TopicPartition, i64> {
+        &self.committed
+    }
+
+    /// The next thing to do. Call until `None`, then wait for I/O or [`Engine::poll_timeout`].
+    pub fn poll_output(&mut self, now: i64) -> Option<Output> {
+        self.advance_time(now);
+        if self.outputs.is_empty() {
+            self.drive();
+        }
+        self.outputs.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must be called at the latest (`None`: only on I/O).
+    pub fn poll_timeout(&self) -> Option<i64> {
+        if matches!(self.state, EngineState::NotRunning | EngineState::Error) {
+            return None;
+        }
+        if !self.outputs.is_empty() || self.has_runnable_work() {
+            return Some(self.now);
+        }
+        let mut deadlines = vec![
+            self.metadata.poll_timeout(),
+            self.fetcher.poll_timeout(),
+            self.group.poll_timeout(),
+            self.producer.poll_timeout(),
+        ];
+        if !self.tasks.is_empty() {
+            deadlines.push(Some(
+                self.last_commit
+                    .saturating_add(self.config.commit_interval_ms),
+            ));
+        }
+        for task in self.tasks.values() {
+            deadlines.push(task.next_wall_clock_punctuation());
+        }
+        for node in self.nodes.values() {
+            if let Some(&sent) = node.sent.front() {
+                deadlines.push(Some(sent.saturating_add(self.config.request_timeout_ms)));
+            }
+            if let Link::Down { retry_at } = node.link
+                && retry_at > self.now
+                && !self.pending.is_empty()
+            {
+                deadlines.push(Some(retry_at));
+            }
+        }
+        if let Some((_, _, queued)) = self.pending.front() {
+            deadlines.push(Some(queued.saturating_add(self.config.request_timeout_ms)));
+        }
+        deadlines.into_iter().flatten().min()
+    }
+
+    /// Time passed: run timers (heartbeats, linger, retries, request timeouts, commits).
+    pub fn handle_timeout(&mut self, now: i64) {
+        self.advance_time(now);
+        self.expire_requests();
+        self.drive();
+    }
+
+    /// The socket of `node` is open.
+    pub fn handle_connected(&mut self, node: BrokerId, now: i64) {
+        self.advance_time(now);
+        if let Some(n) = self.nodes.get_mut(&node)
+            && n.link == Link::Connecting
+        {
+            n.failures = 0;
+            n.connected(self.connection.clone());
+        }
+        self.drive();
+    }
+
+    /// The socket of `node` closed or could not be opened.
+    pub fn handle_disconnected(&mut self, node: BrokerId, now: i64) {
+        self.advance_time(now);
+        self.drop_node(node, false);
+        self.drive();
+    }
+
+    /// Bytes read from the socket of `node`, in any chunking.
+    pub fn handle_received(&mut self, node: BrokerId, bytes: &[u8], now: i64) {
+        self.advance_time(now);
+        let frames = match self.nodes.get_mut(&node) {
+            Some(n) if n.link == Link::Up => n.push_bytes(bytes),
+            _ => return,
+        };
+        let frames = match frames {
+            Ok(frames) => frames,
+            Err(error) => {
+                self.warn(EngineError::Frame {
+                    broker: node,
+                    error,
+                });
+                self.drop_node(node, true);
+                return;
+            }
+        };
+        for frame in frames {
+            if !self.handle_frame(node, frame) {
+                break;
+            }
+        }
+        self.drive();
+    }
+
+    /// Starts a clean shutdown: commit acknowledged output, close tasks, leave the group. The
+    /// engine reaches [`EngineState::NotRunning`] through [`Engine::poll_output`].
+    pub fn close(&mut self, now: i64) {
+        self.advance_time(now);
+        if matches!(self.state, EngineState::NotRunning | EngineState::Error) || self.closing {
+            return;
+        }
+        self.closing = true;
+        self.set_state(EngineState::PendingShutdown);
+        self.commit_reason = Some(CommitReason::Close);
+    }
+
+    fn advance_time(&mut self, now: i64) {
+        self.now = self.now.max(now);
+    }
+
+    fn set_state(&mut self, to: EngineState) {
+        if self.state != to {
+            let from = self.state;
+            self.state = to;
+            self.outputs
+                .push_back(Output::Event(Event::StateChanged { from, to }));
+        }
+    }
+
+    fn warn(&mut self, error: EngineError) {
+        tracing::warn!(%error, "kstreams engine");
+        self.outputs.push_back(Output::Event(Event::Warning(error)));
+    }
+
+    fn fail(&mut self, error: EngineError) {
+        if self.state == EngineState::Error {
+            return;
+        }
+        tracing::error!(%error, "kstreams engine stopped");
+        self.outputs.push_back(Output::Event(Event::Failed(error)));
+        self.set_state(EngineState::Error);
+        for task in self.tasks.values_mut() {
+            task.rollback_stores();
+        }
+        let ids: Vec<BrokerId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.drop_node(id, true);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        matches!(self.state, EngineState::NotRunning | EngineState::Error)
+    }
+
+    fn has_runnable_work(&self) -> bool {
+        matches!(self.commit, CommitPhase::Idle)
+            && self.revoking.is_none()
+            && self
+                .tasks
+                .iter()
+                .any(|(id, t)| t.queued_total() > 0 && !self.backlog.contains_key(id))
+    }
+
+    /// Does every kind of work until none makes progress (bounded, so a busy engine still
+    /// returns its outputs).
+    fn drive(&mut self) {
+        if self.state == EngineState::Created {
+            self.set_state(EngineState::Rebalancing);
+        }
+        for _ in 0..16 {
+            if self.stopped() {
+                return;
+            }
+            let mut progress = false;
+            progress |= self.poll_components();
+            progress |= self.handle_component_events();
+            progress |= self.flush_pending();
+            progress |= self.feed_tasks();
+            progress |= self.run_tasks();
+            progress |= self.drive_commit();
+            progress |= self.transmit();
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    // ---- requests and connections ----------------------------------------------------------
+
+    fn poll_components(&mut self) -> bool {
+        let ready: Vec<&crate::wire::connection::Connection<Token>> = self
+            .nodes
+            .values()
+            .filter(|n| n.is_ready())
+            .filter_map(|n| n.conn.as_ref())
+            .collect();
+        if ready.is_empty() {
+            // Nothing can be built before a broker told us its versions: open a connection.
+            let connecting = self
+                .nodes
+                .values()
+                .any(|n| !matches!(n.link, Link::Down { .. }));
+            if !connecting {
+                return self.connect_any();
+            }
+            return false;
+        }
+        let versions = ClusterVersions(&ready);
+        let now = self.now;
+        let mut progress = false;
+        while let Some(out) = self.metadata.poll_request(now, &versions) {
+            self.pending.push_back((Component::Metadata, out, now));
+            progress = true;
+        }
+        while let Some(out) = self.group.poll_request(now, &versions) {
+            self.pending.push_back((Component::Group, out, now));
+            progress = true;
+        }
+        while let Some(out) = self.fetcher.poll_request(now, &versions) {
+            self.pending.push_back((Component::Fetcher, out, now));
+            progress = true;
+        }
+        while let Some(out) = self.producer.poll_request(now, &versions) {
+            self.pending.push_back((Component::Producer, out, now));
+            progress = true;
+        }
+        progress
+    }
+
+    /// Starts connecting to some broker that may be tried now.
+    fn connect_any(&mut self) -> bool {
+        let now = self.now;
+        let candidate = self
+            .nodes
+            .values()
+            .filter(|n| matches!(n.link, Link::Down { retry_at } if retry_at <= now))
+            .min_by_key(|n| (n.failures, n.id))
+            .map(|n| n.id);
+        match candidate {
+            Some(id) => self.connect(id),
+            None => false,
+        }
+    }
+
+    fn connect(&mut self, id: BrokerId) -> bool {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(node.link, Link::Down { retry_at } if retry_at <= self.now) {
+            return false;
+        }
+        node.link = Link::Connecting;
+        self.outputs.push_back(Output::Connect {
+            node: id,
+            host: node.host.clone(),
+            port: node.port,
+        });
+        true
+    }
+
+    /// The broker a request for `target` goes to, creating its node from known addresses.
+    fn resolve(&mut self, target: Target) -> Option<BrokerId> {
+        let id = match target {
+            Target::AnyBroker => {
+                return self
+                    .nodes
+                    .values()
+                    .filter(|n| n.is_ready())
+                    .min_by_key(|n| (n.sent.len(), n.id))
+                    .map(|n| n.id);
+            }
+            Target::Broker(id) => id,
+            Target::Coordinator => self.group.coordinator()?,
+        };
+        if !self.nodes.contains_key(&id) {
+            let (host, port) = self.metadata.broker_address(id)?;
+            self.nodes.insert(id, Node::new(id, host, port));
+        }
+        Some(id)
+    }
+
+    fn flush_pending(&mut self) -> bool {
+        let mut progress = false;
+        let mut waiting = VecDeque::new();
+        while let Some((component, out, queued)) = self.pending.pop_front() {
+            let api = api_of(&out.request);
+            let Some(id) = self.resolve(out.target) else {
+                if matches!(out.target, Target::Broker(_)) {
+                    // No address for that broker: let the component re-plan.
+                    self.request_failed(component, out.target, api);
+                    progress = true;
+                } else {
+                    waiting.push_back((component, out, queued));
+                }
+                continue;
+            };
+            let now = self.now;
+            let Some(node) = self.nodes.get_mut(&id) else {
+                waiting.push_back((component, out, queued));
+                continue;
+            };
+            if !node.is_ready() {
+                if matches!(node.link, Link::Down { .. }) {
+                    progress |= self.connect(id);
+                }
+                waiting.push_back((component, out, queued));
+                continue;
+            }
+            let token = Token {
+                component,
+                target: out.target,
+                api,
+                sent_at: now,
+            };
+            let Some(conn) = node.conn.as_mut() else {
+                waiting.push_back((component, out, queued));
+                continue;
+            };
+            match send_request(conn, &out.request, out.version, token) {
+                Ok(_) => {
+                    node.sent.push_back(now);
+                    progress = true;
+                }
+                Err(error) => {
+                    self.warn(EngineError::Connection { broker: id, error });
+                    self.request_failed(component, out.target, api);
+                    progress = true;
+                }
+            }
+        }
+        self.pending = waiting;
+        progress
+    }
+
+    fn transmit(&mut self) -> bool {
+        let mut progress = false;
+        for node in self.nodes.values_mut() {
+            if node.link != Link::Up {
+                continue;
+            }
+            if let Some(conn) = node.conn.as_mut() {
+                while let Some(bytes) = conn.poll_transmit() {
+                    self.outputs.push_back(Output::Transmit {
+                        node: node.id,
+                        bytes,
+                    });
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Fails requests that waited too long for a connection or for an answer.
+    fn expire_requests(&mut self) {
+        let limit = self.config.request_timeout_ms;
+        let now = self.now;
+        let late: Vec<BrokerId> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.sent
+                    .front()
+                    .is_some_and(|&s| s.saturating_add(limit) <= now)
+            })
+            .map(|n| n.id)
+            .collect();
+        for id in late {
+            self.warn(EngineError::RequestTimeout {
+                broker: id,
+                api: ApiKey::ApiVersions,
+            });
+            self.drop_node(id, true);
+        }
+        let mut kept = VecDeque::new();
+        while let Some((component, out, queued)) = self.pending.pop_front() {
+            if queued.saturating_add(limit) <= now {
+                self.request_failed(component, out.target, api_of(&out.request));
+            } else {
+                kept.push_back((component, out, queued));
+            }
+        }
+        self.pending = kept;
+    }
+
+    /// Drops the connection to `id` (emitting `Close` when we close it) and fails its requests.
+    fn drop_node(&mut self, id: BrokerId, we_close: bool) {
+        let now = self.now;
+        let (base, cap) = (
+            self.config.reconnect_backoff_ms,
+            self.config.reconnect_backoff_max_ms,
+        );
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let was_open = !matches!(node.link, Link::Down { .. });
+        node.failures = node.failures.saturating_add(1);
+        let backoff = base
+            .saturating_mul(1_i64 << node.failures.min(20).saturating_sub(1))
+            .min(cap);
+        let tokens = node.disconnect(now.saturating_add(backoff));
+        if we_close && was_open {
+            self.outputs.push_back(Output::Close { node: id });
+        }
+        for token in tokens {
+            self.request_failed(token.component, token.target, token.api);
+        }
+        if self.group.coordinator() == Some(id) || id < 0 {
+            self.metadata.request_refresh("broker connection lost");
+        }
+    }
+
+    fn request_failed(&mut self, component: Component, target: Target, api: ApiKey) {
+        let now = self.now;
+        match component {
+            Component::Metadata => self.metadata.handle_request_failed(target, api, now),
+            Component::Fetcher => self.fetcher.handle_request_failed(target, api, now),
+            Component::Group => self.group.handle_request_failed(target, api, now),
+            Component::Producer => self.producer.handle_request_failed(target, api, now),
+        }
+    }
+
+    /// Handles one frame from `node`; `false` when the connection was dropped.
+    fn handle_frame(&mut self, node: BrokerId, frame: Bytes) -> bool {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return false;
+        };
+        let Some(conn) = n.conn.as_mut() else {
+            return false;
+        };
+        let received = conn.handle_frame(frame);
+        let response = match received {
+            Ok(Received::Response(response)) => {
+                n.sent.pop_front();
+                response
+            }
+            Ok(Received::Negotiated) => {
+                n.sent.clear();
+                return true;
+            }
+            Ok(Received::NegotiationRetry { .. }) => return true,
+            Err(error) => {
+                let fatal = error.is_fatal();
+                if let ConnectionError::Negotiation(e) = &error {
+                    // A broker lacking a required API cannot serve this application.
+                    self.fail(EngineError::Config(format!("broker {node}: {e}")));
+                    return false;
+                }
+                self.warn(EngineError::Connection {
+                    broker: node,
+                    error,
+                });
+                if fatal {
+                    self.drop_node(node, true);
+                    return false;
+                }
+                return true;
+            }
+        };
+        let token = response.token;
+        let kind = match decode_response(&response) {
+            Ok(kind) => kind,
+            Err(error) => {
+                self.warn(EngineError::Connection {
+                    broker: node,
+                    error,
+                });
+                self.request_failed(token.component, token.target, token.api);
+                self.drop_node(node, true);
+                return false;
+            }
+        };
+        self.route_response(node, token, kind);
+        true
+    }
+
+    fn route_response(&mut self, from: BrokerId, token: Token, kind: ResponseKind) {
+        let now = self.now;
+        let result = match token.component {
+            Component::Metadata => self
+                .metadata
+                .handle_response(from, kind, now)
+                .map_err(EngineError::from),
+            Component::Fetcher => self
+                .fetcher
+                .handle_response(from, kind, now)
+                .map_err(EngineError::from),
+            Component::Group => self
+                .group
+                .handle_response(from, kind, now)
+                .map_err(EngineError::from),
+            Component::Producer => {
+                self.producer
+                    .handle_response(from, kind, now)
+                    .map_err(|error| EngineError::Producer {
+                        task: TaskId {
+                            subtopology: 0,
+                            partition: -1,
+                        },
+                        error,
+                    })
+            }
+        };
+        if let Err(error) = result {
+            self.warn(error);
+        }
+    }
+
+    // ---- component events ------------------------------------------------------------------
+
+    fn handle_component_events(&mut self) -> bool {
+        let mut progress = self.sync_metadata();
+        while let Some(event) = self.metadata.poll_event() {
+            progress = true;
+            match event {
+                MetadataEvent::Error(MetadataError::UnknownTopic { topic })
+                    if self.subtopology_of.contains_key(&*topic) =>
+                {
+                    self.fail(EngineError::MissingSourceTopic(topic.to_string()));
+                    return true;
+                }
+                MetadataEvent::Error(error) => self.warn(error.into()),
+                MetadataEvent::PartitionCountChanged {
+                    topic,
+                    previous,
+                    current,
+                } => {
+                    tracing::info!(%topic, ?previous, current, "partition count changed");
+                }
+            }
+        }
+        while let Some(event) = self.fetcher.poll_event() {
+            progress = true;
+            match event {
+                FetchEvent::MetadataRefreshNeeded { reason } => {
+                    self.metadata.request_refresh(&reason)
+                }
+                FetchEvent::PositionReset { partition, offset } => {
+                    tracing::debug!(%partition, offset, "position reset");
+                }
+                FetchEvent::PartitionMaxBytesRaised { partition, .. } => {
+                    tracing::debug!(%partition, "raised partition max bytes");
+                }
+                FetchEvent::Error(error) => match error {
+                    FetchError::NoOffset { .. }
+                    | FetchError::OffsetOutOfRange { .. }
+                    | FetchError::CorruptRecords { .. } => {
+                        self.fail(error.into());
+                        return true;
+                    }
+                    other => self.warn(other.into()),
+                },
+            }
+        }
+        while let Some(event) = self.producer.poll_event() {
+            progress = true;
+            match event {
+                ProducerEvent::Acked { .. } => {}
+                ProducerEvent::Failed {
+                    owner,
+                    topic_partition,
+                    error,
+                    ..
+                } => {
+                    self.fail(EngineError::Delivery {
+                        task: owner,
+                        topic_partition,
+                        error,
+                    });
+                    return true;
+                }
+                ProducerEvent::RefreshMetadata { topic } => {
+                    self.metadata
+                        .request_refresh(&format!("producer: leader of {topic} moved"));
+                }
+            }
+        }
+        while let Some(event) = self.group.poll_event() {
+            progress = true;
+            self.handle_group_event(event);
+            if self.stopped() {
+                return true;
+            }
+        }
+        progress
+    }
+
+    /// Pushes metadata changes to the components that depend on it.
+    fn sync_metadata(&mut self) -> bool {
+        let generation = self.metadata.generation();
+        if generation == self.metadata_generation || !self.metadata.is_initialized() {
+            return false;
+        }
+        self.metadata_generation = generation;
+        for (&id, addr) in self.metadata.brokers() {
+            self.nodes
+                .entry(id)
+                .or_insert_with(|| Node::new(id, addr.host.clone(), addr.port));
+        }
+        self.fetcher.update_leaders(&self.metadata);
+        let mut counts = Vec::new();
+        for topic in self.metadata.topics().cloned().collect::<Vec<_>>() {
+            let Some(n) = self.metadata.partition_count(&topic) else {
+                continue;
+            };
+            counts.push((topic.to_string(), n));
+            self.producer.set_partition_count(topic.clone(), n);
+            for p in 0..n {
+                let tp = TopicPartition::new(topic.clone(), p);
+                let leader = self.metadata.leader(&tp);
+                self.producer.update_leader(tp, leader);
+            }
+        }
+        self.group.set_partition_counts(counts);
+        true
+    }
+
+    fn handle_group_event(&mut self, event: GroupEvent) {
+        let now = self.now;
+        match event {
+            GroupEvent::CoordinatorFound { id, host, port } => {
+                let node = self
+                    .nodes
+                    .entry(id)
+                    .or_insert_with(|| Node::new(id, host.clone(), port));
+                if node.host != host || node.port != port {
+                    node.host = host;
+                    node.port = port;
+                }
+            }
+            GroupEvent::PartitionCountsNeeded { topics } => {
+                self.metadata
+                    .request_refresh(&format!("partition counts of {}", topics.join(", ")));
+            }
+            GroupEvent::Assigned {
+                tasks, partitions, ..
+            } => self.assign(tasks, partitions),
+            GroupEvent::OffsetsFetched { offsets } => {
+                for (tp, offset) in offsets {
+                    if self.fetcher.assigned().all(|a| a != &tp) {
+                        continue;
+                    }
+                    match offset {
+                        Some(o) => {
+                            self.fetcher.seek(&tp, o);
+                            self.committed.insert(tp, o);
+                        }
+                        None => {
+                            let policy = self.config.fetch.offset_reset;
+                            self.fetcher.reset_position(&tp, policy);
+                        }
+                    }
+                }
+            }
+            GroupEvent::OffsetFetchFailed { partitions, error } => {
+                self.warn(EngineError::Config(format!(
+                    "fetching committed offsets failed: {error}"
+                )));
+                self.group.fetch_committed(partitions);
+            }
+            GroupEvent::Revoke { tasks } => {
+                self.set_state(EngineState::Rebalancing);
+                self.revoking = Some(tasks);
+                self.commit_reason = Some(CommitReason::Revoke);
+            }
+            GroupEvent::Lost { tasks } => {
+                self.set_state(EngineState::Rebalancing);
+                self.close_tasks(false);
+                self.commit = CommitPhase::Idle;
+                self.revoking = None;
+                self.outputs
+                    .push_back(Output::Event(Event::TasksLost(tasks)));
+            }
+            GroupEvent::AssignmentFailed { error } => {
+                self.warn(EngineError::Config(format!("assignment failed: {error}")));
+            }
+            GroupEvent::CommitSucceeded { id, offsets } => {
+                if matches!(self.commit, CommitPhase::Committing { id: ours } if ours == id) {
+                    self.commit = CommitPhase::Idle;
+                    self.last_commit = now;
+                    self.committed
+                        .extend(offsets.iter().map(|(tp, o)| (tp.clone(), *o)));
+                    self.outputs
+                        .push_back(Output::Event(Event::Committed(offsets)));
+                    self.commit_done();
+                }
+            }
+            GroupEvent::CommitFailed { id, error, .. } => {
+                if matches!(self.commit, CommitPhase::Committing { id: ours } if ours == id) {
+                    self.commit = CommitPhase::Idle;
+                    self.last_commit = now;
+                    self.warn(EngineError::Commit(error));
+                    self.commit_done();
+                }
+            }
+            GroupEvent::Left => {
+                let ids: Vec<BrokerId> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    self.drop_node(id, true);
+                }
+                self.set_state(EngineState::NotRunning);
+            }
+            GroupEvent::Failed(error) => self.fail(error.into()),
+        }
+    }
+
+    fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        let now = self.now;
+        let config = TaskConfig {
+            max_batch_records: self.config.max_batch_records,
+            deserialization_errors: self.config.deserialization_errors.clone(),
+            processing_errors: self.config.processing_errors.clone(),
+        };
+        let sink_counts: HashMap<String, i32> = self
+            .topology
+            .sink_topics()
+            .into_iter()
+            .filter_map(|t| self.metadata.partition_count(&t).map(|n| (t, n)))
+            .collect();
+        for &id in &tasks {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            match Task::new(
+                &self.topology,
+                id,
+                self.stores.as_ref(),
+                config.clone(),
+                sink_counts.clone(),
+                now,
+            ) {
+                Ok(task) => {
+                    self.tasks.insert(id, task);
+                }
+                Err(error) => {
+                    self.fail(error.into());
+                    return;
+                }
+            }
+        }
+        for tp in &partitions {
+            self.fetcher.assign(tp.clone(), None);
+        }
+        self.fetcher.update_leaders(&self.metadata);
+        self.group.fetch_committed(partitions);
+        self.last_commit = now;
+        self.outputs
+            .push_back(Output::Event(Event::TasksAssigned(tasks)));
+        if !self.closing {
+            self.set_state(EngineState::Running);
+        }
+    }
+
+    /// Closes every task; `committed`: their work was committed (else stores roll back).
+    fn close_tasks(&mut self, committed: bool) {
+        for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
+            self.fetcher.unassign(&tp);
+        }
+        self.backlog.clear();
+        for (_, mut task) in std::mem::take(&mut self.tasks) {
+            if !committed {
+                task.rollback_stores();
+            }
+            if let Err(error) = task.close() {
+                self.warn(error.into());
+            }
+        }
+    }
+
+    // ---- processing ------------------------------------------------------------------------
+
+    fn feed_tasks(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(batch) = self.fetcher.poll_records() {
+            progress = true;
+            let tp = batch.partition;
+            let Some(&subtopology) = self.subtopology_of.get(&*tp.topic) else {
+                continue;
+            };
+            let id = TaskId {
+                subtopology,
+                partition: tp.partition,
+            };
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if let Err(error) = task.add_records(&tp, batch.records) {
+                self.warn(error.into());
+                continue;
+            }
+            let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
+            self.fetcher.set_paused(&tp, full);
+        }
+        progress
+    }
+
+    fn run_tasks(&mut self) -> bool {
+        let mut progress = self.deliver_backlog();
+        if !matches!(self.commit, CommitPhase::Idle) || self.revoking.is_some() || self.closing {
+            return progress;
+        }
+        let now = self.now;
+        let mut budget = self.config.max_batches_per_poll;
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if self.backlog.contains_key(&id) {
+                continue;
+            }
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if task
+                .next_wall_clock_punctuation()
+                .is_some_and(|due| due <= now)
+                && let Err(error) = task.punctuate_wall_clock(now)
+            {
+                self.fail(error.into());
+                return true;
+            }
+            while budget > 0 {
+                match task.process_next_batch() {
+                    Ok(Some(_)) => {
+                        budget -= 1;
+                        progress = true;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.fail(error.into());
+                        return true;
+                    }
+                }
+                let output = task.take_output();
+                if !output.is_empty() {
+                    self.backlog.insert(id, output);
+                    break;
+                }
+            }
+            let output = task.take_output();
+            if !output.is_empty() {
+                self.backlog.entry(id).or_default().extend(output);
+            }
+            for tp in task.partitions().cloned().collect::<Vec<_>>() {
+                let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
+                self.fetcher.set_paused(&tp, full);
+            }
+            progress |= self.deliver_backlog();
+        }
+        progress
+    }
+
+    /// Hands held-back task output to the producer, as far as it takes it.
+    fn deliver_backlog(&mut self) -> bool {
+        let now = self.now;
+        let mut progress = false;
+        for id in self.backlog.keys().copied().collect::<Vec<_>>() {
+            let Some(records) = self.backlog.remove(&id) else {
+                continue;
+            };
+            match self.producer.send_batch(id, records, now) {
+                Ok(_) => progress = true,
+                Err(refused) => match refused.error {
+                    ProducerError::BufferFull { .. }
+                    | ProducerError::UnknownPartitionCount { .. } => {
+                        self.backlog.insert(id, refused.records);
+                    }
+                    error => {
+                        self.fail(EngineError::Producer { task: id, error });
+                        return true;
+                    }
+                },
+            }
+        }
+        progress
+    }
+
+    // ---- commits ---------------------------------------------------------------------------
+
+    fn drive_commit(&mut self) -> bool {
+        let now = self.now;
+        match &self.commit {
+            CommitPhase::Idle => {
+                let reason = self.commit_reason.or_else(|| {
+                    (!self.tasks.is_empty()
+                        && now
+                            >= self
+                                .last_commit
+                                .saturating_add(self.config.commit_interval_ms))
+                    .then_some(CommitReason::Interval)
+                });
+                let Some(reason) = reason else {
+                    return false;
+                };
+                let offsets: BTreeMap<TopicPartition, i64> = self
+                    .tasks
+                    .values()
+                    .flat_map(|t| t.committable_offsets())
+                    .filter(|(tp, o)| self.committed.get(tp) != Some(o))
+                    .collect();
+                if offsets.is_empty() && self.backlog.is_empty() && self.producer.is_flushed() {
+                    self.last_commit = now;
+                    if reason != CommitReason::Interval {
+                        self.commit_done();
+                    }
+                    return reason != CommitReason::Interval;
+                }
+                self.producer.flush();
+                self.commit = CommitPhase::Flushing { offsets };
+                true
+            }
+            CommitPhase::Flushing { .. } => {
+                if !self.backlog.is_empty() || !self.producer.is_flushed() {
+                    return false;
+                }
+                for task in self.tasks.values_mut() {
+                    if let Err(error) = task.commit_stores() {
+                        self.fail(error.into());
+                        return true;
+                    }
+                }
+                let CommitPhase::Flushing { offsets } =
+                    std::mem::replace(&mut self.commit, CommitPhase::Idle)
+                else {
+                    return false;
+                };
+                if offsets.is_empty() {
+                    self.last_commit = now;
+                    self.commit_done();
+                } else {
+                    let id = self.group.commit(offsets, now);
+                    self.commit = CommitPhase::Committing { id };
+                }
+                true
+            }
+            CommitPhase::Committing { .. } => false,
+        }
+    }
+
+    /// A commit cycle ended: finish what was waiting for it.
+    fn commit_done(&mut self) {
+        let now = self.now;
+        match self.commit_reason.take() {
+            Some(CommitReason::Revoke) => {
+                let revoked = self.revoking.take().unwrap_or_default();
+                self.close_tasks(true);
+                self.outputs
+                    .push_back(Output::Event(Event::TasksRevoked(revoked)));
+                self.group.revoke_done(now);
+            }
+            Some(CommitReason::Close) => {
+                self.close_tasks(true);
+                self.group.leave(now);
+            }
+            Some(CommitReason::Interval) | None => {}
+        }
+    }
+}
