@@ -1,27 +1,58 @@
 //! Drives kstreams [`Engine`]s against the simulated cluster, deterministically: the engines'
 //! outputs go to the simulator, its frames come back, and time jumps to the next timer of
 //! either side when nothing else is left to do.
+//!
+//! An optional [`Harness::set_observer`] callback sees the cluster after every request the
+//! simulator serves and after every time step, so invariants over the cluster's state (e.g.
+//! "no committed offset is ahead of acknowledged output") are checked at every step, not only
+//! at the end of a run.
 
 use std::collections::BTreeMap;
 
 use kstreams_core::client::BrokerId;
 use kstreams_core::engine::{Engine, EngineState, Event, Output};
+use kstreams_core::task::TaskId;
 
 use crate::sim::{ConnId, SimCluster};
+
+/// A callback checking the cluster; `Err` describes a violated invariant.
+pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
 
 /// One engine and its connections to the simulator.
 pub struct EngineSlot {
     /// The engine.
     pub engine: Engine,
     conns: BTreeMap<BrokerId, ConnId>,
-    /// Every event the engine reported, in order.
-    pub events: Vec<Event>,
+    /// Every event the engine reported, in order, with the simulated time it was seen at.
+    pub events: Vec<(i64, Event)>,
+    /// The engine was dropped without a close ([`Harness::drop_engine`]): it is no longer
+    /// polled and its connections are closed, as when a process dies.
+    pub dropped: bool,
 }
 
 impl EngineSlot {
-    /// Whether the engine reported `Event::Failed`.
+    /// The first `Event::Failed` the engine reported.
     pub fn failure(&self) -> Option<&Event> {
-        self.events.iter().find(|e| matches!(e, Event::Failed(_)))
+        self.events
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| matches!(e, Event::Failed(_)))
+    }
+
+    /// The tasks running on the engine, sorted.
+    pub fn task_ids(&self) -> Vec<TaskId> {
+        let mut ids: Vec<TaskId> = self.engine.tasks().map(|t| t.id()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether the engine is still taking part (not dropped, not stopped).
+    pub fn is_live(&self) -> bool {
+        !self.dropped
+            && !matches!(
+                self.engine.state(),
+                EngineState::NotRunning | EngineState::Error
+            )
     }
 }
 
@@ -29,10 +60,13 @@ impl EngineSlot {
 pub struct Harness {
     /// The cluster.
     pub sim: SimCluster,
-    /// The engines.
+    /// The engines (dropped ones keep their slot, so indices stay stable).
     pub engines: Vec<EngineSlot>,
     /// Simulated time, ms since the epoch.
     pub now: i64,
+    observer: Option<Observer>,
+    /// The first invariant violation the observer reported, with the time it was seen.
+    pub violation: Option<(i64, String)>,
 }
 
 impl Harness {
@@ -42,6 +76,8 @@ impl Harness {
             sim,
             engines: Vec::new(),
             now,
+            observer: None,
+            violation: None,
         }
     }
 
@@ -51,8 +87,38 @@ impl Harness {
             engine,
             conns: BTreeMap::new(),
             events: Vec::new(),
+            dropped: false,
         });
         self.engines.len() - 1
+    }
+
+    /// Checks the cluster with `observer` after every served request and every time step.
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+        self.observe();
+    }
+
+    /// The engine at `index` disappears without closing: its sockets close and it is never
+    /// polled again (its group membership lingers until the session times out).
+    pub fn drop_engine(&mut self, index: usize) {
+        let Some(slot) = self.engines.get_mut(index) else {
+            return;
+        };
+        slot.dropped = true;
+        for (_, conn) in std::mem::take(&mut slot.conns) {
+            self.sim.disconnect(conn);
+        }
+    }
+
+    /// Starts a clean close of the engine at `index`.
+    pub fn close_engine(&mut self, index: usize) {
+        if let Some(slot) = self.engines.get_mut(index) {
+            slot.engine.close(self.now);
+        }
+    }
+
+    fn observe(&mut self) {
+        observe(&mut self.observer, &mut self.violation, &self.sim, self.now);
     }
 
     /// Moves bytes both ways until nothing moves; returns whether anything did.
@@ -61,7 +127,14 @@ impl Harness {
         for _ in 0..10_000 {
             let mut progress = false;
             for slot in &mut self.engines {
-                progress |= pump_engine(&mut self.sim, slot, self.now);
+                if slot.dropped {
+                    continue;
+                }
+                let mut check = Check {
+                    observer: &mut self.observer,
+                    violation: &mut self.violation,
+                };
+                progress |= pump_engine(&mut self.sim, slot, self.now, &mut check);
             }
             if !progress {
                 break;
@@ -75,7 +148,7 @@ impl Harness {
     /// ahead), and fires the engines' timeouts.
     pub fn advance(&mut self, max_step: i64) {
         let mut next = self.now.saturating_add(max_step);
-        for slot in &self.engines {
+        for slot in self.engines.iter().filter(|s| !s.dropped) {
             if let Some(t) = slot.engine.poll_timeout() {
                 next = next.min(t);
             }
@@ -85,24 +158,36 @@ impl Harness {
         }
         self.now = next.max(self.now + 1);
         self.sim.advance(self.now);
-        for slot in &mut self.engines {
+        self.observe();
+        for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
             slot.engine.handle_timeout(self.now);
         }
     }
 
+    /// One step: move bytes until quiet, then advance time (by at most `max_step`).
+    pub fn step(&mut self, max_step: i64) {
+        self.pump();
+        self.advance(max_step);
+    }
+
     /// Runs until `done` holds (checked between steps) or `max_ms` of simulated time pass;
-    /// returns whether `done` held.
+    /// returns whether `done` held. Stops early (false) when every live engine failed or the
+    /// observer reported a violation.
     pub fn run_until(&mut self, max_ms: i64, mut done: impl FnMut(&mut Harness) -> bool) -> bool {
         let deadline = self.now + max_ms;
         while self.now <= deadline {
             self.pump();
+            if self.violation.is_some() {
+                return false;
+            }
             if done(self) {
                 return true;
             }
-            if self
-                .engines
-                .iter()
-                .all(|s| matches!(s.engine.state(), EngineState::Error))
+            let undropped: Vec<&EngineSlot> = self.engines.iter().filter(|s| !s.dropped).collect();
+            if !undropped.is_empty()
+                && undropped
+                    .iter()
+                    .all(|s| matches!(s.engine.state(), EngineState::Error))
             {
                 return false;
             }
@@ -112,7 +197,28 @@ impl Harness {
     }
 }
 
-fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64) -> bool {
+struct Check<'a> {
+    observer: &'a mut Option<Observer>,
+    violation: &'a mut Option<(i64, String)>,
+}
+
+fn observe(
+    observer: &mut Option<Observer>,
+    violation: &mut Option<(i64, String)>,
+    sim: &SimCluster,
+    now: i64,
+) {
+    if violation.is_some() {
+        return;
+    }
+    if let Some(check) = observer.as_mut()
+        && let Err(message) = check(sim)
+    {
+        *violation = Some((now, message));
+    }
+}
+
+fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mut Check) -> bool {
     let mut progress = false;
     while let Some(out) = slot.engine.poll_output(now) {
         progress = true;
@@ -133,7 +239,9 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64) -> bool {
                 let Some(&conn) = slot.conns.get(&node) else {
                     continue;
                 };
-                if sim.receive(conn, &bytes, now).is_err() {
+                let result = sim.receive(conn, &bytes, now);
+                observe(check.observer, check.violation, sim, now);
+                if result.is_err() {
                     slot.conns.remove(&node);
                     slot.engine.handle_disconnected(node, now);
                 }
@@ -143,7 +251,7 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64) -> bool {
                     sim.disconnect(conn);
                 }
             }
-            Output::Event(event) => slot.events.push(event),
+            Output::Event(event) => slot.events.push((now, event)),
         }
     }
     let nodes: Vec<(BrokerId, ConnId)> = slot.conns.iter().map(|(&n, &c)| (n, c)).collect();
@@ -159,4 +267,425 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64) -> bool {
         }
     }
     progress
+}
+
+/// The "tag" topology and the audit of its output: helpers of the engine flow tests.
+///
+/// Each input record becomes an output record with the same key whose value is
+/// `"<input partition>:<input offset>"` (from the record's metadata), written to output
+/// partition `input partition % output partitions`. The output topic then says exactly which
+/// input records were processed, in which order and how often.
+pub mod tagged {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Write as _;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use kstreams_core::engine::{Engine, EngineConfig, Event};
+    use kstreams_core::prelude::*;
+    use kstreams_core::record::TopicPartition;
+    use kstreams_core::state::MemoryStoreFactory;
+
+    use super::Harness;
+    use crate::sim::{SimCluster, SimRecord, StoredRecord};
+
+    /// The application id (= group id).
+    pub const APP: &str = "tagger";
+    /// The source topic.
+    pub const INPUT: &str = "input";
+    /// The sink topic.
+    pub const OUTPUT: &str = "output";
+    /// Simulated start time.
+    pub const T0: i64 = 1_000_000;
+    /// Session timeout of [`flow_config`] (the simulated coordinator's minimum).
+    pub const SESSION_TIMEOUT_MS: i32 = 6_000;
+    /// Heartbeat interval of [`flow_config`].
+    pub const HEARTBEAT_MS: i64 = 1_000;
+
+    /// Forwards each record with value `"<partition>:<offset>"` of its input record.
+    struct Tag;
+
+    impl Processor<Bytes, Bytes, Bytes, String> for Tag {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_, Bytes, String>,
+            record: Record<Bytes, Bytes>,
+        ) -> Result<(), ProcessError> {
+            let meta = record
+                .metadata
+                .clone()
+                .ok_or_else(|| ProcessError::msg("record without metadata"))?;
+            let tag = format!("{}:{}", meta.partition, meta.offset);
+            ctx.forward(record.with_value(tag))
+        }
+    }
+
+    /// input → tag → output, partitioned by input partition.
+    pub fn tag_topology() -> Arc<Topology> {
+        let mut b = TopologyBuilder::new();
+        let src = b
+            .add_source("src", &[INPUT], BytesSerde, BytesSerde)
+            .expect("source");
+        let tag = b.add_processor("tag", &[&src], || Tag).expect("tag");
+        b.add_sink_with_partitioner(
+            "sink",
+            OUTPUT,
+            &[&tag],
+            BytesSerde,
+            StringSerde,
+            |_, _, value: &String, n| {
+                let p: i32 = value.split(':').next()?.parse().ok()?;
+                Some(p % n)
+            },
+        )
+        .expect("sink");
+        Arc::new(b.build().expect("topology"))
+    }
+
+    /// Small timeouts so flows take seconds of simulated time.
+    pub fn flow_config() -> EngineConfig {
+        let mut c = EngineConfig::new(APP, ["sim-0:9092", "sim-1:9093", "sim-2:9094"]);
+        c.session_timeout_ms = SESSION_TIMEOUT_MS;
+        c.heartbeat_interval_ms = HEARTBEAT_MS;
+        c.rebalance_timeout_ms = 10_000;
+        c.commit_interval_ms = 500;
+        c.request_timeout_ms = 5_000;
+        c.max_batch_records = 5;
+        c.producer.linger_ms = 5;
+        c.producer.request_timeout_ms = 5_000;
+        c.fetch.max_wait_ms = 100;
+        c
+    }
+
+    /// An engine running the tag topology.
+    pub fn engine(config: EngineConfig, now: i64) -> Engine {
+        Engine::new(tag_topology(), config, Box::new(MemoryStoreFactory), now).expect("engine")
+    }
+
+    /// A cluster of `brokers` brokers with `partitions`-partition input and output topics.
+    pub fn cluster(brokers: usize, partitions: i32) -> SimCluster {
+        let mut sim = SimCluster::new(0x5157, brokers);
+        sim.create_topic(INPUT, partitions).expect("input");
+        sim.create_topic(OUTPUT, partitions).expect("output");
+        sim
+    }
+
+    /// `count` input records for partition `p`, the first meant for offset `from`.
+    pub fn input_records(p: i32, from: i64, count: i64) -> Vec<SimRecord> {
+        (from..from + count)
+            .map(|i| {
+                SimRecord::new(
+                    Bytes::from(format!("k{}", i % 3)),
+                    Bytes::from(format!("v{p}-{i}")),
+                    T0 + i,
+                )
+            })
+            .collect()
+    }
+
+    /// Appends `per_partition` records to each of `partitions` input partitions.
+    pub fn produce_all(sim: &mut SimCluster, partitions: i32, per_partition: i64) {
+        for p in 0..partitions {
+            sim.produce_direct(INPUT, p, input_records(p, 0, per_partition))
+                .expect("produce");
+        }
+    }
+
+    /// The group's committed offset of input partition `p`.
+    pub fn committed(sim: &SimCluster, p: i32) -> Option<i64> {
+        sim.committed_offset(APP, &TopicPartition::new(INPUT, p))
+    }
+
+    /// Whether input partition `p` has committed offset `n[p]`, for every `p`.
+    pub fn all_committed(sim: &SimCluster, n: &[i64]) -> bool {
+        n.iter()
+            .enumerate()
+            .all(|(p, &n)| committed(sim, p as i32) == Some(n))
+    }
+
+    /// Whether input partition `p` has a committed offset of at least `n[p]`, for every `p`.
+    pub fn committed_at_least(sim: &SimCluster, n: &[i64]) -> bool {
+        n.iter()
+            .enumerate()
+            .all(|(p, &n)| committed(sim, p as i32).is_some_and(|c| c >= n))
+    }
+
+    /// Parses an output record: (input partition, input offset).
+    pub fn tag_of(record: &StoredRecord) -> Option<(i32, i64)> {
+        let value = std::str::from_utf8(record.value.as_deref()?).ok()?;
+        let (p, o) = value.split_once(':')?;
+        Some((p.parse().ok()?, o.parse().ok()?))
+    }
+
+    /// The input offsets whose output is in the output topic, per input partition, in output
+    /// order (with duplicates).
+    pub fn outputs(sim: &SimCluster, input_partitions: usize) -> Vec<Vec<i64>> {
+        let mut out = vec![Vec::new(); input_partitions];
+        let n = sim.partition_count(OUTPUT).unwrap_or(0);
+        for q in 0..n {
+            for r in sim.read_log(OUTPUT, q).unwrap_or_default() {
+                let (p, o) = tag_of(&r).expect("tagged output");
+                out[p as usize].push(o);
+            }
+        }
+        out
+    }
+
+    /// Every input record `0..n[p]` of every partition has exactly one output, in order.
+    pub fn assert_exactly_once(sim: &SimCluster, n: &[i64]) {
+        for (p, got) in outputs(sim, n.len()).into_iter().enumerate() {
+            let want: Vec<i64> = (0..n[p]).collect();
+            assert_eq!(got, want, "outputs of input partition {p}");
+        }
+    }
+
+    /// Every input record has an output; first outputs are in input order; an input offset
+    /// appears more than once only if it is at least `dup_from[p]`.
+    pub fn assert_at_least_once(sim: &SimCluster, n: &[i64], dup_from: &[i64]) {
+        for (p, got) in outputs(sim, n.len()).into_iter().enumerate() {
+            let mut seen = BTreeSet::new();
+            let mut firsts = Vec::new();
+            for &o in &got {
+                if seen.insert(o) {
+                    firsts.push(o);
+                } else {
+                    assert!(
+                        o >= dup_from[p],
+                        "input {p}:{o} was processed twice but was committed (from {})",
+                        dup_from[p]
+                    );
+                }
+            }
+            let want: Vec<i64> = (0..n[p]).collect();
+            assert_eq!(firsts, want, "first outputs of input partition {p}");
+        }
+    }
+
+    /// Checks the output topic and committed offsets incrementally (see [`Audit::check`]).
+    #[derive(Debug)]
+    pub struct Audit {
+        output_partitions: i32,
+        /// Output records read so far, per output partition.
+        read: Vec<usize>,
+        /// Input offsets with an output, per input partition.
+        seen: Vec<BTreeSet<i64>>,
+        /// Per input partition, the smallest offset without output (all below have one).
+        next_new: Vec<i64>,
+        /// Last input offset output per (input partition, producer id).
+        last_by_producer: BTreeMap<(i32, i64), i64>,
+        /// Outputs of input records that were already processed and committed when the
+        /// duplicate output was appended: "input partition:offset (committed C)".
+        pub replays_of_committed: Vec<String>,
+        /// Duplicate outputs seen.
+        pub duplicates: usize,
+    }
+
+    impl Audit {
+        /// An audit of `input_partitions` input partitions tagged into `output_partitions`.
+        pub fn new(input_partitions: i32, output_partitions: i32) -> Self {
+            let n = input_partitions as usize;
+            Self {
+                output_partitions,
+                read: vec![0; output_partitions as usize],
+                seen: vec![BTreeSet::new(); n],
+                next_new: vec![0; n],
+                last_by_producer: BTreeMap::new(),
+                replays_of_committed: Vec::new(),
+                duplicates: 0,
+            }
+        }
+
+        /// Reads new output records and checks:
+        /// - each is in the output partition of its input partition;
+        /// - the first output of each input record comes in input order with no gap (a gap is a
+        ///   lost or reordered record);
+        /// - per producer, outputs of one input partition go on in order (`o == last + 1`) or
+        ///   restart at or before `last` (reprocessing after a rebalance), never skip ahead;
+        /// - no committed offset is ahead of the outputs: committed `C` means every input
+        ///   offset below `C` has its output in the log (acknowledged).
+        pub fn check(&mut self, sim: &SimCluster) -> Result<(), String> {
+            for q in 0..self.output_partitions {
+                let hw = sim.high_watermark(OUTPUT, q).map_err(|e| e.to_string())?;
+                let done = self.read[q as usize];
+                if hw as usize <= done {
+                    continue;
+                }
+                let log = sim.read_log(OUTPUT, q).map_err(|e| e.to_string())?;
+                for r in log.iter().skip(done) {
+                    self.record(sim, q, r)?;
+                }
+                self.read[q as usize] = log.len();
+            }
+            for (p, &next) in self.next_new.iter().enumerate() {
+                if let Some(c) = committed(sim, p as i32)
+                    && c > next
+                {
+                    return Err(format!(
+                        "input partition {p}: committed offset {c} but offset {next} has no output"
+                    ));
+                }
+            }
+            Ok(())
+        }
+
+        fn record(&mut self, sim: &SimCluster, q: i32, r: &StoredRecord) -> Result<(), String> {
+            let (p, o) = tag_of(r).ok_or_else(|| format!("untagged output {r:?}"))?;
+            let Some(seen) = usize::try_from(p).ok().and_then(|i| self.seen.get_mut(i)) else {
+                return Err(format!("output of unknown input partition {p}"));
+            };
+            if p % self.output_partitions != q {
+                return Err(format!("output of {p}:{o} in output partition {q}"));
+            }
+            if seen.insert(o) {
+                let next = &mut self.next_new[p as usize];
+                if o != *next {
+                    return Err(format!(
+                        "first output of {p}:{o} while {p}:{next} has none (lost or reordered)"
+                    ));
+                }
+                *next += 1;
+            } else {
+                self.duplicates += 1;
+                if let Some(c) = committed(sim, p)
+                    && c > o
+                {
+                    self.replays_of_committed
+                        .push(format!("{p}:{o} (committed {c})"));
+                }
+            }
+            let last = self.last_by_producer.insert((p, r.producer_id), o);
+            if let Some(last) = last
+                && o > last + 1
+            {
+                return Err(format!(
+                    "producer {} skipped from {p}:{last} to {p}:{o}",
+                    r.producer_id
+                ));
+            }
+            Ok(())
+        }
+
+        /// Every input offset below `n[p]` has output, and no replay of committed input.
+        pub fn assert_complete(&self, n: &[i64]) {
+            assert_eq!(self.next_new, n, "input offsets with output, per partition");
+            assert!(
+                self.replays_of_committed.is_empty(),
+                "committed input processed again: {:?}",
+                self.replays_of_committed
+            );
+        }
+    }
+
+    /// Installs an [`Audit`] as the harness observer; returns it for final checks.
+    pub fn install_audit(
+        h: &mut Harness,
+        input_partitions: i32,
+        output_partitions: i32,
+    ) -> Rc<RefCell<Audit>> {
+        let audit = Rc::new(RefCell::new(Audit::new(
+            input_partitions,
+            output_partitions,
+        )));
+        let shared = Rc::clone(&audit);
+        h.set_observer(Box::new(move |sim| shared.borrow_mut().check(sim)));
+        audit
+    }
+
+    /// Appends input over time: `chunk` records per partition every `every_ms`, up to `target`.
+    #[derive(Debug)]
+    pub struct Feeder {
+        produced: Vec<i64>,
+        target: i64,
+        chunk: i64,
+        every_ms: i64,
+        next_at: i64,
+    }
+
+    impl Feeder {
+        /// A feeder for `partitions` partitions already holding `start` records each.
+        pub fn new(partitions: i32, start: i64, target: i64, chunk: i64, every_ms: i64) -> Self {
+            Self {
+                produced: vec![start; partitions as usize],
+                target,
+                chunk,
+                every_ms,
+                next_at: i64::MIN,
+            }
+        }
+
+        /// Appends a chunk if one is due.
+        pub fn feed(&mut self, h: &mut Harness) {
+            if h.now >= self.next_at {
+                self.feed_now(h);
+            }
+        }
+
+        /// Appends a chunk now.
+        pub fn feed_now(&mut self, h: &mut Harness) {
+            self.next_at = h.now + self.every_ms;
+            for (p, produced) in self.produced.iter_mut().enumerate() {
+                let count = self.chunk.min(self.target - *produced);
+                if count > 0 {
+                    h.sim
+                        .produce_direct(INPUT, p as i32, input_records(p as i32, *produced, count))
+                        .expect("feed");
+                    *produced += count;
+                }
+            }
+        }
+
+        /// Whether every partition reached the target.
+        pub fn finished(&self) -> bool {
+            self.produced.iter().all(|&p| p >= self.target)
+        }
+    }
+
+    /// A description of the run for failure messages.
+    pub fn describe(h: &Harness, partitions: i32) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "now {} (+{} ms)", h.now, h.now - T0);
+        if let Some((at, v)) = &h.violation {
+            let _ = writeln!(s, "VIOLATION at {at}: {v}");
+        }
+        for p in 0..partitions {
+            let _ = writeln!(
+                s,
+                "input {p}: end {:?} committed {:?}",
+                h.sim.high_watermark(INPUT, p).ok(),
+                committed(&h.sim, p)
+            );
+        }
+        for (i, slot) in h.engines.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "engine {i}: state {:?} dropped {} tasks {:?} failure {:?}",
+                slot.engine.state(),
+                slot.dropped,
+                slot.task_ids(),
+                slot.failure()
+            );
+            let warnings = slot
+                .events
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::Warning(_)))
+                .count();
+            let _ = writeln!(s, "  {warnings} warnings; last events:");
+            for (at, e) in slot.events.iter().rev().take(12).rev() {
+                let _ = writeln!(s, "    {at}: {e:?}");
+            }
+        }
+        s
+    }
+
+    /// Panics with a description unless `done` (and no violation).
+    pub fn assert_run(h: &Harness, done: bool) {
+        let partitions = h.sim.partition_count(INPUT).unwrap_or(0);
+        assert!(
+            done && h.violation.is_none(),
+            "run did not complete:\n{}",
+            describe(h, partitions)
+        );
+    }
 }

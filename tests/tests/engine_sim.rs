@@ -1,19 +1,27 @@
 //! The engine against the simulated cluster: whole flows, deterministic.
+//!
+//! Besides the count flow, every flow runs the "tag" topology
+//! ([`kstreams_tests::harness::tagged`]): each input record becomes an output record whose value
+//! is `"<input partition>:<input offset>"`, written to the output partition with the input's
+//! partition number. So the output topic tells exactly which input records were processed, in
+//! which order, and how often; an [`Audit`] checks it (and the committed offsets) after every
+//! request the simulator serves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kstreams_core::engine::{Engine, EngineConfig, EngineState, Event};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kstreams_core::engine::{Engine, EngineConfig, EngineError, EngineState, Event};
 use kstreams_core::prelude::*;
 use kstreams_core::record::TopicPartition;
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_tests::harness::Harness;
-use kstreams_tests::sim::{SimCluster, SimRecord};
+use kstreams_tests::harness::tagged::*;
+use kstreams_tests::sim::{GroupState, SimCluster, SimRecord};
 
-const INPUT: &str = "input";
-const OUTPUT: &str = "output";
-const APP: &str = "counter";
+const COUNTER_APP: &str = "counter";
 
 fn count_topology() -> Arc<Topology> {
     let mut b = TopologyBuilder::new();
@@ -33,8 +41,8 @@ fn count_topology() -> Arc<Topology> {
     Arc::new(b.build().unwrap())
 }
 
-fn engine(now: i64) -> Engine {
-    let mut config = EngineConfig::new(APP, ["sim-0:9092"]);
+fn count_engine(now: i64) -> Engine {
+    let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
     config.commit_interval_ms = 1_000;
     config.producer.linger_ms = 5;
     Engine::new(count_topology(), config, Box::new(MemoryStoreFactory), now).unwrap()
@@ -88,9 +96,13 @@ fn one_engine_joins_counts_produces_and_commits() {
     sim.create_topic(OUTPUT, 4).unwrap();
     let expected = produce_input(&mut sim, 4, 50);
     let mut h = Harness::new(sim, 1_000_000);
-    h.add(engine(h.now));
+    h.add(count_engine(h.now));
     let done = h.run_until(120_000, |h| {
-        (0..4).all(|p| h.sim.committed_offset(APP, &TopicPartition::new(INPUT, p)) == Some(50))
+        (0..4).all(|p| {
+            h.sim
+                .committed_offset(COUNTER_APP, &TopicPartition::new(INPUT, p))
+                == Some(50)
+        })
     });
     let slot = &h.engines[0];
     assert!(
@@ -111,6 +123,436 @@ fn one_engine_joins_counts_produces_and_commits() {
     assert!(
         slot.events
             .iter()
-            .any(|e| matches!(e, Event::TasksAssigned(t) if t.len() == 4))
+            .any(|(_, e)| matches!(e, Event::TasksAssigned(t) if t.len() == 4))
     );
+}
+
+/// Two engines starting together (the coordinator's initial rebalance delay lets both join the
+/// first generation) split four tasks 2/2 and produce every output exactly once.
+#[test]
+fn two_engines_split_four_partitions() {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    let n = 40;
+    produce_all(&mut sim, 4, n);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let a = h.add(engine(flow_config(), h.now));
+    let b = h.add(engine(flow_config(), h.now));
+    let done = h.run_until(60_000, |h| all_committed(&h.sim, &[n; 4]));
+    assert_run(&h, done);
+    let (ta, tb) = (h.engines[a].task_ids(), h.engines[b].task_ids());
+    assert_eq!((ta.len(), tb.len()), (2, 2), "tasks {ta:?} / {tb:?}");
+    assert!(ta.iter().all(|t| !tb.contains(t)), "disjoint");
+    for slot in &h.engines {
+        let assigned: Vec<usize> = slot
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::TasksAssigned(t) => Some(t.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            assigned,
+            vec![2],
+            "one assignment of two tasks, no rebalance"
+        );
+    }
+    assert_exactly_once(&h.sim, &[n; 4]);
+    audit.borrow().assert_complete(&[n; 4]);
+}
+
+/// A second engine joining later: the first revokes every task, commits what it processed
+/// before it rejoins, and the two continue 2/2 from the committed offsets: no record lost, none
+/// processed twice.
+#[test]
+fn late_joiner_triggers_rebalance_with_commit_first() {
+    let mut sim = cluster(3, 4);
+    let n = 60;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, n, 5, 200);
+    let a = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4])
+    }));
+    let b = h.add(engine(flow_config(), h.now));
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[n; 4])
+            && h.engines.iter().all(|s| s.task_ids().len() == 2)
+    });
+    assert_run(&h, done);
+    let events = &h.engines[a].events;
+    let revoked = events
+        .iter()
+        .position(|(_, e)| matches!(e, Event::TasksRevoked(t) if t.len() == 4))
+        .expect("the first engine revoked its four tasks");
+    // The revoke commit: committed offsets right before the revoke, after which the other
+    // engine starts exactly there (exactly-once output below proves it).
+    assert!(
+        events[..revoked]
+            .iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                Event::Committed(o) => Some(o),
+                _ => None,
+            })
+            .is_some(),
+        "a commit before the revoke"
+    );
+    let (ta, tb) = (h.engines[a].task_ids(), h.engines[b].task_ids());
+    assert!(
+        ta.iter().all(|t| !tb.contains(t)),
+        "disjoint: {ta:?} / {tb:?}"
+    );
+    assert_exactly_once(&h.sim, &[n; 4]);
+    audit.borrow().assert_complete(&[n; 4]);
+}
+
+/// A clean close: the closing engine commits, sends LeaveGroup, and the other one takes its
+/// tasks at once (well within the session timeout) and continues from the committed offsets.
+#[test]
+fn clean_close_hands_over_without_session_timeout() {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    let n = 80;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    let a = h.add(engine(flow_config(), h.now));
+    let b = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4]) && h.engines.iter().all(|s| s.task_ids().len() == 2)
+    }));
+    h.close_engine(a);
+    let closed_at = h.now;
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        h.engines[a].engine.state() == EngineState::NotRunning && h.engines[b].task_ids().len() == 4
+    }));
+    let handover = h.now - closed_at;
+    assert!(
+        handover < i64::from(SESSION_TIMEOUT_MS),
+        "took {handover} ms: waited for the session timeout"
+    );
+    assert_eq!(h.sim.group_members(APP).len(), 1, "the closed engine left");
+    assert!(
+        h.engines[a].engine.tasks().next().is_none(),
+        "closed engine has no tasks"
+    );
+    let closing_commit = h.engines[a]
+        .events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            Event::Committed(o) => Some(o.clone()),
+            _ => None,
+        })
+        .expect("the closing engine committed");
+    for (tp, offset) in &closing_commit {
+        assert!(
+            h.sim
+                .committed_offset(APP, tp)
+                .is_some_and(|c| c >= *offset),
+            "{tp}: the close commit stands"
+        );
+    }
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[n; 4])
+    });
+    assert_run(&h, done);
+    assert_exactly_once(&h.sim, &[n; 4]);
+    audit.borrow().assert_complete(&[n; 4]);
+}
+
+/// An engine that vanishes (no close, sockets gone): the other one gets its tasks only after
+/// the session timeout, reprocesses from the last committed offsets, and loses nothing;
+/// duplicates are limited to the vanished engine's partitions beyond its last commit.
+#[test]
+fn vanished_engine_is_replaced_after_session_timeout() {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    let n = 80;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    let a = h.add(engine(flow_config(), h.now));
+    let b = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4]) && h.engines.iter().all(|s| s.task_ids().len() == 2)
+    }));
+    // Let it process (and get acknowledged) input it has not committed yet, then vanish.
+    let a_tasks = h.engines[a].task_ids();
+    let a_partitions: Vec<i32> = a_tasks.iter().map(|t| t.partition).collect();
+    feeder.feed_now(&mut h);
+    assert!(h.run_until(1_000, |h| {
+        let out = outputs(&h.sim, 4);
+        a_partitions
+            .iter()
+            .all(|&p| out[p as usize].len() as i64 == h.sim.high_watermark(INPUT, p).unwrap())
+    }));
+    let committed_at_drop: Vec<i64> = (0..4).map(|p| committed(&h.sim, p).unwrap_or(0)).collect();
+    for &p in &a_partitions {
+        assert!(
+            committed_at_drop[p as usize] < h.sim.high_watermark(INPUT, p).unwrap(),
+            "input {p} has acknowledged but uncommitted output when the engine vanishes"
+        );
+    }
+    h.drop_engine(a);
+    let dropped_at = h.now;
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        h.engines[b].task_ids().len() == 4
+    }));
+    let takeover = h.now - dropped_at;
+    assert!(
+        takeover >= i64::from(SESSION_TIMEOUT_MS) - HEARTBEAT_MS,
+        "took over after {takeover} ms, before the session timeout"
+    );
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[n; 4])
+    });
+    assert_run(&h, done);
+    let dup_from: Vec<i64> = (0..4)
+        .map(|p| {
+            if a_tasks.iter().any(|t| t.partition == p) {
+                committed_at_drop[p as usize]
+            } else {
+                i64::MAX
+            }
+        })
+        .collect();
+    assert_at_least_once(&h.sim, &[n; 4], &dup_from);
+    audit.borrow().assert_complete(&[n; 4]);
+    assert!(
+        audit.borrow().duplicates > 0,
+        "the uncommitted input of the vanished engine was processed again"
+    );
+}
+
+/// Run, close, start a new engine with the same application id: it resumes from the committed
+/// offsets, so no committed input is processed again.
+#[test]
+fn restart_resumes_from_committed_offsets() {
+    let mut sim = cluster(3, 4);
+    produce_all(&mut sim, 4, 30);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let a = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| all_committed(&h.sim, &[30; 4])));
+    h.close_engine(a);
+    assert!(h.run_until(30_000, |h| h.engines[a].engine.state()
+        == EngineState::NotRunning));
+    assert!(h.sim.group_members(APP).is_empty());
+    assert_eq!(h.sim.group_state(APP), Some(GroupState::Empty));
+    for p in 0..4 {
+        h.sim
+            .produce_direct(INPUT, p, input_records(p, 30, 20))
+            .unwrap();
+    }
+    let a2 = h.add(engine(flow_config(), h.now));
+    let done = h.run_until(30_000, |h| all_committed(&h.sim, &[50; 4]));
+    assert_run(&h, done);
+    assert!(h.engines[a2].task_ids().len() == 4);
+    assert_exactly_once(&h.sim, &[50; 4]);
+    audit.borrow().assert_complete(&[50; 4]);
+}
+
+/// What a fault scenario does to the cluster, at a given step of the run.
+type Fault = fn(&mut Harness);
+
+/// Runs one engine (two with `two`) over fed input while `faults` strike at their times, then
+/// checks that every record was processed at least once, in order, with every offset
+/// committed. Returns the harness for extra checks.
+fn fault_flow(two: bool, faults: Vec<(i64, Fault)>) -> Harness {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = if two { 3_000 } else { 0 };
+    let n = 60;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    h.add(engine(flow_config(), h.now));
+    if two {
+        h.add(engine(flow_config(), h.now));
+    }
+    let mut faults: Vec<(i64, Fault)> = faults.into_iter().map(|(t, f)| (T0 + t, f)).collect();
+    faults.reverse();
+    let done = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        while faults.last().is_some_and(|(t, _)| h.now >= *t) {
+            if let Some((_, fault)) = faults.pop() {
+                fault(h);
+            }
+        }
+        faults.is_empty() && feeder.finished() && all_committed(&h.sim, &[n; 4])
+    });
+    assert_run(&h, done);
+    assert_at_least_once(&h.sim, &[n; 4], &[0; 4]);
+    audit.borrow().assert_complete(&[n; 4]);
+    h
+}
+
+#[test]
+fn broker_down_and_back() {
+    let h = fault_flow(
+        true,
+        vec![
+            (2_000, |h| {
+                // Broker 0: the first bootstrap server and the leader of input partition 0.
+                assert_eq!(h.sim.leader_of(&TopicPartition::new(INPUT, 0)), Some(0));
+                h.sim.broker_down(0).unwrap();
+            }),
+            (7_000, |h| {
+                for b in 0..3 {
+                    h.sim.broker_up(b).unwrap();
+                }
+            }),
+        ],
+    );
+    assert_ne!(
+        h.sim.leader_of(&TopicPartition::new(INPUT, 0)),
+        Some(0),
+        "the input leader moved away from the broker that went down"
+    );
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn coordinator_broker_down_and_back() {
+    let h = fault_flow(
+        true,
+        vec![
+            (2_500, |h| {
+                let c = h.sim.coordinator_of(APP).unwrap();
+                h.sim.broker_down(c).unwrap();
+            }),
+            (4_000, |h| {
+                for b in 0..3 {
+                    h.sim.broker_up(b).unwrap();
+                }
+            }),
+        ],
+    );
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn coordinator_moved() {
+    let h = fault_flow(
+        true,
+        vec![(2_500, |h| {
+            let c = h.sim.coordinator_of(APP).unwrap();
+            h.sim.move_coordinator(APP, (c + 1) % 3).unwrap();
+        })],
+    );
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn leaders_moved() {
+    let h = fault_flow(
+        false,
+        vec![(2_500, |h| {
+            for topic in [INPUT, OUTPUT] {
+                for p in 0..4 {
+                    let tp = TopicPartition::new(topic, p);
+                    let leader = h.sim.leader_of(&tp).unwrap();
+                    h.sim.move_leader(&tp, (leader + 1) % 3).unwrap();
+                }
+            }
+        })],
+    );
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn not_leader_on_produce_and_fetch() {
+    let h = fault_flow(
+        false,
+        vec![(2_000, |h| {
+            let code = ResponseError::NotLeaderOrFollower.code();
+            h.sim.inject_error(ApiKey::Produce, code, 3);
+            h.sim.inject_error(ApiKey::Fetch, code, 3);
+        })],
+    );
+    assert_eq!(h.sim.pending_faults(ApiKey::Produce), 0);
+    assert_eq!(h.sim.pending_faults(ApiKey::Fetch), 0);
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn rebalance_in_progress_on_heartbeat() {
+    let h = fault_flow(
+        true,
+        vec![(2_500, |h| {
+            let code = ResponseError::RebalanceInProgress.code();
+            h.sim.inject_error(ApiKey::Heartbeat, code, 1);
+        })],
+    );
+    assert_eq!(h.sim.pending_faults(ApiKey::Heartbeat), 0);
+    assert!(
+        h.engines
+            .iter()
+            .flat_map(|s| &s.events)
+            .any(|(_, e)| matches!(e, Event::TasksRevoked(_))),
+        "a rebalance happened"
+    );
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn coordinator_not_available_on_find_coordinator_and_commit() {
+    let mut sim_faults: Vec<(i64, Fault)> = vec![(0, |h| {
+        let code = ResponseError::CoordinatorNotAvailable.code();
+        h.sim.inject_error(ApiKey::FindCoordinator, code, 2);
+    })];
+    sim_faults.push((2_500, |h| {
+        let code = ResponseError::CoordinatorNotAvailable.code();
+        h.sim.inject_error(ApiKey::OffsetCommit, code, 2);
+        h.sim.inject_error(ApiKey::FindCoordinator, code, 1);
+    }));
+    let h = fault_flow(true, sim_faults);
+    assert_eq!(h.sim.pending_faults(ApiKey::OffsetCommit), 0);
+    assert_eq!(h.sim.pending_faults(ApiKey::FindCoordinator), 0);
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+#[test]
+fn disconnect_on_produce() {
+    let h = fault_flow(
+        false,
+        vec![(2_000, |h| h.sim.inject_disconnect(ApiKey::Produce, 2))],
+    );
+    assert_eq!(h.sim.pending_faults(ApiKey::Produce), 0);
+    assert_exactly_once(&h.sim, &[60; 4]);
+}
+
+/// A source topic that does not exist stops the engine with an error naming it.
+#[test]
+fn missing_source_topic_fails_naming_it() {
+    let mut sim = SimCluster::new(7, 3);
+    sim.create_topic(OUTPUT, 4).unwrap();
+    let mut h = Harness::new(sim, T0);
+    let a = h.add(engine(flow_config(), h.now));
+    let stopped = h.run_until(30_000, |h| {
+        h.engines[a].engine.state() == EngineState::Error
+    });
+    assert!(stopped, "engine did not stop: {:?}", h.engines[a].events);
+    match h.engines[a].failure() {
+        Some(Event::Failed(EngineError::MissingSourceTopic(topic))) => assert_eq!(topic, INPUT),
+        other => panic!("expected MissingSourceTopic, got {other:?}"),
+    }
+    assert!(h.engines[a].engine.poll_timeout().is_none());
 }
