@@ -66,11 +66,16 @@ where
         self.keys.clear();
         self.record_slots.clear();
         for record in &batch {
-            let next = self.keys.len();
-            let slot = *self.slots.entry(record.key.clone()).or_insert_with(|| {
-                self.keys.push(record.key.clone());
-                next
-            });
+            // Look up before cloning: most records of a batch hit a key seen earlier in it.
+            let slot = match self.slots.get(&record.key) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = self.keys.len();
+                    self.slots.insert(record.key.clone(), slot);
+                    self.keys.push(record.key.clone());
+                    slot
+                }
+            };
             self.record_slots.push(slot);
         }
         let mut counts: Vec<i64> = {

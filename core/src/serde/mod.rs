@@ -56,6 +56,19 @@ pub enum SerdeError {
     Custom(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Makes sure `buf` has room for a few more small encodings, growing it a chunk at a time.
+///
+/// Encoders `split()` each key and value off a shared buffer; a `BytesMut` keeps no spare
+/// capacity after a split unless it had some, so without this every encoding would allocate.
+/// Keys and values split off one chunk share its allocation.
+pub(crate) fn reserve_chunk(buf: &mut BytesMut) {
+    const LOW_WATER: usize = 1024;
+    const CHUNK: usize = 32 * 1024;
+    if buf.capacity() - buf.len() < LOW_WATER {
+        buf.reserve(CHUNK);
+    }
+}
+
 /// Turns a `T` into bytes.
 pub trait Serializer<T>: Send + Sync + 'static {
     /// Appends the encoding of `value` to `buf` and returns `true`, or returns `false` for

@@ -37,6 +37,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     }
 
     fn key_bytes(&self, key: &K, buf: &mut BytesMut) -> Result<Bytes, StateError> {
+        crate::serde::reserve_chunk(buf);
         if !self
             .serdes
             .key
@@ -49,6 +50,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     }
 
     fn value_bytes(&self, value: &V, buf: &mut BytesMut) -> Result<Option<Bytes>, StateError> {
+        crate::serde::reserve_chunk(buf);
         Ok(self
             .serdes
             .value

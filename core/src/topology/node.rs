@@ -228,7 +228,8 @@ struct SinkNode<K, V> {
     key: Arc<dyn Serializer<K>>,
     value: Arc<dyn Serializer<V>>,
     partitioner: Option<Partitioner<K, V>>,
-    /// Reused serialization buffer: a batch's keys and values are slices of few allocations.
+    /// Serialization buffer, grown a chunk at a time: a batch's keys and values are slices of
+    /// a few shared allocations.
     buf: BytesMut,
 }
 
@@ -258,11 +259,13 @@ impl<K: 'static, V: 'static> SinkNode<K, V> {
             }
             None => None,
         };
+        crate::serde::reserve_chunk(&mut self.buf);
         let key = self
             .key
             .serialize_into(&self.topic, &record.key, &mut self.buf)
             .map_err(fail)?
             .then(|| self.buf.split().freeze());
+        crate::serde::reserve_chunk(&mut self.buf);
         let value = self
             .value
             .serialize_into(&self.topic, &record.value, &mut self.buf)
