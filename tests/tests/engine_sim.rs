@@ -556,3 +556,32 @@ fn missing_source_topic_fails_naming_it() {
     }
     assert!(h.engines[a].engine.poll_timeout().is_none());
 }
+
+/// A member whose metadata does not know the sink topic yet when it gets its assignment must
+/// wait for it instead of running tasks whose partitioner cannot work (which failed the engine
+/// with "partition count unknown").
+#[test]
+fn assignment_waits_for_sink_partition_counts() {
+    let mut sim = cluster(3, 4);
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, 40, 5, 300);
+    h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| committed_at_least(&h.sim, &[10; 4])));
+    // The joiner's metadata requests fail for a while (topic-level LEADER_NOT_AVAILABLE).
+    let code = ResponseError::LeaderNotAvailable.code();
+    h.sim.inject_error(ApiKey::Metadata, code, 12);
+    let b = h.add(engine(flow_config(), h.now));
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[40; 4])
+            && h.engines.iter().all(|s| s.task_ids().len() == 2)
+    });
+    assert_run(&h, done);
+    assert_eq!(h.sim.pending_faults(ApiKey::Metadata), 0);
+    assert!(h.engines[b].failure().is_none());
+    assert_exactly_once(&h.sim, &[40; 4]);
+    audit.borrow().assert_complete(&[40; 4]);
+}

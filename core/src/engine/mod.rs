@@ -244,6 +244,9 @@ pub struct Engine {
     group: GroupMember,
     producer: Producer<TaskId>,
     tasks: BTreeMap<TaskId, Task>,
+    /// An assignment waiting for the partition counts of the sink topics (their partitioners
+    /// need them when the tasks are created): tasks and partitions.
+    pending_assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
     /// Task output the producer could not take yet (buffer full, partition count unknown).
     backlog: BTreeMap<TaskId, Vec<ProducerRecord>>,
     /// Source topic → sub-topology.
@@ -338,6 +341,7 @@ impl Engine {
             group,
             producer,
             tasks: BTreeMap::new(),
+            pending_assignment: None,
             backlog: BTreeMap::new(),
             subtopology_of,
             committed: BTreeMap::new(),
@@ -879,6 +883,7 @@ impl Engine {
 
     fn handle_component_events(&mut self) -> bool {
         let mut progress = self.sync_metadata();
+        progress |= self.resume_assignment();
         while let Some(event) = self.metadata.poll_event() {
             progress = true;
             match event {
@@ -1028,6 +1033,7 @@ impl Engine {
                 self.group.fetch_committed(partitions);
             }
             GroupEvent::Revoke { tasks } => {
+                self.pending_assignment = None;
                 self.set_state(EngineState::Rebalancing);
                 self.revoking = Some(tasks);
                 self.commit_reason = Some(CommitReason::Revoke);
@@ -1074,6 +1080,22 @@ impl Engine {
     }
 
     fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        let missing: Vec<String> = self
+            .topology
+            .sink_topics()
+            .into_iter()
+            .filter(|t| self.metadata.partition_count(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            // Sinks with a partitioner cannot work without the count: start the tasks once
+            // metadata knows it.
+            self.metadata.request_refresh(&format!(
+                "partition counts of sink topics {}",
+                missing.join(", ")
+            ));
+            self.pending_assignment = Some((tasks, partitions));
+            return;
+        }
         let now = self.now;
         let config = TaskConfig {
             max_batch_records: self.config.max_batch_records,
@@ -1120,8 +1142,29 @@ impl Engine {
         }
     }
 
+    /// Starts the tasks of an assignment that waited for sink partition counts, once known.
+    fn resume_assignment(&mut self) -> bool {
+        let ready = self.pending_assignment.is_some()
+            && self
+                .topology
+                .sink_topics()
+                .iter()
+                .all(|t| self.metadata.partition_count(t).is_some());
+        match self.pending_assignment.take() {
+            Some((tasks, partitions)) if ready => {
+                self.assign(tasks, partitions);
+                true
+            }
+            pending => {
+                self.pending_assignment = pending;
+                false
+            }
+        }
+    }
+
     /// Closes every task; `committed`: their work was committed (else stores roll back).
     fn close_tasks(&mut self, committed: bool) {
+        self.pending_assignment = None;
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
             self.fetcher.unassign(&tp);
         }
