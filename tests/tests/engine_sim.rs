@@ -585,3 +585,50 @@ fn assignment_waits_for_sink_partition_counts() {
     assert_exactly_once(&h.sim, &[40; 4]);
     audit.borrow().assert_complete(&[40; 4]);
 }
+
+/// A rebalance that reaches a closing engine (its close commit had to be retried, and the
+/// heartbeat sent first answered REBALANCE_IN_PROGRESS): the close must not turn into a revoke
+/// and a rejoin; the engine commits, leaves and stops, and the other one takes everything.
+#[test]
+fn close_survives_a_rebalance_during_its_commit() {
+    let mut sim = cluster(3, 4);
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, 60, 2, 20);
+    let a = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4])
+    }));
+    // Uncommitted progress, so the close has offsets to commit.
+    feeder.feed_now(&mut h);
+    h.pump();
+    // The other engine's JoinGroup puts the group into PreparingRebalance.
+    let b = h.add(engine(flow_config(), h.now));
+    h.pump();
+    assert_eq!(h.sim.group_state(APP), Some(GroupState::PreparingRebalance));
+    // The close commit meets a moving coordinator and is retried after rediscovery.
+    let code = ResponseError::CoordinatorNotAvailable.code();
+    h.sim.inject_error(ApiKey::OffsetCommit, code, 1);
+    h.close_engine(a);
+    let stopped = h.run_until(30_000, |h| {
+        feeder.feed(h);
+        h.engines[a].engine.state() == EngineState::NotRunning
+    });
+    assert!(
+        stopped,
+        "the closing engine did not stop:\n{}",
+        describe(&h, 4)
+    );
+    assert_eq!(h.sim.pending_faults(ApiKey::OffsetCommit), 0);
+    assert!(h.engines[a].engine.tasks().next().is_none());
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[60; 4]) && h.engines[b].task_ids().len() == 4
+    });
+    assert_run(&h, done);
+    assert_eq!(h.sim.group_members(APP).len(), 1);
+    assert_at_least_once(&h.sim, &[60; 4], &[0; 4]);
+    audit.borrow().assert_complete(&[60; 4]);
+}

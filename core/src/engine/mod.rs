@@ -1034,6 +1034,10 @@ impl Engine {
             }
             GroupEvent::Revoke { tasks } => {
                 self.pending_assignment = None;
+                if self.closing {
+                    // The close commits these tasks and then leaves: no revoke and rejoin.
+                    return;
+                }
                 self.set_state(EngineState::Rebalancing);
                 self.revoking = Some(tasks);
                 self.commit_reason = Some(CommitReason::Revoke);
