@@ -57,9 +57,8 @@ impl<'a, K, V> ProcessorContext<'a, K, V> {
 
     /// Topic, partition and offset of the input record being processed through `process`.
     ///
-    /// During `process_batch` (and in punctuations) there is no single current record: the
-    /// topic and partition are those of the batch and the offset is `None`; each record of a
-    /// batch carries its own [`Record::metadata`].
+    /// `None` during `process_batch` and in punctuations, where there is no single current
+    /// record: each record of a batch carries its own [`Record::metadata`].
     pub fn record_metadata(&self) -> Option<RecordMetadata> {
         let c = &self.state.current;
         Some(RecordMetadata {
