@@ -1,7 +1,9 @@
 //! Seeded runs of whole flows: for each seed, a random cluster (1–3 brokers, 1–4 input and
 //! output partitions), random input fed over time, 1–3 engines of the tag topology (see
 //! [`kstreams_tests::harness::tagged`]) with random batch sizes and commit intervals, random
-//! broker errors and disconnects, and maybe one engine closed or dropped mid-run.
+//! broker errors and disconnects, up to three cluster events (a broker down for a while, a
+//! partition leader or the group coordinator moved), and maybe one engine closed or dropped
+//! mid-run.
 //!
 //! Invariants, checked after every request the simulator serves (the [`Audit`]) and at the end:
 //! - commits never ahead of acknowledged output: committed offset `C` of an input partition
@@ -12,12 +14,13 @@
 //! - committed input is never processed again;
 //! - eventually every input offset is committed, and no engine failed.
 //!
-//! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000); `ENGINE_SEED=<s>` runs one
-//! seed and prints its description.
+//! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
+//! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use kstreams_core::engine::{EngineState, Event};
+use kstreams_core::record::TopicPartition;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::sim::{RandomFaults, SimCluster};
@@ -42,6 +45,23 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
+}
+
+/// Something that happens to the cluster mid-run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chaos {
+    /// The broker goes down for this long.
+    BrokerDown { broker: i32, for_ms: i64 },
+    /// The broker comes back (scheduled by `BrokerDown`).
+    BrokerUp { broker: i32 },
+    /// Partition `partition` of the input (`input`) or output topic gets a new leader.
+    MoveLeader {
+        input: bool,
+        partition: i32,
+        to: i32,
+    },
+    /// The group coordinator moves.
+    MoveCoordinator { to: i32 },
 }
 
 /// What happens to one engine mid-run.
@@ -70,6 +90,7 @@ struct Scenario {
     rebalance_delay_ms: i64,
     faults: Option<RandomFaults>,
     exit: Option<(i64, usize, Exit)>,
+    chaos: Vec<(i64, Chaos)>,
 }
 
 impl Scenario {
@@ -78,9 +99,39 @@ impl Scenario {
         let engines = r.range(1, 3) as usize;
         let initial = r.range(0, 12);
         let faults = r.chance(75).then(|| RandomFaults {
-            error_probability: r.range(0, 80) as f64 / 1000.0,
-            disconnect_probability: r.range(0, 30) as f64 / 1000.0,
+            error_probability: r.range(0, 150) as f64 / 1000.0,
+            disconnect_probability: r.range(0, 50) as f64 / 1000.0,
         });
+        let brokers = r.range(1, 3);
+        let input_partitions = r.range(1, 4) as i32;
+        let output_partitions = r.range(1, 4) as i32;
+        let chaos = (0..r.range(0, 3))
+            .map(|_| {
+                let at = r.range(0, 8_000);
+                let broker = r.range(0, brokers - 1) as i32;
+                let what = match r.range(0, 2) {
+                    0 => Chaos::BrokerDown {
+                        broker,
+                        for_ms: r.range(100, 8_000),
+                    },
+                    1 => {
+                        let input = r.chance(50);
+                        let count = if input {
+                            input_partitions
+                        } else {
+                            output_partitions
+                        };
+                        Chaos::MoveLeader {
+                            input,
+                            partition: r.range(0, i64::from(count) - 1) as i32,
+                            to: broker,
+                        }
+                    }
+                    _ => Chaos::MoveCoordinator { to: broker },
+                };
+                (at, what)
+            })
+            .collect();
         let exit = r.chance(50).then(|| {
             let how = if r.chance(50) {
                 Exit::Close
@@ -90,9 +141,9 @@ impl Scenario {
             (r.range(500, 6_000), r.below(engines), how)
         });
         Self {
-            brokers: r.range(1, 3) as usize,
-            input_partitions: r.range(1, 4) as i32,
-            output_partitions: r.range(1, 4) as i32,
+            brokers: brokers as usize,
+            input_partitions,
+            output_partitions,
             initial,
             target: initial + r.range(0, 15),
             chunk: r.range(1, 4),
@@ -107,6 +158,7 @@ impl Scenario {
             rebalance_delay_ms: if r.chance(50) { 0 } else { 1_000 },
             faults,
             exit,
+            chaos,
         }
     }
 }
@@ -115,6 +167,25 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// Applies a chaos event.
+fn apply_chaos(h: &mut Harness, event: Chaos) {
+    let result = match event {
+        Chaos::BrokerDown { broker, .. } => h.sim.broker_down(broker),
+        Chaos::BrokerUp { broker } => h.sim.broker_up(broker),
+        Chaos::MoveLeader {
+            input,
+            partition,
+            to,
+        } => {
+            let topic = if input { INPUT } else { OUTPUT };
+            h.sim
+                .move_leader(&TopicPartition::new(topic, partition), to)
+        }
+        Chaos::MoveCoordinator { to } => h.sim.move_coordinator(APP, to),
+    };
+    result.expect("chaos event applies");
 }
 
 /// Runs one seed; `Err` describes the broken invariant and the run.
@@ -156,6 +227,15 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
         .collect();
     let mut exit = s.exit.map(|(t, i, how)| (T0 + t, i, how));
     let n = vec![s.target; s.input_partitions as usize];
+    // Chaos events (and broker restarts) by time, latest first.
+    let mut chaos: Vec<(i64, Chaos)> = Vec::new();
+    for &(at, c) in &s.chaos {
+        chaos.push((T0 + at, c));
+        if let Chaos::BrokerDown { broker, for_ms } = c {
+            chaos.push((T0 + at + for_ms, Chaos::BrokerUp { broker }));
+        }
+    }
+    chaos.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
     // Slot index of each scenario engine once started.
     let mut slots: Vec<Option<usize>> = vec![None; s.engine_starts.len()];
     let done = h.run_until(600_000, |h| {
@@ -189,7 +269,13 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
                 pending_starts.push((h.now + 1_000, None));
             }
         }
+        while chaos.last().is_some_and(|&(at, _)| h.now >= at) {
+            if let Some((_, event)) = chaos.pop() {
+                apply_chaos(h, event);
+            }
+        }
         feeder.finished()
+            && chaos.is_empty()
             && pending_starts.is_empty()
             && exit.is_none()
             && committed_at_least(&h.sim, &n)
@@ -281,9 +367,13 @@ fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000);
+    let first: u64 = std::env::var("ENGINE_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut failures = Vec::new();
     let mut total = Stats::default();
-    for seed in 0..seeds {
+    for seed in first..first + seeds {
         let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
         match result {
             Ok(Ok(stats)) => total += stats,
