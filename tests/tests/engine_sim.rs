@@ -632,3 +632,47 @@ fn close_survives_a_rebalance_during_its_commit() {
     assert_at_least_once(&h.sim, &[60; 4], &[0; 4]);
     audit.borrow().assert_complete(&[60; 4]);
 }
+
+/// A JoinGroup legitimately waits at the coordinator until every member rejoined or is
+/// removed (here: the vanished member's session runs out, longer than the request timeout).
+/// Like Kafka's clients, the engine gives it the rebalance timeout (plus margin) before it
+/// calls it timed out; it used to tear the coordinator connection down after
+/// `request_timeout_ms` and rejoin.
+#[test]
+fn join_group_waits_longer_than_the_request_timeout() {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 4, 4);
+    let mut feeder = Feeder::new(4, 10, 40, 5, 300);
+    let mut config = flow_config();
+    config.request_timeout_ms = 3_000;
+    let a = h.add(engine(config.clone(), h.now));
+    let b = h.add(engine(config.clone(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4]) && h.engines.iter().all(|s| s.task_ids().len() == 2)
+    }));
+    // B vanishes and C joins at once: the rebalance waits for B until its session expires.
+    h.drop_engine(b);
+    let c = h.add(engine(config, h.now));
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[40; 4])
+            && h.engines[a].task_ids().len() == 2
+            && h.engines[c].task_ids().len() == 2
+    });
+    assert_run(&h, done);
+    for i in [a, c] {
+        let timeouts: Vec<_> = h.engines[i]
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Warning(EngineError::RequestTimeout { .. })))
+            .collect();
+        assert!(timeouts.is_empty(), "engine {i}: {timeouts:?}");
+    }
+    assert_at_least_once(&h.sim, &[40; 4], &[0; 4]);
+    audit.borrow().assert_complete(&[40; 4]);
+}

@@ -407,8 +407,8 @@ impl Engine {
             deadlines.push(task.next_wall_clock_punctuation());
         }
         for node in self.nodes.values() {
-            if let Some(&sent) = node.sent.front() {
-                deadlines.push(Some(sent.saturating_add(self.config.request_timeout_ms)));
+            if let Some(&(deadline, _)) = node.sent.front() {
+                deadlines.push(Some(deadline));
             }
             if let Link::Down { retry_at } = node.link
                 && retry_at > self.now
@@ -654,6 +654,11 @@ impl Engine {
 
     fn flush_pending(&mut self) -> bool {
         let mut progress = false;
+        let request_timeout = self.config.request_timeout_ms;
+        // The coordinator holds a JoinGroup until every member rejoined, up to the rebalance
+        // timeout: give it that long and some (as Kafka's clients do).
+        let join_timeout =
+            request_timeout.max(i64::from(self.config.rebalance_timeout_ms).saturating_add(5_000));
         let mut waiting = VecDeque::new();
         while let Some((component, out, queued)) = self.pending.pop_front() {
             let api = api_of(&out.request);
@@ -685,13 +690,19 @@ impl Engine {
                 api,
                 sent_at: now,
             };
+            let answer_timeout = if api == ApiKey::JoinGroup {
+                join_timeout
+            } else {
+                request_timeout
+            };
             let Some(conn) = node.conn.as_mut() else {
                 waiting.push_back((component, out, queued));
                 continue;
             };
             match send_request(conn, &out.request, out.version, token) {
                 Ok(_) => {
-                    node.sent.push_back(now);
+                    node.sent
+                        .push_back((now.saturating_add(answer_timeout), api));
                     progress = true;
                 }
                 Err(error) => {
@@ -728,21 +739,16 @@ impl Engine {
     fn expire_requests(&mut self) {
         let limit = self.config.request_timeout_ms;
         let now = self.now;
-        let late: Vec<BrokerId> = self
+        let late: Vec<(BrokerId, ApiKey)> = self
             .nodes
             .values()
-            .filter(|n| {
-                n.sent
-                    .front()
-                    .is_some_and(|&s| s.saturating_add(limit) <= now)
+            .filter_map(|n| match n.sent.front() {
+                Some(&(deadline, api)) if deadline <= now => Some((n.id, api)),
+                _ => None,
             })
-            .map(|n| n.id)
             .collect();
-        for id in late {
-            self.warn(EngineError::RequestTimeout {
-                broker: id,
-                api: ApiKey::ApiVersions,
-            });
+        for (id, api) in late {
+            self.warn(EngineError::RequestTimeout { broker: id, api });
             self.drop_node(id, true);
         }
         let mut kept = VecDeque::new();

@@ -39,8 +39,9 @@ pub(crate) struct Node {
     pub(crate) frames: FrameDecoder,
     /// Consecutive failed connection attempts, for the backoff.
     pub(crate) failures: u32,
-    /// Send times of the requests in flight, oldest first (Kafka answers in order).
-    pub(crate) sent: VecDeque<i64>,
+    /// Answer deadline and API of the requests in flight, oldest first (Kafka answers in
+    /// order).
+    pub(crate) sent: VecDeque<(i64, ApiKey)>,
 }
 
 impl Node {
