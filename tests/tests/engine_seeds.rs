@@ -320,7 +320,12 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     stats.disconnects = h.engines.iter().map(|e| e.disconnects).sum();
     for (_, e) in h.engines.iter().flat_map(|e| &e.events) {
         match e {
-            Event::Warning(_) => stats.warnings += 1,
+            Event::Warning(w) => {
+                stats.warnings += 1;
+                if std::env::var("ENGINE_WARNINGS").is_ok() {
+                    println!("seed {seed} warning: {w}");
+                }
+            }
             Event::TasksRevoked(_) => stats.revokes += 1,
             Event::TasksLost(_) => stats.losses += 1,
             _ => {}
