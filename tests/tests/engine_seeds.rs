@@ -3,7 +3,8 @@
 //! [`kstreams_tests::harness::tagged`]) with random batch sizes and commit intervals, random
 //! broker errors and disconnects, up to three cluster events (a broker down for a while, a
 //! partition leader or the group coordinator moved), and maybe one engine closed or dropped
-//! mid-run.
+//! mid-run, or all of them closed and replaced by new ones (a restart); random session timeouts
+//! and both answers brokers give to a duplicate idempotent batch.
 //!
 //! Invariants, checked after every request the simulator serves (the [`Audit`]) and at the end:
 //! - commits never ahead of acknowledged output: committed offset `C` of an input partition
@@ -23,7 +24,7 @@ use kstreams_core::engine::{EngineState, Event};
 use kstreams_core::record::TopicPartition;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
-use kstreams_tests::sim::{RandomFaults, SimCluster};
+use kstreams_tests::sim::{DuplicateReply, RandomFaults, SimCluster};
 
 /// SplitMix64, for the scenario (the simulator has its own generator from the same seed).
 struct Rng(u64);
@@ -68,6 +69,8 @@ enum Chaos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
     Close,
+    /// Every engine closes; as many new ones start (same application id) 2 s later.
+    RestartAll,
     Drop,
 }
 
@@ -87,6 +90,9 @@ struct Scenario {
     commit_interval_ms: i64,
     linger_ms: i64,
     fetch_wait_ms: i32,
+    session_timeout_ms: i32,
+    heartbeat_divisor: i64,
+    duplicate_reply_original_offset: bool,
     rebalance_delay_ms: i64,
     faults: Option<RandomFaults>,
     exit: Option<(i64, usize, Exit)>,
@@ -132,11 +138,11 @@ impl Scenario {
                 (at, what)
             })
             .collect();
-        let exit = r.chance(50).then(|| {
-            let how = if r.chance(50) {
-                Exit::Close
-            } else {
-                Exit::Drop
+        let exit = r.chance(60).then(|| {
+            let how = match r.range(0, 2) {
+                0 => Exit::Close,
+                1 => Exit::Drop,
+                _ => Exit::RestartAll,
             };
             (r.range(500, 6_000), r.below(engines), how)
         });
@@ -155,6 +161,9 @@ impl Scenario {
             commit_interval_ms: r.range(50, 2_000),
             linger_ms: r.range(0, 20),
             fetch_wait_ms: r.range(10, 500) as i32,
+            session_timeout_ms: r.range(6_000, 15_000) as i32,
+            heartbeat_divisor: r.range(3, 6),
+            duplicate_reply_original_offset: r.chance(50),
             rebalance_delay_ms: if r.chance(50) { 0 } else { 1_000 },
             faults,
             exit,
@@ -197,6 +206,9 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     sim.create_topic(OUTPUT, s.output_partitions)
         .map_err(|e| e.to_string())?;
     sim.config_mut().group.initial_rebalance_delay_ms = s.rebalance_delay_ms;
+    if s.duplicate_reply_original_offset {
+        sim.config_mut().duplicate_reply = DuplicateReply::OriginalOffset;
+    }
     produce_all(&mut sim, s.input_partitions, s.initial);
     sim.set_random_faults(s.faults);
     let mut h = Harness::new(sim, T0);
@@ -215,6 +227,8 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     config.commit_interval_ms = s.commit_interval_ms;
     config.producer.linger_ms = s.linger_ms;
     config.fetch.max_wait_ms = s.fetch_wait_ms;
+    config.session_timeout_ms = s.session_timeout_ms;
+    config.heartbeat_interval_ms = i64::from(s.session_timeout_ms) / s.heartbeat_divisor;
     // The bootstrap list names only brokers that exist.
     config.bootstrap_servers = (0..s.brokers as i32)
         .map(|b| format!("sim-{b}:{}", 9092 + b))
@@ -258,6 +272,14 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
             match how {
                 Exit::Close => h.close_engine(slot),
                 Exit::Drop => h.drop_engine(slot),
+                Exit::RestartAll => {
+                    for j in 0..h.engines.len() {
+                        if h.engines[j].is_live() {
+                            h.close_engine(j);
+                            pending_starts.push((h.now + 2_000, None));
+                        }
+                    }
+                }
             }
             // With no other engine left or coming, a replacement starts.
             let others = h
