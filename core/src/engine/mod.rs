@@ -167,6 +167,9 @@ pub enum EngineError {
         /// Why.
         error: ProducerError,
     },
+    /// The producer could not use a broker's answer.
+    #[error("producer: {0}")]
+    ProducerResponse(ProducerError),
     /// Group membership failed.
     #[error(transparent)]
     Group(#[from] GroupError),
@@ -390,6 +393,19 @@ impl Engine {
         }
         if !self.outputs.is_empty() || self.has_runnable_work() {
             return Some(self.now);
+        }
+        if self
+            .nodes
+            .values()
+            .all(|n| matches!(n.link, Link::Down { .. }))
+        {
+            // No connection at all: components cannot act before one is open, so the next
+            // thing to do is the earliest reconnect (never a busy loop on their due timers).
+            return self
+                .nodes
+                .values()
+                .map(|n| n.retry_at().max(self.now))
+                .min();
         }
         let mut deadlines = vec![
             self.metadata.poll_timeout(),
@@ -868,17 +884,10 @@ impl Engine {
                 .group
                 .handle_response(from, kind, now)
                 .map_err(EngineError::from),
-            Component::Producer => {
-                self.producer
-                    .handle_response(from, kind, now)
-                    .map_err(|error| EngineError::Producer {
-                        task: TaskId {
-                            subtopology: 0,
-                            partition: -1,
-                        },
-                        error,
-                    })
-            }
+            Component::Producer => self
+                .producer
+                .handle_response(from, kind, now)
+                .map_err(EngineError::ProducerResponse),
         };
         if let Err(error) = result {
             self.warn(error);

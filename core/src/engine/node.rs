@@ -58,6 +58,14 @@ impl Node {
         }
     }
 
+    /// When a down node may be connected again (`i64::MIN` when it is not down).
+    pub(crate) fn retry_at(&self) -> i64 {
+        match self.link {
+            Link::Down { retry_at } => retry_at,
+            _ => i64::MIN,
+        }
+    }
+
     pub(crate) fn is_ready(&self) -> bool {
         self.link == Link::Up && self.conn.as_ref().is_some_and(Connection::is_ready)
     }
