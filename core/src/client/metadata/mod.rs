@@ -200,6 +200,8 @@ pub struct Metadata {
     in_flight: bool,
     /// The unsupported version already reported, so it is reported once.
     reported_version: Option<Option<i16>>,
+    /// The controller named by the last response (Metadata v1+), if it named a known broker.
+    controller: Option<BrokerId>,
 }
 
 impl Metadata {
@@ -238,6 +240,7 @@ impl Metadata {
             failures: 0,
             in_flight: false,
             reported_version: None,
+            controller: None,
         }
     }
 
@@ -330,6 +333,13 @@ impl Metadata {
     /// All known brokers, by id.
     pub fn brokers(&self) -> &BTreeMap<BrokerId, BrokerAddress> {
         &self.brokers
+    }
+
+    /// The controller the last response named, when it is one of the known brokers. Requests
+    /// that pre-KIP-590 (ZooKeeper-mode) brokers serve only on the controller, such as
+    /// CreateTopics, go there; a KRaft cluster names some broker that forwards them.
+    pub fn controller(&self) -> Option<BrokerId> {
+        self.controller
     }
 
     /// Whether a Metadata request is in flight.
@@ -455,6 +465,9 @@ impl Metadata {
             return Ok(());
         }
         let mut changed = self.apply_brokers(&response);
+        let controller = response.controller_id.0;
+        self.controller = (controller >= 0 && self.brokers.contains_key(&controller))
+            .then_some(controller);
         for topic in response.topics {
             changed |= self.apply_topic(topic);
         }

@@ -76,6 +76,7 @@ fn response(version: i16, topics: Vec<MetadataResponseTopic>) -> ResponseKind {
             broker
         })
         .collect();
+    response.controller_id = WireBrokerId(2);
     response.topics = topics;
     let mut buf = BytesMut::new();
     ResponseKind::Metadata(response)
@@ -174,6 +175,14 @@ fn bootstrap_brokers_are_replaced_by_the_response() {
         [1, 2]
     );
     assert!(metadata.is_initialized());
+}
+
+#[test]
+fn controller_is_the_known_broker_the_response_names() {
+    let mut metadata = metadata(&["a"]);
+    assert_eq!(metadata.controller(), None);
+    round_trip(&mut metadata, T0, 1, vec![]);
+    assert_eq!(metadata.controller(), Some(2));
 }
 
 #[test]
