@@ -466,8 +466,8 @@ impl Metadata {
         }
         let mut changed = self.apply_brokers(&response);
         let controller = response.controller_id.0;
-        self.controller = (controller >= 0 && self.brokers.contains_key(&controller))
-            .then_some(controller);
+        self.controller =
+            (controller >= 0 && self.brokers.contains_key(&controller)).then_some(controller);
         for topic in response.topics {
             changed |= self.apply_topic(topic);
         }
