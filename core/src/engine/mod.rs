@@ -43,7 +43,10 @@ use kafka_protocol::protocol::StrBytes;
 pub use config::EngineConfig;
 
 use crate::client::fetcher::{FetchError, FetchEvent, Fetcher};
-use crate::client::group::{CommitError, CommitId, GroupError, GroupEvent, GroupMember};
+use crate::client::group::{
+    AssignError, CommitError, CommitId, FetchError as OffsetFetchError, GroupError, GroupEvent,
+    GroupMember,
+};
 use crate::client::metadata::{Metadata, MetadataError, MetadataEvent};
 use crate::client::producer::{DeliveryError, Producer, ProducerError, ProducerEvent};
 use crate::client::{BrokerId, Outbound, Target};
@@ -167,6 +170,20 @@ pub enum EngineError {
         /// Why.
         error: ProducerError,
     },
+    /// A broker lacks an API (or every version of one) the engine needs.
+    #[error("broker {broker} cannot serve kstreams: {error}")]
+    UnsupportedBroker {
+        /// The broker.
+        broker: BrokerId,
+        /// What negotiation found.
+        error: crate::wire::versions::NegotiationError,
+    },
+    /// Committed offsets could not be fetched (retried).
+    #[error("fetching committed offsets failed: {0}")]
+    OffsetFetch(OffsetFetchError),
+    /// As group leader, the assignor failed; members got empty assignments.
+    #[error("assignment failed: {0}")]
+    Assignment(AssignError),
     /// The producer could not use a broker's answer.
     #[error("producer: {0}")]
     ProducerResponse(ProducerError),
@@ -838,7 +855,10 @@ impl Engine {
                 let fatal = error.is_fatal();
                 if let ConnectionError::Negotiation(e) = &error {
                     // A broker lacking a required API cannot serve this application.
-                    self.fail(EngineError::Config(format!("broker {node}: {e}")));
+                    self.fail(EngineError::UnsupportedBroker {
+                        broker: node,
+                        error: e.clone(),
+                    });
                     return false;
                 }
                 self.warn(EngineError::Connection {
@@ -1042,9 +1062,7 @@ impl Engine {
                 }
             }
             GroupEvent::OffsetFetchFailed { partitions, error } => {
-                self.warn(EngineError::Config(format!(
-                    "fetching committed offsets failed: {error}"
-                )));
+                self.warn(EngineError::OffsetFetch(error));
                 self.group.fetch_committed(partitions);
             }
             GroupEvent::Revoke { tasks } => {
@@ -1066,7 +1084,7 @@ impl Engine {
                     .push_back(Output::Event(Event::TasksLost(tasks)));
             }
             GroupEvent::AssignmentFailed { error } => {
-                self.warn(EngineError::Config(format!("assignment failed: {error}")));
+                self.warn(EngineError::Assignment(error));
             }
             GroupEvent::CommitSucceeded { id, offsets } => {
                 if matches!(self.commit, CommitPhase::Committing { id: ours } if ours == id) {
