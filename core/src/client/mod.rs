@@ -8,11 +8,13 @@
 //! treat a smaller `now` as equal to the largest seen.
 //!
 //! Components:
+//! - [`admin`]: creation of internal topics (changelogs) with CreateTopics.
 //! - [`metadata`]: brokers and partition leaders, refreshed on demand.
 //! - [`fetcher`]: Fetch requests per leader, positions, decoded records per partition.
 //! - [`group`]: consumer-group membership (classic protocol), our assignor, offset fetch/commit.
 //! - [`producer`]: per-partition accumulators, idempotent produce with ordered retries.
 
+pub mod admin;
 pub mod fetcher;
 pub mod group;
 pub mod metadata;
