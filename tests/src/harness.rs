@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use kstreams_core::client::BrokerId;
 use kstreams_core::engine::{Engine, EngineState, Event, Output};
 use kstreams_core::task::TaskId;
@@ -30,6 +31,55 @@ pub struct EngineSlot {
     pub dropped: bool,
     /// Connections the harness reported closed or refused to the engine.
     pub disconnects: usize,
+    /// What crossed the engine's connections, in order, once [`Harness::record_wire`] asked
+    /// for it (`None`: not recorded).
+    pub wire: Option<Vec<WireEvent>>,
+}
+
+/// One thing that crossed an engine's connections to the simulator (see
+/// [`Harness::record_wire`]).
+#[derive(Debug, Clone)]
+pub enum WireEvent {
+    /// A connection to `node` opened.
+    Connected {
+        /// Simulated time.
+        at: i64,
+        /// The engine's broker id of the connection.
+        node: BrokerId,
+    },
+    /// Bytes the engine transmitted and the simulator received (whole frames).
+    Sent {
+        /// Simulated time.
+        at: i64,
+        /// The engine's broker id of the connection.
+        node: BrokerId,
+        /// The frames, length prefixes included.
+        bytes: Bytes,
+    },
+    /// One frame the simulator sent and the engine received.
+    Received {
+        /// Simulated time.
+        at: i64,
+        /// The engine's broker id of the connection.
+        node: BrokerId,
+        /// The frame, length prefix included.
+        bytes: Bytes,
+    },
+    /// The connection to `node` closed (either side) or could not be opened.
+    Disconnected {
+        /// Simulated time.
+        at: i64,
+        /// The engine's broker id of the connection.
+        node: BrokerId,
+    },
+}
+
+impl EngineSlot {
+    fn log_wire(&mut self, event: impl FnOnce() -> WireEvent) {
+        if let Some(wire) = self.wire.as_mut() {
+            wire.push(event());
+        }
+    }
 }
 
 impl EngineSlot {
@@ -91,8 +141,17 @@ impl Harness {
             events: Vec::new(),
             dropped: false,
             disconnects: 0,
+            wire: None,
         });
         self.engines.len() - 1
+    }
+
+    /// Starts recording what crosses the connections of the engine at `index` into its
+    /// [`EngineSlot::wire`].
+    pub fn record_wire(&mut self, index: usize) {
+        if let Some(slot) = self.engines.get_mut(index) {
+            slot.wire.get_or_insert_with(Vec::new);
+        }
     }
 
     /// Checks the cluster with `observer` after every served request and every time step.
@@ -233,10 +292,12 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mu
                 match conn {
                     Some(conn) => {
                         slot.conns.insert(node, conn);
+                        slot.log_wire(|| WireEvent::Connected { at: now, node });
                         slot.engine.handle_connected(node, now);
                     }
                     None => {
                         slot.disconnects += 1;
+                        slot.log_wire(|| WireEvent::Disconnected { at: now, node });
                         slot.engine.handle_disconnected(node, now);
                     }
                 }
@@ -245,17 +306,24 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mu
                 let Some(&conn) = slot.conns.get(&node) else {
                     continue;
                 };
+                slot.log_wire(|| WireEvent::Sent {
+                    at: now,
+                    node,
+                    bytes: bytes.clone(),
+                });
                 let result = sim.receive(conn, &bytes, now);
                 observe(check.observer, check.violation, sim, now);
                 if result.is_err() {
                     slot.disconnects += 1;
                     slot.conns.remove(&node);
+                    slot.log_wire(|| WireEvent::Disconnected { at: now, node });
                     slot.engine.handle_disconnected(node, now);
                 }
             }
             Output::Close { node } => {
                 if let Some(conn) = slot.conns.remove(&node) {
                     sim.disconnect(conn);
+                    slot.log_wire(|| WireEvent::Disconnected { at: now, node });
                 }
             }
             Output::Event(event) => slot.events.push((now, event)),
@@ -265,12 +333,18 @@ fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mu
     for (node, conn) in nodes {
         while let Some(frame) = sim.poll_send(conn) {
             progress = true;
+            slot.log_wire(|| WireEvent::Received {
+                at: now,
+                node,
+                bytes: frame.clone(),
+            });
             slot.engine.handle_received(node, &frame, now);
         }
         if !sim.is_open(conn) {
             slot.disconnects += 1;
             progress = true;
             slot.conns.remove(&node);
+            slot.log_wire(|| WireEvent::Disconnected { at: now, node });
             slot.engine.handle_disconnected(node, now);
         }
     }
