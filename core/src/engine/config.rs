@@ -1,5 +1,6 @@
 //! Settings of an [`Engine`](super::Engine).
 
+use crate::client::admin::InternalTopicsConfig;
 use crate::client::fetcher::{FetcherConfig, OffsetResetPolicy};
 use crate::client::group::GroupConfig;
 use crate::client::metadata::MetadataConfig;
@@ -33,6 +34,9 @@ pub struct EngineConfig {
     pub producer: ProducerConfig,
     /// Metadata refresh settings.
     pub metadata: MetadataConfig,
+    /// How changelog topics are created (replication factor, retries). Their CreateTopics
+    /// `timeout_ms` is capped at half of [`request_timeout_ms`](Self::request_timeout_ms).
+    pub internal_topics: InternalTopicsConfig,
     /// Policy for undeserializable records.
     pub deserialization_errors: ErrorPolicy,
     /// Policy for records whose processing fails.
@@ -68,6 +72,7 @@ impl EngineConfig {
             max_queued_records_per_partition: 1_000,
             producer: ProducerConfig::default(),
             metadata: MetadataConfig::default(),
+            internal_topics: InternalTopicsConfig::default(),
             deserialization_errors: ErrorPolicy::Fail,
             processing_errors: ErrorPolicy::Fail,
             request_timeout_ms: 30_000,
@@ -81,6 +86,13 @@ impl EngineConfig {
     pub fn with_offset_reset(mut self, policy: OffsetResetPolicy) -> Self {
         self.fetch.offset_reset = policy;
         self
+    }
+
+    pub(crate) fn internal_topics_config(&self) -> InternalTopicsConfig {
+        let mut config = self.internal_topics.clone();
+        let cap = i32::try_from(self.request_timeout_ms / 2).unwrap_or(i32::MAX);
+        config.timeout_ms = config.timeout_ms.min(cap.max(1));
+        config
     }
 
     pub(crate) fn group_config(&self) -> GroupConfig {

@@ -29,6 +29,13 @@
 //! engine stops processing, waits until every record the tasks produced is acknowledged, commits
 //! the stores, and only then commits the tasks' committable offsets. An offset is reported in
 //! [`Event::Committed`] only after the coordinator accepted it.
+//!
+//! # Internal topics
+//! Each logged store has a compacted changelog topic `<application_id>-<store>-changelog` with
+//! as many partitions as its sub-topology has tasks (the largest partition count of its source
+//! topics). Once metadata knows those counts the engine creates the changelogs (see
+//! [`crate::client::admin`]); an assignment waits until all of them exist with the right count,
+//! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]).
 
 mod config;
 mod node;
@@ -42,6 +49,9 @@ use kafka_protocol::protocol::StrBytes;
 
 pub use config::EngineConfig;
 
+use crate::client::admin::{
+    InternalTopics, InternalTopicsError, InternalTopicsEvent, TopicSpec, changelog_topic,
+};
 use crate::client::fetcher::{FetchError, FetchEvent, Fetcher};
 use crate::client::group::{
     AssignError, CommitError, CommitId, FetchError as OffsetFetchError, GroupError, GroupEvent,
@@ -67,6 +77,7 @@ pub(crate) enum Component {
     Fetcher,
     Group,
     Producer,
+    InternalTopics,
 }
 
 /// The lifecycle of an engine, as in Kafka Streams' `KafkaStreams.State`.
@@ -199,6 +210,9 @@ pub enum EngineError {
     /// Metadata could not be had.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// An internal (changelog) topic could not be created, or exists with other partitions.
+    #[error(transparent)]
+    InternalTopic(#[from] InternalTopicsError),
     /// A broker connection broke.
     #[error("broker {broker}: {error}")]
     Connection {
@@ -263,6 +277,10 @@ pub struct Engine {
     fetcher: Fetcher,
     group: GroupMember,
     producer: Producer<TaskId>,
+    /// Creates the changelog topics of logged stores.
+    internal_topics: InternalTopics,
+    /// Logged stores: (sub-topology, store, changelog topic).
+    changelogs: Vec<(usize, String, String)>,
     tasks: BTreeMap<TaskId, Task>,
     /// An assignment waiting for the partition counts of the sink topics (their partitioners
     /// need them when the tasks are created): tasks and partitions.
@@ -341,6 +359,8 @@ impl Engine {
         );
         let fetcher = Fetcher::new(config.fetch.clone());
         let producer = Producer::new(config.producer.clone(), now);
+        let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
+        let changelogs = changelogs_of(&topology, &config.application_id);
         let nodes = metadata
             .brokers()
             .iter()
@@ -360,6 +380,8 @@ impl Engine {
             fetcher,
             group,
             producer,
+            internal_topics,
+            changelogs,
             tasks: BTreeMap::new(),
             pending_assignment: None,
             backlog: BTreeMap::new(),
@@ -429,6 +451,7 @@ impl Engine {
             self.fetcher.poll_timeout(),
             self.group.poll_timeout(),
             self.producer.poll_timeout(),
+            self.internal_topics.poll_timeout(),
         ];
         if !self.tasks.is_empty() {
             deadlines.push(Some(
@@ -630,6 +653,13 @@ impl Engine {
             self.pending.push_back((Component::Producer, out, now));
             progress = true;
         }
+        self.internal_topics
+            .set_controller(self.metadata.controller());
+        while let Some(out) = self.internal_topics.poll_request(now, &versions) {
+            self.pending
+                .push_back((Component::InternalTopics, out, now));
+            progress = true;
+        }
         progress
     }
 
@@ -829,6 +859,9 @@ impl Engine {
             Component::Fetcher => self.fetcher.handle_request_failed(target, api, now),
             Component::Group => self.group.handle_request_failed(target, api, now),
             Component::Producer => self.producer.handle_request_failed(target, api, now),
+            Component::InternalTopics => {
+                self.internal_topics.handle_request_failed(target, api, now)
+            }
         }
     }
 
@@ -908,6 +941,10 @@ impl Engine {
                 .producer
                 .handle_response(from, kind, now)
                 .map_err(EngineError::ProducerResponse),
+            Component::InternalTopics => self
+                .internal_topics
+                .handle_response(from, kind, now)
+                .map_err(EngineError::from),
         };
         if let Err(error) = result {
             self.warn(error);
@@ -918,6 +955,10 @@ impl Engine {
 
     fn handle_component_events(&mut self) -> bool {
         let mut progress = self.sync_metadata();
+        progress |= self.drive_internal_topics();
+        if self.stopped() {
+            return true;
+        }
         progress |= self.resume_assignment();
         while let Some(event) = self.metadata.poll_event() {
             progress = true;
@@ -927,6 +968,20 @@ impl Engine {
                 {
                     self.fail(EngineError::MissingSourceTopic(topic.to_string()));
                     return true;
+                }
+                MetadataEvent::Error(MetadataError::UnknownTopic { topic })
+                    if self.internal_topics.verifying().any(|t| t == &*topic) =>
+                {
+                    // Existed when we tried to create it, gone now: create it again.
+                    self.internal_topics.topic_missing(&topic, self.now);
+                }
+                MetadataEvent::Error(MetadataError::UnknownTopic { topic })
+                    if self.changelogs.iter().any(|(_, _, t)| *t == *topic) =>
+                {
+                    // Just created: the broker's metadata cache may lag behind the controller.
+                    tracing::debug!(%topic, "new changelog topic not in metadata yet");
+                    self.metadata
+                        .request_refresh(&format!("new changelog topic {topic}"));
                 }
                 MetadataEvent::Error(error) => self.warn(error.into()),
                 MetadataEvent::PartitionCountChanged {
@@ -1117,6 +1172,11 @@ impl Engine {
     }
 
     fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        if !self.changelogs_ready() {
+            // Tasks restore from and log to their changelogs: start them once those exist.
+            self.pending_assignment = Some((tasks, partitions));
+            return;
+        }
         let missing: Vec<String> = self
             .topology
             .sink_topics()
@@ -1182,6 +1242,7 @@ impl Engine {
     /// Starts the tasks of an assignment that waited for sink partition counts, once known.
     fn resume_assignment(&mut self) -> bool {
         let ready = self.pending_assignment.is_some()
+            && self.changelogs_ready()
             && self
                 .topology
                 .sink_topics()
@@ -1400,6 +1461,110 @@ impl Engine {
                 self.group.leave(now);
             }
             Some(CommitReason::Interval) | None => {}
+        }
+    }
+}
+
+// ---- internal topics -------------------------------------------------------------------------
+
+/// Each logged store with the sub-topology whose tasks own it and its changelog topic.
+fn changelogs_of(topology: &Topology, application_id: &str) -> Vec<(usize, String, String)> {
+    topology
+        .store_names()
+        .into_iter()
+        .filter(|store| topology.store_is_logged(store) == Some(true))
+        .filter_map(|store| {
+            let sub = topology
+                .subtopologies()
+                .iter()
+                .find(|s| s.stores.contains(&store))?;
+            let topic = changelog_topic(application_id, &store);
+            Some((sub.id, store, topic))
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Whether every changelog topic exists with the partitions its sub-topology needs.
+    fn changelogs_ready(&self) -> bool {
+        self.changelogs
+            .iter()
+            .all(|(_, _, topic)| self.internal_topics.is_ready(topic))
+    }
+
+    /// Asks for the changelog topics whose sub-topology's source partition counts are known,
+    /// feeds metadata's partition counts to the topics being verified, and handles the
+    /// component's events.
+    fn drive_internal_topics(&mut self) -> bool {
+        let mut progress = false;
+        let mut specs = Vec::new();
+        for (sub, store, topic) in &self.changelogs {
+            if self.internal_topics.specs().any(|s| &s.name == topic) {
+                continue;
+            }
+            let Some(subtopology) = self.topology.subtopologies().iter().find(|s| s.id == *sub)
+            else {
+                continue;
+            };
+            // As many partitions as the sub-topology has tasks.
+            let counts: Option<Vec<i32>> = subtopology
+                .source_topics
+                .iter()
+                .map(|t| self.metadata.partition_count(t))
+                .collect();
+            if let Some(partitions) = counts.and_then(|c| c.into_iter().max()) {
+                specs.push(TopicSpec::changelog(
+                    &self.config.application_id,
+                    store,
+                    partitions,
+                ));
+            }
+        }
+        if !specs.is_empty() {
+            self.internal_topics.ensure(specs);
+            progress = true;
+        }
+        let verifying: Vec<String> = self
+            .internal_topics
+            .verifying()
+            .map(str::to_owned)
+            .collect();
+        for topic in verifying {
+            if let Some(n) = self.metadata.partition_count(&topic) {
+                self.internal_topics.partition_count_known(&topic, n);
+                progress = true;
+            }
+        }
+        while let Some(event) = self.internal_topics.poll_event() {
+            progress = true;
+            match event {
+                InternalTopicsEvent::Ready { topic, created } => {
+                    tracing::info!(%topic, created, "changelog topic ready");
+                    self.add_metadata_topic(topic);
+                }
+                InternalTopicsEvent::VerificationNeeded { topic } => {
+                    self.add_metadata_topic(topic.clone());
+                    self.metadata
+                        .request_refresh(&format!("partition count of existing topic {topic}"));
+                }
+                InternalTopicsEvent::MetadataRefreshNeeded { reason } => {
+                    self.metadata.request_refresh(&reason);
+                }
+                InternalTopicsEvent::Error(error) => {
+                    self.fail(error.into());
+                    return true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Adds `topic` to the metadata topics of interest (only once it exists: Metadata v1–3
+    /// would let a broker auto-create it with the wrong settings).
+    fn add_metadata_topic(&mut self, topic: String) {
+        let mut topics: BTreeSet<Arc<str>> = self.metadata.topics().cloned().collect();
+        if topics.insert(topic.into()) {
+            self.metadata.set_topics(topics);
         }
     }
 }
