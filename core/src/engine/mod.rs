@@ -541,6 +541,11 @@ impl Engine {
         self.closing = true;
         self.set_state(EngineState::PendingShutdown);
         self.commit_reason = Some(CommitReason::Close);
+        // Nothing fetched from now on would be processed: stop fetching, so no long-poll Fetch
+        // delays the final commit and the LeaveGroup on a shared connection.
+        for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
+            self.fetcher.set_paused(&tp, true);
+        }
     }
 
     fn advance_time(&mut self, now: i64) {
@@ -607,6 +612,7 @@ impl Engine {
             progress |= self.feed_tasks();
             progress |= self.run_tasks();
             progress |= self.drive_commit();
+            progress |= self.release_bootstrap_connections();
             progress |= self.transmit();
             if !progress {
                 break;
@@ -663,6 +669,33 @@ impl Engine {
         progress
     }
 
+    /// Closes idle connections to bootstrap servers once a broker known by id is ready: they
+    /// duplicate a real broker's connection. They stay known, to fall back on if every broker
+    /// becomes unreachable.
+    fn release_bootstrap_connections(&mut self) -> bool {
+        if !self.nodes.values().any(|n| n.id >= 0 && n.is_ready()) {
+            return false;
+        }
+        let idle: Vec<BrokerId> = self
+            .nodes
+            .values()
+            .filter(|n| n.id < 0 && n.link == Link::Up && n.sent.is_empty())
+            .filter(|n| {
+                n.conn
+                    .as_ref()
+                    .is_some_and(|c| c.is_ready() && c.in_flight_len() == 0)
+            })
+            .map(|n| n.id)
+            .collect();
+        for &id in &idle {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.disconnect(self.now);
+                self.outputs.push_back(Output::Close { node: id });
+            }
+        }
+        !idle.is_empty()
+    }
+
     /// Starts connecting to some broker that may be tried now.
     fn connect_any(&mut self) -> bool {
         let now = self.now;
@@ -670,7 +703,8 @@ impl Engine {
             .nodes
             .values()
             .filter(|n| matches!(n.link, Link::Down { retry_at } if retry_at <= now))
-            .min_by_key(|n| (n.failures, n.id))
+            // Bootstrap servers (ids -1, -2, …) in the order they were listed.
+            .min_by_key(|n| (n.failures, n.id.unsigned_abs()))
             .map(|n| n.id);
         match candidate {
             Some(id) => self.connect(id),
@@ -702,7 +736,8 @@ impl Engine {
                     .nodes
                     .values()
                     .filter(|n| n.is_ready())
-                    .min_by_key(|n| (n.sent.len(), n.id))
+                    // Real brokers before bootstrap connections, then the least busy.
+                    .min_by_key(|n| (n.id < 0, n.sent.len(), n.id))
                     .map(|n| n.id);
             }
             Target::Broker(id) => id,
@@ -1299,7 +1334,7 @@ impl Engine {
                 continue;
             }
             let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
-            self.fetcher.set_paused(&tp, full);
+            self.fetcher.set_paused(&tp, full || self.closing);
         }
         progress
     }
@@ -1351,7 +1386,7 @@ impl Engine {
             }
             for tp in task.partitions().cloned().collect::<Vec<_>>() {
                 let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
-                self.fetcher.set_paused(&tp, full);
+                self.fetcher.set_paused(&tp, full || self.closing);
             }
             progress |= self.deliver_backlog();
         }
