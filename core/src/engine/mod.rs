@@ -70,6 +70,9 @@ use crate::wire::framing::FrameError;
 use crate::wire::versions::VersionPolicy;
 use node::{ClusterVersions, Link, Node, Token, api_of, decode_response, send_request};
 
+/// Node ids from here up are the fetch connections of brokers (`broker + FETCH_LANE`).
+const FETCH_LANE: BrokerId = 1 << 30;
+
 /// The client component a request belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Component {
@@ -364,7 +367,7 @@ impl Engine {
         let nodes = metadata
             .brokers()
             .iter()
-            .map(|(&id, addr)| (id, Node::new(id, addr.host.clone(), addr.port)))
+            .map(|(&id, addr)| (id, Node::new(id, id, addr.host.clone(), addr.port)))
             .collect();
         Ok(Self {
             config,
@@ -433,18 +436,11 @@ impl Engine {
         if !self.outputs.is_empty() || self.has_runnable_work() {
             return Some(self.now);
         }
-        if self
-            .nodes
-            .values()
-            .all(|n| matches!(n.link, Link::Down { .. }))
-        {
-            // No connection at all: components cannot act before one is open, so the next
+        let general = || self.nodes.values().filter(|n| n.id == n.broker);
+        if general().all(|n| matches!(n.link, Link::Down { .. })) {
+            // No general connection: components cannot act before one is open, so the next
             // thing to do is the earliest reconnect (never a busy loop on their due timers).
-            return self
-                .nodes
-                .values()
-                .map(|n| n.retry_at().max(self.now))
-                .min();
+            return general().map(|n| n.retry_at().max(self.now)).min();
         }
         let mut deadlines = vec![
             self.metadata.poll_timeout(),
@@ -623,6 +619,16 @@ impl Engine {
     // ---- requests and connections ----------------------------------------------------------
 
     fn poll_components(&mut self) -> bool {
+        // Requests other than Fetch need a general connection (not a broker's fetch lane):
+        // without one, open one; nothing can be built before a broker told us its versions.
+        let general_open = self
+            .nodes
+            .values()
+            .any(|n| n.id == n.broker && !matches!(n.link, Link::Down { .. }));
+        let mut progress = false;
+        if !general_open {
+            progress |= self.connect_any();
+        }
         let ready: Vec<&crate::wire::connection::Connection<Token>> = self
             .nodes
             .values()
@@ -630,19 +636,10 @@ impl Engine {
             .filter_map(|n| n.conn.as_ref())
             .collect();
         if ready.is_empty() {
-            // Nothing can be built before a broker told us its versions: open a connection.
-            let connecting = self
-                .nodes
-                .values()
-                .any(|n| !matches!(n.link, Link::Down { .. }));
-            if !connecting {
-                return self.connect_any();
-            }
-            return false;
+            return progress;
         }
         let versions = ClusterVersions(&ready);
         let now = self.now;
-        let mut progress = false;
         while let Some(out) = self.metadata.poll_request(now, &versions) {
             self.pending.push_back((Component::Metadata, out, now));
             progress = true;
@@ -673,7 +670,13 @@ impl Engine {
     /// duplicate a real broker's connection. They stay known, to fall back on if every broker
     /// becomes unreachable.
     fn release_bootstrap_connections(&mut self) -> bool {
-        if !self.nodes.values().any(|n| n.id >= 0 && n.is_ready()) {
+        // Only a general connection to a broker known by id replaces a bootstrap connection
+        // (a fetch lane carries nothing else).
+        if !self
+            .nodes
+            .values()
+            .any(|n| n.id >= 0 && n.id == n.broker && n.is_ready())
+        {
             return false;
         }
         let idle: Vec<BrokerId> = self
@@ -702,7 +705,9 @@ impl Engine {
         let candidate = self
             .nodes
             .values()
-            .filter(|n| matches!(n.link, Link::Down { retry_at } if retry_at <= now))
+            .filter(|n| {
+                n.id == n.broker && matches!(n.link, Link::Down { retry_at } if retry_at <= now)
+            })
             // Bootstrap servers (ids -1, -2, …) in the order they were listed.
             .min_by_key(|n| (n.failures, n.id.unsigned_abs()))
             .map(|n| n.id);
@@ -729,13 +734,32 @@ impl Engine {
     }
 
     /// The broker a request for `target` goes to, creating its node from known addresses.
+    /// The node of the separate connection that carries a broker's Fetch requests, so a
+    /// long-polling Fetch never holds up Produce or group requests queued behind it on one
+    /// connection (brokers answer a connection's requests in order).
+    fn resolve_fetch_lane(&mut self, target: Target) -> Option<BrokerId> {
+        let broker = self.resolve(target)?;
+        if broker < 0 {
+            return Some(broker);
+        }
+        let lane = broker.checked_add(FETCH_LANE)?;
+        if !self.nodes.contains_key(&lane) {
+            let (host, port) = {
+                let node = self.nodes.get(&broker)?;
+                (node.host.clone(), node.port)
+            };
+            self.nodes.insert(lane, Node::new(lane, broker, host, port));
+        }
+        Some(lane)
+    }
+
     fn resolve(&mut self, target: Target) -> Option<BrokerId> {
         let id = match target {
             Target::AnyBroker => {
                 return self
                     .nodes
                     .values()
-                    .filter(|n| n.is_ready())
+                    .filter(|n| n.is_ready() && n.id == n.broker)
                     // Real brokers before bootstrap connections, then the least busy.
                     .min_by_key(|n| (n.id < 0, n.sent.len(), n.id))
                     .map(|n| n.id);
@@ -745,7 +769,7 @@ impl Engine {
         };
         if !self.nodes.contains_key(&id) {
             let (host, port) = self.metadata.broker_address(id)?;
-            self.nodes.insert(id, Node::new(id, host, port));
+            self.nodes.insert(id, Node::new(id, id, host, port));
         }
         Some(id)
     }
@@ -760,7 +784,11 @@ impl Engine {
         let mut waiting = VecDeque::new();
         while let Some((component, out, queued)) = self.pending.pop_front() {
             let api = api_of(&out.request);
-            let Some(id) = self.resolve(out.target) else {
+            let resolved = match component {
+                Component::Fetcher => self.resolve_fetch_lane(out.target),
+                _ => self.resolve(out.target),
+            };
+            let Some(id) = resolved else {
                 if matches!(out.target, Target::Broker(_)) {
                     // No address for that broker: let the component re-plan.
                     self.request_failed(component, out.target, api);
@@ -953,7 +981,8 @@ impl Engine {
                 return false;
             }
         };
-        self.route_response(node, token, kind);
+        let broker = self.nodes.get(&node).map_or(node, |n| n.broker);
+        self.route_response(broker, token, kind);
         true
     }
 
@@ -1094,7 +1123,7 @@ impl Engine {
         for (&id, addr) in self.metadata.brokers() {
             self.nodes
                 .entry(id)
-                .or_insert_with(|| Node::new(id, addr.host.clone(), addr.port));
+                .or_insert_with(|| Node::new(id, id, addr.host.clone(), addr.port));
         }
         self.fetcher.update_leaders(&self.metadata);
         let mut counts = Vec::new();
@@ -1121,7 +1150,7 @@ impl Engine {
                 let node = self
                     .nodes
                     .entry(id)
-                    .or_insert_with(|| Node::new(id, host.clone(), port));
+                    .or_insert_with(|| Node::new(id, id, host.clone(), port));
                 if node.host != host || node.port != port {
                     node.host = host;
                     node.port = port;

@@ -31,7 +31,10 @@ pub(crate) enum Link {
 }
 
 pub(crate) struct Node {
+    /// The node id the adapter sees.
     pub(crate) id: BrokerId,
+    /// The broker it connects to: `id` itself, except for a broker's separate fetch connection.
+    pub(crate) broker: BrokerId,
     pub(crate) host: String,
     pub(crate) port: i32,
     pub(crate) link: Link,
@@ -45,9 +48,10 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(id: BrokerId, host: String, port: i32) -> Self {
+    pub(crate) fn new(id: BrokerId, broker: BrokerId, host: String, port: i32) -> Self {
         Self {
             id,
+            broker,
             host,
             port,
             link: Link::Down { retry_at: i64::MIN },
