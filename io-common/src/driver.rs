@@ -13,7 +13,7 @@ use kstreams_core::engine::{Engine, EngineState, Output};
 
 use crate::clock::Clock;
 use crate::config::AddressMap;
-use crate::runtime::{ConnectionEvent, ConnectionEvents, ConnectionSpec, Runtime};
+use crate::runtime::{ConnectionEvent, ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
 use crate::state::Shared;
 
 /// What wakes a stream thread's loop.
@@ -158,7 +158,7 @@ impl<R: Runtime> StreamThread<R> {
             host,
             port,
             connect_timeout: self.connect_timeout,
-            outgoing: outgoing_rx,
+            outgoing: Outgoing(outgoing_rx),
             events: ConnectionEvents {
                 node,
                 generation,

@@ -43,6 +43,6 @@ mod streams;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
-pub use runtime::{ConnectionEvents, ConnectionSpec, Runtime};
+pub use runtime::{ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
 pub use state::{StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate};
 pub use streams::{KafkaStreams, StreamsError, StreamsHandle};

@@ -53,9 +53,20 @@ pub struct ConnectionSpec {
     /// Longest time connecting may take.
     pub connect_timeout: Duration,
     /// Frames to write, in order.
-    pub outgoing: async_channel::Receiver<Bytes>,
+    pub outgoing: Outgoing,
     /// Where to report what happened.
     pub events: ConnectionEvents,
+}
+
+/// The frames the engine wants written to one socket, in order.
+#[derive(Debug)]
+pub struct Outgoing(pub(crate) async_channel::Receiver<Bytes>);
+
+impl Outgoing {
+    /// The next bytes to write whole; `None` once the engine closed the connection.
+    pub async fn next(&self) -> Option<Bytes> {
+        self.0.recv().await.ok()
+    }
 }
 
 /// Reports of one connection to its engine loop. Each report returns `false` when the engine
