@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use event_listener::Event as Notify;
 use kstreams_core::engine::{EngineState, Event};
@@ -147,7 +147,8 @@ struct Inner {
 /// The status of an instance, shared by its handles and stream threads.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
-    /// Mirror of `Inner::state`, so reading the state (e.g. from the listener) takes no lock.
+    /// `Inner::state` as published: set after the listener saw the change (see `deliver`);
+    /// read without a lock (e.g. from the listener).
     state: AtomicU8,
     changed: Notify,
     /// Called outside `inner`'s lock (so it may call `close()` or read the state); whoever
@@ -303,11 +304,9 @@ impl Shared {
         let old = inner.state;
         if new != old {
             inner.state = new;
-            self.state.store(new as u8, Ordering::Release);
             tracing::info!(?old, ?new, "kstreams state changed");
             inner.undelivered.push((new, old));
         }
-        self.changed.notify(usize::MAX);
     }
 
     /// Delivers undelivered state changes to the listener, in order, without holding `inner`.
@@ -315,19 +314,26 @@ impl Shared {
     /// picks the new changes up: it re-checks after releasing the listener lock.
     fn deliver(&self) {
         loop {
-            let Ok(mut listener) = self.listener.try_lock() else {
-                return;
+            let mut listener = match self.listener.try_lock() {
+                Ok(guard) => guard,
+                // A listener that panicked once still gets later changes.
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
             };
             loop {
                 let batch = std::mem::take(&mut self.lock().undelivered);
                 if batch.is_empty() {
                     break;
                 }
-                if let Some(listener) = listener.as_mut() {
-                    for (new, old) in batch {
+                for (new, old) in batch {
+                    if let Some(listener) = listener.as_mut() {
                         listener(new, old);
                     }
+                    // Published (to `state()` and waiters) only after the listener saw it, so
+                    // whoever awaits a state also finds the listener's record complete.
+                    self.state.store(new as u8, Ordering::Release);
                 }
+                self.changed.notify(usize::MAX);
             }
             drop(listener);
             if self.lock().undelivered.is_empty() {
@@ -388,6 +394,40 @@ mod tests {
 
     fn t(engine: EngineState, finished: bool) -> ThreadState {
         ThreadState { engine, finished }
+    }
+
+    #[test]
+    fn a_listener_may_close_the_instance_it_listens_to() {
+        let shared = Shared::new();
+        let weak = Arc::downgrade(&shared);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        shared.set_listener(Box::new(move |new, old| {
+            log.lock().unwrap().push((old, new));
+            if new == S::Running
+                && let Some(shared) = weak.upgrade()
+            {
+                shared.request_close(); // re-enters: delivered after this call returns
+            }
+        }));
+        let (tx, _rx) = async_channel::unbounded();
+        shared.start(vec![("t-1".into(), tx)]).unwrap();
+        shared.on_event(
+            0,
+            Event::StateChanged {
+                from: E::Created,
+                to: E::Running,
+            },
+        );
+        assert_eq!(shared.state(), S::PendingShutdown);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (S::Created, S::Rebalancing),
+                (S::Rebalancing, S::Running),
+                (S::Running, S::PendingShutdown),
+            ]
+        );
     }
 
     #[test]

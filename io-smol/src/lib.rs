@@ -59,10 +59,8 @@ impl Runtime for Smol {
         EXECUTOR.with(|executor| executor.spawn(connection(spec)))
     }
 
-    fn sleep(duration: Duration) -> impl Future<Output = ()> {
-        async move {
-            async_io::Timer::after(duration).await;
-        }
+    async fn sleep(duration: Duration) {
+        async_io::Timer::after(duration).await;
     }
 
     fn yield_now() -> impl Future<Output = ()> {

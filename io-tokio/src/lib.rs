@@ -85,22 +85,24 @@ async fn connection(spec: ConnectionSpec) {
         outgoing,
         events,
     } = spec;
-    let stream =
-        match tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
-            .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::debug!(%host, port, %error, "connect failed");
-                events.closed().await;
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%host, port, "connect timed out");
-                events.closed().await;
-                return;
-            }
-        };
+    let stream = match tokio::time::timeout(
+        connect_timeout,
+        TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%host, port, %error, "connect failed");
+            events.closed().await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%host, port, "connect timed out");
+            events.closed().await;
+            return;
+        }
+    };
     // Requests are whole frames written at once; do not hold them back (Kafka clients do
     // the same).
     let _ = stream.set_nodelay(true);
