@@ -5,7 +5,9 @@ mod adapter_support;
 
 use std::future::Future;
 
-use adapter_support::{StoreKind, TEST_TIMEOUT, count_flow, two_threads_flow};
+use adapter_support::{
+    StoreKind, TEST_TIMEOUT, bootstrap_outage_flow, count_flow, failure_flow, two_threads_flow,
+};
 use kstreams_smol::Smol;
 
 /// Runs `body` under smol; panics (never hangs) past [`TEST_TIMEOUT`].
@@ -47,4 +49,14 @@ fn async_std_two_stream_threads_split_the_partitions() {
         "async-std-two",
         StoreKind::Memory,
     ));
+}
+
+#[test]
+fn smol_a_refused_bootstrap_is_retried_by_the_engine() {
+    smol_bounded(bootstrap_outage_flow::<Smol>(25, "smol-outage"));
+}
+
+#[test]
+fn async_std_a_failed_engine_ends_the_instance_in_error() {
+    async_std_bounded(failure_flow::<Smol>(26, "async-std-fail"));
 }

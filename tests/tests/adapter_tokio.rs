@@ -3,7 +3,9 @@
 
 mod adapter_support;
 
-use adapter_support::{StoreKind, TEST_TIMEOUT, count_flow, two_threads_flow};
+use adapter_support::{
+    StoreKind, TEST_TIMEOUT, bootstrap_outage_flow, count_flow, failure_flow, two_threads_flow,
+};
 use kstreams_tokio::{KafkaStreams, Stores, StreamsState, Tokio};
 
 #[tokio::test]
@@ -60,4 +62,21 @@ async fn run_until_closed_and_close_before_start() {
     })
     .await
     .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_refused_bootstrap_is_retried_by_the_engine() {
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        bootstrap_outage_flow::<Tokio>(14, "tokio-outage"),
+    )
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn a_failed_engine_ends_the_instance_in_error() {
+    tokio::time::timeout(TEST_TIMEOUT, failure_flow::<Tokio>(15, "tokio-fail"))
+        .await
+        .expect("test timed out");
 }

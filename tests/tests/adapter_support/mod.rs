@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -61,6 +61,7 @@ struct ServedConn {
 pub struct SimServer {
     sim: Arc<Mutex<SimCluster>>,
     ports: Vec<u16>,
+    accepted: Arc<Vec<AtomicUsize>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,17 +82,21 @@ impl SimServer {
         }
         let sim = Arc::new(Mutex::new(sim));
         let stop = Arc::new(AtomicBool::new(false));
+        let accepted: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..brokers).map(|_| AtomicUsize::new(0)).collect());
         let thread = {
             let sim = sim.clone();
             let stop = stop.clone();
+            let accepted = accepted.clone();
             std::thread::Builder::new()
                 .name("sim-server".into())
-                .spawn(move || serve(&sim, &listeners, &stop))
+                .spawn(move || serve(&sim, &listeners, &accepted, &stop))
                 .expect("spawn sim server")
         };
         Self {
             sim,
             ports,
+            accepted,
             stop,
             thread: Some(thread),
         }
@@ -100,6 +105,14 @@ impl SimServer {
     /// The cluster (lock held while the guard lives: keep it short).
     pub fn sim(&self) -> MutexGuard<'_, SimCluster> {
         self.sim.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// TCP connections accepted by broker `id`'s listener so far (also those refused because
+    /// the broker is down).
+    pub fn accepted(&self, id: usize) -> usize {
+        self.accepted
+            .get(id)
+            .map_or(0, |a| a.load(Ordering::Acquire))
     }
 
     /// `sim-0:9092`, the advertised address of broker 0 (mapped by [`Self::configure`]).
@@ -130,7 +143,12 @@ impl Drop for SimServer {
     }
 }
 
-fn serve(sim: &Mutex<SimCluster>, listeners: &[(i32, TcpListener)], stop: &AtomicBool) {
+fn serve(
+    sim: &Mutex<SimCluster>,
+    listeners: &[(i32, TcpListener)],
+    accepted: &[AtomicUsize],
+    stop: &AtomicBool,
+) {
     let mut conns: Vec<ServedConn> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while !stop.load(Ordering::Acquire) {
@@ -140,6 +158,9 @@ fn serve(sim: &Mutex<SimCluster>, listeners: &[(i32, TcpListener)], stop: &Atomi
         for (broker, listener) in listeners {
             while let Ok((stream, _)) = listener.accept() {
                 busy = true;
+                if let Some(count) = usize::try_from(*broker).ok().and_then(|i| accepted.get(i)) {
+                    count.fetch_add(1, Ordering::AcqRel);
+                }
                 let _ = stream.set_nonblocking(true);
                 let _ = stream.set_nodelay(true);
                 match sim.connect(*broker) {
@@ -482,4 +503,63 @@ pub enum StoreKind {
     Memory,
     /// LMDB.
     Lmdb,
+}
+
+/// The only bootstrap broker is down at first: the server accepts and at once closes every
+/// socket to it, so each attempt ends in `handle_disconnected` and the engine retries on its
+/// own backoff. Once the broker is back, the instance counts everything and closes cleanly.
+pub async fn bootstrap_outage_flow<R: Runtime>(seed: u64, app: &str) {
+    let (mut sim, expected) = cluster_with_input(seed);
+    sim.broker_down(0).unwrap();
+    let server = SimServer::start(sim);
+    let streams = KafkaStreams::<R>::new(
+        count_topology(),
+        streams_config(&server, app, 1),
+        Stores::Memory,
+    )
+    .unwrap();
+    let handle = streams.start().unwrap();
+    eventually("three refused connection attempts", || {
+        server.accepted(0) >= 3
+    });
+    assert_eq!(handle.state(), StreamsState::Rebalancing);
+    server.sim().broker_up(0).unwrap();
+    eventually("every input offset committed", || {
+        all_committed(&server, app)
+    });
+    assert_exact_output(&server, &expected);
+    handle.close().await.unwrap();
+    assert!(group_is_empty(&server, app));
+}
+
+/// A topology whose source topic does not exist: the engines fail, the instance ends in
+/// `Error`, and `wait()` / `close()` return the failure naming the topic.
+pub async fn failure_flow<R: Runtime>(seed: u64, app: &str) {
+    let mut sim = SimCluster::new(seed, 1);
+    sim.create_topic(OUTPUT, PARTITIONS).unwrap(); // no input topic
+    let server = SimServer::start(sim);
+    let mut streams = KafkaStreams::<R>::new(
+        count_topology(),
+        streams_config(&server, app, 2),
+        Stores::Memory,
+    )
+    .unwrap();
+    let transitions = record_transitions(&mut streams);
+    let handle = streams.start().unwrap();
+    let error = handle.wait().await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            kstreams_io_common::StreamsError::Engine { error, .. }
+                if matches!(**error, kstreams_core::engine::EngineError::MissingSourceTopic(ref t) if t == INPUT)
+        ),
+        "{error}"
+    );
+    assert_eq!(handle.state(), StreamsState::Error);
+    assert!(
+        handle.close().await.is_err(),
+        "close() reports the failure too"
+    );
+    let transitions = transitions.lock().unwrap().clone();
+    assert_eq!(transitions.last().map(|t| t.1), Some(StreamsState::Error));
 }
