@@ -45,8 +45,11 @@ pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) index: usize,
     pub(crate) engine: Engine,
     pub(crate) clock: Arc<Clock>,
+    /// Connection reports (bounded: back-pressure on readers).
     pub(crate) inputs: async_channel::Receiver<Input>,
     pub(crate) inputs_tx: async_channel::Sender<Input>,
+    /// Commands from handles (unbounded, so a close is never lost to a full channel).
+    pub(crate) commands: async_channel::Receiver<Input>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) addresses: AddressMap,
     pub(crate) connect_timeout: Duration,
@@ -76,7 +79,7 @@ impl<R: Runtime> StreamThread<R> {
                     // Work is due now: let the connection tasks run once first, so reads
                     // keep flowing while the engine is busy.
                     R::yield_now().await;
-                    match self.inputs.try_recv() {
+                    match self.commands.try_recv().or_else(|_| self.inputs.try_recv()) {
                         Ok(input) => Wake::Input(input),
                         Err(_) => Wake::Timer,
                     }
@@ -99,14 +102,23 @@ impl<R: Runtime> StreamThread<R> {
                             Err(_) => Wake::Timer,
                         }
                     };
-                    future::or(input, timer).await
+                    let command = async {
+                        match self.commands.recv().await {
+                            Ok(command) => Wake::Input(command),
+                            // Every handle is gone: nobody can close; wait for the rest.
+                            Err(_) => future::pending().await,
+                        }
+                    };
+                    future::or(command, future::or(input, timer)).await
                 }
             };
             match wake {
                 Wake::Input(input) => {
                     self.handle(input);
                     // Take whatever else is ready before polling the engine again.
-                    while let Ok(input) = self.inputs.try_recv() {
+                    while let Ok(input) =
+                        self.commands.try_recv().or_else(|_| self.inputs.try_recv())
+                    {
                         self.handle(input);
                     }
                 }

@@ -177,18 +177,22 @@ impl<R: Runtime> KafkaStreams<R> {
             .iter()
             .map(|_| async_channel::bounded::<Input>(INPUT_CAPACITY))
             .collect();
+        let commands: Vec<_> = engines
+            .iter()
+            .map(|_| async_channel::unbounded::<Input>())
+            .collect();
         let shared = self.handle.shared.clone();
         shared
             .start(
                 engines
                     .iter()
-                    .zip(&channels)
+                    .zip(&commands)
                     .map(|((name, _), (tx, _))| (name.clone(), tx.clone()))
                     .collect(),
             )
             .map_err(StreamsError::IllegalState)?;
-        for (index, ((name, engine), (inputs_tx, inputs))) in
-            engines.into_iter().zip(channels).enumerate()
+        for (index, (((name, engine), (inputs_tx, inputs)), (_, commands))) in
+            engines.into_iter().zip(channels).zip(commands).enumerate()
         {
             let addresses = self.addresses.clone();
             let connect_timeout = self.config.connect_timeout;
@@ -211,6 +215,7 @@ impl<R: Runtime> KafkaStreams<R> {
                         clock,
                         inputs,
                         inputs_tx,
+                        commands,
                         shared: thread_shared,
                         addresses,
                         connect_timeout,
