@@ -1,0 +1,48 @@
+//! # kstreams-io-common
+//!
+//! The runtime-independent half of the kstreams adapters (`kstreams-tokio`, `kstreams-smol`):
+//!
+//! - [`KafkaStreams`] / [`StreamsHandle`]: the application API, shaped like Kafka Streams'
+//!   `KafkaStreams` (`new(topology, config, stores)`, `start`, `run`, `close`, `state`, a state
+//!   listener, `local_thread_metadata`), generic over a [`Runtime`]; each adapter names it
+//!   for its runtime (`kstreams_tokio::KafkaStreams`, `kstreams_smol::KafkaStreams`).
+//! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
+//!   or any store factory).
+//! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
+//! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing).
+//! - The loop of one stream thread (private): engine outputs to connection tasks and
+//!   back, timers from `Engine::poll_timeout`. It holds no protocol logic: connects,
+//!   reconnect backoff, request timeouts and shutdown are all the engine's decisions.
+//!
+//! An adapter provides only [`Runtime`]: a thread-local executor, one connection task per
+//! broker socket, and a sleep.
+//!
+//! ## Decisions
+//! - **One OS thread per stream thread** (see [`KafkaStreams`]): processing and LMDB
+//!   transactions run on the engine's own thread, never on the application's executor.
+//! - **No reconnect jitter here**: the engine owns the reconnect schedule (it emits
+//!   `Connect` again when its backoff expires). Delaying a `Connect` in the adapter would make
+//!   the engine's idea of "connecting since" wrong; jitter belongs in the engine's backoff,
+//!   drawn from a caller-provided seed.
+//! - **Broker address mapping** ([`StreamsConfig::map_broker_address`]) is a static
+//!   `host:port → host:port` map applied to every `Connect` (bootstrap and advertised
+//!   brokers): a declarative "DNS" that is enough for NAT, port forwards and test clusters on
+//!   ephemeral ports.
+//! - **Connect timeout** ([`StreamsConfig::connect_timeout`], 10 s like Kafka's
+//!   `socket.connection.setup.timeout.ms`): a TCP connect that hangs counts as failed
+//!   (`handle_disconnected`), so the engine's backoff takes over.
+//! - One failed engine closes the others (Kafka Streams' default `SHUTDOWN_CLIENT`); the
+//!   instance ends in [`StreamsState::Error`].
+
+mod clock;
+mod config;
+mod driver;
+mod runtime;
+mod state;
+mod streams;
+
+pub use clock::Clock;
+pub use config::{Stores, StreamsConfig};
+pub use runtime::{ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
+pub use state::{StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate};
+pub use streams::{KafkaStreams, StreamsError, StreamsHandle};

@@ -1,0 +1,337 @@
+//! [`KafkaStreams`]: a kstreams application in one process, shaped like Kafka Streams'
+//! `KafkaStreams`, generic over the adapter's [`Runtime`].
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use kstreams_core::engine::{Engine, EngineError};
+use kstreams_core::state::MemoryStoreFactory;
+use kstreams_core::topology::Topology;
+use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
+
+use crate::clock::Clock;
+use crate::config::{AddressMap, Stores, StreamsConfig};
+use crate::driver::{INPUT_CAPACITY, Input, StreamThread};
+use crate::runtime::Runtime;
+use crate::state::{Shared, StreamsState, ThreadMetadata};
+
+/// Why an application could not start or stopped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamsError {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The state stores could not be opened.
+    #[error("state stores: {0}")]
+    Store(Arc<StoreError>),
+    /// An engine failed (or refused its configuration).
+    #[error("{thread}: {error}")]
+    Engine {
+        /// The stream thread.
+        thread: String,
+        /// Why.
+        error: Arc<EngineError>,
+    },
+    /// A stream thread or its executor could not be started.
+    #[error("{thread}: cannot start: {error}")]
+    Spawn {
+        /// The stream thread.
+        thread: String,
+        /// Why.
+        error: Arc<std::io::Error>,
+    },
+    /// A stream thread panicked (in user code or in kstreams).
+    #[error("{thread} panicked")]
+    Panicked {
+        /// The stream thread.
+        thread: String,
+    },
+    /// `start`/`run` on an instance that is not `Created`.
+    #[error("cannot start in state {0:?}")]
+    IllegalState(StreamsState),
+}
+
+/// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
+/// (a "stream thread", as in Kafka Streams) that runs the engine's loop and its broker
+/// connections on a thread-local executor of the adapter's runtime.
+///
+/// Why dedicated threads: an engine processes records, runs user processors and commits its
+/// stores (LMDB write transactions, `fsync` on commit) synchronously inside its `poll_output`
+/// and `handle_*` calls. On a dedicated thread that work never stalls the tasks of the
+/// application's executor, needs no per-call hop to a blocking pool (`spawn_blocking` would
+/// move the engine back and forth on every read), works the same under tokio, smol and
+/// async-std, and keeps an engine and its sockets on one thread. The cost is one OS thread
+/// per stream thread, as in Kafka Streams.
+///
+/// ```no_run
+/// # async fn demo<R: kstreams_io_common::Runtime>(topology: kstreams_core::topology::Topology)
+/// # -> Result<(), kstreams_io_common::StreamsError> {
+/// use kstreams_io_common::{KafkaStreams, Stores, StreamsConfig};
+/// let config = StreamsConfig::new("word-count", ["localhost:9092"]);
+/// let streams = KafkaStreams::<R>::new(topology, config, Stores::Lmdb)?;
+/// let handle = streams.start()?;
+/// // ... later
+/// handle.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct KafkaStreams<R: Runtime> {
+    topology: Arc<Topology>,
+    config: StreamsConfig,
+    addresses: AddressMap,
+    stores: StoreChoice,
+    handle: StreamsHandle,
+    runtime: PhantomData<fn() -> R>,
+}
+
+enum StoreChoice {
+    Memory,
+    Shared(Arc<dyn StoreFactory>),
+    Lmdb(LmdbEnvironment),
+}
+
+/// A [`StoreFactory`] shared by several engines.
+struct SharedStores(Arc<dyn StoreFactory>);
+
+impl StoreFactory for SharedStores {
+    fn open(&self, store: &str, partition: i32) -> Result<Box<dyn KvBackend>, StoreError> {
+        self.0.open(store, partition)
+    }
+}
+
+impl<R: Runtime> KafkaStreams<R> {
+    /// An instance running `topology` with `config`, keeping state in `stores`. Opens the
+    /// LMDB environment (`<state_dir>/<application_id>/`) now, so a bad state directory fails
+    /// here; nothing connects before [`KafkaStreams::start`].
+    pub fn new(
+        topology: impl Into<Arc<Topology>>,
+        config: StreamsConfig,
+        stores: Stores,
+    ) -> Result<Self, StreamsError> {
+        let addresses = config.validate().map_err(StreamsError::Config)?;
+        let stores = match stores {
+            Stores::Memory => StoreChoice::Memory,
+            Stores::Custom(factory) => StoreChoice::Shared(factory),
+            Stores::Lmdb => {
+                let env = LmdbEnvironment::open(LmdbConfig::new(config.app_state_dir()))
+                    .map_err(|e| StreamsError::Store(Arc::new(e)))?;
+                StoreChoice::Lmdb(env)
+            }
+        };
+        Ok(Self {
+            topology: topology.into(),
+            config,
+            addresses,
+            stores,
+            handle: StreamsHandle {
+                shared: Shared::new(),
+            },
+            runtime: PhantomData,
+        })
+    }
+
+    /// Calls `listener(new, old)` on every state change (from the thread that caused it; it
+    /// may call [`StreamsHandle::close`] or read the state, and should return quickly).
+    pub fn set_state_listener(
+        &mut self,
+        listener: impl FnMut(StreamsState, StreamsState) + Send + 'static,
+    ) {
+        self.handle.shared.set_listener(Box::new(listener));
+    }
+
+    /// The current state.
+    pub fn state(&self) -> StreamsState {
+        self.handle.state()
+    }
+
+    /// A handle to watch and close this instance (also before it starts).
+    pub fn handle(&self) -> StreamsHandle {
+        self.handle.clone()
+    }
+
+    /// Builds the engines and starts one stream thread for each; returns at once.
+    pub fn start(self) -> Result<StreamsHandle, StreamsError> {
+        let clock = Arc::new(Clock::new());
+        let threads = self.config.num_stream_threads;
+        let mut engines = Vec::with_capacity(threads);
+        for n in 1..=threads {
+            let name = format!("{}-StreamThread-{n}", self.config.engine.client_id);
+            let mut config = self.config.engine.clone();
+            config.client_id = name.clone();
+            let stores: Box<dyn StoreFactory> = match &self.stores {
+                StoreChoice::Memory => Box::new(MemoryStoreFactory),
+                StoreChoice::Shared(factory) => Box::new(SharedStores(factory.clone())),
+                StoreChoice::Lmdb(env) => Box::new(env.clone()),
+            };
+            let engine = Engine::new(self.topology.clone(), config, stores, clock.now()).map_err(
+                |error| StreamsError::Engine {
+                    thread: name.clone(),
+                    error: Arc::new(error),
+                },
+            )?;
+            engines.push((name, engine));
+        }
+        let channels: Vec<_> = engines
+            .iter()
+            .map(|_| async_channel::bounded::<Input>(INPUT_CAPACITY))
+            .collect();
+        let commands: Vec<_> = engines
+            .iter()
+            .map(|_| async_channel::unbounded::<Input>())
+            .collect();
+        let shared = self.handle.shared.clone();
+        shared
+            .start(
+                engines
+                    .iter()
+                    .zip(&commands)
+                    .map(|((name, _), (tx, _))| (name.clone(), tx.clone()))
+                    .collect(),
+            )
+            .map_err(StreamsError::IllegalState)?;
+        for (index, (((name, engine), (inputs_tx, inputs)), (_, commands))) in
+            engines.into_iter().zip(channels).zip(commands).enumerate()
+        {
+            let addresses = self.addresses.clone();
+            let connect_timeout = self.config.connect_timeout;
+            let clock = clock.clone();
+            let thread_shared = shared.clone();
+            let guard = FinishGuard {
+                shared: shared.clone(),
+                index,
+                thread: name.clone(),
+                failure: None,
+            };
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || {
+                    let mut guard = guard;
+                    // Built here: its connections (runtime tasks) never cross threads.
+                    let thread = StreamThread::<R> {
+                        index,
+                        engine,
+                        clock,
+                        inputs,
+                        inputs_tx,
+                        commands,
+                        shared: thread_shared,
+                        addresses,
+                        connect_timeout,
+                        connections: BTreeMap::new(),
+                        next_generation: 0,
+                    };
+                    if let Err(error) = R::block_on(thread.run()) {
+                        guard.failure = Some(StreamsError::Spawn {
+                            thread: guard.thread.clone(),
+                            error: Arc::new(error),
+                        });
+                    }
+                });
+            if let Err(error) = spawned {
+                // The closure (and its guard) was dropped: the thread counts as failed.
+                shared.finish(
+                    index,
+                    Some(StreamsError::Spawn {
+                        thread: name,
+                        error: Arc::new(error),
+                    }),
+                );
+            }
+        }
+        Ok(self.handle)
+    }
+
+    /// Starts and runs until every stream thread stopped; `Err` with the first failure.
+    /// Dropping the future before that starts a clean close (not awaited: keep a
+    /// [`KafkaStreams::handle`] and await [`StreamsHandle::close`] to wait for it).
+    pub async fn run(self) -> Result<(), StreamsError> {
+        let handle = self.start()?;
+        let mut close_on_drop = CloseOnDrop(Some(handle.clone()));
+        let result = handle.wait().await;
+        close_on_drop.0 = None;
+        result
+    }
+}
+
+/// Marks a stream thread ended when its OS thread ends, also by a panic.
+struct FinishGuard {
+    shared: Arc<Shared>,
+    index: usize,
+    thread: String,
+    failure: Option<StreamsError>,
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        let mut failure = self.failure.take();
+        if std::thread::panicking() && failure.is_none() {
+            failure = Some(StreamsError::Panicked {
+                thread: self.thread.clone(),
+            });
+        }
+        self.shared.finish(self.index, failure);
+    }
+}
+
+struct CloseOnDrop(Option<StreamsHandle>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.request_close();
+        }
+    }
+}
+
+/// Watches and closes a [`KafkaStreams`] instance; cheap to clone, usable from any runtime.
+#[derive(Clone)]
+pub struct StreamsHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StreamsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamsHandle")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamsHandle {
+    /// The current state (aggregated over the stream threads).
+    pub fn state(&self) -> StreamsState {
+        self.shared.state()
+    }
+
+    /// The stream threads and the tasks each runs.
+    pub fn local_thread_metadata(&self) -> Vec<ThreadMetadata> {
+        self.shared.threads()
+    }
+
+    /// Starts a clean shutdown without waiting: every engine commits acknowledged output,
+    /// closes its tasks and leaves the group.
+    pub fn request_close(&self) {
+        self.shared.request_close();
+    }
+
+    /// Clean shutdown: [`request_close`](Self::request_close), then waits until every stream
+    /// thread stopped (`NotRunning`; `Error` if one failed). Bound it with your runtime's
+    /// timeout if brokers may be unreachable.
+    pub async fn close(&self) -> Result<(), StreamsError> {
+        self.request_close();
+        self.wait().await
+    }
+
+    /// Waits until every stream thread stopped; `Err` with the first failure.
+    pub async fn wait(&self) -> Result<(), StreamsError> {
+        self.shared.wait_for(StreamsState::is_terminal).await;
+        self.shared.outcome()
+    }
+
+    /// Waits until `done(state)` holds, or the instance stopped; returns the state then.
+    pub async fn wait_for_state(&self, mut done: impl FnMut(StreamsState) -> bool) -> StreamsState {
+        self.shared.wait_for(|s| done(s) || s.is_terminal()).await
+    }
+}
