@@ -442,13 +442,19 @@ impl Engine {
             // thing to do is the earliest reconnect (never a busy loop on their due timers).
             return general().map(|n| n.retry_at().max(self.now)).min();
         }
-        let mut deadlines = vec![
-            self.metadata.poll_timeout(),
-            self.fetcher.poll_timeout(),
-            self.group.poll_timeout(),
-            self.producer.poll_timeout(),
-            self.internal_topics.poll_timeout(),
-        ];
+        // Components build requests only once a connection negotiated its versions: before
+        // that their due timers are not work (waiting on them would spin).
+        let mut deadlines = if self.nodes.values().any(Node::is_ready) {
+            vec![
+                self.metadata.poll_timeout(),
+                self.fetcher.poll_timeout(),
+                self.group.poll_timeout(),
+                self.producer.poll_timeout(),
+                self.internal_topics.poll_timeout(),
+            ]
+        } else {
+            Vec::new()
+        };
         if !self.tasks.is_empty() {
             deadlines.push(Some(
                 self.last_commit
@@ -490,6 +496,10 @@ impl Engine {
         {
             n.failures = 0;
             n.connected(self.connection.clone());
+            // The ApiVersions exchange that opens the connection is timed like any request:
+            // a broker that accepts the socket but never answers must not hang it.
+            let deadline = self.now.saturating_add(self.config.request_timeout_ms);
+            n.sent.push_back((deadline, ApiKey::ApiVersions));
         }
         self.drive();
     }
@@ -946,7 +956,13 @@ impl Engine {
                 n.sent.clear();
                 return true;
             }
-            Ok(Received::NegotiationRetry { .. }) => return true,
+            Ok(Received::NegotiationRetry { .. }) => {
+                // The retried ApiVersions request gets a fresh deadline.
+                let deadline = self.now.saturating_add(self.config.request_timeout_ms);
+                n.sent.clear();
+                n.sent.push_back((deadline, ApiKey::ApiVersions));
+                return true;
+            }
             Err(error) => {
                 let fatal = error.is_fatal();
                 if let ConnectionError::Negotiation(e) = &error {
@@ -1632,3 +1648,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
