@@ -265,6 +265,29 @@ impl Task {
         Ok(())
     }
 
+    /// Queues one consumed record of `tp` (see [`Task::add_records`]).
+    pub fn add_record(&mut self, tp: &TopicPartition, record: RawRecord) -> Result<(), TaskError> {
+        let task = self.id();
+        let queue = self
+            .queues
+            .iter_mut()
+            .find(|q| &q.tp == tp)
+            .ok_or_else(|| TaskError::InvalidInput {
+                task,
+                detail: format!("partition {tp} is not an input of this task"),
+            })?;
+        let last = queue.last_enqueued.or(queue.committable.map(|c| c - 1));
+        if let Some(last) = last.filter(|&l| record.offset <= l) {
+            return Err(TaskError::InvalidInput {
+                task,
+                detail: format!("{tp}: offset {} is not after {last}", record.offset),
+            });
+        }
+        queue.last_enqueued = Some(record.offset);
+        queue.records.push_back(record);
+        Ok(())
+    }
+
     /// Number of queued records of `tp` (so a fetcher can leave full partitions out).
     pub fn queued(&self, tp: &TopicPartition) -> usize {
         self.queues

@@ -740,3 +740,24 @@ fn undecodable_records_after_a_failed_record_are_dead_lettered_once() {
     assert_eq!(t.metrics().dead_lettered_records, 2);
     assert_eq!(t.committable_offsets(), vec![(tp("a", 0), 4)]);
 }
+
+#[test]
+fn add_record_checks_partition_and_offset_order_like_add_records() {
+    let topology = recorder_topology(Default::default());
+    let mut t = task(&topology, 0, TaskConfig::default());
+    assert!(matches!(
+        t.add_record(&tp("a", 1), raw(0, 0, "k", "v")),
+        Err(TaskError::InvalidInput { .. })
+    ));
+    t.add_record(&tp("a", 0), raw(3, 0, "k", "v")).unwrap();
+    let err = t.add_record(&tp("a", 0), raw(3, 0, "k", "v")).unwrap_err();
+    assert!(err.to_string().contains("offset 3 is not after 3"), "{err}");
+    t.add_record(&tp("a", 0), raw(7, 0, "k", "v")).unwrap();
+    assert_eq!(t.queued(&tp("a", 0)), 2);
+    t.process_all().unwrap();
+    assert_eq!(t.committable_offsets(), vec![(tp("a", 0), 8)]);
+    assert!(
+        t.add_record(&tp("a", 0), raw(7, 0, "k", "v")).is_err(),
+        "not after the committed offset"
+    );
+}

@@ -11,6 +11,7 @@
 mod topic;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -170,9 +171,10 @@ pub struct TopologyTestDriver {
     partitions: HashMap<String, i32>,
     /// Source topic → sub-topology reading it.
     readers: HashMap<String, usize>,
-    next_offset: HashMap<TopicPartition, i64>,
+    /// Topic → its shared name and the next offset of each partition (grown on demand).
+    next_offset: HashMap<Arc<str>, (Arc<str>, Vec<i64>)>,
     /// Topic → records written, in production order, and how many were read.
-    outputs: HashMap<String, (Vec<StoredRecord>, usize)>,
+    outputs: HashMap<Arc<str>, (Vec<StoredRecord>, usize)>,
     committed: BTreeMap<TopicPartition, i64>,
     wall_clock: i64,
 }
@@ -240,8 +242,11 @@ impl TopologyTestDriver {
             .get(topic)
             .ok_or_else(|| DriverError::NotAnInputTopic(topic.to_owned()))?;
         let partition = self.choose_partition(topic, partition, key.as_deref())?;
-        let tp = TopicPartition::new(topic, partition);
-        let offset = self.next_offset(&tp);
+        let (topic_name, offset) = self.next_offset(topic, partition);
+        let tp = TopicPartition {
+            topic: topic_name,
+            partition,
+        };
         let task = self
             .tasks
             .get_mut(&TaskId {
@@ -249,15 +254,15 @@ impl TopologyTestDriver {
                 partition,
             })
             .ok_or_else(|| DriverError::NotAnInputTopic(topic.to_owned()))?;
-        task.add_records(
+        task.add_record(
             &tp,
-            [RawRecord {
+            RawRecord {
                 offset,
                 timestamp,
                 key,
                 value,
                 headers,
-            }],
+            },
         )?;
         Ok(offset)
     }
@@ -280,11 +285,25 @@ impl TopologyTestDriver {
         Ok(p)
     }
 
-    fn next_offset(&mut self, tp: &TopicPartition) -> i64 {
-        let next = self.next_offset.entry(tp.clone()).or_insert(0);
-        let offset = *next;
-        *next += 1;
-        offset
+    /// Takes the next offset of `topic`-`partition`; also returns the topic's shared name
+    /// (one allocation per topic, not per record).
+    fn next_offset(&mut self, topic: &str, partition: i32) -> (Arc<str>, i64) {
+        let index = usize::try_from(partition).unwrap_or_default();
+        if !self.next_offset.contains_key(topic) {
+            let name: Arc<str> = Arc::from(topic);
+            self.next_offset.insert(name.clone(), (name, Vec::new()));
+        }
+        match self.next_offset.get_mut(topic) {
+            Some((name, next)) => {
+                if next.len() <= index {
+                    next.resize(index + 1, 0);
+                }
+                let offset = next[index];
+                next[index] += 1;
+                (name.clone(), offset)
+            }
+            None => (Arc::from(topic), 0),
+        }
     }
 
     /// Processes every queued record, routes the output (feeding topics the topology reads),
@@ -310,10 +329,10 @@ impl TopologyTestDriver {
 
     fn route(&mut self, output: Vec<ProducerRecord>) -> Result<(), DriverError> {
         for record in output {
-            let topic = record.topic.to_string();
+            let topic = record.topic.clone();
             let partition =
                 self.choose_partition(&topic, record.partition, record.key.as_deref())?;
-            if self.readers.contains_key(&topic) {
+            if self.readers.contains_key(&*topic) {
                 let offset = self.pipe_raw(
                     &topic,
                     Some(partition),
@@ -324,14 +343,20 @@ impl TopologyTestDriver {
                 )?;
                 self.push_output(topic, partition, offset, record);
             } else {
-                let offset = self.next_offset(&TopicPartition::new(topic.as_str(), partition));
+                let (_, offset) = self.next_offset(&topic, partition);
                 self.push_output(topic, partition, offset, record);
             }
         }
         Ok(())
     }
 
-    fn push_output(&mut self, topic: String, partition: i32, offset: i64, record: ProducerRecord) {
+    fn push_output(
+        &mut self,
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+        record: ProducerRecord,
+    ) {
         self.outputs.entry(topic).or_default().0.push(StoredRecord {
             partition,
             offset,
