@@ -1,0 +1,69 @@
+//! Runs `examples/batch_count.rs` in process (its functions, not a cargo subprocess) in its
+//! no-bootstrap mode: an in-process mock cluster, sample input, and the final counts.
+
+#[allow(dead_code)]
+#[path = "../examples/batch_count.rs"]
+mod batch_count;
+
+use std::time::Duration;
+
+use batch_count::{Args, Mode, RuntimeChoice};
+
+/// Bound of each run (the example exits after 1 s without new output once running).
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn run_bounded(args: Vec<&str>) -> std::collections::BTreeMap<Vec<u8>, i64> {
+    let args = Args::parse(args.into_iter().map(String::from)).expect("arguments");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(batch_count::run(&args));
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the example did not finish in time")
+        .expect("the example failed")
+}
+
+/// The expected final counts of the sample input (the example's own producer computes the same
+/// map; recomputed here from its documented key scheme).
+fn expected() -> std::collections::BTreeMap<Vec<u8>, i64> {
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..batch_count::SAMPLE_RECORDS {
+        *expected
+            .entry(format!("word-{}", (i * 7) % 13).into_bytes())
+            .or_insert(0) += 1;
+    }
+    expected
+}
+
+#[test]
+fn no_bootstrap_batch_mode_with_lmdb_on_tokio_prints_exact_counts() {
+    let args = Args::parse(Vec::new()).unwrap();
+    assert_eq!(args.mode, Mode::Batch);
+    assert_eq!(args.runtime, RuntimeChoice::Tokio);
+    assert!(args.lmdb);
+    let counts = run_bounded(vec!["--exit-when-idle", "1"]);
+    assert_eq!(counts, expected());
+}
+
+#[test]
+fn no_bootstrap_record_mode_in_memory_on_smol_prints_exact_counts() {
+    let counts = run_bounded(vec![
+        "--mode",
+        "record",
+        "--store",
+        "memory",
+        "--runtime",
+        "smol",
+        "--exit-when-idle",
+        "1",
+    ]);
+    assert_eq!(counts, expected());
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    assert!(Args::parse(["--bootstrap".to_owned(), "h:1".to_owned()]).is_err());
+    assert!(Args::parse(["--mode".to_owned(), "stream".to_owned()]).is_err());
+    assert!(Args::parse(["--nope".to_owned()]).is_err());
+    assert!(Args::parse(["--exit-when-idle".to_owned(), "0".to_owned()]).is_err());
+}
