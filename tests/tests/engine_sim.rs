@@ -676,3 +676,84 @@ fn join_group_waits_longer_than_the_request_timeout() {
     assert_at_least_once(&h.sim, &[40; 4], &[0; 4]);
     audit.borrow().assert_complete(&[40; 4]);
 }
+
+/// `(api key, version)` of every request frame in `bytes` (whole frames, length-prefixed).
+fn request_versions(mut bytes: &[u8]) -> Vec<(i16, i16)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 8 {
+        let len = i32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        let api = i16::from_be_bytes(bytes[4..6].try_into().unwrap());
+        let version = i16::from_be_bytes(bytes[6..8].try_into().unwrap());
+        out.push((api, version));
+        bytes = &bytes[(4 + len).min(bytes.len())..];
+    }
+    out
+}
+
+#[test]
+fn api_version_caps_from_the_config_bound_the_versions_sent() {
+    use kafka_protocol::messages::ApiKey;
+    use kstreams_tests::harness::WireEvent;
+
+    let mut sim = SimCluster::new(3, 1);
+    sim.create_topic(INPUT, 2).unwrap();
+    sim.create_topic(OUTPUT, 2).unwrap();
+    produce_input(&mut sim, 2, 5);
+    let mut h = Harness::new(sim, 1_000_000);
+    let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
+    config.commit_interval_ms = 1_000;
+    config.api_version_caps.insert(ApiKey::JoinGroup, 5);
+    config.api_version_caps.insert(ApiKey::SyncGroup, 3);
+    // Above the built-in cap of 12: the built-in cap still holds.
+    config.api_version_caps.insert(ApiKey::Fetch, 13);
+    let engine = Engine::new(
+        count_topology(),
+        config,
+        Box::new(MemoryStoreFactory),
+        h.now,
+    )
+    .unwrap();
+    let index = h.add(engine);
+    h.record_wire(index);
+    let done = h.run_until(60_000, |h| {
+        (0..2).all(|p| {
+            h.sim
+                .committed_offset(COUNTER_APP, &TopicPartition::new(INPUT, p))
+                == Some(5)
+        })
+    });
+    assert!(done, "failure: {:?}", h.engines[0].failure());
+    let sent: Vec<(i16, i16)> = h.engines[0]
+        .wire
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            WireEvent::Sent { bytes, .. } => Some(request_versions(bytes)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let versions_of = |api: ApiKey| -> Vec<i16> {
+        sent.iter()
+            .filter(|(a, _)| *a == api as i16)
+            .map(|&(_, v)| v)
+            .collect()
+    };
+    assert!(!versions_of(ApiKey::JoinGroup).is_empty());
+    assert!(
+        versions_of(ApiKey::JoinGroup).iter().all(|&v| v == 5),
+        "{:?}",
+        versions_of(ApiKey::JoinGroup)
+    );
+    assert!(
+        versions_of(ApiKey::SyncGroup).iter().all(|&v| v == 3),
+        "{:?}",
+        versions_of(ApiKey::SyncGroup)
+    );
+    assert!(
+        versions_of(ApiKey::Fetch).iter().all(|&v| v == 12),
+        "{:?}",
+        versions_of(ApiKey::Fetch)
+    );
+}

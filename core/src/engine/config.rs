@@ -47,6 +47,10 @@ pub struct EngineConfig {
     pub reconnect_backoff_ms: i64,
     /// Largest reconnect delay.
     pub reconnect_backoff_max_ms: i64,
+    /// Highest version to use per API, below what we and the broker support (e.g. to avoid a
+    /// broker's broken implementation of a version). Fetch, Produce and Metadata are always
+    /// capped at 12.
+    pub api_version_caps: std::collections::HashMap<kafka_protocol::messages::ApiKey, i16>,
     /// Most batches run per [`Engine::poll_output`](super::Engine::poll_output) call before
     /// network work gets its turn again.
     pub max_batches_per_poll: usize,
@@ -78,6 +82,7 @@ impl EngineConfig {
             request_timeout_ms: 30_000,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            api_version_caps: std::collections::HashMap::new(),
             max_batches_per_poll: 64,
         }
     }

@@ -232,6 +232,14 @@ pub enum EngineError {
         /// Why.
         error: FrameError,
     },
+    /// A connection closed while requests on it were unanswered (they are retried).
+    #[error("broker {broker}: connection lost with {unanswered:?} unanswered")]
+    Disconnected {
+        /// The broker (node id).
+        broker: BrokerId,
+        /// The APIs of the unanswered requests.
+        unanswered: Vec<ApiKey>,
+    },
     /// A request got no answer within the request timeout.
     #[error("broker {broker}: {api:?} request timed out")]
     RequestTimeout {
@@ -331,25 +339,35 @@ impl Engine {
             .iter()
             .flat_map(|s| s.source_topics.iter().map(move |t| (t.clone(), s.id)))
             .collect();
-        let policy = VersionPolicy::new()
-            .require([
-                ApiKey::Metadata,
-                ApiKey::FindCoordinator,
-                ApiKey::JoinGroup,
-                ApiKey::SyncGroup,
-                ApiKey::Heartbeat,
-                ApiKey::LeaveGroup,
-                ApiKey::OffsetFetch,
-                ApiKey::OffsetCommit,
-                ApiKey::ListOffsets,
-                ApiKey::Fetch,
-                ApiKey::Produce,
-                ApiKey::InitProducerId,
-            ])
-            // Name-based shapes only: later versions address topics by id.
-            .cap(ApiKey::Fetch, 12)
-            .cap(ApiKey::Produce, 12)
-            .cap(ApiKey::Metadata, 12);
+        let policy = VersionPolicy::new().require([
+            ApiKey::Metadata,
+            ApiKey::FindCoordinator,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::OffsetFetch,
+            ApiKey::OffsetCommit,
+            ApiKey::ListOffsets,
+            ApiKey::Fetch,
+            ApiKey::Produce,
+            ApiKey::InitProducerId,
+        ]);
+        // Name-based shapes only: later versions address topics by id. Users may cap further
+        // (brokers with a broken implementation of some version).
+        let mut caps: HashMap<ApiKey, i16> = [
+            (ApiKey::Fetch, 12),
+            (ApiKey::Produce, 12),
+            (ApiKey::Metadata, 12),
+        ]
+        .into();
+        for (&api, &max) in &config.api_version_caps {
+            let cap = caps.entry(api).or_insert(max);
+            *cap = (*cap).min(max);
+        }
+        let policy = caps
+            .into_iter()
+            .fold(policy, |policy, (api, max)| policy.cap(api, max));
         let connection = ConnectionConfig {
             client_id: Some(StrBytes::from_string(config.client_id.clone())),
             policy,
@@ -916,6 +934,14 @@ impl Engine {
         let tokens = node.disconnect(now.saturating_add(backoff));
         if we_close && was_open {
             self.outputs.push_back(Output::Close { node: id });
+        }
+        if !we_close && !tokens.is_empty() {
+            // The broker (or the network) dropped requests we were waiting for: worth seeing,
+            // e.g. a broker that closes the connection in reply to a request it cannot parse.
+            self.warn(EngineError::Disconnected {
+                broker: id,
+                unanswered: tokens.iter().map(|t| t.api).collect(),
+            });
         }
         for token in tokens {
             self.request_failed(token.component, token.target, token.api);

@@ -144,10 +144,10 @@ pub enum InternalTopicsError {
     },
     /// The engine offers no CreateTopics version in the range this component builds.
     #[error(
-        "no usable CreateTopics version: the engine offers {version:?}, this client builds {CREATE_TOPICS_MIN_VERSION}..={CREATE_TOPICS_MAX_VERSION}"
+        "no usable CreateTopics version: the brokers' negotiated version is {version:?}, this client builds {CREATE_TOPICS_MIN_VERSION}..={CREATE_TOPICS_MAX_VERSION} (None: the brokers do not offer CreateTopics)"
     )]
     UnsupportedVersion {
-        /// The version the engine offered.
+        /// The version negotiated with the brokers (`None`: they do not offer CreateTopics).
         version: Option<i16>,
     },
     /// A response to something this component did not ask for.
