@@ -19,12 +19,11 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 use super::*;
 use crate::client::metadata::MetadataConfig;
+use crate::wire::records::fixtures::{batch_with as batch, marker, record, transactional};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -90,54 +89,6 @@ fn fetcher_with(
     }
     fetcher.update_leaders(md);
     fetcher
-}
-
-fn record(offset: i64, value: &str) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        sequence: offset as i32,
-        timestamp: 1_000 + offset,
-        key: Some(Bytes::from(format!("k{offset}"))),
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        headers: Default::default(),
-    }
-}
-
-fn transactional(mut record: Record, producer_id: i64) -> Record {
-    record.transactional = true;
-    record.producer_id = producer_id;
-    record.producer_epoch = 0;
-    record
-}
-
-/// A transaction marker: control record with key (version 0, type) — 0 ABORT, 1 COMMIT.
-fn marker(offset: i64, producer_id: i64, commit: bool) -> Record {
-    let mut record = transactional(record(offset, ""), producer_id);
-    record.control = true;
-    record.key = Some(Bytes::from(vec![0, 0, 0, u8::from(commit)]));
-    record.value = Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0]));
-    record
-}
-
-fn batch(records: &[Record], compression: Compression) -> Bytes {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
 }
 
 /// Sets a batch's last offset delta (as compaction leaves it) and recomputes the CRC.
@@ -509,7 +460,7 @@ fn positions_advance_past_compacted_gap_and_control_batch(compression: Compressi
     assert_eq!(offsets(&batch), [10, 11, 13]);
     assert_eq!(batch.records[2].value.as_deref(), Some(&b"c"[..]));
     assert_eq!(batch.records[0].key.as_deref(), Some(&b"k10"[..]));
-    assert_eq!(batch.records[1].timestamp, 1_011);
+    assert_eq!(batch.records[1].timestamp, T0 + 11);
     assert_eq!(batch.high_watermark, 100);
     assert_eq!(fetcher.position(&tp("a", 0)), Some(17));
     assert_eq!(fetcher.poll_records(), None);

@@ -35,6 +35,8 @@ mod transactions;
 mod validate;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 use bytes::Bytes;

@@ -5,63 +5,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType as CrateTimestampType,
-};
+use kafka_protocol::records::{Compression, Record};
 
+use super::fixtures::{batch_with, marker, record, transactional};
 use super::*;
 
 const PARTITION: i32 = 3;
-
-fn record(offset: i64, value: &str) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 5,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: CrateTimestampType::Creation,
-        offset,
-        // The encoder starts a new batch whenever offset - sequence changes.
-        sequence: offset as i32,
-        timestamp: 1_700_000_000_000 + offset,
-        key: Some(Bytes::from(format!("k{offset}"))),
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        headers: Default::default(),
-    }
-}
-
-fn transactional(mut record: Record, producer_id: i64) -> Record {
-    record.transactional = true;
-    record.producer_id = producer_id;
-    record.producer_epoch = 0;
-    record
-}
-
-/// A transaction marker: control record with key (version 0, type) — type 0 ABORT, 1 COMMIT.
-fn marker(offset: i64, producer_id: i64, commit: bool) -> Record {
-    let mut record = transactional(record(offset, ""), producer_id);
-    record.control = true;
-    record.key = Some(Bytes::from(vec![0, 0, 0, u8::from(commit)]));
-    record.value = Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0]));
-    record
-}
-
-fn batch_with(records: &[Record], compression: Compression) -> Bytes {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
 
 fn batch(records: &[Record]) -> Bytes {
     batch_with(records, Compression::None)
