@@ -237,27 +237,11 @@ impl Task {
         records: impl IntoIterator<Item = RawRecord>,
     ) -> Result<(), TaskError> {
         let task = self.id();
-        let queue = self
-            .queues
-            .iter_mut()
-            .find(|q| &q.tp == tp)
-            .ok_or_else(|| TaskError::InvalidInput {
-                task,
-                detail: format!("partition {tp} is not an input of this task"),
-            })?;
+        let queue = Self::queue_of(&mut self.queues, task, tp)?;
         let records: Vec<RawRecord> = records.into_iter().collect();
-        let mut last = queue.last_enqueued.or(queue.committable.map(|c| c - 1));
+        let mut last = queue.last_offset();
         for r in &records {
-            if last.is_some_and(|l| r.offset <= l) {
-                return Err(TaskError::InvalidInput {
-                    task,
-                    detail: format!(
-                        "{tp}: offset {} is not after {}",
-                        r.offset,
-                        last.unwrap_or_default()
-                    ),
-                });
-            }
+            check_after(task, tp, last, r.offset)?;
             last = Some(r.offset);
         }
         queue.last_enqueued = last;
@@ -265,27 +249,28 @@ impl Task {
         Ok(())
     }
 
-    /// Queues one consumed record of `tp` (see [`Task::add_records`]).
+    /// Queues one consumed record of `tp` (see [`Task::add_records`]); no allocation.
     pub fn add_record(&mut self, tp: &TopicPartition, record: RawRecord) -> Result<(), TaskError> {
         let task = self.id();
-        let queue = self
-            .queues
+        let queue = Self::queue_of(&mut self.queues, task, tp)?;
+        check_after(task, tp, queue.last_offset(), record.offset)?;
+        queue.last_enqueued = Some(record.offset);
+        queue.records.push_back(record);
+        Ok(())
+    }
+
+    fn queue_of<'q>(
+        queues: &'q mut [PartitionQueue],
+        task: TaskId,
+        tp: &TopicPartition,
+    ) -> Result<&'q mut PartitionQueue, TaskError> {
+        queues
             .iter_mut()
             .find(|q| &q.tp == tp)
             .ok_or_else(|| TaskError::InvalidInput {
                 task,
                 detail: format!("partition {tp} is not an input of this task"),
-            })?;
-        let last = queue.last_enqueued.or(queue.committable.map(|c| c - 1));
-        if let Some(last) = last.filter(|&l| record.offset <= l) {
-            return Err(TaskError::InvalidInput {
-                task,
-                detail: format!("{tp}: offset {} is not after {last}", record.offset),
-            });
-        }
-        queue.last_enqueued = Some(record.offset);
-        queue.records.push_back(record);
-        Ok(())
+            })
     }
 
     /// Number of queued records of `tp` (so a fetcher can leave full partitions out).
@@ -565,6 +550,22 @@ impl Task {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Records of a partition must come after everything queued or processed before.
+fn check_after(
+    task: TaskId,
+    tp: &TopicPartition,
+    last: Option<i64>,
+    offset: i64,
+) -> Result<(), TaskError> {
+    match last {
+        Some(last) if offset <= last => Err(TaskError::InvalidInput {
+            task,
+            detail: format!("{tp}: offset {offset} is not after {last}"),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -27,6 +27,11 @@ impl PartitionQueue {
         }
     }
 
+    /// The last offset queued or processed: new records must come after it.
+    pub(crate) fn last_offset(&self) -> Option<i64> {
+        self.last_enqueued.or(self.committable.map(|c| c - 1))
+    }
+
     pub(crate) fn head_timestamp(&self) -> Option<i64> {
         self.records.front().map(|r| r.timestamp)
     }
