@@ -2,6 +2,7 @@
 
 pub mod harness;
 pub mod sim;
+pub mod tansu;
 
 /// The README's Rust snippets, compiled and run as doctests so they cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -1,0 +1,519 @@
+//! Shared by the end-to-end tests (`e2e_*.rs`): the brokers (librdkafka's mock cluster in
+//! process, a Tansu process), the adapters (tokio, smol), and an independent client (rdkafka)
+//! that produces the input, reads the output and reads committed offsets through the broker.
+//!
+//! Everything here is blocking: each test body runs on a plain thread under [`bounded`], so
+//! a hang fails the test after [`TEST_TIMEOUT`] instead of stalling the suite.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kstreams_core::engine::EngineConfig;
+use kstreams_core::prelude::*;
+use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
+use kstreams_tests::tansu::Tansu;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Bound of each test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound of each wait inside a test.
+pub const WAIT: Duration = Duration::from_secs(60);
+/// Partitions of the input and output topics.
+pub const PARTITIONS: i32 = 4;
+
+/// The librdkafka mock cluster.
+pub type Mock = MockCluster<'static, DefaultProducerContext>;
+
+/// A broker for one test.
+pub enum Broker {
+    /// librdkafka 2.12's mock cluster: three brokers in this process.
+    Mock(Mock),
+    /// A Tansu 0.6.0 process with in-memory storage.
+    Tansu(Tansu),
+}
+
+impl Broker {
+    /// A mock cluster of three brokers, with the group API versions capped where librdkafka
+    /// 2.12's mock misparses the flexible versions it advertises: JoinGroup v6 and SyncGroup
+    /// v4 read their protocol/assignment arrays as INT32-counted (JoinGroup then closes the
+    /// connection, SyncGroup reads out of bounds and crashes the process), and LeaveGroup reads
+    /// the v0–v2 layout at every version.
+    pub fn mock() -> Self {
+        let mock = MockCluster::new(3).expect("librdkafka mock cluster");
+        for (api, max) in [
+            (RDKafkaApiKey::JoinGroup, 5),
+            (RDKafkaApiKey::SyncGroup, 3),
+            (RDKafkaApiKey::LeaveGroup, 2),
+        ] {
+            mock.apiversion(api, Some(0), Some(max))
+                .expect("cap a group API version on the mock");
+        }
+        Broker::Mock(mock)
+    }
+
+    /// A Tansu broker; a broker that cannot start fails the test with the reason.
+    pub fn tansu() -> Self {
+        match Tansu::start() {
+            Ok(tansu) => Broker::Tansu(tansu),
+            Err(error) => panic!("the Tansu broker this test needs did not start: {error}"),
+        }
+    }
+
+    /// Which broker, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Broker::Mock(_) => "librdkafka mock cluster",
+            Broker::Tansu(_) => "Tansu",
+        }
+    }
+
+    /// `host:port[,host:port…]`.
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(mock) => mock.bootstrap_servers(),
+            Broker::Tansu(tansu) => tansu.bootstrap(),
+        }
+    }
+
+    /// The mock cluster, for fault injection.
+    pub fn as_mock(&self) -> &Mock {
+        match self {
+            Broker::Mock(mock) => mock,
+            Broker::Tansu(_) => panic!("fault injection needs the mock cluster"),
+        }
+    }
+
+    /// Creates `topic` with `partitions` (the mock through its API; Tansu with CreateTopics
+    /// from rdkafka's admin client).
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            Broker::Mock(mock) => mock
+                .create_topic(topic, partitions, 1)
+                .unwrap_or_else(|e| panic!("create {topic} on the mock: {e}")),
+            Broker::Tansu(tansu) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", tansu.bootstrap())
+                    .create()
+                    .expect("admin client");
+                let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+                let results = futures_lite::future::block_on(
+                    admin.create_topics([&new], &AdminOptions::new()),
+                )
+                .unwrap_or_else(|e| panic!("CreateTopics {topic} on Tansu: {e}"));
+                for result in results {
+                    if let Err((topic, code)) = result {
+                        panic!(
+                            "CreateTopics {topic} on Tansu: {code}; broker log:\n{}",
+                            tansu.log_tail()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which adapter runs the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// `kstreams-tokio`.
+    Tokio,
+    /// `kstreams-smol`.
+    Smol,
+}
+
+impl Adapter {
+    /// Starts `topology` with this adapter.
+    pub fn start(self, topology: Topology, config: StreamsConfig, stores: Stores) -> StreamsHandle {
+        match self {
+            Adapter::Tokio => {
+                kstreams_tokio::KafkaStreams::new(topology, config, stores).and_then(|s| s.start())
+            }
+            Adapter::Smol => {
+                kstreams_smol::KafkaStreams::new(topology, config, stores).and_then(|s| s.start())
+            }
+        }
+        .unwrap_or_else(|e| panic!("starting the application on {self:?}: {e}"))
+    }
+}
+
+/// Runs `test` on its own thread; fails if it panics or takes longer than [`TEST_TIMEOUT`].
+pub fn bounded(test: impl FnOnce() + Send + 'static) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        test();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(TEST_TIMEOUT) {
+        Ok(()) => worker.join().expect("test thread"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The test panicked: re-raise its panic with its message.
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test timed out after {TEST_TIMEOUT:?}")
+        }
+    }
+}
+
+/// An input record: its partition, key and value.
+pub type Input = (i32, Vec<u8>, Vec<u8>);
+
+/// Produces `records` to `topic` with an idempotent rdkafka producer and waits for every
+/// acknowledgement; returns the offset of each record, in the same order.
+pub fn produce(bootstrap: &str, topic: &str, records: &[Input]) -> Vec<i64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(partition, key, value)| {
+            producer
+                .send_result(
+                    FutureRecord::to(topic)
+                        .partition(*partition)
+                        .key(key)
+                        .payload(value),
+                )
+                .unwrap_or_else(|(e, _)| panic!("enqueue failed: {e}"))
+        })
+        .collect();
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            futures_lite::future::block_on(delivery)
+                .expect("delivery future dropped")
+                .unwrap_or_else(|(e, _)| panic!("delivery failed: {e}"))
+                .offset
+        })
+        .collect()
+}
+
+/// `n` records numbered from `first`, spread round-robin over the partitions; values are
+/// `"<partition>:<number>"`, keys one of `keys` per partition (`p<partition>-k<i>`).
+pub fn numbered_input(first: usize, n: usize, keys: usize) -> Vec<Input> {
+    (first..first + n)
+        .map(|i| {
+            let p = (i % PARTITIONS as usize) as i32;
+            let key = format!("p{p}-k{}", (i / PARTITIONS as usize) % keys);
+            (p, key.into_bytes(), format!("{p}:{i}").into_bytes())
+        })
+        .collect()
+}
+
+/// A record read back: partition, offset, key, value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Output {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Value bytes.
+    pub value: Vec<u8>,
+}
+
+/// Reads `topic` from the beginning until `done` says the records so far are enough (fails
+/// after [`WAIT`]), then for `settle` more; returns them in the order read (per partition in
+/// offset order).
+pub fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    settle: Duration,
+    mut done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: Vec<Output> = Vec::new();
+    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    let deadline = Instant::now() + WAIT;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_none() && done(&out) {
+            settle_until = Some(now + settle);
+        }
+        if settle_until.is_some_and(|until| now >= until) {
+            return out;
+        }
+        assert!(
+            now < deadline || settle_until.is_some(),
+            "timed out reading {topic}: {} records so far",
+            out.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let p = message.partition();
+        let previous = last_offset.insert(p, message.offset()).unwrap_or(-1);
+        assert!(message.offset() > previous, "{topic}-{p}: offsets increase");
+        out.push(Output {
+            partition: p,
+            offset: message.offset(),
+            key: message.key().unwrap_or_default().to_vec(),
+            value: message.payload().unwrap_or_default().to_vec(),
+        });
+    }
+}
+
+/// Reads exactly `expected` records from `topic` (and checks for `settle` that no more come).
+pub fn read_exactly(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    settle: Duration,
+) -> Vec<Output> {
+    let out = read_until(bootstrap, topic, settle, |out| out.len() >= expected);
+    assert_eq!(out.len(), expected, "{topic}: exactly the expected records");
+    out
+}
+
+/// The committed offset of group `app` and the end offset, per partition of `topic`, read
+/// through the broker by an rdkafka consumer of that group.
+pub fn committed_and_end_offsets(bootstrap: &str, app: &str, topic: &str) -> Vec<(Offset, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", app)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        partitions.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .expect("committed offsets (OffsetFetch)");
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            let offset = committed
+                .find_partition(topic, p)
+                .expect("partition in the OffsetFetch answer")
+                .offset();
+            (offset, high)
+        })
+        .collect()
+}
+
+/// Quick commits and a short session.
+pub fn streams_config(bootstrap: &str, app: &str, state_dir: &Path) -> StreamsConfig {
+    let mut engine = EngineConfig::new(app, bootstrap.split(','));
+    engine.commit_interval_ms = 200;
+    engine.producer.linger_ms = 5;
+    engine.session_timeout_ms = 6_000;
+    engine.heartbeat_interval_ms = 1_000;
+    let mut config = StreamsConfig::from_engine_config(engine);
+    config.state_dir = state_dir.to_owned();
+    config
+}
+
+/// Blocks on a future (the handle's futures need no particular runtime).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    futures_lite::future::block_on(future)
+}
+
+/// Waits until `handle` is Running (fails after [`WAIT`] or on a terminal state).
+pub fn wait_running(handle: &StreamsHandle) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match handle.state() {
+            StreamsState::Running => return,
+            state if state.is_terminal() => panic!("instance stopped: {state:?}"),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance not running after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Closes `handle` (bounded) and checks it ended NotRunning.
+pub fn close(handle: &StreamsHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closing = handle.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(closing.close()));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("close() timed out")
+        .expect("close() failed");
+    assert_eq!(handle.state(), StreamsState::NotRunning);
+}
+
+/// Checks through the broker that group `app` committed every partition of `topic` at its end
+/// offset.
+pub fn assert_committed_at_end(bootstrap: &str, app: &str, topic: &str) {
+    for (p, (committed, end)) in committed_and_end_offsets(bootstrap, app, topic)
+        .into_iter()
+        .enumerate()
+    {
+        assert!(end > 0, "{topic}-{p} has input");
+        assert_eq!(
+            committed,
+            Offset::Offset(end),
+            "{topic}-{p}: committed offset = end offset"
+        );
+    }
+}
+
+/// `input` → `output`, bytes unchanged.
+pub fn passthrough_topology(input: &str, output: &str) -> Topology {
+    let mut b = TopologyBuilder::new();
+    let src = b
+        .add_source("src", &[input], BytesSerde, BytesSerde)
+        .unwrap();
+    b.add_sink("sink", output, &[&src], BytesSerde, BytesSerde)
+        .unwrap();
+    b.build().unwrap()
+}
+
+/// `input` → keep values whose number is even → value upper-cased with a `!` → `output`.
+pub fn map_filter_topology(input: &str, output: &str) -> Topology {
+    let mut b = TopologyBuilder::new();
+    let src = b
+        .add_source("src", &[input], StringSerde, StringSerde)
+        .unwrap();
+    let even = b
+        .filter("even", &src, |r: &Record<String, String>| {
+            number_of(&r.value) % 2 == 0
+        })
+        .unwrap();
+    let mapped = b
+        .map_values("shout", &even, |v: &String| {
+            format!("{}!", v.to_uppercase())
+        })
+        .unwrap();
+    b.add_sink("sink", output, &[&mapped], StringSerde, StringSerde)
+        .unwrap();
+    b.build().unwrap()
+}
+
+/// `input` → count per key (store "counts", not logged) → `output` (value: 8-byte count).
+pub fn count_topology(input: &str, output: &str) -> Topology {
+    let mut b = TopologyBuilder::new();
+    let src = b
+        .add_source("src", &[input], StringSerde, StringSerde)
+        .unwrap();
+    let count = b
+        .add_processor("count", &[&src], BatchCountAggregator::supplier("counts"))
+        .unwrap();
+    b.add_store(
+        StoreBuilder::key_value("counts", StringSerde, I64Serde).with_logging(false),
+        &["count"],
+    )
+    .unwrap();
+    b.add_sink("sink", output, &[&count], StringSerde, I64Serde)
+        .unwrap();
+    b.build().unwrap()
+}
+
+/// The number in a `"<partition>:<number>"` value.
+pub fn number_of(value: &str) -> usize {
+    let number = value.trim_end_matches('!');
+    number
+        .split_once(':')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("value `{value}` is not <partition>:<number>"))
+}
+
+/// Checks a passthrough's output against its input: every input record exactly once, and
+/// within each output partition the records of each input partition in input order.
+pub fn assert_passthrough_exact(input: &[Input], output: &[Output]) {
+    let mut seen: Vec<(Vec<u8>, Vec<u8>)> = output
+        .iter()
+        .map(|o| (o.key.clone(), o.value.clone()))
+        .collect();
+    let mut expected: Vec<(Vec<u8>, Vec<u8>)> = input
+        .iter()
+        .map(|(_, k, v)| (k.clone(), v.clone()))
+        .collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "every input record exactly once");
+    assert_order_per_input_partition(output);
+}
+
+/// Within each output partition, each input partition's records in input order (the sink
+/// partitions by key, so one input partition's records spread over output partitions).
+pub fn assert_order_per_input_partition(output: &[Output]) {
+    let mut last: BTreeMap<(i32, String), usize> = BTreeMap::new();
+    for record in output {
+        let value = String::from_utf8(record.value.clone()).expect("utf-8 value");
+        let (p, _) = value.split_once(':').expect("<partition>:<number>");
+        let number = number_of(&value);
+        if let Some(prev) = last.insert((record.partition, p.to_owned()), number) {
+            assert!(
+                number > prev,
+                "output partition {}: input partition {p}'s {number} after {prev}",
+                record.partition
+            );
+        }
+    }
+}
+
+/// Checks a count's output: per key, one output partition and counts 1, 2, … ending at the
+/// key's number of input records.
+pub fn assert_counts_exact(input: &[Input], output: &[Output]) {
+    let mut expected: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for (_, key, _) in input {
+        *expected.entry(key.clone()).or_insert(0) += 1;
+    }
+    let mut seen: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    let mut home: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    for record in output {
+        let count =
+            i64::from_be_bytes(record.value.as_slice().try_into().expect("an 8-byte count"));
+        let key = String::from_utf8_lossy(&record.key).into_owned();
+        assert_eq!(
+            *home.entry(record.key.clone()).or_insert(record.partition),
+            record.partition,
+            "{key}: one output partition"
+        );
+        let last = seen.entry(record.key.clone()).or_insert(0);
+        assert_eq!(count, *last + 1, "{key}: counts go 1, 2, 3, …");
+        *last = count;
+    }
+    assert_eq!(seen, expected, "final count per key");
+}
