@@ -1,8 +1,9 @@
 //! Counts records per key: `input` → count per key → `output`, where the output key is the
-//! input key's bytes and the value the key's running count as an 8-byte big-endian i64.
+//! input key's bytes and the value the key's running count as an 8-byte big-endian i64
+//! (Kafka's `LongSerializer` format).
 //!
 //! ```text
-//! cargo run -p kstreams-tests --example batch_count -- \
+//! cargo run --release --example batch_count -- \
 //!     --bootstrap HOST:PORT --input TOPIC --output TOPIC --application-id ID --state-dir DIR \
 //!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS]
 //! ```
@@ -10,168 +11,35 @@
 //! - `--mode batch` counts with `BatchCountAggregator` (one store access per distinct key and
 //!   batch), `record` with `RecordCountAggregator` (one per record). Default `batch`.
 //! - `--store`: LMDB under `DIR/ID/` (default) or memory. The store is not logged (no
-//!   changelog topic), so the application needs no CreateTopics.
+//!   changelog topic).
 //! - `--exit-when-idle SECS`: close cleanly once no output has appeared for SECS seconds;
 //!   without it the application runs until it fails (or the process is killed).
 //! - Without `--bootstrap`, it starts librdkafka's in-process mock cluster, creates the
-//!   topics (4 partitions), produces sample input, runs until idle (2 s unless
+//!   topics (4 partitions), produces sample input, runs until idle (3 s unless
 //!   `--exit-when-idle` says otherwise), prints the final count per key and exits. The other
 //!   options then have defaults (`input`, `output`, `batch-count`, a temporary state dir).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+#[path = "support/mod.rs"]
+pub mod support;
 
-use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
-use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaApiKey;
-use rdkafka::{Offset, TopicPartitionList};
+use support::{Args, Example, Mode};
 
-/// Partitions of the topics the no-bootstrap mode creates.
-pub const SAMPLE_PARTITIONS: i32 = 4;
 /// Records the no-bootstrap mode produces.
 pub const SAMPLE_RECORDS: usize = 400;
 
-/// Which count processor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `BatchCountAggregator`.
-    Batch,
-    /// `RecordCountAggregator`.
-    Record,
-}
-
-/// Which async runtime runs the stream threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeChoice {
-    /// `kstreams-tokio`.
-    Tokio,
-    /// `kstreams-smol`.
-    Smol,
-}
-
-/// The command line.
-#[derive(Debug, Clone)]
-pub struct Args {
-    /// `--bootstrap`; `None`: an in-process mock cluster with sample input.
-    pub bootstrap: Option<String>,
-    /// `--input`.
-    pub input: String,
-    /// `--output`.
-    pub output: String,
-    /// `--application-id`.
-    pub application_id: String,
-    /// `--state-dir`; `None` only without `--bootstrap` (a temporary directory).
-    pub state_dir: Option<PathBuf>,
-    /// `--store lmdb|memory`: `true` for LMDB.
-    pub lmdb: bool,
-    /// `--mode`.
-    pub mode: Mode,
-    /// `--runtime`.
-    pub runtime: RuntimeChoice,
-    /// `--exit-when-idle`.
-    pub exit_when_idle: Option<Duration>,
-}
-
-const USAGE: &str = "usage: batch_count [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
---application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
-[--runtime tokio|smol] [--exit-when-idle SECS]";
-
-impl Args {
-    /// Parses the arguments after the program name.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
-        let mut flags: BTreeMap<String, String> = BTreeMap::new();
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            let known = [
-                "--bootstrap",
-                "--input",
-                "--output",
-                "--application-id",
-                "--state-dir",
-                "--store",
-                "--mode",
-                "--runtime",
-                "--exit-when-idle",
-            ];
-            if !known.contains(&flag.as_str()) {
-                return Err(format!("unknown argument `{flag}`\n{USAGE}"));
-            }
-            let value = args
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
-            if flags.insert(flag.clone(), value).is_some() {
-                return Err(format!("{flag} given twice"));
-            }
-        }
-        let bootstrap = flags.remove("--bootstrap");
-        let mut required = |flag: &str, default: &str| match (flags.remove(flag), &bootstrap) {
-            (Some(v), _) => Ok(v),
-            (None, None) => Ok(default.to_owned()),
-            (None, Some(_)) => Err(format!("{flag} is required with --bootstrap\n{USAGE}")),
-        };
-        let input = required("--input", "input")?;
-        let output = required("--output", "output")?;
-        let application_id = required("--application-id", "batch-count")?;
-        let state_dir = match (flags.remove("--state-dir"), &bootstrap) {
-            (Some(dir), _) => Some(PathBuf::from(dir)),
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(format!("--state-dir is required with --bootstrap\n{USAGE}"));
-            }
-        };
-        let lmdb = match flags.remove("--store").as_deref() {
-            None | Some("lmdb") => true,
-            Some("memory") => false,
-            Some(other) => return Err(format!("--store: `{other}` is not lmdb or memory")),
-        };
-        let mode = match flags.remove("--mode").as_deref() {
-            None | Some("batch") => Mode::Batch,
-            Some("record") => Mode::Record,
-            Some(other) => return Err(format!("--mode: `{other}` is not batch or record")),
-        };
-        let runtime = match flags.remove("--runtime").as_deref() {
-            None | Some("tokio") => RuntimeChoice::Tokio,
-            Some("smol") => RuntimeChoice::Smol,
-            Some(other) => return Err(format!("--runtime: `{other}` is not tokio or smol")),
-        };
-        let exit_when_idle = match flags.remove("--exit-when-idle") {
-            Some(secs) => Some(Duration::from_secs_f64(
-                secs.parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| {
-                        format!("--exit-when-idle: `{secs}` is not a positive number")
-                    })?,
-            )),
-            None if bootstrap.is_none() => Some(Duration::from_secs(2)),
-            None => None,
-        };
-        Ok(Self {
-            bootstrap,
-            input,
-            output,
-            application_id,
-            state_dir,
-            lmdb,
-            mode,
-            runtime,
-            exit_when_idle,
-        })
-    }
-}
+/// The example for [`support::run`].
+pub const BATCH_COUNT: Example = Example {
+    topology,
+    own_topics: |_| Vec::new(),
+    sample,
+};
 
 /// `input` → count per key (store "counts", not logged) → `output`.
-pub fn topology(input: &str, output: &str, mode: Mode) -> Result<Topology, TopologyError> {
+pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
     let mut b = TopologyBuilder::new();
-    let src = b.add_source("src", &[input], BytesSerde, BytesSerde)?;
-    let count = match mode {
+    let src = b.add_source("src", &[args.input.as_str()], BytesSerde, BytesSerde)?;
+    let count = match args.mode {
         Mode::Batch => {
             b.add_processor("count", &[&src], BatchCountAggregator::supplier("counts"))?
         }
@@ -183,187 +51,23 @@ pub fn topology(input: &str, output: &str, mode: Mode) -> Result<Topology, Topol
         StoreBuilder::key_value("counts", BytesSerde, I64Serde).with_logging(false),
         &["count"],
     )?;
-    b.add_sink("sink", output, &[&count], BytesSerde, I64Serde)?;
+    b.add_sink("sink", &args.output, &[&count], BytesSerde, I64Serde)?;
     b.build()
 }
 
-/// A mock cluster of three brokers, with the group API versions capped where librdkafka
-/// 2.12's mock misparses the flexible versions it advertises (JoinGroup v6, SyncGroup v4 and
-/// LeaveGroup v3+; see `tests/tests/e2e_mock_cluster.rs`).
-pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, String> {
-    let mock = MockCluster::new(3).map_err(|e| format!("mock cluster: {e}"))?;
-    for (api, max) in [
-        (RDKafkaApiKey::JoinGroup, 5),
-        (RDKafkaApiKey::SyncGroup, 3),
-        (RDKafkaApiKey::LeaveGroup, 2),
-    ] {
-        mock.apiversion(api, Some(0), Some(max))
-            .map_err(|e| format!("mock cluster: {e}"))?;
-    }
-    Ok(mock)
-}
-
-/// Produces [`SAMPLE_RECORDS`] records over [`SAMPLE_PARTITIONS`] partitions; returns the
-/// expected final count per key.
-pub fn produce_sample(bootstrap: &str, topic: &str) -> Result<BTreeMap<Vec<u8>, i64>, String> {
-    let producer: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .create()
-        .map_err(|e| format!("producer: {e}"))?;
-    let mut expected = BTreeMap::new();
-    for i in 0..SAMPLE_RECORDS {
-        let key = format!("word-{}", (i * 7) % 13).into_bytes();
-        *expected.entry(key.clone()).or_insert(0) += 1;
-        let value = format!("{i}");
-        producer
-            .send(BaseRecord::to(topic).key(&key).payload(&value))
-            .map_err(|(e, _)| format!("produce: {e}"))?;
-    }
-    producer
-        .flush(Duration::from_secs(30))
-        .map_err(|e| format!("produce: {e}"))?;
-    Ok(expected)
-}
-
-/// Reads `topic` from the beginning and hands each record to `on_record`; returns once the
-/// instance has been `Running` with no new output for `idle`, or has stopped.
-fn watch_output(
-    bootstrap: &str,
-    topic: &str,
-    idle: Duration,
-    handle: &StreamsHandle,
-    mut on_record: impl FnMut(&[u8], i64),
-) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "batch-count-example-watcher")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| format!("consumer: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("metadata of {topic}: {e}"))?;
-    let partitions = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len())
-        .unwrap_or(0);
-    if partitions == 0 {
-        return Err(format!("output topic {topic} does not exist"));
-    }
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    let mut last_output = Instant::now();
-    loop {
-        match handle.state() {
-            StreamsState::Running => {}
-            state if state.is_terminal() => return Ok(()),
-            // Idle time counts only while running (not while joining or rebalancing).
-            _ => last_output = Instant::now(),
-        }
-        if last_output.elapsed() >= idle {
-            return Ok(());
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.map_err(|e| format!("consume {topic}: {e}"))?;
-        let count = message
-            .payload()
-            .and_then(|v| <[u8; 8]>::try_from(v).ok())
-            .map(i64::from_be_bytes)
-            .ok_or_else(|| format!("{topic}: a value that is not an 8-byte count"))?;
-        on_record(message.key().unwrap_or_default(), count);
-        last_output = Instant::now();
-    }
-}
-
-/// Runs the application as `args` say; returns the final count per key seen on the output
-/// topic (empty when it ran without `--exit-when-idle` and stopped by failing).
-pub fn run(args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, String> {
-    let mock = match &args.bootstrap {
-        Some(_) => None,
-        None => Some(mock_cluster()?),
-    };
-    let bootstrap = match (&args.bootstrap, &mock) {
-        (Some(b), _) => b.clone(),
-        (None, Some(mock)) => mock.bootstrap_servers(),
-        (None, None) => unreachable!("a mock cluster runs without --bootstrap"),
-    };
-    if let Some(mock) = &mock {
-        for topic in [&args.input, &args.output] {
-            mock.create_topic(topic, SAMPLE_PARTITIONS, 1)
-                .map_err(|e| format!("create {topic}: {e}"))?;
-        }
-        let expected = produce_sample(&bootstrap, &args.input)?;
-        eprintln!(
-            "mock cluster at {bootstrap}: produced {SAMPLE_RECORDS} records, {} keys",
-            expected.len()
-        );
-    }
-    let temp_dir;
-    let state_dir = match &args.state_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp_dir = tempfile::tempdir().map_err(|e| format!("state dir: {e}"))?;
-            temp_dir.path().to_owned()
-        }
-    };
-
-    let topology = topology(&args.input, &args.output, args.mode).map_err(|e| e.to_string())?;
-    let engine = EngineConfig::new(&args.application_id, bootstrap.split(','));
-    let mut config = StreamsConfig::from_engine_config(engine);
-    config.state_dir = state_dir;
-    let stores = if args.lmdb {
-        Stores::Lmdb
-    } else {
-        Stores::Memory
-    };
-    let handle: StreamsHandle = match args.runtime {
-        RuntimeChoice::Tokio => kstreams_tokio::KafkaStreams::new(topology, config, stores)
-            .and_then(|s| s.start())
-            .map_err(|e| e.to_string())?,
-        RuntimeChoice::Smol => kstreams_smol::KafkaStreams::new(topology, config, stores)
-            .and_then(|s| s.start())
-            .map_err(|e| e.to_string())?,
-    };
-
-    let mut counts = BTreeMap::new();
-    match args.exit_when_idle {
-        Some(idle) => {
-            let watched = watch_output(&bootstrap, &args.output, idle, &handle, |key, count| {
-                counts.insert(key.to_vec(), count);
-            });
-            // Close whatever the watcher found: a clean close commits and leaves the group.
-            let closed = futures_lite::future::block_on(handle.close());
-            watched?;
-            closed.map_err(|e| e.to_string())?;
-        }
-        None => {
-            futures_lite::future::block_on(handle.wait()).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(counts)
+/// [`SAMPLE_RECORDS`] records with 13 distinct keys `word-N`.
+pub fn sample() -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..SAMPLE_RECORDS)
+        .map(|i| {
+            (
+                format!("word-{}", (i * 7) % 13).into_bytes(),
+                i.to_string().into_bytes(),
+            )
+        })
+        .collect()
 }
 
 #[allow(dead_code)] // Not called where a test includes this file as a module.
 fn main() {
-    let result = Args::parse(std::env::args().skip(1)).and_then(|args| run(&args));
-    match result {
-        Ok(counts) => {
-            for (key, count) in counts {
-                println!("{}\t{count}", String::from_utf8_lossy(&key));
-            }
-        }
-        Err(error) => {
-            eprintln!("batch_count: {error}");
-            std::process::exit(1);
-        }
-    }
+    support::main("batch_count", "batch-count", &BATCH_COUNT);
 }

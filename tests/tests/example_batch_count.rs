@@ -7,16 +7,16 @@ mod batch_count;
 
 use std::time::Duration;
 
-use batch_count::{Args, Mode, RuntimeChoice};
+use batch_count::support::{self, Args, Mode, RuntimeChoice};
 
 /// Bound of each run (the example exits after 1 s without new output once running).
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn run_bounded(args: Vec<&str>) -> std::collections::BTreeMap<Vec<u8>, i64> {
-    let args = Args::parse(args.into_iter().map(String::from)).expect("arguments");
+    let args = parse(args).expect("arguments");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(batch_count::run(&args));
+        let _ = tx.send(support::run(&batch_count::BATCH_COUNT, &args));
     });
     rx.recv_timeout(TIMEOUT)
         .expect("the example did not finish in time")
@@ -35,9 +35,17 @@ fn expected() -> std::collections::BTreeMap<Vec<u8>, i64> {
     expected
 }
 
+fn parse(args: Vec<&str>) -> Result<Args, String> {
+    Args::parse(
+        "batch_count",
+        "batch-count",
+        args.into_iter().map(String::from),
+    )
+}
+
 #[test]
 fn no_bootstrap_batch_mode_with_lmdb_on_tokio_prints_exact_counts() {
-    let args = Args::parse(Vec::new()).unwrap();
+    let args = parse(Vec::new()).unwrap();
     assert_eq!(args.mode, Mode::Batch);
     assert_eq!(args.runtime, RuntimeChoice::Tokio);
     assert!(args.lmdb);
@@ -62,8 +70,10 @@ fn no_bootstrap_record_mode_in_memory_on_smol_prints_exact_counts() {
 
 #[test]
 fn bad_arguments_are_refused() {
-    assert!(Args::parse(["--bootstrap".to_owned(), "h:1".to_owned()]).is_err());
-    assert!(Args::parse(["--mode".to_owned(), "stream".to_owned()]).is_err());
-    assert!(Args::parse(["--nope".to_owned()]).is_err());
-    assert!(Args::parse(["--exit-when-idle".to_owned(), "0".to_owned()]).is_err());
+    assert!(parse(vec!["--bootstrap", "h:1"]).is_err());
+    assert!(parse(vec!["--mode", "stream"]).is_err());
+    assert!(parse(vec!["--nope"]).is_err());
+    assert!(parse(vec!["--exit-when-idle", "0"]).is_err());
+    assert!(parse(vec!["--store", "rocksdb"]).is_err());
+    assert!(parse(vec!["--runtime", "glommio"]).is_err());
 }

@@ -1,0 +1,380 @@
+//! What the broker examples (`batch_count`, `wordcount`) share: the command line, the
+//! no-bootstrap mode (librdkafka's in-process mock cluster with sample input), watching the
+//! output topic for `--exit-when-idle`, and running the application on tokio or smol.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kstreams_core::engine::EngineConfig;
+use kstreams_core::prelude::{Topology, TopologyError};
+use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Partitions of the topics the no-bootstrap mode creates.
+pub const SAMPLE_PARTITIONS: i32 = 4;
+
+/// Which count processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `BatchCountAggregator`.
+    Batch,
+    /// `RecordCountAggregator`.
+    Record,
+}
+
+/// Which async runtime runs the stream threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// `kstreams-tokio`.
+    Tokio,
+    /// `kstreams-smol`.
+    Smol,
+}
+
+/// The command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// `--bootstrap`; `None`: an in-process mock cluster with sample input.
+    pub bootstrap: Option<String>,
+    /// `--input`.
+    pub input: String,
+    /// `--output`.
+    pub output: String,
+    /// `--application-id`.
+    pub application_id: String,
+    /// `--state-dir`; `None` only without `--bootstrap` (a temporary directory).
+    pub state_dir: Option<PathBuf>,
+    /// `--store lmdb|memory`: `true` for LMDB.
+    pub lmdb: bool,
+    /// `--mode`.
+    pub mode: Mode,
+    /// `--runtime`.
+    pub runtime: RuntimeChoice,
+    /// `--exit-when-idle`.
+    pub exit_when_idle: Option<Duration>,
+}
+
+impl Args {
+    /// Parses the arguments after the program name of example `program`, whose
+    /// application id defaults to `default_application_id` without `--bootstrap`.
+    pub fn parse(
+        program: &str,
+        default_application_id: &str,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Self, String> {
+        let usage = format!(
+            "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
+             --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
+             [--runtime tokio|smol] [--exit-when-idle SECS]"
+        );
+        let mut flags: BTreeMap<String, String> = BTreeMap::new();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let known = [
+                "--bootstrap",
+                "--input",
+                "--output",
+                "--application-id",
+                "--state-dir",
+                "--store",
+                "--mode",
+                "--runtime",
+                "--exit-when-idle",
+            ];
+            if !known.contains(&flag.as_str()) {
+                return Err(format!("unknown argument `{flag}`\n{usage}"));
+            }
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{usage}"))?;
+            if flags.insert(flag.clone(), value).is_some() {
+                return Err(format!("{flag} given twice"));
+            }
+        }
+        let bootstrap = flags.remove("--bootstrap");
+        let mut required = |flag: &str, default: &str| match (flags.remove(flag), &bootstrap) {
+            (Some(v), _) => Ok(v),
+            (None, None) => Ok(default.to_owned()),
+            (None, Some(_)) => Err(format!("{flag} is required with --bootstrap\n{usage}")),
+        };
+        let input = required("--input", "input")?;
+        let output = required("--output", "output")?;
+        let application_id = required("--application-id", default_application_id)?;
+        let state_dir = match (flags.remove("--state-dir"), &bootstrap) {
+            (Some(dir), _) => Some(PathBuf::from(dir)),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(format!("--state-dir is required with --bootstrap\n{usage}"));
+            }
+        };
+        let lmdb = match flags.remove("--store").as_deref() {
+            None | Some("lmdb") => true,
+            Some("memory") => false,
+            Some(other) => return Err(format!("--store: `{other}` is not lmdb or memory")),
+        };
+        let mode = match flags.remove("--mode").as_deref() {
+            None | Some("batch") => Mode::Batch,
+            Some("record") => Mode::Record,
+            Some(other) => return Err(format!("--mode: `{other}` is not batch or record")),
+        };
+        let runtime = match flags.remove("--runtime").as_deref() {
+            None | Some("tokio") => RuntimeChoice::Tokio,
+            Some("smol") => RuntimeChoice::Smol,
+            Some(other) => return Err(format!("--runtime: `{other}` is not tokio or smol")),
+        };
+        let exit_when_idle = match flags.remove("--exit-when-idle") {
+            Some(secs) => Some(Duration::from_secs_f64(
+                secs.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| {
+                        format!("--exit-when-idle: `{secs}` is not a positive number")
+                    })?,
+            )),
+            None if bootstrap.is_none() => Some(Duration::from_secs(3)),
+            None => None,
+        };
+        Ok(Self {
+            bootstrap,
+            input,
+            output,
+            application_id,
+            state_dir,
+            lmdb,
+            mode,
+            runtime,
+            exit_when_idle,
+        })
+    }
+}
+
+/// One of the broker examples.
+pub struct Example {
+    /// The topology for the parsed arguments.
+    pub topology: fn(&Args) -> Result<Topology, TopologyError>,
+    /// Topics of the application's own besides input and output (e.g. a repartition topic),
+    /// created with the input topic's partition count when missing.
+    pub own_topics: fn(&Args) -> Vec<String>,
+    /// The sample input of the no-bootstrap mode: `(key, value)` records.
+    pub sample: fn() -> Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A mock cluster of three brokers, with the group API versions capped where librdkafka
+/// 2.12's mock misparses the flexible versions it advertises (JoinGroup v6, SyncGroup v4 and
+/// LeaveGroup v3+; see `tests/tests/e2e_support/mod.rs`).
+pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, String> {
+    let mock = MockCluster::new(3).map_err(|e| format!("mock cluster: {e}"))?;
+    for (api, max) in [
+        (RDKafkaApiKey::JoinGroup, 5),
+        (RDKafkaApiKey::SyncGroup, 3),
+        (RDKafkaApiKey::LeaveGroup, 2),
+    ] {
+        mock.apiversion(api, Some(0), Some(max))
+            .map_err(|e| format!("mock cluster: {e}"))?;
+    }
+    Ok(mock)
+}
+
+/// Produces `records` to `topic` (partitioned by key) and waits until all are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .map_err(|e| format!("producer: {e}"))?;
+    for (key, value) in records {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(value))
+            .map_err(|(e, _)| format!("produce: {e}"))?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| format!("produce: {e}"))
+}
+
+/// The partition count of `topic` (`None`: it does not exist).
+fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<i32>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
+    Ok(metadata
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32))
+}
+
+/// Creates `topic` with `partitions` through CreateTopics unless it exists.
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let results = futures_lite::future::block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .map_err(|e| format!("create {topic}: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("create {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `topic` from the beginning and hands each record to `on_record`; returns once the
+/// instance has been `Running` with no new output for `idle`, or has stopped.
+fn watch_output(
+    bootstrap: &str,
+    topic: &str,
+    idle: Duration,
+    handle: &StreamsHandle,
+    mut on_record: impl FnMut(&[u8], i64),
+) -> Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kstreams-example-watcher")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    let partitions = partition_count(bootstrap, topic)?
+        .ok_or_else(|| format!("output topic {topic} does not exist"))?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let mut last_output = Instant::now();
+    loop {
+        match handle.state() {
+            StreamsState::Running => {}
+            state if state.is_terminal() => return Ok(()),
+            // Idle time counts only while running (not while joining or rebalancing).
+            _ => last_output = Instant::now(),
+        }
+        if last_output.elapsed() >= idle {
+            return Ok(());
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.map_err(|e| format!("consume {topic}: {e}"))?;
+        let count = message
+            .payload()
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map(i64::from_be_bytes)
+            .ok_or_else(|| format!("{topic}: a value that is not an 8-byte count"))?;
+        on_record(message.key().unwrap_or_default(), count);
+        last_output = Instant::now();
+    }
+}
+
+/// Runs `example` as `args` say; returns the final count per key seen on the output topic
+/// (empty when it ran without `--exit-when-idle` and stopped by failing).
+pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, String> {
+    let mock = match &args.bootstrap {
+        Some(_) => None,
+        None => Some(mock_cluster()?),
+    };
+    let bootstrap = match (&args.bootstrap, &mock) {
+        (Some(b), _) => b.clone(),
+        (None, Some(mock)) => mock.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster runs without --bootstrap"),
+    };
+    let own_topics = (example.own_topics)(args);
+    if let Some(mock) = &mock {
+        // The mock cluster serves no CreateTopics: make every topic through its API.
+        for topic in [&args.input, &args.output].into_iter().chain(&own_topics) {
+            mock.create_topic(topic, SAMPLE_PARTITIONS, 1)
+                .map_err(|e| format!("create {topic}: {e}"))?;
+        }
+        let sample = (example.sample)();
+        produce(&bootstrap, &args.input, &sample)?;
+        eprintln!(
+            "mock cluster at {bootstrap}: produced {} records to {}",
+            sample.len(),
+            args.input
+        );
+    } else if !own_topics.is_empty() {
+        let partitions = partition_count(&bootstrap, &args.input)?
+            .ok_or_else(|| format!("input topic {} does not exist", args.input))?;
+        for topic in &own_topics {
+            create_topic(&bootstrap, topic, partitions)?;
+        }
+    }
+    let temp_dir;
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp_dir = tempfile::tempdir().map_err(|e| format!("state dir: {e}"))?;
+            temp_dir.path().to_owned()
+        }
+    };
+
+    let topology = (example.topology)(args).map_err(|e| e.to_string())?;
+    let engine = EngineConfig::new(&args.application_id, bootstrap.split(','));
+    let mut config = StreamsConfig::from_engine_config(engine);
+    config.state_dir = state_dir;
+    let stores = if args.lmdb {
+        Stores::Lmdb
+    } else {
+        Stores::Memory
+    };
+    let handle: StreamsHandle = match args.runtime {
+        RuntimeChoice::Tokio => kstreams_tokio::KafkaStreams::new(topology, config, stores)
+            .and_then(|s| s.start())
+            .map_err(|e| e.to_string())?,
+        RuntimeChoice::Smol => kstreams_smol::KafkaStreams::new(topology, config, stores)
+            .and_then(|s| s.start())
+            .map_err(|e| e.to_string())?,
+    };
+
+    let mut counts = BTreeMap::new();
+    match args.exit_when_idle {
+        Some(idle) => {
+            let watched = watch_output(&bootstrap, &args.output, idle, &handle, |key, count| {
+                counts.insert(key.to_vec(), count);
+            });
+            // Close whatever the watcher found: a clean close commits and leaves the group.
+            let closed = futures_lite::future::block_on(handle.close());
+            watched?;
+            closed.map_err(|e| e.to_string())?;
+        }
+        None => {
+            futures_lite::future::block_on(handle.wait()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(counts)
+}
+
+/// The examples' `main`: parse, run, print `key<TAB>count` lines, exit 1 on an error.
+pub fn main(program: &str, default_application_id: &str, example: &Example) {
+    let result = Args::parse(program, default_application_id, std::env::args().skip(1))
+        .and_then(|args| run(example, &args));
+    match result {
+        Ok(counts) => {
+            for (key, count) in counts {
+                println!("{}\t{count}", String::from_utf8_lossy(&key));
+            }
+        }
+        Err(error) => {
+            eprintln!("{program}: {error}");
+            std::process::exit(1);
+        }
+    }
+}

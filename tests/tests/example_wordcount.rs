@@ -1,0 +1,93 @@
+//! Runs `examples/wordcount.rs` in process in its no-bootstrap mode (an in-process mock
+//! cluster, sample lines, a repartition topic between its two sub-topologies) and checks the
+//! final count of every word.
+
+#[allow(dead_code)]
+#[path = "../examples/wordcount.rs"]
+mod wordcount;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wordcount::support::{self, Args};
+
+/// Bound of each run (`--exit-when-idle 3`: the first counts need two hops, through the
+/// repartition topic, so a 1 s idle limit could end a slow run before any output).
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn run_bounded(args: &[&str]) -> BTreeMap<Vec<u8>, i64> {
+    // Engine warnings on the test's stderr (shown for failed tests; RUST_LOG overrides).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+    let args = Args::parse("wordcount", "wordcount", args.iter().map(|a| a.to_string()))
+        .expect("arguments");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(support::run(&wordcount::WORDCOUNT, &args));
+    });
+    rx.recv_timeout(TIMEOUT)
+        .expect("the example did not finish in time")
+        .expect("the example failed")
+}
+
+/// The counts, written out by hand from the four sample lines (25 rounds each).
+fn expected() -> BTreeMap<Vec<u8>, i64> {
+    [
+        ("the", 7),
+        ("quick", 2),
+        ("brown", 2),
+        ("fox", 4),
+        ("jumps", 2),
+        ("over", 2),
+        ("lazy", 2),
+        ("dog", 3),
+        ("sleeps", 1),
+        ("and", 2),
+        ("runs", 1),
+        ("a", 2),
+        ("meet", 1),
+        ("cat", 2),
+    ]
+    .into_iter()
+    .map(|(word, per_round)| {
+        (
+            word.as_bytes().to_vec(),
+            per_round * wordcount::SAMPLE_ROUNDS as i64,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn words_are_split_on_punctuation_and_lower_cased() {
+    let words: Vec<String> = wordcount::words("The dog sleeps, and the fox's run.").collect();
+    assert_eq!(
+        words,
+        ["the", "dog", "sleeps", "and", "the", "fox's", "run"]
+    );
+}
+
+#[test]
+fn no_bootstrap_batch_mode_on_lmdb_counts_every_word() {
+    assert_eq!(run_bounded(&["--exit-when-idle", "3"]), expected());
+}
+
+#[test]
+fn no_bootstrap_record_mode_in_memory_on_smol_counts_every_word() {
+    let counts = run_bounded(&[
+        "--mode",
+        "record",
+        "--store",
+        "memory",
+        "--runtime",
+        "smol",
+        "--exit-when-idle",
+        "3",
+    ]);
+    assert_eq!(counts, expected());
+}
