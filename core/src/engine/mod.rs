@@ -38,6 +38,7 @@
 //! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]).
 
 mod config;
+mod jitter;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -290,6 +291,8 @@ pub struct Engine {
     producer: Producer<TaskId>,
     /// Creates the changelog topics of logged stores.
     internal_topics: InternalTopics,
+    /// Spreads reconnect delays (seeded by [`EngineConfig::random_seed`]).
+    jitter: jitter::Jitter,
     /// Logged stores: (sub-topology, store, changelog topic).
     changelogs: Vec<(usize, String, String)>,
     tasks: BTreeMap<TaskId, Task>,
@@ -382,6 +385,7 @@ impl Engine {
         let producer = Producer::new(config.producer.clone(), now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
         let changelogs = changelogs_of(&topology, &config.application_id);
+        let jitter = jitter::Jitter::new(config.random_seed);
         let nodes = metadata
             .brokers()
             .iter()
@@ -402,6 +406,7 @@ impl Engine {
             group,
             producer,
             internal_topics,
+            jitter,
             changelogs,
             tasks: BTreeMap::new(),
             pending_assignment: None,
@@ -931,7 +936,16 @@ impl Engine {
         let backoff = base
             .saturating_mul(1_i64 << node.failures.min(20).saturating_sub(1))
             .min(cap);
-        let tokens = node.disconnect(now.saturating_add(backoff));
+        // 80–100 % of the backoff, so clients that lost a broker together do not come back
+        // together (see `jitter`).
+        let delay = self.jitter.scale(backoff);
+        tracing::debug!(
+            node = id,
+            failures = node.failures,
+            delay,
+            "reconnect scheduled"
+        );
+        let tokens = node.disconnect(now.saturating_add(delay));
         if we_close && was_open {
             self.outputs.push_back(Output::Close { node: id });
         }
