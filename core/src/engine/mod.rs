@@ -35,7 +35,10 @@
 //! as many partitions as its sub-topology has tasks (the largest partition count of its source
 //! topics). Once metadata knows those counts the engine creates the changelogs (see
 //! [`crate::client::admin`]); an assignment waits until all of them exist with the right count,
-//! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]).
+//! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]). On
+//! brokers that offer no usable CreateTopics version the changelogs must exist already: they
+//! are only looked up in metadata, and one still missing at a second look stops the engine
+//! with a message saying how to create it.
 
 mod config;
 mod jitter;
@@ -1663,9 +1666,7 @@ impl Engine {
                     self.add_metadata_topic(topic);
                 }
                 InternalTopicsEvent::VerificationNeeded { topic } => {
-                    self.add_metadata_topic(topic.clone());
-                    self.metadata
-                        .request_refresh(&format!("partition count of existing topic {topic}"));
+                    self.look_up_topic(topic);
                 }
                 InternalTopicsEvent::MetadataRefreshNeeded { reason } => {
                     self.metadata.request_refresh(&reason);
@@ -1679,8 +1680,28 @@ impl Engine {
         progress
     }
 
-    /// Adds `topic` to the metadata topics of interest (only once it exists: Metadata v1–3
-    /// would let a broker auto-create it with the wrong settings).
+    /// Has metadata look `topic` up with a new request, so that its answer (partition count, or
+    /// `UnknownTopic`) reaches the internal topics component as news: a topic metadata already
+    /// holds as failed (e.g. reported missing before) is forgotten and asked again, since a
+    /// failure it already reported is not reported again.
+    fn look_up_topic(&mut self, topic: String) {
+        if self.metadata.topic_error(&topic).is_some() {
+            let others: BTreeSet<Arc<str>> = self
+                .metadata
+                .topics()
+                .filter(|t| ***t != *topic)
+                .cloned()
+                .collect();
+            self.metadata.set_topics(others);
+        }
+        self.metadata
+            .request_refresh(&format!("partition count of internal topic {topic}"));
+        self.add_metadata_topic(topic);
+    }
+
+    /// Adds `topic` to the metadata topics of interest (only once it exists, or to check
+    /// whether it exists when it cannot be created: Metadata v1–3 would let a broker
+    /// auto-create it with the wrong settings).
     fn add_metadata_topic(&mut self, topic: String) {
         let mut topics: BTreeSet<Arc<str>> = self.metadata.topics().cloned().collect();
         if topics.insert(topic.into()) {
