@@ -35,9 +35,28 @@ impl Clock {
     }
 }
 
+/// A seed for the reconnect jitter of the engine of stream thread `thread_index`
+/// ([`EngineConfig::random_seed`](kstreams_core::engine::EngineConfig::random_seed)): the wall
+/// clock's nanoseconds XOR the process id (in the high half) XOR the thread index. Threads of
+/// one instance (same reading of the clock) get different seeds by their index, instances by
+/// their time and process id, so their engines do not reconnect in lockstep.
+pub(crate) fn jitter_seed(thread_index: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ thread_index
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_seeds_differ_per_thread() {
+        let seeds: std::collections::BTreeSet<u64> = (0..8).map(jitter_seed).collect();
+        assert_eq!(seeds.len(), 8, "{seeds:?}");
+    }
 
     #[test]
     fn never_goes_backwards_and_is_close_to_the_wall_clock() {

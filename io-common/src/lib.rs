@@ -9,7 +9,8 @@
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
-//! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing).
+//! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
+//!   nanoseconds that seed each engine's reconnect jitter).
 //! - The loop of one stream thread (private): engine outputs to connection tasks and
 //!   back, timers from `Engine::poll_timeout`. It holds no protocol logic: connects,
 //!   reconnect backoff, request timeouts and shutdown are all the engine's decisions.
@@ -20,10 +21,12 @@
 //! ## Decisions
 //! - **One OS thread per stream thread** (see [`KafkaStreams`]): processing and LMDB
 //!   transactions run on the engine's own thread, never on the application's executor.
-//! - **No reconnect jitter here**: the engine owns the reconnect schedule (it emits
-//!   `Connect` again when its backoff expires). Delaying a `Connect` in the adapter would make
-//!   the engine's idea of "connecting since" wrong; jitter belongs in the engine's backoff,
-//!   drawn from a caller-provided seed.
+//! - **Reconnect jitter lives in the engine**: the engine owns the reconnect schedule (it
+//!   emits `Connect` again when its jittered backoff expires, 80–100 % of the exponential
+//!   backoff). Delaying a `Connect` in the adapter would make the engine's idea of
+//!   "connecting since" wrong. The adapter only supplies the entropy: each stream thread's
+//!   engine gets `EngineConfig::random_seed` from the wall clock's nanoseconds, the process id
+//!   and its thread index (any seed set in [`StreamsConfig`]'s engine config is replaced).
 //! - **Broker address mapping** ([`StreamsConfig::map_broker_address`]) is a static
 //!   `host:port → host:port` map applied to every `Connect` (bootstrap and advertised
 //!   brokers): a declarative "DNS" that is enough for NAT, port forwards and test clusters on

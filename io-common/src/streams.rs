@@ -11,7 +11,7 @@ use kstreams_core::topology::Topology;
 use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
 use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, jitter_seed};
 use crate::config::{AddressMap, Stores, StreamsConfig};
 use crate::driver::{INPUT_CAPACITY, Input, StreamThread};
 use crate::runtime::Runtime;
@@ -160,6 +160,7 @@ impl<R: Runtime> KafkaStreams<R> {
             let name = format!("{}-StreamThread-{n}", self.config.engine.client_id);
             let mut config = self.config.engine.clone();
             config.client_id = name.clone();
+            config.random_seed = jitter_seed(n as u64);
             let stores: Box<dyn StoreFactory> = match &self.stores {
                 StoreChoice::Memory => Box::new(MemoryStoreFactory),
                 StoreChoice::Shared(factory) => Box::new(SharedStores(factory.clone())),

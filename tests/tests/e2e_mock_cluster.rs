@@ -5,9 +5,10 @@
 //! The mock cluster has no CreateTopics (librdkafka 2.12 serves Produce, Fetch, ListOffsets,
 //! OffsetFetch, OffsetCommit, ApiVersions ≤ 2, Metadata, FindCoordinator, InitProducerId,
 //! JoinGroup, Heartbeat, LeaveGroup, SyncGroup, the transaction APIs, OffsetForLeaderEpoch and
-//! ConsumerGroupHeartbeat), so topics are made with `MockCluster::create_topic`, and stores
-//! here are not logged: a logged store's changelog topic is created with CreateTopics (see
-//! `a_logged_store_fails_for_lack_of_create_topics`).
+//! ConsumerGroupHeartbeat), so topics are made with `MockCluster::create_topic`. A logged
+//! store's changelog topic must then exist already: the engine checks its partition count
+//! instead of creating it (see `a_logged_store_uses_a_changelog_made_beforehand` and
+//! `a_logged_store_without_its_changelog_fails_saying_how_to_create_it`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,6 +36,8 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 const WAIT: Duration = Duration::from_secs(60);
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
+/// An input record: (partition, key, value).
+type InputRecord = (i32, Vec<u8>, Vec<u8>);
 
 /// A mock cluster of three brokers with the input and output topics.
 fn mock_cluster() -> Mock {
@@ -238,6 +241,43 @@ fn count_topology(logged: bool) -> Topology {
     b.build().unwrap()
 }
 
+/// `count` input records over the partitions, keyed so each key stays in one partition, and
+/// the final count per key.
+fn count_input(count: i32) -> (Vec<InputRecord>, BTreeMap<String, i64>) {
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let input = (0..count)
+        .map(|i| {
+            let p = i % PARTITIONS;
+            let key = format!("p{p}-k{}", (i / PARTITIONS) % 11);
+            *expected.entry(key.clone()).or_insert(0) += 1;
+            (p, key.into_bytes(), format!("v{i}").into_bytes())
+        })
+        .collect();
+    (input, expected)
+}
+
+/// The count topology's output: each key in one partition, its counts going 1, 2, 3, … up to
+/// its `expected` final count.
+fn assert_counts(output: &[Vec<(Vec<u8>, Vec<u8>)>], expected: &BTreeMap<String, i64>) {
+    let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+    let mut home: BTreeMap<String, usize> = BTreeMap::new();
+    for (p, records) in output.iter().enumerate() {
+        for (key, value) in records {
+            let key = String::from_utf8(key.clone()).unwrap();
+            let count = i64::from_be_bytes(value.as_slice().try_into().unwrap());
+            assert_eq!(
+                *home.entry(key.clone()).or_insert(p),
+                p,
+                "{key}: one partition"
+            );
+            let last = seen.entry(key.clone()).or_insert(0);
+            assert_eq!(count, *last + 1, "{key}: counts go 1, 2, 3, …");
+            *last = count;
+        }
+    }
+    assert_eq!(&seen, expected, "final count per key");
+}
+
 /// Closes the instance (bounded), then checks through the broker that the group committed
 /// every input partition at its end offset.
 async fn close_and_check_commits(
@@ -333,15 +373,7 @@ async fn batch_count_with_lmdb_exact_final_counts() {
         let mock = mock_cluster();
         let bootstrap = mock.bootstrap_servers();
         let app = "e2e-count";
-        let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-        let input: Vec<(i32, Vec<u8>, Vec<u8>)> = (0..800)
-            .map(|i| {
-                let p = i % PARTITIONS;
-                let key = format!("p{p}-k{}", (i / PARTITIONS) % 11);
-                *expected.entry(key.clone()).or_insert(0) += 1;
-                (p, key.into_bytes(), format!("v{i}").into_bytes())
-            })
-            .collect();
+        let (input, expected) = count_input(800);
         produce(&bootstrap, &input).await;
 
         let state_dir = tempfile::tempdir().unwrap();
@@ -353,40 +385,48 @@ async fn batch_count_with_lmdb_exact_final_counts() {
         .unwrap();
         let handle = streams.start().unwrap();
         let output = read_exactly(&bootstrap, OUTPUT, input.len(), Duration::from_millis(500));
-
-        let mut seen: BTreeMap<String, i64> = BTreeMap::new();
-        let mut home: BTreeMap<String, usize> = BTreeMap::new();
-        for (p, records) in output.iter().enumerate() {
-            for (key, value) in records {
-                let key = String::from_utf8(key.clone()).unwrap();
-                let count = i64::from_be_bytes(value.as_slice().try_into().unwrap());
-                assert_eq!(
-                    *home.entry(key.clone()).or_insert(p),
-                    p,
-                    "{key}: one partition"
-                );
-                let last = seen.entry(key.clone()).or_insert(0);
-                assert_eq!(count, *last + 1, "{key}: counts go 1, 2, 3, …");
-                *last = count;
-            }
-        }
-        assert_eq!(seen, expected, "final count per key");
+        assert_counts(&output, &expected);
         close_and_check_commits(handle, &bootstrap, app).await;
     })
     .await;
 }
 
-/// A logged store needs its changelog topic made with CreateTopics, which the mock cluster
-/// does not serve (even when the topic already exists): the engine stops with a precise error
-/// instead of processing without its changelog.
+/// The mock cluster does not serve CreateTopics: a logged store whose changelog topic was made
+/// beforehand (with the input's partition count) is checked in metadata and used, and the
+/// counts come out right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_logged_store_fails_for_lack_of_create_topics() {
+async fn a_logged_store_uses_a_changelog_made_beforehand() {
     bounded(async {
         let mock = mock_cluster();
         let bootstrap = mock.bootstrap_servers();
         let app = "e2e-logged";
         mock.create_topic(&format!("{app}-counts-changelog"), PARTITIONS, 1)
             .expect("create changelog");
+        let (input, expected) = count_input(400);
+        produce(&bootstrap, &input).await;
+        let state_dir = tempfile::tempdir().unwrap();
+        let streams = KafkaStreams::new(
+            count_topology(true),
+            streams_config(&bootstrap, app, state_dir.path()),
+            Stores::Memory,
+        )
+        .unwrap();
+        let handle = streams.start().unwrap();
+        let output = read_exactly(&bootstrap, OUTPUT, input.len(), Duration::from_millis(500));
+        assert_counts(&output, &expected);
+        close_and_check_commits(handle, &bootstrap, app).await;
+    })
+    .await;
+}
+
+/// Without CreateTopics and without its changelog topic, a logged store stops the engine with
+/// a typed error that names the topic and says how to create it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_store_without_its_changelog_fails_saying_how_to_create_it() {
+    bounded(async {
+        let mock = mock_cluster();
+        let bootstrap = mock.bootstrap_servers();
+        let app = "e2e-unlogged-cluster";
         let state_dir = tempfile::tempdir().unwrap();
         let streams = KafkaStreams::new(
             count_topology(true),
@@ -399,16 +439,26 @@ async fn a_logged_store_fails_for_lack_of_create_topics() {
             .await
             .expect("the engine neither failed nor stopped")
             .unwrap_err();
+        let topic = format!("{app}-counts-changelog");
         assert!(
             matches!(
                 &error,
                 StreamsError::Engine { error, .. } if matches!(
-                    **error,
+                    &**error,
                     EngineError::InternalTopic(InternalTopicsError::UnsupportedVersion {
+                        topic: t,
+                        partitions: PARTITIONS,
                         version: None,
-                    })
+                        ..
+                    }) if *t == topic
                 )
             ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains(&format!(
+                "create topic `{topic}` with {PARTITIONS} partitions (cleanup.policy=compact) yourself"
+            )),
             "{error}"
         );
         assert_eq!(handle.state(), StreamsState::Error);

@@ -1,10 +1,13 @@
 //! The engine creates the changelog topics of logged stores (`<app>-<store>-changelog`) on the
-//! simulated cluster with CreateTopics before it starts tasks.
+//! simulated cluster with CreateTopics before it starts tasks; on a cluster that does not offer
+//! CreateTopics it uses changelogs that exist already and stops with a typed error naming a
+//! missing one.
 //!
 //! The simulator does not keep topic configs, so the compaction setting (and the replication
 //! factor) are checked on the CreateTopics requests the engine sent, decoded from the recorded
 //! wire; the partition count is checked on the cluster itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -98,8 +101,8 @@ fn run_until_tasks(h: &mut Harness, stores: &[&str]) -> bool {
     })
 }
 
-/// The CreateTopics requests the engine sent, with their versions, decoded from the wire.
-fn create_topics_requests(h: &Harness) -> Vec<(i16, CreateTopicsRequest)> {
+/// Every request the engine sent, with its version, decoded from the wire.
+fn sent_requests(h: &Harness) -> Vec<(i16, RequestKind)> {
     let wire = h.engines[0].wire.as_deref().unwrap_or_default();
     let mut out = Vec::new();
     for event in wire {
@@ -114,14 +117,24 @@ fn create_topics_requests(h: &Harness) -> Vec<(i16, CreateTopicsRequest)> {
             let api = ApiKey::try_from(peek.get_i16()).unwrap();
             let version = peek.get_i16();
             RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
-            if let RequestKind::CreateTopics(r) =
-                RequestKind::decode(api, &mut frame, version).unwrap()
-            {
-                out.push((version, r));
-            }
+            out.push((
+                version,
+                RequestKind::decode(api, &mut frame, version).unwrap(),
+            ));
         }
     }
     out
+}
+
+/// The CreateTopics requests the engine sent, with their versions, decoded from the wire.
+fn create_topics_requests(h: &Harness) -> Vec<(i16, CreateTopicsRequest)> {
+    sent_requests(h)
+        .into_iter()
+        .filter_map(|(version, request)| match request {
+            RequestKind::CreateTopics(r) => Some((version, r)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every topic entry of the sent CreateTopics requests: (name, partitions, replication factor,
@@ -297,4 +310,122 @@ fn brokers_before_kafka_2_4_get_the_legacy_replication_factor() {
         assert!(request.topics.iter().all(|t| t.replication_factor == 1));
     }
     assert_eq!(h.sim.partition_count(&changelog("counts")), Some(4));
+}
+
+/// The simulated cluster without CreateTopics in its ApiVersions (like librdkafka's mock
+/// cluster).
+fn sim_without_create_topics() -> SimCluster {
+    let mut sim = sim();
+    sim.config_mut().api_versions.remove(ApiKey::CreateTopics);
+    sim
+}
+
+/// How many Metadata requests the engine sent that ask for `topic`.
+fn metadata_requests_for(h: &Harness, topic: &str) -> usize {
+    sent_requests(h)
+        .into_iter()
+        .filter(|(_, request)| {
+            matches!(request, RequestKind::Metadata(r) if r.topics.iter().flatten().any(|t| {
+                t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)
+            }))
+        })
+        .count()
+}
+
+#[test]
+fn without_create_topics_existing_changelogs_are_used_and_records_counted() {
+    let mut sim = sim_without_create_topics();
+    sim.create_topic(&changelog("counts"), 4).unwrap();
+    sim.create_topic(&changelog("totals"), 2).unwrap();
+    // Keys k0, k1, k2 in turn: per input partition k0 four times, k1 and k2 three times.
+    produce_all(&mut sim, 4, 10);
+    let mut h = start(sim, true);
+    assert!(run_until_tasks(&mut h, &["counts", "totals"]), "no tasks");
+    assert!(
+        h.run_until(30_000, |h| all_committed(&h.sim, &[10; 4])),
+        "input not processed"
+    );
+    assert_eq!(failure(&h).map(ToString::to_string), None);
+    assert!(
+        create_topics_requests(&h).is_empty(),
+        "nothing to create with"
+    );
+    assert_eq!(h.engines[0].task_ids().len(), 6);
+    // Each input partition's task counts its own keys: the highest count of a key is its
+    // count in one partition, and every task reached it.
+    let mut finals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for q in 0..4 {
+        for r in h.sim.read_log(OUTPUT, q).unwrap() {
+            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let value = i64::from_be_bytes(r.value.unwrap().as_ref().try_into().unwrap());
+            finals.entry(key).or_default().push(value);
+        }
+    }
+    let highest: BTreeMap<&str, (i64, usize)> = finals
+        .iter()
+        .map(|(k, v)| {
+            let max = v.iter().copied().max().unwrap_or(0);
+            (k.as_str(), (max, v.iter().filter(|&&c| c == max).count()))
+        })
+        .collect();
+    assert_eq!(
+        highest,
+        BTreeMap::from([("k0", (4, 4)), ("k1", (3, 4)), ("k2", (3, 4))]),
+        "{finals:?}"
+    );
+}
+
+#[test]
+fn without_create_topics_a_missing_changelog_stops_the_engine_saying_how_to_create_it() {
+    let mut sim = sim_without_create_topics();
+    sim.create_topic(&changelog("counts"), 4).unwrap();
+    let mut h = start(sim, true);
+    run_until_tasks(&mut h, &["counts", "totals"]);
+    assert_eq!(h.engines[0].engine.state(), EngineState::Error);
+    let expected = InternalTopicsError::UnsupportedVersion {
+        topic: changelog("totals"),
+        partitions: 2,
+        configs: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
+        version: None,
+    };
+    assert!(
+        matches!(failure(&h), Some(EngineError::InternalTopic(e)) if *e == expected),
+        "{:?}",
+        failure(&h)
+    );
+    assert!(
+        failure(&h).unwrap().to_string().contains(&format!(
+            "create topic `{}` with 2 partitions (cleanup.policy=compact) yourself",
+            changelog("totals")
+        )),
+        "{}",
+        failure(&h).unwrap()
+    );
+    assert_eq!(h.engines[0].task_ids(), []);
+    assert!(create_topics_requests(&h).is_empty());
+    assert_eq!(h.sim.partition_count(&changelog("totals")), None);
+    // Missing at the first look, looked up once more before failing.
+    assert_eq!(metadata_requests_for(&h, &changelog("totals")), 2);
+}
+
+#[test]
+fn without_create_topics_an_existing_changelog_with_another_count_stops_the_engine() {
+    let mut sim = sim_without_create_topics();
+    sim.create_topic(&changelog("counts"), 4).unwrap();
+    sim.create_topic(&changelog("totals"), 3).unwrap();
+    let mut h = start(sim, true);
+    run_until_tasks(&mut h, &["counts", "totals"]);
+    assert!(
+        matches!(
+            failure(&h),
+            Some(EngineError::InternalTopic(InternalTopicsError::PartitionCountMismatch {
+                topic,
+                expected: 2,
+                actual: 3,
+            })) if *topic == changelog("totals")
+        ),
+        "{:?}",
+        failure(&h)
+    );
+    assert_eq!(h.engines[0].task_ids(), []);
 }

@@ -44,9 +44,16 @@ pub struct EngineConfig {
     /// A request unanswered for this long closes its connection (its requests fail over).
     pub request_timeout_ms: i64,
     /// First delay before reconnecting to a broker; doubles up to `reconnect_backoff_max_ms`.
+    /// Each delay is this backoff scaled by a random factor in `[0.8, 1.0]` (see
+    /// [`random_seed`](Self::random_seed)).
     pub reconnect_backoff_ms: i64,
-    /// Largest reconnect delay.
+    /// Largest reconnect delay (jitter only shortens delays, so it holds).
     pub reconnect_backoff_max_ms: i64,
+    /// Seeds the engine's only randomness, the reconnect jitter. The engine reads no entropy
+    /// itself: the adapters seed it from the OS (time, process id, stream thread index) so
+    /// engines spread their reconnects; tests set it to get the same delays every run.
+    /// Default 0.
+    pub random_seed: u64,
     /// Highest version to use per API, below what we and the broker support (e.g. to avoid a
     /// broker's broken implementation of a version). Fetch, Produce and Metadata are always
     /// capped at 12.
@@ -82,6 +89,7 @@ impl EngineConfig {
             request_timeout_ms: 30_000,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
+            random_seed: 0,
             api_version_caps: std::collections::HashMap::new(),
             max_batches_per_poll: 64,
         }

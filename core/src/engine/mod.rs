@@ -35,9 +35,13 @@
 //! as many partitions as its sub-topology has tasks (the largest partition count of its source
 //! topics). Once metadata knows those counts the engine creates the changelogs (see
 //! [`crate::client::admin`]); an assignment waits until all of them exist with the right count,
-//! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]).
+//! and a changelog that cannot be had stops the engine ([`EngineError::InternalTopic`]). On
+//! brokers that offer no usable CreateTopics version the changelogs must exist already: they
+//! are only looked up in metadata, and one still missing at a second look stops the engine
+//! with a message saying how to create it.
 
 mod config;
+mod jitter;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -290,6 +294,8 @@ pub struct Engine {
     producer: Producer<TaskId>,
     /// Creates the changelog topics of logged stores.
     internal_topics: InternalTopics,
+    /// Spreads reconnect delays (seeded by [`EngineConfig::random_seed`]).
+    jitter: jitter::Jitter,
     /// Logged stores: (sub-topology, store, changelog topic).
     changelogs: Vec<(usize, String, String)>,
     tasks: BTreeMap<TaskId, Task>,
@@ -382,6 +388,7 @@ impl Engine {
         let producer = Producer::new(config.producer.clone(), now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
         let changelogs = changelogs_of(&topology, &config.application_id);
+        let jitter = jitter::Jitter::new(config.random_seed);
         let nodes = metadata
             .brokers()
             .iter()
@@ -402,6 +409,7 @@ impl Engine {
             group,
             producer,
             internal_topics,
+            jitter,
             changelogs,
             tasks: BTreeMap::new(),
             pending_assignment: None,
@@ -931,7 +939,16 @@ impl Engine {
         let backoff = base
             .saturating_mul(1_i64 << node.failures.min(20).saturating_sub(1))
             .min(cap);
-        let tokens = node.disconnect(now.saturating_add(backoff));
+        // 80–100 % of the backoff, so clients that lost a broker together do not come back
+        // together (see `jitter`).
+        let delay = self.jitter.scale(backoff);
+        tracing::debug!(
+            node = id,
+            failures = node.failures,
+            delay,
+            "reconnect scheduled"
+        );
+        let tokens = node.disconnect(now.saturating_add(delay));
         if we_close && was_open {
             self.outputs.push_back(Output::Close { node: id });
         }
@@ -1649,9 +1666,7 @@ impl Engine {
                     self.add_metadata_topic(topic);
                 }
                 InternalTopicsEvent::VerificationNeeded { topic } => {
-                    self.add_metadata_topic(topic.clone());
-                    self.metadata
-                        .request_refresh(&format!("partition count of existing topic {topic}"));
+                    self.look_up_topic(topic);
                 }
                 InternalTopicsEvent::MetadataRefreshNeeded { reason } => {
                     self.metadata.request_refresh(&reason);
@@ -1665,8 +1680,28 @@ impl Engine {
         progress
     }
 
-    /// Adds `topic` to the metadata topics of interest (only once it exists: Metadata v1–3
-    /// would let a broker auto-create it with the wrong settings).
+    /// Has metadata look `topic` up with a new request, so that its answer (partition count, or
+    /// `UnknownTopic`) reaches the internal topics component as news: a topic metadata already
+    /// holds as failed (e.g. reported missing before) is forgotten and asked again, since a
+    /// failure it already reported is not reported again.
+    fn look_up_topic(&mut self, topic: String) {
+        if self.metadata.topic_error(&topic).is_some() {
+            let others: BTreeSet<Arc<str>> = self
+                .metadata
+                .topics()
+                .filter(|t| ***t != *topic)
+                .cloned()
+                .collect();
+            self.metadata.set_topics(others);
+        }
+        self.metadata
+            .request_refresh(&format!("partition count of internal topic {topic}"));
+        self.add_metadata_topic(topic);
+    }
+
+    /// Adds `topic` to the metadata topics of interest (only once it exists, or to check
+    /// whether it exists when it cannot be created: Metadata v1–3 would let a broker
+    /// auto-create it with the wrong settings).
     fn add_metadata_topic(&mut self, topic: String) {
         let mut topics: BTreeSet<Arc<str>> = self.metadata.topics().cloned().collect();
         if topics.insert(topic.into()) {

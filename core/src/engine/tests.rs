@@ -5,13 +5,16 @@ use crate::prelude::*;
 use crate::state::MemoryStoreFactory;
 
 fn engine() -> Engine {
+    engine_with(EngineConfig::new("app", ["broker:9092"]))
+}
+
+fn engine_with(config: EngineConfig) -> Engine {
     let mut b = TopologyBuilder::new();
     let src = b
         .add_source("src", &["in"], BytesSerde, BytesSerde)
         .unwrap();
     b.add_sink("sink", "out", &[&src], BytesSerde, BytesSerde)
         .unwrap();
-    let config = EngineConfig::new("app", ["broker:9092"]);
     Engine::new(
         Arc::new(b.build().unwrap()),
         config,
@@ -95,4 +98,69 @@ fn invalid_bootstrap_servers_are_a_config_error() {
     .err()
     .expect("rejected");
     assert!(matches!(err, EngineError::Config(_)));
+}
+
+/// The reconnect delays of an engine seeded with `seed` whose only broker refuses `attempts`
+/// connections in a row: the time from each refusal to the next `Connect`.
+fn reconnect_delays(seed: u64, attempts: usize) -> Vec<i64> {
+    let mut config = EngineConfig::new("app", ["broker:9092"]);
+    config.random_seed = seed;
+    let mut e = engine_with(config);
+    let mut now = 0;
+    let mut node = drain(&mut e, now)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Connect { node, .. } => Some(node),
+            _ => None,
+        })
+        .expect("connects to the bootstrap server");
+    let mut delays = Vec::new();
+    for _ in 0..attempts {
+        e.handle_disconnected(node, now);
+        assert!(
+            !drain(&mut e, now)
+                .iter()
+                .any(|o| matches!(o, Output::Connect { .. })),
+            "no reconnect before the backoff"
+        );
+        let retry = e.poll_timeout().expect("a reconnect is scheduled");
+        assert!(retry > now, "reconnect at {retry}, refused at {now}");
+        delays.push(retry - now);
+        now = retry;
+        e.handle_timeout(now);
+        node = drain(&mut e, now)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Connect { node, .. } => Some(node),
+                _ => None,
+            })
+            .expect("reconnects once the backoff expired");
+    }
+    delays
+}
+
+#[test]
+fn reconnect_delays_are_jittered_below_the_backoff_by_the_seed() {
+    // EngineConfig::new: 50 ms doubling up to 1 000 ms.
+    let backoffs = [50, 100, 200, 400, 800, 1_000, 1_000, 1_000, 1_000, 1_000];
+    let first = reconnect_delays(1, backoffs.len());
+    let second = reconnect_delays(2, backoffs.len());
+    for delays in [&first, &second] {
+        for (delay, backoff) in delays.iter().zip(backoffs) {
+            assert!(
+                *delay <= backoff && *delay * 5 >= backoff * 4,
+                "delay {delay} outside [0.8 * {backoff}, {backoff}]: {delays:?}"
+            );
+        }
+    }
+    assert_ne!(first, second, "different seeds, different delays");
+    assert_eq!(
+        first,
+        reconnect_delays(1, backoffs.len()),
+        "same seed, same delays"
+    );
+    assert!(
+        first.iter().zip(backoffs).any(|(d, b)| *d < b),
+        "some delay is shortened: {first:?}"
+    );
 }

@@ -20,6 +20,22 @@
 //! - any other error (`POLICY_VIOLATION`, `TOPIC_AUTHORIZATION_FAILED`,
 //!   `INVALID_REPLICATION_FACTOR`, …): [`InternalTopicsError::Topic`], and the topic stays failed.
 //!
+//! # Brokers without a usable CreateTopics
+//! Some brokers do not offer CreateTopics (librdkafka's mock cluster, brokers before Kafka
+//! 0.10.1), or only versions outside the range this component builds. Then nothing is sent:
+//! every wanted topic goes straight to verification ([`InternalTopicsEvent::VerificationNeeded`]),
+//! so a topic that already exists with the wanted partition count is ready
+//! (`Ready { created: false }`) and one with another count is
+//! [`InternalTopicsError::PartitionCountMismatch`]. A topic metadata reports missing is looked
+//! up once more (another `VerificationNeeded`, so a stale broker metadata cache cannot fail
+//! it); missing again, it fails with [`InternalTopicsError::UnsupportedVersion`], which names
+//! the topic and says how to create it by hand. Such a topic is never created later, even if
+//! a broker offering CreateTopics shows up meanwhile.
+//!
+//! The lookup asks Metadata for a topic that may not exist: with Metadata v1–3 (brokers before
+//! Kafka 0.11) a broker configured with `auto.create.topics.enable` may then create it with its
+//! own defaults (not compacted); the partition count is still checked, its configs are not.
+//!
 //! # Where requests go
 //! To the controller when [`InternalTopics::set_controller`] named one (brokers before KIP-590,
 //! i.e. ZooKeeper-mode clusters, serve CreateTopics only there and answer `NOT_CONTROLLER`
@@ -142,12 +158,23 @@ pub enum InternalTopicsError {
         /// Partitions it has.
         actual: i32,
     },
-    /// The engine offers no CreateTopics version in the range this component builds.
+    /// The topic does not exist (metadata said so twice) and cannot be created: the brokers
+    /// offer no CreateTopics version in the range this component builds. It must be created
+    /// by hand, as the message says.
     #[error(
-        "no usable CreateTopics version: the brokers' negotiated version is {version:?}, this client builds {CREATE_TOPICS_MIN_VERSION}..={CREATE_TOPICS_MAX_VERSION} (None: the brokers do not offer CreateTopics)"
+        "internal topic `{topic}` does not exist and cannot be created: the brokers {} (this client builds CreateTopics v{CREATE_TOPICS_MIN_VERSION} to v{CREATE_TOPICS_MAX_VERSION}); create topic `{topic}` with {partitions} partitions{} yourself",
+        offered_create_topics(*version),
+        configs_note(configs)
     )]
     UnsupportedVersion {
-        /// The version negotiated with the brokers (`None`: they do not offer CreateTopics).
+        /// The missing topic.
+        topic: String,
+        /// Partitions it needs.
+        partitions: i32,
+        /// Configs it needs (for a changelog: `cleanup.policy=compact`).
+        configs: BTreeMap<String, String>,
+        /// The CreateTopics version negotiated with the brokers (`None`: they do not offer
+        /// CreateTopics).
         version: Option<i16>,
     },
     /// A response to something this component did not ask for.
@@ -171,8 +198,10 @@ pub enum InternalTopicsEvent {
         /// Whether our request created it (else it existed and its count was verified).
         created: bool,
     },
-    /// The topic already existed: look up its partition count in metadata and pass it to
-    /// [`InternalTopics::partition_count_known`].
+    /// The topic already existed, or cannot be created (no usable CreateTopics): look up its
+    /// partition count in metadata with a fresh request and pass it to
+    /// [`InternalTopics::partition_count_known`], or report it missing with
+    /// [`InternalTopics::topic_missing`].
     VerificationNeeded {
         /// The topic.
         topic: String,
@@ -187,6 +216,26 @@ pub enum InternalTopicsEvent {
     Error(InternalTopicsError),
 }
 
+/// What the brokers offer instead of a usable CreateTopics, for the error message.
+fn offered_create_topics(version: Option<i16>) -> String {
+    match version {
+        None => "do not offer CreateTopics".to_owned(),
+        Some(v) => format!("offer only CreateTopics v{v}"),
+    }
+}
+
+/// ` (name=value, …)`, or nothing for no configs.
+fn configs_note(configs: &BTreeMap<String, String>) -> String {
+    if configs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = configs
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    format!(" ({})", list.join(", "))
+}
+
 /// Where one wanted topic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -194,7 +243,7 @@ enum Phase {
     Wanted,
     /// In the request in flight.
     InFlight,
-    /// Existed before; waiting for its partition count.
+    /// Existed before, or cannot be created; waiting for its partition count.
     Verifying,
     /// Exists as wanted.
     Ready,
@@ -206,6 +255,11 @@ enum Phase {
 struct Wanted {
     spec: TopicSpec,
     phase: Phase,
+    /// Verified instead of created because CreateTopics is not usable: the negotiated version
+    /// (`None`: not offered). `None` for a topic CreateTopics can handle.
+    uncreatable: Option<Option<i16>>,
+    /// Metadata reported this uncreatable topic missing once; a second report fails it.
+    missing_once: bool,
 }
 
 /// The internal topics component. See the module documentation.
@@ -223,7 +277,7 @@ pub struct InternalTopics {
     failures: u32,
     /// The request in flight: its target and version.
     in_flight: Option<(Target, i16)>,
-    /// The unsupported version already reported, so it is reported once.
+    /// The unusable CreateTopics version already logged, so it is logged once.
     reported_version: Option<Option<i16>>,
 }
 
@@ -254,6 +308,8 @@ impl InternalTopics {
                     Wanted {
                         spec,
                         phase: Phase::Wanted,
+                        uncreatable: None,
+                        missing_once: false,
                     },
                 );
             }
@@ -313,15 +369,46 @@ impl InternalTopics {
         }
     }
 
-    /// Metadata says `topic` does not exist: a topic being verified is created again (it was
-    /// deleted meanwhile), after a backoff. Other topics are ignored.
+    /// A Metadata response newer than the topic's last
+    /// [`VerificationNeeded`](InternalTopicsEvent::VerificationNeeded) says `topic` does not
+    /// exist. Other topics are ignored. For a topic being verified:
+    /// - when CreateTopics is usable, it was deleted since it was found existing: it is created
+    ///   again, after a backoff;
+    /// - when CreateTopics is not usable, the first report asks for another look
+    ///   (`VerificationNeeded` again: the broker's metadata may be stale); the second fails the
+    ///   topic with [`InternalTopicsError::UnsupportedVersion`].
     pub fn topic_missing(&mut self, topic: &str, now: i64) {
         self.observe(now);
-        if let Some(wanted) = self.topics.get_mut(topic)
-            && wanted.phase == Phase::Verifying
-        {
-            wanted.phase = Phase::Wanted;
-            self.back_off(0);
+        let Some(wanted) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if wanted.phase != Phase::Verifying {
+            return;
+        }
+        match wanted.uncreatable {
+            None => {
+                wanted.phase = Phase::Wanted;
+                self.back_off(0);
+            }
+            Some(_) if !wanted.missing_once => {
+                wanted.missing_once = true;
+                tracing::debug!(topic, "internal topic not in metadata; looking once more");
+                self.events
+                    .push_back(InternalTopicsEvent::VerificationNeeded {
+                        topic: topic.to_owned(),
+                    });
+            }
+            Some(version) => {
+                wanted.phase = Phase::Failed;
+                self.events.push_back(InternalTopicsEvent::Error(
+                    InternalTopicsError::UnsupportedVersion {
+                        topic: topic.to_owned(),
+                        partitions: wanted.spec.partitions,
+                        configs: wanted.spec.configs.clone(),
+                        version,
+                    },
+                ));
+            }
         }
     }
 
@@ -339,7 +426,9 @@ impl InternalTopics {
         Some(self.not_before)
     }
 
-    /// The CreateTopics request to send now, if one is due.
+    /// The CreateTopics request to send now, if one is due. When `versions` offers no
+    /// CreateTopics version this component builds, nothing is sent: the wanted topics go to
+    /// verification instead (see the module documentation).
     pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
         self.observe(now);
         if self.in_flight.is_some() || self.now < self.not_before || !self.has_wanted() {
@@ -349,14 +438,7 @@ impl InternalTopics {
         let version = match offered {
             Some(v) if (CREATE_TOPICS_MIN_VERSION..=CREATE_TOPICS_MAX_VERSION).contains(&v) => v,
             _ => {
-                if self.reported_version != Some(offered) {
-                    self.reported_version = Some(offered);
-                    self.events.push_back(InternalTopicsEvent::Error(
-                        InternalTopicsError::UnsupportedVersion { version: offered },
-                    ));
-                }
-                // The versions may change on reconnect: look again later.
-                self.back_off(0);
+                self.verify_instead_of_creating(offered);
                 return None;
             }
         };
@@ -516,6 +598,32 @@ impl InternalTopics {
                 });
         }
         self.back_off(0);
+    }
+
+    /// CreateTopics is not usable (`offered` is the negotiated version): every wanted topic
+    /// can only be checked in metadata.
+    fn verify_instead_of_creating(&mut self, offered: Option<i16>) {
+        if self.reported_version != Some(offered) {
+            self.reported_version = Some(offered);
+            tracing::warn!(
+                version = ?offered,
+                min = CREATE_TOPICS_MIN_VERSION,
+                max = CREATE_TOPICS_MAX_VERSION,
+                "no usable CreateTopics version: internal topics must exist already"
+            );
+        }
+        for wanted in self.topics.values_mut() {
+            if wanted.phase != Phase::Wanted {
+                continue;
+            }
+            wanted.phase = Phase::Verifying;
+            wanted.uncreatable = Some(offered);
+            wanted.missing_once = false;
+            self.events
+                .push_back(InternalTopicsEvent::VerificationNeeded {
+                    topic: wanted.spec.name.clone(),
+                });
+        }
     }
 
     fn has_wanted(&self) -> bool {

@@ -394,22 +394,156 @@ fn topic_left_out_of_the_response_is_asked_again() {
     assert_eq!(names, ["app-b-changelog"]);
 }
 
+/// The version tables that offer no usable CreateTopics: none at all, one below and one above
+/// the built range.
+fn unusable_tables() -> Vec<(Option<i16>, HashMap<ApiKey, i16>)> {
+    let mut tables = vec![(None, HashMap::from([(ApiKey::Metadata, 12)]))];
+    for v in [CREATE_TOPICS_MIN_VERSION - 1, CREATE_TOPICS_MAX_VERSION + 1] {
+        tables.push((Some(v), versions(v)));
+    }
+    tables
+}
+
+fn verification_needed(topic: &str) -> InternalTopicsEvent {
+    InternalTopicsEvent::VerificationNeeded {
+        topic: topic.to_owned(),
+    }
+}
+
 #[test]
-fn unusable_version_is_one_event_and_no_request() {
-    for offered in [None, Some(1)] {
-        let mut c = component(&[("a", 1)]);
-        let table: HashMap<ApiKey, i16> = offered
-            .map(|v| HashMap::from([(ApiKey::CreateTopics, v)]))
-            .unwrap_or_default();
+fn without_usable_create_topics_every_topic_is_verified_and_nothing_sent() {
+    for (_, table) in unusable_tables() {
+        let mut c = component(&[("a", 1), ("b", 3)]);
         assert_eq!(c.poll_request(T0, &table), None);
-        assert_eq!(c.poll_request(T0 + 1_000, &table), None);
         assert_eq!(
             events(&mut c),
-            [InternalTopicsEvent::Error(
-                InternalTopicsError::UnsupportedVersion { version: offered }
-            )]
+            [
+                verification_needed("app-a-changelog"),
+                verification_needed("app-b-changelog")
+            ]
+        );
+        assert_eq!(
+            c.verifying().collect::<Vec<_>>(),
+            ["app-a-changelog", "app-b-changelog"]
+        );
+        assert_eq!(c.poll_timeout(), None, "nothing left to send");
+        assert_eq!(c.poll_request(T0 + 1_000, &table), None);
+        assert_eq!(events(&mut c), [], "asked once");
+    }
+}
+
+#[test]
+fn without_create_topics_an_existing_topic_with_the_right_count_is_ready() {
+    for (_, table) in unusable_tables() {
+        let mut c = component(&[("a", 4)]);
+        c.poll_request(T0, &table);
+        events(&mut c);
+        c.partition_count_known("app-a-changelog", 4);
+        assert_eq!(events(&mut c), [ready("app-a-changelog", false)]);
+        assert!(c.is_ready("app-a-changelog"));
+        assert_eq!(c.poll_request(T0 + 1_000, &table), None);
+    }
+}
+
+#[test]
+fn without_create_topics_an_existing_topic_with_another_count_is_a_mismatch() {
+    let (_, table) = &unusable_tables()[0];
+    let mut c = component(&[("a", 4)]);
+    c.poll_request(T0, table);
+    events(&mut c);
+    c.partition_count_known("app-a-changelog", 3);
+    assert_eq!(
+        events(&mut c),
+        [InternalTopicsEvent::Error(
+            InternalTopicsError::PartitionCountMismatch {
+                topic: "app-a-changelog".into(),
+                expected: 4,
+                actual: 3,
+            }
+        )]
+    );
+    assert!(!c.is_ready("app-a-changelog"));
+}
+
+#[test]
+fn without_create_topics_a_topic_missing_twice_fails_with_how_to_create_it() {
+    for (offered, table) in unusable_tables() {
+        let mut c = component(&[("a", 4)]);
+        c.poll_request(T0, &table);
+        events(&mut c);
+        // The first report may come from a stale metadata cache: look again.
+        c.topic_missing("app-a-changelog", T0 + 10);
+        assert_eq!(events(&mut c), [verification_needed("app-a-changelog")]);
+        assert_eq!(c.poll_request(T0 + 10, &table), None);
+        c.topic_missing("app-a-changelog", T0 + 20);
+        let error = InternalTopicsError::UnsupportedVersion {
+            topic: "app-a-changelog".into(),
+            partitions: 4,
+            configs: BTreeMap::from([("cleanup.policy".into(), "compact".into())]),
+            version: offered,
+        };
+        assert_eq!(events(&mut c), [InternalTopicsEvent::Error(error.clone())]);
+        assert_eq!(c.verifying().count(), 0);
+        assert_eq!(
+            c.poll_request(T0 + 10_000, &versions(7)),
+            None,
+            "failed for good"
+        );
+        // Reported once.
+        c.topic_missing("app-a-changelog", T0 + 30);
+        assert_eq!(events(&mut c), []);
+        let offered = match offered {
+            None => "the brokers do not offer CreateTopics".to_owned(),
+            Some(v) => format!("the brokers offer only CreateTopics v{v}"),
+        };
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "internal topic `app-a-changelog` does not exist and cannot be created: \
+                 {offered} (this client builds CreateTopics v2 to v7); create topic \
+                 `app-a-changelog` with 4 partitions (cleanup.policy=compact) yourself"
+            )
         );
     }
+}
+
+#[test]
+fn without_create_topics_a_topic_found_at_the_second_look_is_ready() {
+    let (_, table) = &unusable_tables()[0];
+    let mut c = component(&[("a", 2)]);
+    c.poll_request(T0, table);
+    events(&mut c);
+    c.topic_missing("app-a-changelog", T0 + 10);
+    events(&mut c);
+    c.partition_count_known("app-a-changelog", 2);
+    assert_eq!(events(&mut c), [ready("app-a-changelog", false)]);
+}
+
+#[test]
+fn a_topic_deleted_after_creation_is_verified_when_create_topics_is_gone() {
+    let mut c = component(&[("a", 2)]);
+    c.poll_request(T0, &versions(7)).unwrap();
+    let exists = ResponseError::TopicAlreadyExists.code();
+    c.handle_response(1, response(7, 0, &[("app-a-changelog", exists, None)]), T0)
+        .unwrap();
+    events(&mut c);
+    c.topic_missing("app-a-changelog", T0 + 5);
+    // The brokers now offer no CreateTopics: the topic is looked up instead of created.
+    let (_, table) = &unusable_tables()[0];
+    assert_eq!(c.poll_request(T0 + 1_000, table), None);
+    assert_eq!(events(&mut c), [verification_needed("app-a-changelog")]);
+    c.topic_missing("app-a-changelog", T0 + 1_010);
+    c.topic_missing("app-a-changelog", T0 + 1_020);
+    assert!(matches!(
+        events(&mut c).as_slice(),
+        [
+            InternalTopicsEvent::VerificationNeeded { .. },
+            InternalTopicsEvent::Error(InternalTopicsError::UnsupportedVersion {
+                version: None,
+                ..
+            })
+        ]
+    ));
 }
 
 #[test]

@@ -21,8 +21,9 @@
 //!
 //! At most one request is in flight. After a failure ([`Metadata::handle_request_failed`]) the
 //! next attempt waits an exponential backoff from [`MetadataConfig::retry_backoff_ms`] up to
-//! [`MetadataConfig::retry_backoff_max_ms`] (no jitter: the core has no randomness source here,
-//! and one client sends one metadata request at a time).
+//! [`MetadataConfig::retry_backoff_max_ms`] (no jitter: the component has no randomness
+//! source, and one client sends one metadata request at a time; the engine jitters its
+//! reconnects).
 //!
 //! Timed work happens inside [`Metadata::poll_request`]; [`Metadata::poll_timeout`] says when
 //! to call it next.

@@ -1,0 +1,97 @@
+//! Reconnect jitter: the engine's only randomness, drawn from
+//! [`EngineConfig::random_seed`](super::EngineConfig::random_seed).
+//!
+//! Without jitter, clients that lost a broker at the same moment (a broker restart) would
+//! reconnect in lockstep, at the same doubling delays. Each reconnect delay is therefore the
+//! exponential backoff scaled by a factor drawn uniformly from `[0.8, 1.0]`.
+//!
+//! Kafka's clients spread the backoff by ±20 %; the spread here is one-sided so that a delay
+//! never exceeds [`EngineConfig::reconnect_backoff_max_ms`](super::EngineConfig::reconnect_backoff_max_ms)
+//! (the cap holds) and never falls below 80 % of the backoff.
+//!
+//! The generator is SplitMix64: tiny, fast, and good enough to spread delays; it is not
+//! cryptographic and needs not be. The same seed gives the same delays.
+
+/// A deterministic source of reconnect jitter.
+#[derive(Debug, Clone)]
+pub(crate) struct Jitter {
+    /// The SplitMix64 state.
+    state: u64,
+}
+
+impl Jitter {
+    /// A generator seeded with `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next SplitMix64 output.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// `backoff_ms` scaled by a factor drawn uniformly from `[0.8, 1.0]`, rounded so the result
+    /// lies in `[0.8 * backoff_ms, backoff_ms]`. A negative backoff counts as 0.
+    pub(crate) fn scale(&mut self, backoff_ms: i64) -> i64 {
+        let backoff = i128::from(backoff_ms.max(0));
+        // A fraction of 2^32 in [0, 1): the reduction is below a fifth of the backoff.
+        let fraction = i128::from(self.next_u64() >> 32);
+        let reduction = backoff * fraction / (5 * (1_i128 << 32));
+        // backoff - reduction lies in [backoff_ms * 0.8, backoff_ms], so it fits an i64.
+        i64::try_from(backoff - reduction).unwrap_or(backoff_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_is_splitmix64() {
+        let mut jitter = Jitter::new(0);
+        assert_eq!(jitter.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(jitter.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn delays_lie_between_80_and_100_percent_of_the_backoff() {
+        let mut jitter = Jitter::new(7);
+        for backoff in [0, 1, 4, 5, 50, 1_000, 999_999, i64::MAX] {
+            for _ in 0..200 {
+                let delay = jitter.scale(backoff);
+                assert!(delay <= backoff, "{delay} > {backoff}");
+                assert!(
+                    i128::from(delay) * 5 >= i128::from(backoff) * 4,
+                    "{delay} < 0.8 * {backoff}"
+                );
+            }
+        }
+        assert_eq!(jitter.scale(-10), 0);
+    }
+
+    #[test]
+    fn delays_spread_over_the_range() {
+        let mut jitter = Jitter::new(42);
+        let delays: Vec<i64> = (0..1_000).map(|_| jitter.scale(1_000)).collect();
+        let (min, max) = (
+            delays.iter().copied().min().unwrap_or_default(),
+            delays.iter().copied().max().unwrap_or_default(),
+        );
+        assert!(min < 820, "lowest delay {min}");
+        assert!(max > 980, "highest delay {max}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_delays_and_another_seed_others() {
+        let draw = |seed| {
+            let mut jitter = Jitter::new(seed);
+            (0..16).map(|_| jitter.scale(1_000)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+}
