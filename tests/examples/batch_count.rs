@@ -56,7 +56,7 @@ pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
 }
 
 /// [`SAMPLE_RECORDS`] records with 13 distinct keys `word-N`.
-pub fn sample() -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn sample() -> support::KeyValues {
     (0..SAMPLE_RECORDS)
         .map(|i| {
             (

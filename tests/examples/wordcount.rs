@@ -92,7 +92,7 @@ pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
 }
 
 /// [`SAMPLE_LINES`] [`SAMPLE_ROUNDS`] times, keyless.
-pub fn sample() -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn sample() -> support::KeyValues {
     (0..SAMPLE_ROUNDS)
         .flat_map(|_| SAMPLE_LINES)
         .map(|line| (Vec::new(), line.as_bytes().to_vec()))

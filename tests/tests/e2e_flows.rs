@@ -55,7 +55,7 @@ fn map_filter(broker: Broker, adapter: Adapter) {
     );
     let expected: Vec<Input> = input
         .iter()
-        .filter(|(_, _, v)| number_of(std::str::from_utf8(v).unwrap()) % 2 == 0)
+        .filter(|(_, _, v)| number_of(std::str::from_utf8(v).unwrap()).is_multiple_of(2))
         .map(|(p, k, v)| {
             let shouted = format!("{}!", String::from_utf8(v.clone()).unwrap().to_uppercase());
             (*p, k.clone(), shouted.into_bytes())
@@ -210,4 +210,31 @@ fn mock_two_instances_tokio_and_smol_split_the_partitions() {
 #[test]
 fn tansu_two_instances_tokio_and_smol_split_the_partitions() {
     bounded(|| two_instances_split_the_partitions(Broker::tansu()));
+}
+
+/// The same flows against Apache Kafka in Docker (opt-in: `--features testcontainers`, needs a
+/// Docker engine; CI compiles them but has no Docker to run them).
+#[cfg(feature = "testcontainers")]
+mod container {
+    use super::*;
+
+    #[test]
+    fn container_passthrough_tokio() {
+        bounded(|| passthrough(Broker::container(), Adapter::Tokio));
+    }
+
+    #[test]
+    fn container_map_filter_smol() {
+        bounded(|| map_filter(Broker::container(), Adapter::Smol));
+    }
+
+    #[test]
+    fn container_count_on_lmdb_stop_and_restart_tokio() {
+        bounded(|| count_on_lmdb_stop_and_restart(Broker::container(), Adapter::Tokio));
+    }
+
+    #[test]
+    fn container_two_instances_tokio_and_smol_split_the_partitions() {
+        bounded(|| two_instances_split_the_partitions(Broker::container()));
+    }
 }

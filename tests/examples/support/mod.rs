@@ -157,6 +157,9 @@ impl Args {
     }
 }
 
+/// Records as `(key, value)` bytes.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One of the broker examples.
 pub struct Example {
     /// The topology for the parsed arguments.
@@ -165,7 +168,7 @@ pub struct Example {
     /// created with the input topic's partition count when missing.
     pub own_topics: fn(&Args) -> Vec<String>,
     /// The sample input of the no-bootstrap mode: `(key, value)` records.
-    pub sample: fn() -> Vec<(Vec<u8>, Vec<u8>)>,
+    pub sample: fn() -> KeyValues,
 }
 
 /// A mock cluster of three brokers, with the group API versions capped where librdkafka

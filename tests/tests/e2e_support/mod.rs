@@ -41,6 +41,19 @@ pub enum Broker {
     Mock(Mock),
     /// A Tansu 0.6.0 process with in-memory storage.
     Tansu(Tansu),
+    /// Apache Kafka 3.8 (KRaft, one node) in a Docker container, with the `testcontainers`
+    /// feature.
+    #[cfg(feature = "testcontainers")]
+    Container(Box<KafkaContainer>),
+}
+
+/// A running Kafka container and its bootstrap address.
+#[cfg(feature = "testcontainers")]
+pub struct KafkaContainer {
+    _container: testcontainers_modules::testcontainers::Container<
+        testcontainers_modules::kafka::apache::Kafka,
+    >,
+    bootstrap: String,
 }
 
 impl Broker {
@@ -70,11 +83,30 @@ impl Broker {
         }
     }
 
+    /// Apache Kafka in Docker; a Docker engine that is missing or refuses fails the test.
+    #[cfg(feature = "testcontainers")]
+    pub fn container() -> Self {
+        use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
+        use testcontainers_modules::testcontainers::runners::SyncRunner;
+        let container = Kafka::default()
+            .start()
+            .unwrap_or_else(|e| panic!("starting the Kafka container (is Docker running?): {e}"));
+        let port = container
+            .get_host_port_ipv4(KAFKA_PORT)
+            .unwrap_or_else(|e| panic!("the Kafka container's port: {e}"));
+        Broker::Container(Box::new(KafkaContainer {
+            _container: container,
+            bootstrap: format!("127.0.0.1:{port}"),
+        }))
+    }
+
     /// Which broker, for messages.
     pub fn name(&self) -> &'static str {
         match self {
             Broker::Mock(_) => "librdkafka mock cluster",
             Broker::Tansu(_) => "Tansu",
+            #[cfg(feature = "testcontainers")]
+            Broker::Container(_) => "Apache Kafka in Docker",
         }
     }
 
@@ -83,6 +115,8 @@ impl Broker {
         match self {
             Broker::Mock(mock) => mock.bootstrap_servers(),
             Broker::Tansu(tansu) => tansu.bootstrap(),
+            #[cfg(feature = "testcontainers")]
+            Broker::Container(kafka) => kafka.bootstrap.clone(),
         }
     }
 
@@ -90,32 +124,60 @@ impl Broker {
     pub fn as_mock(&self) -> &Mock {
         match self {
             Broker::Mock(mock) => mock,
-            Broker::Tansu(_) => panic!("fault injection needs the mock cluster"),
+            _ => panic!(
+                "fault injection needs the mock cluster, not {}",
+                self.name()
+            ),
+        }
+    }
+
+    /// The partition count of `topic` as the broker's metadata has it (`None`: no such topic).
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+    }
+
+    /// The end of the broker's log, for failure messages (Tansu only).
+    pub fn log_tail(&self) -> String {
+        match self {
+            Broker::Tansu(tansu) => format!("; broker log:\n{}", tansu.log_tail()),
+            _ => String::new(),
         }
     }
 
     /// Creates `topic` with `partitions` (the mock through its API; Tansu with CreateTopics
-    /// from rdkafka's admin client).
+    /// from rdkafka's admin client on the others).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         match self {
             Broker::Mock(mock) => mock
                 .create_topic(topic, partitions, 1)
                 .unwrap_or_else(|e| panic!("create {topic} on the mock: {e}")),
-            Broker::Tansu(tansu) => {
+            _ => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", tansu.bootstrap())
+                    .set("bootstrap.servers", self.bootstrap())
                     .create()
                     .expect("admin client");
                 let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
                 let results = futures_lite::future::block_on(
                     admin.create_topics([&new], &AdminOptions::new()),
                 )
-                .unwrap_or_else(|e| panic!("CreateTopics {topic} on Tansu: {e}"));
+                .unwrap_or_else(|e| panic!("CreateTopics {topic} on {}: {e}", self.name()));
                 for result in results {
                     if let Err((topic, code)) = result {
                         panic!(
-                            "CreateTopics {topic} on Tansu: {code}; broker log:\n{}",
-                            tansu.log_tail()
+                            "CreateTopics {topic} on {}: {code}{}",
+                            self.name(),
+                            self.log_tail()
                         );
                     }
                 }
@@ -417,7 +479,7 @@ pub fn map_filter_topology(input: &str, output: &str) -> Topology {
         .unwrap();
     let even = b
         .filter("even", &src, |r: &Record<String, String>| {
-            number_of(&r.value) % 2 == 0
+            number_of(&r.value).is_multiple_of(2)
         })
         .unwrap();
     let mapped = b
@@ -432,6 +494,11 @@ pub fn map_filter_topology(input: &str, output: &str) -> Topology {
 
 /// `input` → count per key (store "counts", not logged) → `output` (value: 8-byte count).
 pub fn count_topology(input: &str, output: &str) -> Topology {
+    count_topology_logged(input, output, false)
+}
+
+/// [`count_topology`] with the store logged (changelog `<app>-counts-changelog`) or not.
+pub fn count_topology_logged(input: &str, output: &str, logged: bool) -> Topology {
     let mut b = TopologyBuilder::new();
     let src = b
         .add_source("src", &[input], StringSerde, StringSerde)
@@ -440,7 +507,7 @@ pub fn count_topology(input: &str, output: &str) -> Topology {
         .add_processor("count", &[&src], BatchCountAggregator::supplier("counts"))
         .unwrap();
     b.add_store(
-        StoreBuilder::key_value("counts", StringSerde, I64Serde).with_logging(false),
+        StoreBuilder::key_value("counts", StringSerde, I64Serde).with_logging(logged),
         &["count"],
     )
     .unwrap();
