@@ -7,6 +7,10 @@
 //! `$HOME/.cache/kstreams-tools/bin/tansu`, then `tansu` on `PATH`. A broker that cannot be
 //! found or does not become ready is a [`TansuError`] naming what failed — tests turn it into a
 //! failure, never a skip.
+//!
+//! The broker's output goes to a temporary file (its end is in [`TansuError::NotReady`] and
+//! [`Tansu::log_tail`]); `KSTREAMS_TANSU_LOG=PATH` keeps it at PATH instead, and `TANSU_LOG`
+//! sets its `RUST_LOG` (default `warn`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -77,7 +81,10 @@ impl Tansu {
             binary: binary.clone(),
             source,
         })?;
-        let log_path = log_dir.path().join("tansu.log");
+        // KSTREAMS_TANSU_LOG keeps the broker's output at that path (for debugging a test).
+        let log_path = std::env::var_os("KSTREAMS_TANSU_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| log_dir.path().join("tansu.log"));
         let log = std::fs::File::create(&log_path).map_err(|source| TansuError::Spawn {
             binary: binary.clone(),
             source,

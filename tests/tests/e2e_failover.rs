@@ -24,11 +24,26 @@ fn topics(broker: &Broker) {
     broker.create_topic(OUTPUT, PARTITIONS);
 }
 
+/// A child process, killed when dropped (also when the test fails before it kills it).
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The passthrough instance in a process of its own; returns once it printed `running`.
-fn spawn_instance(bootstrap: &str, app: &str, state_dir: &std::path::Path) -> Child {
+fn spawn_instance(broker: &Broker, app: &str, state_dir: &std::path::Path) -> Instance {
+    let caps = broker
+        .api_version_caps()
+        .into_iter()
+        .map(|(api, version)| format!("{api:?}={version}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_e2e_passthrough_instance"))
-        .args([bootstrap, INPUT, OUTPUT, app])
+        .args([broker.bootstrap().as_str(), INPUT, OUTPUT, app])
         .arg(state_dir)
+        .args(caps)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -41,7 +56,7 @@ fn spawn_instance(bootstrap: &str, app: &str, state_dir: &std::path::Path) -> Ch
         let _ = tx.send(line);
     });
     match rx.recv_timeout(WAIT) {
-        Ok(line) if line.trim() == "running" => child,
+        Ok(line) if line.trim() == "running" => Instance(child),
         Ok(line) => {
             let _ = child.kill();
             panic!(
@@ -99,10 +114,10 @@ fn killed_instance_is_replaced(broker: Broker) {
     let bootstrap = broker.bootstrap();
     let app = "e2e-failover";
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut a = spawn_instance(&bootstrap, app, dirs[0].path());
+    let mut a = spawn_instance(&broker, app, dirs[0].path());
     let b = Adapter::Tokio.start(
         passthrough_topology(INPUT, OUTPUT),
-        streams_config(&bootstrap, app, dirs[1].path()),
+        streams_config(&broker, app, dirs[1].path()),
         Stores::Memory,
     );
     // Wait until B owns some but not all of the partitions (A has the rest).
@@ -127,12 +142,12 @@ fn killed_instance_is_replaced(broker: Broker) {
     let first_offsets = produce(&bootstrap, INPUT, &first);
     read_until(&bootstrap, OUTPUT, Duration::ZERO, all_present(&first));
 
-    a.kill().expect("kill A");
-    a.wait().expect("reap A");
+    a.0.kill().expect("kill A");
+    a.0.wait().expect("reap A");
     // A can commit no more: what the group has now is A's last commit for A's partitions.
-    let committed_at_kill: Vec<i64> = committed_and_end_offsets(&bootstrap, app, INPUT)
+    let committed_at_kill: Vec<i64> = committed_offsets(&bootstrap, app, INPUT)
         .into_iter()
-        .map(|(offset, _)| match offset {
+        .map(|offset| match offset {
             Offset::Offset(o) => o,
             _ => 0,
         })
@@ -164,7 +179,7 @@ fn killed_instance_is_replaced(broker: Broker) {
     }
     assert_order_per_input_partition(&dedup_keep_first(&output));
     close(&b);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &end_offsets(&input, &offsets));
 }
 
 /// The output with each value's repeats removed (a replay repeats a tail already seen).
@@ -224,12 +239,12 @@ fn recovers_from_injected_errors(adapter: Adapter) {
     let state_dir = tempfile::tempdir().unwrap();
     let handle = adapter.start(
         passthrough_topology(INPUT, OUTPUT),
-        streams_config(&bootstrap, app, state_dir.path()),
+        streams_config(&broker, app, state_dir.path()),
         Stores::Memory,
     );
     wait_running(&handle);
     let first = numbered_input(0, 500, 7);
-    produce(&bootstrap, INPUT, &first);
+    let mut offsets = produce(&bootstrap, INPUT, &first);
     let output = read_exactly(&bootstrap, OUTPUT, first.len(), Duration::from_millis(500));
     assert_passthrough_exact(&first, &output);
 
@@ -237,7 +252,7 @@ fn recovers_from_injected_errors(adapter: Adapter) {
     mock.coordinator(MockCoordinator::Group(app.to_owned()), 3)
         .expect("move the coordinator");
     let second = numbered_input(first.len(), 500, 7);
-    produce(&bootstrap, INPUT, &second);
+    offsets.extend(produce(&bootstrap, INPUT, &second));
     mock.broker_down(1).expect("broker 1 down");
     std::thread::sleep(Duration::from_secs(3));
     mock.broker_up(1).expect("broker 1 up");
@@ -251,7 +266,7 @@ fn recovers_from_injected_errors(adapter: Adapter) {
     assert_none_lost(&input, &output);
     assert_order_per_input_partition(&dedup_keep_first(&output));
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &end_offsets(&input, &offsets));
 }
 
 #[test]

@@ -27,17 +27,17 @@ fn passthrough(broker: Broker, adapter: Adapter) {
     let bootstrap = broker.bootstrap();
     let app = "e2e-passthrough";
     let input = numbered_input(0, 1_000, 17);
-    produce(&bootstrap, INPUT, &input);
+    let ends = end_offsets(&input, &produce(&bootstrap, INPUT, &input));
     let state_dir = tempfile::tempdir().unwrap();
     let handle = adapter.start(
         passthrough_topology(INPUT, OUTPUT),
-        streams_config(&bootstrap, app, state_dir.path()),
+        streams_config(&broker, app, state_dir.path()),
         Stores::Memory,
     );
     let output = read_exactly(&bootstrap, OUTPUT, input.len(), SETTLE);
     assert_passthrough_exact(&input, &output);
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &ends);
 }
 
 /// filter (even numbers) → map_values (upper-case, `!`): exactly the expected values.
@@ -46,11 +46,11 @@ fn map_filter(broker: Broker, adapter: Adapter) {
     let bootstrap = broker.bootstrap();
     let app = "e2e-map-filter";
     let input = numbered_input(0, 400, 5);
-    produce(&bootstrap, INPUT, &input);
+    let ends = end_offsets(&input, &produce(&bootstrap, INPUT, &input));
     let state_dir = tempfile::tempdir().unwrap();
     let handle = adapter.start(
         map_filter_topology(INPUT, OUTPUT),
-        streams_config(&bootstrap, app, state_dir.path()),
+        streams_config(&broker, app, state_dir.path()),
         Stores::Memory,
     );
     let expected: Vec<Input> = input
@@ -64,7 +64,7 @@ fn map_filter(broker: Broker, adapter: Adapter) {
     let output = read_exactly(&bootstrap, OUTPUT, expected.len(), SETTLE);
     assert_passthrough_exact(&expected, &output);
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &ends);
 }
 
 /// The batch count on LMDB, stopped with `close()` and started again on the same state
@@ -76,11 +76,11 @@ fn count_on_lmdb_stop_and_restart(broker: Broker, adapter: Adapter) {
     let app = "e2e-count-restart";
     let state_dir = tempfile::tempdir().unwrap();
     let first = numbered_input(0, 600, 9);
-    produce(&bootstrap, INPUT, &first);
+    let first_offsets = produce(&bootstrap, INPUT, &first);
     let start = || {
         adapter.start(
             count_topology(INPUT, OUTPUT),
-            streams_config(&bootstrap, app, state_dir.path()),
+            streams_config(&broker, app, state_dir.path()),
             Stores::Lmdb,
         )
     };
@@ -88,16 +88,17 @@ fn count_on_lmdb_stop_and_restart(broker: Broker, adapter: Adapter) {
     let output = read_exactly(&bootstrap, OUTPUT, first.len(), SETTLE);
     assert_counts_exact(&first, &output);
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &end_offsets(&first, &first_offsets));
 
     let second = numbered_input(first.len(), 400, 9);
-    produce(&bootstrap, INPUT, &second);
+    let second_offsets = produce(&bootstrap, INPUT, &second);
     let handle = start();
     let all: Vec<Input> = first.iter().chain(&second).cloned().collect();
+    let all_offsets: Vec<i64> = first_offsets.into_iter().chain(second_offsets).collect();
     let output = read_exactly(&bootstrap, OUTPUT, all.len(), SETTLE);
     assert_counts_exact(&all, &output);
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &end_offsets(&all, &all_offsets));
 }
 
 /// Two instances in one group, one on each adapter: the four partitions are split between
@@ -113,7 +114,7 @@ fn two_instances_split_the_partitions(broker: Broker) {
         .map(|(adapter, dir)| {
             adapter.start(
                 passthrough_topology(INPUT, OUTPUT),
-                streams_config(&bootstrap, app, dir.path()),
+                streams_config(&broker, app, dir.path()),
                 Stores::Memory,
             )
         })
@@ -143,13 +144,13 @@ fn two_instances_split_the_partitions(broker: Broker) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let input = numbered_input(0, 800, 13);
-    produce(&bootstrap, INPUT, &input);
+    let ends = end_offsets(&input, &produce(&bootstrap, INPUT, &input));
     let output = read_exactly(&bootstrap, OUTPUT, input.len(), SETTLE);
     assert_passthrough_exact(&input, &output);
     for handle in &handles {
         close(handle);
     }
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &ends);
 }
 
 #[test]

@@ -27,17 +27,17 @@ fn topics(broker: &Broker) {
 fn count_with_logged_store(broker: &Broker, app: &str) {
     let bootstrap = broker.bootstrap();
     let input = numbered_input(0, 400, 9);
-    produce(&bootstrap, INPUT, &input);
+    let ends = end_offsets(&input, &produce(&bootstrap, INPUT, &input));
     let state_dir = tempfile::tempdir().unwrap();
     let handle = Adapter::Tokio.start(
         count_topology_logged(INPUT, OUTPUT, true),
-        streams_config(&bootstrap, app, state_dir.path()),
+        streams_config(&broker, app, state_dir.path()),
         Stores::Memory,
     );
     let output = read_exactly(&bootstrap, OUTPUT, input.len(), Duration::from_millis(500));
     assert_counts_exact(&input, &output);
     close(&handle);
-    assert_committed_at_end(&bootstrap, app, INPUT);
+    assert_committed_at_end(&bootstrap, app, INPUT, &ends);
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn mock_a_logged_store_without_its_changelog_fails_saying_how_to_create_it() {
         let state_dir = tempfile::tempdir().unwrap();
         let handle = Adapter::Tokio.start(
             count_topology_logged(INPUT, OUTPUT, true),
-            streams_config(&broker.bootstrap(), app, state_dir.path()),
+            streams_config(&broker, app, state_dir.path()),
             Stores::Memory,
         );
         let (tx, rx) = std::sync::mpsc::channel();
