@@ -36,14 +36,9 @@ impl Drop for Instance {
 
 /// The passthrough instance in a process of its own; returns once it printed `running`.
 fn spawn_instance(broker: &Broker, app: &str, state_dir: &std::path::Path) -> Instance {
-    let caps = broker
-        .api_version_caps()
-        .into_iter()
-        .map(|(api, version)| format!("{api:?}={version}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_e2e_passthrough_instance"))
         .args([broker.bootstrap().as_str(), INPUT, OUTPUT, app])
         .arg(state_dir)
-        .args(caps)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

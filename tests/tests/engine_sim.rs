@@ -757,3 +757,61 @@ fn api_version_caps_from_the_config_bound_the_versions_sent() {
         versions_of(ApiKey::Fetch)
     );
 }
+
+/// A broker whose flexible Fetch responses cannot be decoded (Tansu 0.6.0 writes a tagged field
+/// of v16 into v12 responses): the engine drops that connection, negotiates Fetch v11 on the
+/// next one, and processes everything.
+#[test]
+fn an_undecodable_flexible_fetch_response_falls_back_to_fetch_v11() {
+    use kafka_protocol::messages::ApiKey;
+    use kstreams_tests::harness::WireEvent;
+
+    let mut sim = SimCluster::new(3, 1);
+    sim.config_mut().fetch_tag_zero_at_every_flexible_version = true;
+    sim.create_topic(INPUT, 2).unwrap();
+    sim.create_topic(OUTPUT, 2).unwrap();
+    produce_input(&mut sim, 2, 5);
+    let mut h = Harness::new(sim, 1_000_000);
+    let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
+    config.commit_interval_ms = 1_000;
+    let engine = Engine::new(
+        count_topology(),
+        config,
+        Box::new(MemoryStoreFactory),
+        h.now,
+    )
+    .unwrap();
+    let index = h.add(engine);
+    h.record_wire(index);
+    let done = h.run_until(60_000, |h| {
+        (0..2).all(|p| {
+            h.sim
+                .committed_offset(COUNTER_APP, &TopicPartition::new(INPUT, p))
+                == Some(5)
+        })
+    });
+    assert!(done, "failure: {:?}", h.engines[0].failure());
+    let fetch_versions: Vec<i16> = h.engines[0]
+        .wire
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            WireEvent::Sent { bytes, .. } => Some(request_versions(bytes)),
+            _ => None,
+        })
+        .flatten()
+        .filter(|(api, _)| *api == ApiKey::Fetch as i16)
+        .map(|(_, v)| v)
+        .collect();
+    let first_v11 = fetch_versions
+        .iter()
+        .position(|&v| v == 11)
+        .expect("fell back to Fetch v11");
+    assert!(first_v11 > 0, "tried v12 first: {fetch_versions:?}");
+    assert!(
+        fetch_versions[..first_v11].iter().all(|&v| v == 12)
+            && fetch_versions[first_v11..].iter().all(|&v| v == 11),
+        "v12 until the first undecodable response, v11 after: {fetch_versions:?}"
+    );
+}

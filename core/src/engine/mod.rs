@@ -76,6 +76,8 @@ use node::{ClusterVersions, Link, Node, Token, api_of, decode_response, send_req
 
 /// Node ids from here up are the fetch connections of brokers (`broker + FETCH_LANE`).
 const FETCH_LANE: BrokerId = 1 << 30;
+/// Fetch v11 is the last version without tagged fields (see `fall_back_from_flexible_fetch`).
+const FETCH_LAST_NON_FLEXIBLE_VERSION: i16 = 11;
 
 /// The client component a request belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,6 +286,8 @@ pub struct Engine {
     now: i64,
     state: EngineState,
     connection: ConnectionConfig,
+    /// Fetch was capped at v11 after an undecodable flexible Fetch response.
+    fetch_capped_after_malformed: bool,
     nodes: BTreeMap<BrokerId, Node>,
     /// Requests waiting for a ready connection, with the time they were queued.
     pending: VecDeque<(Component, Outbound, i64)>,
@@ -401,6 +405,7 @@ impl Engine {
             now,
             state: EngineState::Created,
             connection,
+            fetch_capped_after_malformed: false,
             nodes,
             pending: VecDeque::new(),
             metadata,
@@ -1031,6 +1036,7 @@ impl Engine {
         let kind = match decode_response(&response) {
             Ok(kind) => kind,
             Err(error) => {
+                self.fall_back_from_flexible_fetch(&error);
                 self.warn(EngineError::Connection {
                     broker: node,
                     error,
@@ -1043,6 +1049,33 @@ impl Engine {
         let broker = self.nodes.get(&node).map_or(node, |n| n.broker);
         self.route_response(broker, token, kind);
         true
+    }
+
+    /// A Fetch response of a flexible version (v12) that cannot be decoded makes every later
+    /// connection negotiate Fetch v11 at most, the last version without tagged fields; v12
+    /// adds nothing this client uses. Tansu 0.6.0, for one, answers Fetch v12 with a
+    /// top-level tagged field that only v16+ defines, which a strict decoder rejects. The
+    /// connection is dropped by the caller, so the next one negotiates the lower version.
+    fn fall_back_from_flexible_fetch(&mut self, error: &ConnectionError) {
+        let ConnectionError::MalformedBody {
+            api: ApiKey::Fetch,
+            version,
+            ..
+        } = error
+        else {
+            return;
+        };
+        if *version < FETCH_LAST_NON_FLEXIBLE_VERSION + 1 || self.fetch_capped_after_malformed {
+            return;
+        }
+        self.fetch_capped_after_malformed = true;
+        self.connection.policy = std::mem::take(&mut self.connection.policy)
+            .cap(ApiKey::Fetch, FETCH_LAST_NON_FLEXIBLE_VERSION);
+        tracing::warn!(
+            version,
+            fallback = FETCH_LAST_NON_FLEXIBLE_VERSION,
+            "a Fetch response could not be decoded; using Fetch v11 from now on"
+        );
     }
 
     fn route_response(&mut self, from: BrokerId, token: Token, kind: ResponseKind) {

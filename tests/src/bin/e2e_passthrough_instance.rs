@@ -3,28 +3,24 @@
 //! 200 ms commit interval and a 6 s session timeout and a 10 s rebalance timeout.
 //!
 //! ```text
-//! e2e_passthrough_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR [API=MAX_VERSION…]
+//! e2e_passthrough_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR
 //! ```
-//!
-//! Each `API=MAX_VERSION` (e.g. `Fetch=11`) caps an API's version (`EngineConfig::api_version_caps`).
 //!
 //! Prints `running` on stdout once the instance is Running; runs until killed or failed.
 
-use kafka_protocol::messages::ApiKey;
 use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_tokio::{KafkaStreams, Stores, StreamsConfig, StreamsState};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [bootstrap, input, output, app, state_dir, caps @ ..] = args.as_slice() else {
+    let [bootstrap, input, output, app, state_dir] = args.as_slice() else {
         eprintln!(
-            "usage: e2e_passthrough_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR \
-             [API=MAX_VERSION…]"
+            "usage: e2e_passthrough_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR"
         );
         std::process::exit(2);
     };
-    if let Err(error) = run(bootstrap, input, output, app, state_dir, caps) {
+    if let Err(error) = run(bootstrap, input, output, app, state_dir) {
         eprintln!("e2e_passthrough_instance: {error}");
         std::process::exit(1);
     }
@@ -36,7 +32,6 @@ fn run(
     output: &str,
     app: &str,
     state_dir: &str,
-    caps: &[String],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut b = TopologyBuilder::new();
     let src = b.add_source("src", &[input], BytesSerde, BytesSerde)?;
@@ -52,20 +47,6 @@ fn run(
     // member that vanished until then, so a killed instance would stall the group for the
     // 5-minute default).
     engine.rebalance_timeout_ms = 10_000;
-    for cap in caps {
-        let (api, version) = cap
-            .split_once('=')
-            .ok_or_else(|| format!("`{cap}` is not API=MAX_VERSION"))?;
-        let api = match api {
-            "Fetch" => ApiKey::Fetch,
-            "Produce" => ApiKey::Produce,
-            "JoinGroup" => ApiKey::JoinGroup,
-            "SyncGroup" => ApiKey::SyncGroup,
-            "LeaveGroup" => ApiKey::LeaveGroup,
-            other => return Err(format!("no cap for API `{other}`").into()),
-        };
-        engine.api_version_caps.insert(api, version.parse()?);
-    }
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir.into();
     let handle = KafkaStreams::new(topology, config, Stores::Memory)?.start()?;

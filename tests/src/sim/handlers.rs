@@ -969,10 +969,14 @@ impl SimCluster {
         }
         let min_bytes = usize::try_from(r.min_bytes).unwrap_or(0);
         let satisfied = any_error || total >= min_bytes.max(1) || r.topics.is_empty();
-        (
-            ResponseKind::Fetch(FetchResponse::default().with_responses(responses)),
-            satisfied,
-        )
+        let mut response = FetchResponse::default().with_responses(responses);
+        if self.config.fetch_tag_zero_at_every_flexible_version && version >= 12 {
+            // An empty compact array: what a broker writes for "no node endpoints".
+            response
+                .unknown_tagged_fields
+                .insert(0, bytes::Bytes::from_static(&[1]));
+        }
+        (ResponseKind::Fetch(response), satisfied)
     }
 
     pub(super) fn handle_produce(&mut self, ctx: &RequestCtx, r: &ProduceRequest) -> Reply {

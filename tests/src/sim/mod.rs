@@ -162,6 +162,9 @@ pub struct SimConfig {
     pub default_partitions: i32,
     /// Largest request frame accepted; longer closes the connection.
     pub max_request_len: usize,
+    /// Emulates Tansu 0.6.0: every Fetch response of a flexible version (v12+) carries the
+    /// top-level tagged field 0 (`NodeEndpoints`), which the protocol defines from v16 on only.
+    pub fetch_tag_zero_at_every_flexible_version: bool,
 }
 
 impl Default for SimConfig {
@@ -174,6 +177,7 @@ impl Default for SimConfig {
             auto_create_topics: false,
             default_partitions: 1,
             max_request_len: 100 * 1024 * 1024,
+            fetch_tag_zero_at_every_flexible_version: false,
         }
     }
 }

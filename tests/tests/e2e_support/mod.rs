@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::ApiKey;
 use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
@@ -99,19 +98,6 @@ impl Broker {
             _container: container,
             bootstrap: format!("127.0.0.1:{port}"),
         }))
-    }
-
-    /// The highest versions to use with this broker where it gets a newer one wrong (see
-    /// `EngineConfig::api_version_caps`).
-    ///
-    /// Tansu 0.6.0 answers Fetch v12 with the top-level tagged field `NodeEndpoints` (tag 0),
-    /// which the protocol defines from v16 on only; a strict decoder rejects the response, so
-    /// Fetch is capped at v11 (the last version without tagged fields) on Tansu.
-    pub fn api_version_caps(&self) -> Vec<(ApiKey, i16)> {
-        match self {
-            Broker::Tansu(_) => vec![(ApiKey::Fetch, 11)],
-            _ => Vec::new(),
-        }
     }
 
     /// Which broker, for messages.
@@ -419,11 +405,10 @@ pub fn end_offsets(input: &[Input], offsets: &[i64]) -> Vec<i64> {
     ends
 }
 
-/// Quick commits and a short session, bootstrapping from `broker`, with its API version caps.
+/// Quick commits and a short session, bootstrapping from `broker`.
 pub fn streams_config(broker: &Broker, app: &str, state_dir: &Path) -> StreamsConfig {
     let bootstrap = broker.bootstrap();
     let mut engine = EngineConfig::new(app, bootstrap.split(','));
-    engine.api_version_caps.extend(broker.api_version_caps());
     engine.commit_interval_ms = 200;
     engine.producer.linger_ms = 5;
     engine.session_timeout_ms = 6_000;
