@@ -557,6 +557,36 @@ fn missing_source_topic_fails_naming_it() {
     assert!(h.engines[a].engine.poll_timeout().is_none());
 }
 
+/// A sink topic that does not exist leaves the assignment waiting for `max_block_ms`, then
+/// stops the engine with an error naming it; nothing was produced or committed.
+#[test]
+fn missing_sink_topic_fails_after_max_block_ms_naming_it() {
+    let mut sim = SimCluster::new(7, 3);
+    sim.create_topic(INPUT, 4).unwrap();
+    let mut h = Harness::new(sim, T0);
+    let mut config = flow_config();
+    config.max_block_ms = 20_000;
+    let a = h.add(engine(config, h.now));
+    let stopped = h.run_until(120_000, |h| {
+        h.engines[a].engine.state() == EngineState::Error
+    });
+    assert!(stopped, "engine did not stop: {:?}", h.engines[a].events);
+    let failed_at = h.now;
+    match h.engines[a].failure() {
+        Some(Event::Failed(EngineError::MissingSinkTopics { topics, waited_ms })) => {
+            assert_eq!(topics, &[OUTPUT.to_owned()]);
+            assert!(*waited_ms >= 20_000, "waited {waited_ms} ms");
+        }
+        other => panic!("expected MissingSinkTopics, got {other:?}"),
+    }
+    assert!(
+        failed_at - T0 >= 20_000 && failed_at - T0 < 60_000,
+        "failed {} ms after start",
+        failed_at - T0
+    );
+    assert!(h.engines[a].engine.poll_timeout().is_none());
+}
+
 /// A member whose metadata does not know the sink topic yet when it gets its assignment must
 /// wait for it instead of running tasks whose partitioner cannot work (which failed the engine
 /// with "partition count unknown").

@@ -43,6 +43,9 @@ pub struct EngineConfig {
     pub processing_errors: ErrorPolicy,
     /// A request unanswered for this long closes its connection (its requests fail over).
     pub request_timeout_ms: i64,
+    /// How long an assignment may wait for the brokers to know its sink topics before the
+    /// engine fails with `EngineError::MissingSinkTopics` (Kafka's producer `max.block.ms`).
+    pub max_block_ms: i64,
     /// First delay before reconnecting to a broker; doubles up to `reconnect_backoff_max_ms`.
     /// Each delay is this backoff scaled by a random factor in `[0.8, 1.0]` (see
     /// [`random_seed`](Self::random_seed)).
@@ -87,6 +90,7 @@ impl EngineConfig {
             deserialization_errors: ErrorPolicy::Fail,
             processing_errors: ErrorPolicy::Fail,
             request_timeout_ms: 30_000,
+            max_block_ms: 60_000,
             reconnect_backoff_ms: 50,
             reconnect_backoff_max_ms: 1_000,
             random_seed: 0,

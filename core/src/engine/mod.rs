@@ -169,6 +169,16 @@ pub enum EngineError {
     /// A topic the topology reads does not exist.
     #[error("source topic `{0}` does not exist")]
     MissingSourceTopic(String),
+    /// Topics the topology writes were still unknown to the brokers after
+    /// [`EngineConfig::max_block_ms`] (Kafka's producer fails the same way after
+    /// `max.block.ms`); the assigned tasks never started.
+    #[error("sink topics {} unknown to the brokers after {waited_ms} ms", topics.join(", "))]
+    MissingSinkTopics {
+        /// The topics.
+        topics: Vec<String>,
+        /// How long the engine waited for them.
+        waited_ms: i64,
+    },
     /// A task failed (processing or deserialization error under the `Fail` policy, store error).
     #[error(transparent)]
     Task(#[from] TaskError),
@@ -306,6 +316,8 @@ pub struct Engine {
     /// An assignment waiting for the partition counts of the sink topics (their partitioners
     /// need them when the tasks are created): tasks and partitions.
     pending_assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
+    /// Since when the pending assignment waits for sink topics metadata does not know.
+    sink_wait_since: Option<i64>,
     /// Task output the producer could not take yet (buffer full, partition count unknown).
     backlog: BTreeMap<TaskId, Vec<ProducerRecord>>,
     /// Source topic → sub-topology.
@@ -418,6 +430,7 @@ impl Engine {
             changelogs,
             tasks: BTreeMap::new(),
             pending_assignment: None,
+            sink_wait_since: None,
             backlog: BTreeMap::new(),
             subtopology_of,
             committed: BTreeMap::new(),
@@ -486,6 +499,9 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if let Some(since) = self.sink_wait_since {
+            deadlines.push(Some(since.saturating_add(self.config.max_block_ms)));
+        }
         if !self.tasks.is_empty() {
             deadlines.push(Some(
                 self.last_commit
@@ -1278,6 +1294,7 @@ impl Engine {
             }
             GroupEvent::Revoke { tasks } => {
                 self.pending_assignment = None;
+                self.sink_wait_since = None;
                 if self.closing {
                     // The close commits these tasks and then leaves: no revoke and rejoin.
                     return;
@@ -1341,7 +1358,16 @@ impl Engine {
             .collect();
         if !missing.is_empty() {
             // Sinks with a partitioner cannot work without the count: start the tasks once
-            // metadata knows it.
+            // metadata knows it, or fail after `max_block_ms`.
+            let since = *self.sink_wait_since.get_or_insert(self.now);
+            let waited_ms = self.now.saturating_sub(since);
+            if waited_ms >= self.config.max_block_ms {
+                self.fail(EngineError::MissingSinkTopics {
+                    topics: missing,
+                    waited_ms,
+                });
+                return;
+            }
             self.metadata.request_refresh(&format!(
                 "partition counts of sink topics {}",
                 missing.join(", ")
@@ -1349,6 +1375,7 @@ impl Engine {
             self.pending_assignment = Some((tasks, partitions));
             return;
         }
+        self.sink_wait_since = None;
         let now = self.now;
         let config = TaskConfig {
             max_batch_records: self.config.max_batch_records,
@@ -1395,15 +1422,20 @@ impl Engine {
         }
     }
 
-    /// Starts the tasks of an assignment that waited for sink partition counts, once known.
+    /// Starts the tasks of an assignment that waited for sink partition counts, once known
+    /// (or fails it once it waited `max_block_ms` for them).
     fn resume_assignment(&mut self) -> bool {
+        let sinks_known = self
+            .topology
+            .sink_topics()
+            .iter()
+            .all(|t| self.metadata.partition_count(t).is_some());
+        let sinks_overdue = self
+            .sink_wait_since
+            .is_some_and(|since| self.now.saturating_sub(since) >= self.config.max_block_ms);
         let ready = self.pending_assignment.is_some()
             && self.changelogs_ready()
-            && self
-                .topology
-                .sink_topics()
-                .iter()
-                .all(|t| self.metadata.partition_count(t).is_some());
+            && (sinks_known || sinks_overdue);
         match self.pending_assignment.take() {
             Some((tasks, partitions)) if ready => {
                 self.assign(tasks, partitions);
@@ -1419,6 +1451,7 @@ impl Engine {
     /// Closes every task; `committed`: their work was committed (else stores roll back).
     fn close_tasks(&mut self, committed: bool) {
         self.pending_assignment = None;
+        self.sink_wait_since = None;
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
             self.fetcher.unassign(&tp);
         }
