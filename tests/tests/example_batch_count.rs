@@ -68,6 +68,41 @@ fn no_bootstrap_record_mode_in_memory_on_smol_prints_exact_counts() {
     assert_eq!(counts, expected());
 }
 
+/// With `--bootstrap` against a Tansu broker (topics made and input produced beforehand by
+/// rdkafka), in record mode on the memory store under smol: the printed counts are exact.
+#[test]
+fn with_bootstrap_against_tansu_counts_exactly() {
+    let tansu = kstreams_tests::tansu::Tansu::start()
+        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
+    let bootstrap = tansu.bootstrap();
+    for topic in ["lines-in", "counts-out"] {
+        support::create_topic(&bootstrap, topic, 3).expect("create topic");
+    }
+    support::produce(&bootstrap, "lines-in", &batch_count::sample()).expect("produce");
+    let state_dir = tempfile::tempdir().unwrap();
+    let counts = run_bounded(vec![
+        "--bootstrap",
+        &bootstrap,
+        "--input",
+        "lines-in",
+        "--output",
+        "counts-out",
+        "--application-id",
+        "count-on-tansu",
+        "--state-dir",
+        state_dir.path().to_str().unwrap(),
+        "--mode",
+        "record",
+        "--store",
+        "memory",
+        "--runtime",
+        "smol",
+        "--exit-when-idle",
+        "3",
+    ]);
+    assert_eq!(counts, expected());
+}
+
 #[test]
 fn bad_arguments_are_refused() {
     assert!(parse(vec!["--bootstrap", "h:1"]).is_err());

@@ -91,3 +91,32 @@ fn no_bootstrap_record_mode_in_memory_on_smol_counts_every_word() {
     ]);
     assert_eq!(counts, expected());
 }
+
+/// With `--bootstrap` against a Tansu broker: the example creates its repartition topic with
+/// CreateTopics (3 partitions, like the input) and counts every word of the produced lines.
+#[test]
+fn with_bootstrap_against_tansu_creates_the_repartition_topic_and_counts() {
+    let tansu = kstreams_tests::tansu::Tansu::start()
+        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
+    let bootstrap = tansu.bootstrap();
+    for topic in ["text", "word-counts"] {
+        support::create_topic(&bootstrap, topic, 3).expect("create topic");
+    }
+    support::produce(&bootstrap, "text", &wordcount::sample()).expect("produce");
+    let state_dir = tempfile::tempdir().unwrap();
+    let counts = run_bounded(&[
+        "--bootstrap",
+        &bootstrap,
+        "--input",
+        "text",
+        "--output",
+        "word-counts",
+        "--application-id",
+        "wc-on-tansu",
+        "--state-dir",
+        state_dir.path().to_str().unwrap(),
+        "--exit-when-idle",
+        "3",
+    ]);
+    assert_eq!(counts, expected());
+}

@@ -221,7 +221,7 @@ fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<i32>, String> 
 }
 
 /// Creates `topic` with `partitions` through CreateTopics unless it exists.
-fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
