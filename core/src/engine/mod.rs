@@ -512,7 +512,9 @@ impl Engine {
             deadlines.push(task.next_wall_clock_punctuation());
         }
         for node in self.nodes.values() {
-            if let Some(&(deadline, _)) = node.sent.front() {
+            // Not only the oldest: a later request may have a shorter timeout (a Heartbeat
+            // behind a JoinGroup that may take the rebalance timeout).
+            if let Some(deadline) = node.sent.iter().map(|&(deadline, _)| deadline).min() {
                 deadlines.push(Some(deadline));
             }
             if let Link::Down { retry_at } = node.link
@@ -925,9 +927,11 @@ impl Engine {
         let late: Vec<(BrokerId, ApiKey)> = self
             .nodes
             .values()
-            .filter_map(|n| match n.sent.front() {
-                Some(&(deadline, api)) if deadline <= now => Some((n.id, api)),
-                _ => None,
+            .filter_map(|n| {
+                n.sent
+                    .iter()
+                    .find(|&&(deadline, _)| deadline <= now)
+                    .map(|&(_, api)| (n.id, api))
             })
             .collect();
         for (id, api) in late {

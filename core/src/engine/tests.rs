@@ -164,3 +164,32 @@ fn reconnect_delays_are_jittered_below_the_backoff_by_the_seed() {
         "some delay is shortened: {first:?}"
     );
 }
+
+#[test]
+fn a_later_request_with_a_shorter_timeout_is_timed_out_too() {
+    let mut e = engine();
+    let node = drain(&mut e, 0)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Connect { node, .. } => Some(node),
+            _ => None,
+        })
+        .expect("connects to the bootstrap server");
+    e.handle_connected(node, 0);
+    drain(&mut e, 0);
+    // A JoinGroup that may take the rebalance timeout, then a request due much earlier,
+    // both unanswered on one connection.
+    e.nodes.get_mut(&node).expect("the node").sent = VecDeque::from([
+        (300_000, ApiKey::JoinGroup),
+        (5_000, ApiKey::Heartbeat),
+    ]);
+    assert_eq!(e.poll_timeout(), Some(5_000));
+    e.handle_timeout(5_000);
+    let after = drain(&mut e, 5_000);
+    assert!(
+        after
+            .iter()
+            .any(|o| matches!(o, Output::Close { node: n } if *n == node)),
+        "{after:?}"
+    );
+}
