@@ -31,7 +31,7 @@ fn count_with_logged_store(broker: &Broker, app: &str) {
     let state_dir = tempfile::tempdir().unwrap();
     let handle = Adapter::Tokio.start(
         count_topology_logged(INPUT, OUTPUT, true),
-        streams_config(&broker, app, state_dir.path()),
+        streams_config(broker, app, state_dir.path()),
         Stores::Memory,
     );
     let output = read_exactly(&bootstrap, OUTPUT, input.len(), Duration::from_millis(500));
