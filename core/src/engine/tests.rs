@@ -179,10 +179,8 @@ fn a_later_request_with_a_shorter_timeout_is_timed_out_too() {
     drain(&mut e, 0);
     // A JoinGroup that may take the rebalance timeout, then a request due much earlier,
     // both unanswered on one connection.
-    e.nodes.get_mut(&node).expect("the node").sent = VecDeque::from([
-        (300_000, ApiKey::JoinGroup),
-        (5_000, ApiKey::Heartbeat),
-    ]);
+    e.nodes.get_mut(&node).expect("the node").sent =
+        VecDeque::from([(300_000, ApiKey::JoinGroup), (5_000, ApiKey::Heartbeat)]);
     assert_eq!(e.poll_timeout(), Some(5_000));
     e.handle_timeout(5_000);
     let after = drain(&mut e, 5_000);
