@@ -397,6 +397,7 @@ fn key(k: usize) -> Vec<u8> {
 /// Records the highest acknowledged offset per partition of the input.
 struct InputDeliveries {
     next: std::sync::Mutex<Vec<i64>>,
+    acked: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -411,6 +412,7 @@ impl ProducerContext for InputDeliveries {
                 let mut next = self.next.lock().expect("delivery lock");
                 let p = message.partition() as usize;
                 next[p] = next[p].max(message.offset() + 1);
+                self.acked.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -433,6 +435,7 @@ fn produce_input(
         .set("message.timeout.ms", "120000")
         .create_with_context(InputDeliveries {
             next: std::sync::Mutex::new(vec![0; PARTITIONS as usize]),
+            acked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         })
         .expect("input producer");
@@ -462,6 +465,13 @@ fn produce_input(
             }
         }
         producer.poll(Duration::ZERO);
+        if (i + 1) % 100_000 == 0 {
+            eprintln!(
+                "  input: {} records sent, {} acknowledged",
+                i + 1,
+                producer.context().acked.load(Ordering::Relaxed)
+            );
+        }
     }
     producer
         .flush(Duration::from_secs(300))
@@ -942,10 +952,10 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                eprintln!("rdkafka loop: delivery failed: {e}");
-            }
+        if let Err((e, _)) = result
+            && self.failed.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            eprintln!("rdkafka loop: delivery failed: {e}");
         }
     }
 }
