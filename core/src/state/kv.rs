@@ -4,6 +4,38 @@ use bytes::{Bytes, BytesMut};
 
 use super::{KvBackend, KvSerdes, StateError, WriteBatch};
 
+/// Room per entry an encode buffer starts with (a key and a small value).
+const ENTRY_ESTIMATE: usize = 32;
+/// Below this much room, a lookup buffer grows by [`ENTRY_GROWTH`] before the next key.
+const ENTRY_LOW_WATER: usize = 32;
+/// How much a lookup buffer grows at a time.
+const ENTRY_GROWTH: usize = 1024;
+
+/// An encode buffer for one call of `entries` keys (and values).
+fn encode_buffer(entries: usize) -> BytesMut {
+    BytesMut::with_capacity(entries.clamp(1, 1024) * ENTRY_ESTIMATE)
+}
+
+/// Makes room for the next key split off a lookup buffer made by [`encode_buffer`].
+fn reserve_entry(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < ENTRY_LOW_WATER {
+        buf.reserve(ENTRY_GROWTH);
+    }
+}
+
+/// The encoded keys and values of a write, as the one allocation they will share while they
+/// live — in the write buffer until commit, in the memory store for good — so it is copied
+/// to its exact size when the encode buffer has much spare room: a `put` must not pin a
+/// buffer sized for many entries (with 32 KiB chunks, 10,000 keys put one at a time pinned
+/// 320 MiB).
+fn pinned(buf: BytesMut) -> Bytes {
+    if buf.capacity() > buf.len() + buf.len() / 4 + 64 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
+}
+
 /// Typed access to one key-value store of the current task, borrowed from the processor
 /// context.
 ///
@@ -36,27 +68,25 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
         }
     }
 
+    /// The encoding of `key`, split off `buf` (for lookups: the key is dropped after the call).
     fn key_bytes(&self, key: &K, buf: &mut BytesMut) -> Result<Bytes, StateError> {
-        crate::serde::reserve_chunk(buf);
-        if !self
+        reserve_entry(buf);
+        self.append_key(key, buf)?;
+        Ok(buf.split().freeze())
+    }
+
+    /// Appends the encoding of `key` to `buf` (a null key is an error).
+    fn append_key(&self, key: &K, buf: &mut BytesMut) -> Result<(), StateError> {
+        if self
             .serdes
             .key
             .serialize_into(self.name, key, buf)
             .map_err(|e| self.serde_err(e))?
         {
-            return Err(StateError::NullKey(self.name.to_owned()));
+            Ok(())
+        } else {
+            Err(StateError::NullKey(self.name.to_owned()))
         }
-        Ok(buf.split().freeze())
-    }
-
-    fn value_bytes(&self, value: &V, buf: &mut BytesMut) -> Result<Option<Bytes>, StateError> {
-        crate::serde::reserve_chunk(buf);
-        Ok(self
-            .serdes
-            .value
-            .serialize_into(self.name, value, buf)
-            .map_err(|e| self.serde_err(e))?
-            .then(|| buf.split().freeze()))
     }
 
     fn decode_value(&self, bytes: Option<Bytes>) -> Result<Option<V>, StateError> {
@@ -68,7 +98,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &K) -> Result<Option<V>, StateError> {
-        let k = self.key_bytes(key, &mut BytesMut::new())?;
+        let k = self.key_bytes(key, &mut encode_buffer(1))?;
         let v = self.backend.get(&k)?;
         self.decode_value(v)
     }
@@ -81,9 +111,9 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     where
         K: 'k,
     {
-        let mut buf = BytesMut::new();
+        let keys = keys.into_iter();
+        let mut buf = encode_buffer(keys.size_hint().0);
         let encoded = keys
-            .into_iter()
             .map(|k| self.key_bytes(k, &mut buf))
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[u8]> = encoded.iter().map(|k| k.as_ref()).collect();
@@ -109,13 +139,28 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
         V: 'e,
     {
         let entries = entries.into_iter();
-        let mut batch = WriteBatch::with_capacity(entries.size_hint().0);
-        let mut buf = BytesMut::new();
+        let mut scratch = encode_buffer(entries.size_hint().0);
+        // (key start, key end, value end; `None`: the value is null, a delete).
+        let mut spans: Vec<(usize, usize, Option<usize>)> =
+            Vec::with_capacity(entries.size_hint().0);
         for (k, v) in entries {
-            let k = self.key_bytes(k, &mut buf)?;
-            match self.value_bytes(v, &mut buf)? {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
+            let start = scratch.len();
+            self.append_key(k, &mut scratch)?;
+            let key_end = scratch.len();
+            let value = self
+                .serdes
+                .value
+                .serialize_into(self.name, v, &mut scratch)
+                .map_err(|e| self.serde_err(e))?;
+            spans.push((start, key_end, value.then_some(scratch.len())));
+        }
+        let all = pinned(scratch);
+        let mut batch = WriteBatch::with_capacity(spans.len());
+        for (start, key_end, value_end) in spans {
+            let key = all.slice(start..key_end);
+            match value_end {
+                Some(end) => batch.put(key, all.slice(key_end..end)),
+                None => batch.delete(key),
             }
         }
         Ok(self.backend.write_batch(batch)?)
@@ -135,10 +180,18 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
         K: 'k,
     {
         let keys = keys.into_iter();
-        let mut batch = WriteBatch::with_capacity(keys.size_hint().0);
-        let mut buf = BytesMut::new();
+        let mut scratch = encode_buffer(keys.size_hint().0);
+        let mut ends = Vec::with_capacity(keys.size_hint().0);
         for k in keys {
-            batch.delete(self.key_bytes(k, &mut buf)?);
+            self.append_key(k, &mut scratch)?;
+            ends.push(scratch.len());
+        }
+        let all = pinned(scratch);
+        let mut batch = WriteBatch::with_capacity(ends.len());
+        let mut start = 0;
+        for end in ends {
+            batch.delete(all.slice(start..end));
+            start = end;
         }
         Ok(self.backend.write_batch(batch)?)
     }
@@ -146,7 +199,7 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     /// The entries with keys between `from` and `to`, ordered by serialized key bytes (for
     /// the big-endian integer serdes that is numeric order for non-negative numbers).
     pub fn range(&self, from: Bound<&K>, to: Bound<&K>) -> Result<Vec<(K, V)>, StateError> {
-        let mut buf = BytesMut::new();
+        let mut buf = encode_buffer(2);
         let encode = |b: Bound<&K>, buf: &mut BytesMut| -> Result<Bound<Bytes>, StateError> {
             Ok(match b {
                 Bound::Included(k) => Bound::Included(self.key_bytes(k, buf)?),
@@ -251,5 +304,56 @@ mod tests {
         let store = KeyValueStore::new("s", &mut backend, &serdes);
         let err = store.get(&"k".to_owned()).unwrap_err();
         assert!(matches!(err, StateError::Serde { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_roomy_encode_buffer_is_copied_to_its_exact_size_a_tight_one_is_not() {
+        let mut roomy = BytesMut::with_capacity(32 * 1024);
+        roomy.extend_from_slice(b"key-1value-1");
+        let roomy_ptr = roomy.as_ptr();
+        let pinned_roomy = pinned(roomy);
+        assert_eq!(&pinned_roomy[..], b"key-1value-1");
+        assert_ne!(
+            pinned_roomy.as_ptr(),
+            roomy_ptr,
+            "copied out of the 32 KiB buffer"
+        );
+
+        let mut tight = BytesMut::with_capacity(64);
+        tight.extend_from_slice(&[7; 60]);
+        let tight_ptr = tight.as_ptr();
+        let pinned_tight = pinned(tight);
+        assert_eq!(pinned_tight.as_ptr(), tight_ptr, "frozen in place, no copy");
+        assert_eq!(pinned_tight.len(), 60);
+    }
+
+    #[test]
+    fn put_batch_with_null_values_deletes_and_every_entry_round_trips() {
+        let mut backend = MemoryStore::new("s");
+        let serdes = KvSerdes::<String, Option<String>> {
+            key: Arc::new(StringSerde),
+            value: Arc::new(Nullable(StringSerde)),
+        };
+        let mut store = KeyValueStore::new("s", &mut backend, &serdes);
+        let (a, b, c) = ("a".to_owned(), "bb".to_owned(), "ccc".to_owned());
+        store
+            .put_batch([(&a, &Some("1".to_owned())), (&b, &Some("22".to_owned()))])
+            .unwrap();
+        store
+            .put_batch([(&b, &None), (&c, &Some("333".to_owned()))])
+            .unwrap();
+        assert_eq!(
+            store.get_batch([&a, &b, &c]).unwrap(),
+            vec![
+                Some(Some("1".to_owned())),
+                None,
+                Some(Some("333".to_owned()))
+            ]
+        );
+        store.delete_batch([&a, &c]).unwrap();
+        assert_eq!(
+            store.get_batch([&a, &b, &c]).unwrap(),
+            vec![None, None, None]
+        );
     }
 }
