@@ -120,10 +120,14 @@ impl EngineConfig {
         group
     }
 
-    /// The bootstrap servers as (host, port); a malformed entry is an error naming it.
+    /// The bootstrap servers as (host, port); a malformed entry is an error naming it. An
+    /// entry may itself be a comma-separated list, as Kafka's `bootstrap.servers` is.
     pub(crate) fn bootstrap_addresses(&self) -> Result<Vec<(String, i32)>, String> {
         self.bootstrap_servers
             .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
             .map(|s| {
                 let (host, port) = s
                     .rsplit_once(':')

@@ -256,6 +256,19 @@ pub enum EngineError {
         /// The APIs of the unanswered requests.
         unanswered: Vec<ApiKey>,
     },
+    /// Opening a connection failed (refused, unreachable, name not resolved, connect timeout);
+    /// reported at the 1st, 2nd, 4th, 8th, … failure in a row. The engine keeps retrying.
+    #[error("broker {broker}: cannot connect to {host}:{port} ({attempts} attempts in a row)")]
+    ConnectFailed {
+        /// The broker (node id; negative for a bootstrap server).
+        broker: BrokerId,
+        /// The host dialled.
+        host: String,
+        /// The port dialled.
+        port: i32,
+        /// Failed attempts in a row so far.
+        attempts: u32,
+    },
     /// A request got no answer within the request timeout.
     #[error("broker {broker}: {api:?} request timed out")]
     RequestTimeout {
@@ -697,7 +710,13 @@ impl Engine {
         if ready.is_empty() {
             return progress;
         }
-        let versions = ClusterVersions(&ready);
+        let versions = ClusterVersions {
+            conns: &ready,
+            // Connections negotiated before the fallback still offer the flexible versions.
+            fetch_max: self
+                .fetch_capped_after_malformed
+                .then_some(FETCH_LAST_NON_FLEXIBLE_VERSION),
+        };
         let now = self.now;
         while let Some(out) = self.metadata.poll_request(now, &versions) {
             self.pending.push_back((Component::Metadata, out, now));
@@ -960,7 +979,10 @@ impl Engine {
             return;
         };
         let was_open = !matches!(node.link, Link::Down { .. });
+        let connect_failed = node.link == Link::Connecting && !we_close;
         node.failures = node.failures.saturating_add(1);
+        let failures = node.failures;
+        let address = (node.host.clone(), node.port);
         let backoff = base
             .saturating_mul(1_i64 << node.failures.min(20).saturating_sub(1))
             .min(cap);
@@ -976,6 +998,16 @@ impl Engine {
         let tokens = node.disconnect(now.saturating_add(delay));
         if we_close && was_open {
             self.outputs.push_back(Output::Close { node: id });
+        }
+        if connect_failed && failures.is_power_of_two() {
+            // Visible without debug logs (a wrong bootstrap address would otherwise look like
+            // an instance stuck in rebalancing), but exponentially rarer while it lasts.
+            self.warn(EngineError::ConnectFailed {
+                broker: id,
+                host: address.0,
+                port: address.1,
+                attempts: failures,
+            });
         }
         if !we_close && !tokens.is_empty() {
             // The broker (or the network) dropped requests we were waiting for: worth seeing,

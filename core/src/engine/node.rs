@@ -149,17 +149,24 @@ pub(crate) fn decode_response(response: &Response<Token>) -> Result<ResponseKind
 }
 
 /// The version table of the cluster: for each API, the smallest of the versions negotiated
-/// with the ready brokers (normally all equal).
-pub(crate) struct ClusterVersions<'a>(pub(crate) &'a [&'a Connection<Token>]);
+/// with the ready brokers (normally all equal), and at most `fetch_max` for Fetch (a cap set
+/// after the connections negotiated theirs).
+pub(crate) struct ClusterVersions<'a> {
+    pub(crate) conns: &'a [&'a Connection<Token>],
+    pub(crate) fetch_max: Option<i16>,
+}
 
 impl ApiVersionLookup for ClusterVersions<'_> {
     fn version(&self, api: ApiKey) -> Option<i16> {
         let mut min: Option<i16> = None;
-        for conn in self.0 {
+        for conn in self.conns {
             let v = conn.versions()?.version(api)?;
             min = Some(min.map_or(v, |m| m.min(v)));
         }
-        min
+        match (api, self.fetch_max) {
+            (ApiKey::Fetch, Some(max)) => min.map(|v| v.min(max)),
+            _ => min,
+        }
     }
 }
 

@@ -191,3 +191,49 @@ fn a_later_request_with_a_shorter_timeout_is_timed_out_too() {
         "{after:?}"
     );
 }
+
+#[test]
+fn a_comma_separated_bootstrap_entry_is_split_like_bootstrap_servers() {
+    let config = EngineConfig::new("app", ["a:1, b:2", "c:3"]);
+    assert_eq!(
+        config.bootstrap_addresses().unwrap(),
+        vec![
+            ("a".to_owned(), 1),
+            ("b".to_owned(), 2),
+            ("c".to_owned(), 3)
+        ]
+    );
+}
+
+#[test]
+fn failed_connects_are_warnings_at_exponentially_rarer_attempts() {
+    let mut e = engine();
+    let mut now = 0;
+    let mut warned_at = Vec::new();
+    for attempt in 1..=9_u32 {
+        let node = drain(&mut e, now)
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Connect { node, .. } => Some(node),
+                _ => None,
+            })
+            .expect("a connect");
+        e.handle_disconnected(node, now);
+        for output in drain(&mut e, now) {
+            if let Output::Event(Event::Warning(EngineError::ConnectFailed {
+                host,
+                port,
+                attempts,
+                ..
+            })) = output
+            {
+                assert_eq!((host.as_str(), port), ("broker", 9092));
+                assert_eq!(attempts, attempt);
+                warned_at.push(attempts);
+            }
+        }
+        now = e.poll_timeout().expect("a reconnect is scheduled");
+        e.handle_timeout(now);
+    }
+    assert_eq!(warned_at, [1, 2, 4, 8]);
+}
