@@ -4,8 +4,13 @@
 //! ```text
 //! cargo bench -p kstreams-benches --bench end_to_end -- \
 //!     [--broker tansu|mock] [--records N] [--keys K] [--repeat R] [--commit-ms MS] \
-//!     [--linger-ms MS] [--contenders rdkafka,record,batch,record-mem,batch-mem]
+//!     [--linger-ms MS] [--fetch-wait-ms MS] [--contenders rdkafka,record,batch,record-mem,batch-mem]
 //! ```
+//!
+//! `--fetch-wait-ms` (500, both clients' default) sets kstreams' `fetch.max_wait_ms` and
+//! rdkafka's `fetch.wait.max.ms` alike. It matters on Tansu 0.6.0, which holds every Fetch for
+//! half of the remaining max wait (or all of it below 250 ms) even when it has data to return
+//! (`tansu-storage` `service/fetch.rs`), so each fetch round trip costs ~250 ms at the default.
 //!
 //! Workload: one input topic of 8 partitions holding `--records` records (1,000,000) with
 //! 16-byte keys (`key-000000000042`) drawn pseudo-randomly from `--keys` (10,000) distinct keys,
@@ -163,11 +168,13 @@ struct Options {
     repeat: usize,
     commit_ms: u64,
     linger_ms: u64,
+    fetch_wait_ms: i32,
     contenders: Vec<Contender>,
 }
 
 const USAGE: &str = "usage: end_to_end [--broker tansu|mock] [--records N] [--keys K] \
-[--repeat R] [--commit-ms MS] [--linger-ms MS] [--contenders rdkafka,record,batch,record-mem,batch-mem]";
+[--repeat R] [--commit-ms MS] [--linger-ms MS] [--fetch-wait-ms MS] \
+[--contenders rdkafka,record,batch,record-mem,batch-mem]";
 
 impl Options {
     fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -178,6 +185,8 @@ impl Options {
             repeat: 3,
             commit_ms: 1_000,
             linger_ms: 5,
+            // Both clients' default (`fetch.max.wait.ms`, `fetch.wait.max.ms`).
+            fetch_wait_ms: 500,
             contenders: ["rdkafka", "record", "batch", "record-mem", "batch-mem"]
                 .into_iter()
                 .map(Contender::parse)
@@ -211,6 +220,9 @@ impl Options {
                 "--repeat" => options.repeat = number(&value)?,
                 "--commit-ms" => options.commit_ms = number(&value)? as u64,
                 "--linger-ms" => options.linger_ms = value.parse().map_err(|_| "--linger-ms")?,
+                "--fetch-wait-ms" => {
+                    options.fetch_wait_ms = value.parse().map_err(|_| "--fetch-wait-ms")?
+                }
                 "--contenders" => {
                     options.contenders = value
                         .split(',')
@@ -663,6 +675,7 @@ fn run_contender(
         group.clone(),
         options.commit_ms.to_string(),
         options.linger_ms.to_string(),
+        options.fetch_wait_ms.to_string(),
     ];
     let (broker_user0, broker_sys0) = cpu_seconds(broker_pid);
     let started = Instant::now();
@@ -823,11 +836,12 @@ fn parent(options: Options) {
     println!();
     println!(
         "{} records of {VALUE_BYTES} bytes, {} keys, {PARTITIONS} partitions, commit every {} ms, \
-         linger {} ms; broker: {}; medians of {} rounds",
+         linger {} ms, fetch max wait {} ms; broker: {}; medians of {} rounds",
         options.records,
         options.keys,
         options.commit_ms,
         options.linger_ms,
+        options.fetch_wait_ms,
         broker.name(),
         options.repeat
     );
@@ -865,12 +879,24 @@ struct ChildArgs {
     group: String,
     commit_ms: u64,
     linger_ms: u64,
+    fetch_wait_ms: i32,
 }
 
 impl ChildArgs {
     fn parse(args: &[String]) -> Self {
-        let [bootstrap, output, group, commit_ms, linger_ms] = args else {
-            panic!("child arguments: bootstrap output group commit-ms linger-ms, got {args:?}");
+        let [
+            bootstrap,
+            output,
+            group,
+            commit_ms,
+            linger_ms,
+            fetch_wait_ms,
+        ] = args
+        else {
+            panic!(
+                "child arguments: bootstrap output group commit-ms linger-ms fetch-wait-ms, \
+                 got {args:?}"
+            );
         };
         Self {
             bootstrap: bootstrap.clone(),
@@ -878,6 +904,7 @@ impl ChildArgs {
             group: group.clone(),
             commit_ms: commit_ms.parse().expect("commit-ms"),
             linger_ms: linger_ms.parse().expect("linger-ms"),
+            fetch_wait_ms: fetch_wait_ms.parse().expect("fetch-wait-ms"),
         }
     }
 }
@@ -925,6 +952,7 @@ fn run_kstreams(args: ChildArgs, batch: bool, lmdb: bool) {
     let mut engine = EngineConfig::new(&args.group, args.bootstrap.split(','));
     engine.commit_interval_ms = args.commit_ms as i64;
     engine.producer.linger_ms = args.linger_ms as i64;
+    engine.fetch.max_wait_ms = args.fetch_wait_ms;
     let mut config = StreamsConfig::from_engine_config(engine);
     config.num_stream_threads = 1;
     config.state_dir = state_dir.path().to_owned();
@@ -967,6 +995,7 @@ fn run_rdkafka(args: ChildArgs) {
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", args.fetch_wait_ms.to_string())
         .create()
         .expect("consumer");
     consumer.subscribe(&[INPUT]).expect("subscribe");
