@@ -29,6 +29,9 @@ pub struct EngineConfig {
     /// Records per batch handed to processors.
     pub max_batch_records: usize,
     /// A partition whose task holds this many unprocessed records is left out of fetches.
+    /// Default 10,000: above what one fetch brings (up to `fetch.partition_max_bytes`, 1 MiB),
+    /// so the next fetch is on the wire while the last one is processed. (Kafka Streams'
+    /// `buffered.records.per.partition` is 1,000, but its consumer buffers a fetch on top.)
     pub max_queued_records_per_partition: usize,
     /// Producer settings: linger, batch size, compression, buffer memory, timeouts.
     pub producer: ProducerConfig,
@@ -83,7 +86,7 @@ impl EngineConfig {
             commit_interval_ms: 30_000,
             fetch: FetcherConfig::default(),
             max_batch_records: 1_000,
-            max_queued_records_per_partition: 1_000,
+            max_queued_records_per_partition: 10_000,
             producer: ProducerConfig::default(),
             metadata: MetadataConfig::default(),
             internal_topics: InternalTopicsConfig::default(),

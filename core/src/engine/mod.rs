@@ -677,7 +677,18 @@ impl Engine {
             progress |= self.poll_components();
             progress |= self.handle_component_events();
             progress |= self.flush_pending();
-            progress |= self.feed_tasks();
+            if self.feed_tasks() {
+                progress = true;
+                // Ask for the next records before processing these, so that the fetch round
+                // trip overlaps the processing: hand a new request to the adapter first.
+                let queued = self.outputs.len();
+                self.poll_components();
+                self.flush_pending();
+                self.transmit();
+                if self.outputs.len() > queued {
+                    return;
+                }
+            }
             progress |= self.run_tasks();
             progress |= self.drive_commit();
             progress |= self.release_bootstrap_connections();
