@@ -1128,7 +1128,7 @@ impl Engine {
         else {
             return;
         };
-        if *version < FETCH_LAST_NON_FLEXIBLE_VERSION + 1 || self.fetch_capped_after_malformed {
+        if *version <= FETCH_LAST_NON_FLEXIBLE_VERSION || self.fetch_capped_after_malformed {
             return;
         }
         self.fetch_capped_after_malformed = true;
