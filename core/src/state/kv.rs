@@ -25,11 +25,12 @@ fn reserve_entry(buf: &mut BytesMut) {
 
 /// The encoded keys and values of a write, as the one allocation they will share while they
 /// live — in the write buffer until commit, in the memory store for good — so it is copied
-/// to its exact size when the encode buffer has much spare room: a `put` must not pin a
+/// to its exact size when the encode buffer is mostly spare room: a `put` must not pin a
 /// buffer sized for many entries (with 32 KiB chunks, 10,000 keys put one at a time pinned
 /// 320 MiB).
 fn pinned(buf: BytesMut) -> Bytes {
-    if buf.capacity() > buf.len() + buf.len() / 4 + 64 {
+    // A buffer that grew by doubling wastes at most half: kept as it is.
+    if buf.capacity() >= 2 * buf.len() + 256 {
         Bytes::copy_from_slice(&buf)
     } else {
         buf.freeze()
