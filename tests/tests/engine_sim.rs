@@ -720,22 +720,16 @@ fn request_versions(mut bytes: &[u8]) -> Vec<(i16, i16)> {
     out
 }
 
-#[test]
-fn api_version_caps_from_the_config_bound_the_versions_sent() {
-    use kafka_protocol::messages::ApiKey;
+/// Runs the count topology with `config` over `sim` (input: 5 records in each of 2
+/// partitions) until everything is committed; returns `(api key, version)` of every request
+/// the engine sent.
+fn count_recording_requests(mut sim: SimCluster, config: EngineConfig) -> Vec<(i16, i16)> {
     use kstreams_tests::harness::WireEvent;
 
-    let mut sim = SimCluster::new(3, 1);
     sim.create_topic(INPUT, 2).unwrap();
     sim.create_topic(OUTPUT, 2).unwrap();
     produce_input(&mut sim, 2, 5);
     let mut h = Harness::new(sim, 1_000_000);
-    let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
-    config.commit_interval_ms = 1_000;
-    config.api_version_caps.insert(ApiKey::JoinGroup, 5);
-    config.api_version_caps.insert(ApiKey::SyncGroup, 3);
-    // Above the built-in cap of 12: the built-in cap still holds.
-    config.api_version_caps.insert(ApiKey::Fetch, 13);
     let engine = Engine::new(
         count_topology(),
         config,
@@ -753,7 +747,7 @@ fn api_version_caps_from_the_config_bound_the_versions_sent() {
         })
     });
     assert!(done, "failure: {:?}", h.engines[0].failure());
-    let sent: Vec<(i16, i16)> = h.engines[0]
+    h.engines[0]
         .wire
         .as_ref()
         .unwrap()
@@ -763,7 +757,20 @@ fn api_version_caps_from_the_config_bound_the_versions_sent() {
             _ => None,
         })
         .flatten()
-        .collect();
+        .collect()
+}
+
+#[test]
+fn api_version_caps_from_the_config_bound_the_versions_sent() {
+    use kafka_protocol::messages::ApiKey;
+
+    let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
+    config.commit_interval_ms = 1_000;
+    config.api_version_caps.insert(ApiKey::JoinGroup, 5);
+    config.api_version_caps.insert(ApiKey::SyncGroup, 3);
+    // Above the built-in cap of 12: the built-in cap still holds.
+    config.api_version_caps.insert(ApiKey::Fetch, 13);
+    let sent = count_recording_requests(SimCluster::new(3, 1), config);
     let versions_of = |api: ApiKey| -> Vec<i16> {
         sent.iter()
             .filter(|(a, _)| *a == api as i16)
@@ -794,43 +801,13 @@ fn api_version_caps_from_the_config_bound_the_versions_sent() {
 #[test]
 fn an_undecodable_flexible_fetch_response_falls_back_to_fetch_v11() {
     use kafka_protocol::messages::ApiKey;
-    use kstreams_tests::harness::WireEvent;
 
     let mut sim = SimCluster::new(3, 1);
     sim.config_mut().fetch_tag_zero_at_every_flexible_version = true;
-    sim.create_topic(INPUT, 2).unwrap();
-    sim.create_topic(OUTPUT, 2).unwrap();
-    produce_input(&mut sim, 2, 5);
-    let mut h = Harness::new(sim, 1_000_000);
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
     config.commit_interval_ms = 1_000;
-    let engine = Engine::new(
-        count_topology(),
-        config,
-        Box::new(MemoryStoreFactory),
-        h.now,
-    )
-    .unwrap();
-    let index = h.add(engine);
-    h.record_wire(index);
-    let done = h.run_until(60_000, |h| {
-        (0..2).all(|p| {
-            h.sim
-                .committed_offset(COUNTER_APP, &TopicPartition::new(INPUT, p))
-                == Some(5)
-        })
-    });
-    assert!(done, "failure: {:?}", h.engines[0].failure());
-    let fetch_versions: Vec<i16> = h.engines[0]
-        .wire
-        .as_ref()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            WireEvent::Sent { bytes, .. } => Some(request_versions(bytes)),
-            _ => None,
-        })
-        .flatten()
+    let fetch_versions: Vec<i16> = count_recording_requests(sim, config)
+        .into_iter()
         .filter(|(api, _)| *api == ApiKey::Fetch as i16)
         .map(|(_, v)| v)
         .collect();
