@@ -55,11 +55,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
-};
-use rdkafka::types::RDKafkaApiKey;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Partitions of the input and every output topic.
@@ -241,7 +237,7 @@ impl Options {
 
 enum Broker {
     Tansu(Tansu),
-    Mock(MockCluster<'static, DefaultProducerContext>),
+    Mock(kstreams_tests::mock::Mock),
 }
 
 impl Broker {
@@ -250,20 +246,9 @@ impl Broker {
             BrokerKind::Tansu => Broker::Tansu(
                 Tansu::start().unwrap_or_else(|e| panic!("starting the Tansu broker: {e}")),
             ),
-            BrokerKind::Mock => {
-                let mock = MockCluster::new(3).expect("librdkafka mock cluster");
-                // librdkafka 2.12's mock misparses the flexible versions of these (see
-                // tests/tests/e2e_support/mod.rs); kstreams needs them capped.
-                for (api, max) in [
-                    (RDKafkaApiKey::JoinGroup, 5),
-                    (RDKafkaApiKey::SyncGroup, 3),
-                    (RDKafkaApiKey::LeaveGroup, 2),
-                ] {
-                    mock.apiversion(api, Some(0), Some(max))
-                        .expect("cap a group API version on the mock");
-                }
-                Broker::Mock(mock)
-            }
+            BrokerKind::Mock => Broker::Mock(
+                kstreams_tests::mock::mock_cluster(3).expect("librdkafka mock cluster"),
+            ),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 
 pub mod harness;
+pub mod mock;
 pub mod sim;
 pub mod tansu;
 

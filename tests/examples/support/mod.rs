@@ -14,9 +14,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Partitions of the topics the no-bootstrap mode creates.
@@ -171,20 +170,9 @@ pub struct Example {
     pub sample: fn() -> KeyValues,
 }
 
-/// A mock cluster of three brokers, with the group API versions capped where librdkafka
-/// 2.12's mock misparses the flexible versions it advertises (JoinGroup v6, SyncGroup v4 and
-/// LeaveGroup v3+; see `tests/tests/e2e_support/mod.rs`).
-pub fn mock_cluster() -> Result<MockCluster<'static, DefaultProducerContext>, String> {
-    let mock = MockCluster::new(3).map_err(|e| format!("mock cluster: {e}"))?;
-    for (api, max) in [
-        (RDKafkaApiKey::JoinGroup, 5),
-        (RDKafkaApiKey::SyncGroup, 3),
-        (RDKafkaApiKey::LeaveGroup, 2),
-    ] {
-        mock.apiversion(api, Some(0), Some(max))
-            .map_err(|e| format!("mock cluster: {e}"))?;
-    }
-    Ok(mock)
+/// A mock cluster of three brokers, set up by `kstreams_tests::mock::mock_cluster`.
+pub fn mock_cluster() -> Result<kstreams_tests::mock::Mock, String> {
+    kstreams_tests::mock::mock_cluster(3).map_err(|e| format!("mock cluster: {e}"))
 }
 
 /// Produces `records` to `topic` (partitioned by key) and waits until all are acknowledged.

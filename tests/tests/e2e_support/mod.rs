@@ -14,15 +14,14 @@ use std::time::{Duration, Instant};
 use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
+use kstreams_tests::mock::{Mock, mock_cluster};
 use kstreams_tests::tansu::Tansu;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaApiKey;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Bound of each test.
@@ -31,9 +30,6 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub const WAIT: Duration = Duration::from_secs(60);
 /// Partitions of the input and output topics.
 pub const PARTITIONS: i32 = 4;
-
-/// The librdkafka mock cluster.
-pub type Mock = MockCluster<'static, DefaultProducerContext>;
 
 /// A broker for one test.
 pub enum Broker {
@@ -58,21 +54,9 @@ pub struct KafkaContainer {
 
 impl Broker {
     /// A mock cluster of three brokers, with the group API versions capped where librdkafka
-    /// 2.12's mock misparses the flexible versions it advertises: JoinGroup v6 and SyncGroup
-    /// v4 read their protocol/assignment arrays as INT32-counted (JoinGroup then closes the
-    /// connection, SyncGroup reads out of bounds and crashes the process), and LeaveGroup reads
-    /// the v0–v2 layout at every version.
+    /// 2.12's mock misparses the flexible versions it advertises (`kstreams_tests::mock`).
     pub fn mock() -> Self {
-        let mock = MockCluster::new(3).expect("librdkafka mock cluster");
-        for (api, max) in [
-            (RDKafkaApiKey::JoinGroup, 5),
-            (RDKafkaApiKey::SyncGroup, 3),
-            (RDKafkaApiKey::LeaveGroup, 2),
-        ] {
-            mock.apiversion(api, Some(0), Some(max))
-                .expect("cap a group API version on the mock");
-        }
-        Broker::Mock(mock)
+        Broker::Mock(mock_cluster(3).expect("librdkafka mock cluster"))
     }
 
     /// A Tansu broker; a broker that cannot start fails the test with the reason.
