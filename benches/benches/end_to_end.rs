@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle};
+use kstreams_tests::reader;
 use kstreams_tests::tansu::Tansu;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -507,40 +508,28 @@ fn observer(bootstrap: &str, group: &str) -> BaseConsumer {
 
 /// A consumer of all of `topic` from the beginning, to see when the first output appears.
 fn first_output_watcher(bootstrap: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "e2e-bench-first-output")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("first-output consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition offset");
-    }
-    consumer.assign(&assignment).expect("assign");
-    consumer
+    reader::from_beginning(
+        bootstrap,
+        "e2e-bench-first-output",
+        topic,
+        PARTITIONS,
+        &[("fetch.wait.max.ms", "10")],
+    )
+    .expect("first-output consumer")
 }
 
 /// The offsets `group` committed on the input partitions (0 where none).
 fn committed(consumer: &BaseConsumer) -> Vec<i64> {
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        partitions.add_partition(INPUT, p);
-    }
-    let Ok(committed) = consumer.committed_offsets(partitions, Duration::from_secs(10)) else {
-        return vec![0; PARTITIONS as usize];
-    };
-    (0..PARTITIONS)
-        .map(
-            |p| match committed.find_partition(INPUT, p).map(|tp| tp.offset()) {
-                Some(Offset::Offset(o)) => o,
+    match reader::committed_offsets(consumer, INPUT, PARTITIONS) {
+        Ok(offsets) => offsets
+            .into_iter()
+            .map(|offset| match offset {
+                Offset::Offset(o) => o,
                 _ => 0,
-            },
-        )
-        .collect()
+            })
+            .collect(),
+        Err(_) => vec![0; PARTITIONS as usize],
+    }
 }
 
 /// Reads all of `topic` and checks the last count of every key against `expected`; returns
@@ -551,19 +540,8 @@ fn check_output(
     records: usize,
     expected: &HashMap<Vec<u8>, i64>,
 ) -> usize {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "e2e-bench-checker")
-        .set("enable.auto.commit", "false")
-        .create()
+    let consumer = reader::from_beginning(bootstrap, "e2e-bench-checker", topic, PARTITIONS, &[])
         .expect("checker consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition offset");
-    }
-    consumer.assign(&assignment).expect("assign");
     // One output record per input record; then nothing more may come for a second (the end
     // offsets are not used: Tansu 0.6.0 lists wrong ones).
     let mut last: HashMap<Vec<u8>, i64> = HashMap::with_capacity(expected.len());

@@ -2,6 +2,7 @@
 
 pub mod harness;
 pub mod mock;
+pub mod reader;
 pub mod sim;
 pub mod tansu;
 

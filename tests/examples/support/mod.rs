@@ -16,7 +16,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 
 /// Partitions of the topics the no-bootstrap mode creates.
 pub const SAMPLE_PARTITIONS: i32 = 4;
@@ -235,21 +234,16 @@ fn watch_output(
     handle: &StreamsHandle,
     mut on_record: impl FnMut(&[u8], i64),
 ) -> Result<(), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "kstreams-example-watcher")
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| format!("consumer: {e}"))?;
     let partitions = partition_count(bootstrap, topic)?
         .ok_or_else(|| format!("output topic {topic} does not exist"))?;
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
-    }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let consumer = kstreams_tests::reader::from_beginning(
+        bootstrap,
+        "kstreams-example-watcher",
+        topic,
+        partitions,
+        &[],
+    )
+    .map_err(|e| format!("consumer of {topic}: {e}"))?;
     let mut last_output = Instant::now();
     loop {
         match handle.state() {

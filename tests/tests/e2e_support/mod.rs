@@ -15,14 +15,15 @@ use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
 use kstreams_tests::mock::{Mock, mock_cluster};
+use kstreams_tests::reader;
 use kstreams_tests::tansu::Tansu;
+use rdkafka::Offset;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// Bound of each test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -293,19 +294,8 @@ pub fn read_until(
     settle: Duration,
     mut done: impl FnMut(&[Output]) -> bool,
 ) -> Vec<Output> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "e2e-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition offset");
-    }
-    consumer.assign(&assignment).expect("assign");
+    let consumer = reader::from_beginning(bootstrap, "e2e-reader", topic, PARTITIONS, &[])
+        .expect("reader consumer");
     let mut out: Vec<Output> = Vec::new();
     let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
     let deadline = Instant::now() + WAIT;
@@ -357,24 +347,10 @@ pub fn committed_offsets(bootstrap: &str, app: &str, topic: &str) -> Vec<Offset>
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", app)
-        .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        partitions.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .expect("committed offsets (OffsetFetch)");
-    (0..PARTITIONS)
-        .map(|p| {
-            committed
-                .find_partition(topic, p)
-                .expect("partition in the OffsetFetch answer")
-                .offset()
-        })
-        .collect()
+    reader::committed_offsets(&consumer, topic, PARTITIONS)
+        .expect("committed offsets (OffsetFetch)")
 }
 
 /// The end offset of each partition after `input` was produced at `offsets` (the producer's
