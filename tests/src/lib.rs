@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests.
 
+pub mod bounded;
+pub mod e2e_config;
 pub mod harness;
 pub mod mock;
 pub mod reader;

@@ -82,15 +82,11 @@ fn mock_a_logged_store_without_its_changelog_fails_saying_how_to_create_it() {
             streams_config(&broker, app, state_dir.path()),
             Stores::Memory,
         );
-        let (tx, rx) = std::sync::mpsc::channel();
         let waiting = handle.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(block_on(waiting.wait()));
-        });
-        let error = rx
-            .recv_timeout(WAIT)
-            .expect("the engine neither failed nor stopped")
-            .unwrap_err();
+        let error = kstreams_tests::bounded::bounded("the engine's failure", WAIT, move || {
+            block_on(waiting.wait())
+        })
+        .unwrap_err();
         let topic = format!("{app}-counts-changelog");
         assert!(
             matches!(

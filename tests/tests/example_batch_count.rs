@@ -13,14 +13,12 @@ use batch_count::support::{self, Args, Mode, RuntimeChoice};
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn run_bounded(args: Vec<&str>) -> std::collections::BTreeMap<Vec<u8>, i64> {
+    kstreams_tests::bounded::init_test_logging();
     let args = parse(args).expect("arguments");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(support::run(&batch_count::BATCH_COUNT, &args));
-    });
-    rx.recv_timeout(TIMEOUT)
-        .expect("the example did not finish in time")
-        .expect("the example failed")
+    kstreams_tests::bounded::bounded("the example", TIMEOUT, move || {
+        support::run(&batch_count::BATCH_COUNT, &args)
+    })
+    .expect("the example failed")
 }
 
 /// The expected final counts of the sample input (the example's own producer computes the same

@@ -16,23 +16,13 @@ use wordcount::support::{self, Args};
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn run_bounded(args: &[&str]) -> BTreeMap<Vec<u8>, i64> {
-    // Engine warnings on the test's stderr (shown for failed tests; RUST_LOG overrides).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
+    kstreams_tests::bounded::init_test_logging();
     let args = Args::parse("wordcount", "wordcount", args.iter().map(|a| a.to_string()))
         .expect("arguments");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(support::run(&wordcount::WORDCOUNT, &args));
-    });
-    rx.recv_timeout(TIMEOUT)
-        .expect("the example did not finish in time")
-        .expect("the example failed")
+    kstreams_tests::bounded::bounded("the example", TIMEOUT, move || {
+        support::run(&wordcount::WORDCOUNT, &args)
+    })
+    .expect("the example failed")
 }
 
 /// The counts, written out by hand from the four sample lines (25 rounds each).

@@ -1,6 +1,6 @@
 //! One kstreams instance in a process of its own, for end-to-end tests that kill it without a
-//! close (`tests/tests/e2e_failover.rs`): `input` → `output` unchanged, under tokio, with a
-//! 200 ms commit interval and a 6 s session timeout and a 10 s rebalance timeout.
+//! close (`tests/tests/e2e_failover.rs`): `input` → `output` unchanged, under tokio, with the
+//! settings of `kstreams_tests::e2e_config::fast_engine_config`.
 //!
 //! ```text
 //! e2e_passthrough_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR
@@ -8,7 +8,6 @@
 //!
 //! Prints `running` on stdout once the instance is Running; runs until killed or failed.
 
-use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_tokio::{KafkaStreams, Stores, StreamsConfig, StreamsState};
 
@@ -38,15 +37,7 @@ fn run(
     b.add_sink("sink", output, &[&src], BytesSerde, BytesSerde)?;
     let topology = b.build()?;
 
-    let mut engine = EngineConfig::new(app, bootstrap.split(','));
-    engine.commit_interval_ms = 200;
-    engine.producer.linger_ms = 5;
-    engine.session_timeout_ms = 6_000;
-    engine.heartbeat_interval_ms = 1_000;
-    // A rebalance waits at most this long for members that do not rejoin (Tansu keeps a
-    // member that vanished until then, so a killed instance would stall the group for the
-    // 5-minute default).
-    engine.rebalance_timeout_ms = 10_000;
+    let engine = kstreams_tests::e2e_config::fast_engine_config(app, bootstrap);
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir.into();
     let handle = KafkaStreams::new(topology, config, Stores::Memory)?.start()?;

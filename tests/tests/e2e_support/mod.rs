@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
+use kstreams_tests::bounded::init_test_logging;
+use kstreams_tests::e2e_config::fast_engine_config;
 use kstreams_tests::mock::{Mock, mock_cluster};
 use kstreams_tests::reader;
 use kstreams_tests::tansu::Tansu;
@@ -195,32 +196,11 @@ impl Adapter {
     }
 }
 
-/// Runs `test` on its own thread; fails if it panics or takes longer than [`TEST_TIMEOUT`].
+/// Runs `test` on its own thread with the engines' warnings on the test's output; fails if it
+/// panics or takes longer than [`TEST_TIMEOUT`].
 pub fn bounded(test: impl FnOnce() + Send + 'static) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        test();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(TEST_TIMEOUT) {
-        Ok(()) => worker.join().expect("test thread"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            // The test panicked: re-raise its panic with its message.
-            if let Err(panic) = worker.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("test timed out after {TEST_TIMEOUT:?}")
-        }
-    }
+    init_test_logging();
+    kstreams_tests::bounded::bounded("the test", TEST_TIMEOUT, test);
 }
 
 /// An input record: its partition, key and value.
@@ -365,19 +345,10 @@ pub fn end_offsets(input: &[Input], offsets: &[i64]) -> Vec<i64> {
     ends
 }
 
-/// Quick commits and a short session, bootstrapping from `broker`.
+/// [`fast_engine_config`] bootstrapping from `broker`, state under `state_dir`.
 pub fn streams_config(broker: &Broker, app: &str, state_dir: &Path) -> StreamsConfig {
-    let bootstrap = broker.bootstrap();
-    let mut engine = EngineConfig::new(app, bootstrap.split(','));
-    engine.commit_interval_ms = 200;
-    engine.producer.linger_ms = 5;
-    engine.session_timeout_ms = 6_000;
-    engine.heartbeat_interval_ms = 1_000;
-    // A rebalance waits at most this long for members that do not rejoin (Tansu keeps a
-    // member that vanished until then, so a killed instance would stall the group for the
-    // 5-minute default).
-    engine.rebalance_timeout_ms = 10_000;
-    let mut config = StreamsConfig::from_engine_config(engine);
+    let mut config =
+        StreamsConfig::from_engine_config(fast_engine_config(app, &broker.bootstrap()));
     config.state_dir = state_dir.to_owned();
     config
 }
@@ -406,13 +377,8 @@ pub fn wait_running(handle: &StreamsHandle) {
 
 /// Closes `handle` (bounded) and checks it ended NotRunning.
 pub fn close(handle: &StreamsHandle) {
-    let (tx, rx) = std::sync::mpsc::channel();
     let closing = handle.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(block_on(closing.close()));
-    });
-    rx.recv_timeout(WAIT)
-        .expect("close() timed out")
+    kstreams_tests::bounded::bounded("close()", WAIT, move || block_on(closing.close()))
         .expect("close() failed");
     assert_eq!(handle.state(), StreamsState::NotRunning);
 }
