@@ -309,8 +309,6 @@ pub struct Engine {
     now: i64,
     state: EngineState,
     connection: ConnectionConfig,
-    /// Fetch was capped at v11 after an undecodable flexible Fetch response.
-    fetch_capped_after_malformed: bool,
     nodes: BTreeMap<BrokerId, Node>,
     /// Requests waiting for a ready connection, with the time they were queued.
     pending: VecDeque<(Component, Outbound, i64)>,
@@ -430,7 +428,6 @@ impl Engine {
             now,
             state: EngineState::Created,
             connection,
-            fetch_capped_after_malformed: false,
             nodes,
             pending: VecDeque::new(),
             metadata,
@@ -723,10 +720,7 @@ impl Engine {
         }
         let versions = ClusterVersions {
             conns: &ready,
-            // Connections negotiated before the fallback still offer the flexible versions.
-            fetch_max: self
-                .fetch_capped_after_malformed
-                .then_some(FETCH_LAST_NON_FLEXIBLE_VERSION),
+            policy: &self.connection.policy,
         };
         let now = self.now;
         while let Some(out) = self.metadata.poll_request(now, &versions) {
@@ -1128,10 +1122,11 @@ impl Engine {
         else {
             return;
         };
-        if *version <= FETCH_LAST_NON_FLEXIBLE_VERSION || self.fetch_capped_after_malformed {
+        // Already capped (this response was built before the fallback): nothing new to do.
+        let cap = self.connection.policy.our_range(ApiKey::Fetch).max;
+        if *version <= FETCH_LAST_NON_FLEXIBLE_VERSION || cap <= FETCH_LAST_NON_FLEXIBLE_VERSION {
             return;
         }
-        self.fetch_capped_after_malformed = true;
         self.connection.policy = std::mem::take(&mut self.connection.policy)
             .cap(ApiKey::Fetch, FETCH_LAST_NON_FLEXIBLE_VERSION);
         tracing::warn!(

@@ -9,6 +9,7 @@ use super::Component;
 use crate::client::{ApiVersionLookup, BrokerId, Target};
 use crate::wire::connection::{Connection, ConnectionConfig, ConnectionError, Response};
 use crate::wire::framing::{FrameDecoder, FrameError};
+use crate::wire::versions::VersionPolicy;
 
 /// What the engine remembers about a request it sent, to route the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,11 +150,11 @@ pub(crate) fn decode_response(response: &Response<Token>) -> Result<ResponseKind
 }
 
 /// The version table of the cluster: for each API, the smallest of the versions negotiated
-/// with the ready brokers (normally all equal), and at most `fetch_max` for Fetch (a cap set
-/// after the connections negotiated theirs).
+/// with the ready brokers (normally all equal), within the engine's current version policy
+/// (which may have lowered a cap after those connections negotiated).
 pub(crate) struct ClusterVersions<'a> {
     pub(crate) conns: &'a [&'a Connection<Token>],
-    pub(crate) fetch_max: Option<i16>,
+    pub(crate) policy: &'a VersionPolicy,
 }
 
 impl ApiVersionLookup for ClusterVersions<'_> {
@@ -163,10 +164,7 @@ impl ApiVersionLookup for ClusterVersions<'_> {
             let v = conn.versions()?.version(api)?;
             min = Some(min.map_or(v, |m| m.min(v)));
         }
-        match (api, self.fetch_max) {
-            (ApiKey::Fetch, Some(max)) => min.map(|v| v.min(max)),
-            _ => min,
-        }
+        min.map(|v| v.min(self.policy.our_range(api).max))
     }
 }
 
