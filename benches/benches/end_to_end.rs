@@ -913,7 +913,7 @@ fn run_kstreams(args: ChildArgs, batch: bool, lmdb: bool) {
     let state_dir = tempfile::tempdir().expect("state dir");
     let topology = count_topology(&args.output, batch).expect("topology");
     let mut engine = EngineConfig::new(&args.group, args.bootstrap.split(','));
-    engine.commit_interval_ms = args.commit_ms as i64;
+    engine.commit_interval = kstreams_core::time::Duration::from_millis(args.commit_ms);
     engine.producer.linger_ms = args.linger_ms as i64;
     engine.fetch.max_wait_ms = args.fetch_wait_ms;
     let mut config = StreamsConfig::from_engine_config(engine);

@@ -46,6 +46,7 @@ pub mod serde;
 pub mod state;
 pub mod task;
 pub mod testing;
+pub mod time;
 pub mod topology;
 pub mod wire;
 

@@ -2,19 +2,22 @@
 //! as the answer to its first Metadata request (framed with the right correlation id, so the
 //! fuzzer starts inside the response body), then driven through timeouts.
 //!
+//! Every step is an `engine::Input`, so a crashing run is a recorded input sequence.
+//!
 //! Checks: no panic, no abort; the engine keeps answering `poll_output` / `poll_timeout`.
 
 #![no_main]
 
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::Encodable;
-use kstreams_core::engine::{Engine, EngineConfig, Output};
+use kstreams_core::engine::{ConnectionId, Engine, EngineConfig, Input, Output};
 use kstreams_core::prelude::*;
 use kstreams_core::state::MemoryStoreFactory;
+use kstreams_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
 fn topology() -> Arc<Topology> {
@@ -61,11 +64,15 @@ fn api_versions_response() -> Vec<u8> {
     frame(0, &body)
 }
 
-fn drain(engine: &mut Engine, now: i64) -> Option<i32> {
+fn at(ms: i64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+fn drain(engine: &mut Engine, now: Instant) -> Option<ConnectionId> {
     let mut connect = None;
     while let Some(out) = engine.poll_output(now) {
-        if let Output::Connect { node, .. } = out {
-            connect = Some(node);
+        if let Output::Connect { connection, .. } = out {
+            connect = Some(connection);
         }
     }
     connect
@@ -73,19 +80,24 @@ fn drain(engine: &mut Engine, now: i64) -> Option<i32> {
 
 fuzz_target!(|data: &[u8]| {
     let config = EngineConfig::new("fuzz", ["broker:9092"]);
-    let mut engine = Engine::new(topology(), config, Box::new(MemoryStoreFactory), 0).expect("engine");
-    let Some(node) = drain(&mut engine, 0) else {
+    let mut engine =
+        Engine::new(topology(), config, Box::new(MemoryStoreFactory), at(0)).expect("engine");
+    let Some(connection) = drain(&mut engine, at(0)) else {
         panic!("the engine must connect to its bootstrap server");
     };
-    engine.handle_connected(node, 0);
-    drain(&mut engine, 0);
-    engine.handle_received(node, &api_versions_response(), 1);
-    drain(&mut engine, 1);
-    // The Metadata request is correlation id 1.
-    engine.handle_received(node, &frame(1, data), 2);
-    for now in [2, 1_000, 60_000, 600_000] {
+    let received = |bytes: Vec<u8>| Input::Received { connection, bytes: Bytes::from(bytes) };
+    let inputs = [
+        (at(0), Input::Connected { connection }),
+        (at(1), received(api_versions_response())),
+        // The Metadata request is correlation id 1.
+        (at(2), received(frame(1, data))),
+        (at(1_000), Input::Timeout),
+        (at(60_000), Input::Timeout),
+        (at(600_000), Input::Timeout),
+    ];
+    for (now, input) in inputs {
+        engine.handle_input(input, now);
         drain(&mut engine, now);
-        engine.handle_timeout(now);
         let _ = engine.poll_timeout();
     }
 });

@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kstreams_core::time::Instant;
+
 /// Wall-clock milliseconds since the Unix epoch, never going backwards.
 ///
 /// The engine wants `now` as epoch milliseconds (it compares them with record timestamps and
@@ -24,14 +26,14 @@ impl Clock {
         Self::default()
     }
 
-    /// Now, in milliseconds since the Unix epoch, clamped to be non-decreasing.
-    pub fn now(&self) -> i64 {
+    /// Now (milliseconds since the Unix epoch), clamped to be non-decreasing.
+    pub fn now(&self) -> Instant {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         let before = self.last.fetch_max(wall, Ordering::AcqRel);
-        before.max(wall)
+        Instant::from_millis(before.max(wall))
     }
 }
 
@@ -61,10 +63,10 @@ mod tests {
     #[test]
     fn never_goes_backwards_and_is_close_to_the_wall_clock() {
         let clock = Clock::new();
-        let a = clock.now();
+        let a = clock.now().as_millis();
         // Pretend an earlier reading was far in the future (a wall clock that stepped back).
         clock.last.store(a + 60_000, Ordering::Release);
-        assert_eq!(clock.now(), a + 60_000);
+        assert_eq!(clock.now(), Instant::from_millis(a + 60_000));
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

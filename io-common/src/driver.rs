@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future;
-use kstreams_core::client::BrokerId;
+use kstreams_core::engine::ConnectionId;
 use kstreams_core::engine::{Engine, EngineState, Output};
 
 use crate::clock::Clock;
@@ -22,7 +22,7 @@ pub(crate) enum Input {
     /// A connection task's report. `generation` tells reports of an old socket of the same
     /// node (closed by the engine, or replaced) from the current one.
     Connection {
-        node: BrokerId,
+        node: ConnectionId,
         generation: u64,
         event: ConnectionEvent,
     },
@@ -53,7 +53,7 @@ pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) addresses: AddressMap,
     pub(crate) connect_timeout: Duration,
-    pub(crate) connections: BTreeMap<BrokerId, Connection<R>>,
+    pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
     pub(crate) next_generation: u64,
 }
 
@@ -75,9 +75,9 @@ impl<R: Runtime> StreamThread<R> {
             }
             let now = self.clock.now();
             let wake = match self.engine.poll_timeout() {
-                Some(deadline) if deadline <= now => {
-                    // Work is due now: let the connection tasks run once first, so reads
-                    // keep flowing while the engine is busy.
+                _ if self.engine.has_pending_work() => {
+                    // Work is left: let the connection tasks run once first, so reads keep
+                    // flowing while the engine is busy.
                     R::yield_now().await;
                     match self.commands.try_recv().or_else(|_| self.inputs.try_recv()) {
                         Ok(input) => Wake::Input(input),
@@ -87,10 +87,7 @@ impl<R: Runtime> StreamThread<R> {
                 deadline => {
                     let timer = async {
                         match deadline {
-                            Some(t) => {
-                                let ms = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
-                                R::sleep(Duration::from_millis(ms)).await;
-                            }
+                            Some(t) => R::sleep((t - now).to_std()).await,
                             None => future::pending::<()>().await,
                         }
                         Wake::Timer
@@ -132,8 +129,15 @@ impl<R: Runtime> StreamThread<R> {
     fn drain_outputs(&mut self) {
         while let Some(output) = self.engine.poll_output(self.clock.now()) {
             match output {
-                Output::Connect { node, host, port } => self.connect(node, &host, port),
-                Output::Transmit { node, bytes } => {
+                Output::Connect {
+                    connection: node,
+                    host,
+                    port,
+                } => self.connect(node, &host, port),
+                Output::Transmit {
+                    connection: node,
+                    bytes,
+                } => {
                     let sent = self
                         .connections
                         .get(&node)
@@ -144,7 +148,7 @@ impl<R: Runtime> StreamThread<R> {
                         self.engine.handle_disconnected(node, self.clock.now());
                     }
                 }
-                Output::Close { node } => {
+                Output::Close { connection: node } => {
                     self.connections.remove(&node);
                 }
                 Output::Event(event) => self.shared.on_event(self.index, event),
@@ -152,17 +156,17 @@ impl<R: Runtime> StreamThread<R> {
         }
     }
 
-    fn connect(&mut self, node: BrokerId, host: &str, port: i32) {
+    fn connect(&mut self, node: ConnectionId, host: &str, port: i32) {
         self.connections.remove(&node);
         let (host, port) = match self.addresses.resolve(host, port) {
             Ok(address) => address,
             Err(error) => {
-                tracing::warn!(node, %error, "cannot dial broker");
+                tracing::warn!(%node, %error, "cannot dial broker");
                 self.engine.handle_disconnected(node, self.clock.now());
                 return;
             }
         };
-        tracing::debug!(node, %host, port, "connecting");
+        tracing::debug!(%node, %host, port, "connecting");
         let generation = self.next_generation;
         self.next_generation += 1;
         let (outgoing, outgoing_rx) = async_channel::unbounded();

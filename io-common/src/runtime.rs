@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kstreams_core::client::BrokerId;
+use kstreams_core::engine::ConnectionId;
 
 use crate::driver::Input;
 
@@ -73,7 +73,7 @@ impl Outgoing {
 /// loop is gone; the task should end then.
 #[derive(Debug, Clone)]
 pub struct ConnectionEvents {
-    pub(crate) node: BrokerId,
+    pub(crate) node: ConnectionId,
     pub(crate) generation: u64,
     pub(crate) sender: async_channel::Sender<Input>,
 }

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kstreams_core::client::BrokerId;
-use kstreams_core::engine::{Engine, EngineState, Event, Output};
+use kstreams_core::engine::{ConnectionId, Engine, EngineState, Event, Input, Output};
 use kstreams_core::task::TaskId;
+use kstreams_core::time::Instant;
 
 use crate::sim::{ConnId, SimCluster};
 
@@ -23,7 +24,8 @@ pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
 pub struct EngineSlot {
     /// The engine.
     pub engine: Engine,
-    conns: BTreeMap<BrokerId, ConnId>,
+    /// The engine's sockets: the simulator's connection and the broker it reaches.
+    conns: BTreeMap<ConnectionId, (ConnId, BrokerId)>,
     /// Every event the engine reported, in order, with the simulated time it was seen at.
     pub events: Vec<(i64, Event)>,
     /// The engine was dropped without a close ([`Harness::drop_engine`]): it is no longer
@@ -34,25 +36,33 @@ pub struct EngineSlot {
     /// What crossed the engine's connections, in order, once [`Harness::record_wire`] asked
     /// for it (`None`: not recorded).
     pub wire: Option<Vec<WireEvent>>,
+    /// Every input handed to the engine, with its time, once [`Harness::record_inputs`] asked
+    /// for it (`None`: not recorded): replayed into a new engine with the same configuration,
+    /// they must give the same outputs.
+    pub inputs: Option<Vec<(Instant, Input)>>,
 }
 
 /// One thing that crossed an engine's connections to the simulator (see
 /// [`Harness::record_wire`]).
 #[derive(Debug, Clone)]
 pub enum WireEvent {
-    /// A connection to `node` opened.
+    /// A connection to `broker` opened.
     Connected {
         /// Simulated time.
         at: i64,
-        /// The engine's broker id of the connection.
-        node: BrokerId,
+        /// The engine's socket.
+        connection: ConnectionId,
+        /// The simulated broker the connection reaches (bootstrap connections included).
+        broker: BrokerId,
     },
     /// Bytes the engine transmitted and the simulator received (whole frames).
     Sent {
         /// Simulated time.
         at: i64,
-        /// The engine's broker id of the connection.
-        node: BrokerId,
+        /// The engine's socket.
+        connection: ConnectionId,
+        /// The simulated broker the connection reaches (bootstrap connections included).
+        broker: BrokerId,
         /// The frames, length prefixes included.
         bytes: Bytes,
     },
@@ -60,17 +70,21 @@ pub enum WireEvent {
     Received {
         /// Simulated time.
         at: i64,
-        /// The engine's broker id of the connection.
-        node: BrokerId,
+        /// The engine's socket.
+        connection: ConnectionId,
+        /// The simulated broker the connection reaches (bootstrap connections included).
+        broker: BrokerId,
         /// The frame, length prefix included.
         bytes: Bytes,
     },
-    /// The connection to `node` closed (either side) or could not be opened.
+    /// The connection to `broker` closed (either side).
     Disconnected {
         /// Simulated time.
         at: i64,
-        /// The engine's broker id of the connection.
-        node: BrokerId,
+        /// The engine's socket.
+        connection: ConnectionId,
+        /// The simulated broker the connection reaches (bootstrap connections included).
+        broker: BrokerId,
     },
 }
 
@@ -79,6 +93,15 @@ impl EngineSlot {
         if let Some(wire) = self.wire.as_mut() {
             wire.push(event());
         }
+    }
+
+    /// Hands `input` to the engine (recording it when asked to).
+    fn input(&mut self, input: Input, now: i64) {
+        let now = Instant::from_millis(now);
+        if let Some(inputs) = self.inputs.as_mut() {
+            inputs.push((now, input.clone()));
+        }
+        self.engine.handle_input(input, now);
     }
 }
 
@@ -142,6 +165,7 @@ impl Harness {
             dropped: false,
             disconnects: 0,
             wire: None,
+            inputs: None,
         });
         self.engines.len() - 1
     }
@@ -151,6 +175,13 @@ impl Harness {
     pub fn record_wire(&mut self, index: usize) {
         if let Some(slot) = self.engines.get_mut(index) {
             slot.wire.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// Starts recording the inputs of the engine at `index` into its [`EngineSlot::inputs`].
+    pub fn record_inputs(&mut self, index: usize) {
+        if let Some(slot) = self.engines.get_mut(index) {
+            slot.inputs.get_or_insert_with(Vec::new);
         }
     }
 
@@ -167,7 +198,7 @@ impl Harness {
             return;
         };
         slot.dropped = true;
-        for (_, conn) in std::mem::take(&mut slot.conns) {
+        for (_, (conn, _)) in std::mem::take(&mut slot.conns) {
             self.sim.disconnect(conn);
         }
     }
@@ -175,7 +206,7 @@ impl Harness {
     /// Starts a clean close of the engine at `index`.
     pub fn close_engine(&mut self, index: usize) {
         if let Some(slot) = self.engines.get_mut(index) {
-            slot.engine.close(self.now);
+            slot.input(Input::Close, self.now);
         }
     }
 
@@ -210,9 +241,9 @@ impl Harness {
     /// ahead), and fires the engines' timeouts.
     pub fn advance(&mut self, max_step: i64) {
         let mut next = self.now.saturating_add(max_step);
-        for slot in self.engines.iter().filter(|s| !s.dropped) {
+        for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
             if let Some(t) = slot.engine.poll_timeout() {
-                next = next.min(t);
+                next = next.min(t.as_millis());
             }
         }
         if let Some(t) = self.sim.next_timer() {
@@ -222,7 +253,7 @@ impl Harness {
         self.sim.advance(self.now);
         self.observe();
         for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
-            slot.engine.handle_timeout(self.now);
+            slot.input(Input::Timeout, self.now);
         }
     }
 
@@ -282,70 +313,100 @@ fn observe(
 
 fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mut Check) -> bool {
     let mut progress = false;
-    while let Some(out) = slot.engine.poll_output(now) {
+    while let Some(out) = slot.engine.poll_output(Instant::from_millis(now)) {
         progress = true;
         match out {
-            Output::Connect { node, host, port } => {
+            Output::Connect {
+                connection,
+                host,
+                port,
+            } => {
                 let conn = sim
                     .broker_by_address(&host, port)
-                    .and_then(|b| sim.connect(b).ok());
+                    .and_then(|b| sim.connect(b).ok().map(|c| (c, b)));
                 match conn {
-                    Some(conn) => {
-                        slot.conns.insert(node, conn);
-                        slot.log_wire(|| WireEvent::Connected { at: now, node });
-                        slot.engine.handle_connected(node, now);
+                    Some((conn, broker)) => {
+                        slot.conns.insert(connection, (conn, broker));
+                        slot.log_wire(|| WireEvent::Connected {
+                            at: now,
+                            connection,
+                            broker,
+                        });
+                        slot.input(Input::Connected { connection }, now);
                     }
                     None => {
                         slot.disconnects += 1;
-                        slot.log_wire(|| WireEvent::Disconnected { at: now, node });
-                        slot.engine.handle_disconnected(node, now);
+                        slot.input(Input::Disconnected { connection }, now);
                     }
                 }
             }
-            Output::Transmit { node, bytes } => {
-                let Some(&conn) = slot.conns.get(&node) else {
-                    continue;
-                };
+            Output::Transmit { connection, bytes } => {
+                let &(conn, broker) = slot
+                    .conns
+                    .get(&connection)
+                    .expect("the engine transmits only on sockets it was told are open");
                 slot.log_wire(|| WireEvent::Sent {
                     at: now,
-                    node,
+                    connection,
+                    broker,
                     bytes: bytes.clone(),
                 });
                 let result = sim.receive(conn, &bytes, now);
                 observe(check.observer, check.violation, sim, now);
                 if result.is_err() {
                     slot.disconnects += 1;
-                    slot.conns.remove(&node);
-                    slot.log_wire(|| WireEvent::Disconnected { at: now, node });
-                    slot.engine.handle_disconnected(node, now);
+                    slot.conns.remove(&connection);
+                    slot.log_wire(|| WireEvent::Disconnected {
+                        at: now,
+                        connection,
+                        broker,
+                    });
+                    slot.input(Input::Disconnected { connection }, now);
                 }
             }
-            Output::Close { node } => {
-                if let Some(conn) = slot.conns.remove(&node) {
+            Output::Close { connection } => {
+                // A connect the simulator refused is closed already.
+                if let Some((conn, broker)) = slot.conns.remove(&connection) {
                     sim.disconnect(conn);
-                    slot.log_wire(|| WireEvent::Disconnected { at: now, node });
+                    slot.log_wire(|| WireEvent::Disconnected {
+                        at: now,
+                        connection,
+                        broker,
+                    });
                 }
             }
             Output::Event(event) => slot.events.push((now, event)),
         }
     }
-    let nodes: Vec<(BrokerId, ConnId)> = slot.conns.iter().map(|(&n, &c)| (n, c)).collect();
-    for (node, conn) in nodes {
+    let sockets: Vec<(ConnectionId, ConnId, BrokerId)> =
+        slot.conns.iter().map(|(&id, &(c, b))| (id, c, b)).collect();
+    for (connection, conn, broker) in sockets {
         while let Some(frame) = sim.poll_send(conn) {
             progress = true;
             slot.log_wire(|| WireEvent::Received {
                 at: now,
-                node,
+                connection,
+                broker,
                 bytes: frame.clone(),
             });
-            slot.engine.handle_received(node, &frame, now);
+            slot.input(
+                Input::Received {
+                    connection,
+                    bytes: frame,
+                },
+                now,
+            );
         }
         if !sim.is_open(conn) {
             slot.disconnects += 1;
             progress = true;
-            slot.conns.remove(&node);
-            slot.log_wire(|| WireEvent::Disconnected { at: now, node });
-            slot.engine.handle_disconnected(node, now);
+            slot.conns.remove(&connection);
+            slot.log_wire(|| WireEvent::Disconnected {
+                at: now,
+                connection,
+                broker,
+            });
+            slot.input(Input::Disconnected { connection }, now);
         }
     }
     progress
@@ -369,6 +430,7 @@ pub mod tagged {
     use kstreams_core::prelude::*;
     use kstreams_core::record::TopicPartition;
     use kstreams_core::state::MemoryStoreFactory;
+    use kstreams_core::time::{Duration, Instant};
 
     use super::Harness;
     use crate::sim::{SimCluster, SimRecord, StoredRecord};
@@ -429,11 +491,11 @@ pub mod tagged {
     /// Small timeouts so flows take seconds of simulated time.
     pub fn flow_config() -> EngineConfig {
         let mut c = EngineConfig::new(APP, ["sim-0:9092", "sim-1:9093", "sim-2:9094"]);
-        c.session_timeout_ms = SESSION_TIMEOUT_MS;
-        c.heartbeat_interval_ms = HEARTBEAT_MS;
-        c.rebalance_timeout_ms = 10_000;
-        c.commit_interval_ms = 500;
-        c.request_timeout_ms = 5_000;
+        c.session_timeout = Duration::from_millis_i64(SESSION_TIMEOUT_MS.into());
+        c.heartbeat_interval = Duration::from_millis_i64(HEARTBEAT_MS);
+        c.rebalance_timeout = Duration::from_secs(10);
+        c.commit_interval = Duration::from_millis(500);
+        c.request_timeout = Duration::from_secs(5);
         c.max_batch_records = 5;
         c.producer.linger_ms = 5;
         c.producer.request_timeout_ms = 5_000;
@@ -443,7 +505,13 @@ pub mod tagged {
 
     /// An engine running the tag topology.
     pub fn engine(config: EngineConfig, now: i64) -> Engine {
-        Engine::new(tag_topology(), config, Box::new(MemoryStoreFactory), now).expect("engine")
+        Engine::new(
+            tag_topology(),
+            config,
+            Box::new(MemoryStoreFactory),
+            Instant::from_millis(now),
+        )
+        .expect("engine")
     }
 
     /// A cluster of `brokers` brokers with `partitions`-partition input and output topics.

@@ -18,6 +18,7 @@ use kstreams_core::client::admin::InternalTopicsError;
 use kstreams_core::engine::{Engine, EngineError, EngineState, Event};
 use kstreams_core::prelude::*;
 use kstreams_core::state::MemoryStoreFactory;
+use kstreams_core::time::Instant;
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::harness::{Harness, WireEvent};
 use kstreams_tests::sim::SimCluster;
@@ -74,7 +75,7 @@ fn start(sim: SimCluster, logged: bool) -> Harness {
         topology(logged),
         flow_config(),
         Box::new(MemoryStoreFactory),
-        h.now,
+        Instant::from_millis(h.now),
     )
     .unwrap();
     let i = h.add(engine);

@@ -34,7 +34,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
-use kstreams_core::engine::{EngineConfig, EngineState, Event};
+use kstreams_core::engine::{ConnectionId, EngineConfig, EngineState, Event};
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::harness::{Harness, WireEvent};
 
@@ -94,32 +94,43 @@ fn frames(mut bytes: Bytes) -> Vec<Bytes> {
 fn decode_wire(wire: &[WireEvent]) -> (Vec<SentRequest>, Vec<ConnInfo>) {
     let mut requests: Vec<SentRequest> = Vec::new();
     let mut infos: Vec<ConnInfo> = Vec::new();
-    // node → (connection ordinal, requests sent on it so far)
-    let mut open: BTreeMap<i32, (usize, usize)> = BTreeMap::new();
+    // socket → (connection ordinal, requests sent on it so far)
+    let mut open: BTreeMap<ConnectionId, (usize, usize)> = BTreeMap::new();
     let mut conns = 0;
     // (connection ordinal, correlation id) → index into `requests`
     let mut waiting: BTreeMap<(usize, i32), usize> = BTreeMap::new();
     for (pos, event) in wire.iter().enumerate() {
         match event {
-            WireEvent::Connected { at, node } => {
+            WireEvent::Connected {
+                at,
+                connection,
+                broker,
+            } => {
                 conns += 1;
-                open.insert(*node, (conns, 0));
+                open.insert(*connection, (conns, 0));
                 infos.push(ConnInfo {
-                    node: *node,
+                    node: *broker,
                     opened_at: *at,
                     closed_at: None,
                     requests: 0,
                 });
             }
-            WireEvent::Disconnected { at, node } => {
-                if let Some((conn, sent)) = open.remove(node) {
+            WireEvent::Disconnected { at, connection, .. } => {
+                if let Some((conn, sent)) = open.remove(connection) {
                     let info = &mut infos[conn - 1];
                     info.closed_at = Some(*at);
                     info.requests = sent;
                 }
             }
-            WireEvent::Sent { at, node, bytes } => {
-                let (conn, sent) = open.get_mut(node).expect("sent on an open connection");
+            WireEvent::Sent {
+                at,
+                connection,
+                broker,
+                bytes,
+            } => {
+                let (conn, sent) = open
+                    .get_mut(connection)
+                    .expect("sent on an open connection");
                 for mut frame in frames(bytes.clone()) {
                     let mut peek = frame.clone();
                     let api = ApiKey::try_from(peek.get_i16()).expect("known api key");
@@ -133,7 +144,7 @@ fn decode_wire(wire: &[WireEvent]) -> (Vec<SentRequest>, Vec<ConnInfo>) {
                     requests.push(SentRequest {
                         pos,
                         at: *at,
-                        node: *node,
+                        node: *broker,
                         conn: *conn,
                         nth_on_conn: *sent,
                         api,
@@ -145,8 +156,13 @@ fn decode_wire(wire: &[WireEvent]) -> (Vec<SentRequest>, Vec<ConnInfo>) {
                     *sent += 1;
                 }
             }
-            WireEvent::Received { at, node, bytes } => {
-                let (conn, _) = open[node];
+            WireEvent::Received {
+                at,
+                connection,
+                bytes,
+                ..
+            } => {
+                let (conn, _) = open[connection];
                 let mut frame = frames(bytes.clone()).pop().expect("one frame");
                 let correlation_id = frame.clone().get_i32();
                 let index = waiting
@@ -461,12 +477,9 @@ fn show_answer(answer: Option<&Answer>, names: &Names) -> String {
     ))
 }
 
+/// The simulated broker a connection reaches (a bootstrap connection reaches one too).
 fn show_node(node: i32) -> String {
-    if node < 0 {
-        format!("bootstrap {node}")
-    } else {
-        format!("broker {node}")
-    }
+    format!("broker {node}")
 }
 
 /// One line per connection: which node, when it opened and closed, how many requests it
@@ -527,7 +540,7 @@ fn config() -> EngineConfig {
     let mut c = flow_config();
     c.bootstrap_servers = vec!["sim-0:9092".into(), "sim-1:9093".into()];
     // Long enough that heartbeats and a few fetches happen before the first commit.
-    c.commit_interval_ms = 2_500;
+    c.commit_interval = kstreams_core::time::Duration::from_millis(2_500);
     c.fetch.max_wait_ms = 500;
     c
 }

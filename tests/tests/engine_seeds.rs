@@ -22,6 +22,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use kstreams_core::engine::{EngineState, Event};
 use kstreams_core::record::TopicPartition;
+use kstreams_core::time::Duration;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::sim::{DuplicateReply, RandomFaults, SimCluster};
@@ -224,11 +225,12 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     config.max_batch_records = s.max_batch_records;
     config.max_batches_per_poll = s.max_batches_per_poll;
     config.max_queued_records_per_partition = s.max_queued;
-    config.commit_interval_ms = s.commit_interval_ms;
+    config.commit_interval = Duration::from_millis_i64(s.commit_interval_ms);
     config.producer.linger_ms = s.linger_ms;
     config.fetch.max_wait_ms = s.fetch_wait_ms;
-    config.session_timeout_ms = s.session_timeout_ms;
-    config.heartbeat_interval_ms = i64::from(s.session_timeout_ms) / s.heartbeat_divisor;
+    config.session_timeout = Duration::from_millis_i64(s.session_timeout_ms.into());
+    config.heartbeat_interval =
+        Duration::from_millis_i64(i64::from(s.session_timeout_ms) / s.heartbeat_divisor);
     // The bootstrap list names only brokers that exist.
     config.bootstrap_servers = (0..s.brokers as i32)
         .map(|b| format!("sim-{b}:{}", 9092 + b))

@@ -17,6 +17,7 @@ use kstreams_core::engine::{Engine, EngineConfig, EngineError, EngineState, Even
 use kstreams_core::prelude::*;
 use kstreams_core::record::TopicPartition;
 use kstreams_core::state::MemoryStoreFactory;
+use kstreams_core::time::Instant;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::sim::{GroupState, SimCluster, SimRecord};
@@ -43,9 +44,15 @@ fn count_topology() -> Arc<Topology> {
 
 fn count_engine(now: i64) -> Engine {
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
-    config.commit_interval_ms = 1_000;
+    config.commit_interval = kstreams_core::time::Duration::from_millis(1_000);
     config.producer.linger_ms = 5;
-    Engine::new(count_topology(), config, Box::new(MemoryStoreFactory), now).unwrap()
+    Engine::new(
+        count_topology(),
+        config,
+        Box::new(MemoryStoreFactory),
+        Instant::from_millis(now),
+    )
+    .unwrap()
 }
 
 fn produce_input(
@@ -565,7 +572,7 @@ fn missing_sink_topic_fails_after_max_block_ms_naming_it() {
     sim.create_topic(INPUT, 4).unwrap();
     let mut h = Harness::new(sim, T0);
     let mut config = flow_config();
-    config.max_block_ms = 20_000;
+    config.max_block = kstreams_core::time::Duration::from_millis(20_000);
     let a = h.add(engine(config, h.now));
     let stopped = h.run_until(120_000, |h| {
         h.engines[a].engine.state() == EngineState::Error
@@ -573,9 +580,9 @@ fn missing_sink_topic_fails_after_max_block_ms_naming_it() {
     assert!(stopped, "engine did not stop: {:?}", h.engines[a].events);
     let failed_at = h.now;
     match h.engines[a].failure() {
-        Some(Event::Failed(EngineError::MissingSinkTopics { topics, waited_ms })) => {
+        Some(Event::Failed(EngineError::MissingSinkTopics { topics, waited })) => {
             assert_eq!(topics, &[OUTPUT.to_owned()]);
-            assert!(*waited_ms >= 20_000, "waited {waited_ms} ms");
+            assert!(waited.as_millis() >= 20_000, "waited {waited}");
         }
         other => panic!("expected MissingSinkTopics, got {other:?}"),
     }
@@ -677,7 +684,7 @@ fn join_group_waits_longer_than_the_request_timeout() {
     let audit = install_audit(&mut h, 4, 4);
     let mut feeder = Feeder::new(4, 10, 40, 5, 300);
     let mut config = flow_config();
-    config.request_timeout_ms = 3_000;
+    config.request_timeout = kstreams_core::time::Duration::from_millis(3_000);
     let a = h.add(engine(config.clone(), h.now));
     let b = h.add(engine(config.clone(), h.now));
     assert!(h.run_until(30_000, |h| {
@@ -734,7 +741,7 @@ fn count_recording_requests(mut sim: SimCluster, config: EngineConfig) -> Vec<(i
         count_topology(),
         config,
         Box::new(MemoryStoreFactory),
-        h.now,
+        Instant::from_millis(h.now),
     )
     .unwrap();
     let index = h.add(engine);
@@ -765,7 +772,7 @@ fn api_version_caps_from_the_config_bound_the_versions_sent() {
     use kafka_protocol::messages::ApiKey;
 
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
-    config.commit_interval_ms = 1_000;
+    config.commit_interval = kstreams_core::time::Duration::from_millis(1_000);
     config.api_version_caps.insert(ApiKey::JoinGroup, 5);
     config.api_version_caps.insert(ApiKey::SyncGroup, 3);
     // Above the built-in cap of 12: the built-in cap still holds.
@@ -805,7 +812,7 @@ fn an_undecodable_flexible_fetch_response_falls_back_to_fetch_v11() {
     let mut sim = SimCluster::new(3, 1);
     sim.config_mut().fetch_tag_zero_at_every_flexible_version = true;
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
-    config.commit_interval_ms = 1_000;
+    config.commit_interval = kstreams_core::time::Duration::from_millis(1_000);
     let fetch_versions: Vec<i16> = count_recording_requests(sim, config)
         .into_iter()
         .filter(|(api, _)| *api == ApiKey::Fetch as i16)

@@ -6,6 +6,7 @@ use crate::client::group::GroupConfig;
 use crate::client::metadata::MetadataConfig;
 use crate::client::producer::ProducerConfig;
 use crate::task::ErrorPolicy;
+use crate::time::Duration;
 
 /// Everything an engine needs to know besides the topology and its stores.
 #[derive(Debug, Clone)]
@@ -16,14 +17,15 @@ pub struct EngineConfig {
     pub application_id: String,
     /// `client.id` sent to brokers.
     pub client_id: String,
-    /// Group session timeout.
-    pub session_timeout_ms: i32,
-    /// Group heartbeat interval.
-    pub heartbeat_interval_ms: i64,
-    /// Group rebalance timeout (how long a rebalance may take a member).
-    pub rebalance_timeout_ms: i32,
-    /// How often processed offsets are committed (after the output is acknowledged).
-    pub commit_interval_ms: i64,
+    /// Group session timeout (Kafka's `session.timeout.ms`).
+    pub session_timeout: Duration,
+    /// Group heartbeat interval (`heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
+    /// Group rebalance timeout: how long a rebalance may take a member (`max.poll.interval.ms`).
+    pub rebalance_timeout: Duration,
+    /// How often processed offsets are committed, after the output is acknowledged
+    /// (`commit.interval.ms`).
+    pub commit_interval: Duration,
     /// Fetch settings: min/max bytes, max wait, isolation level, offset reset policy.
     pub fetch: FetcherConfig,
     /// Records per batch handed to processors.
@@ -38,23 +40,25 @@ pub struct EngineConfig {
     /// Metadata refresh settings.
     pub metadata: MetadataConfig,
     /// How changelog topics are created (replication factor, retries). Their CreateTopics
-    /// `timeout_ms` is capped at half of [`request_timeout_ms`](Self::request_timeout_ms).
+    /// `timeout_ms` is capped at half of [`request_timeout`](Self::request_timeout).
     pub internal_topics: InternalTopicsConfig,
     /// Policy for undeserializable records.
     pub deserialization_errors: ErrorPolicy,
     /// Policy for records whose processing fails.
     pub processing_errors: ErrorPolicy,
-    /// A request unanswered for this long closes its connection (its requests fail over).
-    pub request_timeout_ms: i64,
+    /// A request unanswered for this long closes its connection (its requests fail over)
+    /// (`request.timeout.ms`).
+    pub request_timeout: Duration,
     /// How long an assignment may wait for the brokers to know its sink topics before the
     /// engine fails with `EngineError::MissingSinkTopics` (Kafka's producer `max.block.ms`).
-    pub max_block_ms: i64,
-    /// First delay before reconnecting to a broker; doubles up to `reconnect_backoff_max_ms`.
-    /// Each delay is this backoff scaled by a random factor in `[0.8, 1.0]` (see
-    /// [`random_seed`](Self::random_seed)).
-    pub reconnect_backoff_ms: i64,
-    /// Largest reconnect delay (jitter only shortens delays, so it holds).
-    pub reconnect_backoff_max_ms: i64,
+    pub max_block: Duration,
+    /// First delay before reconnecting to a broker; doubles up to `reconnect_backoff_max`
+    /// (`reconnect.backoff.ms`). Each delay is this backoff scaled by a random factor in
+    /// `[0.8, 1.0]` (see [`random_seed`](Self::random_seed)).
+    pub reconnect_backoff: Duration,
+    /// Largest reconnect delay (`reconnect.backoff.max.ms`; jitter only shortens delays, so
+    /// it holds).
+    pub reconnect_backoff_max: Duration,
     /// Seeds the engine's only randomness, the reconnect jitter. The engine reads no entropy
     /// itself: the adapters seed it from the OS (time, process id, stream thread index) so
     /// engines spread their reconnects; tests set it to get the same delays every run.
@@ -80,10 +84,10 @@ impl EngineConfig {
             bootstrap_servers: bootstrap_servers.into_iter().map(Into::into).collect(),
             client_id: format!("{application_id}-kstreams"),
             application_id,
-            session_timeout_ms: 45_000,
-            heartbeat_interval_ms: 3_000,
-            rebalance_timeout_ms: 300_000,
-            commit_interval_ms: 30_000,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            rebalance_timeout: Duration::from_secs(300),
+            commit_interval: Duration::from_secs(30),
             fetch: FetcherConfig::default(),
             max_batch_records: 1_000,
             max_queued_records_per_partition: 10_000,
@@ -92,10 +96,10 @@ impl EngineConfig {
             internal_topics: InternalTopicsConfig::default(),
             deserialization_errors: ErrorPolicy::Fail,
             processing_errors: ErrorPolicy::Fail,
-            request_timeout_ms: 30_000,
-            max_block_ms: 60_000,
-            reconnect_backoff_ms: 50,
-            reconnect_backoff_max_ms: 1_000,
+            request_timeout: Duration::from_secs(30),
+            max_block: Duration::from_secs(60),
+            reconnect_backoff: Duration::from_millis(50),
+            reconnect_backoff_max: Duration::from_secs(1),
             random_seed: 0,
             api_version_caps: std::collections::HashMap::new(),
             max_batches_per_poll: 64,
@@ -110,16 +114,16 @@ impl EngineConfig {
 
     pub(crate) fn internal_topics_config(&self) -> InternalTopicsConfig {
         let mut config = self.internal_topics.clone();
-        let cap = i32::try_from(self.request_timeout_ms / 2).unwrap_or(i32::MAX);
-        config.timeout_ms = config.timeout_ms.min(cap.max(1));
+        let cap = (self.request_timeout.as_millis_i32() / 2).max(1);
+        config.timeout_ms = config.timeout_ms.min(cap);
         config
     }
 
     pub(crate) fn group_config(&self) -> GroupConfig {
         let mut group = GroupConfig::new(self.application_id.clone());
-        group.session_timeout_ms = self.session_timeout_ms;
-        group.heartbeat_interval_ms = self.heartbeat_interval_ms;
-        group.rebalance_timeout_ms = self.rebalance_timeout_ms;
+        group.session_timeout_ms = self.session_timeout.as_millis_i32();
+        group.heartbeat_interval_ms = self.heartbeat_interval.as_millis_i64();
+        group.rebalance_timeout_ms = self.rebalance_timeout.as_millis_i32();
         group
     }
 

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::prelude::*;
 use crate::state::MemoryStoreFactory;
+use crate::time::Instant;
 
 fn engine() -> Engine {
     engine_with(EngineConfig::new("app", ["broker:9092"]))
@@ -19,48 +20,69 @@ fn engine_with(config: EngineConfig) -> Engine {
         Arc::new(b.build().unwrap()),
         config,
         Box::new(MemoryStoreFactory),
-        0,
+        Instant::EPOCH,
     )
     .unwrap()
 }
 
-fn drain(engine: &mut Engine, now: i64) -> Vec<Output> {
+fn at(ms: i64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+fn drain(engine: &mut Engine, now: Instant) -> Vec<Output> {
     std::iter::from_fn(|| engine.poll_output(now)).collect()
+}
+
+/// The id of the first `Connect` in `outputs`.
+fn connect_of(outputs: Vec<Output>) -> Option<ConnectionId> {
+    outputs.into_iter().find_map(|o| match o {
+        Output::Connect { connection, .. } => Some(connection),
+        _ => None,
+    })
 }
 
 #[test]
 fn a_broker_that_never_answers_the_handshake_is_dropped_after_the_request_timeout() {
     let mut e = engine();
-    let node = drain(&mut e, 0)
+    let node = drain(&mut e, at(0))
         .into_iter()
         .find_map(|o| match o {
-            Output::Connect { node, host, port } => {
+            Output::Connect {
+                connection,
+                host,
+                port,
+            } => {
                 assert_eq!((host.as_str(), port), ("broker", 9092));
-                Some(node)
+                Some(connection)
             }
             _ => None,
         })
         .expect("connects to the bootstrap server");
-    e.handle_connected(node, 0);
-    let sent = drain(&mut e, 0);
+    e.handle_connected(node, at(0));
+    let sent = drain(&mut e, at(0));
     assert!(
         sent.iter()
-            .any(|o| matches!(o, Output::Transmit { node: n, .. } if *n == node)),
+            .any(|o| matches!(o, Output::Transmit { connection, .. } if *connection == node)),
         "ApiVersions sent"
     );
     let timeout = e.poll_timeout().expect("the handshake has a deadline");
-    assert_eq!(timeout, 30_000);
+    assert_eq!(timeout, at(30_000));
+    assert_eq!(
+        e.last_timeout_reason(),
+        Some(TimeoutReason::RequestDeadline)
+    );
     e.handle_timeout(timeout);
     let after = drain(&mut e, timeout);
     assert!(
         after
             .iter()
-            .any(|o| matches!(o, Output::Close { node: n } if *n == node)),
+            .any(|o| matches!(o, Output::Close { connection } if *connection == node)),
         "{after:?}"
     );
     // It reconnects after the backoff.
     let retry = e.poll_timeout().expect("a reconnect is scheduled");
     assert!(retry > timeout);
+    assert_eq!(e.last_timeout_reason(), Some(TimeoutReason::Reconnect));
     e.handle_timeout(retry);
     assert!(
         drain(&mut e, retry)
@@ -80,9 +102,14 @@ fn invalid_bootstrap_servers_are_a_config_error() {
     let topology = Arc::new(tb.build().unwrap());
     for bad in ["no-port", "host:notaport"] {
         let config = EngineConfig::new("app", [bad]);
-        let err = Engine::new(topology.clone(), config, Box::new(MemoryStoreFactory), 0)
-            .err()
-            .expect("rejected");
+        let err = Engine::new(
+            topology.clone(),
+            config,
+            Box::new(MemoryStoreFactory),
+            Instant::EPOCH,
+        )
+        .err()
+        .expect("rejected");
         assert!(
             matches!(err, EngineError::Config(ref m) if m.contains(bad)),
             "{err}"
@@ -93,7 +120,7 @@ fn invalid_bootstrap_servers_are_a_config_error() {
         topology,
         EngineConfig::new("app", none),
         Box::new(MemoryStoreFactory),
-        0,
+        Instant::EPOCH,
     )
     .err()
     .expect("rejected");
@@ -102,18 +129,12 @@ fn invalid_bootstrap_servers_are_a_config_error() {
 
 /// The reconnect delays of an engine seeded with `seed` whose only broker refuses `attempts`
 /// connections in a row: the time from each refusal to the next `Connect`.
-fn reconnect_delays(seed: u64, attempts: usize) -> Vec<i64> {
+fn reconnect_delays(seed: u64, attempts: usize) -> Vec<u64> {
     let mut config = EngineConfig::new("app", ["broker:9092"]);
     config.random_seed = seed;
     let mut e = engine_with(config);
-    let mut now = 0;
-    let mut node = drain(&mut e, now)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Connect { node, .. } => Some(node),
-            _ => None,
-        })
-        .expect("connects to the bootstrap server");
+    let mut now = at(0);
+    let mut node = connect_of(drain(&mut e, now)).expect("connects to the bootstrap server");
     let mut delays = Vec::new();
     for _ in 0..attempts {
         e.handle_disconnected(node, now);
@@ -125,16 +146,10 @@ fn reconnect_delays(seed: u64, attempts: usize) -> Vec<i64> {
         );
         let retry = e.poll_timeout().expect("a reconnect is scheduled");
         assert!(retry > now, "reconnect at {retry}, refused at {now}");
-        delays.push(retry - now);
+        delays.push((retry - now).as_millis());
         now = retry;
         e.handle_timeout(now);
-        node = drain(&mut e, now)
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Connect { node, .. } => Some(node),
-                _ => None,
-            })
-            .expect("reconnects once the backoff expired");
+        node = connect_of(drain(&mut e, now)).expect("reconnects once the backoff expired");
     }
     delays
 }
@@ -166,33 +181,6 @@ fn reconnect_delays_are_jittered_below_the_backoff_by_the_seed() {
 }
 
 #[test]
-fn a_later_request_with_a_shorter_timeout_is_timed_out_too() {
-    let mut e = engine();
-    let node = drain(&mut e, 0)
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Connect { node, .. } => Some(node),
-            _ => None,
-        })
-        .expect("connects to the bootstrap server");
-    e.handle_connected(node, 0);
-    drain(&mut e, 0);
-    // A JoinGroup that may take the rebalance timeout, then a request due much earlier,
-    // both unanswered on one connection.
-    e.nodes.get_mut(&node).expect("the node").sent =
-        VecDeque::from([(300_000, ApiKey::JoinGroup), (5_000, ApiKey::Heartbeat)]);
-    assert_eq!(e.poll_timeout(), Some(5_000));
-    e.handle_timeout(5_000);
-    let after = drain(&mut e, 5_000);
-    assert!(
-        after
-            .iter()
-            .any(|o| matches!(o, Output::Close { node: n } if *n == node)),
-        "{after:?}"
-    );
-}
-
-#[test]
 fn a_comma_separated_bootstrap_entry_is_split_like_bootstrap_servers() {
     let config = EngineConfig::new("app", ["a:1, b:2", "c:3"]);
     assert_eq!(
@@ -208,16 +196,10 @@ fn a_comma_separated_bootstrap_entry_is_split_like_bootstrap_servers() {
 #[test]
 fn failed_connects_are_warnings_at_exponentially_rarer_attempts() {
     let mut e = engine();
-    let mut now = 0;
+    let mut now = at(0);
     let mut warned_at = Vec::new();
     for attempt in 1..=9_u32 {
-        let node = drain(&mut e, now)
-            .into_iter()
-            .find_map(|o| match o {
-                Output::Connect { node, .. } => Some(node),
-                _ => None,
-            })
-            .expect("a connect");
+        let node = connect_of(drain(&mut e, now)).expect("a connect");
         e.handle_disconnected(node, now);
         for output in drain(&mut e, now) {
             if let Output::Event(Event::Warning(EngineError::ConnectFailed {

@@ -32,9 +32,11 @@ impl VersionPolicy {
         self
     }
 
-    /// Never uses a version of `api` above `max_version`.
+    /// Never uses a version of `api` above `max_version`. Caps add up: with two caps on one
+    /// API the lower holds.
     pub fn cap(mut self, api: ApiKey, max_version: i16) -> Self {
-        self.caps.insert(api as i16, max_version);
+        let cap = self.caps.entry(api as i16).or_insert(max_version);
+        *cap = (*cap).min(max_version);
         self
     }
 

@@ -285,10 +285,10 @@ pub fn count_topology() -> Topology {
 /// Streams settings for the tests: quick commits, short linger, a 6 s session.
 pub fn streams_config(server: &SimServer, app: &str, threads: usize) -> StreamsConfig {
     let mut engine = EngineConfig::new(app, [server.bootstrap()]);
-    engine.commit_interval_ms = 200;
+    engine.commit_interval = kstreams_core::time::Duration::from_millis(200);
     engine.producer.linger_ms = 5;
-    engine.session_timeout_ms = 6_000;
-    engine.heartbeat_interval_ms = 1_000;
+    engine.session_timeout = kstreams_core::time::Duration::from_millis(6_000);
+    engine.heartbeat_interval = kstreams_core::time::Duration::from_millis(1_000);
     let mut config = StreamsConfig::from_engine_config(engine);
     config.num_stream_threads = threads;
     server.configure(config)

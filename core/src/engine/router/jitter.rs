@@ -1,16 +1,18 @@
 //! Reconnect jitter: the engine's only randomness, drawn from
-//! [`EngineConfig::random_seed`](super::EngineConfig::random_seed).
+//! [`EngineConfig::random_seed`](crate::engine::EngineConfig::random_seed).
 //!
 //! Without jitter, clients that lost a broker at the same moment (a broker restart) would
 //! reconnect in lockstep, at the same doubling delays. Each reconnect delay is therefore the
 //! exponential backoff scaled by a factor drawn uniformly from `[0.8, 1.0]`.
 //!
 //! Kafka's clients spread the backoff by ±20 %; the spread here is one-sided so that a delay
-//! never exceeds [`EngineConfig::reconnect_backoff_max_ms`](super::EngineConfig::reconnect_backoff_max_ms)
+//! never exceeds [`EngineConfig::reconnect_backoff_max`](crate::engine::EngineConfig::reconnect_backoff_max)
 //! (the cap holds) and never falls below 80 % of the backoff.
 //!
 //! The generator is SplitMix64: tiny, fast, and good enough to spread delays; it is not
 //! cryptographic and needs not be. The same seed gives the same delays.
+
+use crate::time::Duration;
 
 /// A deterministic source of reconnect jitter.
 #[derive(Debug, Clone)]
@@ -34,15 +36,15 @@ impl Jitter {
         z ^ (z >> 31)
     }
 
-    /// `backoff_ms` scaled by a factor drawn uniformly from `[0.8, 1.0]`, rounded so the result
-    /// lies in `[0.8 * backoff_ms, backoff_ms]`. A negative backoff counts as 0.
-    pub(crate) fn scale(&mut self, backoff_ms: i64) -> i64 {
-        let backoff = i128::from(backoff_ms.max(0));
+    /// `backoff` scaled by a factor drawn uniformly from `[0.8, 1.0]`, rounded so the result
+    /// lies in `[0.8 * backoff, backoff]`.
+    pub(crate) fn scale(&mut self, backoff: Duration) -> Duration {
+        let ms = u128::from(backoff.as_millis());
         // A fraction of 2^32 in [0, 1): the reduction is below a fifth of the backoff.
-        let fraction = i128::from(self.next_u64() >> 32);
-        let reduction = backoff * fraction / (5 * (1_i128 << 32));
-        // backoff - reduction lies in [backoff_ms * 0.8, backoff_ms], so it fits an i64.
-        i64::try_from(backoff - reduction).unwrap_or(backoff_ms)
+        let fraction = u128::from(self.next_u64() >> 32);
+        let reduction = ms * fraction / (5 * (1_u128 << 32));
+        // ms - reduction lies in [0.8 * ms, ms], so it fits a u64.
+        Duration::from_millis(u64::try_from(ms - reduction).unwrap_or(backoff.as_millis()))
     }
 }
 
@@ -60,23 +62,24 @@ mod tests {
     #[test]
     fn delays_lie_between_80_and_100_percent_of_the_backoff() {
         let mut jitter = Jitter::new(7);
-        for backoff in [0, 1, 4, 5, 50, 1_000, 999_999, i64::MAX] {
+        for backoff in [0, 1, 4, 5, 50, 1_000, 999_999, u64::MAX] {
             for _ in 0..200 {
-                let delay = jitter.scale(backoff);
+                let delay = jitter.scale(Duration::from_millis(backoff)).as_millis();
                 assert!(delay <= backoff, "{delay} > {backoff}");
                 assert!(
-                    i128::from(delay) * 5 >= i128::from(backoff) * 4,
+                    u128::from(delay) * 5 >= u128::from(backoff) * 4,
                     "{delay} < 0.8 * {backoff}"
                 );
             }
         }
-        assert_eq!(jitter.scale(-10), 0);
     }
 
     #[test]
     fn delays_spread_over_the_range() {
         let mut jitter = Jitter::new(42);
-        let delays: Vec<i64> = (0..1_000).map(|_| jitter.scale(1_000)).collect();
+        let delays: Vec<u64> = (0..1_000)
+            .map(|_| jitter.scale(Duration::from_secs(1)).as_millis())
+            .collect();
         let (min, max) = (
             delays.iter().copied().min().unwrap_or_default(),
             delays.iter().copied().max().unwrap_or_default(),
@@ -89,7 +92,9 @@ mod tests {
     fn the_same_seed_gives_the_same_delays_and_another_seed_others() {
         let draw = |seed| {
             let mut jitter = Jitter::new(seed);
-            (0..16).map(|_| jitter.scale(1_000)).collect::<Vec<_>>()
+            (0..16)
+                .map(|_| jitter.scale(Duration::from_secs(1)))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));

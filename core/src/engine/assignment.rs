@@ -1,0 +1,201 @@
+//! Group membership seen from the engine: group events, and tasks coming and going with
+//! assignments, revocations and lost memberships.
+
+use std::collections::HashMap;
+
+use super::commit::{CommitPhase, CommitReason};
+use super::{Engine, EngineError, EngineState, Event, Output};
+use crate::client::group::GroupEvent;
+use crate::record::TopicPartition;
+use crate::task::{Task, TaskConfig, TaskId};
+
+impl Engine {
+    pub(super) fn handle_group_event(&mut self, event: GroupEvent) {
+        match event {
+            GroupEvent::CoordinatorFound { id, host, port } => {
+                self.router.set_address(id, host, port);
+            }
+            GroupEvent::PartitionCountsNeeded { topics } => {
+                self.metadata
+                    .request_refresh(&format!("partition counts of {}", topics.join(", ")));
+            }
+            GroupEvent::Assigned {
+                tasks, partitions, ..
+            } => self.assign(tasks, partitions),
+            GroupEvent::OffsetsFetched { offsets } => {
+                for (tp, offset) in offsets {
+                    if self.fetcher.assigned().all(|a| a != &tp) {
+                        continue;
+                    }
+                    match offset {
+                        Some(o) => {
+                            self.fetcher.seek(&tp, o);
+                            self.committed.insert(tp, o);
+                        }
+                        None => {
+                            let policy = self.config.fetch.offset_reset;
+                            self.fetcher.reset_position(&tp, policy);
+                        }
+                    }
+                }
+            }
+            GroupEvent::OffsetFetchFailed { partitions, error } => {
+                self.warn(EngineError::OffsetFetch(error));
+                self.group.fetch_committed(partitions);
+            }
+            GroupEvent::Revoke { tasks } => {
+                self.pending_assignment = None;
+                self.sink_wait_since = None;
+                if self.closing {
+                    // The close commits these tasks and then leaves: no revoke and rejoin.
+                    return;
+                }
+                self.set_state(EngineState::Rebalancing);
+                self.revoking = Some(tasks);
+                self.commit_reason = Some(CommitReason::Revoke);
+            }
+            GroupEvent::Lost { tasks } => {
+                self.set_state(EngineState::Rebalancing);
+                self.close_tasks(false);
+                self.commit = CommitPhase::Idle;
+                self.revoking = None;
+                self.outputs
+                    .push_back(Output::Event(Event::TasksLost(tasks)));
+            }
+            GroupEvent::AssignmentFailed { error } => {
+                self.warn(EngineError::Assignment(error));
+            }
+            GroupEvent::CommitSucceeded { id, offsets } => self.commit_accepted(id, offsets),
+            GroupEvent::CommitFailed { id, error, .. } => self.commit_rejected(id, error),
+            GroupEvent::Left => {
+                self.router.close_all();
+                self.set_state(EngineState::NotRunning);
+            }
+            GroupEvent::Failed(error) => self.fail(error.into()),
+        }
+    }
+
+    fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        if !self.changelogs_ready() {
+            // Tasks restore from and log to their changelogs: start them once those exist.
+            self.pending_assignment = Some((tasks, partitions));
+            return;
+        }
+        let missing: Vec<String> = self
+            .topology
+            .sink_topics()
+            .into_iter()
+            .filter(|t| self.metadata.partition_count(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            // Sinks with a partitioner cannot work without the count: start the tasks once
+            // metadata knows it, or fail after `max_block_ms`.
+            let since = *self.sink_wait_since.get_or_insert(self.now);
+            let waited = self.now - since;
+            if waited >= self.config.max_block {
+                self.fail(EngineError::MissingSinkTopics {
+                    topics: missing,
+                    waited,
+                });
+                return;
+            }
+            self.metadata.request_refresh(&format!(
+                "partition counts of sink topics {}",
+                missing.join(", ")
+            ));
+            self.pending_assignment = Some((tasks, partitions));
+            return;
+        }
+        self.sink_wait_since = None;
+        let now = self.now;
+        let config = TaskConfig {
+            max_batch_records: self.config.max_batch_records,
+            deserialization_errors: self.config.deserialization_errors.clone(),
+            processing_errors: self.config.processing_errors.clone(),
+        };
+        let sink_counts: HashMap<String, i32> = self
+            .topology
+            .sink_topics()
+            .into_iter()
+            .filter_map(|t| self.metadata.partition_count(&t).map(|n| (t, n)))
+            .collect();
+        for &id in &tasks {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            match Task::new(
+                &self.topology,
+                id,
+                self.stores.as_ref(),
+                config.clone(),
+                sink_counts.clone(),
+                now.as_millis(),
+            ) {
+                Ok(task) => {
+                    self.tasks.insert(id, task);
+                }
+                Err(error) => {
+                    self.fail(error.into());
+                    return;
+                }
+            }
+        }
+        for tp in &partitions {
+            self.fetcher.assign(tp.clone(), None);
+        }
+        self.fetcher.update_leaders(&self.metadata);
+        self.group.fetch_committed(partitions);
+        self.last_commit = now;
+        self.outputs
+            .push_back(Output::Event(Event::TasksAssigned(tasks)));
+        if !self.closing {
+            self.set_state(EngineState::Running);
+        }
+    }
+
+    /// Starts the tasks of an assignment that waited for sink partition counts, once known
+    /// (or fails it once it waited `max_block_ms` for them).
+    pub(super) fn resume_assignment(&mut self) -> bool {
+        let sinks_known = self
+            .topology
+            .sink_topics()
+            .iter()
+            .all(|t| self.metadata.partition_count(t).is_some());
+        let sinks_overdue = self
+            .sink_wait_since
+            .is_some_and(|since| self.now - since >= self.config.max_block);
+        let ready = self.pending_assignment.is_some()
+            && self.changelogs_ready()
+            && (sinks_known || sinks_overdue);
+        match self.pending_assignment.take() {
+            Some((tasks, partitions)) if ready => {
+                self.assign(tasks, partitions);
+                true
+            }
+            pending => {
+                self.pending_assignment = pending;
+                false
+            }
+        }
+    }
+
+    /// Closes every task; `committed`: their work was committed (else stores roll back).
+    pub(super) fn close_tasks(&mut self, committed: bool) {
+        self.pending_assignment = None;
+        self.sink_wait_since = None;
+        for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
+            self.fetcher.unassign(&tp);
+        }
+        self.backlog.clear();
+        for (_, mut task) in std::mem::take(&mut self.tasks) {
+            if !committed {
+                task.rollback_stores();
+            }
+            if let Err(error) = task.close() {
+                self.warn(error.into());
+            }
+        }
+    }
+
+    // ---- processing ------------------------------------------------------------------------
+}

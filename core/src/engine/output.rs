@@ -1,0 +1,111 @@
+//! What goes into and comes out of an [`Engine`](super::Engine): [`Input`], [`Output`],
+//! [`Event`] and the [`EngineState`] lifecycle.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::error::EngineError;
+use super::shared::ConnectionId;
+use crate::record::TopicPartition;
+use crate::task::TaskId;
+
+/// Something the adapter reports to the engine: see
+/// [`Engine::handle_input`](super::Engine::handle_input). A run of inputs with the times they
+/// were handed in replays exactly: the engine is deterministic in them (connection ids are
+/// issued in order, and randomness comes from the configured seed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The socket of [`Output::Connect`] opened.
+    Connected {
+        /// The socket.
+        connection: ConnectionId,
+    },
+    /// Bytes were read from a socket, in any chunking.
+    Received {
+        /// The socket.
+        connection: ConnectionId,
+        /// What was read.
+        bytes: Bytes,
+    },
+    /// A socket closed, or could not be opened.
+    Disconnected {
+        /// The socket.
+        connection: ConnectionId,
+    },
+    /// Time passed: the deadline [`Engine::poll_timeout`](super::Engine::poll_timeout) gave,
+    /// or any time.
+    Timeout,
+    /// Start a clean shutdown: commit acknowledged output, close tasks, leave the group.
+    Close,
+}
+
+/// The lifecycle of an engine, as in Kafka Streams' `KafkaStreams.State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineState {
+    /// Built, not polled yet.
+    Created,
+    /// Joining the group or between assignments.
+    Rebalancing,
+    /// Processing its assigned tasks.
+    Running,
+    /// Closing: committing, then leaving the group.
+    PendingShutdown,
+    /// Closed cleanly.
+    NotRunning,
+    /// Stopped by an error ([`Event::Failed`]).
+    Error,
+}
+
+/// Something the adapter must do, or know.
+#[derive(Debug)]
+pub enum Output {
+    /// Open a TCP connection to `host:port`, then report [`Input::Connected`] (or
+    /// [`Input::Disconnected`] if it fails) for `connection`.
+    Connect {
+        /// The new socket's id (never used before).
+        connection: ConnectionId,
+        /// Host name.
+        host: String,
+        /// Port.
+        port: i32,
+    },
+    /// Write all of `bytes` (whole frames) to the socket, in order.
+    Transmit {
+        /// The socket.
+        connection: ConnectionId,
+        /// Frames to write.
+        bytes: Bytes,
+    },
+    /// Close the socket; report nothing more about it (reports that cross are ignored).
+    Close {
+        /// The socket.
+        connection: ConnectionId,
+    },
+    /// A state change or report.
+    Event(Event),
+}
+
+/// What happened.
+#[derive(Debug)]
+pub enum Event {
+    /// The engine moved from one state to another.
+    StateChanged {
+        /// Before.
+        from: EngineState,
+        /// After.
+        to: EngineState,
+    },
+    /// These tasks now run here.
+    TasksAssigned(Vec<TaskId>),
+    /// These tasks were committed and closed for a rebalance.
+    TasksRevoked(Vec<TaskId>),
+    /// These tasks were closed without a commit (membership lost).
+    TasksLost(Vec<TaskId>),
+    /// The coordinator accepted these offsets; their output was acknowledged before.
+    Committed(BTreeMap<TopicPartition, i64>),
+    /// A problem the engine recovers from (retries, rejoins); for logs and metrics.
+    Warning(EngineError),
+    /// The engine stopped: [`EngineState::Error`].
+    Failed(EngineError),
+}

@@ -1,0 +1,121 @@
+//! Records through tasks: fetched batches into the tasks' queues, batches through the
+//! topology, and the tasks' output to the producer.
+
+use super::commit::CommitPhase;
+use super::{Engine, EngineError};
+use crate::client::producer::ProducerError;
+use crate::task::TaskId;
+
+impl Engine {
+    pub(super) fn feed_tasks(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(batch) = self.fetcher.poll_records() {
+            progress = true;
+            let tp = batch.partition;
+            // The fetcher holds only partitions of running tasks: `close_tasks` unassigns a
+            // task's partitions (dropping their buffered records) when it drops the task.
+            let task = self
+                .subtopology_of
+                .get(&*tp.topic)
+                .map(|&subtopology| TaskId {
+                    subtopology,
+                    partition: tp.partition,
+                })
+                .and_then(|id| self.tasks.get_mut(&id))
+                .expect("fetched records belong to a running task");
+            if let Err(error) = task.add_records(&tp, batch.records) {
+                // The fetcher's position is already past these records: dropping them would let
+                // a later commit skip them. Stop instead (offsets going backwards are a broker
+                // or decoding fault, never normal).
+                self.fail(error.into());
+                return true;
+            }
+            let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
+            self.fetcher.set_paused(&tp, full || self.closing);
+        }
+        progress
+    }
+
+    pub(super) fn run_tasks(&mut self) -> bool {
+        let mut progress = self.deliver_backlog();
+        if !matches!(self.commit, CommitPhase::Idle) || self.revoking.is_some() || self.closing {
+            return progress;
+        }
+        let now = self.now_ms();
+        let mut budget = self.config.max_batches_per_poll;
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if self.backlog.contains_key(&id) {
+                continue;
+            }
+            let task = self
+                .tasks
+                .get_mut(&id)
+                .expect("ids were just read from the map");
+            if task
+                .next_wall_clock_punctuation()
+                .is_some_and(|due| due <= now)
+                && let Err(error) = task.punctuate_wall_clock(now)
+            {
+                self.fail(error.into());
+                return true;
+            }
+            while budget > 0 {
+                match task.process_next_batch() {
+                    Ok(Some(_)) => {
+                        budget -= 1;
+                        progress = true;
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.fail(error.into());
+                        return true;
+                    }
+                }
+                let output = task.take_output();
+                if !output.is_empty() {
+                    self.backlog.insert(id, output);
+                    break;
+                }
+            }
+            let output = task.take_output();
+            if !output.is_empty() {
+                self.backlog.entry(id).or_default().extend(output);
+            }
+            for tp in task.partitions().cloned().collect::<Vec<_>>() {
+                let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
+                self.fetcher.set_paused(&tp, full || self.closing);
+            }
+            progress |= self.deliver_backlog();
+        }
+        progress
+    }
+
+    /// Hands held-back task output to the producer, as far as it takes it.
+    fn deliver_backlog(&mut self) -> bool {
+        let now = self.now_ms();
+        let mut progress = false;
+        let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
+        for id in ids {
+            // A refused batch goes back in; each task is tried once per call.
+            let records = self
+                .backlog
+                .remove(&id)
+                .expect("ids were just read from the map");
+            match self.producer.send_batch(id, records, now) {
+                Ok(_) => progress = true,
+                Err(refused) => match refused.error {
+                    ProducerError::BufferFull { .. }
+                    | ProducerError::UnknownPartitionCount { .. } => {
+                        self.backlog.insert(id, refused.records);
+                    }
+                    error => {
+                        self.fail(EngineError::Producer { task: id, error });
+                        return true;
+                    }
+                },
+            }
+        }
+        progress
+    }
+}
