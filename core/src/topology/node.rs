@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::graph::{
-    NodeFactory, NodeRuntime, ProcessorRuntime, SourceFailure, SourceRuntime, take_input,
-};
 use crate::error::{DeserializationError, ProcessError, RecordPart};
+use crate::processor::graph::{
+    Graph, NodeFactory, NodeRuntime, ProcessorRuntime, SourceFailure, SourceRuntime, take_input,
+};
+use crate::processor::task_state::TaskState;
 use crate::processor::{
     Processor, ProcessorContext, ProcessorSupplier, PunctuatorId, dispatch_batch,
 };
 use crate::record::{ProducerRecord, RawRecord, Record, RecordMetadata, TopicPartition};
 use crate::serde::{Deserializer, Serializer};
-use crate::task::ErrorPolicy;
-use crate::task::state::TaskState;
-use crate::topology::graph::Graph;
 
 /// Chooses the partition of a sink record: `(topic, key, value, partition count)` →
 /// `Some(partition)`, or `None` for the producer's default (murmur2 of the key bytes).
@@ -84,7 +82,7 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> 
                         part,
                         source,
                     };
-                    if state.config.deserialization_errors == ErrorPolicy::Fail {
+                    if state.fail_on_undecodable {
                         return Err(SourceFailure::Deserialization(err));
                     }
                     undecodable.push((index, err));

@@ -3,11 +3,11 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use super::PunctuatorId;
+use super::task_state::TaskState;
 use crate::error::{DeserializationError, ProcessError};
-use crate::processor::PunctuatorId;
 use crate::record::{RawRecord, TopicPartition};
 use crate::state::StoreDef;
-use crate::task::state::TaskState;
 
 /// One sub-topology, shared (immutable) by all of its tasks. Node indices are local.
 pub(crate) struct Graph {
