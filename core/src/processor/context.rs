@@ -1,7 +1,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::graph::{Graph, NodeRuntime, ProcessorRuntime};
+use super::graph::{ErasedNode, ErasedProcessor, Graph};
 use super::task_state::TaskState;
 use super::{PunctuationType, PunctuatorId, interval_ms};
 use crate::error::ProcessError;
@@ -216,7 +216,7 @@ pub(crate) fn with_processor(
     graph: &Graph,
     state: &mut TaskState,
     index: usize,
-    f: impl FnOnce(&mut dyn ProcessorRuntime, &Graph, &mut TaskState) -> Result<(), ProcessError>,
+    f: impl FnOnce(&mut dyn ErasedProcessor, &Graph, &mut TaskState) -> Result<(), ProcessError>,
 ) -> Result<(), ProcessError> {
     let Some(mut node) = state.nodes.get_mut(index).and_then(Option::take) else {
         return Err(ProcessError::msg(format!(
@@ -225,8 +225,8 @@ pub(crate) fn with_processor(
         )));
     };
     let result = match &mut node {
-        NodeRuntime::Processor(p) => f(p.as_mut(), graph, state),
-        NodeRuntime::Source(_) => Err(ProcessError::msg(format!(
+        ErasedNode::Processor(p) => f(p.as_mut(), graph, state),
+        ErasedNode::Source(_) => Err(ProcessError::msg(format!(
             "source `{}` cannot receive records from a parent (internal error)",
             graph.names[index]
         ))),

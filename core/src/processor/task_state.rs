@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::graph::NodeRuntime;
+use super::graph::ErasedNode;
 use super::punctuation::Punctuators;
 use crate::ids::TaskId;
 use crate::record::ProducerRecord;
@@ -23,7 +23,7 @@ pub(crate) struct CurrentRecord {
 pub(crate) struct TaskState {
     pub(crate) task_id: TaskId,
     /// Indexed like the graph's nodes; a node is `None` while it runs.
-    pub(crate) nodes: Vec<Option<NodeRuntime>>,
+    pub(crate) nodes: Vec<Option<ErasedNode>>,
     /// Indexed like the graph's stores.
     pub(crate) stores: Vec<Box<dyn KvBackend>>,
     pub(crate) stream_time: Option<i64>,

@@ -27,13 +27,13 @@ pub use policy::{
 };
 
 use crate::error::{DeserializationError, ProcessError, TaskError};
-use crate::processor::graph::{Graph, NodeRuntime, SourceFailure};
+use crate::processor::graph::{ErasedNode, Graph, SourceFailure};
 use crate::processor::task_state::TaskState;
 use crate::processor::{PunctuationType, with_processor};
 use crate::record::{ProducerRecord, RawRecord, TopicPartition};
 use crate::state::{KeyValueStore, KvSerdes, StateError, StoreFactory};
 use crate::topology::Topology;
-use queue::PartitionQueue;
+use queue::InputQueue;
 
 /// Settings of a task.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub struct Task {
     state: TaskState,
     config: TaskConfig,
     metrics: TaskMetrics,
-    queues: Vec<PartitionQueue>,
+    queues: Vec<InputQueue>,
     failed: bool,
 }
 
@@ -118,7 +118,7 @@ impl Task {
             .sources
             .iter()
             .map(|(topic, node)| {
-                PartitionQueue::new(TopicPartition::new(topic.clone(), id.partition), *node)
+                InputQueue::new(TopicPartition::new(topic.clone(), id.partition), *node)
             })
             .collect();
         let config = TaskConfig {
@@ -146,7 +146,7 @@ impl Task {
             failed: false,
         };
         for node in 0..task.graph.names.len() {
-            if matches!(task.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+            if matches!(task.state.nodes[node], Some(ErasedNode::Processor(_))) {
                 let graph = &*task.graph;
                 with_processor(graph, &mut task.state, node, |p, g, s| p.init(g, s, node))
                     .map_err(|e| task.processing_failure(node, e))?;
@@ -212,10 +212,10 @@ impl Task {
     }
 
     fn queue_of<'q>(
-        queues: &'q mut [PartitionQueue],
+        queues: &'q mut [InputQueue],
         task: TaskId,
         tp: &TopicPartition,
-    ) -> Result<&'q mut PartitionQueue, TaskError> {
+    ) -> Result<&'q mut InputQueue, TaskError> {
         queues
             .iter_mut()
             .find(|q| &q.tp == tp)
@@ -505,7 +505,7 @@ impl Task {
     pub fn close(mut self) -> Result<(), TaskError> {
         let mut first_error = None;
         for node in 0..self.graph.names.len() {
-            if matches!(self.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+            if matches!(self.state.nodes[node], Some(ErasedNode::Processor(_))) {
                 let graph = &*self.graph;
                 if let Err(e) =
                     with_processor(graph, &mut self.state, node, |p, g, s| p.close(g, s, node))
@@ -545,9 +545,9 @@ fn run_source(
     undecodable: &mut Vec<(usize, DeserializationError)>,
 ) -> Result<(), SourceFailure> {
     match state.nodes[source].take() {
-        Some(NodeRuntime::Source(mut s)) => {
+        Some(ErasedNode::Source(mut s)) => {
             let result = s.process_raw(graph, state, source, tp, records, undecodable);
-            state.nodes[source] = Some(NodeRuntime::Source(s));
+            state.nodes[source] = Some(ErasedNode::Source(s));
             result
         }
         other => {

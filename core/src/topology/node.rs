@@ -1,4 +1,4 @@
-//! Typed runtime nodes: the source, processor and sink wrappers behind the erased graph.
+//! Typed nodes: the source, processor and sink wrappers behind the erased graph.
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use crate::error::{DeserializationError, ProcessError, RecordPart};
 use crate::processor::graph::{
-    Graph, NodeFactory, NodeRuntime, ProcessorRuntime, SourceFailure, SourceRuntime, take_input,
+    ErasedNode, ErasedProcessor, ErasedSource, Graph, NodeFactory, SourceFailure, take_input,
 };
 use crate::processor::task_state::TaskState;
 use crate::processor::{
@@ -27,8 +27,8 @@ pub(crate) struct SourceFactory<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> NodeFactory for SourceFactory<K, V> {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Source(Box::new(SourceNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Source(Box::new(SourceNode {
             key: self.key.clone(),
             value: self.value.clone(),
         }))
@@ -40,7 +40,7 @@ struct SourceNode<K, V> {
     value: Arc<dyn Deserializer<V>>,
 }
 
-impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> {
+impl<K: Clone + 'static, V: Clone + 'static> ErasedSource for SourceNode<K, V> {
     fn process_raw(
         &mut self,
         graph: &Graph,
@@ -118,8 +118,8 @@ where
     KOut: 'static,
     VOut: 'static,
 {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Processor(Box::new(ProcessorNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Processor(Box::new(ProcessorNode {
             processor: self.supplier.get(),
             _types: PhantomData::<fn(KIn, VIn, KOut, VOut)>,
         }))
@@ -131,7 +131,7 @@ struct ProcessorNode<P, KIn, VIn, KOut, VOut> {
     _types: PhantomData<fn(KIn, VIn, KOut, VOut)>,
 }
 
-impl<P, KIn, VIn, KOut, VOut> ProcessorRuntime for ProcessorNode<P, KIn, VIn, KOut, VOut>
+impl<P, KIn, VIn, KOut, VOut> ErasedProcessor for ProcessorNode<P, KIn, VIn, KOut, VOut>
 where
     P: Processor<KIn, VIn, KOut, VOut>,
     KIn: 'static,
@@ -209,8 +209,8 @@ pub(crate) struct SinkFactory<K, V> {
 }
 
 impl<K: 'static, V: 'static> NodeFactory for SinkFactory<K, V> {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Processor(Box::new(SinkNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Processor(Box::new(SinkNode {
             topic: self.topic.clone(),
             key: self.key.clone(),
             value: self.value.clone(),
@@ -281,7 +281,7 @@ impl<K: 'static, V: 'static> SinkNode<K, V> {
     }
 }
 
-impl<K: 'static, V: 'static> ProcessorRuntime for SinkNode<K, V> {
+impl<K: 'static, V: 'static> ErasedProcessor for SinkNode<K, V> {
     fn init(&mut self, _: &Graph, _: &mut TaskState, _: usize) -> Result<(), ProcessError> {
         Ok(())
     }
