@@ -4,9 +4,10 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use kstreams_store_api::StoreError;
+
+use crate::ids::TaskId;
 use crate::serde::SerdeError;
-use crate::state::StoreError;
-use crate::task::TaskId;
 
 /// A key or a value: which half of a record failed to (de)serialize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

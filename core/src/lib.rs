@@ -39,6 +39,7 @@
 pub mod client;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod partitioner;
 pub mod processor;
 pub mod record;

@@ -1,23 +1,13 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::graph::{ErasedNode, ErasedProcessor, Graph};
+use super::task_state::TaskState;
 use super::{PunctuationType, PunctuatorId, interval_ms};
 use crate::error::ProcessError;
+use crate::ids::TaskId;
 use crate::record::{Record, RecordMetadata};
 use crate::state::{KeyValueStore, KvSerdes, StateError};
-use crate::task::TaskId;
-use crate::task::state::TaskState;
-use crate::topology::graph::{Graph, NodeRuntime};
-
-/// The input record a processor call is working on, as far as the task knows it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CurrentRecord {
-    pub(crate) topic: Option<Arc<str>>,
-    pub(crate) partition: i32,
-    pub(crate) offset: Option<i64>,
-    pub(crate) timestamp: i64,
-}
 
 /// What a processor can do besides transforming records: forward them to its children, use
 /// its stores, read time and record metadata, and schedule punctuations.
@@ -226,11 +216,7 @@ pub(crate) fn with_processor(
     graph: &Graph,
     state: &mut TaskState,
     index: usize,
-    f: impl FnOnce(
-        &mut dyn crate::topology::graph::ProcessorRuntime,
-        &Graph,
-        &mut TaskState,
-    ) -> Result<(), ProcessError>,
+    f: impl FnOnce(&mut dyn ErasedProcessor, &Graph, &mut TaskState) -> Result<(), ProcessError>,
 ) -> Result<(), ProcessError> {
     let Some(mut node) = state.nodes.get_mut(index).and_then(Option::take) else {
         return Err(ProcessError::msg(format!(
@@ -239,8 +225,8 @@ pub(crate) fn with_processor(
         )));
     };
     let result = match &mut node {
-        NodeRuntime::Processor(p) => f(p.as_mut(), graph, state),
-        NodeRuntime::Source(_) => Err(ProcessError::msg(format!(
+        ErasedNode::Processor(p) => f(p.as_mut(), graph, state),
+        ErasedNode::Source(_) => Err(ProcessError::msg(format!(
             "source `{}` cannot receive records from a parent (internal error)",
             graph.names[index]
         ))),

@@ -6,16 +6,23 @@
 //! input partition, in offset order. [`ProcessorContext::forward_batch`] hands a batch to the
 //! children's `process_batch`; [`ProcessorContext::forward`] hands one record to their
 //! `process`. Forwarding is depth-first: the children have run when `forward*` returns.
+//!
+//! This module also holds, crate-private, what processors run in: the type-erased node graph
+//! of a sub-topology (`graph`, built by the topology), one task's mutable side of it
+//! (`task_state`, owned by the task) and its punctuation schedule.
 
 mod builtin;
 mod context;
 mod count;
+pub(crate) mod graph;
+mod punctuation;
+pub(crate) mod task_state;
 
 use std::time::Duration;
 
 pub use builtin::{Filter, FlatMap, ForEach, Map, MapValues, Peek};
 pub use context::ProcessorContext;
-pub(crate) use context::{CurrentRecord, dispatch_batch, with_processor};
+pub(crate) use context::{dispatch_batch, with_processor};
 pub use count::{BatchCountAggregator, CountAggregatorSupplier, RecordCountAggregator};
 
 use crate::error::ProcessError;

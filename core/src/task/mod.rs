@@ -15,76 +15,25 @@
 //!   reported committable, and the owner must [`Task::rollback_stores`] and recreate the task
 //!   from its committed offsets, which retries the batch from its first record.
 
-mod punctuation;
+mod policy;
 mod queue;
-pub(crate) mod state;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
-use crate::error::{ProcessError, TaskError};
+pub use crate::ids::TaskId;
+pub use policy::{
+    DLQ_HEADER_ERROR, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC, ErrorPolicy,
+};
+
+use crate::error::{DeserializationError, ProcessError, TaskError};
+use crate::processor::graph::{ErasedNode, Graph, SourceFailure};
+use crate::processor::task_state::TaskState;
 use crate::processor::{PunctuationType, with_processor};
 use crate::record::{ProducerRecord, RawRecord, TopicPartition};
 use crate::state::{KeyValueStore, KvSerdes, StateError, StoreFactory};
 use crate::topology::Topology;
-use crate::topology::graph::{Graph, NodeRuntime, SourceFailure};
-use queue::PartitionQueue;
-use state::TaskState;
-
-/// Header naming the source topic of a dead-lettered record.
-pub const DLQ_HEADER_TOPIC: &str = "kstreams.dlq.source.topic";
-/// Header naming the source partition (decimal) of a dead-lettered record.
-pub const DLQ_HEADER_PARTITION: &str = "kstreams.dlq.source.partition";
-/// Header naming the source offset (decimal) of a dead-lettered record.
-pub const DLQ_HEADER_OFFSET: &str = "kstreams.dlq.source.offset";
-/// Header carrying the error message of a dead-lettered record.
-pub const DLQ_HEADER_ERROR: &str = "kstreams.dlq.error";
-
-pub(crate) fn dead_letter_headers(
-    tp: &TopicPartition,
-    offset: i64,
-    error: &str,
-) -> [(&'static str, String); 4] {
-    [
-        (DLQ_HEADER_TOPIC, tp.topic.to_string()),
-        (DLQ_HEADER_PARTITION, tp.partition.to_string()),
-        (DLQ_HEADER_OFFSET, offset.to_string()),
-        (DLQ_HEADER_ERROR, error.to_owned()),
-    ]
-}
-
-/// Identifies a task: sub-topology id and partition, shown as `<subtopology>_<partition>` like
-/// Kafka Streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId {
-    /// Sub-topology id.
-    pub subtopology: usize,
-    /// Partition of every source topic of the sub-topology.
-    pub partition: i32,
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{}", self.subtopology, self.partition)
-    }
-}
-
-/// What to do with a record that cannot be deserialized or processed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ErrorPolicy {
-    /// Stop the task (the default): nothing after the record is committed.
-    #[default]
-    Fail,
-    /// Log the error, count the record in [`TaskMetrics::skipped_records`] and go on.
-    Skip,
-    /// Produce the raw record to `topic` with the `kstreams.dlq.*` headers naming its source
-    /// topic, partition, offset and the error, count it and go on.
-    DeadLetter {
-        /// The dead-letter topic.
-        topic: String,
-    },
-}
+use queue::InputQueue;
 
 /// Settings of a task.
 #[derive(Debug, Clone)]
@@ -133,7 +82,9 @@ pub struct BatchOutcome {
 pub struct Task {
     graph: Arc<Graph>,
     state: TaskState,
-    queues: Vec<PartitionQueue>,
+    config: TaskConfig,
+    metrics: TaskMetrics,
+    queues: Vec<InputQueue>,
     failed: bool,
 }
 
@@ -167,7 +118,7 @@ impl Task {
             .sources
             .iter()
             .map(|(topic, node)| {
-                PartitionQueue::new(TopicPartition::new(topic.clone(), id.partition), *node)
+                InputQueue::new(TopicPartition::new(topic.clone(), id.partition), *node)
             })
             .collect();
         let config = TaskConfig {
@@ -184,17 +135,18 @@ impl Task {
             punctuators: Default::default(),
             output: Vec::new(),
             partition_counts,
-            config,
-            metrics: TaskMetrics::default(),
+            fail_on_undecodable: config.deserialization_errors == ErrorPolicy::Fail,
         };
         let mut task = Self {
             graph,
             state,
+            config,
+            metrics: TaskMetrics::default(),
             queues,
             failed: false,
         };
         for node in 0..task.graph.names.len() {
-            if matches!(task.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+            if matches!(task.state.nodes[node], Some(ErasedNode::Processor(_))) {
                 let graph = &*task.graph;
                 with_processor(graph, &mut task.state, node, |p, g, s| p.init(g, s, node))
                     .map_err(|e| task.processing_failure(node, e))?;
@@ -220,7 +172,7 @@ impl Task {
 
     /// Counters.
     pub fn metrics(&self) -> TaskMetrics {
-        self.state.metrics
+        self.metrics
     }
 
     /// The task's stream time.
@@ -260,10 +212,10 @@ impl Task {
     }
 
     fn queue_of<'q>(
-        queues: &'q mut [PartitionQueue],
+        queues: &'q mut [InputQueue],
         task: TaskId,
         tp: &TopicPartition,
-    ) -> Result<&'q mut PartitionQueue, TaskError> {
+    ) -> Result<&'q mut InputQueue, TaskError> {
         queues
             .iter_mut()
             .find(|q| &q.tp == tp)
@@ -304,20 +256,20 @@ impl Task {
         };
         let graph = &*self.graph;
         let queue = &mut self.queues[qi];
-        let n = queue.records.len().min(self.state.config.max_batch_records);
+        let n = queue.records.len().min(self.config.max_batch_records);
         let records = &queue.records.make_contiguous()[..n];
         let tp = queue.tp.clone();
         let batch_max_ts = records.iter().map(|r| r.timestamp).max();
         self.state.stream_time = self.state.stream_time.max(batch_max_ts);
         self.state.current.topic = Some(tp.topic.clone());
         self.state.current.partition = tp.partition;
-        self.state.metrics.batches += 1;
+        self.metrics.batches += 1;
 
         let source = queue.source;
         // Under Skip/DeadLetter a failed run is undone (store writes via savepoints, output by
         // truncation) and the records before the failed one are run again without it, so no
         // record's effects are applied twice and the failed record leaves none behind.
-        let guarded = self.state.config.processing_errors != ErrorPolicy::Fail;
+        let guarded = self.config.processing_errors != ErrorPolicy::Fail;
         let output_mark = self.state.output.len();
         let mut end = n;
         let mut failed: Vec<usize> = Vec::new();
@@ -384,25 +336,39 @@ impl Task {
         }
         for &i in &failed {
             let raw = &records[i];
-            match &self.state.config.processing_errors {
+            match &self.config.processing_errors {
                 ErrorPolicy::DeadLetter { topic } => {
                     tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, dlq = %topic, "sending failed record to the dead-letter topic");
                     let topic = Arc::from(topic.as_str());
-                    self.state.dead_letter(topic, &tp, raw, &message);
+                    policy::dead_letter(
+                        &mut self.state.output,
+                        &mut self.metrics,
+                        topic,
+                        &tp,
+                        raw,
+                        &message,
+                    );
                 }
                 _ => {
                     tracing::warn!(task = %self.state.task_id, error = %message, offset = raw.offset, "skipping record whose processing failed");
-                    self.state.metrics.skipped_records += 1;
+                    self.metrics.skipped_records += 1;
                 }
             }
         }
         // Undecodable records after a failed one stay queued and are met again next batch.
         for (index, err) in undecodable.iter().filter(|(i, _)| *i < consumed) {
-            self.state
-                .on_deserialization_error(&tp, &records[*index], err);
+            policy::on_deserialization_error(
+                &self.config.deserialization_errors,
+                self.state.task_id,
+                &mut self.state.output,
+                &mut self.metrics,
+                &tp,
+                &records[*index],
+                err,
+            );
         }
         self.queues[qi].consume(consumed);
-        self.state.metrics.consumed_records += consumed as u64;
+        self.metrics.consumed_records += consumed as u64;
         if let Some(time) = self.state.stream_time {
             self.punctuate(PunctuationType::StreamTime, time)?;
         }
@@ -539,7 +505,7 @@ impl Task {
     pub fn close(mut self) -> Result<(), TaskError> {
         let mut first_error = None;
         for node in 0..self.graph.names.len() {
-            if matches!(self.state.nodes[node], Some(NodeRuntime::Processor(_))) {
+            if matches!(self.state.nodes[node], Some(ErasedNode::Processor(_))) {
                 let graph = &*self.graph;
                 if let Err(e) =
                     with_processor(graph, &mut self.state, node, |p, g, s| p.close(g, s, node))
@@ -576,12 +542,12 @@ fn run_source(
     source: usize,
     tp: &TopicPartition,
     records: &[RawRecord],
-    undecodable: &mut Vec<(usize, crate::error::DeserializationError)>,
+    undecodable: &mut Vec<(usize, DeserializationError)>,
 ) -> Result<(), SourceFailure> {
     match state.nodes[source].take() {
-        Some(NodeRuntime::Source(mut s)) => {
+        Some(ErasedNode::Source(mut s)) => {
             let result = s.process_raw(graph, state, source, tp, records, undecodable);
-            state.nodes[source] = Some(NodeRuntime::Source(s));
+            state.nodes[source] = Some(ErasedNode::Source(s));
             result
         }
         other => {

@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 
 use crate::record::{RawRecord, TopicPartition};
 
-pub(crate) struct PartitionQueue {
+/// What a task holds of one input partition: its queued records and its progress.
+pub(crate) struct InputQueue {
     pub(crate) tp: TopicPartition,
     /// Local index of the source node reading this partition's topic.
     pub(crate) source: usize,
@@ -16,7 +17,7 @@ pub(crate) struct PartitionQueue {
     pub(crate) committable: Option<i64>,
 }
 
-impl PartitionQueue {
+impl InputQueue {
     pub(crate) fn new(tp: TopicPartition, source: usize) -> Self {
         Self {
             tp,

@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::graph::NodeFactory;
 use super::handle::{Downstream, NodeRef, ProcessorHandle, SinkHandle, SourceHandle, Upstream};
 use super::node::{Partitioner, ProcessorFactory, SinkFactory, SourceFactory};
 use super::{NodeDef, NodeKind, Topology};
 use crate::error::TopologyError;
+use crate::processor::graph::NodeFactory;
 use crate::processor::{Filter, FlatMap, ForEach, Map, MapValues, Peek, ProcessorSupplier};
 use crate::record::Record;
 use crate::serde::{Deserializer, Serializer};

@@ -3,7 +3,6 @@
 
 mod builder;
 mod describe;
-pub(crate) mod graph;
 mod handle;
 pub(crate) mod node;
 
@@ -16,8 +15,8 @@ pub use handle::{Downstream, NodeRef, ProcessorHandle, SinkHandle, SourceHandle,
 pub use node::Partitioner;
 
 use crate::error::TopologyError;
+use crate::processor::graph::{Graph, NodeFactory};
 use crate::state::StoreDef;
-use graph::{Graph, NodeFactory};
 
 pub(crate) enum NodeKind {
     Source { topics: Vec<String> },

@@ -1,4 +1,4 @@
-//! Typed runtime nodes: the source, processor and sink wrappers behind the erased graph.
+//! Typed nodes: the source, processor and sink wrappers behind the erased graph.
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::graph::{
-    NodeFactory, NodeRuntime, ProcessorRuntime, SourceFailure, SourceRuntime, take_input,
-};
 use crate::error::{DeserializationError, ProcessError, RecordPart};
+use crate::processor::graph::{
+    ErasedNode, ErasedProcessor, ErasedSource, Graph, NodeFactory, SourceFailure, take_input,
+};
+use crate::processor::task_state::TaskState;
 use crate::processor::{
     Processor, ProcessorContext, ProcessorSupplier, PunctuatorId, dispatch_batch,
 };
 use crate::record::{ProducerRecord, RawRecord, Record, RecordMetadata, TopicPartition};
 use crate::serde::{Deserializer, Serializer};
-use crate::task::ErrorPolicy;
-use crate::task::state::TaskState;
-use crate::topology::graph::Graph;
 
 /// Chooses the partition of a sink record: `(topic, key, value, partition count)` →
 /// `Some(partition)`, or `None` for the producer's default (murmur2 of the key bytes).
@@ -29,8 +27,8 @@ pub(crate) struct SourceFactory<K, V> {
 }
 
 impl<K: Clone + 'static, V: Clone + 'static> NodeFactory for SourceFactory<K, V> {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Source(Box::new(SourceNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Source(Box::new(SourceNode {
             key: self.key.clone(),
             value: self.value.clone(),
         }))
@@ -42,7 +40,7 @@ struct SourceNode<K, V> {
     value: Arc<dyn Deserializer<V>>,
 }
 
-impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> {
+impl<K: Clone + 'static, V: Clone + 'static> ErasedSource for SourceNode<K, V> {
     fn process_raw(
         &mut self,
         graph: &Graph,
@@ -84,7 +82,7 @@ impl<K: Clone + 'static, V: Clone + 'static> SourceRuntime for SourceNode<K, V> 
                         part,
                         source,
                     };
-                    if state.config.deserialization_errors == ErrorPolicy::Fail {
+                    if state.fail_on_undecodable {
                         return Err(SourceFailure::Deserialization(err));
                     }
                     undecodable.push((index, err));
@@ -120,8 +118,8 @@ where
     KOut: 'static,
     VOut: 'static,
 {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Processor(Box::new(ProcessorNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Processor(Box::new(ProcessorNode {
             processor: self.supplier.get(),
             _types: PhantomData::<fn(KIn, VIn, KOut, VOut)>,
         }))
@@ -133,7 +131,7 @@ struct ProcessorNode<P, KIn, VIn, KOut, VOut> {
     _types: PhantomData<fn(KIn, VIn, KOut, VOut)>,
 }
 
-impl<P, KIn, VIn, KOut, VOut> ProcessorRuntime for ProcessorNode<P, KIn, VIn, KOut, VOut>
+impl<P, KIn, VIn, KOut, VOut> ErasedProcessor for ProcessorNode<P, KIn, VIn, KOut, VOut>
 where
     P: Processor<KIn, VIn, KOut, VOut>,
     KIn: 'static,
@@ -211,8 +209,8 @@ pub(crate) struct SinkFactory<K, V> {
 }
 
 impl<K: 'static, V: 'static> NodeFactory for SinkFactory<K, V> {
-    fn create(&self) -> NodeRuntime {
-        NodeRuntime::Processor(Box::new(SinkNode {
+    fn create(&self) -> ErasedNode {
+        ErasedNode::Processor(Box::new(SinkNode {
             topic: self.topic.clone(),
             key: self.key.clone(),
             value: self.value.clone(),
@@ -283,7 +281,7 @@ impl<K: 'static, V: 'static> SinkNode<K, V> {
     }
 }
 
-impl<K: 'static, V: 'static> ProcessorRuntime for SinkNode<K, V> {
+impl<K: 'static, V: 'static> ErasedProcessor for SinkNode<K, V> {
     fn init(&mut self, _: &Graph, _: &mut TaskState, _: usize) -> Result<(), ProcessError> {
         Ok(())
     }

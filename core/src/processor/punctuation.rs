@@ -1,6 +1,6 @@
 //! Scheduled punctuations of a task's processors.
 
-use crate::processor::{PunctuationType, PunctuatorId};
+use super::{PunctuationType, PunctuatorId};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Punctuator {

@@ -3,11 +3,11 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use super::PunctuatorId;
+use super::task_state::TaskState;
 use crate::error::{DeserializationError, ProcessError};
-use crate::processor::PunctuatorId;
 use crate::record::{RawRecord, TopicPartition};
 use crate::state::StoreDef;
-use crate::task::state::TaskState;
 
 /// One sub-topology, shared (immutable) by all of its tasks. Node indices are local.
 pub(crate) struct Graph {
@@ -21,15 +21,16 @@ pub(crate) struct Graph {
     pub(crate) factories: Vec<Arc<dyn NodeFactory>>,
 }
 
-/// Makes the runtime form of a node for one task.
+/// Makes a node's type-erased instance for one task.
 pub(crate) trait NodeFactory: Send + Sync {
-    fn create(&self) -> NodeRuntime;
+    fn create(&self) -> ErasedNode;
 }
 
-/// A node of a running task.
-pub(crate) enum NodeRuntime {
-    Source(Box<dyn SourceRuntime>),
-    Processor(Box<dyn ProcessorRuntime>),
+/// A node of a running task, its key and value types erased behind `dyn Any` inputs (the
+/// typed wrappers are in `topology::node`).
+pub(crate) enum ErasedNode {
+    Source(Box<dyn ErasedSource>),
+    Processor(Box<dyn ErasedProcessor>),
 }
 
 /// Why a source could not hand its batch on.
@@ -40,8 +41,8 @@ pub(crate) enum SourceFailure {
     Processing(ProcessError),
 }
 
-/// A source node: deserializes raw records and forwards them as one batch.
-pub(crate) trait SourceRuntime: Send {
+/// A source node, type-erased: deserializes raw records and forwards them as one batch.
+pub(crate) trait ErasedSource: Send {
     /// Under a `Fail` deserialization policy an undecodable record fails the batch before
     /// anything is forwarded; otherwise it is left out of the batch and reported in
     /// `undecodable` (index into `records`), and the task applies the policy once it knows
@@ -60,7 +61,7 @@ pub(crate) trait SourceRuntime: Send {
 /// A processor or sink node, its input types erased. `input` is a
 /// `&mut Option<Record<KIn, VIn>>` (`process_one`) or `&mut Option<Vec<Record<KIn, VIn>>>`
 /// (`process_many`); the typed builder guarantees the types match.
-pub(crate) trait ProcessorRuntime: Send {
+pub(crate) trait ErasedProcessor: Send {
     fn init(
         &mut self,
         graph: &Graph,
