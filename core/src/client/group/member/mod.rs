@@ -21,29 +21,38 @@
 //!    exponential backoff (no jitter) and the interrupted work resumes.
 //! 7. [`GroupMember::leave`] → LeaveGroup → [`GroupEvent::Left`].
 //!
+//! # Files
+//! - `coordinator`: FindCoordinator and rediscovery;
+//! - `join`: JoinGroup, the leader's assignment, SyncGroup, revoke and lost membership;
+//! - `heartbeat`: heartbeats and the session timeout;
+//! - `leave`: LeaveGroup;
+//! - `committed`: offset fetches and commits through the [`OffsetClient`], and what their
+//!   outcomes mean for membership.
+//!
+//! This file holds the member's state and dispatches inputs to them.
+//!
 //! # Driving it
 //! Call [`GroupMember::poll_request`] until it returns `None` after every input; it also does
 //! the timed work (heartbeats, backoff, session expiry), as does
 //! [`GroupMember::handle_timeout`] at [`GroupMember::poll_timeout`].
+
+mod committed;
+mod coordinator;
+mod heartbeat;
+mod join;
+mod leave;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, RequestKind,
-    ResponseKind, SyncGroupRequest, SyncGroupResponse,
-};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{self, MemberAssignment, MemberSubscription};
-use super::offsets::{CommitError, CommitId, CommitOutcome, FetchOutcome, OffsetClient};
-use super::protocol::{self, Assignment, Subscription};
+#[cfg(doc)]
+use super::assignor;
+use super::offsets::OffsetClient;
 use super::{GroupConfig, GroupError, GroupEvent};
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
@@ -61,6 +70,7 @@ pub const HEARTBEAT_VERSIONS: RangeInclusive<i16> = 0..=4;
 /// LeaveGroup versions we build (v0-2 `member_id`, v3+ `members`).
 pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
 
+/// Where the search for the group coordinator stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Coordinator {
     Unknown { retry_at: i64 },
@@ -68,6 +78,7 @@ enum Coordinator {
     Known(BrokerId),
 }
 
+/// Where membership stands.
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
     /// JoinGroup due at `at` (or in flight).
@@ -193,75 +204,6 @@ impl GroupMember {
         self.events.pop_front()
     }
 
-    /// Records partition counts of source topics (from metadata), used when this member leads
-    /// an assignment; resumes an assignment that waited for them.
-    pub fn set_partition_counts(&mut self, counts: impl IntoIterator<Item = (String, i32)>) {
-        self.partition_counts.extend(counts);
-        if let Phase::AwaitingPartitionCounts { members } = &mut self.phase {
-            let members = std::mem::take(members);
-            self.lead_assignment(members);
-        }
-    }
-
-    /// The engine committed and closed the tasks of the last [`GroupEvent::Revoke`]: the member
-    /// may rejoin (once its queued commits are answered).
-    pub fn revoke_done(&mut self, now: i64) {
-        self.observe(now);
-        if let Phase::Revoking { done } = &mut self.phase {
-            *done = true;
-        }
-    }
-
-    /// Leaves the group: sends LeaveGroup (when a member of a known coordinator), then emits
-    /// [`GroupEvent::Left`]. Commit first: commits not yet sent fail with [`CommitError::Left`].
-    pub fn leave(&mut self, now: i64) {
-        self.observe(now);
-        if matches!(self.phase, Phase::Left | Phase::Failed | Phase::Leaving) {
-            return;
-        }
-        for c in self.offsets.take_unsent_commits() {
-            self.events.push_back(GroupEvent::CommitFailed {
-                id: c.id,
-                offsets: c.offsets,
-                error: CommitError::Left,
-            });
-        }
-        if self.member_id.is_empty() || self.coordinator().is_none() {
-            self.finish_leaving();
-        } else {
-            // A response still outstanding for another request is ignored from now on.
-            self.in_flight = None;
-            self.phase = Phase::Leaving;
-        }
-    }
-
-    /// Asks for the committed offsets of `partitions` → [`GroupEvent::OffsetsFetched`].
-    pub fn fetch_committed(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) {
-        self.offsets.fetch(partitions);
-    }
-
-    /// Commits `offsets` (the next offset to read, per partition) under the current generation
-    /// → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`] with the returned id.
-    /// Outside a generation (not joined, rebalancing after revoke, lost) it fails at once.
-    pub fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>, now: i64) -> CommitId {
-        self.observe(now);
-        let member = self.generation >= 0
-            && !self.member_id.is_empty()
-            && matches!(self.phase, Phase::Stable | Phase::Revoking { .. });
-        if member {
-            return self
-                .offsets
-                .commit(offsets, self.generation, self.member_id.clone());
-        }
-        let id = self.offsets.next_id();
-        self.events.push_back(GroupEvent::CommitFailed {
-            id,
-            offsets,
-            error: CommitError::NotMember,
-        });
-        id
-    }
-
     /// The next time [`handle_timeout`](Self::handle_timeout) (or `poll_request`) has timed
     /// work: a retry after backoff, a heartbeat, the session deadline.
     pub fn poll_timeout(&self) -> Option<i64> {
@@ -362,36 +304,8 @@ impl GroupMember {
                 self.on_leave(r);
                 Ok(())
             }
-            ResponseKind::OffsetFetch(r) => {
-                if !self.offsets.fetch_in_flight() {
-                    return Err(GroupError::UnexpectedResponse {
-                        api: ApiKey::OffsetFetch,
-                    });
-                }
-                let backoff = self.config.retry_backoff_ms;
-                match self.offsets.handle_fetch_response(&r, now, backoff) {
-                    FetchOutcome::Fetched(offsets) => self
-                        .events
-                        .push_back(GroupEvent::OffsetsFetched { offsets }),
-                    FetchOutcome::Retry => {}
-                    FetchOutcome::CoordinatorMoved => self.coordinator_lost(now),
-                    FetchOutcome::Failed(partitions, error) => self
-                        .events
-                        .push_back(GroupEvent::OffsetFetchFailed { partitions, error }),
-                }
-                Ok(())
-            }
-            ResponseKind::OffsetCommit(r) => {
-                if !self.offsets.commit_in_flight() {
-                    return Err(GroupError::UnexpectedResponse {
-                        api: ApiKey::OffsetCommit,
-                    });
-                }
-                let backoff = self.config.retry_backoff_ms;
-                let outcome = self.offsets.handle_commit_response(&r, now, backoff);
-                self.on_commit_outcome(outcome, now);
-                Ok(())
-            }
+            ResponseKind::OffsetFetch(r) => self.on_offset_fetch(r, now),
+            ResponseKind::OffsetCommit(r) => self.on_offset_commit(r, now),
             _ => Err(GroupError::ForeignResponse),
         }
     }
@@ -425,129 +339,29 @@ impl GroupMember {
         }
     }
 
-    // ---- requests ----
-
+    /// The JoinGroup, SyncGroup, Heartbeat or LeaveGroup the phase calls for, when none is in
+    /// flight.
     fn poll_membership(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
         if self.in_flight.is_some() {
             return None;
         }
-        match &self.phase {
+        match &mut self.phase {
             Phase::Joining { at } if now >= *at => self.join_request(versions),
             Phase::Revoking { done: true } if self.offsets.commits_idle() => {
                 self.phase = Phase::Joining { at: now };
                 self.join_request(versions)
             }
-            Phase::Syncing { .. } => self.sync_request(versions),
-            Phase::Stable if now >= self.next_heartbeat_at => {
-                let version = self.version(versions, ApiKey::Heartbeat, HEARTBEAT_VERSIONS)?;
-                self.next_heartbeat_at = now.saturating_add(self.config.heartbeat_interval_ms);
-                let request = HeartbeatRequest::default()
-                    .with_group_id(self.group_id().into())
-                    .with_generation_id(self.generation)
-                    .with_member_id(StrBytes::from_string(self.member_id.clone()));
-                Some(self.send(ApiKey::Heartbeat, RequestKind::Heartbeat(request), version))
+            Phase::Syncing { assignments } => {
+                let assignments = std::mem::take(assignments);
+                self.sync_request(assignments, versions)
             }
-            Phase::Leaving => {
-                let version = self.version(versions, ApiKey::LeaveGroup, LEAVE_GROUP_VERSIONS)?;
-                let member_id = StrBytes::from_string(self.member_id.clone());
-                let request = LeaveGroupRequest::default().with_group_id(self.group_id().into());
-                let request = if version >= 3 {
-                    request.with_members(vec![MemberIdentity::default().with_member_id(member_id)])
-                } else {
-                    request.with_member_id(member_id)
-                };
-                Some(self.send(
-                    ApiKey::LeaveGroup,
-                    RequestKind::LeaveGroup(request),
-                    version,
-                ))
-            }
+            Phase::Stable if now >= self.next_heartbeat_at => self.heartbeat_request(now, versions),
+            Phase::Leaving => self.leave_request(versions),
             _ => None,
         }
     }
 
-    fn find_coordinator_request(&self, version: i16) -> Outbound {
-        let key = StrBytes::from_string(self.config.group_id.clone());
-        let request = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
-        } else {
-            FindCoordinatorRequest::default().with_key(key)
-        };
-        // key_type 0 (group) is the default, and the only value v0 allows.
-        Outbound {
-            target: Target::AnyBroker,
-            request: RequestKind::FindCoordinator(request),
-            version,
-        }
-    }
-
-    fn join_request(&mut self, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
-        let version = self.version(versions, ApiKey::JoinGroup, JOIN_GROUP_VERSIONS)?;
-        // Commits of an ended generation that were never sent cannot succeed any more.
-        for c in self.offsets.take_unsent_commits() {
-            self.events.push_back(GroupEvent::CommitFailed {
-                id: c.id,
-                offsets: c.offsets,
-                error: CommitError::GenerationEnded(c.generation),
-            });
-        }
-        let subscription = Subscription {
-            topics: self.topics.clone(),
-            owned_tasks: self.previous.tasks.clone(),
-            owned_partitions: self.previous.partitions.clone(),
-            generation: self.previous.generation,
-        };
-        let metadata = match protocol::encode_subscription(&subscription) {
-            Ok(m) => m,
-            Err(e) => {
-                self.fail(GroupError::Encode(e));
-                return None;
-            }
-        };
-        let request = JoinGroupRequest::default()
-            .with_group_id(self.group_id().into())
-            .with_session_timeout_ms(self.config.session_timeout_ms)
-            .with_rebalance_timeout_ms(self.config.rebalance_timeout_ms)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_protocol_type(StrBytes::from_static_str(protocol::PROTOCOL_TYPE))
-            .with_protocols(vec![
-                JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_string(self.config.protocol_name.clone()))
-                    .with_metadata(metadata),
-            ]);
-        Some(self.send(ApiKey::JoinGroup, RequestKind::JoinGroup(request), version))
-    }
-
-    fn sync_request(&mut self, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
-        let version = self.version(versions, ApiKey::SyncGroup, SYNC_GROUP_VERSIONS)?;
-        let assignments = match &mut self.phase {
-            Phase::Syncing { assignments } => std::mem::take(assignments),
-            _ => Vec::new(),
-        };
-        let mut request = SyncGroupRequest::default()
-            .with_group_id(self.group_id().into())
-            .with_generation_id(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_assignments(
-                assignments
-                    .into_iter()
-                    .map(|(member_id, assignment)| {
-                        SyncGroupRequestAssignment::default()
-                            .with_member_id(StrBytes::from_string(member_id))
-                            .with_assignment(assignment)
-                    })
-                    .collect(),
-            );
-        if version >= 5 {
-            request = request
-                .with_protocol_type(Some(StrBytes::from_static_str(protocol::PROTOCOL_TYPE)))
-                .with_protocol_name(Some(StrBytes::from_string(
-                    self.config.protocol_name.clone(),
-                )));
-        }
-        Some(self.send(ApiKey::SyncGroup, RequestKind::SyncGroup(request), version))
-    }
-
+    /// Marks `api` in flight and addresses `request` to the coordinator.
     fn send(&mut self, api: ApiKey, request: RequestKind, version: i16) -> Outbound {
         self.in_flight = Some(api);
         Outbound {
@@ -557,369 +371,14 @@ impl GroupMember {
         }
     }
 
-    // ---- responses ----
-
-    fn on_find_coordinator(
-        &mut self,
-        r: FindCoordinatorResponse,
-        now: i64,
-    ) -> Result<(), GroupError> {
-        if self.coordinator != Coordinator::Finding {
-            return Err(GroupError::UnexpectedResponse {
-                api: ApiKey::FindCoordinator,
-            });
-        }
-        let found = r
-            .coordinators
-            .iter()
-            .find(|c| c.key.as_str() == self.config.group_id)
-            .or(r.coordinators.first())
-            .map(|c| (c.error_code, *c.node_id, c.host.to_string(), c.port))
-            .unwrap_or((r.error_code, *r.node_id, r.host.to_string(), r.port));
-        let (code, id, host, port) = found;
-        match ResponseError::try_from_code(code) {
-            None if id >= 0 => {
-                tracing::debug!(id, %host, port, "group coordinator found");
-                self.coordinator = Coordinator::Known(id);
-                self.failures = 0;
-                self.events
-                    .push_back(GroupEvent::CoordinatorFound { id, host, port });
-                Ok(())
-            }
-            Some(error @ ResponseError::GroupAuthorizationFailed) => {
-                Err(self.fatal(ApiKey::FindCoordinator, error))
-            }
-            other => {
-                tracing::debug!(?other, "no group coordinator yet");
-                self.coordinator = Coordinator::Unknown {
-                    retry_at: now.saturating_add(self.next_backoff()),
-                };
-                Ok(())
-            }
-        }
-    }
-
-    fn on_join(&mut self, r: JoinGroupResponse, now: i64) -> Result<(), GroupError> {
-        self.in_flight = None;
-        if !matches!(self.phase, Phase::Joining { .. }) {
-            return Ok(());
-        }
-        match ResponseError::try_from_code(r.error_code) {
-            None => {
-                self.member_id = r.member_id.to_string();
-                self.generation = r.generation_id;
-                for c in self.offsets.take_stale_commits(self.generation) {
-                    self.events.push_back(GroupEvent::CommitFailed {
-                        id: c.id,
-                        offsets: c.offsets,
-                        error: CommitError::GenerationEnded(c.generation),
-                    });
-                }
-                if r.leader.as_str() == self.member_id && !r.skip_assignment {
-                    let members = r
-                        .members
-                        .into_iter()
-                        .map(|m| (m.member_id.to_string(), m.metadata))
-                        .collect();
-                    self.lead_assignment(members);
-                } else {
-                    self.phase = Phase::Syncing {
-                        assignments: Vec::new(),
-                    };
-                }
-                Ok(())
-            }
-            Some(ResponseError::MemberIdRequired) => {
-                self.member_id = r.member_id.to_string();
-                self.phase = Phase::Joining { at: now };
-                Ok(())
-            }
-            Some(error) => self.rejoin_after(ApiKey::JoinGroup, error, now),
-        }
-    }
-
-    fn on_sync(&mut self, r: SyncGroupResponse, now: i64) -> Result<(), GroupError> {
-        self.in_flight = None;
-        if !matches!(self.phase, Phase::Syncing { .. }) {
-            return Ok(());
-        }
-        match ResponseError::try_from_code(r.error_code) {
-            None => match protocol::decode_assignment(&r.assignment) {
-                Ok(Assignment { tasks, partitions }) => {
-                    self.tasks = tasks.clone();
-                    self.partitions = partitions.clone();
-                    self.phase = Phase::Stable;
-                    self.failures = 0;
-                    self.last_heartbeat_ok = now;
-                    self.next_heartbeat_at = now.saturating_add(self.config.heartbeat_interval_ms);
-                    self.events.push_back(GroupEvent::Assigned {
-                        tasks,
-                        partitions,
-                        generation: self.generation,
-                    });
-                    Ok(())
-                }
-                Err(e) => {
-                    let error = GroupError::BadAssignment(e);
-                    self.fail(error.clone());
-                    Err(error)
-                }
-            },
-            Some(error) => self.rejoin_after(ApiKey::SyncGroup, error, now),
-        }
-    }
-
-    /// JoinGroup/SyncGroup errors: all but the fatal ones lead back to JoinGroup.
-    fn rejoin_after(
-        &mut self,
-        api: ApiKey,
-        error: ResponseError,
-        now: i64,
-    ) -> Result<(), GroupError> {
-        tracing::debug!(?api, %error, "rejoining");
-        match error {
-            ResponseError::UnknownMemberId => {
-                self.member_id.clear();
-                self.generation = -1;
-            }
-            ResponseError::IllegalGeneration => self.generation = -1,
-            ResponseError::RebalanceInProgress => {}
-            ResponseError::NotCoordinator
-            | ResponseError::CoordinatorNotAvailable
-            | ResponseError::CoordinatorLoadInProgress => self.coordinator_lost(now),
-            _ => return Err(self.fatal(api, error)),
-        }
-        self.phase = Phase::Joining { at: now };
-        Ok(())
-    }
-
-    fn on_heartbeat(&mut self, r: HeartbeatResponse, now: i64) -> Result<(), GroupError> {
-        self.in_flight = None;
-        if self.phase != Phase::Stable {
-            return Ok(());
-        }
-        match ResponseError::try_from_code(r.error_code) {
-            None => self.last_heartbeat_ok = now,
-            Some(ResponseError::RebalanceInProgress) => self.start_revoke(),
-            Some(
-                error @ (ResponseError::UnknownMemberId
-                | ResponseError::IllegalGeneration
-                | ResponseError::FencedInstanceId),
-            ) => self.lose_membership(error, now),
-            Some(
-                ResponseError::NotCoordinator
-                | ResponseError::CoordinatorNotAvailable
-                | ResponseError::CoordinatorLoadInProgress,
-            ) => self.coordinator_lost(now),
-            Some(error) if error.is_retriable() => {
-                tracing::debug!(%error, "heartbeat failed, will retry");
-            }
-            Some(error) => return Err(self.fatal(ApiKey::Heartbeat, error)),
-        }
-        Ok(())
-    }
-
-    fn on_leave(&mut self, r: LeaveGroupResponse) {
-        self.in_flight = None;
-        if let Some(error) = ResponseError::try_from_code(r.error_code) {
-            tracing::debug!(%error, "LeaveGroup failed; leaving anyway");
-        }
-        if self.phase == Phase::Leaving {
-            self.finish_leaving();
-        }
-    }
-
-    fn on_commit_outcome(&mut self, outcome: CommitOutcome, now: i64) {
-        match outcome {
-            CommitOutcome::Committed(c) => self.events.push_back(GroupEvent::CommitSucceeded {
-                id: c.id,
-                offsets: c.offsets,
-            }),
-            CommitOutcome::Failed(c, error) => {
-                let current = c.generation == self.generation;
-                self.events.push_back(GroupEvent::CommitFailed {
-                    id: c.id,
-                    offsets: c.offsets,
-                    error: error.clone(),
-                });
-                match error {
-                    CommitError::Rejected(ResponseError::RebalanceInProgress)
-                        if current && self.phase == Phase::Stable =>
-                    {
-                        self.start_revoke()
-                    }
-                    CommitError::Rejected(
-                        e @ (ResponseError::IllegalGeneration
-                        | ResponseError::UnknownMemberId
-                        | ResponseError::FencedInstanceId),
-                    ) if current
-                        && matches!(self.phase, Phase::Stable | Phase::Revoking { .. }) =>
-                    {
-                        self.lose_membership(e, now)
-                    }
-                    _ => {}
-                }
-            }
-            CommitOutcome::Retry => {}
-            CommitOutcome::CoordinatorMoved => self.coordinator_lost(now),
-        }
-    }
-
-    // ---- transitions ----
-
-    /// As leader: decode every subscription, assign, queue SyncGroup.
-    fn lead_assignment(&mut self, members: Vec<(String, Bytes)>) {
-        let missing: Vec<String> = self
-            .topics
-            .iter()
-            .filter(|t| !self.partition_counts.contains_key(*t))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            self.phase = Phase::AwaitingPartitionCounts { members };
-            self.events
-                .push_back(GroupEvent::PartitionCountsNeeded { topics: missing });
-            return;
-        }
-        let subscriptions: Vec<MemberSubscription> = members
-            .iter()
-            .map(|(member_id, metadata)| match protocol::decode_subscription(metadata) {
-                Ok(s) => MemberSubscription {
-                    member_id: member_id.clone(),
-                    topics: s.topics,
-                    owned_tasks: s.owned_tasks,
-                    generation: s.generation,
-                },
-                Err(error) => {
-                    tracing::warn!(member_id, %error, "unreadable subscription; assuming it owned nothing");
-                    MemberSubscription {
-                        member_id: member_id.clone(),
-                        topics: Vec::new(),
-                        owned_tasks: Vec::new(),
-                        generation: -1,
-                    }
-                }
-            })
-            .collect();
-        let counts = &self.partition_counts;
-        let per_member = match assignor::assign(&subscriptions, &self.subtopologies, |t| {
-            counts.get(t).copied()
-        }) {
-            Ok(m) => m,
-            Err(error) => {
-                tracing::warn!(%error, "assignment failed; every member gets nothing");
-                self.events
-                    .push_back(GroupEvent::AssignmentFailed { error });
-                subscriptions
-                    .iter()
-                    .map(|s| (s.member_id.clone(), MemberAssignment::default()))
-                    .collect()
-            }
-        };
-        let mut assignments = Vec::with_capacity(per_member.len());
-        for (member_id, a) in per_member {
-            let assignment = Assignment {
-                tasks: a.tasks,
-                partitions: a.partitions,
-            };
-            match protocol::encode_assignment(&assignment) {
-                Ok(bytes) => assignments.push((member_id, bytes)),
-                Err(e) => {
-                    self.fail(GroupError::Encode(e));
-                    return;
-                }
-            }
-        }
-        self.phase = Phase::Syncing { assignments };
-    }
-
-    fn start_revoke(&mut self) {
-        let tasks = std::mem::take(&mut self.tasks);
-        self.previous = Previous {
-            tasks: tasks.clone(),
-            partitions: std::mem::take(&mut self.partitions),
-            generation: self.generation,
-        };
-        self.phase = Phase::Revoking { done: false };
-        self.events.push_back(GroupEvent::Revoke { tasks });
-    }
-
-    fn lose_membership(&mut self, error: ResponseError, now: i64) {
-        tracing::info!(%error, generation = self.generation, "group membership lost");
-        let tasks = match &self.phase {
-            Phase::Revoking { .. } => self.previous.tasks.clone(),
-            _ => std::mem::take(&mut self.tasks),
-        };
-        // Keep the tasks as (weak) claims for stickiness: generation -1 loses every conflict.
-        self.previous = Previous {
-            tasks: tasks.clone(),
-            partitions: std::mem::take(&mut self.partitions),
-            generation: -1,
-        };
-        if error != ResponseError::IllegalGeneration {
-            self.member_id.clear();
-        }
-        self.generation = -1;
-        self.tasks.clear();
-        self.phase = Phase::Joining { at: now };
-        self.events.push_back(GroupEvent::Lost { tasks });
-    }
-
-    fn check_session(&mut self, now: i64) {
-        if self.phase == Phase::Stable && now >= self.session_deadline() {
-            tracing::info!("no successful heartbeat within the session timeout");
-            self.lose_membership(ResponseError::UnknownMemberId, now);
-            self.coordinator_lost(now);
-        }
-    }
-
-    fn session_deadline(&self) -> i64 {
-        self.last_heartbeat_ok
-            .saturating_add(i64::from(self.config.session_timeout_ms))
-    }
-
-    fn coordinator_lost(&mut self, now: i64) {
-        if let Coordinator::Known(id) = self.coordinator {
-            tracing::debug!(id, "group coordinator lost; rediscovering");
-            self.coordinator = Coordinator::Unknown {
-                retry_at: now.saturating_add(self.next_backoff()),
-            };
-            if self.phase == Phase::Stable {
-                // The heartbeat in flight will not be answered by a coordinator we trust; the
-                // next one goes out as soon as the coordinator is known again.
-                self.in_flight = None;
-                self.next_heartbeat_at = now;
-            }
-        }
-        if self.phase == Phase::Leaving {
-            self.finish_leaving();
-        }
-    }
-
-    fn finish_leaving(&mut self) {
-        self.phase = Phase::Left;
-        self.in_flight = None;
-        self.member_id.clear();
-        self.generation = -1;
-        self.tasks.clear();
-        self.events.push_back(GroupEvent::Left);
-    }
-
-    fn next_backoff(&mut self) -> i64 {
-        let shift = self.failures.min(20);
-        self.failures = self.failures.saturating_add(1);
-        self.config
-            .retry_backoff_ms
-            .saturating_mul(1 << shift)
-            .min(self.config.max_retry_backoff_ms)
-    }
-
+    /// Stops the member for good on `error` from `api`; returns the error.
     fn fatal(&mut self, api: ApiKey, error: ResponseError) -> GroupError {
         let e = GroupError::Fatal { api, error };
         self.fail(e.clone());
         e
     }
 
+    /// Stops the member for good ([`GroupEvent::Failed`]).
     fn fail(&mut self, error: GroupError) {
         tracing::error!(%error, "group member failed");
         self.phase = Phase::Failed;
@@ -927,6 +386,7 @@ impl GroupMember {
         self.events.push_back(GroupEvent::Failed(error));
     }
 
+    /// The version to build `api` at, within `ours`; without one the member fails.
     fn version(
         &mut self,
         versions: &dyn ApiVersionLookup,
@@ -944,6 +404,7 @@ impl GroupMember {
         usable
     }
 
+    /// `Ok` when the answer is to the request in flight.
     fn expect_in_flight(&self, api: ApiKey) -> Result<(), GroupError> {
         if self.in_flight == Some(api) {
             Ok(())
