@@ -58,8 +58,7 @@ use crate::client::admin::{
 };
 use crate::client::fetcher::{FetchError, FetchEvent, Fetcher};
 use crate::client::group::{
-    AssignError, CommitError, CommitId, FetchError as OffsetFetchError, GroupError, GroupEvent,
-    GroupMember,
+    AssignError, CommitError, CommitId, GroupError, GroupEvent, GroupMember, OffsetFetchError,
 };
 use crate::client::metadata::{Metadata, MetadataError, MetadataEvent};
 use crate::client::producer::{DeliveryError, Producer, ProducerError, ProducerEvent};
