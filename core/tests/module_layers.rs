@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first. A module may import any module of a lower layer, none of its own
 /// layer (other than itself) or above. A new top-level module must be placed here.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: identifiers, record types, serdes, the default partitioner, the Kafka wire codec.
-    &["ids", "partitioner", "record", "serde", "wire"],
+    // Leaves: identifiers, record types, serdes, the default partitioner, time, the Kafka wire codec.
+    &["ids", "partitioner", "record", "serde", "time", "wire"],
     &["error"],
     &["state"],
     // The processor API and the graph its processors run in (context, run state, punctuation).

@@ -5,7 +5,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::client::BrokerId;
 use crate::client::admin::InternalTopicsError;
 use crate::client::fetcher::FetchError;
-use crate::client::group::{AssignError, CommitError, FetchError as OffsetFetchError, GroupError};
+use crate::client::group::{AssignError, CommitError, GroupError, OffsetFetchError};
 use crate::client::metadata::MetadataError;
 use crate::client::producer::{DeliveryError, ProducerError};
 use crate::error::TaskError;

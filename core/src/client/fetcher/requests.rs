@@ -1,31 +1,199 @@
-//! Building Fetch and ListOffsets requests for one broker, valid at the version given.
+//! The fetcher's outgoing requests: which partitions go into the next ListOffsets or Fetch, to
+//! which leader and at which version, and building that request.
+
+use std::collections::BTreeMap;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, TopicName,
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{FetcherConfig, ResetTarget};
+use super::{
+    FETCH_MAX_VERSION, FETCH_MIN_VERSION, FetchError, FetchEvent, Fetcher, FetcherConfig,
+    InFlightFetch, InFlightListOffsets, LIST_OFFSETS_MAX_VERSION, LIST_OFFSETS_MIN_VERSION,
+    ResetTarget,
+};
+use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
 use crate::wire::records::IsolationLevel;
 
 /// One partition of a Fetch request.
 #[derive(Debug, Clone)]
-pub(super) struct FetchEntry {
-    pub(super) partition: TopicPartition,
-    pub(super) offset: i64,
-    pub(super) leader_epoch: Option<i32>,
-    pub(super) max_bytes: i32,
+struct FetchEntry {
+    partition: TopicPartition,
+    offset: i64,
+    leader_epoch: Option<i32>,
+    max_bytes: i32,
 }
 
 /// One partition of a ListOffsets request.
 #[derive(Debug, Clone)]
-pub(super) struct ListOffsetsEntry {
-    pub(super) partition: TopicPartition,
-    pub(super) target: ResetTarget,
-    pub(super) leader_epoch: Option<i32>,
+struct ListOffsetsEntry {
+    partition: TopicPartition,
+    target: ResetTarget,
+    leader_epoch: Option<i32>,
+}
+
+impl Fetcher {
+    /// The next request to send: a ListOffsets for pending resets first, then a Fetch, each to
+    /// a partition leader with no request of that API in flight. Call until `None`.
+    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+        self.observe(now);
+        if let Some(out) = self.poll_list_offsets(versions) {
+            return Some(out);
+        }
+        self.poll_fetch(versions)
+    }
+
+    /// The version to build `api` at, or `None` (reported once as an event).
+    fn usable_version(
+        &mut self,
+        api: ApiKey,
+        versions: &dyn ApiVersionLookup,
+        min: i16,
+        max: i16,
+    ) -> Option<i16> {
+        let offered = versions.version(api);
+        match offered {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                if self.reported_versions.insert((api as i16, offered)) {
+                    self.events
+                        .push_back(FetchEvent::Error(FetchError::UnsupportedVersion {
+                            api,
+                            version: offered,
+                            min,
+                            max,
+                        }));
+                }
+                None
+            }
+        }
+    }
+
+    fn broker_ready(&self, broker: BrokerId) -> bool {
+        self.broker_retry_at
+            .get(&broker)
+            .is_none_or(|&at| at <= self.now)
+    }
+
+    fn in_any_fetch(&self, tp: &TopicPartition) -> bool {
+        self.fetches
+            .values()
+            .any(|fetch| fetch.offsets.contains_key(tp))
+    }
+
+    fn in_any_list_offsets(&self, tp: &TopicPartition) -> bool {
+        self.list_offsets
+            .values()
+            .any(|list| list.targets.contains_key(tp))
+    }
+
+    fn poll_list_offsets(&mut self, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+        let mut by_broker: BTreeMap<BrokerId, Vec<ListOffsetsEntry>> = BTreeMap::new();
+        for (tp, state) in &self.partitions {
+            // No reset asked for, or no leader known yet: nothing to send for it.
+            let (Some(target), Some(leader)) = (state.reset, state.leader) else {
+                continue;
+            };
+            if state.halted
+                || state.retry_at > self.now
+                || self.list_offsets.contains_key(&leader)
+                || !self.broker_ready(leader)
+                || self.in_any_list_offsets(tp)
+            {
+                continue;
+            }
+            by_broker.entry(leader).or_default().push(ListOffsetsEntry {
+                partition: tp.clone(),
+                target,
+                leader_epoch: state.leader_epoch,
+            });
+        }
+        let (broker, entries) = by_broker.into_iter().next()?;
+        let version = self.usable_version(
+            ApiKey::ListOffsets,
+            versions,
+            LIST_OFFSETS_MIN_VERSION,
+            LIST_OFFSETS_MAX_VERSION,
+        )?;
+        let request = list_offsets_request(&self.config, version, &entries);
+        tracing::debug!(
+            broker,
+            version,
+            partitions = entries.len(),
+            "sending ListOffsets"
+        );
+        self.list_offsets.insert(
+            broker,
+            InFlightListOffsets {
+                targets: entries
+                    .into_iter()
+                    .map(|entry| (entry.partition, entry.target))
+                    .collect(),
+            },
+        );
+        Some(Outbound {
+            target: Target::Broker(broker),
+            request: RequestKind::ListOffsets(request),
+            version,
+        })
+    }
+
+    fn poll_fetch(&mut self, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+        let mut by_broker: BTreeMap<BrokerId, Vec<FetchEntry>> = BTreeMap::new();
+        for (tp, state) in &self.partitions {
+            // No position yet (a reset is pending) or no leader known: nothing to fetch.
+            let (Some(position), Some(leader)) = (state.position, state.leader) else {
+                continue;
+            };
+            if state.reset.is_some()
+                || state.halted
+                || state.paused
+                || state.buffered
+                || state.retry_at > self.now
+                || self.fetches.contains_key(&leader)
+                || !self.broker_ready(leader)
+                || self.in_any_fetch(tp)
+            {
+                continue;
+            }
+            by_broker.entry(leader).or_default().push(FetchEntry {
+                partition: tp.clone(),
+                offset: position,
+                leader_epoch: state.leader_epoch,
+                max_bytes: state.max_bytes,
+            });
+        }
+        let (broker, mut entries) = by_broker.into_iter().next()?;
+        let version = self.usable_version(
+            ApiKey::Fetch,
+            versions,
+            FETCH_MIN_VERSION,
+            FETCH_MAX_VERSION,
+        )?;
+        let shift = self.rotation % entries.len();
+        entries.rotate_left(shift);
+        self.rotation = self.rotation.wrapping_add(1);
+        let request = fetch_request(&self.config, &entries);
+        tracing::trace!(broker, version, partitions = entries.len(), "sending Fetch");
+        self.fetches.insert(
+            broker,
+            InFlightFetch {
+                offsets: entries
+                    .into_iter()
+                    .map(|entry| (entry.partition, entry.offset))
+                    .collect(),
+            },
+        );
+        Some(Outbound {
+            target: Target::Broker(broker),
+            request: RequestKind::Fetch(request),
+            version,
+        })
+    }
 }
 
 fn topic_name(topic: &str) -> TopicName {
@@ -42,7 +210,7 @@ fn isolation_byte(isolation: IsolationLevel) -> i8 {
 /// A full, sessionless Fetch (session id 0, epoch -1) for `entries`, grouped by topic in order
 /// of first appearance. Valid for versions 4 to 12 (fields of later versions keep their
 /// defaults; `current_leader_epoch` is written from v9 on only).
-pub(super) fn fetch_request(config: &FetcherConfig, entries: &[FetchEntry]) -> FetchRequest {
+fn fetch_request(config: &FetcherConfig, entries: &[FetchEntry]) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for entry in entries {
         let mut partition = FetchPartition::default();
@@ -77,7 +245,7 @@ pub(super) fn fetch_request(config: &FetcherConfig, entries: &[FetchEntry]) -> F
 
 /// A ListOffsets request for `entries`, valid for versions 1 to 10: the isolation level exists
 /// from v2 on (v1 always reads up to the high watermark).
-pub(super) fn list_offsets_request(
+fn list_offsets_request(
     config: &FetcherConfig,
     version: i16,
     entries: &[ListOffsetsEntry],

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction as WireAbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -15,14 +16,16 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId as WireBrokerId, FetchRequest, ListOffsetsRequest, MetadataResponse, ProducerId,
-    TopicName,
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataResponse, ProducerId, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
 use super::*;
-use crate::client::metadata::MetadataConfig;
+use crate::client::metadata::{Metadata, MetadataConfig};
+use crate::client::{Outbound, Target};
+use crate::wire::records::IsolationLevel;
 use crate::wire::records::fixtures::{batch_with as batch, marker, record, transactional};
 
 const T0: i64 = 1_700_000_000_000;

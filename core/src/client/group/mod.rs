@@ -27,7 +27,7 @@ use kafka_protocol::messages::ApiKey;
 
 pub use assignor::{AssignError, MemberAssignment, MemberSubscription, assign};
 pub use member::GroupMember;
-pub use offsets::{CommitError, CommitId, FetchError};
+pub use offsets::{CommitError, CommitId, OffsetFetchError};
 pub use protocol::ProtocolError;
 
 use crate::client::BrokerId;
@@ -128,7 +128,7 @@ pub enum GroupEvent {
         /// The partitions asked.
         partitions: Vec<TopicPartition>,
         /// Why.
-        error: FetchError,
+        error: OffsetFetchError,
     },
     /// A commit succeeded: every offset in it is durably committed.
     CommitSucceeded {

@@ -57,7 +57,7 @@ pub enum CommitError {
 
 /// Why committed offsets could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
+pub enum OffsetFetchError {
     /// A non-retriable error from the coordinator.
     #[error("coordinator rejected the offset fetch: {0}")]
     Rejected(ResponseError),
@@ -86,7 +86,7 @@ pub enum FetchOutcome {
     /// The coordinator moved or is unavailable: rediscover, then retry.
     CoordinatorMoved,
     /// Failed for these partitions.
-    Failed(Vec<TopicPartition>, FetchError),
+    Failed(Vec<TopicPartition>, OffsetFetchError),
 }
 
 /// What an OffsetCommit response means.
@@ -345,7 +345,10 @@ impl OffsetClient {
                     self.fetch_retry_at = now.saturating_add(backoff);
                     FetchOutcome::Retry
                 } else {
-                    FetchOutcome::Failed(asked.into_iter().collect(), FetchError::Rejected(error))
+                    FetchOutcome::Failed(
+                        asked.into_iter().collect(),
+                        OffsetFetchError::Rejected(error),
+                    )
                 }
             }
         }

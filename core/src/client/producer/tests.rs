@@ -1,13 +1,19 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProducerId};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, RequestKind,
+    ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{RecordBatchDecoder, RecordSet};
 
 use super::*;
-use crate::record::Headers;
+use crate::client::{Outbound, Target};
+use crate::record::{Headers, ProducerRecord};
 
 const TOPIC: &str = "out";
 const PID: i64 = 7;

@@ -1,0 +1,85 @@
+//! Fetcher settings: byte and wait limits, isolation, the offset reset policy and retry
+//! backoff.
+
+#[cfg(doc)]
+use super::{FetchError, FetchEvent};
+use crate::wire::records::{DecodeLimits, IsolationLevel};
+
+/// What to do when a partition has no valid position (Kafka's `auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetResetPolicy {
+    /// Start at the log start offset (the Kafka Streams default).
+    #[default]
+    Earliest,
+    /// Start at the end of the log (the high watermark, or the last stable offset under
+    /// read_committed).
+    Latest,
+    /// Report [`FetchError::OffsetOutOfRange`] / [`FetchError::NoOffset`] instead.
+    None,
+}
+
+/// Where a ListOffsets reset goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResetTarget {
+    Earliest,
+    Latest,
+}
+
+impl ResetTarget {
+    pub(super) fn from_policy(policy: OffsetResetPolicy) -> Option<Self> {
+        match policy {
+            OffsetResetPolicy::Earliest => Some(Self::Earliest),
+            OffsetResetPolicy::Latest => Some(Self::Latest),
+            OffsetResetPolicy::None => None,
+        }
+    }
+
+    /// ListOffsets' special timestamps: -2 earliest, -1 latest.
+    pub(super) fn timestamp(self) -> i64 {
+        match self {
+            Self::Earliest => -2,
+            Self::Latest => -1,
+        }
+    }
+}
+
+/// Fetch settings. Byte sizes in bytes, durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetcherConfig {
+    /// The broker answers once it has this many bytes (or after `max_wait_ms`). Default 1.
+    pub min_bytes: i32,
+    /// Largest response the broker should build (it still sends at least one whole batch,
+    /// KIP-74). Default 50 MiB.
+    pub max_bytes: i32,
+    /// Largest share of one partition in a response, at first (raised when one batch does not
+    /// fit, see [`FetchEvent::PartitionMaxBytesRaised`]). Default 1 MiB.
+    pub partition_max_bytes: i32,
+    /// How long the broker may wait for `min_bytes`. Default 500.
+    pub max_wait_ms: i32,
+    /// Which transactional records to read. Default read_uncommitted.
+    pub isolation: IsolationLevel,
+    /// What to do on `OFFSET_OUT_OF_RANGE`. Default earliest.
+    pub offset_reset: OffsetResetPolicy,
+    /// Wait before a partition or broker is tried again after an error. Default 100.
+    pub retry_backoff_ms: i64,
+    /// ListOffsets v10's `timeout_ms`. Default 30 000.
+    pub request_timeout_ms: i32,
+    /// Bounds for record decoding.
+    pub decode_limits: DecodeLimits,
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        Self {
+            min_bytes: 1,
+            max_bytes: 52_428_800,
+            partition_max_bytes: 1_048_576,
+            max_wait_ms: 500,
+            isolation: IsolationLevel::ReadUncommitted,
+            offset_reset: OffsetResetPolicy::Earliest,
+            retry_backoff_ms: 100,
+            request_timeout_ms: 30_000,
+            decode_limits: DecodeLimits::default(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The member's side of committed offsets: queueing fetches and commits on its
+//! [`OffsetClient`](crate::client::group::offsets::OffsetClient), and turning their outcomes
+//! into events and, when a commit reveals a rebalance or lost membership, into transitions.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{ApiKey, OffsetCommitResponse, OffsetFetchResponse};
+
+use super::{GroupMember, Phase};
+use crate::client::group::offsets::{CommitOutcome, FetchOutcome};
+use crate::client::group::{CommitError, CommitId, GroupError, GroupEvent};
+use crate::record::TopicPartition;
+
+impl GroupMember {
+    /// Asks for the committed offsets of `partitions` → [`GroupEvent::OffsetsFetched`].
+    pub fn fetch_committed(&mut self, partitions: impl IntoIterator<Item = TopicPartition>) {
+        self.offsets.fetch(partitions);
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) under the current generation
+    /// → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`] with the returned id.
+    /// Outside a generation (not joined, rebalancing after revoke, lost) it fails at once.
+    pub fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>, now: i64) -> CommitId {
+        self.observe(now);
+        let member = self.generation >= 0
+            && !self.member_id.is_empty()
+            && matches!(self.phase, Phase::Stable | Phase::Revoking { .. });
+        if member {
+            return self
+                .offsets
+                .commit(offsets, self.generation, self.member_id.clone());
+        }
+        let id = self.offsets.next_id();
+        self.events.push_back(GroupEvent::CommitFailed {
+            id,
+            offsets,
+            error: CommitError::NotMember,
+        });
+        id
+    }
+
+    /// Takes an OffsetFetch answer → [`GroupEvent::OffsetsFetched`] or
+    /// [`GroupEvent::OffsetFetchFailed`], or a retry.
+    pub(super) fn on_offset_fetch(
+        &mut self,
+        r: OffsetFetchResponse,
+        now: i64,
+    ) -> Result<(), GroupError> {
+        if !self.offsets.fetch_in_flight() {
+            return Err(GroupError::UnexpectedResponse {
+                api: ApiKey::OffsetFetch,
+            });
+        }
+        let backoff = self.config.retry_backoff_ms;
+        match self.offsets.handle_fetch_response(&r, now, backoff) {
+            FetchOutcome::Fetched(offsets) => self
+                .events
+                .push_back(GroupEvent::OffsetsFetched { offsets }),
+            FetchOutcome::Retry => {}
+            FetchOutcome::CoordinatorMoved => self.coordinator_lost(now),
+            FetchOutcome::Failed(partitions, error) => self
+                .events
+                .push_back(GroupEvent::OffsetFetchFailed { partitions, error }),
+        }
+        Ok(())
+    }
+
+    /// Takes an OffsetCommit answer (see [`on_commit_outcome`](Self::on_commit_outcome)).
+    pub(super) fn on_offset_commit(
+        &mut self,
+        r: OffsetCommitResponse,
+        now: i64,
+    ) -> Result<(), GroupError> {
+        if !self.offsets.commit_in_flight() {
+            return Err(GroupError::UnexpectedResponse {
+                api: ApiKey::OffsetCommit,
+            });
+        }
+        let backoff = self.config.retry_backoff_ms;
+        let outcome = self.offsets.handle_commit_response(&r, now, backoff);
+        self.on_commit_outcome(outcome, now);
+        Ok(())
+    }
+
+    /// A commit's outcome → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`];
+    /// a rejection of the current generation starts a rebalance or ends membership.
+    fn on_commit_outcome(&mut self, outcome: CommitOutcome, now: i64) {
+        match outcome {
+            CommitOutcome::Committed(c) => self.events.push_back(GroupEvent::CommitSucceeded {
+                id: c.id,
+                offsets: c.offsets,
+            }),
+            CommitOutcome::Failed(c, error) => {
+                let current = c.generation == self.generation;
+                self.events.push_back(GroupEvent::CommitFailed {
+                    id: c.id,
+                    offsets: c.offsets,
+                    error: error.clone(),
+                });
+                match error {
+                    CommitError::Rejected(ResponseError::RebalanceInProgress)
+                        if current && self.phase == Phase::Stable =>
+                    {
+                        self.start_revoke()
+                    }
+                    CommitError::Rejected(
+                        e @ (ResponseError::IllegalGeneration
+                        | ResponseError::UnknownMemberId
+                        | ResponseError::FencedInstanceId),
+                    ) if current
+                        && matches!(self.phase, Phase::Stable | Phase::Revoking { .. }) =>
+                    {
+                        self.lose_membership(e, now)
+                    }
+                    _ => {}
+                }
+            }
+            CommitOutcome::Retry => {}
+            CommitOutcome::CoordinatorMoved => self.coordinator_lost(now),
+        }
+    }
+}

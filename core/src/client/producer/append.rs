@@ -1,0 +1,145 @@
+//! Accepting records: [`Producer::send_batch`] validates a sink batch as a whole, picks each
+//! record's partition (explicit, keyed or sticky) and appends it to its partition's queue.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use super::accumulator::BatchState;
+use super::{BATCH_HEADER_LEN, Producer, ProducerError, SendError, record_size_bound};
+use crate::partitioner::default_partition;
+use crate::record::{ProducerRecord, TopicPartition};
+
+impl<O: Clone + Eq + Hash + Debug> Producer<O> {
+    /// Appends a sink's whole batch for `owner`. Either every record is accepted or none is
+    /// (they come back in the error). Returns the number of records accepted.
+    pub fn send_batch(
+        &mut self,
+        owner: O,
+        records: Vec<ProducerRecord>,
+        now: i64,
+    ) -> Result<usize, SendError> {
+        let now = self.observe(now);
+        match self.check_batch(&records) {
+            Ok((bytes, keyed)) => {
+                let count = records.len();
+                for (record, partition) in records.into_iter().zip(keyed) {
+                    let size = record_size_bound(&record);
+                    let partition = match partition {
+                        Some(partition) => partition,
+                        None => self.sticky_partition(&record.topic, size),
+                    };
+                    let tp = TopicPartition::new(record.topic.clone(), partition);
+                    self.partitions.entry(tp).or_default().append(
+                        &owner,
+                        record,
+                        self.config.batch_size,
+                        &mut self.next_batch_id,
+                        now,
+                    );
+                }
+                self.ledger.accept(owner, count, bytes);
+                Ok(count)
+            }
+            Err(error) => Err(SendError { error, records }),
+        }
+    }
+
+    /// Validates a batch: returns its size bound and each record's partition (`None`: sticky).
+    fn check_batch(
+        &self,
+        records: &[ProducerRecord],
+    ) -> Result<(usize, Vec<Option<i32>>), ProducerError> {
+        if let Some(fatal) = &self.fatal {
+            return Err(fatal.clone());
+        }
+        let mut bytes = 0;
+        let mut partitions = Vec::with_capacity(records.len());
+        for record in records {
+            let size = record_size_bound(record);
+            if size + BATCH_HEADER_LEN > self.config.max_request_size {
+                return Err(ProducerError::RecordTooLarge {
+                    size,
+                    max: self.config.max_request_size,
+                });
+            }
+            bytes += size;
+            let count = self.partition_counts.get(&record.topic).copied();
+            let partition = match (record.partition, count, &record.key) {
+                (Some(partition), count, _) => {
+                    if partition < 0 || count.is_some_and(|count| partition >= count) {
+                        return Err(ProducerError::PartitionOutOfRange {
+                            topic: record.topic.clone(),
+                            partition,
+                        });
+                    }
+                    Some(partition)
+                }
+                (None, None, _) | (None, Some(..=0), _) => {
+                    return Err(ProducerError::UnknownPartitionCount {
+                        topic: record.topic.clone(),
+                    });
+                }
+                (None, Some(count), Some(key)) => Some(default_partition(key, count)),
+                (None, Some(_), None) => None,
+            };
+            partitions.push(partition);
+        }
+        let buffered = self.ledger.buffered_bytes();
+        if buffered > 0 && buffered + bytes > self.config.buffer_memory {
+            return Err(ProducerError::BufferFull {
+                buffered,
+                requested: bytes,
+                limit: self.config.buffer_memory,
+            });
+        }
+        Ok((bytes, partitions))
+    }
+
+    /// The sticky partition of `topic` for a null-key record of `size` bytes: the current
+    /// one while its open batch takes the record, else a newly drawn one.
+    fn sticky_partition(&mut self, topic: &Arc<str>, size: usize) -> i32 {
+        let count = self
+            .partition_counts
+            .get(topic)
+            .copied()
+            .unwrap_or(1)
+            .max(1);
+        let current = self.sticky.get(topic).copied();
+        if let Some(partition) = current {
+            let open = self
+                .partitions
+                .get(&TopicPartition::new(topic.clone(), partition))
+                .and_then(|queue| queue.batches.back())
+                .is_some_and(|open| {
+                    open.state == BatchState::Unsent
+                        && !open.closed
+                        && open.size + size <= self.config.batch_size
+                });
+            if open {
+                return partition;
+            }
+        }
+        let partition = if count == 1 {
+            0
+        } else {
+            let drawn = (self.next_random() % count as u64) as i32;
+            match current {
+                // Never the partition just left: draw among the other count - 1.
+                Some(previous) if drawn == previous => (drawn + 1) % count,
+                _ => drawn,
+            }
+        };
+        self.sticky.insert(topic.clone(), partition);
+        partition
+    }
+
+    /// splitmix64.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}

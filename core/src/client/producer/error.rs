@@ -1,0 +1,95 @@
+//! Why the producer refused records ([`ProducerError`], [`SendError`]) or could not deliver
+//! them ([`DeliveryError`]).
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+
+use super::EncodeError;
+#[cfg(doc)]
+use super::Producer;
+use crate::client::BrokerId;
+use crate::record::ProducerRecord;
+
+/// Why records were not delivered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The broker rejected the batch for good.
+    #[error("broker rejected the batch: {0}")]
+    Broker(ResponseError),
+    /// Not acknowledged within `delivery_timeout_ms` of its first append.
+    #[error("not acknowledged within the delivery timeout ({timeout_ms} ms)")]
+    DeliveryTimeout {
+        /// The configured timeout.
+        timeout_ms: i64,
+    },
+    /// The batch could not be encoded.
+    #[error("batch encoding failed: {0}")]
+    Encode(#[from] EncodeError),
+    /// The producer failed as a whole (see [`ProducerError`]).
+    #[error("producer failed: {0}")]
+    ProducerFailed(Box<ProducerError>),
+}
+
+/// Errors of the producer's API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProducerError {
+    /// Accepting the records would exceed `buffer_memory`; retry after acks free space.
+    #[error("producer buffer full: {buffered} + {requested} bytes exceed {limit}")]
+    BufferFull {
+        /// Bytes held now.
+        buffered: usize,
+        /// Bytes asked for.
+        requested: usize,
+        /// `buffer_memory`.
+        limit: usize,
+    },
+    /// A record without partition names a topic whose partition count is unknown.
+    #[error("partition count of topic {topic} is unknown")]
+    UnknownPartitionCount {
+        /// The topic.
+        topic: Arc<str>,
+    },
+    /// An explicit partition does not exist.
+    #[error("partition {partition} of topic {topic} does not exist")]
+    PartitionOutOfRange {
+        /// The topic.
+        topic: Arc<str>,
+        /// The partition asked for.
+        partition: i32,
+    },
+    /// A record larger than `max_request_size`.
+    #[error("record of {size} bytes exceeds max_request_size {max}")]
+    RecordTooLarge {
+        /// Its size bound.
+        size: usize,
+        /// `max_request_size`.
+        max: usize,
+    },
+    /// No usable version of an API the producer needs.
+    #[error("no usable version of {api:?}")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+    },
+    /// InitProducerId failed with a non-retriable error; the producer is unusable.
+    #[error("InitProducerId failed: {0}")]
+    InitProducerId(ResponseError),
+    /// A response the producer has no request for.
+    #[error("unexpected response from broker {broker}")]
+    UnexpectedResponse {
+        /// Who sent it.
+        broker: BrokerId,
+    },
+}
+
+/// Records refused by [`Producer::send_batch`], given back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}")]
+pub struct SendError {
+    /// Why.
+    pub error: ProducerError,
+    /// The records, unchanged.
+    pub records: Vec<ProducerRecord>,
+}
