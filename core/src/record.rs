@@ -209,6 +209,18 @@ pub struct RawRecord {
     pub headers: Headers,
 }
 
+impl RawRecord {
+    /// Bytes of its key, value and headers (keys and values): what queueing it costs, for
+    /// memory bounds. Struct overhead is not counted.
+    pub fn payload_len(&self) -> usize {
+        let bytes = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        self.headers
+            .iter()
+            .map(|h| h.key.len() + bytes(&h.value))
+            .fold(bytes(&self.key) + bytes(&self.value), usize::saturating_add)
+    }
+}
+
 /// A serialized record a sink hands to the producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {

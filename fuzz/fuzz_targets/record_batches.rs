@@ -73,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
         },
         &DecodeLimits {
             max_decompressed_batch_bytes: 1 << 20,
+            ..DecodeLimits::default()
         },
     );
     if let Ok(fetched) = result {

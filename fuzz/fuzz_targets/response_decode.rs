@@ -94,6 +94,7 @@ fn decode<R: Request>(response: &Response<()>) {
                 },
                 &DecodeLimits {
                     max_decompressed_batch_bytes: 1 << 20,
+                    ..DecodeLimits::default()
                 },
             );
         }

@@ -20,6 +20,10 @@ use crate::sim::{ConnId, SimCluster};
 /// A callback checking the cluster; `Err` describes a violated invariant.
 pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
 
+/// A callback checking an engine (its index and the engine) after every output it gives;
+/// `Err` describes a violated invariant.
+pub type EngineObserver = Box<dyn FnMut(usize, &Engine) -> Result<(), String>>;
+
 /// One engine and its connections to the simulator.
 pub struct EngineSlot {
     /// The engine.
@@ -140,6 +144,7 @@ pub struct Harness {
     /// Simulated time, ms since the epoch.
     pub now: i64,
     observer: Option<Observer>,
+    engine_observer: Option<EngineObserver>,
     /// The first invariant violation the observer reported, with the time it was seen.
     pub violation: Option<(i64, String)>,
 }
@@ -152,6 +157,7 @@ impl Harness {
             engines: Vec::new(),
             now,
             observer: None,
+            engine_observer: None,
             violation: None,
         }
     }
@@ -183,6 +189,12 @@ impl Harness {
         if let Some(slot) = self.engines.get_mut(index) {
             slot.inputs.get_or_insert_with(Vec::new);
         }
+    }
+
+    /// Checks every engine with `observer` after each of its outputs (and each poll that gave
+    /// none); a violation is kept like the cluster observer's.
+    pub fn set_engine_observer(&mut self, observer: EngineObserver) {
+        self.engine_observer = Some(observer);
     }
 
     /// Checks the cluster with `observer` after every served request and every time step.
@@ -219,15 +231,16 @@ impl Harness {
         let mut moved = false;
         for _ in 0..10_000 {
             let mut progress = false;
-            for slot in &mut self.engines {
+            for (index, slot) in self.engines.iter_mut().enumerate() {
                 if slot.dropped {
                     continue;
                 }
                 let mut check = Check {
                     observer: &mut self.observer,
+                    engine_observer: &mut self.engine_observer,
                     violation: &mut self.violation,
                 };
-                progress |= pump_engine(&mut self.sim, slot, self.now, &mut check);
+                progress |= pump_engine(&mut self.sim, (index, slot), self.now, &mut check);
             }
             if !progress {
                 break;
@@ -292,7 +305,21 @@ impl Harness {
 
 struct Check<'a> {
     observer: &'a mut Option<Observer>,
+    engine_observer: &'a mut Option<EngineObserver>,
     violation: &'a mut Option<(i64, String)>,
+}
+
+impl Check<'_> {
+    fn engine(&mut self, index: usize, engine: &Engine, now: i64) {
+        if self.violation.is_some() {
+            return;
+        }
+        if let Some(check) = self.engine_observer.as_mut()
+            && let Err(message) = check(index, engine)
+        {
+            *self.violation = Some((now, format!("engine {index}: {message}")));
+        }
+    }
 }
 
 fn observe(
@@ -311,9 +338,19 @@ fn observe(
     }
 }
 
-fn pump_engine(sim: &mut SimCluster, slot: &mut EngineSlot, now: i64, check: &mut Check) -> bool {
+fn pump_engine(
+    sim: &mut SimCluster,
+    (index, slot): (usize, &mut EngineSlot),
+    now: i64,
+    check: &mut Check,
+) -> bool {
     let mut progress = false;
-    while let Some(out) = slot.engine.poll_output(Instant::from_millis(now)) {
+    loop {
+        let output = slot.engine.poll_output(Instant::from_millis(now));
+        check.engine(index, &slot.engine, now);
+        let Some(out) = output else {
+            break;
+        };
         progress = true;
         match out {
             Output::Connect {

@@ -829,3 +829,62 @@ fn an_undecodable_flexible_fetch_response_falls_back_to_fetch_v11() {
         "v12 until the first undecodable response, v11 after: {fetch_versions:?}"
     );
 }
+
+/// A partition's queue is bounded in bytes, not only in records: with 10 kB records, fetching
+/// stops while the task holds `max_queued_bytes_per_partition`, whatever the record bound.
+#[test]
+fn queued_input_is_bounded_in_bytes() {
+    const RECORDS: i64 = 200;
+    const VALUE: usize = 10_000;
+    const QUEUE_BYTES: usize = 30_000;
+    const FETCH_BYTES: i32 = 20_000;
+    let mut sim = cluster(1, 1);
+    for i in 0..RECORDS {
+        // One batch per record, so a fetch brings what partition_max_bytes allows.
+        let value = Bytes::from(format!("{i:0>width$}", width = VALUE));
+        sim.produce_direct(
+            INPUT,
+            0,
+            vec![SimRecord::new(Bytes::from("k"), value, T0 + i)],
+        )
+        .unwrap();
+    }
+    // The first produce requests fail (retriably): output waits in a producer buffer with room
+    // for a few records, so processing stops while fetching goes on.
+    sim.inject_error(ApiKey::Produce, ResponseError::NotEnoughReplicas.code(), 30);
+    let mut config = flow_config();
+    config.fetch.partition_max_bytes = FETCH_BYTES;
+    config.max_queued_bytes_per_partition = QUEUE_BYTES;
+    config.producer.buffer_memory = 64;
+    let mut h = Harness::new(sim, T0);
+    h.add(engine(config, T0));
+    let peak = std::rc::Rc::new(std::cell::Cell::new(0_usize));
+    let seen = peak.clone();
+    h.set_engine_observer(Box::new(move |_, engine| {
+        let queued = engine
+            .tasks()
+            .flat_map(|t| {
+                t.partitions()
+                    .map(|tp| t.queued_bytes(tp))
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap_or(0);
+        seen.set(seen.get().max(queued));
+        // Full, it may still take the one fetch in flight: at most partition_max_bytes and,
+        // since a broker always sends a first whole batch, one record more.
+        let bound = QUEUE_BYTES + FETCH_BYTES as usize + VALUE + 100;
+        if queued > bound {
+            return Err(format!("{queued} bytes queued, bound {bound}"));
+        }
+        Ok(())
+    }));
+    let done = h.run_until(120_000, |h| all_committed(&h.sim, &[RECORDS]));
+    assert!(done, "violation {:?}", h.violation);
+    assert_exactly_once(&h.sim, &[RECORDS]);
+    assert!(
+        peak.get() >= QUEUE_BYTES,
+        "the queue filled up to the bound (peak {} bytes), so the bound was what stopped it",
+        peak.get()
+    );
+}

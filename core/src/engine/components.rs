@@ -179,7 +179,8 @@ impl Engine {
                 FetchEvent::Error(error) => match error {
                     FetchError::NoOffset { .. }
                     | FetchError::OffsetOutOfRange { .. }
-                    | FetchError::CorruptRecords { .. } => {
+                    | FetchError::CorruptRecords { .. }
+                    | FetchError::BatchTooLarge { .. } => {
                         self.fail(error.into());
                         return true;
                     }

@@ -35,6 +35,11 @@ pub struct EngineConfig {
     /// so the next fetch is on the wire while the last one is processed. (Kafka Streams'
     /// `buffered.records.per.partition` is 1,000, but its consumer buffers a fetch on top.)
     pub max_queued_records_per_partition: usize,
+    /// A partition whose task holds this many bytes of unprocessed records (keys, values,
+    /// headers) is left out of fetches too. Default 32 MiB: with large records the record
+    /// bound alone would let a queue hold gigabytes. A queue may overshoot by one fetch
+    /// (`fetch.partition_max_bytes`).
+    pub max_queued_bytes_per_partition: usize,
     /// Producer settings: linger, batch size, compression, buffer memory, timeouts.
     pub producer: ProducerConfig,
     /// Metadata refresh settings.
@@ -91,6 +96,7 @@ impl EngineConfig {
             fetch: FetcherConfig::default(),
             max_batch_records: 1_000,
             max_queued_records_per_partition: 10_000,
+            max_queued_bytes_per_partition: 32 * 1024 * 1024,
             producer: ProducerConfig::default(),
             metadata: MetadataConfig::default(),
             internal_topics: InternalTopicsConfig::default(),

@@ -2,9 +2,10 @@
 //! topology, and the tasks' output to the producer.
 
 use super::commit::CommitPhase;
-use super::{Engine, EngineError};
+use super::{Engine, EngineConfig, EngineError};
 use crate::client::producer::ProducerError;
-use crate::task::TaskId;
+use crate::record::TopicPartition;
+use crate::task::{Task, TaskId};
 
 impl Engine {
     pub(super) fn feed_tasks(&mut self) -> bool {
@@ -30,7 +31,7 @@ impl Engine {
                 self.fail(error.into());
                 return true;
             }
-            let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
+            let full = queue_full(&self.config, task, &tp);
             self.fetcher.set_paused(&tp, full || self.closing);
         }
         progress
@@ -82,9 +83,9 @@ impl Engine {
             if !output.is_empty() {
                 self.backlog.entry(id).or_default().extend(output);
             }
-            for tp in task.partitions().cloned().collect::<Vec<_>>() {
-                let full = task.queued(&tp) >= self.config.max_queued_records_per_partition;
-                self.fetcher.set_paused(&tp, full || self.closing);
+            for tp in task.partitions() {
+                let full = queue_full(&self.config, task, tp);
+                self.fetcher.set_paused(tp, full || self.closing);
             }
             progress |= self.deliver_backlog();
         }
@@ -118,4 +119,11 @@ impl Engine {
         }
         progress
     }
+}
+
+/// Whether the queue of input partition `tp` of `task` holds as many records or bytes as
+/// it may: then the partition is left out of fetches until the task catches up.
+fn queue_full(config: &EngineConfig, task: &Task, tp: &TopicPartition) -> bool {
+    task.queued(tp) >= config.max_queued_records_per_partition
+        || task.queued_bytes(tp) >= config.max_queued_bytes_per_partition
 }

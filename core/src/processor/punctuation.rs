@@ -55,7 +55,8 @@ impl Punctuators {
             let fire = p.next_due.is_none_or(|d| time >= d);
             if fire {
                 let base = p.next_due.unwrap_or(time);
-                let missed = (time - base) / p.interval + 1;
+                // Saturating: stream time is a record timestamp, any i64 a producer wrote.
+                let missed = (time.saturating_sub(base) / p.interval).saturating_add(1);
                 p.next_due = Some(base.saturating_add(missed.saturating_mul(p.interval)));
                 due.push((p.node, p.id));
             }

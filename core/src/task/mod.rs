@@ -181,8 +181,8 @@ impl Task {
     }
 
     /// Queues consumed records of `tp`. Offsets must increase (gaps are fine: compaction,
-    /// transaction markers); a record at or before an already queued offset is an error and
-    /// nothing of the call is queued.
+    /// transaction markers) and lie in `0..i64::MAX`; otherwise this is an error and nothing
+    /// of the call is queued.
     pub fn add_records(
         &mut self,
         tp: &TopicPartition,
@@ -196,8 +196,7 @@ impl Task {
             check_after(task, tp, last, r.offset)?;
             last = Some(r.offset);
         }
-        queue.last_enqueued = last;
-        queue.records.extend(records);
+        queue.push(records);
         Ok(())
     }
 
@@ -206,8 +205,7 @@ impl Task {
         let task = self.id();
         let queue = Self::queue_of(&mut self.queues, task, tp)?;
         check_after(task, tp, queue.last_offset(), record.offset)?;
-        queue.last_enqueued = Some(record.offset);
-        queue.records.push_back(record);
+        queue.push([record]);
         Ok(())
     }
 
@@ -231,6 +229,15 @@ impl Task {
             .iter()
             .find(|q| &q.tp == tp)
             .map_or(0, |q| q.records.len())
+    }
+
+    /// Bytes of the queued records of `tp` (keys, values and headers: see
+    /// [`RawRecord::payload_len`]).
+    pub fn queued_bytes(&self, tp: &TopicPartition) -> usize {
+        self.queues
+            .iter()
+            .find(|q| &q.tp == tp)
+            .map_or(0, |q| q.bytes)
     }
 
     /// Total queued records.
@@ -519,13 +526,20 @@ impl Task {
     }
 }
 
-/// Records of a partition must come after everything queued or processed before.
+/// Records of a partition must come after everything queued or processed before, at an
+/// offset Kafka can have (`0..i64::MAX`: the committable offset is one past it).
 fn check_after(
     task: TaskId,
     tp: &TopicPartition,
     last: Option<i64>,
     offset: i64,
 ) -> Result<(), TaskError> {
+    if !(0..i64::MAX).contains(&offset) {
+        return Err(TaskError::InvalidInput {
+            task,
+            detail: format!("{tp}: offset {offset} is outside 0..i64::MAX"),
+        });
+    }
     match last {
         Some(last) if offset <= last => Err(TaskError::InvalidInput {
             task,

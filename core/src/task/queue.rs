@@ -11,6 +11,8 @@ pub(crate) struct InputQueue {
     pub(crate) source: usize,
     /// Records stay queued until the batch holding them has succeeded.
     pub(crate) records: VecDeque<RawRecord>,
+    /// [`RawRecord::payload_len`] of the queued records, summed.
+    pub(crate) bytes: usize,
     /// Offset of the last record enqueued; new records must come after it.
     pub(crate) last_enqueued: Option<i64>,
     /// Last fully processed offset + 1.
@@ -23,6 +25,7 @@ impl InputQueue {
             tp,
             source,
             records: VecDeque::new(),
+            bytes: 0,
             last_enqueued: None,
             committable: None,
         }
@@ -37,11 +40,29 @@ impl InputQueue {
         self.records.front().map(|r| r.timestamp)
     }
 
+    /// Queues `records`, checked by the caller to come after [`InputQueue::last_offset`] and
+    /// below `i64::MAX`.
+    pub(crate) fn push(&mut self, records: impl IntoIterator<Item = RawRecord>) {
+        for record in records {
+            self.bytes = self.bytes.saturating_add(record.payload_len());
+            self.last_enqueued = Some(record.offset);
+            self.records.push_back(record);
+        }
+    }
+
     /// Drops the first `n` records, which have been processed (or skipped), and moves the
     /// committable offset past them.
     pub(crate) fn consume(&mut self, n: usize) {
-        if let Some(last) = self.records.drain(..n).last() {
-            self.committable = Some(last.offset + 1);
+        let mut last = None;
+        for record in self.records.drain(..n) {
+            self.bytes = self.bytes.saturating_sub(record.payload_len());
+            last = Some(record.offset);
+        }
+        if let Some(last) = last {
+            let next = last
+                .checked_add(1)
+                .expect("queued offsets are below i64::MAX (checked when queued)");
+            self.committable = Some(next);
         }
     }
 }

@@ -137,6 +137,51 @@ fn records_must_come_in_increasing_offsets_of_owned_partitions() {
     assert_eq!(t.committable_offsets(), vec![(tp("a", 1), 10)]);
 }
 
+#[test]
+fn offsets_kafka_cannot_have_are_refused_and_the_last_one_commits_without_overflow() {
+    let topology = recorder_topology(Default::default());
+    let mut t = task(&topology, 1, TaskConfig::default());
+    for bad in [-1, i64::MAX] {
+        let err = t
+            .add_records(&tp("a", 1), [raw(bad, 0, "k", "v")])
+            .unwrap_err();
+        assert!(err.to_string().contains("outside 0..i64::MAX"), "{err}");
+    }
+    assert_eq!(t.queued(&tp("a", 1)), 0);
+    t.add_record(&tp("a", 1), raw(i64::MAX - 1, 0, "k", "v"))
+        .unwrap();
+    t.process_all().unwrap();
+    assert_eq!(t.committable_offsets(), vec![(tp("a", 1), i64::MAX)]);
+}
+
+#[test]
+fn queued_bytes_count_keys_values_and_headers_until_processed() {
+    let topology = recorder_topology(Default::default());
+    let mut t = task(&topology, 1, TaskConfig::default());
+    let mut with_header = raw(1, 0, "key", "value");
+    with_header
+        .headers
+        .add("h", Some(bytes::Bytes::from_static(b"12")));
+    t.add_records(&tp("a", 1), [raw(0, 0, "k", "v"), with_header])
+        .unwrap();
+    assert_eq!(t.queued_bytes(&tp("a", 1)), 2 + (3 + 5 + 1 + 2));
+    t.process_all().unwrap();
+    assert_eq!(t.queued_bytes(&tp("a", 1)), 0);
+}
+
+#[test]
+fn stream_time_punctuation_survives_extreme_timestamps() {
+    let topology = ticker_topology(PunctuationType::StreamTime);
+    let mut t = task(&topology, 0, TaskConfig::default());
+    t.add_records(&tp("a", 0), [raw(0, i64::MIN + 1, "k", "v")])
+        .unwrap();
+    t.process_all().unwrap();
+    t.add_records(&tp("a", 0), [raw(1, i64::MAX, "k", "v")])
+        .unwrap();
+    t.process_all().unwrap();
+    assert_eq!(ticks(&mut t).len(), 2);
+}
+
 /// Fails on values equal to "bad"; counts every value it is given in store "seen".
 struct FailOnBad {
     with_offset: bool,

@@ -54,6 +54,11 @@ pub struct FetcherConfig {
     /// Largest share of one partition in a response, at first (raised when one batch does not
     /// fit, see [`FetchEvent::PartitionMaxBytesRaised`]). Default 1 MiB.
     pub partition_max_bytes: i32,
+    /// The most [`partition_max_bytes`](Self::partition_max_bytes) is ever raised to: a batch
+    /// larger than this (by its length field) stops the partition with
+    /// [`FetchError::BatchTooLarge`] instead of making the client ask for ever larger
+    /// responses. Default 64 MiB (above Kafka's largest default `message.max.bytes`).
+    pub partition_max_bytes_limit: i32,
     /// How long the broker may wait for `min_bytes`. Default 500.
     pub max_wait_ms: i32,
     /// Which transactional records to read. Default read_uncommitted.
@@ -74,6 +79,7 @@ impl Default for FetcherConfig {
             min_bytes: 1,
             max_bytes: 52_428_800,
             partition_max_bytes: 1_048_576,
+            partition_max_bytes_limit: 64 * 1_048_576,
             max_wait_ms: 500,
             isolation: IsolationLevel::ReadUncommitted,
             offset_reset: OffsetResetPolicy::Earliest,

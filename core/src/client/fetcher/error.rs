@@ -37,6 +37,22 @@ pub enum FetchError {
         #[source]
         source: RecordsError,
     },
+    /// A record batch is larger than the fetcher will ever ask for
+    /// ([`FetcherConfig::partition_max_bytes_limit`](super::FetcherConfig::partition_max_bytes_limit));
+    /// the partition was not advanced.
+    #[error(
+        "{partition}: the batch at offset {offset} has {batch_len} bytes, above the limit of {limit}"
+    )]
+    BatchTooLarge {
+        /// The partition.
+        partition: TopicPartition,
+        /// The fetch position (where the batch starts or lies).
+        offset: i64,
+        /// The batch's length.
+        batch_len: usize,
+        /// The limit.
+        limit: i32,
+    },
     /// The broker reported an error for a partition.
     #[error("{partition}: {api:?} failed: {error}")]
     Partition {

@@ -11,7 +11,8 @@ use crate::client::metadata::response_api;
 use crate::client::{BrokerId, Target};
 use crate::record::{Header, Headers, RawRecord, TopicPartition};
 use crate::wire::records::{
-    AbortedTransaction, FetchedPartition, FetchedRecord, decode_fetched_records,
+    AbortedTransaction, DecompressBudget, FetchedPartition, FetchedRecord,
+    decode_fetched_records_within,
 };
 
 impl Fetcher {
@@ -89,6 +90,11 @@ impl Fetcher {
             }));
             return Ok(());
         }
+        // The partitions share one decompression budget, in the order the request listed
+        // them (rotated from one Fetch to the next, so a partition left over budget is not
+        // always the last served).
+        let mut budget =
+            DecompressBudget::new(self.config.decode_limits.max_decompressed_response_bytes);
         for topic in response.responses {
             let name: std::sync::Arc<str> = topic.topic.0.as_str().into();
             for partition in topic.partitions {
@@ -98,7 +104,7 @@ impl Fetcher {
                     tracing::debug!(%tp, "Fetch response for a partition not asked for");
                     continue;
                 };
-                self.apply_partition(from, tp, sent_offset, partition);
+                self.apply_partition(from, tp, sent_offset, partition, &mut budget);
             }
         }
         Ok(())
@@ -111,6 +117,7 @@ impl Fetcher {
         tp: TopicPartition,
         sent_offset: i64,
         data: PartitionData,
+        budget: &mut DecompressBudget,
     ) {
         // Unassigned while the Fetch was in flight.
         let Some(state) = self.partitions.get_mut(&tp) else {
@@ -135,7 +142,7 @@ impl Fetcher {
             .collect();
         let empty = bytes::Bytes::new();
         let records = data.records.as_ref().unwrap_or(&empty);
-        let decoded = decode_fetched_records(
+        let decoded = decode_fetched_records_within(
             &FetchedPartition {
                 partition: tp.partition,
                 fetch_offset: sent_offset,
@@ -144,6 +151,7 @@ impl Fetcher {
                 aborted_transactions: &aborted,
             },
             &self.config.decode_limits,
+            budget,
         );
         let decoded = match decoded {
             Ok(decoded) => decoded,
@@ -164,10 +172,26 @@ impl Fetcher {
         let truncated_len = decoded.truncated.and_then(|t| t.batch_len);
         state.position = Some(decoded.next_offset);
         if stalled {
+            let limit = self.config.partition_max_bytes_limit;
+            if let Some(batch_len) = truncated_len.filter(|&len| len > limit as usize) {
+                // Growing without bound would let one broker answer make us ask for (and
+                // hold) gigabytes.
+                tracing::warn!(%tp, offset = sent_offset, batch_len, limit, "record batch above the fetch size limit");
+                state.position = Some(sent_offset);
+                state.halted = true;
+                self.events
+                    .push_back(FetchEvent::Error(FetchError::BatchTooLarge {
+                        partition: tp,
+                        offset: sent_offset,
+                        batch_len,
+                        limit,
+                    }));
+                return;
+            }
             let wanted = truncated_len
                 .and_then(|len| i32::try_from(len).ok())
                 .unwrap_or(0);
-            let raised = state.max_bytes.saturating_mul(2).max(wanted);
+            let raised = state.max_bytes.saturating_mul(2).max(wanted).min(limit);
             state.max_bytes = raised;
             tracing::warn!(%tp, offset = sent_offset, raised, "partition max bytes below one batch; raised");
             self.events.push_back(FetchEvent::PartitionMaxBytesRaised {

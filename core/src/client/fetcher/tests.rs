@@ -592,6 +592,71 @@ fn a_batch_larger_than_partition_max_bytes_raises_the_limit() {
 }
 
 #[test]
+fn a_batch_above_the_fetch_size_limit_halts_the_partition_instead_of_growing() {
+    let md = metadata(&[("a", 0, 1, 0)]);
+    let config = FetcherConfig {
+        partition_max_bytes: 16,
+        partition_max_bytes_limit: 64,
+        ..FetcherConfig::default()
+    };
+    let mut fetcher = fetcher_with(config, &[(tp("a", 0), 4)], &md);
+    fetcher.poll_request(T0, &max_versions()).unwrap();
+    // A batch whose length field claims about 1 GiB, cut at 16 bytes.
+    let mut claimed = batch(&[record(4, "v")], Compression::None).to_vec();
+    claimed[8..12].copy_from_slice(&(1_i32 << 30).to_be_bytes());
+    let cut = Bytes::from(claimed).slice(..16);
+    fetcher
+        .handle_response(1, fetch_response(12, vec![ok(tp("a", 0), cut)]), T0)
+        .unwrap();
+    assert_eq!(fetcher.poll_records(), None);
+    assert_eq!(fetcher.position(&tp("a", 0)), Some(4), "not advanced");
+    assert!(matches!(
+        events(&mut fetcher).as_slice(),
+        [FetchEvent::Error(FetchError::BatchTooLarge { offset: 4, limit: 64, batch_len, .. })]
+            if *batch_len == (1 << 30) + 12
+    ),);
+    assert!(
+        fetcher.poll_request(T0, &max_versions()).is_none(),
+        "a halted partition is not fetched"
+    );
+}
+
+#[test]
+fn compressed_partitions_of_one_response_share_a_decompression_budget() {
+    let md = metadata(&[("a", 0, 1, 0), ("a", 1, 1, 0)]);
+    let value = "x".repeat(10_000);
+    let compressed = |base: i64| {
+        batch(
+            &(base..base + 10)
+                .map(|o| record(o, &value))
+                .collect::<Vec<_>>(),
+            Compression::Gzip,
+        )
+    };
+    let mut config = FetcherConfig::default();
+    // Room for one batch of about 100 kB decompressed, not two.
+    config.decode_limits.max_decompressed_response_bytes = 150_000;
+    let mut fetcher = fetcher_with(config, &[(tp("a", 0), 0), (tp("a", 1), 0)], &md);
+    fetcher.poll_request(T0, &max_versions()).unwrap();
+    fetcher
+        .handle_response(
+            1,
+            fetch_response(
+                12,
+                vec![ok(tp("a", 0), compressed(0)), ok(tp("a", 1), compressed(0))],
+            ),
+            T0,
+        )
+        .unwrap();
+    let first = fetcher.poll_records().unwrap();
+    assert_eq!(first.partition, tp("a", 0));
+    assert_eq!(offsets(&first).len(), 10);
+    assert_eq!(fetcher.poll_records(), None, "the second waits");
+    assert_eq!(fetcher.position(&tp("a", 1)), Some(0), "not advanced");
+    assert!(events(&mut fetcher).is_empty(), "not an error");
+}
+
+#[test]
 fn response_after_seek_or_unassign_is_discarded() {
     let md = metadata(&[("a", 0, 1, 0), ("a", 1, 1, 0), ("a", 2, 1, 0)]);
     let mut fetcher = fetcher_with(

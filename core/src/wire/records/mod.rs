@@ -51,6 +51,8 @@ use transactions::AbortedTransactionFilter;
 
 /// Default bound on one batch's decompressed record section: 128 MiB.
 pub const DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES: usize = 128 * 1024 * 1024;
+/// Default bound on the decompressed bytes of one whole Fetch response: 256 MiB.
+pub const DEFAULT_MAX_DECOMPRESSED_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Which records a consumer may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,13 +103,52 @@ pub struct FetchedPartition<'a> {
 pub struct DecodeLimits {
     /// Largest decompressed record section of one batch; larger is an error.
     pub max_decompressed_batch_bytes: usize,
+    /// Largest decompressed total of one Fetch response, all partitions together (a
+    /// [`DecompressBudget`] per response): past it, partitions stop before their next
+    /// compressed batch and fetch it again later.
+    pub max_decompressed_response_bytes: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_decompressed_batch_bytes: DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES,
+            max_decompressed_response_bytes: DEFAULT_MAX_DECOMPRESSED_RESPONSE_BYTES,
         }
+    }
+}
+
+/// Decompressed bytes that the partitions of one Fetch response may still produce together
+/// (see [`decode_fetched_records_within`]): a response of many compressed partitions is bounded
+/// as a whole, not only batch by batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecompressBudget {
+    remaining: usize,
+    spent: usize,
+}
+
+impl DecompressBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            remaining: bytes,
+            spent: 0,
+        }
+    }
+
+    /// No bound beyond the per-batch one.
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Decompressed bytes produced so far.
+    pub fn spent(&self) -> usize {
+        self.spent
+    }
+
+    fn spend(&mut self, bytes: usize) {
+        self.remaining = self.remaining.saturating_sub(bytes);
+        self.spent = self.spent.saturating_add(bytes);
     }
 }
 
@@ -177,6 +218,10 @@ pub struct FetchedRecords {
     pub control_batches: usize,
     /// Batches dropped as part of aborted transactions (read_committed only).
     pub aborted_batches: usize,
+    /// Decoding stopped before a compressed batch because the response's
+    /// [`DecompressBudget`] ran out: the batch and what follows come with the next fetch
+    /// ([`next_offset`](Self::next_offset) stops before it).
+    pub over_budget: bool,
 }
 
 impl FetchedRecords {
@@ -251,6 +296,17 @@ pub enum RecordsErrorKind {
         /// The limit.
         limit: usize,
     },
+    /// A batch does not start after the previous one ended (offsets must increase across the
+    /// batches of a partition), or starts at a negative offset.
+    #[error(
+        "batch at base offset {base_offset} does not follow the previous batch (last offset {previous_last_offset:?})"
+    )]
+    OffsetsOutOfOrder {
+        /// This batch's base offset.
+        base_offset: i64,
+        /// The last offset of the batch before it, if any.
+        previous_last_offset: Option<i64>,
+    },
     /// The header's last offset delta is negative or overflows.
     #[error("invalid last offset delta {delta}")]
     InvalidLastOffsetDelta {
@@ -279,6 +335,19 @@ pub fn decode_fetched_records(
     fetched: &FetchedPartition<'_>,
     limits: &DecodeLimits,
 ) -> Result<FetchedRecords, RecordsError> {
+    decode_fetched_records_within(fetched, limits, &mut DecompressBudget::unlimited())
+}
+
+/// [`decode_fetched_records`] spending decompressed bytes from `budget`, shared with the other
+/// partitions of the same response. A compressed batch that does not fit what is left stops
+/// the partition before it ([`FetchedRecords::over_budget`]) if other batches spent the
+/// budget; if it does not fit a budget nothing was spent of, it can never be decoded and is
+/// an error ([`RecordsErrorKind::DecompressedTooLarge`]).
+pub fn decode_fetched_records_within(
+    fetched: &FetchedPartition<'_>,
+    limits: &DecodeLimits,
+    budget: &mut DecompressBudget,
+) -> Result<FetchedRecords, RecordsError> {
     let buffer = fetched.records;
     let mut filter = match fetched.isolation {
         IsolationLevel::ReadCommitted => {
@@ -291,6 +360,7 @@ pub fn decode_fetched_records(
         ..FetchedRecords::default()
     };
     let mut position = 0;
+    let mut previous_last_offset: Option<i64> = None;
     loop {
         let error_at = |base_offset, kind| RecordsError {
             partition: fetched.partition,
@@ -316,6 +386,16 @@ pub fn decode_fetched_records(
                     delta: header.last_offset_delta,
                 })
             })?;
+        // Offsets increase across batches too: a batch starting at or before the end of the
+        // previous one would make the task see offsets go backwards.
+        if header.base_offset < 0
+            || previous_last_offset.is_some_and(|previous| header.base_offset <= previous)
+        {
+            return Err(batch_error(RecordsErrorKind::OffsetsOutOfOrder {
+                base_offset: header.base_offset,
+                previous_last_offset,
+            }));
+        }
         let next_offset = last_offset + 1;
 
         let mut aborted = false;
@@ -324,7 +404,12 @@ pub fn decode_fetched_records(
         {
             filter.advance_to(last_offset);
             if header.is_control() {
-                let records = decode_batch(&bytes, &header, limits).map_err(batch_error)?;
+                let Some(records) =
+                    decode_batch(&bytes, &header, limits, budget).map_err(batch_error)?
+                else {
+                    out.over_budget = true;
+                    break;
+                };
                 if is_abort_marker(records.first()).map_err(batch_error)? {
                     filter.end_transaction(header.producer_id);
                 }
@@ -338,7 +423,12 @@ pub fn decode_fetched_records(
         } else if aborted {
             out.aborted_batches += 1;
         } else if next_offset > fetched.fetch_offset {
-            let records = decode_batch(&bytes, &header, limits).map_err(batch_error)?;
+            let Some(records) =
+                decode_batch(&bytes, &header, limits, budget).map_err(batch_error)?
+            else {
+                out.over_budget = true;
+                break;
+            };
             let timestamp_type = if header.is_log_append_time() {
                 TimestampType::LogAppendTime
             } else {
@@ -352,18 +442,22 @@ pub fn decode_fetched_records(
             );
         }
         out.next_offset = out.next_offset.max(next_offset);
+        previous_last_offset = Some(last_offset);
         position += bytes.len();
         out.complete_bytes = position;
     }
     Ok(out)
 }
 
-/// Decompresses, checks and decodes one complete batch with `kafka-protocol`.
+/// Decompresses, checks and decodes one complete batch with `kafka-protocol`; `None` when
+/// its decompressed records do not fit what is left of `budget` (see
+/// [`decode_fetched_records_within`]).
 fn decode_batch(
     bytes: &Bytes,
     header: &BatchHeader,
     limits: &DecodeLimits,
-) -> Result<Vec<Record>, RecordsErrorKind> {
+    budget: &mut DecompressBudget,
+) -> Result<Option<Vec<Record>>, RecordsErrorKind> {
     if header.record_count < 0 {
         return Err(RecordsErrorKind::NegativeRecordCount {
             count: header.record_count,
@@ -374,18 +468,33 @@ fn decode_batch(
             id: header.compression_code(),
         })?;
     let section = bytes.slice(V2_HEADER_LEN..);
-    let records = decompress::decompress(codec, &section, limits.max_decompressed_batch_bytes)?;
+    let limit = limits.max_decompressed_batch_bytes.min(budget.remaining);
+    let records = match decompress::decompress(codec, &section, limit) {
+        Err(RecordsErrorKind::DecompressedTooLarge { .. })
+            if limit < limits.max_decompressed_batch_bytes && budget.spent > 0 =>
+        {
+            return Ok(None);
+        }
+        other => other?,
+    };
+    if codec != Codec::None {
+        // Uncompressed records are slices of the fetched buffer: nothing new is held.
+        budget.spend(records.len());
+    }
     validate::check_records(
         &records,
-        header.record_count,
-        header.base_offset,
-        header.base_timestamp,
+        validate::SectionBounds {
+            record_count: header.record_count,
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+            base_timestamp: header.base_timestamp,
+        },
     )
     .map_err(|detail| RecordsErrorKind::InvalidRecords { detail })?;
     let mut buf = bytes.clone();
     let already_decompressed = |_: &mut Bytes, _: Compression| Ok(records.clone());
     RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(already_decompressed))
-        .map(|set| set.records)
+        .map(|set| Some(set.records))
         .map_err(|err| RecordsErrorKind::InvalidRecords {
             detail: format!("{err:#}"),
         })

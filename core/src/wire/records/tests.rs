@@ -461,6 +461,7 @@ fn decompressed_size_is_bounded() {
             },
             &DecodeLimits {
                 max_decompressed_batch_bytes: 10_000,
+                ..DecodeLimits::default()
             },
         )
         .unwrap_err();
@@ -527,4 +528,127 @@ fn empty_buffer_is_nothing_to_do() {
     let fetched = decode(&Bytes::new(), 12).unwrap();
     assert_eq!(fetched.next_offset, 12);
     assert!(fetched.records.is_empty() && fetched.truncated.is_none() && !fetched.is_stalled());
+}
+
+#[test]
+fn a_batch_overlapping_the_previous_one_is_refused() {
+    let first = batch(&[record(10, "a"), record(11, "b")]);
+    let overlapping = batch(&[record(11, "c"), record(12, "d")]);
+    let err = decode(&concat(&[first.clone(), overlapping]), 0).unwrap_err();
+    assert_eq!(
+        err.kind,
+        RecordsErrorKind::OffsetsOutOfOrder {
+            base_offset: 11,
+            previous_last_offset: Some(11),
+        }
+    );
+    let backwards = batch(&[record(3, "e")]);
+    assert!(matches!(
+        decode(&concat(&[first.clone(), backwards]), 0)
+            .unwrap_err()
+            .kind,
+        RecordsErrorKind::OffsetsOutOfOrder { .. }
+    ));
+    let negative = patch(&batch(&[record(0, "f")]), |b| {
+        b[..8].copy_from_slice(&(-5_i64).to_be_bytes())
+    });
+    assert!(matches!(
+        decode(&negative, 0).unwrap_err().kind,
+        RecordsErrorKind::OffsetsOutOfOrder {
+            base_offset: -5,
+            previous_last_offset: None
+        }
+    ));
+    let after = batch(&[record(12, "g")]);
+    assert_eq!(
+        offsets(&decode(&concat(&[first, after]), 0).unwrap()),
+        [10, 11, 12]
+    );
+}
+
+#[test]
+fn a_record_beyond_the_last_offset_delta_is_refused() {
+    // Three records, but the header says the batch ends at delta 1.
+    let b = patch(
+        &batch(&[record(0, "a"), record(1, "b"), record(2, "c")]),
+        |b| b[23..27].copy_from_slice(&1_i32.to_be_bytes()),
+    );
+    let err = decode(&b, 0).unwrap_err();
+    assert!(
+        matches!(&err.kind, RecordsErrorKind::InvalidRecords { detail } if detail.contains("outside 0..=1")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_record_count_below_the_records_present_is_refused() {
+    // Three records in the section, a header announcing two.
+    let b = patch(
+        &batch(&[record(0, "a"), record(1, "b"), record(2, "c")]),
+        |b| b[57..61].copy_from_slice(&2_i32.to_be_bytes()),
+    );
+    let err = decode(&b, 0).unwrap_err();
+    assert!(
+        matches!(&err.kind, RecordsErrorKind::InvalidRecords { detail } if detail.contains("after the 2 records")),
+        "{err}"
+    );
+}
+
+/// One partition's compressed batch decoded within `budget`.
+fn decode_within(
+    records: &Bytes,
+    budget: &mut DecompressBudget,
+) -> Result<FetchedRecords, RecordsError> {
+    decode_fetched_records_within(
+        &FetchedPartition {
+            partition: PARTITION,
+            fetch_offset: 0,
+            records,
+            isolation: IsolationLevel::ReadUncommitted,
+            aborted_transactions: &[],
+        },
+        &DecodeLimits::default(),
+        budget,
+    )
+}
+
+#[test]
+fn the_decompression_budget_of_a_response_is_shared_by_its_partitions() {
+    let value = "x".repeat(10_000);
+    let compressed = |base: i64| {
+        batch_with(
+            &(base..base + 10)
+                .map(|o| record(o, &value))
+                .collect::<Vec<_>>(),
+            Compression::Gzip,
+        )
+    };
+    let two = concat(&[compressed(0), compressed(10)]);
+    let one_batch = decode_within(&compressed(0), &mut DecompressBudget::unlimited()).unwrap();
+    assert_eq!(one_batch.records.len(), 10);
+    // Room for two and a half batches (each about 100 kB decompressed).
+    let mut budget = DecompressBudget::new(250_000);
+    let first = decode_within(&two, &mut budget).unwrap();
+    assert_eq!(offsets(&first).len(), 20, "both batches fit");
+    assert!(!first.over_budget);
+    // The next partition of the same response gets what is left: not a whole batch.
+    let second = decode_within(&two, &mut budget).unwrap();
+    assert!(second.over_budget);
+    assert!(second.records.is_empty());
+    assert_eq!(
+        second.next_offset, 0,
+        "nothing consumed past what was decoded"
+    );
+    // Within one partition: the first batch fits, the second waits for the next fetch.
+    let mut budget = DecompressBudget::new(150_000);
+    let partial = decode_within(&two, &mut budget).unwrap();
+    assert_eq!(offsets(&partial), (0..10).collect::<Vec<_>>());
+    assert!(partial.over_budget);
+    assert_eq!(partial.next_offset, 10);
+    // A batch larger than a whole fresh budget can never be decoded: an error.
+    let err = decode_within(&compressed(0), &mut DecompressBudget::new(1_000)).unwrap_err();
+    assert!(matches!(
+        err.kind,
+        RecordsErrorKind::DecompressedTooLarge { limit: 1_000 }
+    ));
 }
