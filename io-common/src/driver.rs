@@ -13,31 +13,17 @@ use kstreams_core::engine::{Engine, EngineState, Output};
 
 use crate::clock::Clock;
 use crate::config::AddressMap;
-use crate::runtime::{ConnectionEvent, ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
-use crate::state::Shared;
+use crate::connection::{self, ConnectionReports, ConnectionSpec};
+use crate::message::{ConnectionEvent, LoopMessage};
+use crate::runtime::Runtime;
+use crate::status::InstanceStatus;
 
-/// What wakes a stream thread's loop.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// A connection task's report. `generation` tells reports of an old socket of the same
-    /// node (closed by the engine, or replaced) from the current one.
-    Connection {
-        node: BrokerId,
-        generation: u64,
-        event: ConnectionEvent,
-    },
-    /// Close the engine cleanly (commit, leave the group).
-    Close,
-}
-
-/// Reads are forwarded through a bounded channel, so a slow engine slows its readers down
-/// (TCP back-pressure) instead of buffering without limit.
-pub(crate) const INPUT_CAPACITY: usize = 256;
-
+/// The loop's side of one connection task.
 pub(crate) struct Connection<R: Runtime> {
     generation: u64,
     outgoing: async_channel::Sender<Bytes>,
-    _task: R::Task,
+    /// Dropping it stops the task and closes the socket.
+    _task: R::Spawned,
 }
 
 /// One engine and its sockets, run by [`StreamThread::run`] on a dedicated thread.
@@ -46,19 +32,20 @@ pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) engine: Engine,
     pub(crate) clock: Arc<Clock>,
     /// Connection reports (bounded: back-pressure on readers).
-    pub(crate) inputs: async_channel::Receiver<Input>,
-    pub(crate) inputs_tx: async_channel::Sender<Input>,
+    pub(crate) reports: async_channel::Receiver<LoopMessage>,
+    pub(crate) reports_tx: async_channel::Sender<LoopMessage>,
     /// Commands from handles (unbounded, so a close is never lost to a full channel).
-    pub(crate) commands: async_channel::Receiver<Input>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) commands: async_channel::Receiver<LoopMessage>,
+    pub(crate) status: Arc<InstanceStatus>,
     pub(crate) addresses: AddressMap,
     pub(crate) connect_timeout: Duration,
     pub(crate) connections: BTreeMap<BrokerId, Connection<R>>,
     pub(crate) next_generation: u64,
 }
 
+/// Why the loop woke up.
 enum Wake {
-    Input(Input),
+    Message(LoopMessage),
     Timer,
 }
 
@@ -79,8 +66,12 @@ impl<R: Runtime> StreamThread<R> {
                     // Work is due now: let the connection tasks run once first, so reads
                     // keep flowing while the engine is busy.
                     R::yield_now().await;
-                    match self.commands.try_recv().or_else(|_| self.inputs.try_recv()) {
-                        Ok(input) => Wake::Input(input),
+                    match self
+                        .commands
+                        .try_recv()
+                        .or_else(|_| self.reports.try_recv())
+                    {
+                        Ok(message) => Wake::Message(message),
                         Err(_) => Wake::Timer,
                     }
                 }
@@ -95,31 +86,33 @@ impl<R: Runtime> StreamThread<R> {
                         }
                         Wake::Timer
                     };
-                    let input = async {
-                        match self.inputs.recv().await {
-                            Ok(input) => Wake::Input(input),
-                            // Unreachable while `inputs_tx` lives; treat as a timer tick.
+                    let report = async {
+                        match self.reports.recv().await {
+                            Ok(message) => Wake::Message(message),
+                            // Unreachable while `reports_tx` lives; treat as a timer tick.
                             Err(_) => Wake::Timer,
                         }
                     };
                     let command = async {
                         match self.commands.recv().await {
-                            Ok(command) => Wake::Input(command),
+                            Ok(command) => Wake::Message(command),
                             // Every handle is gone: nobody can close; wait for the rest.
                             Err(_) => future::pending().await,
                         }
                     };
-                    future::or(command, future::or(input, timer)).await
+                    future::or(command, future::or(report, timer)).await
                 }
             };
             match wake {
-                Wake::Input(input) => {
-                    self.handle(input);
+                Wake::Message(message) => {
+                    self.handle(message);
                     // Take whatever else is ready before polling the engine again.
-                    while let Ok(input) =
-                        self.commands.try_recv().or_else(|_| self.inputs.try_recv())
+                    while let Ok(message) = self
+                        .commands
+                        .try_recv()
+                        .or_else(|_| self.reports.try_recv())
                     {
-                        self.handle(input);
+                        self.handle(message);
                     }
                 }
                 Wake::Timer => self.engine.handle_timeout(self.clock.now()),
@@ -147,7 +140,7 @@ impl<R: Runtime> StreamThread<R> {
                 Output::Close { node } => {
                     self.connections.remove(&node);
                 }
-                Output::Event(event) => self.shared.on_event(self.index, event),
+                Output::Event(event) => self.status.on_event(self.index, event),
             }
         }
     }
@@ -166,17 +159,17 @@ impl<R: Runtime> StreamThread<R> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let (outgoing, outgoing_rx) = async_channel::unbounded();
-        let task = R::spawn_connection(ConnectionSpec {
+        let task = R::spawn_local(connection::run::<R>(ConnectionSpec {
             host,
             port,
             connect_timeout: self.connect_timeout,
-            outgoing: Outgoing(outgoing_rx),
-            events: ConnectionEvents {
+            outgoing: outgoing_rx,
+            reports: ConnectionReports {
                 node,
                 generation,
-                sender: self.inputs_tx.clone(),
+                sender: self.reports_tx.clone(),
             },
-        });
+        }));
         self.connections.insert(
             node,
             Connection {
@@ -187,11 +180,11 @@ impl<R: Runtime> StreamThread<R> {
         );
     }
 
-    fn handle(&mut self, input: Input) {
+    fn handle(&mut self, message: LoopMessage) {
         let now = self.clock.now();
-        match input {
-            Input::Close => self.engine.close(now),
-            Input::Connection {
+        match message {
+            LoopMessage::Close => self.engine.close(now),
+            LoopMessage::Connection {
                 node,
                 generation,
                 event,
