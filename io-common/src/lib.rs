@@ -4,7 +4,8 @@
 //!
 //! - [`KafkaStreams`] / [`StreamsHandle`]: the application API, shaped like Kafka Streams'
 //!   `KafkaStreams` (`new(topology, config, stores)`, `start`, `run`, `close`, `state`, a state
-//!   listener, `local_thread_metadata`), generic over a [`Runtime`]; each adapter names it
+//!   listener, `local_thread_metadata`; also an event listener for the engines' events:
+//!   assignments, commits, warnings), generic over a [`Runtime`]; each adapter names it
 //!   for its runtime (`kstreams_tokio::KafkaStreams`, `kstreams_smol::KafkaStreams`).
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
@@ -72,5 +73,7 @@ pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
 pub use error::StreamsError;
 pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
-pub use state::{StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate};
+pub use state::{
+    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+};
 pub use streams::{KafkaStreams, StreamsHandle};

@@ -3,7 +3,7 @@
 //!
 //! A leaf module: it imports nothing else of this crate.
 
-use kstreams_core::engine::EngineState;
+use kstreams_core::engine::{EngineState, Event};
 use kstreams_core::task::TaskId;
 
 /// The lifecycle of a `KafkaStreams` instance, as Kafka Streams' `KafkaStreams.State`.
@@ -119,6 +119,9 @@ pub struct ThreadMetadata {
 
 /// A state-change listener: `(new, old)`, as Kafka Streams' `StateListener.onChange`.
 pub type StateListener = Box<dyn FnMut(StreamsState, StreamsState) + Send>;
+
+/// An engine-event listener: `(thread_name, event)`; see `KafkaStreams::set_event_listener`.
+pub type EventListener = Box<dyn FnMut(&str, &Event) + Send>;
 
 #[cfg(test)]
 mod tests {

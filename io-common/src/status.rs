@@ -12,7 +12,9 @@ use kstreams_core::task::TaskId;
 
 use crate::error::StreamsError;
 use crate::message::LoopMessage;
-use crate::state::{StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate};
+use crate::state::{
+    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+};
 
 struct Thread {
     name: String,
@@ -42,6 +44,9 @@ pub(crate) struct InstanceStatus {
     /// Called outside `inner`'s lock (so it may call `close()` or read the state); whoever
     /// holds this lock delivers every undelivered change in order.
     listener: Mutex<Option<StateListener>>,
+    /// Called with every engine event, outside `inner`'s lock; its lock serializes the calls
+    /// of different stream threads.
+    event_listener: Mutex<Option<EventListener>>,
 }
 
 impl InstanceStatus {
@@ -59,6 +64,7 @@ impl InstanceStatus {
             state: AtomicU8::new(StreamsState::Created as u8),
             changed: Notify::new(),
             listener: Mutex::new(None),
+            event_listener: Mutex::new(None),
         })
     }
 
@@ -72,6 +78,13 @@ impl InstanceStatus {
 
     pub(crate) fn set_listener(&self, listener: StateListener) {
         *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    }
+
+    pub(crate) fn set_event_listener(&self, listener: EventListener) {
+        *self
+            .event_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
     }
 
     /// Records the threads about to start; `false` if the instance was closed or started.
@@ -116,6 +129,7 @@ impl InstanceStatus {
 
     /// An engine event of thread `index`.
     pub(crate) fn on_event(&self, index: usize, event: Event) {
+        self.tell_event_listener(index, &event);
         let mut inner = self.lock();
         match event {
             Event::StateChanged { to, .. } => {
@@ -154,6 +168,18 @@ impl InstanceStatus {
         self.update(&mut inner);
         drop(inner);
         self.deliver();
+    }
+
+    /// Hands `event` of thread `index` to the event listener, if there is one.
+    fn tell_event_listener(&self, index: usize, event: &Event) {
+        let mut listener = self
+            .event_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(listener) = listener.as_mut() {
+            let thread = thread_name(&self.lock(), index);
+            listener(&thread, event);
+        }
     }
 
     /// Thread `index` ended, with `failure` if it could not run or died.
@@ -369,5 +395,35 @@ mod tests {
                 (S::PendingShutdown, S::NotRunning),
             ]
         );
+    }
+
+    #[test]
+    fn the_event_listener_sees_every_event_with_its_thread() {
+        let status = InstanceStatus::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        status.set_event_listener(Box::new(move |thread, event| {
+            log.lock().unwrap().push(format!("{thread}: {event:?}"))
+        }));
+        let (tx, _rx) = async_channel::unbounded();
+        let (tx2, _rx2) = async_channel::unbounded();
+        status
+            .start(vec![("t-1".into(), tx), ("t-2".into(), tx2)])
+            .unwrap();
+        let task = TaskId {
+            subtopology: 0,
+            partition: 3,
+        };
+        status.on_event(1, Event::TasksAssigned(vec![task]));
+        status.on_event(0, Event::Committed(Default::default()));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "t-2: TasksAssigned([TaskId { subtopology: 0, partition: 3 }])",
+                "t-1: Committed({})",
+            ]
+        );
+        // The event was also applied.
+        assert_eq!(status.threads()[1].active_tasks, [task]);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kstreams_core::engine::Engine;
+use kstreams_core::engine::{Engine, Event};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::topology::Topology;
 use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
@@ -105,6 +105,18 @@ impl<R: Runtime> KafkaStreams<R> {
         listener: impl FnMut(StreamsState, StreamsState) + Send + 'static,
     ) {
         self.handle.status.set_listener(Box::new(listener));
+    }
+
+    /// Calls `listener(thread_name, event)` with every event of every stream thread's engine:
+    /// its state changes, tasks assigned, revoked or lost, offsets committed, warnings and a
+    /// failure. For progress reports, monitoring and tests.
+    ///
+    /// It is called on the stream thread whose engine produced the event, in that engine's
+    /// order, before the instance's state reflects the event; calls of different threads
+    /// never overlap. It holds up that engine while it runs: return quickly (hand slow work to
+    /// another thread). It may call [`StreamsHandle::request_close`].
+    pub fn set_event_listener(&mut self, listener: impl FnMut(&str, &Event) + Send + 'static) {
+        self.handle.status.set_event_listener(Box::new(listener));
     }
 
     /// The current state.
