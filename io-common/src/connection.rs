@@ -92,8 +92,19 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
     if !reports.send(ConnectionEvent::Connected).await {
         return;
     }
+    exchange(stream, &outgoing, &reports).await;
+}
+
+/// Runs the read and write loops over the halves of `stream` until one ends; reports
+/// `Closed` if the stream broke (not if the engine closed the connection or the loop is
+/// gone). Generic over the stream type: a TLS stream goes through the same loops.
+async fn exchange(
+    stream: impl SplitStream,
+    outgoing: &async_channel::Receiver<Bytes>,
+    reports: &ConnectionReports,
+) {
     let (reader, writer) = stream.split();
-    let broken = future::or(read_loop(reader, &reports), write_loop(writer, &outgoing)).await;
+    let broken = future::or(read_loop(reader, reports), write_loop(writer, outgoing)).await;
     if broken {
         reports.send(ConnectionEvent::Closed).await;
     }

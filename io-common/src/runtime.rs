@@ -21,13 +21,15 @@ use std::time::Duration;
 ///
 /// ## Adding TLS
 ///
-/// TLS (issue 10) slots in as one more stream type: the adapter wraps its [`Runtime::Tcp`]
-/// in the runtime's rustls stream (`tokio-rustls` or `futures-rustls`) and implements
-/// [`SplitStream`] for the result, with halves that implement [`ReadHalf`] and
-/// [`WriteHalf`] (`tokio::io::split` / `futures_lite::io::split` give such halves for any
-/// stream). The connection task then runs the handshake after `set_nodelay` and before
-/// `split`, inside the connect timeout; its read and write loops are generic over the halves
-/// and stay as they are.
+/// A TLS stream slots in as one more stream type; the connection task's read and write loops
+/// are generic over [`SplitStream`] and stay as they are. The adapter wraps its
+/// [`Runtime::Tcp`] in its runtime's rustls stream (`tokio-rustls`, or `futures-rustls` for
+/// async-io) and implements [`SplitStream`] for it, with halves that implement [`ReadHalf`]
+/// and [`WriteHalf`] (`tokio::io::split` and `futures_lite::io::split` split any stream);
+/// `Runtime` gains a `type Tls: SplitStream` and a handshake
+/// (`fn connect_tls(tcp: Self::Tcp, server_name, config) -> impl Future<Output =
+/// io::Result<Self::Tls>>`). The connection task runs that handshake after `set_nodelay`,
+/// inside the connect timeout, and hands the TLS stream to the same loops as a plain one.
 pub trait Runtime: 'static {
     /// A spawned task. Dropping it stops the task (a connection task's socket closes then).
     type Spawned;
