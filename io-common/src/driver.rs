@@ -13,31 +13,16 @@ use kstreams_core::engine::{Engine, EngineState, Output};
 
 use crate::clock::Clock;
 use crate::config::AddressMap;
-use crate::runtime::{ConnectionEvent, ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
-use crate::state::Shared;
+use crate::connection::{self, ConnectionReports, ConnectionSpec};
+use crate::message::Input;
+use crate::runtime::Runtime;
+use crate::status::InstanceStatus;
 
-/// What wakes a stream thread's loop.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// A connection task's report. `generation` tells reports of an old socket of the same
-    /// node (closed by the engine, or replaced) from the current one.
-    Connection {
-        node: ConnectionId,
-        generation: u64,
-        event: ConnectionEvent,
-    },
-    /// Close the engine cleanly (commit, leave the group).
-    Close,
-}
-
-/// Reads are forwarded through a bounded channel, so a slow engine slows its readers down
-/// (TCP back-pressure) instead of buffering without limit.
-pub(crate) const INPUT_CAPACITY: usize = 256;
-
+/// The loop's side of one connection task.
 pub(crate) struct Connection<R: Runtime> {
-    generation: u64,
     outgoing: async_channel::Sender<Bytes>,
-    _task: R::Task,
+    /// Dropping it stops the task and closes the socket.
+    _task: R::Spawned,
 }
 
 /// One engine and its sockets, run by [`StreamThread::run`] on a dedicated thread.
@@ -46,19 +31,21 @@ pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) engine: Engine,
     pub(crate) clock: Arc<Clock>,
     /// Connection reports (bounded: back-pressure on readers).
-    pub(crate) inputs: async_channel::Receiver<Input>,
-    pub(crate) inputs_tx: async_channel::Sender<Input>,
+    pub(crate) reports: async_channel::Receiver<Input>,
+    pub(crate) reports_tx: async_channel::Sender<Input>,
     /// Commands from handles (unbounded, so a close is never lost to a full channel).
     pub(crate) commands: async_channel::Receiver<Input>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) status: Arc<InstanceStatus>,
     pub(crate) addresses: AddressMap,
     pub(crate) connect_timeout: Duration,
+    /// The sockets the engine asked for and has not closed (ids are never reused, so a
+    /// report about one that is gone finds nothing).
     pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
-    pub(crate) next_generation: u64,
 }
 
+/// Why the loop woke up.
 enum Wake {
-    Input(Input),
+    Message(Input),
     Timer,
 }
 
@@ -79,8 +66,12 @@ impl<R: Runtime> StreamThread<R> {
                     // Work is left: let the connection tasks run once first, so reads keep
                     // flowing while the engine is busy.
                     R::yield_now().await;
-                    match self.commands.try_recv().or_else(|_| self.inputs.try_recv()) {
-                        Ok(input) => Wake::Input(input),
+                    match self
+                        .commands
+                        .try_recv()
+                        .or_else(|_| self.reports.try_recv())
+                    {
+                        Ok(message) => Wake::Message(message),
                         Err(_) => Wake::Timer,
                     }
                 }
@@ -92,31 +83,33 @@ impl<R: Runtime> StreamThread<R> {
                         }
                         Wake::Timer
                     };
-                    let input = async {
-                        match self.inputs.recv().await {
-                            Ok(input) => Wake::Input(input),
-                            // Unreachable while `inputs_tx` lives; treat as a timer tick.
+                    let report = async {
+                        match self.reports.recv().await {
+                            Ok(message) => Wake::Message(message),
+                            // Unreachable while `reports_tx` lives; treat as a timer tick.
                             Err(_) => Wake::Timer,
                         }
                     };
                     let command = async {
                         match self.commands.recv().await {
-                            Ok(command) => Wake::Input(command),
+                            Ok(command) => Wake::Message(command),
                             // Every handle is gone: nobody can close; wait for the rest.
                             Err(_) => future::pending().await,
                         }
                     };
-                    future::or(command, future::or(input, timer)).await
+                    future::or(command, future::or(report, timer)).await
                 }
             };
             match wake {
-                Wake::Input(input) => {
-                    self.handle(input);
+                Wake::Message(message) => {
+                    self.handle(message);
                     // Take whatever else is ready before polling the engine again.
-                    while let Ok(input) =
-                        self.commands.try_recv().or_else(|_| self.inputs.try_recv())
+                    while let Ok(message) = self
+                        .commands
+                        .try_recv()
+                        .or_else(|_| self.reports.try_recv())
                     {
-                        self.handle(input);
+                        self.handle(message);
                     }
                 }
                 Wake::Timer => self.engine.handle_timeout(self.clock.now()),
@@ -130,94 +123,82 @@ impl<R: Runtime> StreamThread<R> {
         while let Some(output) = self.engine.poll_output(self.clock.now()) {
             match output {
                 Output::Connect {
-                    connection: node,
+                    connection,
                     host,
                     port,
-                } => self.connect(node, &host, port),
-                Output::Transmit {
-                    connection: node,
-                    bytes,
-                } => {
+                } => self.connect(connection, &host, port),
+                Output::Transmit { connection, bytes } => {
                     let sent = self
                         .connections
-                        .get(&node)
+                        .get(&connection)
                         .is_some_and(|c| c.outgoing.try_send(bytes).is_ok());
                     if !sent {
                         // The engine believes the socket is open, but its task ended.
-                        self.connections.remove(&node);
-                        self.engine.handle_disconnected(node, self.clock.now());
+                        self.connections.remove(&connection);
+                        self.engine
+                            .handle_disconnected(connection, self.clock.now());
                     }
                 }
-                Output::Close { connection: node } => {
-                    self.connections.remove(&node);
+                Output::Close { connection } => {
+                    self.connections.remove(&connection);
                 }
-                Output::Event(event) => self.shared.on_event(self.index, event),
+                Output::Event(event) => self.status.on_event(self.index, event),
             }
         }
     }
 
-    fn connect(&mut self, node: ConnectionId, host: &str, port: i32) {
-        self.connections.remove(&node);
+    fn connect(&mut self, connection: ConnectionId, host: &str, port: i32) {
         let (host, port) = match self.addresses.resolve(host, port) {
             Ok(address) => address,
             Err(error) => {
-                tracing::warn!(%node, %error, "cannot dial broker");
-                self.engine.handle_disconnected(node, self.clock.now());
+                tracing::warn!(%connection, %error, "cannot dial broker");
+                self.engine
+                    .handle_disconnected(connection, self.clock.now());
                 return;
             }
         };
-        tracing::debug!(%node, %host, port, "connecting");
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        tracing::debug!(%connection, %host, port, "connecting");
         let (outgoing, outgoing_rx) = async_channel::unbounded();
-        let task = R::spawn_connection(ConnectionSpec {
+        let task = R::spawn_local(connection::run::<R>(ConnectionSpec {
             host,
             port,
             connect_timeout: self.connect_timeout,
-            outgoing: Outgoing(outgoing_rx),
-            events: ConnectionEvents {
-                node,
-                generation,
-                sender: self.inputs_tx.clone(),
+            outgoing: outgoing_rx,
+            reports: ConnectionReports {
+                connection,
+                sender: self.reports_tx.clone(),
             },
-        });
-        self.connections.insert(
-            node,
+        }));
+        let replaced = self.connections.insert(
+            connection,
             Connection {
-                generation,
                 outgoing,
                 _task: task,
             },
         );
+        debug_assert!(
+            replaced.is_none(),
+            "the engine never reuses a connection id"
+        );
     }
 
+    /// Hands a report or command to the engine; a report about a socket that is gone (the
+    /// engine closed it) is dropped here, as the engine would ignore it.
     fn handle(&mut self, input: Input) {
-        let now = self.clock.now();
-        match input {
-            Input::Close => self.engine.close(now),
-            Input::Connection {
-                node,
-                generation,
-                event,
-            } => {
-                if self
-                    .connections
-                    .get(&node)
-                    .is_none_or(|c| c.generation != generation)
-                {
-                    return; // a report of a socket the engine already closed or replaced
-                }
-                match event {
-                    ConnectionEvent::Connected => self.engine.handle_connected(node, now),
-                    ConnectionEvent::Received(bytes) => {
-                        self.engine.handle_received(node, &bytes, now)
-                    }
-                    ConnectionEvent::Closed => {
-                        self.connections.remove(&node);
-                        self.engine.handle_disconnected(node, now);
-                    }
-                }
+        let connection = match &input {
+            Input::Connected { connection }
+            | Input::Received { connection, .. }
+            | Input::Disconnected { connection } => Some(*connection),
+            Input::Timeout | Input::Close => None,
+        };
+        if let Some(connection) = connection {
+            if !self.connections.contains_key(&connection) {
+                return;
+            }
+            if matches!(input, Input::Disconnected { .. }) {
+                self.connections.remove(&connection);
             }
         }
+        self.engine.handle_input(input, self.clock.now());
     }
 }

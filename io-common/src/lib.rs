@@ -4,19 +4,40 @@
 //!
 //! - [`KafkaStreams`] / [`StreamsHandle`]: the application API, shaped like Kafka Streams'
 //!   `KafkaStreams` (`new(topology, config, stores)`, `start`, `run`, `close`, `state`, a state
-//!   listener, `local_thread_metadata`), generic over a [`Runtime`]; each adapter names it
+//!   listener, `local_thread_metadata`; also an event listener for the engines' events:
+//!   assignments, commits, warnings), generic over a [`Runtime`]; each adapter names it
 //!   for its runtime (`kstreams_tokio::KafkaStreams`, `kstreams_smol::KafkaStreams`).
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
 //! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
 //!   nanoseconds that seed each engine's reconnect jitter).
+//! - The connection task (private), written once for every runtime: connect within
+//!   [`StreamsConfig::connect_timeout`], `TCP_NODELAY`, a read loop forwarding chunks to the
+//!   stream thread's loop through a bounded channel, a write loop writing whole frames.
 //! - The loop of one stream thread (private): engine outputs to connection tasks and
 //!   back, timers from `Engine::poll_timeout`. It holds no protocol logic: connects,
 //!   reconnect backoff, request timeouts and shutdown are all the engine's decisions.
 //!
-//! An adapter provides only [`Runtime`]: a thread-local executor, one connection task per
-//! broker socket, and a sleep.
+//! An adapter provides only [`Runtime`]: a thread-local executor, a TCP connect, a sleep and
+//! its stream types ([`TcpSocket`], [`SplitStream`], [`ReadHalf`], [`WriteHalf`]; see
+//! [`Runtime`] for how TLS slots in).
+//!
+//! ## Module layering
+//!
+//! Modules import each other in one direction only (no cycles); each imports only modules
+//! listed before it:
+//!
+//! 1. leaves: `message` (what a stream thread's loop receives: connection reports, close
+//!    commands), `runtime` (the [`Runtime`] and stream traits), `clock`, `config`, `state`
+//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]);
+//! 2. `error` ([`StreamsError`]) → `state`;
+//! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
+//!    `state`;
+//! 4. `connection` (the connection task) → `message`, `runtime`;
+//! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `runtime`,
+//!    `clock`, `config`;
+//! 6. `streams` ([`KafkaStreams`], [`StreamsHandle`]) → everything above.
 //!
 //! ## Decisions
 //! - **One OS thread per stream thread** (see [`KafkaStreams`]): processing and LMDB
@@ -39,13 +60,20 @@
 
 mod clock;
 mod config;
+mod connection;
 mod driver;
+mod error;
+mod message;
 mod runtime;
 mod state;
+mod status;
 mod streams;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
-pub use runtime::{ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
-pub use state::{StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate};
-pub use streams::{KafkaStreams, StreamsError, StreamsHandle};
+pub use error::StreamsError;
+pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
+pub use state::{
+    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+};
+pub use streams::{KafkaStreams, StreamsHandle};

@@ -1,32 +1,52 @@
-//! [`Runtime`]: the few things an adapter crate provides (sockets, timers, a thread-local
-//! executor); everything else is shared.
+//! [`Runtime`]: what really differs between async runtimes (a thread-local executor, a TCP
+//! connect, a sleep, a yield) and the stream types it connects ([`TcpSocket`],
+//! [`SplitStream`], [`ReadHalf`], [`WriteHalf`]). Everything else, the connection task
+//! included, is written once in this crate.
+//!
+//! A leaf module: it imports nothing else of this crate.
 
 use std::future::Future;
+use std::io;
 use std::time::Duration;
-
-use bytes::Bytes;
-use kstreams_core::engine::ConnectionId;
-
-use crate::driver::Input;
 
 /// What an async runtime must provide to drive engines. Implemented by `kstreams-tokio` and
 /// `kstreams-smol`; users never call it.
 ///
 /// Each stream thread is a dedicated OS thread that runs its engine's loop with
-/// [`Runtime::block_on`]; connection tasks are spawned onto that same thread's executor, so
-/// one engine and its sockets never leave their thread.
+/// [`Runtime::block_on`]; the connection tasks are spawned onto that same thread's executor
+/// ([`Runtime::spawn_local`]), so one engine and its sockets never leave their thread. The
+/// connection task itself (connect within the timeout, `TCP_NODELAY`, the read and write
+/// loops) is this crate's: an adapter only supplies [`Runtime::connect_tcp`] and the stream
+/// types.
+///
+/// ## Adding TLS
+///
+/// A TLS stream slots in as one more stream type; the connection task's read and write loops
+/// are generic over [`SplitStream`] and stay as they are. The adapter wraps its
+/// [`Runtime::Tcp`] in its runtime's rustls stream (`tokio-rustls`, or `futures-rustls` for
+/// async-io) and implements [`SplitStream`] for it, with halves that implement [`ReadHalf`]
+/// and [`WriteHalf`] (`tokio::io::split` and `futures_lite::io::split` split any stream);
+/// `Runtime` gains a `type Tls: SplitStream` and a handshake
+/// (`fn connect_tls(tcp: Self::Tcp, server_name, config) -> impl Future<Output =
+/// io::Result<Self::Tls>>`). The connection task runs that handshake after `set_nodelay`,
+/// inside the connect timeout, and hands the TLS stream to the same loops as a plain one.
 pub trait Runtime: 'static {
-    /// A running connection task. Dropping it stops the task and closes its socket.
-    type Task;
+    /// A spawned task. Dropping it stops the task (a connection task's socket closes then).
+    type Spawned;
+
+    /// A connected TCP stream.
+    type Tcp: TcpSocket;
 
     /// Runs `future` to completion on the current thread with an executor on which
-    /// [`Runtime::spawn_connection`] can spawn. `Err` if the executor cannot be built.
-    fn block_on<F: Future + 'static>(future: F) -> std::io::Result<F::Output>;
+    /// [`Runtime::spawn_local`] can spawn. `Err` if the executor cannot be built.
+    fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output>;
 
-    /// Spawns the task of one broker connection (on the executor of [`Runtime::block_on`]):
-    /// connect within `spec.connect_timeout`, then forward reads to `spec.events` and write
-    /// every frame of `spec.outgoing` in order. See [`ConnectionSpec`].
-    fn spawn_connection(spec: ConnectionSpec) -> Self::Task;
+    /// Spawns `future` on the current thread's executor (the one of [`Runtime::block_on`]).
+    fn spawn_local(future: impl Future<Output = ()> + 'static) -> Self::Spawned;
+
+    /// Opens a TCP connection to `host:port` (resolving `host`). Unbounded in time: the
+    /// caller applies the connect timeout.
+    fn connect_tcp(host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>>;
 
     /// Completes after `duration`.
     fn sleep(duration: Duration) -> impl Future<Output = ()>;
@@ -35,81 +55,33 @@ pub trait Runtime: 'static {
     fn yield_now() -> impl Future<Output = ()>;
 }
 
-/// One connection task's job: see [`Runtime::spawn_connection`].
-///
-/// The task must:
-/// 1. connect to `host:port`; on failure or after `connect_timeout`, call
-///    [`ConnectionEvents::closed`] and end;
-/// 2. call [`ConnectionEvents::connected`];
-/// 3. concurrently: read into a buffer and pass each non-empty read to
-///    [`ConnectionEvents::received`] (end of stream or an error → `closed`), and write each
-///    `Bytes` from `outgoing` whole, in order (an error → `closed`; `outgoing` closed → end
-///    quietly: the engine closed the connection).
-pub struct ConnectionSpec {
-    /// Host to dial (after the address map).
-    pub host: String,
-    /// Port to dial.
-    pub port: u16,
-    /// Longest time connecting may take.
-    pub connect_timeout: Duration,
-    /// Frames to write, in order.
-    pub outgoing: Outgoing,
-    /// Where to report what happened.
-    pub events: ConnectionEvents,
+/// A connected TCP stream of a [`Runtime`].
+pub trait TcpSocket: SplitStream {
+    /// Sets `TCP_NODELAY` (requests are whole frames written at once; Kafka clients do not
+    /// hold them back either).
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
 }
 
-/// The frames the engine wants written to one socket, in order.
-#[derive(Debug)]
-pub struct Outgoing(pub(crate) async_channel::Receiver<Bytes>);
+/// A connected byte stream that splits into a half to read and a half to write, used
+/// concurrently by the connection task's read and write loops.
+pub trait SplitStream: 'static {
+    /// The half to read.
+    type Reader: ReadHalf;
+    /// The half to write.
+    type Writer: WriteHalf;
 
-impl Outgoing {
-    /// The next bytes to write whole; `None` once the engine closed the connection.
-    pub async fn next(&self) -> Option<Bytes> {
-        self.0.recv().await.ok()
-    }
+    /// The two halves; dropping both closes the stream.
+    fn split(self) -> (Self::Reader, Self::Writer);
 }
 
-/// Reports of one connection to its engine loop. Each report returns `false` when the engine
-/// loop is gone; the task should end then.
-#[derive(Debug, Clone)]
-pub struct ConnectionEvents {
-    pub(crate) node: ConnectionId,
-    pub(crate) generation: u64,
-    pub(crate) sender: async_channel::Sender<Input>,
+/// The reading half of a stream.
+pub trait ReadHalf: 'static {
+    /// Reads some bytes into `buf`; `Ok(0)` at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>>;
 }
 
-impl ConnectionEvents {
-    /// The socket is open.
-    pub async fn connected(&self) -> bool {
-        self.send(ConnectionEvent::Connected).await
-    }
-
-    /// Bytes were read (any chunking).
-    pub async fn received(&self, bytes: Bytes) -> bool {
-        self.send(ConnectionEvent::Received(bytes)).await
-    }
-
-    /// The connection failed or closed.
-    pub async fn closed(&self) -> bool {
-        self.send(ConnectionEvent::Closed).await
-    }
-
-    async fn send(&self, event: ConnectionEvent) -> bool {
-        self.sender
-            .send(Input::Connection {
-                node: self.node,
-                generation: self.generation,
-                event,
-            })
-            .await
-            .is_ok()
-    }
-}
-
-/// What a connection task reports.
-#[derive(Debug)]
-pub(crate) enum ConnectionEvent {
-    Connected,
-    Received(Bytes),
-    Closed,
+/// The writing half of a stream.
+pub trait WriteHalf: 'static {
+    /// Writes all of `bytes` (or fails).
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>>;
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kstreams_core::engine::{Engine, EngineError};
+use kstreams_core::engine::{Engine, Event};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::topology::Topology;
 use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
@@ -13,46 +13,12 @@ use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
 
 use crate::clock::{Clock, jitter_seed};
 use crate::config::{AddressMap, Stores, StreamsConfig};
-use crate::driver::{INPUT_CAPACITY, Input, StreamThread};
+use crate::driver::StreamThread;
+use crate::error::StreamsError;
+use crate::message::{CONNECTION_REPORT_CAPACITY, Input};
 use crate::runtime::Runtime;
-use crate::state::{Shared, StreamsState, ThreadMetadata};
-
-/// Why an application could not start or stopped.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum StreamsError {
-    /// The configuration cannot work.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The state stores could not be opened.
-    #[error("state stores: {0}")]
-    Store(Arc<StoreError>),
-    /// An engine failed (or refused its configuration).
-    #[error("{thread}: {error}")]
-    Engine {
-        /// The stream thread.
-        thread: String,
-        /// Why.
-        error: Arc<EngineError>,
-    },
-    /// A stream thread or its executor could not be started.
-    #[error("{thread}: cannot start: {error}")]
-    Spawn {
-        /// The stream thread.
-        thread: String,
-        /// Why.
-        error: Arc<std::io::Error>,
-    },
-    /// A stream thread panicked (in user code or in kstreams).
-    #[error("{thread} panicked")]
-    Panicked {
-        /// The stream thread.
-        thread: String,
-    },
-    /// `start`/`run` on an instance that is not `Created`.
-    #[error("cannot start in state {0:?}")]
-    IllegalState(StreamsState),
-}
+use crate::state::{StreamsState, ThreadMetadata};
+use crate::status::InstanceStatus;
 
 /// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
 /// (a "stream thread", as in Kafka Streams) that runs the engine's loop and its broker
@@ -126,7 +92,7 @@ impl<R: Runtime> KafkaStreams<R> {
             addresses,
             stores,
             handle: StreamsHandle {
-                shared: Shared::new(),
+                status: InstanceStatus::new(),
             },
             runtime: PhantomData,
         })
@@ -138,7 +104,19 @@ impl<R: Runtime> KafkaStreams<R> {
         &mut self,
         listener: impl FnMut(StreamsState, StreamsState) + Send + 'static,
     ) {
-        self.handle.shared.set_listener(Box::new(listener));
+        self.handle.status.set_listener(Box::new(listener));
+    }
+
+    /// Calls `listener(thread_name, event)` with every event of every stream thread's engine:
+    /// its state changes, tasks assigned, revoked or lost, offsets committed, warnings and a
+    /// failure. For progress reports, monitoring and tests.
+    ///
+    /// It is called on the stream thread whose engine produced the event, in that engine's
+    /// order, before the instance's state reflects the event; calls of different threads
+    /// never overlap. It holds up that engine while it runs: return quickly (hand slow work to
+    /// another thread). It may call [`StreamsHandle::request_close`].
+    pub fn set_event_listener(&mut self, listener: impl FnMut(&str, &Event) + Send + 'static) {
+        self.handle.status.set_event_listener(Box::new(listener));
     }
 
     /// The current state.
@@ -176,14 +154,14 @@ impl<R: Runtime> KafkaStreams<R> {
         }
         let channels: Vec<_> = engines
             .iter()
-            .map(|_| async_channel::bounded::<Input>(INPUT_CAPACITY))
+            .map(|_| async_channel::bounded::<Input>(CONNECTION_REPORT_CAPACITY))
             .collect();
         let commands: Vec<_> = engines
             .iter()
             .map(|_| async_channel::unbounded::<Input>())
             .collect();
-        let shared = self.handle.shared.clone();
-        shared
+        let status = self.handle.status.clone();
+        status
             .start(
                 engines
                     .iter()
@@ -192,15 +170,15 @@ impl<R: Runtime> KafkaStreams<R> {
                     .collect(),
             )
             .map_err(StreamsError::IllegalState)?;
-        for (index, (((name, engine), (inputs_tx, inputs)), (_, commands))) in
+        for (index, (((name, engine), (reports_tx, reports)), (_, commands))) in
             engines.into_iter().zip(channels).zip(commands).enumerate()
         {
             let addresses = self.addresses.clone();
             let connect_timeout = self.config.connect_timeout;
             let clock = clock.clone();
-            let thread_shared = shared.clone();
+            let thread_status = status.clone();
             let guard = FinishGuard {
-                shared: shared.clone(),
+                status: status.clone(),
                 index,
                 thread: name.clone(),
                 failure: None,
@@ -214,14 +192,13 @@ impl<R: Runtime> KafkaStreams<R> {
                         index,
                         engine,
                         clock,
-                        inputs,
-                        inputs_tx,
+                        reports,
+                        reports_tx,
                         commands,
-                        shared: thread_shared,
+                        status: thread_status,
                         addresses,
                         connect_timeout,
                         connections: BTreeMap::new(),
-                        next_generation: 0,
                     };
                     if let Err(error) = R::block_on(thread.run()) {
                         guard.failure = Some(StreamsError::Spawn {
@@ -232,7 +209,7 @@ impl<R: Runtime> KafkaStreams<R> {
                 });
             if let Err(error) = spawned {
                 // The closure (and its guard) was dropped: the thread counts as failed.
-                shared.finish(
+                status.finish(
                     index,
                     Some(StreamsError::Spawn {
                         thread: name,
@@ -258,7 +235,7 @@ impl<R: Runtime> KafkaStreams<R> {
 
 /// Marks a stream thread ended when its OS thread ends, also by a panic.
 struct FinishGuard {
-    shared: Arc<Shared>,
+    status: Arc<InstanceStatus>,
     index: usize,
     thread: String,
     failure: Option<StreamsError>,
@@ -272,7 +249,7 @@ impl Drop for FinishGuard {
                 thread: self.thread.clone(),
             });
         }
-        self.shared.finish(self.index, failure);
+        self.status.finish(self.index, failure);
     }
 }
 
@@ -289,7 +266,7 @@ impl Drop for CloseOnDrop {
 /// Watches and closes a [`KafkaStreams`] instance; cheap to clone, usable from any runtime.
 #[derive(Clone)]
 pub struct StreamsHandle {
-    shared: Arc<Shared>,
+    status: Arc<InstanceStatus>,
 }
 
 impl std::fmt::Debug for StreamsHandle {
@@ -303,18 +280,18 @@ impl std::fmt::Debug for StreamsHandle {
 impl StreamsHandle {
     /// The current state (aggregated over the stream threads).
     pub fn state(&self) -> StreamsState {
-        self.shared.state()
+        self.status.state()
     }
 
     /// The stream threads and the tasks each runs.
     pub fn local_thread_metadata(&self) -> Vec<ThreadMetadata> {
-        self.shared.threads()
+        self.status.threads()
     }
 
     /// Starts a clean shutdown without waiting: every engine commits acknowledged output,
     /// closes its tasks and leaves the group.
     pub fn request_close(&self) {
-        self.shared.request_close();
+        self.status.request_close();
     }
 
     /// Clean shutdown: [`request_close`](Self::request_close), then waits until every stream
@@ -327,12 +304,12 @@ impl StreamsHandle {
 
     /// Waits until every stream thread stopped; `Err` with the first failure.
     pub async fn wait(&self) -> Result<(), StreamsError> {
-        self.shared.wait_for(StreamsState::is_terminal).await;
-        self.shared.outcome()
+        self.status.wait_for(StreamsState::is_terminal).await;
+        self.status.outcome()
     }
 
     /// Waits until `done(state)` holds, or the instance stopped; returns the state then.
     pub async fn wait_for_state(&self, mut done: impl FnMut(StreamsState) -> bool) -> StreamsState {
-        self.shared.wait_for(|s| done(s) || s.is_terminal()).await
+        self.status.wait_for(|s| done(s) || s.is_terminal()).await
     }
 }

@@ -19,13 +19,13 @@
 //! handle's futures (`close`, `wait`) need no particular executor.
 
 use std::future::Future;
+use std::io;
 use std::time::Duration;
 
 use async_executor::{LocalExecutor, Task};
 use async_net::TcpStream;
-use bytes::Bytes;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
-use kstreams_io_common::{ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
+use kstreams_io_common::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 
 pub use kstreams_core as core;
 pub use kstreams_io_common::{
@@ -44,19 +44,28 @@ thread_local! {
     static EXECUTOR: LocalExecutor<'static> = const { LocalExecutor::new() };
 }
 
-/// Size of one socket read.
-const READ_CHUNK: usize = 64 * 1024;
+/// A futures-io object as a kstreams stream or stream half: `SmolIo<TcpStream>` is a TCP
+/// connection and, cloned, both of its halves. Any `AsyncRead`/`AsyncWrite` reads and writes
+/// through it, so a TLS stream (`futures_rustls::client::TlsStream<TcpStream>`, split with
+/// `futures_lite::io::split`) needs only its own [`SplitStream`] impl.
+#[derive(Debug)]
+pub struct SmolIo<T>(T);
 
 impl Runtime for Smol {
     /// Dropping an `async_executor::Task` cancels it.
-    type Task = Task<()>;
+    type Spawned = Task<()>;
+    type Tcp = SmolIo<TcpStream>;
 
-    fn block_on<F: Future + 'static>(future: F) -> std::io::Result<F::Output> {
+    fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output> {
         Ok(EXECUTOR.with(|executor| async_io::block_on(executor.run(future))))
     }
 
-    fn spawn_connection(spec: ConnectionSpec) -> Task<()> {
-        EXECUTOR.with(|executor| executor.spawn(connection(spec)))
+    fn spawn_local(future: impl Future<Output = ()> + 'static) -> Task<()> {
+        EXECUTOR.with(|executor| executor.spawn(future))
+    }
+
+    async fn connect_tcp(host: &str, port: u16) -> io::Result<Self::Tcp> {
+        TcpStream::connect((host, port)).await.map(SmolIo)
     }
 
     async fn sleep(duration: Duration) {
@@ -68,77 +77,30 @@ impl Runtime for Smol {
     }
 }
 
-async fn connection(spec: ConnectionSpec) {
-    let ConnectionSpec {
-        host,
-        port,
-        connect_timeout,
-        outgoing,
-        events,
-    } = spec;
-    let connect = async { Some(TcpStream::connect((host.as_str(), port)).await) };
-    let timeout = async {
-        async_io::Timer::after(connect_timeout).await;
-        None
-    };
-    let stream = match future::or(connect, timeout).await {
-        Some(Ok(stream)) => stream,
-        Some(Err(error)) => {
-            tracing::debug!(%host, port, %error, "connect failed");
-            events.closed().await;
-            return;
-        }
-        None => {
-            tracing::debug!(%host, port, "connect timed out");
-            events.closed().await;
-            return;
-        }
-    };
-    // Requests are whole frames written at once; do not hold them back.
-    let _ = stream.set_nodelay(true);
-    if !events.connected().await {
-        return;
-    }
-    let broken = future::or(
-        read_loop(stream.clone(), &events),
-        write_loop(stream, &outgoing),
-    )
-    .await;
-    if broken {
-        events.closed().await;
+impl TcpSocket for SmolIo<TcpStream> {
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
     }
 }
 
-/// Forwards reads until the socket ends (`true`) or the engine loop is gone (`false`).
-async fn read_loop(mut reader: TcpStream, events: &ConnectionEvents) -> bool {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) => return true,
-            Ok(n) => {
-                if !events
-                    .received(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()))
-                    .await
-                {
-                    return false;
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, "read failed");
-                return true;
-            }
-        }
+impl SplitStream for SmolIo<TcpStream> {
+    type Reader = Self;
+    type Writer = Self;
+
+    /// async-net streams are handles to one socket: a clone reads while the other writes.
+    fn split(self) -> (Self, Self) {
+        (SmolIo(self.0.clone()), self)
     }
 }
 
-/// Writes frames in order until a write fails (`true`) or the engine closed the connection
-/// (`false`).
-async fn write_loop(mut writer: TcpStream, outgoing: &Outgoing) -> bool {
-    while let Some(bytes) = outgoing.next().await {
-        if let Err(error) = writer.write_all(&bytes).await {
-            tracing::debug!(%error, "write failed");
-            return true;
-        }
+impl<T: AsyncRead + Unpin + 'static> ReadHalf for SmolIo<T> {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).await
     }
-    false
+}
+
+impl<T: AsyncWrite + Unpin + 'static> WriteHalf for SmolIo<T> {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes).await
+    }
 }

@@ -19,11 +19,11 @@
 //! runtime, so the application's own runtime may be multi- or current-threaded.
 
 use std::future::Future;
+use std::io;
 use std::time::Duration;
 
-use bytes::Bytes;
-use kstreams_io_common::{ConnectionEvents, ConnectionSpec, Outgoing, Runtime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kstreams_io_common::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
@@ -40,23 +40,29 @@ pub type KafkaStreams = kstreams_io_common::KafkaStreams<Tokio>;
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
 
-/// A spawned connection task; aborted (its socket closed) when dropped.
+/// A spawned task (a connection task); aborted, its socket closed, when dropped.
 #[derive(Debug)]
-pub struct ConnectionTask(JoinHandle<()>);
+pub struct AbortOnDrop(JoinHandle<()>);
 
-impl Drop for ConnectionTask {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-/// Size of one socket read.
-const READ_CHUNK: usize = 64 * 1024;
+/// A tokio I/O object as a kstreams stream or stream half: `TokioIo<TcpStream>` is a TCP
+/// connection, `TokioIo<OwnedReadHalf>` and `TokioIo<OwnedWriteHalf>` its halves. Any
+/// tokio `AsyncRead`/`AsyncWrite` reads and writes through it, so a TLS stream
+/// (`tokio_rustls::client::TlsStream<TcpStream>`, split with `tokio::io::split`) needs only
+/// its own [`SplitStream`] impl.
+#[derive(Debug)]
+pub struct TokioIo<T>(T);
 
 impl Runtime for Tokio {
-    type Task = ConnectionTask;
+    type Spawned = AbortOnDrop;
+    type Tcp = TokioIo<TcpStream>;
 
-    fn block_on<F: Future + 'static>(future: F) -> std::io::Result<F::Output> {
+    fn block_on<F: Future + 'static>(future: F) -> io::Result<F::Output> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -64,8 +70,12 @@ impl Runtime for Tokio {
         Ok(local.block_on(&runtime, future))
     }
 
-    fn spawn_connection(spec: ConnectionSpec) -> ConnectionTask {
-        ConnectionTask(tokio::task::spawn_local(connection(spec)))
+    fn spawn_local(future: impl Future<Output = ()> + 'static) -> AbortOnDrop {
+        AbortOnDrop(tokio::task::spawn_local(future))
+    }
+
+    async fn connect_tcp(host: &str, port: u16) -> io::Result<Self::Tcp> {
+        TcpStream::connect((host, port)).await.map(TokioIo)
     }
 
     fn sleep(duration: Duration) -> impl Future<Output = ()> {
@@ -77,78 +87,30 @@ impl Runtime for Tokio {
     }
 }
 
-async fn connection(spec: ConnectionSpec) {
-    let ConnectionSpec {
-        host,
-        port,
-        connect_timeout,
-        outgoing,
-        events,
-    } = spec;
-    let stream = match tokio::time::timeout(
-        connect_timeout,
-        TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%host, port, %error, "connect failed");
-            events.closed().await;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%host, port, "connect timed out");
-            events.closed().await;
-            return;
-        }
-    };
-    // Requests are whole frames written at once; do not hold them back (Kafka clients do
-    // the same).
-    let _ = stream.set_nodelay(true);
-    if !events.connected().await {
-        return;
-    }
-    let (reader, writer) = stream.into_split();
-    let broken = tokio::select! {
-        broken = read_loop(reader, &events) => broken,
-        broken = write_loop(writer, &outgoing) => broken,
-    };
-    if broken {
-        events.closed().await;
+impl TcpSocket for TokioIo<TcpStream> {
+    fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
     }
 }
 
-/// Forwards reads until the socket ends (`true`) or the engine loop is gone (`false`).
-async fn read_loop(mut reader: OwnedReadHalf, events: &ConnectionEvents) -> bool {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) => return true,
-            Ok(n) => {
-                if !events
-                    .received(Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()))
-                    .await
-                {
-                    return false;
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, "read failed");
-                return true;
-            }
-        }
+impl SplitStream for TokioIo<TcpStream> {
+    type Reader = TokioIo<OwnedReadHalf>;
+    type Writer = TokioIo<OwnedWriteHalf>;
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (reader, writer) = self.0.into_split();
+        (TokioIo(reader), TokioIo(writer))
     }
 }
 
-/// Writes frames in order until a write fails (`true`) or the engine closed the connection
-/// (`false`).
-async fn write_loop(mut writer: OwnedWriteHalf, outgoing: &Outgoing) -> bool {
-    while let Some(bytes) = outgoing.next().await {
-        if let Err(error) = writer.write_all(&bytes).await {
-            tracing::debug!(%error, "write failed");
-            return true;
-        }
+impl<T: AsyncRead + Unpin + 'static> ReadHalf for TokioIo<T> {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).await
     }
-    false
+}
+
+impl<T: AsyncWrite + Unpin + 'static> WriteHalf for TokioIo<T> {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes).await
+    }
 }

@@ -18,6 +18,12 @@
 //!   topics (4 partitions), produces sample input, runs until idle (3 s unless
 //!   `--exit-when-idle` says otherwise), prints the final count per key and exits. The other
 //!   options then have defaults (`input`, `output`, `batch-count`, a temporary state dir).
+//!
+//! The final counts go to stdout as `key<TAB>count` lines. On stderr it tells what it does:
+//! log records (warnings and errors; `RUST_LOG` selects more, e.g. `RUST_LOG=debug`), the
+//! application's state changes and each stream thread's task assignments as they happen, and
+//! every 5 s a summary (state, tasks, committed offsets summed per topic and their growth),
+//! so a slow run can be told from a stuck one.
 
 #[path = "support/mod.rs"]
 pub mod support;

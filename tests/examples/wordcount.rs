@@ -18,6 +18,12 @@
 //! The example creates the repartition topic (CreateTopics, as many partitions as the input)
 //! when it does not exist. The options are those of `batch_count`; without `--bootstrap` it
 //! runs on an in-process mock cluster with a few sample lines and prints the final counts.
+//!
+//! The final counts go to stdout as `key<TAB>count` lines. On stderr it tells what it does:
+//! log records (warnings and errors; `RUST_LOG` selects more, e.g. `RUST_LOG=debug`), the
+//! application's state changes and each stream thread's task assignments as they happen, and
+//! every 5 s a summary (state, tasks, committed offsets summed per topic and their growth),
+//! so a slow run can be told from a stuck one.
 
 #[path = "support/mod.rs"]
 pub mod support;

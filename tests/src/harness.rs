@@ -44,6 +44,9 @@ pub struct EngineSlot {
     /// for it (`None`: not recorded): replayed into a new engine with the same configuration,
     /// they must give the same outputs.
     pub inputs: Option<Vec<(Instant, Input)>>,
+    /// The engine handled its last timeout and all I/O since (a `pump` ran to quiet after the
+    /// harness's last `advance`): then none of its deadlines may be due.
+    quiet_since_timeout: bool,
 }
 
 /// One thing that crossed an engine's connections to the simulator (see
@@ -172,6 +175,7 @@ impl Harness {
             disconnects: 0,
             wire: None,
             inputs: None,
+            quiet_since_timeout: false,
         });
         self.engines.len() - 1
     }
@@ -228,6 +232,14 @@ impl Harness {
 
     /// Moves bytes both ways until nothing moves; returns whether anything did.
     pub fn pump(&mut self) -> bool {
+        let moved = self.pump_until_quiet();
+        for slot in &mut self.engines {
+            slot.quiet_since_timeout = true;
+        }
+        moved
+    }
+
+    fn pump_until_quiet(&mut self) -> bool {
         let mut moved = false;
         for _ in 0..10_000 {
             let mut progress = false;
@@ -254,8 +266,26 @@ impl Harness {
     /// ahead), and fires the engines' timeouts.
     pub fn advance(&mut self, max_step: i64) {
         let mut next = self.now.saturating_add(max_step);
-        for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
+        for (index, slot) in self.engines.iter_mut().enumerate() {
+            if slot.dropped {
+                continue;
+            }
             if let Some(t) = slot.engine.poll_timeout() {
+                // Every engine had its timeout at `now` and all its I/O since: a deadline not
+                // after `now` would make a real adapter spin without progress.
+                if t.as_millis() <= self.now
+                    && slot.quiet_since_timeout
+                    && !slot.engine.has_pending_work()
+                    && self.violation.is_none()
+                {
+                    self.violation = Some((
+                        self.now,
+                        format!(
+                            "engine {index}: poll_timeout {t} ({:?}) is not after now: a busy loop",
+                            slot.engine.last_timeout_reason()
+                        ),
+                    ));
+                }
                 next = next.min(t.as_millis());
             }
         }
@@ -267,6 +297,7 @@ impl Harness {
         self.observe();
         for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
             slot.input(Input::Timeout, self.now);
+            slot.quiet_since_timeout = false;
         }
     }
 

@@ -382,7 +382,9 @@ impl Engine {
                 .map(|since| since + self.config.max_block),
             TimeoutReason::SinkTopicsWait,
         );
-        if !self.tasks.is_empty() {
+        // A commit under way waits for answers, not for time: offering its (past) interval
+        // deadline would make the adapter spin.
+        if !self.tasks.is_empty() && matches!(self.commit, CommitPhase::Idle) {
             earliest.offer(
                 Some(self.last_commit + self.config.commit_interval),
                 TimeoutReason::Commit,

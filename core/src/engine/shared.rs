@@ -15,6 +15,20 @@ use crate::client::{BrokerId, Target};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub(crate) u64);
 
+impl ConnectionId {
+    /// The id as a number, for recording an input sequence (the engine issues ids 0, 1, 2, …
+    /// in the order of its `Connect`s, so a replay meets the same ids).
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The id recorded as [`raw`](Self::raw), for replaying an input sequence (or a test's
+    /// scripted connection). An id the engine did not issue is ignored by it.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+
 impl fmt::Debug for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "conn#{}", self.0)

@@ -1,6 +1,10 @@
 //! What the broker examples (`batch_count`, `wordcount`) share: the command line, the
 //! no-bootstrap mode (librdkafka's in-process mock cluster with sample input), watching the
-//! output topic for `--exit-when-idle`, and running the application on tokio or smol.
+//! output topic for `--exit-when-idle`, running the application on tokio or smol, and what
+//! they tell the user on stderr: log records (warnings by default, `RUST_LOG` to change) and
+//! progress (state changes, task assignments, committed offsets; see [`progress`]).
+
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use kstreams_core::engine::EngineConfig;
 use kstreams_core::prelude::{Topology, TopologyError};
-use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
+use kstreams_io_common::{
+    KafkaStreams, Runtime, Stores, StreamsConfig, StreamsHandle, StreamsState,
+};
+use progress::Progress;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -320,19 +327,20 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     } else {
         Stores::Memory
     };
-    let handle: StreamsHandle = match args.runtime {
-        RuntimeChoice::Tokio => kstreams_tokio::KafkaStreams::new(topology, config, stores)
-            .and_then(|s| s.start())
-            .map_err(|e| e.to_string())?,
-        RuntimeChoice::Smol => kstreams_smol::KafkaStreams::new(topology, config, stores)
-            .and_then(|s| s.start())
-            .map_err(|e| e.to_string())?,
-    };
+    let commit_interval = config.engine.commit_interval.to_std();
+    let progress = Progress::new(commit_interval);
+    let handle = match args.runtime {
+        RuntimeChoice::Tokio => start::<kstreams_tokio::Tokio>(topology, config, stores, &progress),
+        RuntimeChoice::Smol => start::<kstreams_smol::Smol>(topology, config, stores, &progress),
+    }?;
+    let _summaries = progress.report_periodically(handle.clone());
 
     let mut counts = BTreeMap::new();
     match args.exit_when_idle {
         Some(idle) => {
+            progress.watching_output();
             let watched = watch_output(&bootstrap, &args.output, idle, &handle, |key, count| {
+                progress.output_record_read();
                 counts.insert(key.to_vec(), count);
             });
             // Close whatever the watcher found: a clean close commits and leaves the group.
@@ -347,8 +355,36 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     Ok(counts)
 }
 
-/// The examples' `main`: parse, run, print `key<TAB>count` lines, exit 1 on an error.
+/// Starts the application on runtime `R`, with `progress` listening.
+fn start<R: Runtime>(
+    topology: Topology,
+    config: StreamsConfig,
+    stores: Stores,
+    progress: &Progress,
+) -> Result<StreamsHandle, String> {
+    let mut streams =
+        KafkaStreams::<R>::new(topology, config, stores).map_err(|e| e.to_string())?;
+    progress.listen(&mut streams);
+    streams.start().map_err(|e| e.to_string())
+}
+
+/// Log records on stderr: warnings and errors, unless `RUST_LOG` says otherwise (e.g.
+/// `RUST_LOG=debug` also shows every connection attempt and its failure).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for a person watching, not in a file or pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// The examples' `main`: install the log subscriber, parse, run (progress on stderr), print
+/// `key<TAB>count` lines on stdout, exit 1 on an error.
 pub fn main(program: &str, default_application_id: &str, example: &Example) {
+    init_logging();
     let result = Args::parse(program, default_application_id, std::env::args().skip(1))
         .and_then(|args| run(example, &args));
     match result {

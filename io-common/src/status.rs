@@ -1,0 +1,429 @@
+//! [`InstanceStatus`]: what the stream threads of an instance report into and its handles
+//! read: each thread's engine state and tasks, the aggregated [`StreamsState`] with its
+//! listener and waiters, the first failure, and the command channels to close the threads.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use event_listener::Event as Notify;
+use kstreams_core::engine::{EngineState, Event};
+use kstreams_core::task::TaskId;
+
+use crate::error::StreamsError;
+use crate::message::Input;
+use crate::state::{
+    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+};
+
+struct Thread {
+    name: String,
+    state: EngineState,
+    finished: bool,
+    tasks: BTreeSet<TaskId>,
+}
+
+struct Inner {
+    threads: Vec<Thread>,
+    started: bool,
+    closing: bool,
+    state: StreamsState,
+    failure: Option<StreamsError>,
+    commands: Vec<async_channel::Sender<Input>>,
+    /// State changes not yet delivered to the listener, oldest first: `(new, old)`.
+    undelivered: Vec<(StreamsState, StreamsState)>,
+}
+
+/// The status of an instance, shared by its handles and stream threads.
+pub(crate) struct InstanceStatus {
+    inner: Mutex<Inner>,
+    /// `Inner::state` as published: set after the listener saw the change (see `deliver`);
+    /// read without a lock (e.g. from the listener).
+    state: AtomicU8,
+    changed: Notify,
+    /// Called outside `inner`'s lock (so it may call `close()` or read the state); whoever
+    /// holds this lock delivers every undelivered change in order.
+    listener: Mutex<Option<StateListener>>,
+    /// Called with every engine event, outside `inner`'s lock; its lock serializes the calls
+    /// of different stream threads.
+    event_listener: Mutex<Option<EventListener>>,
+}
+
+impl InstanceStatus {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                threads: Vec::new(),
+                started: false,
+                closing: false,
+                state: StreamsState::Created,
+                failure: None,
+                commands: Vec::new(),
+                undelivered: Vec::new(),
+            }),
+            state: AtomicU8::new(StreamsState::Created as u8),
+            changed: Notify::new(),
+            listener: Mutex::new(None),
+            event_listener: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn state(&self) -> StreamsState {
+        StreamsState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_listener(&self, listener: StateListener) {
+        *self.listener.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    }
+
+    pub(crate) fn set_event_listener(&self, listener: EventListener) {
+        *self
+            .event_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    }
+
+    /// Records the threads about to start; `false` if the instance was closed or started.
+    pub(crate) fn start(
+        &self,
+        threads: Vec<(String, async_channel::Sender<Input>)>,
+    ) -> Result<(), StreamsState> {
+        let mut inner = self.lock();
+        if inner.started || inner.closing {
+            return Err(inner.state);
+        }
+        inner.started = true;
+        for (name, commands) in threads {
+            inner.threads.push(Thread {
+                name,
+                state: EngineState::Created,
+                finished: false,
+                tasks: BTreeSet::new(),
+            });
+            inner.commands.push(commands);
+        }
+        self.update(&mut inner);
+        drop(inner);
+        self.deliver();
+        Ok(())
+    }
+
+    /// Asks every engine to close (commit, leave the group).
+    pub(crate) fn request_close(&self) {
+        let mut inner = self.lock();
+        if !inner.closing {
+            inner.closing = true;
+            for commands in &inner.commands {
+                // A thread that already ended dropped its receiver: nothing to close.
+                let _ = commands.try_send(Input::Close);
+            }
+            self.update(&mut inner);
+        }
+        drop(inner);
+        self.deliver();
+    }
+
+    /// An engine event of thread `index`.
+    pub(crate) fn on_event(&self, index: usize, event: Event) {
+        self.tell_event_listener(index, &event);
+        let mut inner = self.lock();
+        match event {
+            Event::StateChanged { to, .. } => {
+                if let Some(t) = inner.threads.get_mut(index) {
+                    t.state = to;
+                }
+            }
+            Event::TasksAssigned(ids) => {
+                if let Some(t) = inner.threads.get_mut(index) {
+                    t.tasks.extend(ids);
+                }
+            }
+            Event::TasksRevoked(ids) | Event::TasksLost(ids) => {
+                if let Some(t) = inner.threads.get_mut(index) {
+                    for id in ids {
+                        t.tasks.remove(&id);
+                    }
+                }
+            }
+            Event::Failed(error) => {
+                let thread = thread_name(&inner, index);
+                tracing::error!(%thread, %error, "stream thread failed; closing the others");
+                if inner.failure.is_none() {
+                    inner.failure = Some(StreamsError::Engine {
+                        thread,
+                        error: Arc::new(error),
+                    });
+                }
+                // Like Kafka Streams' default SHUTDOWN_CLIENT: one failed thread stops all.
+                for commands in &inner.commands {
+                    let _ = commands.try_send(Input::Close);
+                }
+            }
+            Event::Committed(_) | Event::Warning(_) => {}
+        }
+        self.update(&mut inner);
+        drop(inner);
+        self.deliver();
+    }
+
+    /// Hands `event` of thread `index` to the event listener, if there is one.
+    fn tell_event_listener(&self, index: usize, event: &Event) {
+        let mut listener = self
+            .event_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(listener) = listener.as_mut() {
+            let thread = thread_name(&self.lock(), index);
+            listener(&thread, event);
+        }
+    }
+
+    /// Thread `index` ended, with `failure` if it could not run or died.
+    pub(crate) fn finish(&self, index: usize, failure: Option<StreamsError>) {
+        let mut inner = self.lock();
+        if let Some(failure) = failure {
+            if let Some(t) = inner.threads.get_mut(index) {
+                t.state = EngineState::Error;
+            }
+            if inner.failure.is_none() {
+                inner.failure = Some(failure);
+            }
+            for commands in &inner.commands {
+                let _ = commands.try_send(Input::Close);
+            }
+        }
+        if let Some(t) = inner.threads.get_mut(index) {
+            t.finished = true;
+            t.tasks.clear();
+        }
+        self.update(&mut inner);
+        drop(inner);
+        self.deliver();
+    }
+
+    fn update(&self, inner: &mut Inner) {
+        let threads: Vec<ThreadState> = inner
+            .threads
+            .iter()
+            .map(|t| ThreadState {
+                engine: t.state,
+                finished: t.finished,
+            })
+            .collect();
+        let new = aggregate(&threads, inner.started, inner.closing);
+        let old = inner.state;
+        if new != old {
+            inner.state = new;
+            tracing::info!(?old, ?new, "kstreams state changed");
+            inner.undelivered.push((new, old));
+        }
+    }
+
+    /// Delivers undelivered state changes to the listener, in order, without holding `inner`.
+    /// If another caller (or this thread, re-entering from the listener) is delivering, it
+    /// picks the new changes up: it re-checks after releasing the listener lock.
+    fn deliver(&self) {
+        loop {
+            let mut listener = match self.listener.try_lock() {
+                Ok(guard) => guard,
+                // A listener that panicked once still gets later changes.
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let batch = std::mem::take(&mut self.lock().undelivered);
+                if batch.is_empty() {
+                    break;
+                }
+                for (new, old) in batch {
+                    if let Some(listener) = listener.as_mut() {
+                        listener(new, old);
+                    }
+                    // Published (to `state()` and waiters) only after the listener saw it, so
+                    // whoever awaits a state also finds the listener's record complete.
+                    self.state.store(new as u8, Ordering::Release);
+                }
+                self.changed.notify(usize::MAX);
+            }
+            drop(listener);
+            if self.lock().undelivered.is_empty() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn threads(&self) -> Vec<ThreadMetadata> {
+        self.lock()
+            .threads
+            .iter()
+            .map(|t| ThreadMetadata {
+                thread_name: t.name.clone(),
+                state: t.state,
+                active_tasks: t.tasks.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Waits until `done(state)` holds; returns that state.
+    pub(crate) async fn wait_for(
+        &self,
+        mut done: impl FnMut(StreamsState) -> bool,
+    ) -> StreamsState {
+        loop {
+            let listener = self.changed.listen();
+            let state = self.state();
+            if done(state) {
+                return state;
+            }
+            listener.await;
+        }
+    }
+
+    /// The outcome once terminal: the first failure, if any.
+    pub(crate) fn outcome(&self) -> Result<(), StreamsError> {
+        match &self.lock().failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn thread_name(inner: &Inner, index: usize) -> String {
+    inner
+        .threads
+        .get(index)
+        .map(|t| t.name.clone())
+        .unwrap_or_else(|| format!("StreamThread-{}", index + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EngineState as E;
+    use StreamsState as S;
+
+    #[test]
+    fn a_listener_may_close_the_instance_it_listens_to() {
+        let status = InstanceStatus::new();
+        let weak = Arc::downgrade(&status);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        status.set_listener(Box::new(move |new, old| {
+            log.lock().unwrap().push((old, new));
+            if new == S::Running
+                && let Some(status) = weak.upgrade()
+            {
+                status.request_close(); // re-enters: delivered after this call returns
+            }
+        }));
+        let (tx, _rx) = async_channel::unbounded();
+        status.start(vec![("t-1".into(), tx)]).unwrap();
+        status.on_event(
+            0,
+            Event::StateChanged {
+                from: E::Created,
+                to: E::Running,
+            },
+        );
+        assert_eq!(status.state(), S::PendingShutdown);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (S::Created, S::Rebalancing),
+                (S::Rebalancing, S::Running),
+                (S::Running, S::PendingShutdown),
+            ]
+        );
+    }
+
+    #[test]
+    fn listener_sees_every_change_and_waiters_wake() {
+        let status = InstanceStatus::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        status.set_listener(Box::new(move |new, old| {
+            log.lock().unwrap().push((old, new))
+        }));
+        let (tx, rx) = async_channel::unbounded();
+        status.start(vec![("t-1".into(), tx)]).unwrap();
+        status.on_event(
+            0,
+            Event::StateChanged {
+                from: E::Created,
+                to: E::Rebalancing,
+            },
+        );
+        status.on_event(
+            0,
+            Event::TasksAssigned(vec![TaskId {
+                subtopology: 0,
+                partition: 1,
+            }]),
+        );
+        status.on_event(
+            0,
+            Event::StateChanged {
+                from: E::Rebalancing,
+                to: E::Running,
+            },
+        );
+        assert_eq!(status.state(), S::Running);
+        assert_eq!(status.threads()[0].active_tasks.len(), 1);
+        status.request_close();
+        assert!(matches!(rx.try_recv(), Ok(Input::Close)));
+        status.on_event(
+            0,
+            Event::StateChanged {
+                from: E::Running,
+                to: E::NotRunning,
+            },
+        );
+        status.finish(0, None);
+        let state = futures_lite::future::block_on(status.wait_for(S::is_terminal));
+        assert_eq!(state, S::NotRunning);
+        assert!(status.outcome().is_ok());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (S::Created, S::Rebalancing),
+                (S::Rebalancing, S::Running),
+                (S::Running, S::PendingShutdown),
+                (S::PendingShutdown, S::NotRunning),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_event_listener_sees_every_event_with_its_thread() {
+        let status = InstanceStatus::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        status.set_event_listener(Box::new(move |thread, event| {
+            log.lock().unwrap().push(format!("{thread}: {event:?}"))
+        }));
+        let (tx, _rx) = async_channel::unbounded();
+        let (tx2, _rx2) = async_channel::unbounded();
+        status
+            .start(vec![("t-1".into(), tx), ("t-2".into(), tx2)])
+            .unwrap();
+        let task = TaskId {
+            subtopology: 0,
+            partition: 3,
+        };
+        status.on_event(1, Event::TasksAssigned(vec![task]));
+        status.on_event(0, Event::Committed(Default::default()));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "t-2: TasksAssigned([TaskId { subtopology: 0, partition: 3 }])",
+                "t-1: Committed({})",
+            ]
+        );
+        // The event was also applied.
+        assert_eq!(status.threads()[1].active_tasks, [task]);
+    }
+}
