@@ -41,7 +41,7 @@ impl Engine {
         if !matches!(self.commit, CommitPhase::Idle) || self.revoking.is_some() || self.closing {
             return progress;
         }
-        let now = self.now_ms();
+        let now = self.now;
         let mut budget = self.config.max_batches_per_poll;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
@@ -54,8 +54,8 @@ impl Engine {
                 .expect("ids were just read from the map");
             if task
                 .next_wall_clock_punctuation()
-                .is_some_and(|due| due <= now)
-                && let Err(error) = task.punctuate_wall_clock(now)
+                .is_some_and(|due| due <= now.as_millis())
+                && let Err(error) = task.punctuate_wall_clock(now.as_millis())
             {
                 self.fail(error.into());
                 return true;
@@ -93,7 +93,7 @@ impl Engine {
 
     /// Hands held-back task output to the producer, as far as it takes it.
     fn deliver_backlog(&mut self) -> bool {
-        let now = self.now_ms();
+        let now = self.now;
         let mut progress = false;
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {
