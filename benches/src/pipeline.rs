@@ -262,7 +262,7 @@ impl Pipeline {
                     &MemoryStoreFactory,
                     config.clone(),
                     counts.clone(),
-                    now.as_millis(),
+                    now,
                 )
                 .expect("task")
             })

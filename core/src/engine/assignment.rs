@@ -129,7 +129,7 @@ impl Engine {
                 self.stores.as_ref(),
                 config.clone(),
                 sink_counts.clone(),
-                now.as_millis(),
+                now,
             ) {
                 Ok(task) => {
                     self.tasks.insert(id, task);

@@ -388,7 +388,7 @@ impl Engine {
         }
         for task in self.tasks.values() {
             earliest.offer(
-                task.next_wall_clock_punctuation().map(Instant::from_millis),
+                task.next_wall_clock_punctuation(),
                 TimeoutReason::Punctuation,
             );
         }

@@ -54,8 +54,8 @@ impl Engine {
                 .expect("ids were just read from the map");
             if task
                 .next_wall_clock_punctuation()
-                .is_some_and(|due| due <= now.as_millis())
-                && let Err(error) = task.punctuate_wall_clock(now.as_millis())
+                .is_some_and(|due| due <= now)
+                && let Err(error) = task.punctuate_wall_clock(now)
             {
                 self.fail(error.into());
                 return true;
