@@ -7,7 +7,7 @@
 //!     [--linger-ms MS] [--fetch-wait-ms MS] [--contenders rdkafka,record,batch,record-mem,batch-mem]
 //! ```
 //!
-//! `--fetch-wait-ms` (500, both clients' default) sets kstreams' `fetch.max_wait_ms` and
+//! `--fetch-wait-ms` (500, both clients' default) sets kstreams' `FetcherConfig::max_wait` and
 //! rdkafka's `fetch.wait.max.ms` alike. It matters on Tansu 0.6.0, which holds every Fetch for
 //! half of the remaining max wait (or all of it below 250 ms) even when it has data to return
 //! (`tansu-storage` `service/fetch.rs`), so each fetch round trip costs ~250 ms at the default.
@@ -914,8 +914,9 @@ fn run_kstreams(args: ChildArgs, batch: bool, lmdb: bool) {
     let topology = count_topology(&args.output, batch).expect("topology");
     let mut engine = EngineConfig::new(&args.group, args.bootstrap.split(','));
     engine.commit_interval = kstreams_core::time::Duration::from_millis(args.commit_ms);
-    engine.producer.linger_ms = args.linger_ms as i64;
-    engine.fetch.max_wait_ms = args.fetch_wait_ms;
+    engine.producer.linger = kstreams_core::time::Duration::from_millis(args.linger_ms);
+    engine.fetch.max_wait =
+        kstreams_core::time::Duration::from_millis_i64(args.fetch_wait_ms.into());
     let mut config = StreamsConfig::from_engine_config(engine);
     config.num_stream_threads = 1;
     config.state_dir = state_dir.path().to_owned();

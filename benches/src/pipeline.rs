@@ -193,7 +193,7 @@ pub struct Pipeline {
     tasks: Vec<Task>,
     producer: Producer<TaskId>,
     versions: HashMap<ApiKey, i16>,
-    now: i64,
+    now: Instant,
     /// Encoded Produce request bytes, to keep the encoding from being optimised away.
     pub produced_bytes: usize,
     /// Records handed to the producer.
@@ -203,7 +203,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline for `partitions` partitions of the input topic running `workload`.
     pub fn new(workload: Workload, partitions: i32, max_batch_records: usize) -> Self {
-        let now = 1_700_000_000_000;
+        let now = Instant::from_millis(1_700_000_000_000);
         let versions = versions();
         let topology = topology(workload);
         let mut metadata =
@@ -270,7 +270,7 @@ impl Pipeline {
 
         let mut producer = Producer::new(
             ProducerConfig {
-                linger_ms: 0,
+                linger: Duration::ZERO,
                 batch_size: 1 << 20,
                 ..ProducerConfig::default()
             },

@@ -66,5 +66,6 @@ pub mod prelude {
     pub use crate::state::{KeyValueStore, StoreBuilder};
     pub use crate::task::{ErrorPolicy, TaskConfig};
     pub use crate::testing::TopologyTestDriver;
+    pub use crate::time::{Duration, Instant};
     pub use crate::topology::{Topology, TopologyBuilder};
 }

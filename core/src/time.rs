@@ -63,6 +63,15 @@ impl AddAssign<Duration> for Instant {
     }
 }
 
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturating: see [`Instant::saturating_sub`].
+    fn sub(self, rhs: Duration) -> Instant {
+        self.saturating_sub(rhs)
+    }
+}
+
 impl Sub<Instant> for Instant {
     type Output = Duration;
 
@@ -184,6 +193,11 @@ mod tests {
         assert_eq!(
             Instant::MIN.saturating_sub(Duration::from_secs(1)),
             Instant::MIN
+        );
+        assert_eq!(Instant::MIN - Duration::from_secs(1), Instant::MIN);
+        assert_eq!(
+            Instant::from_millis(10) - Duration::from_millis(3),
+            Instant::from_millis(7)
         );
         assert_eq!(
             Instant::from_millis(3) - Instant::from_millis(10),

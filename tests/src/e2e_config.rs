@@ -10,7 +10,7 @@ use kstreams_core::time::Duration;
 pub fn fast_engine_config(application_id: &str, bootstrap: &str) -> EngineConfig {
     let mut engine = EngineConfig::new(application_id, [bootstrap]);
     engine.commit_interval = Duration::from_millis(200);
-    engine.producer.linger_ms = 5;
+    engine.producer.linger = Duration::from_millis(5);
     engine.session_timeout = Duration::from_secs(6);
     engine.heartbeat_interval = Duration::from_secs(1);
     engine.rebalance_timeout = Duration::from_secs(10);

@@ -565,9 +565,9 @@ pub mod tagged {
         c.commit_interval = Duration::from_millis(500);
         c.request_timeout = Duration::from_secs(5);
         c.max_batch_records = 5;
-        c.producer.linger_ms = 5;
-        c.producer.request_timeout_ms = 5_000;
-        c.fetch.max_wait_ms = 100;
+        c.producer.linger = Duration::from_millis(5);
+        c.producer.request_timeout = Duration::from_secs(5);
+        c.fetch.max_wait = Duration::from_millis(100);
         c
     }
 

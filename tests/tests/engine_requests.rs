@@ -541,7 +541,7 @@ fn config() -> EngineConfig {
     c.bootstrap_servers = vec!["sim-0:9092".into(), "sim-1:9093".into()];
     // Long enough that heartbeats and a few fetches happen before the first commit.
     c.commit_interval = kstreams_core::time::Duration::from_millis(2_500);
-    c.fetch.max_wait_ms = 500;
+    c.fetch.max_wait = kstreams_core::time::Duration::from_millis(500);
     c
 }
 

@@ -226,8 +226,8 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     config.max_batches_per_poll = s.max_batches_per_poll;
     config.max_queued_records_per_partition = s.max_queued;
     config.commit_interval = Duration::from_millis_i64(s.commit_interval_ms);
-    config.producer.linger_ms = s.linger_ms;
-    config.fetch.max_wait_ms = s.fetch_wait_ms;
+    config.producer.linger = Duration::from_millis_i64(s.linger_ms);
+    config.fetch.max_wait = Duration::from_millis_i64(s.fetch_wait_ms.into());
     config.session_timeout = Duration::from_millis_i64(s.session_timeout_ms.into());
     config.heartbeat_interval =
         Duration::from_millis_i64(i64::from(s.session_timeout_ms) / s.heartbeat_divisor);

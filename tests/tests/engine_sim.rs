@@ -45,7 +45,7 @@ fn count_topology() -> Arc<Topology> {
 fn count_engine(now: i64) -> Engine {
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
     config.commit_interval = kstreams_core::time::Duration::from_millis(1_000);
-    config.producer.linger_ms = 5;
+    config.producer.linger = kstreams_core::time::Duration::from_millis(5);
     Engine::new(
         count_topology(),
         config,

@@ -3,9 +3,17 @@
 //! the matching responses; the engine owns the connections and routes between them.
 //!
 //! # Time
-//! Every component takes `now: i64`, milliseconds since the Unix epoch, passed in by the
-//! caller and never read from a clock here. Callers pass non-decreasing values; components
-//! treat a smaller `now` as equal to the largest seen.
+//! Every component takes `now: `[`Instant`](crate::time::Instant), passed in by the caller and
+//! never read from a clock here; its deadlines are `Instant`s ([`Instant::MIN`] for "due at
+//! once"), `poll_timeout` returns `Option<Instant>`, and every span in the settings is a
+//! [`Duration`](crate::time::Duration) named after its Kafka property without the `.ms`
+//! (`linger`, `retry_backoff`, …). See [`crate::time`]. Callers pass non-decreasing values;
+//! components treat a smaller `now` as equal to the largest seen. Milliseconds appear only on
+//! the wire: a request field such as `timeout_ms` is converted when the request is built, a
+//! response field such as `throttle_time_ms` becomes a `Duration` when it is read. Record
+//! timestamps are data, not time: they stay `i64`.
+//!
+//! [`Instant::MIN`]: crate::time::Instant::MIN
 //!
 //! Components:
 //! - [`admin`]: creation of internal topics (changelogs) with CreateTopics.

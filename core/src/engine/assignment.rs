@@ -89,7 +89,7 @@ impl Engine {
             .collect();
         if !missing.is_empty() {
             // Sinks with a partitioner cannot work without the count: start the tasks once
-            // metadata knows it, or fail after `max_block_ms`.
+            // metadata knows it, or fail after `max_block`.
             let since = *self.sink_wait_since.get_or_insert(self.now);
             let waited = self.now - since;
             if waited >= self.config.max_block {
@@ -129,7 +129,7 @@ impl Engine {
                 self.stores.as_ref(),
                 config.clone(),
                 sink_counts.clone(),
-                now.as_millis(),
+                now,
             ) {
                 Ok(task) => {
                     self.tasks.insert(id, task);
@@ -154,7 +154,7 @@ impl Engine {
     }
 
     /// Starts the tasks of an assignment that waited for sink partition counts, once known
-    /// (or fails it once it waited `max_block_ms` for them).
+    /// (or fails it once it waited `max_block` for them).
     pub(super) fn resume_assignment(&mut self) -> bool {
         let sinks_known = self
             .topology

@@ -78,7 +78,7 @@ impl Engine {
                     self.last_commit = now;
                     self.commit_done();
                 } else {
-                    let id = self.group.commit(offsets, now.as_millis());
+                    let id = self.group.commit(offsets, now);
                     self.commit = CommitPhase::Committing { id };
                 }
                 true
@@ -89,7 +89,7 @@ impl Engine {
 
     /// A commit cycle ended: finish what was waiting for it.
     fn commit_done(&mut self) {
-        let now = self.now_ms();
+        let now = self.now;
         match self.commit_reason.take() {
             Some(CommitReason::Revoke) => {
                 let revoked = self

@@ -30,7 +30,7 @@ impl Engine {
         }
         self.internal_topics
             .set_controller(self.metadata.controller());
-        let now = self.now_ms();
+        let now = self.now;
         for component in POLL_ORDER {
             loop {
                 let versions = self.router.versions();
@@ -83,7 +83,7 @@ impl Engine {
     }
 
     fn route_response(&mut self, component: Component, from: BrokerId, kind: ResponseKind) {
-        let now = self.now_ms();
+        let now = self.now;
         let result = match component {
             Component::Metadata => self
                 .metadata
@@ -112,7 +112,7 @@ impl Engine {
     }
 
     fn request_failed(&mut self, component: Component, target: Target, api: ApiKey) {
-        let now = self.now_ms();
+        let now = self.now;
         match component {
             Component::Metadata => self.metadata.handle_request_failed(target, api, now),
             Component::Fetcher => self.fetcher.handle_request_failed(target, api, now),
@@ -144,7 +144,7 @@ impl Engine {
                     if self.internal_topics.verifying().any(|t| t == &*topic) =>
                 {
                     // Existed when we tried to create it, gone now: create it again.
-                    self.internal_topics.topic_missing(&topic, self.now_ms());
+                    self.internal_topics.topic_missing(&topic, self.now);
                 }
                 MetadataEvent::Error(MetadataError::UnknownTopic { topic })
                     if self.changelogs.iter().any(|(_, _, t)| *t == *topic) =>

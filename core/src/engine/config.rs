@@ -120,16 +120,17 @@ impl EngineConfig {
 
     pub(crate) fn internal_topics_config(&self) -> InternalTopicsConfig {
         let mut config = self.internal_topics.clone();
-        let cap = (self.request_timeout.as_millis_i32() / 2).max(1);
-        config.timeout_ms = config.timeout_ms.min(cap);
+        let cap = Duration::from_millis(self.request_timeout.as_millis() / 2)
+            .max(Duration::from_millis(1));
+        config.timeout = config.timeout.min(cap);
         config
     }
 
     pub(crate) fn group_config(&self) -> GroupConfig {
         let mut group = GroupConfig::new(self.application_id.clone());
-        group.session_timeout_ms = self.session_timeout.as_millis_i32();
-        group.heartbeat_interval_ms = self.heartbeat_interval.as_millis_i64();
-        group.rebalance_timeout_ms = self.rebalance_timeout.as_millis_i32();
+        group.session_timeout = self.session_timeout;
+        group.heartbeat_interval = self.heartbeat_interval;
+        group.rebalance_timeout = self.rebalance_timeout;
         group
     }
 

@@ -26,8 +26,8 @@ pub enum EngineError {
     #[error("source topic `{0}` does not exist")]
     MissingSourceTopic(String),
     /// Topics the topology writes were still unknown to the brokers after
-    /// [`EngineConfig::max_block_ms`] (Kafka's producer fails the same way after
-    /// `max.block.ms`); the assigned tasks never started.
+    /// [`EngineConfig::max_block`](crate::engine::EngineConfig::max_block) (Kafka's producer
+    /// fails the same way after `max.block.ms`); the assigned tasks never started.
     #[error("sink topics {} unknown to the brokers after {waited}", topics.join(", "))]
     MissingSinkTopics {
         /// The topics.

@@ -161,8 +161,7 @@ impl Engine {
         if config.application_id.is_empty() {
             return Err(EngineError::Config("the application id is empty".into()));
         }
-        let now_ms = now.as_millis();
-        let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now_ms);
+        let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now);
         let mut topics: BTreeSet<String> = topology.source_topics().into_iter().collect();
         topics.extend(topology.sink_topics());
         for policy in [&config.deserialization_errors, &config.processing_errors] {
@@ -202,11 +201,11 @@ impl Engine {
         let group = GroupMember::new(
             config.group_config(),
             topology.subtopologies().to_vec(),
-            now_ms,
+            now,
         );
         let fetcher = Fetcher::new(config.fetch.clone());
-        let producer = Producer::new(config.producer.clone(), now_ms);
-        let internal_topics = InternalTopics::new(config.internal_topics_config(), now_ms);
+        let producer = Producer::new(config.producer.clone(), now);
+        let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
         let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
         Ok(Self {
             config,
@@ -367,13 +366,12 @@ impl Engine {
         // Components build requests only once a connection negotiated its versions: before
         // that their due timers are not work (waiting on them would spin).
         if self.router.any_ready() {
-            let ms = |t: Option<i64>| t.map(Instant::from_millis);
-            earliest.offer(ms(self.metadata.poll_timeout()), TimeoutReason::Metadata);
-            earliest.offer(ms(self.fetcher.poll_timeout()), TimeoutReason::Fetcher);
-            earliest.offer(ms(self.group.poll_timeout()), TimeoutReason::Group);
-            earliest.offer(ms(self.producer.poll_timeout()), TimeoutReason::Producer);
+            earliest.offer(self.metadata.poll_timeout(), TimeoutReason::Metadata);
+            earliest.offer(self.fetcher.poll_timeout(), TimeoutReason::Fetcher);
+            earliest.offer(self.group.poll_timeout(), TimeoutReason::Group);
+            earliest.offer(self.producer.poll_timeout(), TimeoutReason::Producer);
             earliest.offer(
-                ms(self.internal_topics.poll_timeout()),
+                self.internal_topics.poll_timeout(),
                 TimeoutReason::InternalTopics,
             );
         }
@@ -392,7 +390,7 @@ impl Engine {
         }
         for task in self.tasks.values() {
             earliest.offer(
-                task.next_wall_clock_punctuation().map(Instant::from_millis),
+                task.next_wall_clock_punctuation(),
                 TimeoutReason::Punctuation,
             );
         }
@@ -404,11 +402,6 @@ impl Engine {
 
     fn advance_time(&mut self, now: Instant) {
         self.now = self.now.max(now);
-    }
-
-    /// `now` as the client components take it (milliseconds since the epoch).
-    fn now_ms(&self) -> i64 {
-        self.now.as_millis()
     }
 
     fn start_close(&mut self) {

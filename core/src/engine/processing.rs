@@ -42,7 +42,7 @@ impl Engine {
         if !matches!(self.commit, CommitPhase::Idle) || self.revoking.is_some() || self.closing {
             return progress;
         }
-        let now = self.now_ms();
+        let now = self.now;
         let mut budget = self.config.max_batches_per_poll;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
@@ -94,7 +94,7 @@ impl Engine {
 
     /// Hands held-back task output to the producer, as far as it takes it.
     fn deliver_backlog(&mut self) -> bool {
-        let now = self.now_ms();
+        let now = self.now;
         let mut progress = false;
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {

@@ -1,13 +1,13 @@
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use super::graph::{ErasedNode, ErasedProcessor, Graph};
 use super::task_state::TaskState;
-use super::{PunctuationType, PunctuatorId, interval_ms};
+use super::{PunctuationType, PunctuatorId};
 use crate::error::ProcessError;
 use crate::ids::TaskId;
 use crate::record::{Record, RecordMetadata};
 use crate::state::{KeyValueStore, KvSerdes, StateError};
+use crate::time::{Duration, Instant};
 
 /// What a processor can do besides transforming records: forward them to its children, use
 /// its stores, read time and record metadata, and schedule punctuations.
@@ -64,21 +64,22 @@ impl<'a, K, V> ProcessorContext<'a, K, V> {
         self.state.stream_time
     }
 
-    /// Wall-clock time in milliseconds since the epoch, as last passed to the task.
-    pub fn wall_clock_time(&self) -> i64 {
+    /// Wall-clock time, as last passed to the task (the core reads no clock).
+    pub fn wall_clock_time(&self) -> Instant {
         self.state.wall_clock
     }
 
-    /// Schedules [`super::Processor::punctuate`] on this processor every `interval` of the
-    /// given clock, until [`ProcessorContext::cancel`].
+    /// Schedules [`super::Processor::punctuate`] on this processor every `interval` (at least
+    /// 1 ms) of the given clock, until [`ProcessorContext::cancel`] (Kafka Streams'
+    /// `schedule(Duration, PunctuationType, Punctuator)`).
     pub fn schedule(&mut self, interval: Duration, kind: PunctuationType) -> PunctuatorId {
         let now = match kind {
             PunctuationType::StreamTime => self.state.stream_time,
-            PunctuationType::WallClock => Some(self.state.wall_clock),
+            PunctuationType::WallClock => Some(self.state.wall_clock.as_millis()),
         };
         self.state
             .punctuators
-            .schedule(self.node, interval_ms(interval), kind, now)
+            .schedule(self.node, interval, kind, now)
     }
 
     /// Cancels a punctuation scheduled by this processor.

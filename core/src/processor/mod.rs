@@ -18,8 +18,6 @@ pub(crate) mod graph;
 mod punctuation;
 pub(crate) mod task_state;
 
-use std::time::Duration;
-
 pub use builtin::{Filter, FlatMap, ForEach, Map, MapValues, Peek};
 pub use context::ProcessorContext;
 pub(crate) use context::{dispatch_batch, with_processor};
@@ -82,7 +80,10 @@ pub trait Processor<KIn, VIn, KOut, VOut>: Send + 'static {
     }
 
     /// Called when a punctuation scheduled with [`ProcessorContext::schedule`] is due;
-    /// `timestamp` is the stream time or wall-clock time that triggered it.
+    /// `timestamp` is the stream time or wall-clock time that triggered it, in milliseconds
+    /// since the epoch either way (the scale of record timestamps; for wall clock,
+    /// [`Instant::as_millis`](crate::time::Instant::as_millis)), as Kafka Streams'
+    /// `Punctuator::punctuate(long)`.
     fn punctuate(
         &mut self,
         ctx: &mut ProcessorContext<'_, KOut, VOut>,
@@ -127,11 +128,4 @@ where
     fn get(&self) -> P {
         self()
     }
-}
-
-/// Interval of a punctuation, clamped to at least 1 ms.
-pub(crate) fn interval_ms(interval: Duration) -> i64 {
-    i64::try_from(interval.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1)
 }

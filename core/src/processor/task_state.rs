@@ -8,6 +8,7 @@ use super::punctuation::Punctuators;
 use crate::ids::TaskId;
 use crate::record::ProducerRecord;
 use crate::state::KvBackend;
+use crate::time::Instant;
 
 /// The input record a processor call is working on, as far as the task knows it.
 #[derive(Debug, Clone, Default)]
@@ -27,7 +28,7 @@ pub(crate) struct TaskState {
     /// Indexed like the graph's stores.
     pub(crate) stores: Vec<Box<dyn KvBackend>>,
     pub(crate) stream_time: Option<i64>,
-    pub(crate) wall_clock: i64,
+    pub(crate) wall_clock: Instant,
     pub(crate) current: CurrentRecord,
     pub(crate) punctuators: Punctuators,
     pub(crate) output: Vec<ProducerRecord>,

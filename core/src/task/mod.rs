@@ -32,6 +32,7 @@ use crate::processor::task_state::TaskState;
 use crate::processor::{PunctuationType, with_processor};
 use crate::record::{ProducerRecord, RawRecord, TopicPartition};
 use crate::state::{KeyValueStore, KvSerdes, StateError, StoreFactory};
+use crate::time::Instant;
 use crate::topology::Topology;
 use queue::InputQueue;
 
@@ -91,14 +92,14 @@ pub struct Task {
 impl Task {
     /// Creates task `id` of `topology`: opens its stores through `stores` and initializes its
     /// processors. `partition_counts` gives the partition count of sink topics (needed by sinks
-    /// with a partitioner); `now` is wall-clock time in ms since the epoch.
+    /// with a partitioner); `now` is wall-clock time.
     pub fn new(
         topology: &Topology,
         id: TaskId,
         stores: &dyn StoreFactory,
         config: TaskConfig,
         partition_counts: HashMap<String, i32>,
-        now: i64,
+        now: Instant,
     ) -> Result<Self, TaskError> {
         let graph = topology
             .graphs
@@ -394,18 +395,20 @@ impl Task {
         Ok(batches)
     }
 
-    /// Sets wall-clock time (ms since the epoch) and fires the wall-clock punctuations due;
-    /// returns how many fired.
-    pub fn punctuate_wall_clock(&mut self, now: i64) -> Result<usize, TaskError> {
+    /// Sets wall-clock time (a smaller `now` than seen before counts as the largest) and fires
+    /// the wall-clock punctuations due; returns how many fired.
+    pub fn punctuate_wall_clock(&mut self, now: Instant) -> Result<usize, TaskError> {
         if self.failed {
             return Err(TaskError::Failed(self.id()));
         }
         self.state.wall_clock = self.state.wall_clock.max(now);
-        self.punctuate(PunctuationType::WallClock, self.state.wall_clock)
+        // Punctuations run on milliseconds since the epoch, the scale of record timestamps.
+        let now = self.state.wall_clock.as_millis();
+        self.punctuate(PunctuationType::WallClock, now)
     }
 
     /// When the next wall-clock punctuation is due, for the owner's timer.
-    pub fn next_wall_clock_punctuation(&self) -> Option<i64> {
+    pub fn next_wall_clock_punctuation(&self) -> Option<Instant> {
         self.state.punctuators.next_wall_clock_due()
     }
 

@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -34,7 +33,7 @@ fn task(topology: &Topology, partition: i32, config: TaskConfig) -> Task {
         &MemoryStoreFactory,
         config,
         HashMap::from([("out".to_owned(), 3)]),
-        1_000,
+        Instant::from_millis(1_000),
     )
     .unwrap()
 }
@@ -506,21 +505,40 @@ fn stream_time_punctuation_fires_after_batches_and_can_be_cancelled() {
         .unwrap();
     t.process_all().unwrap();
     assert!(ticks(&mut t).is_empty(), "cancelled after three");
-    assert_eq!(t.punctuate_wall_clock(1_000_000).unwrap(), 0);
+    assert_eq!(
+        t.punctuate_wall_clock(Instant::from_millis(1_000_000))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
 fn wall_clock_punctuation_uses_the_time_passed_in() {
     let topology = ticker_topology(PunctuationType::WallClock);
     let mut t = task(&topology, 0, TaskConfig::default());
-    assert_eq!(t.next_wall_clock_punctuation(), Some(1_010));
-    assert_eq!(t.punctuate_wall_clock(1_009).unwrap(), 0);
-    assert_eq!(t.punctuate_wall_clock(1_010).unwrap(), 1);
-    assert_eq!(t.punctuate_wall_clock(1_055).unwrap(), 1);
-    assert_eq!(t.next_wall_clock_punctuation(), Some(1_060));
+    assert_eq!(
+        t.next_wall_clock_punctuation(),
+        Some(Instant::from_millis(1_010))
+    );
+    assert_eq!(
+        t.punctuate_wall_clock(Instant::from_millis(1_009)).unwrap(),
+        0
+    );
+    assert_eq!(
+        t.punctuate_wall_clock(Instant::from_millis(1_010)).unwrap(),
+        1
+    );
+    assert_eq!(
+        t.punctuate_wall_clock(Instant::from_millis(1_055)).unwrap(),
+        1
+    );
+    assert_eq!(
+        t.next_wall_clock_punctuation(),
+        Some(Instant::from_millis(1_060))
+    );
     assert_eq!(ticks(&mut t), vec!["1010", "1055"]);
     // Time never goes backwards for the task.
-    assert_eq!(t.punctuate_wall_clock(0).unwrap(), 0);
+    assert_eq!(t.punctuate_wall_clock(Instant::from_millis(0)).unwrap(), 0);
 }
 
 /// Uses whatever store it is told to, with the types it is told to.

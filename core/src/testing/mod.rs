@@ -13,8 +13,6 @@ mod topic;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 
 pub use topic::{InputTopic, OutputTopic};
@@ -25,6 +23,7 @@ use crate::record::{Headers, ProducerRecord, RawRecord, TopicPartition};
 use crate::serde::SerdeError;
 use crate::state::{MemoryStoreFactory, StateError, StoreFactory};
 use crate::task::{ErrorPolicy, Task, TaskConfig, TaskId};
+use crate::time::{Duration, Instant};
 use crate::topology::Topology;
 
 /// Errors of the test driver.
@@ -70,7 +69,7 @@ pub struct TopologyTestDriverBuilder {
     config: TaskConfig,
     stores: Box<dyn StoreFactory>,
     partitions: HashMap<String, i32>,
-    wall_clock: i64,
+    wall_clock: Instant,
 }
 
 impl TopologyTestDriverBuilder {
@@ -104,8 +103,8 @@ impl TopologyTestDriverBuilder {
         self
     }
 
-    /// Initial wall-clock time, ms since the epoch (default 0).
-    pub fn wall_clock(mut self, now: i64) -> Self {
+    /// Initial wall-clock time (default [`Instant::EPOCH`]).
+    pub fn wall_clock(mut self, now: Instant) -> Self {
         self.wall_clock = now;
         self
     }
@@ -176,7 +175,7 @@ pub struct TopologyTestDriver {
     /// Topic → records written, in production order, and how many were read.
     outputs: HashMap<Arc<str>, (Vec<StoredRecord>, usize)>,
     committed: BTreeMap<TopicPartition, i64>,
-    wall_clock: i64,
+    wall_clock: Instant,
 }
 
 impl TopologyTestDriver {
@@ -187,7 +186,7 @@ impl TopologyTestDriver {
             config: TaskConfig::default(),
             stores: Box::new(MemoryStoreFactory),
             partitions: HashMap::new(),
-            wall_clock: 0,
+            wall_clock: Instant::EPOCH,
         }
     }
 
@@ -378,9 +377,7 @@ impl TopologyTestDriver {
     /// wall-clock punctuations that come due.
     pub fn advance_wall_clock(&mut self, by: Duration) -> Result<(), DriverError> {
         self.process()?;
-        self.wall_clock = self
-            .wall_clock
-            .saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        self.wall_clock += by;
         let mut output = Vec::new();
         for task in self.tasks.values_mut() {
             task.punctuate_wall_clock(self.wall_clock)?;
@@ -390,8 +387,8 @@ impl TopologyTestDriver {
         self.process()
     }
 
-    /// Current wall-clock time of the driver, ms since the epoch.
-    pub fn wall_clock(&self) -> i64 {
+    /// Current wall-clock time of the driver.
+    pub fn wall_clock(&self) -> Instant {
         self.wall_clock
     }
 

@@ -1,5 +1,4 @@
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::*;
 use crate::prelude::*;
@@ -160,7 +159,7 @@ fn advancing_wall_clock_processes_input_then_punctuates() {
     b.add_sink("out", "out", &[&p], StringSerde, I64Serde)
         .unwrap();
     let mut d = TopologyTestDriver::builder(b.build().unwrap())
-        .wall_clock(5_000)
+        .wall_clock(Instant::from_millis(5_000))
         .build()
         .unwrap();
     let input = d.input_topic("in", StringSerde, StringSerde);
@@ -180,7 +179,7 @@ fn advancing_wall_clock_processes_input_then_punctuates() {
         .map(|r| (r.value, r.timestamp))
         .collect();
     assert_eq!(got, vec![(3, 6_000), (1, 7_000)]);
-    assert_eq!(d.wall_clock(), 7_000);
+    assert_eq!(d.wall_clock(), Instant::from_millis(7_000));
 }
 
 #[test]

@@ -286,7 +286,7 @@ pub fn count_topology() -> Topology {
 pub fn streams_config(server: &SimServer, app: &str, threads: usize) -> StreamsConfig {
     let mut engine = EngineConfig::new(app, [server.bootstrap()]);
     engine.commit_interval = kstreams_core::time::Duration::from_millis(200);
-    engine.producer.linger_ms = 5;
+    engine.producer.linger = kstreams_core::time::Duration::from_millis(5);
     engine.session_timeout = kstreams_core::time::Duration::from_millis(6_000);
     engine.heartbeat_interval = kstreams_core::time::Duration::from_millis(1_000);
     let mut config = StreamsConfig::from_engine_config(engine);

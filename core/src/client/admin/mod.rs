@@ -52,8 +52,8 @@
 //! # Timing
 //! At most one request is in flight, carrying every topic that is due. Timed work (backoffs)
 //! happens inside [`InternalTopics::poll_request`]; [`InternalTopics::poll_timeout`] says when
-//! to call it next. Backoffs double from [`InternalTopicsConfig::retry_backoff_ms`] up to
-//! [`InternalTopicsConfig::retry_backoff_max_ms`], and are at least the broker's throttle time.
+//! to call it next. Backoffs double from [`InternalTopicsConfig::retry_backoff`] up to
+//! [`InternalTopicsConfig::retry_backoff_max`], and are at least the broker's throttle time.
 
 #[cfg(test)]
 mod tests;
@@ -69,6 +69,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::response_api;
 use super::{ApiVersionLookup, BrokerId, Outbound, Target};
+use crate::time::{Duration, Instant};
 
 /// Lowest CreateTopics version this component builds requests for.
 pub const CREATE_TOPICS_MIN_VERSION: i16 = 2;
@@ -86,13 +87,15 @@ pub struct InternalTopicsConfig {
     /// Sent instead of a `-1` [`replication_factor`](Self::replication_factor) to brokers that
     /// only speak CreateTopics v2–3. Default 1.
     pub legacy_replication_factor: i16,
-    /// How long the broker may take to create the topics (the request's `timeout_ms`); keep it
-    /// below the engine's request timeout. Default 10 000.
-    pub timeout_ms: i32,
-    /// Wait before the first retry; doubled after each further failure in a row. Default 100.
-    pub retry_backoff_ms: i64,
-    /// Largest wait between retries. Default 1 000.
-    pub retry_backoff_max_ms: i64,
+    /// How long the broker may take to create the topics, sent as the CreateTopics request's
+    /// `timeout_ms` (saturating at `i32::MAX` ms); keep it below the engine's request timeout
+    /// (Kafka's admin client sends its `default.api.timeout.ms` budget there). Default 10 s.
+    pub timeout: Duration,
+    /// Wait before the first retry; doubled after each further failure in a row (Kafka's
+    /// `retry.backoff.ms`). Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Largest wait between retries (Kafka's `retry.backoff.max.ms`). Default 1 s.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for InternalTopicsConfig {
@@ -100,9 +103,9 @@ impl Default for InternalTopicsConfig {
         Self {
             replication_factor: -1,
             legacy_replication_factor: 1,
-            timeout_ms: 10_000,
-            retry_backoff_ms: 100,
-            retry_backoff_max_ms: 1_000,
+            timeout: Duration::from_secs(10),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -270,9 +273,9 @@ pub struct InternalTopics {
     controller: Option<BrokerId>,
     events: VecDeque<InternalTopicsEvent>,
     /// Largest `now` seen.
-    now: i64,
+    now: Instant,
     /// No request before this time (backoff).
-    not_before: i64,
+    not_before: Instant,
     /// Failed attempts in a row.
     failures: u32,
     /// The request in flight: its target and version.
@@ -283,7 +286,7 @@ pub struct InternalTopics {
 
 impl InternalTopics {
     /// A component with no topic to create yet.
-    pub fn new(config: InternalTopicsConfig, now: i64) -> Self {
+    pub fn new(config: InternalTopicsConfig, now: Instant) -> Self {
         Self {
             config,
             topics: BTreeMap::new(),
@@ -377,7 +380,7 @@ impl InternalTopics {
     /// - when CreateTopics is not usable, the first report asks for another look
     ///   (`VerificationNeeded` again: the broker's metadata may be stale); the second fails the
     ///   topic with [`InternalTopicsError::UnsupportedVersion`].
-    pub fn topic_missing(&mut self, topic: &str, now: i64) {
+    pub fn topic_missing(&mut self, topic: &str, now: Instant) {
         self.observe(now);
         let Some(wanted) = self.topics.get_mut(topic) else {
             return;
@@ -388,7 +391,7 @@ impl InternalTopics {
         match wanted.uncreatable {
             None => {
                 wanted.phase = Phase::Wanted;
-                self.back_off(0);
+                self.back_off(Duration::ZERO);
             }
             Some(_) if !wanted.missing_once => {
                 wanted.missing_once = true;
@@ -419,7 +422,7 @@ impl InternalTopics {
 
     /// When [`poll_request`](Self::poll_request) next has something to send: `None` while a
     /// request is in flight or nothing is wanted. May be in the past.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.in_flight.is_some() || !self.has_wanted() {
             return None;
         }
@@ -429,7 +432,11 @@ impl InternalTopics {
     /// The CreateTopics request to send now, if one is due. When `versions` offers no
     /// CreateTopics version this component builds, nothing is sent: the wanted topics go to
     /// verification instead (see the module documentation).
-    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    pub fn poll_request(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         self.observe(now);
         if self.in_flight.is_some() || self.now < self.not_before || !self.has_wanted() {
             return None;
@@ -470,7 +477,7 @@ impl InternalTopics {
             request: RequestKind::CreateTopics(
                 CreateTopicsRequest::default()
                     .with_topics(topics)
-                    .with_timeout_ms(self.config.timeout_ms)
+                    .with_timeout_ms(self.config.timeout.as_millis_i32())
                     .with_validate_only(false),
             ),
             version,
@@ -483,7 +490,7 @@ impl InternalTopics {
         &mut self,
         from: BrokerId,
         response: ResponseKind,
-        now: i64,
+        now: Instant,
     ) -> Result<(), InternalTopicsError> {
         match response {
             ResponseKind::CreateTopics(response) => {
@@ -500,7 +507,7 @@ impl InternalTopics {
         &mut self,
         from: BrokerId,
         response: CreateTopicsResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), InternalTopicsError> {
         self.observe(now);
         if self.in_flight.take().is_none() {
@@ -569,7 +576,8 @@ impl InternalTopics {
                 .push_back(InternalTopicsEvent::MetadataRefreshNeeded { reason });
         }
         if retry {
-            self.back_off(i64::from(response.throttle_time_ms));
+            let throttle = Duration::from_millis_i64(i64::from(response.throttle_time_ms));
+            self.back_off(throttle);
         } else {
             self.failures = 0;
             self.not_before = self.now;
@@ -579,7 +587,7 @@ impl InternalTopics {
 
     /// The request from [`poll_request`](Self::poll_request) got no answer; its topics are
     /// asked again after a backoff. Other APIs are ignored.
-    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: i64) {
+    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         self.observe(now);
         if api != ApiKey::CreateTopics || self.in_flight.is_none() {
             return;
@@ -597,7 +605,7 @@ impl InternalTopics {
                     reason: format!("CreateTopics to {target:?} failed"),
                 });
         }
-        self.back_off(0);
+        self.back_off(Duration::ZERO);
     }
 
     /// CreateTopics is not usable (`offered` is the negotiated version): every wanted topic
@@ -630,20 +638,20 @@ impl InternalTopics {
         self.topics.values().any(|t| t.phase == Phase::Wanted)
     }
 
-    /// Counts a failure and waits the exponential backoff, and at least `at_least_ms`.
-    fn back_off(&mut self, at_least_ms: i64) {
+    /// Counts a failure and waits the exponential backoff, and at least `at_least`.
+    fn back_off(&mut self, at_least: Duration) {
         self.failures = self.failures.saturating_add(1);
         let exponent = self.failures.saturating_sub(1).min(30);
         let backoff = self
             .config
-            .retry_backoff_ms
-            .saturating_mul(1_i64 << exponent)
-            .min(self.config.retry_backoff_max_ms)
-            .max(at_least_ms);
-        self.not_before = self.now.saturating_add(backoff);
+            .retry_backoff
+            .saturating_mul(1_u64 << exponent)
+            .min(self.config.retry_backoff_max)
+            .max(at_least);
+        self.not_before = self.now + backoff;
     }
 
-    fn observe(&mut self, now: i64) {
+    fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 }

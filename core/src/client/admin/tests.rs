@@ -10,7 +10,11 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::*;
 
-const T0: i64 = 1_700_000_000_000;
+const T0: Instant = Instant::from_millis(1_700_000_000_000);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 fn versions(version: i16) -> HashMap<ApiKey, i16> {
     HashMap::from([(ApiKey::CreateTopics, version)])
@@ -167,10 +171,10 @@ fn created_topic_is_ready_and_not_asked_again() {
         assert_eq!(events(&mut c), [ready("app-counts-changelog", true)]);
         assert!(c.is_ready("app-counts-changelog"));
         assert_eq!(c.poll_timeout(), None);
-        assert_eq!(c.poll_request(T0 + 10_000, &versions(version)), None);
+        assert_eq!(c.poll_request(T0 + ms(10_000), &versions(version)), None);
         // Ensuring it again changes nothing.
         c.ensure([TopicSpec::changelog("app", "counts", 4)]);
-        assert_eq!(c.poll_request(T0 + 10_000, &versions(version)), None);
+        assert_eq!(c.poll_request(T0 + ms(10_000), &versions(version)), None);
     }
 }
 
@@ -212,7 +216,11 @@ fn topic_already_exists_is_verified_against_metadata() {
         ["app-a-changelog", "app-b-changelog"]
     );
     assert!(!c.is_ready("app-a-changelog"));
-    assert_eq!(c.poll_request(T0 + 10_000, &versions(7)), None, "no retry");
+    assert_eq!(
+        c.poll_request(T0 + ms(10_000), &versions(7)),
+        None,
+        "no retry"
+    );
 
     c.partition_count_known("app-a-changelog", 4);
     c.partition_count_known("app-b-changelog", 8);
@@ -242,10 +250,10 @@ fn topic_deleted_while_verifying_is_created_again_after_a_backoff() {
     let exists = ResponseError::TopicAlreadyExists.code();
     c.handle_response(1, response(7, 0, &[("app-a-changelog", exists, None)]), T0)
         .unwrap();
-    c.topic_missing("app-a-changelog", T0 + 5);
-    assert_eq!(c.poll_timeout(), Some(T0 + 105));
-    assert_eq!(c.poll_request(T0 + 104, &versions(7)), None);
-    let out = c.poll_request(T0 + 105, &versions(7)).unwrap();
+    c.topic_missing("app-a-changelog", T0 + ms(5));
+    assert_eq!(c.poll_timeout(), Some(T0 + ms(105)));
+    assert_eq!(c.poll_request(T0 + ms(104), &versions(7)), None);
+    let out = c.poll_request(T0 + ms(105), &versions(7)).unwrap();
     assert_eq!(sent(&out).topics[0].num_partitions, 2);
 }
 
@@ -275,10 +283,14 @@ fn retriable_error_is_retried_after_a_backoff_then_succeeds() {
             },
         ]
     );
-    assert_eq!(c.poll_timeout(), Some(T0 + 100));
-    assert_eq!(c.poll_request(T0 + 99, &versions(7)), None, "backing off");
+    assert_eq!(c.poll_timeout(), Some(T0 + ms(100)));
+    assert_eq!(
+        c.poll_request(T0 + ms(99), &versions(7)),
+        None,
+        "backing off"
+    );
     c.set_controller(Some(3));
-    let out = c.poll_request(T0 + 100, &versions(7)).unwrap();
+    let out = c.poll_request(T0 + ms(100), &versions(7)).unwrap();
     assert_eq!(out.target, Target::Broker(3), "to the controller");
     let names: Vec<String> = sent(&out)
         .topics
@@ -299,14 +311,18 @@ fn retriable_error_is_retried_after_a_backoff_then_succeeds() {
                 None,
             )],
         ),
-        T0 + 100,
+        T0 + ms(100),
     )
     .unwrap();
     assert_eq!(events(&mut c), []);
-    assert_eq!(c.poll_timeout(), Some(T0 + 300));
-    c.poll_request(T0 + 300, &versions(7)).unwrap();
-    c.handle_response(3, response(7, 0, &[("app-b-changelog", 0, None)]), T0 + 300)
-        .unwrap();
+    assert_eq!(c.poll_timeout(), Some(T0 + ms(300)));
+    c.poll_request(T0 + ms(300), &versions(7)).unwrap();
+    c.handle_response(
+        3,
+        response(7, 0, &[("app-b-changelog", 0, None)]),
+        T0 + ms(300),
+    )
+    .unwrap();
     assert_eq!(events(&mut c), [ready("app-b-changelog", true)]);
     assert!(c.is_ready("app-a-changelog") && c.is_ready("app-b-changelog"));
 }
@@ -322,7 +338,7 @@ fn throttling_waits_at_least_the_throttle_time() {
         T0,
     )
     .unwrap();
-    assert_eq!(c.poll_timeout(), Some(T0 + 2_500));
+    assert_eq!(c.poll_timeout(), Some(T0 + ms(2_500)));
 }
 
 #[test]
@@ -353,7 +369,7 @@ fn fatal_error_is_a_typed_event_and_not_retried() {
         );
         assert!(!c.is_ready("app-a-changelog"));
         assert_eq!(c.poll_timeout(), None);
-        assert_eq!(c.poll_request(T0 + 60_000, &versions(7)), None);
+        assert_eq!(c.poll_request(T0 + ms(60_000), &versions(7)), None);
     }
 }
 
@@ -366,14 +382,14 @@ fn unanswered_request_is_retried_and_a_lost_controller_refreshes_metadata() {
     // Another API's failure is not ours.
     c.handle_request_failed(out.target, ApiKey::Metadata, T0);
     assert_eq!(c.poll_timeout(), None);
-    c.handle_request_failed(out.target, ApiKey::CreateTopics, T0 + 10);
+    c.handle_request_failed(out.target, ApiKey::CreateTopics, T0 + ms(10));
     assert!(matches!(
         events(&mut c).as_slice(),
         [InternalTopicsEvent::MetadataRefreshNeeded { .. }]
     ));
-    assert_eq!(c.poll_timeout(), Some(T0 + 110));
+    assert_eq!(c.poll_timeout(), Some(T0 + ms(110)));
     c.set_controller(None);
-    let out = c.poll_request(T0 + 110, &versions(7)).unwrap();
+    let out = c.poll_request(T0 + ms(110), &versions(7)).unwrap();
     assert_eq!(out.target, Target::AnyBroker);
     assert_eq!(sent(&out).topics.len(), 1);
 }
@@ -385,7 +401,7 @@ fn topic_left_out_of_the_response_is_asked_again() {
     c.handle_response(1, response(7, 0, &[("app-a-changelog", 0, None)]), T0)
         .unwrap();
     assert_eq!(events(&mut c), [ready("app-a-changelog", true)]);
-    let out = c.poll_request(T0 + 100, &versions(7)).unwrap();
+    let out = c.poll_request(T0 + ms(100), &versions(7)).unwrap();
     let names: Vec<String> = sent(&out)
         .topics
         .iter()
@@ -427,7 +443,7 @@ fn without_usable_create_topics_every_topic_is_verified_and_nothing_sent() {
             ["app-a-changelog", "app-b-changelog"]
         );
         assert_eq!(c.poll_timeout(), None, "nothing left to send");
-        assert_eq!(c.poll_request(T0 + 1_000, &table), None);
+        assert_eq!(c.poll_request(T0 + ms(1_000), &table), None);
         assert_eq!(events(&mut c), [], "asked once");
     }
 }
@@ -441,7 +457,7 @@ fn without_create_topics_an_existing_topic_with_the_right_count_is_ready() {
         c.partition_count_known("app-a-changelog", 4);
         assert_eq!(events(&mut c), [ready("app-a-changelog", false)]);
         assert!(c.is_ready("app-a-changelog"));
-        assert_eq!(c.poll_request(T0 + 1_000, &table), None);
+        assert_eq!(c.poll_request(T0 + ms(1_000), &table), None);
     }
 }
 
@@ -472,10 +488,10 @@ fn without_create_topics_a_topic_missing_twice_fails_with_how_to_create_it() {
         c.poll_request(T0, &table);
         events(&mut c);
         // The first report may come from a stale metadata cache: look again.
-        c.topic_missing("app-a-changelog", T0 + 10);
+        c.topic_missing("app-a-changelog", T0 + ms(10));
         assert_eq!(events(&mut c), [verification_needed("app-a-changelog")]);
-        assert_eq!(c.poll_request(T0 + 10, &table), None);
-        c.topic_missing("app-a-changelog", T0 + 20);
+        assert_eq!(c.poll_request(T0 + ms(10), &table), None);
+        c.topic_missing("app-a-changelog", T0 + ms(20));
         let error = InternalTopicsError::UnsupportedVersion {
             topic: "app-a-changelog".into(),
             partitions: 4,
@@ -485,12 +501,12 @@ fn without_create_topics_a_topic_missing_twice_fails_with_how_to_create_it() {
         assert_eq!(events(&mut c), [InternalTopicsEvent::Error(error.clone())]);
         assert_eq!(c.verifying().count(), 0);
         assert_eq!(
-            c.poll_request(T0 + 10_000, &versions(7)),
+            c.poll_request(T0 + ms(10_000), &versions(7)),
             None,
             "failed for good"
         );
         // Reported once.
-        c.topic_missing("app-a-changelog", T0 + 30);
+        c.topic_missing("app-a-changelog", T0 + ms(30));
         assert_eq!(events(&mut c), []);
         let offered = match offered {
             None => "the brokers do not offer CreateTopics".to_owned(),
@@ -513,7 +529,7 @@ fn without_create_topics_a_topic_found_at_the_second_look_is_ready() {
     let mut c = component(&[("a", 2)]);
     c.poll_request(T0, table);
     events(&mut c);
-    c.topic_missing("app-a-changelog", T0 + 10);
+    c.topic_missing("app-a-changelog", T0 + ms(10));
     events(&mut c);
     c.partition_count_known("app-a-changelog", 2);
     assert_eq!(events(&mut c), [ready("app-a-changelog", false)]);
@@ -527,13 +543,13 @@ fn a_topic_deleted_after_creation_is_verified_when_create_topics_is_gone() {
     c.handle_response(1, response(7, 0, &[("app-a-changelog", exists, None)]), T0)
         .unwrap();
     events(&mut c);
-    c.topic_missing("app-a-changelog", T0 + 5);
+    c.topic_missing("app-a-changelog", T0 + ms(5));
     // The brokers now offer no CreateTopics: the topic is looked up instead of created.
     let (_, table) = &unusable_tables()[0];
-    assert_eq!(c.poll_request(T0 + 1_000, table), None);
+    assert_eq!(c.poll_request(T0 + ms(1_000), table), None);
     assert_eq!(events(&mut c), [verification_needed("app-a-changelog")]);
-    c.topic_missing("app-a-changelog", T0 + 1_010);
-    c.topic_missing("app-a-changelog", T0 + 1_020);
+    c.topic_missing("app-a-changelog", T0 + ms(1_010));
+    c.topic_missing("app-a-changelog", T0 + ms(1_020));
     assert!(matches!(
         events(&mut c).as_slice(),
         [

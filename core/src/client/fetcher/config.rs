@@ -3,6 +3,7 @@
 
 #[cfg(doc)]
 use super::{FetchError, FetchEvent};
+use crate::time::Duration;
 use crate::wire::records::{DecodeLimits, IsolationLevel};
 
 /// What to do when a partition has no valid position (Kafka's `auto.offset.reset`).
@@ -43,10 +44,11 @@ impl ResetTarget {
     }
 }
 
-/// Fetch settings. Byte sizes in bytes, durations in milliseconds.
+/// Fetch settings. Byte sizes in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetcherConfig {
-    /// The broker answers once it has this many bytes (or after `max_wait_ms`). Default 1.
+    /// The broker answers once it has this many bytes (or after `max_wait`) (Kafka's
+    /// `fetch.min.bytes`). Default 1.
     pub min_bytes: i32,
     /// Largest response the broker should build (it still sends at least one whole batch,
     /// KIP-74). Default 50 MiB.
@@ -59,16 +61,19 @@ pub struct FetcherConfig {
     /// [`FetchError::BatchTooLarge`] instead of making the client ask for ever larger
     /// responses. Default 64 MiB (above Kafka's largest default `message.max.bytes`).
     pub partition_max_bytes_limit: i32,
-    /// How long the broker may wait for `min_bytes`. Default 500.
-    pub max_wait_ms: i32,
+    /// How long the broker may wait for `min_bytes` (Kafka's `fetch.max.wait.ms`; sent as the
+    /// Fetch request's `max_wait_ms`, saturating at `i32::MAX` ms). Default 500 ms.
+    pub max_wait: Duration,
     /// Which transactional records to read. Default read_uncommitted.
     pub isolation: IsolationLevel,
     /// What to do on `OFFSET_OUT_OF_RANGE`. Default earliest.
     pub offset_reset: OffsetResetPolicy,
-    /// Wait before a partition or broker is tried again after an error. Default 100.
-    pub retry_backoff_ms: i64,
-    /// ListOffsets v10's `timeout_ms`. Default 30 000.
-    pub request_timeout_ms: i32,
+    /// Wait before a partition or broker is tried again after an error (Kafka's
+    /// `retry.backoff.ms`). Default 100 ms.
+    pub retry_backoff: Duration,
+    /// How long the broker may take over a ListOffsets (Kafka's `request.timeout.ms`, sent as
+    /// ListOffsets v10's `timeout_ms`, saturating at `i32::MAX` ms). Default 30 s.
+    pub request_timeout: Duration,
     /// Bounds for record decoding.
     pub decode_limits: DecodeLimits,
 }
@@ -80,11 +85,11 @@ impl Default for FetcherConfig {
             max_bytes: 52_428_800,
             partition_max_bytes: 1_048_576,
             partition_max_bytes_limit: 64 * 1_048_576,
-            max_wait_ms: 500,
+            max_wait: Duration::from_millis(500),
             isolation: IsolationLevel::ReadUncommitted,
             offset_reset: OffsetResetPolicy::Earliest,
-            retry_backoff_ms: 100,
-            request_timeout_ms: 30_000,
+            retry_backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
             decode_limits: DecodeLimits::default(),
         }
     }

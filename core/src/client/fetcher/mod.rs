@@ -37,7 +37,7 @@
 //! - Leadership errors (`NOT_LEADER_OR_FOLLOWER`, `LEADER_NOT_AVAILABLE`,
 //!   `UNKNOWN_TOPIC_OR_PARTITION`, `FENCED_LEADER_EPOCH`, `UNKNOWN_LEADER_EPOCH`, …) emit
 //!   [`FetchEvent::MetadataRefreshNeeded`] (the engine calls [`Metadata::request_refresh`]) and
-//!   the partition waits [`FetcherConfig::retry_backoff_ms`] or until its leader changes.
+//!   the partition waits [`FetcherConfig::retry_backoff`] or until its leader changes.
 //! - `OFFSET_OUT_OF_RANGE` resets the position with the configured [`OffsetResetPolicy`]; with
 //!   [`OffsetResetPolicy::None`] it is a [`FetchError::OffsetOutOfRange`] event.
 //! - Corrupt record data is a [`FetchError::CorruptRecords`] event naming the partition and
@@ -77,6 +77,7 @@ use crate::client::BrokerId;
 #[cfg(doc)]
 use crate::client::metadata::Metadata;
 use crate::record::TopicPartition;
+use crate::time::Instant;
 use config::ResetTarget;
 use partitions::PartitionState;
 
@@ -113,10 +114,11 @@ pub struct Fetcher {
     fetches: BTreeMap<BrokerId, InFlightFetch>,
     list_offsets: BTreeMap<BrokerId, InFlightListOffsets>,
     /// Brokers not sent to before this time (after a failed request).
-    broker_retry_at: BTreeMap<BrokerId, i64>,
+    broker_retry_at: BTreeMap<BrokerId, Instant>,
     ready: VecDeque<FetchedBatch>,
     events: VecDeque<FetchEvent>,
-    now: i64,
+    /// Largest `now` seen.
+    now: Instant,
     /// Rotates the partition order of successive Fetches so that `max_bytes` does not always
     /// favour the same partitions.
     rotation: usize,
@@ -135,7 +137,7 @@ impl Fetcher {
             broker_retry_at: BTreeMap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
-            now: i64::MIN,
+            now: Instant::MIN,
             rotation: 0,
             reported_versions: BTreeSet::new(),
         }
@@ -167,7 +169,7 @@ impl Fetcher {
     }
 
     /// The earliest future time at which a backoff ends, when one is running.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let partitions = self
             .partitions
             .values()
@@ -179,7 +181,7 @@ impl Fetcher {
             .min()
     }
 
-    fn observe(&mut self, now: i64) {
+    fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 }

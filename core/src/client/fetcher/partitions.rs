@@ -6,6 +6,7 @@ use super::{FetchError, FetchEvent, Fetcher, OffsetResetPolicy};
 use crate::client::BrokerId;
 use crate::client::metadata::Metadata;
 use crate::record::TopicPartition;
+use crate::time::Instant;
 
 /// One assigned partition.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub(super) struct PartitionState {
     /// Stopped after an error retrying cannot fix; cleared by seek/reset.
     pub(super) halted: bool,
     /// Not fetched (or reset) before this time.
-    pub(super) retry_at: i64,
+    pub(super) retry_at: Instant,
     /// Current per-partition limit.
     pub(super) max_bytes: i32,
     /// A decoded batch of it waits in the ready queue.
@@ -43,7 +44,7 @@ impl Fetcher {
                 leader_epoch: None,
                 paused: false,
                 halted: false,
-                retry_at: i64::MIN,
+                retry_at: Instant::MIN,
                 max_bytes: self.config.partition_max_bytes,
                 buffered: false,
             },
@@ -67,7 +68,7 @@ impl Fetcher {
         state.position = Some(offset);
         state.reset = None;
         state.halted = false;
-        state.retry_at = i64::MIN;
+        state.retry_at = Instant::MIN;
         true
     }
 
@@ -81,7 +82,7 @@ impl Fetcher {
             return false;
         };
         state.position = None;
-        state.retry_at = i64::MIN;
+        state.retry_at = Instant::MIN;
         match ResetTarget::from_policy(policy) {
             Some(target) => {
                 state.reset = Some(target);
@@ -115,7 +116,7 @@ impl Fetcher {
             let epoch = metadata.leader_epoch(tp);
             if leader != state.leader || epoch != state.leader_epoch {
                 if leader.is_some() && !state.halted {
-                    state.retry_at = i64::MIN;
+                    state.retry_at = Instant::MIN;
                 }
                 state.leader = leader;
                 state.leader_epoch = epoch;

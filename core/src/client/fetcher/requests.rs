@@ -17,6 +17,7 @@ use super::{
 };
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
+use crate::time::Instant;
 use crate::wire::records::IsolationLevel;
 
 /// One partition of a Fetch request.
@@ -39,7 +40,11 @@ struct ListOffsetsEntry {
 impl Fetcher {
     /// The next request to send: a ListOffsets for pending resets first, then a Fetch, each to
     /// a partition leader with no request of that API in flight. Call until `None`.
-    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    pub fn poll_request(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         self.observe(now);
         if let Some(out) = self.poll_list_offsets(versions) {
             return Some(out);
@@ -233,7 +238,7 @@ fn fetch_request(config: &FetcherConfig, entries: &[FetchEntry]) -> FetchRequest
     }
     let mut request = FetchRequest::default();
     request.replica_id = WireBrokerId(-1);
-    request.max_wait_ms = config.max_wait_ms;
+    request.max_wait_ms = config.max_wait.as_millis_i32();
     request.min_bytes = config.min_bytes;
     request.max_bytes = config.max_bytes;
     request.isolation_level = isolation_byte(config.isolation);
@@ -275,7 +280,7 @@ fn list_offsets_request(
     if version >= 2 {
         request.isolation_level = isolation_byte(config.isolation);
     }
-    request.timeout_ms = config.request_timeout_ms;
+    request.timeout_ms = config.request_timeout.as_millis_i32();
     request.topics = topics;
     request
 }

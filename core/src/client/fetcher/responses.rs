@@ -10,6 +10,7 @@ use super::{FetchError, FetchEvent, FetchedBatch, Fetcher};
 use crate::client::metadata::response_api;
 use crate::client::{BrokerId, Target};
 use crate::record::{Header, Headers, RawRecord, TopicPartition};
+use crate::time::Instant;
 use crate::wire::records::{
     AbortedTransaction, DecompressBudget, FetchedPartition, FetchedRecord,
     decode_fetched_records_within,
@@ -23,7 +24,7 @@ impl Fetcher {
         &mut self,
         from: BrokerId,
         response: ResponseKind,
-        now: i64,
+        now: Instant,
     ) -> Result<(), FetchError> {
         match response {
             ResponseKind::Fetch(response) => self.handle_fetch_response(from, response, now),
@@ -40,7 +41,7 @@ impl Fetcher {
     /// A request from [`poll_request`](Self::poll_request) got no answer: its broker is
     /// backed off, its partitions are fetched (or reset) again afterwards, and a metadata
     /// refresh is asked for.
-    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: i64) {
+    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         self.observe(now);
         debug_assert!(
             matches!(target, Target::Broker(_)),
@@ -56,10 +57,8 @@ impl Fetcher {
         };
         if removed {
             tracing::debug!(broker, ?api, "request failed; backing off");
-            self.broker_retry_at.insert(
-                broker,
-                self.now.saturating_add(self.config.retry_backoff_ms),
-            );
+            self.broker_retry_at
+                .insert(broker, self.now + self.config.retry_backoff);
             self.events.push_back(FetchEvent::MetadataRefreshNeeded {
                 reason: format!("{api:?} request to broker {broker} failed"),
             });
@@ -71,7 +70,7 @@ impl Fetcher {
         &mut self,
         from: BrokerId,
         response: FetchResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), FetchError> {
         self.observe(now);
         let in_flight = self.fetches.remove(&from).ok_or(FetchError::NotInFlight {
@@ -83,7 +82,7 @@ impl Fetcher {
                 .unwrap_or(ResponseError::Unknown(response.error_code));
             tracing::warn!(from, %error, "Fetch failed as a whole");
             self.broker_retry_at
-                .insert(from, self.now.saturating_add(self.config.retry_backoff_ms));
+                .insert(from, self.now + self.config.retry_backoff);
             self.events.push_back(FetchEvent::Error(FetchError::Broker {
                 broker: from,
                 error,
@@ -219,7 +218,7 @@ impl Fetcher {
         offset: i64,
         error: ResponseError,
     ) {
-        let retry_at = self.now.saturating_add(self.config.retry_backoff_ms);
+        let retry_at = self.now + self.config.retry_backoff;
         if is_leadership_error(error) {
             tracing::debug!(%tp, from, %error, "leadership error; metadata refresh needed");
             if let Some(state) = self.partitions.get_mut(tp) {
@@ -269,7 +268,7 @@ impl Fetcher {
         &mut self,
         from: BrokerId,
         response: ListOffsetsResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), FetchError> {
         self.observe(now);
         let in_flight = self
@@ -303,12 +302,12 @@ impl Fetcher {
                 }
                 if partition.offset < 0 {
                     tracing::warn!(%tp, offset = partition.offset, "ListOffsets gave no offset; retrying");
-                    state.retry_at = self.now.saturating_add(self.config.retry_backoff_ms);
+                    state.retry_at = self.now + self.config.retry_backoff;
                     continue;
                 }
                 state.reset = None;
                 state.position = Some(partition.offset);
-                state.retry_at = i64::MIN;
+                state.retry_at = Instant::MIN;
                 tracing::info!(%tp, offset = partition.offset, ?target, "position reset");
                 self.events.push_back(FetchEvent::PositionReset {
                     partition: tp,

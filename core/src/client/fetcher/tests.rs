@@ -25,10 +25,15 @@ use kafka_protocol::records::Compression;
 use super::*;
 use crate::client::metadata::{Metadata, MetadataConfig};
 use crate::client::{Outbound, Target};
+use crate::time::Duration;
 use crate::wire::records::IsolationLevel;
-use crate::wire::records::fixtures::{batch_with as batch, marker, record, transactional};
+use crate::wire::records::fixtures::{self, batch_with as batch, marker, record, transactional};
 
-const T0: i64 = 1_700_000_000_000;
+const T0: Instant = Instant::from_millis(1_700_000_000_000);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
@@ -274,7 +279,7 @@ fn fetches_group_partitions_by_leader_with_one_in_flight_per_broker() {
     );
     // Both brokers have a Fetch in flight.
     assert!(fetcher.fetch_in_flight(1) && fetcher.fetch_in_flight(2));
-    assert_eq!(fetcher.poll_request(T0 + 1, &max_versions()), None);
+    assert_eq!(fetcher.poll_request(T0 + ms(1), &max_versions()), None);
 
     // An empty answer from broker 1 frees it; its partitions are fetched again at the same
     // positions, broker 2 still waits.
@@ -282,12 +287,12 @@ fn fetches_group_partitions_by_leader_with_one_in_flight_per_broker() {
         .handle_response(
             1,
             fetch_response(12, vec![ok(tp("a", 0), Bytes::new())]),
-            T0 + 2,
+            T0 + ms(2),
         )
         .unwrap();
-    let third = fetcher.poll_request(T0 + 2, &max_versions()).unwrap();
+    let third = fetcher.poll_request(T0 + ms(2), &max_versions()).unwrap();
     assert_eq!(third.target, Target::Broker(1));
-    assert_eq!(fetcher.poll_request(T0 + 2, &max_versions()), None);
+    assert_eq!(fetcher.poll_request(T0 + ms(2), &max_versions()), None);
     assert_eq!(fetcher.position(&tp("a", 0)), Some(5));
 }
 
@@ -317,7 +322,7 @@ fn requests_encode_at_min_and_max_versions() {
                 isolation,
                 min_bytes: 10,
                 max_bytes: 1_000,
-                max_wait_ms: 250,
+                max_wait: ms(250),
                 ..FetcherConfig::default()
             };
             let mut fetcher = fetcher_with(config, &[(tp("a", 0), 1), (tp("a", 1), 2)], &md);
@@ -463,7 +468,8 @@ fn positions_advance_past_compacted_gap_and_control_batch(compression: Compressi
     assert_eq!(offsets(&batch), [10, 11, 13]);
     assert_eq!(batch.records[2].value.as_deref(), Some(&b"c"[..]));
     assert_eq!(batch.records[0].key.as_deref(), Some(&b"k10"[..]));
-    assert_eq!(batch.records[1].timestamp, T0 + 11);
+    // Record timestamps are data: the fixture's, not the clock's.
+    assert_eq!(batch.records[1].timestamp, fixtures::T0 + 11);
     assert_eq!(batch.high_watermark, 100);
     assert_eq!(fetcher.position(&tp("a", 0)), Some(17));
     assert_eq!(fetcher.poll_records(), None);
@@ -788,9 +794,13 @@ fn offset_out_of_range_without_policy_is_an_error_and_halts() {
             offset: 500
         })]
     );
-    assert_eq!(fetcher.poll_request(T0 + 10_000, &max_versions()), None);
+    assert_eq!(fetcher.poll_request(T0 + ms(10_000), &max_versions()), None);
     fetcher.seek(&tp("a", 0), 0);
-    assert!(fetcher.poll_request(T0 + 10_000, &max_versions()).is_some());
+    assert!(
+        fetcher
+            .poll_request(T0 + ms(10_000), &max_versions())
+            .is_some()
+    );
 }
 
 #[test]
@@ -829,9 +839,11 @@ fn new_partition_without_offset_resets_to_latest_and_none_is_an_error() {
         }]
     );
     // Retried after the backoff.
-    assert_eq!(fetcher.poll_request(T0 + 99, &versions(12, 1)), None);
-    assert_eq!(fetcher.poll_timeout(), Some(T0 + 100));
-    let out = fetcher.poll_request(T0 + 100, &versions(12, 1)).unwrap();
+    assert_eq!(fetcher.poll_request(T0 + ms(99), &versions(12, 1)), None);
+    assert_eq!(fetcher.poll_timeout(), Some(T0 + ms(100)));
+    let out = fetcher
+        .poll_request(T0 + ms(100), &versions(12, 1))
+        .unwrap();
     assert!(matches!(out.request, RequestKind::ListOffsets(_)));
     // The answer to the retry arrives after a seek: stale, dropped.
     fetcher.seek(&tp("a", 0), 7);
@@ -839,7 +851,7 @@ fn new_partition_without_offset_resets_to_latest_and_none_is_an_error() {
         .handle_response(
             1,
             list_offsets_response(1, &[(tp("a", 0), ResponseError::Unknown(0), 99)]),
-            T0 + 100,
+            T0 + ms(100),
         )
         .unwrap();
     assert_eq!(fetcher.position(&tp("a", 0)), Some(7));
@@ -887,17 +899,17 @@ fn leadership_errors_request_a_refresh_and_back_off_until_the_leader_moves() {
         )
         .unwrap();
     // a-1 goes on, a-0 waits.
-    let out = fetcher.poll_request(T0 + 1, &max_versions()).unwrap();
+    let out = fetcher.poll_request(T0 + ms(1), &max_versions()).unwrap();
     assert_eq!(
         fetched_partitions(&decoded_fetch(&out)),
         [("a".into(), 1, 0, 1_048_576)]
     );
-    assert_eq!(fetcher.poll_timeout(), Some(T0 + 100));
+    assert_eq!(fetcher.poll_timeout(), Some(T0 + ms(100)));
     // The refreshed metadata moves a-0 to broker 2: fetched there at once.
     let moved = metadata(&[("a", 0, 2, 5), ("a", 1, 1, 4)]);
     fetcher.update_leaders(&moved);
     assert_eq!(fetcher.leader(&tp("a", 0)), Some(2));
-    let out = fetcher.poll_request(T0 + 2, &max_versions()).unwrap();
+    let out = fetcher.poll_request(T0 + ms(2), &max_versions()).unwrap();
     assert_eq!(out.target, Target::Broker(2));
     let request = decoded_fetch(&out);
     assert_eq!(request.topics[0].partitions[0].current_leader_epoch, 5);
@@ -934,7 +946,7 @@ fn corrupt_records_are_an_error_naming_partition_and_offset_and_do_not_advance()
     assert_eq!(fetcher.position(&tp("a", 0)), Some(20));
     assert_eq!(fetcher.poll_records(), None);
     // Halted: no hot loop over the same bad batch.
-    assert_eq!(fetcher.poll_request(T0 + 10_000, &max_versions()), None);
+    assert_eq!(fetcher.poll_request(T0 + ms(10_000), &max_versions()), None);
 }
 
 #[test]
@@ -960,7 +972,7 @@ fn other_partition_errors_are_typed_events() {
             error: ResponseError::TopicAuthorizationFailed
         })]
     );
-    assert_eq!(fetcher.poll_request(T0 + 10_000, &max_versions()), None);
+    assert_eq!(fetcher.poll_request(T0 + ms(10_000), &max_versions()), None);
 }
 
 #[test]
@@ -980,9 +992,9 @@ fn failed_request_backs_off_its_broker_and_asks_for_metadata() {
     ));
     let second = fetcher.poll_request(T0, &max_versions()).unwrap();
     assert_eq!(second.target, Target::Broker(2));
-    assert_eq!(fetcher.poll_request(T0 + 99, &max_versions()), None);
-    assert_eq!(fetcher.poll_timeout(), Some(T0 + 100));
-    let again = fetcher.poll_request(T0 + 100, &max_versions()).unwrap();
+    assert_eq!(fetcher.poll_request(T0 + ms(99), &max_versions()), None);
+    assert_eq!(fetcher.poll_timeout(), Some(T0 + ms(100)));
+    let again = fetcher.poll_request(T0 + ms(100), &max_versions()).unwrap();
     assert_eq!(again.target, Target::Broker(1));
 }
 

@@ -33,6 +33,7 @@ pub use protocol::ProtocolError;
 use crate::client::BrokerId;
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Duration;
 
 /// Settings of a group member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +42,19 @@ pub struct GroupConfig {
     pub group_id: String,
     /// The JoinGroup protocol name (our assignor), [`protocol::DEFAULT_PROTOCOL_NAME`] by default.
     pub protocol_name: String,
-    /// The coordinator evicts the member after this long without a heartbeat.
-    pub session_timeout_ms: i32,
-    /// How long the coordinator waits for every member to rejoin during a rebalance.
-    pub rebalance_timeout_ms: i32,
-    /// Time between heartbeats while stable.
-    pub heartbeat_interval_ms: i64,
-    /// First backoff before retrying after an error; doubles on each consecutive failure.
-    pub retry_backoff_ms: i64,
-    /// Largest backoff.
-    pub max_retry_backoff_ms: i64,
+    /// The coordinator evicts the member after this long without a heartbeat (Kafka's
+    /// `session.timeout.ms`; sent in JoinGroup, saturating at `i32::MAX` ms).
+    pub session_timeout: Duration,
+    /// How long the coordinator waits for every member to rejoin during a rebalance (Kafka's
+    /// `max.poll.interval.ms`; sent in JoinGroup, saturating at `i32::MAX` ms).
+    pub rebalance_timeout: Duration,
+    /// Time between heartbeats while stable (Kafka's `heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
+    /// First backoff before retrying after an error; doubles on each consecutive failure
+    /// (Kafka's `retry.backoff.ms`).
+    pub retry_backoff: Duration,
+    /// Largest backoff (Kafka's `retry.backoff.max.ms`).
+    pub retry_backoff_max: Duration,
 }
 
 impl GroupConfig {
@@ -60,11 +64,11 @@ impl GroupConfig {
         Self {
             group_id: group_id.into(),
             protocol_name: protocol::DEFAULT_PROTOCOL_NAME.to_owned(),
-            session_timeout_ms: 45_000,
-            rebalance_timeout_ms: 300_000,
-            heartbeat_interval_ms: 3_000,
-            retry_backoff_ms: 100,
-            max_retry_backoff_ms: 1_000,
+            session_timeout: Duration::from_secs(45),
+            rebalance_timeout: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(3),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }

@@ -25,6 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::client::{Outbound, Target};
 use crate::record::TopicPartition;
+use crate::time::{Duration, Instant};
 
 /// OffsetFetch versions we build (v1: per-topic; v8+: per-group).
 pub const OFFSET_FETCH_VERSIONS: std::ops::RangeInclusive<i16> = 1..=9;
@@ -108,10 +109,10 @@ pub struct OffsetClient {
     group_id: String,
     fetch_queue: BTreeSet<TopicPartition>,
     fetch_in_flight: Option<BTreeSet<TopicPartition>>,
-    fetch_retry_at: i64,
+    fetch_retry_at: Instant,
     commits: VecDeque<PendingCommit>,
     commit_in_flight: bool,
-    commit_retry_at: i64,
+    commit_retry_at: Instant,
     next_commit_id: CommitId,
 }
 
@@ -122,10 +123,10 @@ impl OffsetClient {
             group_id: group_id.into(),
             fetch_queue: BTreeSet::new(),
             fetch_in_flight: None,
-            fetch_retry_at: i64::MIN,
+            fetch_retry_at: Instant::MIN,
             commits: VecDeque::new(),
             commit_in_flight: false,
-            commit_retry_at: i64::MIN,
+            commit_retry_at: Instant::MIN,
             next_commit_id: 1,
         }
     }
@@ -193,7 +194,7 @@ impl OffsetClient {
     }
 
     /// The earliest time a queued request waits for (backoff), if any.
-    pub fn next_retry_at(&self) -> Option<i64> {
+    pub fn next_retry_at(&self) -> Option<Instant> {
         let fetch = (!self.fetch_queue.is_empty() && self.fetch_in_flight.is_none())
             .then_some(self.fetch_retry_at);
         let commit =
@@ -204,7 +205,7 @@ impl OffsetClient {
     /// Which request is due; `Err(api)` when the version table gives no usable version.
     pub fn poll_request(
         &mut self,
-        now: i64,
+        now: Instant,
         fetch_version: Option<i16>,
         commit_version: Option<i16>,
     ) -> Result<Option<Outbound>, ApiKey> {
@@ -286,8 +287,8 @@ impl OffsetClient {
     pub fn handle_fetch_response(
         &mut self,
         response: &OffsetFetchResponse,
-        now: i64,
-        backoff: i64,
+        now: Instant,
+        backoff: Duration,
     ) -> FetchOutcome {
         let Some(asked) = self.fetch_in_flight.take() else {
             return FetchOutcome::Retry;
@@ -342,7 +343,7 @@ impl OffsetClient {
                     FetchOutcome::CoordinatorMoved
                 } else if error.is_retriable() {
                     self.fetch_queue.extend(asked);
-                    self.fetch_retry_at = now.saturating_add(backoff);
+                    self.fetch_retry_at = now + backoff;
                     FetchOutcome::Retry
                 } else {
                     FetchOutcome::Failed(
@@ -358,8 +359,8 @@ impl OffsetClient {
     pub fn handle_commit_response(
         &mut self,
         response: &OffsetCommitResponse,
-        now: i64,
-        backoff: i64,
+        now: Instant,
+        backoff: Duration,
     ) -> CommitOutcome {
         if !self.commit_in_flight {
             return CommitOutcome::Retry;
@@ -386,7 +387,7 @@ impl OffsetClient {
                 | ResponseError::RequestTimedOut),
             ) => {
                 tracing::debug!(%error, "offset commit will be retried");
-                self.commit_retry_at = now.saturating_add(backoff);
+                self.commit_retry_at = now + backoff;
                 return CommitOutcome::Retry;
             }
             Some(error) => Err(CommitError::Rejected(error)),

@@ -28,10 +28,20 @@ use super::offsets::{OFFSET_COMMIT_VERSIONS, OFFSET_FETCH_VERSIONS};
 use super::protocol::{self, Assignment, Subscription};
 use super::*;
 use crate::client::{Outbound, Target};
+use crate::time::Instant;
 use crate::topology::Subtopology;
 
-const HEARTBEAT: i64 = 3_000;
-const SESSION: i32 = 10_000;
+const HEARTBEAT: Duration = Duration::from_millis(3_000);
+const SESSION: Duration = Duration::from_millis(10_000);
+
+/// The harness's clock starts at the epoch: the instant `elapsed` after its start.
+fn at(elapsed: Duration) -> Instant {
+    Instant::EPOCH + elapsed
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 fn t(s: usize, p: i32) -> TaskId {
     TaskId {
@@ -94,19 +104,19 @@ fn min_versions() -> HashMap<ApiKey, i16> {
 struct Harness {
     member: GroupMember,
     versions: HashMap<ApiKey, i16>,
-    now: i64,
+    now: Instant,
     last_version: HashMap<ApiKey, i16>,
 }
 
 impl Harness {
     fn new(versions: HashMap<ApiKey, i16>) -> Self {
         let mut config = GroupConfig::new("app");
-        config.heartbeat_interval_ms = HEARTBEAT;
-        config.session_timeout_ms = SESSION;
+        config.heartbeat_interval = HEARTBEAT;
+        config.session_timeout = SESSION;
         Self {
-            member: GroupMember::new(config, subtopologies(), 0),
+            member: GroupMember::new(config, subtopologies(), Instant::EPOCH),
             versions,
-            now: 0,
+            now: Instant::EPOCH,
             last_version: HashMap::new(),
         }
     }
@@ -187,7 +197,7 @@ impl Harness {
         };
         assert_eq!(join.protocol_type, s("consumer"));
         assert_eq!(join.protocols[0].name, s("kstreams"));
-        assert_eq!(join.session_timeout_ms, SESSION);
+        assert_eq!(join.session_timeout_ms, SESSION.as_millis_i32());
         self.respond(
             ApiKey::JoinGroup,
             JoinGroupResponse::default()
@@ -424,31 +434,34 @@ fn member_id_required_retries_at_once_with_the_returned_id() {
 #[test]
 fn heartbeats_follow_the_interval() {
     let mut h = stable_follower(max_versions(), &[t(0, 0)]);
-    assert_eq!(h.member.poll_timeout(), Some(HEARTBEAT));
-    h.now = HEARTBEAT - 1;
+    assert_eq!(h.member.poll_timeout(), Some(at(HEARTBEAT)));
+    h.now = at(HEARTBEAT) - ms(1);
     assert!(h.poll().is_none());
-    h.now = HEARTBEAT;
+    h.now = at(HEARTBEAT);
     let RequestKind::Heartbeat(hb) = h.expect(ApiKey::Heartbeat) else {
         unreachable!()
     };
     assert_eq!(hb.generation_id, 5);
     assert_eq!(hb.member_id, s("m-1"));
     // One at a time.
-    h.now = 2 * HEARTBEAT;
+    h.now = at(HEARTBEAT.saturating_mul(2));
     assert!(h.poll().is_none());
     h.heartbeat_response(None);
     h.expect(ApiKey::Heartbeat);
     h.heartbeat_response(None);
-    assert_eq!(h.member.poll_timeout(), Some(3 * HEARTBEAT));
+    assert_eq!(
+        h.member.poll_timeout(),
+        Some(at(HEARTBEAT.saturating_mul(3)))
+    );
     // A smaller `now` counts as the largest seen.
-    h.now = 0;
+    h.now = Instant::EPOCH;
     assert!(h.poll().is_none());
 }
 
 #[test]
 fn rebalance_revokes_commits_then_rejoins_only_after_revoke_done() {
     let mut h = stable_follower(max_versions(), &[t(0, 0), t(0, 1)]);
-    h.now = HEARTBEAT;
+    h.now = at(HEARTBEAT);
     h.expect(ApiKey::Heartbeat);
     h.heartbeat_response(Some(ResponseError::RebalanceInProgress));
     assert_eq!(
@@ -458,7 +471,7 @@ fn rebalance_revokes_commits_then_rejoins_only_after_revoke_done() {
         }]
     );
     // No JoinGroup, no heartbeat while the engine revokes.
-    h.now += 10 * HEARTBEAT;
+    h.now += HEARTBEAT.saturating_mul(10);
     assert!(h.poll().is_none());
     // The engine commits the revoked tasks under the old generation.
     let id = h
@@ -503,7 +516,7 @@ fn rebalance_revokes_commits_then_rejoins_only_after_revoke_done() {
 #[test]
 fn unknown_member_on_heartbeat_loses_the_tasks_and_rejoins_fresh() {
     let mut h = stable_follower(max_versions(), &[t(0, 2)]);
-    h.now = HEARTBEAT;
+    h.now = at(HEARTBEAT);
     h.expect(ApiKey::Heartbeat);
     h.heartbeat_response(Some(ResponseError::UnknownMemberId));
     assert_eq!(
@@ -530,11 +543,11 @@ fn unknown_member_on_heartbeat_loses_the_tasks_and_rejoins_fresh() {
 #[test]
 fn session_timeout_without_heartbeat_answers_loses_membership() {
     let mut h = stable_follower(max_versions(), &[t(0, 0)]);
-    h.now = HEARTBEAT;
+    h.now = at(HEARTBEAT);
     h.expect(ApiKey::Heartbeat);
     // The answer never comes; the session deadline is in the timeout.
-    assert_eq!(h.member.poll_timeout(), Some(i64::from(SESSION)));
-    h.now = i64::from(SESSION);
+    assert_eq!(h.member.poll_timeout(), Some(at(SESSION)));
+    h.now = at(SESSION);
     h.member.handle_timeout(h.now);
     assert_eq!(
         h.events(),
@@ -549,25 +562,25 @@ fn session_timeout_without_heartbeat_answers_loses_membership() {
 #[test]
 fn coordinator_moved_is_rediscovered_with_backoff() {
     let mut h = stable_follower(max_versions(), &[t(0, 0)]);
-    h.now = HEARTBEAT;
+    h.now = at(HEARTBEAT);
     h.expect(ApiKey::Heartbeat);
     h.heartbeat_response(Some(ResponseError::NotCoordinator));
     assert_eq!(h.member.coordinator(), None);
     // Backoff before FindCoordinator (100 ms first).
-    assert_eq!(h.member.poll_timeout(), Some(HEARTBEAT + 100));
+    assert_eq!(h.member.poll_timeout(), Some(at(HEARTBEAT + ms(100))));
     assert!(h.poll().is_none());
-    h.now += 100;
+    h.now += ms(100);
     h.find_coordinator();
     assert_eq!(h.member.coordinator(), Some(1));
     assert!(h.member.is_stable());
     // A disconnect from the coordinator does the same; the backoff grew... and reset on success.
-    h.now = 2 * HEARTBEAT;
+    h.now = at(HEARTBEAT.saturating_mul(2));
     h.expect(ApiKey::Heartbeat);
     h.member
         .handle_request_failed(Target::Coordinator, ApiKey::Heartbeat, h.now);
     assert_eq!(h.member.coordinator(), None);
     assert!(h.poll().is_none());
-    h.now += 100;
+    h.now += ms(100);
     h.find_coordinator();
     h.expect(ApiKey::Heartbeat);
 }
@@ -585,7 +598,7 @@ fn join_group_coordinator_error_rediscovers_then_rejoins() {
     )
     .unwrap();
     assert_eq!(h.member.coordinator(), None);
-    h.now += 100;
+    h.now += ms(100);
     h.find_coordinator();
     h.expect(ApiKey::JoinGroup);
 }
@@ -635,7 +648,7 @@ fn heartbeat_and_leave_at_min_and_max_versions() {
     for versions in [min_versions(), max_versions()] {
         let mut h = stable_follower(versions, &[t(0, 0)]);
         // Heartbeat at this version too.
-        h.now = HEARTBEAT;
+        h.now = at(HEARTBEAT);
         h.expect(ApiKey::Heartbeat);
         h.heartbeat_response(None);
         h.member.leave(h.now);
@@ -650,7 +663,7 @@ fn heartbeat_and_leave_at_min_and_max_versions() {
         h.respond(ApiKey::LeaveGroup, LeaveGroupResponse::default().into())
             .unwrap();
         assert_eq!(h.events(), vec![GroupEvent::Left]);
-        h.now += 100 * HEARTBEAT;
+        h.now += HEARTBEAT.saturating_mul(100);
         assert!(h.poll().is_none());
         assert_eq!(h.member.poll_timeout(), None);
     }
@@ -728,7 +741,7 @@ fn offset_fetch_reports_committed_offsets_at_min_and_max_versions() {
         )
         .unwrap();
         assert!(h.poll().is_none());
-        h.now += 100;
+        h.now += ms(100);
         h.expect(ApiKey::OffsetFetch);
         h.respond(
             ApiKey::OffsetFetch,
@@ -857,7 +870,7 @@ fn commit_to_a_moved_coordinator_is_retried_after_rediscovery_in_order() {
     )
     .unwrap();
     assert!(h.events().is_empty(), "not reported either way yet");
-    h.now += 100;
+    h.now += ms(100);
     h.find_coordinator();
     // Membership is checked first, then the commit goes again.
     h.expect(ApiKey::Heartbeat);

@@ -15,13 +15,13 @@
 //!   is added that is not known yet;
 //! - when [`Metadata::request_refresh`] was called (a fetcher or producer saw a stale leader),
 //!   or a response showed a partition without leader (`LEADER_NOT_AVAILABLE`, leader `-1`): a
-//!   *quick refresh*, sent no sooner than [`MetadataConfig::refresh_backoff_ms`] after the
+//!   *quick refresh*, sent no sooner than [`MetadataConfig::refresh_backoff`] after the
 //!   previous successful one;
-//! - when [`MetadataConfig::max_age_ms`] has passed since the last successful response.
+//! - when [`MetadataConfig::max_age`] has passed since the last successful response.
 //!
 //! At most one request is in flight. After a failure ([`Metadata::handle_request_failed`]) the
-//! next attempt waits an exponential backoff from [`MetadataConfig::retry_backoff_ms`] up to
-//! [`MetadataConfig::retry_backoff_max_ms`] (no jitter: the component has no randomness
+//! next attempt waits an exponential backoff from [`MetadataConfig::retry_backoff`] up to
+//! [`MetadataConfig::retry_backoff_max`] (no jitter: the component has no randomness
 //! source, and one client sends one metadata request at a time; the engine jitters its
 //! reconnects).
 //!
@@ -60,35 +60,37 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
+use crate::time::{Duration, Instant};
 
 /// Lowest Metadata version this component builds requests for.
 pub const METADATA_MIN_VERSION: i16 = 1;
 /// Highest Metadata version this component builds requests for.
 pub const METADATA_MAX_VERSION: i16 = 12;
 
-/// Timing of metadata refreshes. All durations in milliseconds.
+/// Timing of metadata refreshes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataConfig {
     /// Refresh at least this often even when nothing asked for it (Kafka's
-    /// `metadata.max.age.ms`). Default 300 000.
-    pub max_age_ms: i64,
+    /// `metadata.max.age.ms`). Default 5 minutes.
+    pub max_age: Duration,
     /// Smallest gap between a successful response and the next requested refresh, so that many
-    /// refresh requests in a row cost one request. Default 100.
-    pub refresh_backoff_ms: i64,
-    /// Wait after the first failed request; doubled after each further failure in a row.
-    /// Default 100.
-    pub retry_backoff_ms: i64,
-    /// Largest wait after failures. Default 1 000.
-    pub retry_backoff_max_ms: i64,
+    /// refresh requests in a row cost one request (the Java client uses its `retry.backoff.ms`
+    /// here). Default 100 ms.
+    pub refresh_backoff: Duration,
+    /// Wait after the first failed request; doubled after each further failure in a row
+    /// (Kafka's `retry.backoff.ms`). Default 100 ms.
+    pub retry_backoff: Duration,
+    /// Largest wait after failures (Kafka's `retry.backoff.max.ms`). Default 1 s.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for MetadataConfig {
     fn default() -> Self {
         Self {
-            max_age_ms: 300_000,
-            refresh_backoff_ms: 100,
-            retry_backoff_ms: 100,
-            retry_backoff_max_ms: 1_000,
+            max_age: Duration::from_secs(300),
+            refresh_backoff: Duration::from_millis(100),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -187,15 +189,15 @@ pub struct Metadata {
     generation: u64,
     events: VecDeque<MetadataEvent>,
     /// Largest `now` seen.
-    now: i64,
+    now: Instant,
     /// A refresh is wanted (as soon as the backoffs allow).
     refresh_requested: bool,
     /// Why, for the log.
     refresh_reason: String,
     /// When the last successful response arrived.
-    last_success_at: Option<i64>,
+    last_success_at: Option<Instant>,
     /// No request before this time (backoff after a failure or after a success).
-    not_before: i64,
+    not_before: Instant,
     /// Failed requests in a row.
     failures: u32,
     in_flight: bool,
@@ -211,7 +213,7 @@ impl Metadata {
     pub fn new(
         config: MetadataConfig,
         bootstrap: impl IntoIterator<Item = (String, i32)>,
-        now: i64,
+        now: Instant,
     ) -> Self {
         let brokers = bootstrap
             .into_iter()
@@ -355,7 +357,7 @@ impl Metadata {
 
     /// When [`poll_request`](Self::poll_request) next has something to send: `None` while a
     /// request is in flight (its answer or failure comes first). May be in the past.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.in_flight {
             return None;
         }
@@ -364,12 +366,16 @@ impl Metadata {
         }
         let expiry = self
             .last_success_at
-            .map_or(self.now, |at| at.saturating_add(self.config.max_age_ms));
+            .map_or(self.now, |at| at + self.config.max_age);
         Some(expiry.max(self.not_before))
     }
 
     /// The Metadata request to send now, if one is due. Target: any broker.
-    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    pub fn poll_request(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         self.observe(now);
         if !self.is_due() {
             return None;
@@ -430,7 +436,7 @@ impl Metadata {
         self.refresh_requested
             || self
                 .last_success_at
-                .is_none_or(|at| self.now >= at.saturating_add(self.config.max_age_ms))
+                .is_none_or(|at| self.now >= at + self.config.max_age)
     }
 
     /// Handles the answer to the request from [`poll_request`](Self::poll_request).
@@ -438,7 +444,7 @@ impl Metadata {
         &mut self,
         from: BrokerId,
         response: ResponseKind,
-        now: i64,
+        now: Instant,
     ) -> Result<(), MetadataError> {
         match response {
             ResponseKind::Metadata(response) => self.handle_metadata_response(from, response, now),
@@ -453,7 +459,7 @@ impl Metadata {
         &mut self,
         from: BrokerId,
         response: MetadataResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), MetadataError> {
         self.observe(now);
         if !self.in_flight {
@@ -477,14 +483,14 @@ impl Metadata {
         }
         self.failures = 0;
         self.last_success_at = Some(self.now);
-        self.not_before = self.now.saturating_add(self.config.refresh_backoff_ms);
+        self.not_before = self.now + self.config.refresh_backoff;
         tracing::debug!(from, generation = self.generation, "Metadata applied");
         Ok(())
     }
 
     /// The request from [`poll_request`](Self::poll_request) got no answer; it is retried
     /// after a backoff. Other APIs are ignored.
-    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: i64) {
+    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         self.observe(now);
         if api != ApiKey::Metadata || !self.in_flight {
             return;
@@ -494,20 +500,20 @@ impl Metadata {
         self.fail(now);
     }
 
-    fn fail(&mut self, now: i64) {
+    fn fail(&mut self, now: Instant) {
         self.observe(now);
         self.failures = self.failures.saturating_add(1);
         self.refresh_requested = true;
         let exponent = self.failures.saturating_sub(1).min(30);
         let backoff = self
             .config
-            .retry_backoff_ms
-            .saturating_mul(1_i64 << exponent)
-            .min(self.config.retry_backoff_max_ms);
-        self.not_before = self.now.saturating_add(backoff);
+            .retry_backoff
+            .saturating_mul(1_u64 << exponent)
+            .min(self.config.retry_backoff_max);
+        self.not_before = self.now + backoff;
     }
 
-    fn observe(&mut self, now: i64) {
+    fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 

@@ -11,7 +11,11 @@ use kafka_protocol::messages::{BrokerId as WireBrokerId, RequestKind};
 
 use super::*;
 
-const T0: i64 = 1_700_000_000_000;
+const T0: Instant = Instant::from_millis(1_700_000_000_000);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 fn versions(version: i16) -> HashMap<ApiKey, i16> {
     HashMap::from([(ApiKey::Metadata, version)])
@@ -86,7 +90,12 @@ fn response(version: i16, topics: Vec<MetadataResponseTopic>) -> ResponseKind {
 }
 
 /// Sends the due request at `version` and answers it with `topics`.
-fn round_trip(metadata: &mut Metadata, now: i64, version: i16, topics: Vec<MetadataResponseTopic>) {
+fn round_trip(
+    metadata: &mut Metadata,
+    now: Instant,
+    version: i16,
+    topics: Vec<MetadataResponseTopic>,
+) {
     let out = metadata
         .poll_request(now, &versions(version))
         .expect("a request is due");
@@ -153,9 +162,13 @@ fn unusable_version_is_an_event_and_no_request() {
             }))
         );
         // Reported once, retried after a backoff.
-        assert!(metadata.poll_request(T0 + 1_000, &lookup).is_none());
+        assert!(metadata.poll_request(T0 + ms(1_000), &lookup).is_none());
         assert_eq!(metadata.poll_event(), None);
-        assert!(metadata.poll_request(T0 + 2_000, &versions(12)).is_some());
+        assert!(
+            metadata
+                .poll_request(T0 + ms(2_000), &versions(12))
+                .is_some()
+        );
     }
 }
 
@@ -212,7 +225,7 @@ fn leaders_epochs_and_counts_and_generation() {
     metadata.request_refresh("test");
     round_trip(
         &mut metadata,
-        T0 + 200,
+        T0 + ms(200),
         12,
         vec![
             topic("a", 0, &[part(0, 1, 5), part(1, 2, 7)]),
@@ -225,7 +238,7 @@ fn leaders_epochs_and_counts_and_generation() {
     metadata.request_refresh("test");
     round_trip(
         &mut metadata,
-        T0 + 400,
+        T0 + ms(400),
         12,
         vec![
             topic("a", 0, &[part(0, 2, 6), part(1, 2, 7)]),
@@ -252,19 +265,19 @@ fn one_request_in_flight_and_refresh_requested_meanwhile_follows_after_backoff()
     assert!(metadata.poll_request(T0, &versions(12)).is_some());
     assert!(metadata.is_in_flight());
     metadata.request_refresh("leader moved");
-    assert!(metadata.poll_request(T0 + 10, &versions(12)).is_none());
+    assert!(metadata.poll_request(T0 + ms(10), &versions(12)).is_none());
     assert_eq!(metadata.poll_timeout(), None);
     metadata
         .handle_response(
             1,
             response(12, vec![topic("a", 0, &[part(0, 1, 0)])]),
-            T0 + 20,
+            T0 + ms(20),
         )
         .unwrap();
     // The refresh asked for during the flight is due after the refresh backoff.
-    assert_eq!(metadata.poll_timeout(), Some(T0 + 120));
-    assert!(metadata.poll_request(T0 + 119, &versions(12)).is_none());
-    assert!(metadata.poll_request(T0 + 120, &versions(12)).is_some());
+    assert_eq!(metadata.poll_timeout(), Some(T0 + ms(120)));
+    assert!(metadata.poll_request(T0 + ms(119), &versions(12)).is_none());
+    assert!(metadata.poll_request(T0 + ms(120), &versions(12)).is_some());
 }
 
 #[test]
@@ -280,11 +293,11 @@ fn response_without_request_is_an_error() {
 fn refresh_after_max_age() {
     let mut metadata = metadata(&["a"]);
     round_trip(&mut metadata, T0, 12, vec![topic("a", 0, &[part(0, 1, 0)])]);
-    let max_age = MetadataConfig::default().max_age_ms;
+    let max_age = MetadataConfig::default().max_age;
     assert_eq!(metadata.poll_timeout(), Some(T0 + max_age));
     assert!(
         metadata
-            .poll_request(T0 + max_age - 1, &versions(12))
+            .poll_request(T0 + max_age - ms(1), &versions(12))
             .is_none()
     );
     assert!(metadata.poll_request(T0 + max_age, &versions(12)).is_some());
@@ -294,14 +307,14 @@ fn refresh_after_max_age() {
 fn failures_back_off_exponentially_up_to_the_cap() {
     let mut metadata = metadata(&["a"]);
     let mut now = T0;
-    for expected in [100, 200, 400, 800, 1_000, 1_000] {
+    for expected in [100, 200, 400, 800, 1_000, 1_000].map(ms) {
         assert!(metadata.poll_request(now, &versions(12)).is_some());
         metadata.handle_request_failed(Target::AnyBroker, ApiKey::Metadata, now);
         assert!(!metadata.is_in_flight());
         assert_eq!(metadata.poll_timeout(), Some(now + expected));
         assert!(
             metadata
-                .poll_request(now + expected - 1, &versions(12))
+                .poll_request(now + expected - ms(1), &versions(12))
                 .is_none()
         );
         now += expected;
@@ -314,9 +327,13 @@ fn failures_back_off_exponentially_up_to_the_cap() {
         vec![topic("a", 0, &[part(0, 1, 0)])],
     );
     metadata.request_refresh("test");
-    assert!(metadata.poll_request(now + 100, &versions(12)).is_some());
-    metadata.handle_request_failed(Target::AnyBroker, ApiKey::Metadata, now + 100);
-    assert_eq!(metadata.poll_timeout(), Some(now + 200));
+    assert!(
+        metadata
+            .poll_request(now + ms(100), &versions(12))
+            .is_some()
+    );
+    metadata.handle_request_failed(Target::AnyBroker, ApiKey::Metadata, now + ms(100));
+    assert_eq!(metadata.poll_timeout(), Some(now + ms(200)));
 }
 
 #[test]
@@ -347,7 +364,7 @@ fn unknown_topic_is_an_event_once_naming_the_topic() {
     metadata.request_refresh("test");
     round_trip(
         &mut metadata,
-        T0 + 200,
+        T0 + ms(200),
         12,
         vec![topic(
             "orders",
@@ -361,7 +378,7 @@ fn unknown_topic_is_an_event_once_naming_the_topic() {
     metadata.request_refresh("test");
     round_trip(
         &mut metadata,
-        T0 + 400,
+        T0 + ms(400),
         12,
         vec![topic("orders", 0, &[part(0, 2, 0)])],
     );
@@ -406,17 +423,17 @@ fn leaderless_partition_schedules_a_quick_refresh() {
     assert_eq!(metadata.partition_count("a"), Some(2));
     assert_eq!(metadata.poll_event(), None);
     // Quick refresh: after the refresh backoff, not after max age.
-    assert_eq!(metadata.poll_timeout(), Some(T0 + 100));
+    assert_eq!(metadata.poll_timeout(), Some(T0 + ms(100)));
     round_trip(
         &mut metadata,
-        T0 + 100,
+        T0 + ms(100),
         12,
         vec![topic("a", 0, &[part(0, 1, 0), part(1, 2, 4)])],
     );
     assert_eq!(metadata.leader(&tp("a", 1)), Some(2));
     assert_eq!(
         metadata.poll_timeout(),
-        Some(T0 + 100 + MetadataConfig::default().max_age_ms)
+        Some(T0 + ms(100) + MetadataConfig::default().max_age)
     );
 }
 
@@ -431,7 +448,7 @@ fn leader_not_available_topic_keeps_state_and_refreshes_soon() {
     );
     assert_eq!(metadata.poll_event(), None);
     assert_eq!(metadata.topic_error("a"), None);
-    assert_eq!(metadata.poll_timeout(), Some(T0 + 100));
+    assert_eq!(metadata.poll_timeout(), Some(T0 + ms(100)));
 }
 
 #[test]
@@ -442,7 +459,7 @@ fn partition_count_change_is_an_event() {
     metadata.request_refresh("test");
     round_trip(
         &mut metadata,
-        T0 + 200,
+        T0 + ms(200),
         12,
         vec![topic(
             "a",
@@ -466,14 +483,14 @@ fn new_topic_of_interest_triggers_refresh_and_removed_topic_is_forgotten() {
     round_trip(&mut metadata, T0, 12, vec![topic("a", 0, &[part(0, 1, 0)])]);
     let generation = metadata.generation();
     metadata.set_topics(["a", "b"]);
-    assert_eq!(metadata.poll_timeout(), Some(T0 + 100));
-    let out = metadata.poll_request(T0 + 100, &versions(12)).unwrap();
+    assert_eq!(metadata.poll_timeout(), Some(T0 + ms(100)));
+    let out = metadata.poll_request(T0 + ms(100), &versions(12)).unwrap();
     assert_eq!(requested_topics(&out.request, 12).0, ["a", "b"]);
     metadata
         .handle_response(
             1,
             response(12, vec![topic("b", 0, &[part(0, 2, 0)])]),
-            T0 + 100,
+            T0 + ms(100),
         )
         .unwrap();
     metadata.set_topics(["b"]);
@@ -483,7 +500,7 @@ fn new_topic_of_interest_triggers_refresh_and_removed_topic_is_forgotten() {
     // Removing a topic needs no request.
     assert_eq!(
         metadata.poll_timeout(),
-        Some(T0 + 100 + MetadataConfig::default().max_age_ms)
+        Some(T0 + ms(100) + MetadataConfig::default().max_age)
     );
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::batch::record_size_bound;
 use super::idempotence::ProducerIdentity;
 use crate::record::ProducerRecord;
+use crate::time::{Duration, Instant};
 
 /// Where a batch is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,7 @@ pub struct Batch<O> {
     /// Sum of [`record_size_bound`] of the records.
     pub size: usize,
     /// `now` when the first record was appended.
-    pub created_at: i64,
+    pub created_at: Instant,
     /// No more appends (a later batch exists, or a flush covered it).
     pub closed: bool,
     /// A flush asked for it to be sent without waiting for linger.
@@ -51,7 +52,7 @@ pub struct Batch<O> {
 }
 
 impl<O: Clone + PartialEq> Batch<O> {
-    fn new(id: u64, now: i64) -> Self {
+    fn new(id: u64, now: Instant) -> Self {
         Self {
             id,
             records: Vec::new(),
@@ -82,11 +83,8 @@ impl<O: Clone + PartialEq> Batch<O> {
     }
 
     /// Whether an unsent batch may be sent at `now`.
-    pub fn is_ready(&self, now: i64, batch_size: usize, linger_ms: i64) -> bool {
-        self.closed
-            || self.flush
-            || self.size >= batch_size
-            || now.saturating_sub(self.created_at) >= linger_ms
+    pub fn is_ready(&self, now: Instant, batch_size: usize, linger: Duration) -> bool {
+        self.closed || self.flush || self.size >= batch_size || now - self.created_at >= linger
     }
 
     /// Drops the sequence and encoding so the batch is sent again as new (under a new
@@ -105,7 +103,7 @@ pub struct PartitionQueue<O> {
     /// Front = oldest unacknowledged.
     pub batches: std::collections::VecDeque<Batch<O>>,
     /// No send before this time (retry backoff).
-    pub retry_at: i64,
+    pub retry_at: Instant,
     /// Identity the next sequence belongs to; sequences restart at 0 under a new identity.
     pub sequence_owner: Option<ProducerIdentity>,
     /// Next base sequence to assign under `sequence_owner`.
@@ -118,7 +116,7 @@ impl<O> Default for PartitionQueue<O> {
     fn default() -> Self {
         Self {
             batches: Default::default(),
-            retry_at: i64::MIN,
+            retry_at: Instant::MIN,
             sequence_owner: None,
             next_sequence: 0,
             leader_requested: false,
@@ -136,7 +134,7 @@ impl<O: Clone + PartialEq> PartitionQueue<O> {
         record: ProducerRecord,
         batch_size: usize,
         next_id: &mut u64,
-        now: i64,
+        now: Instant,
     ) -> bool {
         let size = record_size_bound(&record);
         let fits = self.batches.back().is_some_and(|open| {

@@ -9,6 +9,7 @@ use super::accumulator::BatchState;
 use super::{BATCH_HEADER_LEN, Producer, ProducerError, SendError, record_size_bound};
 use crate::partitioner::default_partition;
 use crate::record::{ProducerRecord, TopicPartition};
+use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Appends a sink's whole batch for `owner`. Either every record is accepted or none is
@@ -17,7 +18,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         &mut self,
         owner: O,
         records: Vec<ProducerRecord>,
-        now: i64,
+        now: Instant,
     ) -> Result<usize, SendError> {
         let now = self.observe(now);
         match self.check_batch(&records) {

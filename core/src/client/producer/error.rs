@@ -11,6 +11,7 @@ use super::EncodeError;
 use super::Producer;
 use crate::client::BrokerId;
 use crate::record::ProducerRecord;
+use crate::time::Duration;
 
 /// Why records were not delivered.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -18,11 +19,11 @@ pub enum DeliveryError {
     /// The broker rejected the batch for good.
     #[error("broker rejected the batch: {0}")]
     Broker(ResponseError),
-    /// Not acknowledged within `delivery_timeout_ms` of its first append.
-    #[error("not acknowledged within the delivery timeout ({timeout_ms} ms)")]
+    /// Not acknowledged within `delivery_timeout` of its first append.
+    #[error("not acknowledged within the delivery timeout ({} ms)", .timeout.as_millis())]
     DeliveryTimeout {
         /// The configured timeout.
-        timeout_ms: i64,
+        timeout: Duration,
     },
     /// The batch could not be encoded.
     #[error("batch encoding failed: {0}")]

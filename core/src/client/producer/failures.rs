@@ -6,6 +6,7 @@ use std::hash::Hash;
 
 use super::accumulator::BatchState;
 use super::{DeliveryError, Producer, ProducerError, ProducerIdentity};
+use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Asks for a new producer id if `stale` is still the current one.
@@ -13,27 +14,25 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if self.identity == Some(stale) {
             tracing::info!(?stale, "requesting a new producer id");
             self.identity = None;
-            self.init_retry_at = i64::MIN;
+            self.init_retry_at = Instant::MIN;
         }
     }
 
     /// Fails batches past their delivery timeout that are not in flight. A sent batch may
     /// have been written, so it fails together with every later sent batch of its partition.
-    pub(super) fn expire(&mut self, now: i64) {
-        let timeout = self.config.delivery_timeout_ms;
+    pub(super) fn expire(&mut self, now: Instant) {
+        let timeout = self.config.delivery_timeout;
         let mut renew = Vec::new();
         for (tp, queue) in &mut self.partitions {
             let mut index = 0;
             while let Some(batch) = queue.batches.get(index) {
-                let expired = batch.state != BatchState::InFlight
-                    && now >= batch.created_at.saturating_add(timeout);
+                let expired =
+                    batch.state != BatchState::InFlight && now >= batch.created_at + timeout;
                 if !expired {
                     index += 1;
                     continue;
                 }
-                let error = DeliveryError::DeliveryTimeout {
-                    timeout_ms: timeout,
-                };
+                let error = DeliveryError::DeliveryTimeout { timeout };
                 if let Some((identity, _)) = batch.sequence {
                     renew.push(identity);
                     let mut later = index;

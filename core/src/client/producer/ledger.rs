@@ -110,6 +110,7 @@ mod tests {
     use super::super::record_size_bound;
     use super::*;
     use crate::record::{Headers, ProducerRecord};
+    use crate::time::{Duration, Instant};
 
     fn record(value: &str) -> ProducerRecord {
         ProducerRecord {
@@ -129,7 +130,7 @@ mod tests {
         for (i, owner) in owners.iter().enumerate() {
             let record = record(&format!("v{i}"));
             ledger.accept(*owner, 1, record_size_bound(&record));
-            queue.append(owner, record, usize::MAX, &mut next_id, 0);
+            queue.append(owner, record, usize::MAX, &mut next_id, Instant::EPOCH);
         }
         let batch = queue.batches.pop_front().expect("one batch");
         assert!(queue.batches.is_empty());
@@ -177,7 +178,9 @@ mod tests {
         let mut ledger = Ledger::new();
         let first = accepted_batch(&mut ledger, &[1]);
         let second = accepted_batch(&mut ledger, &[1, 2]);
-        let error = DeliveryError::DeliveryTimeout { timeout_ms: 5 };
+        let error = DeliveryError::DeliveryTimeout {
+            timeout: Duration::from_millis(5),
+        };
         ledger.fail(&tp(), first, error.clone());
         assert_eq!((ledger.unacked(&1), ledger.unacked(&2)), (1, 1));
         assert_eq!(ledger.buffered_bytes(), second.size);

@@ -11,7 +11,7 @@
 //!   broker answers Produce requests in send order; the engine must report every Produce
 //!   request exactly once (see `inflight`).
 //! - [`Producer::poll_timeout`] is the next linger, retry-backoff or delivery deadline;
-//!   [`Producer::handle_timeout`] expires batches past `delivery_timeout_ms` (so does
+//!   [`Producer::handle_timeout`] expires batches past `delivery_timeout` (so does
 //!   `poll_request`); batches whose linger passed are drained by `poll_request`.
 //! - [`Producer::poll_event`] reports acks and failures per owner and metadata needs.
 //! - The engine keeps [`Producer::set_partition_count`] and [`Producer::update_leader`]
@@ -21,7 +21,7 @@
 //! `acks = -1`. A batch gets its sequence number the first time it is sent; partition
 //! sequences start at 0 under each producer id and grow by each batch's record count. At
 //! most five batches per partition are in flight. On a retriable error the failed batch and
-//! every later in-flight batch of its partition wait `retry_backoff_ms` and are sent again in
+//! every later in-flight batch of its partition wait `retry_backoff` and are sent again in
 //! their original order with their original sequences; an answer to an attempt already
 //! superseded is ignored unless it reports the batch written.
 //! DUPLICATE_SEQUENCE_NUMBER counts as written.
@@ -95,6 +95,7 @@ use super::Target;
 #[cfg(doc)]
 use crate::record::ProducerRecord;
 use crate::record::TopicPartition;
+use crate::time::Instant;
 use accumulator::{BatchState, PartitionQueue};
 use inflight::InFlightRequests;
 use ledger::Ledger;
@@ -117,7 +118,7 @@ pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
 #[derive(Debug)]
 pub struct Producer<O> {
     config: ProducerConfig,
-    now: i64,
+    now: Instant,
     partitions: BTreeMap<TopicPartition, PartitionQueue<O>>,
     partition_counts: HashMap<Arc<str>, i32>,
     leaders: HashMap<TopicPartition, BrokerId>,
@@ -125,7 +126,7 @@ pub struct Producer<O> {
     rng: u64,
     identity: Option<ProducerIdentity>,
     init_in_flight: bool,
-    init_retry_at: i64,
+    init_retry_at: Instant,
     fatal: Option<ProducerError>,
     in_flight: InFlightRequests,
     ledger: Ledger<O>,
@@ -135,7 +136,7 @@ pub struct Producer<O> {
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// A producer that has no producer id yet (its first request is InitProducerId).
-    pub fn new(mut config: ProducerConfig, now: i64) -> Self {
+    pub fn new(mut config: ProducerConfig, now: Instant) -> Self {
         config.max_in_flight_per_partition = config
             .max_in_flight_per_partition
             .clamp(1, MAX_IN_FLIGHT_PER_PARTITION);
@@ -150,7 +151,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             rng,
             identity: None,
             init_in_flight: false,
-            init_retry_at: i64::MIN,
+            init_retry_at: Instant::MIN,
             fatal: None,
             in_flight: InFlightRequests::default(),
             ledger: Ledger::new(),
@@ -239,13 +240,13 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         self.ledger.poll_event()
     }
 
-    fn observe(&mut self, now: i64) -> i64 {
+    fn observe(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);
         self.now
     }
 
-    /// Fails batches past `delivery_timeout_ms` that are not in flight.
-    pub fn handle_timeout(&mut self, now: i64) {
+    /// Fails batches past `delivery_timeout` that are not in flight.
+    pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.expire(now);
     }
@@ -253,7 +254,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// The next time something becomes due: a linger or retry backoff ending, a delivery
     /// timeout, or an InitProducerId retry. Call [`Producer::poll_request`] (or
     /// [`Producer::handle_timeout`]) then.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fatal.is_some() {
             return None;
         }
@@ -265,14 +266,10 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             deadlines.push(queue.retry_at);
             for batch in &queue.batches {
                 if batch.state != BatchState::InFlight {
-                    deadlines.push(
-                        batch
-                            .created_at
-                            .saturating_add(self.config.delivery_timeout_ms),
-                    );
+                    deadlines.push(batch.created_at + self.config.delivery_timeout);
                 }
                 if batch.state == BatchState::Unsent && !batch.closed && !batch.flush {
-                    deadlines.push(batch.created_at.saturating_add(self.config.linger_ms));
+                    deadlines.push(batch.created_at + self.config.linger);
                 }
             }
         }

@@ -22,12 +22,17 @@ use super::{
 };
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
+use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// The next request to send: InitProducerId while the producer has no id, else a Produce
     /// request to one leader carrying one ready batch per partition (up to
     /// `max_request_size`), leaders taken in turn.
-    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    pub fn poll_request(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         let now = self.observe(now);
         self.expire(now);
         if self.fatal.is_some() {
@@ -43,9 +48,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             self.init_in_flight = true;
             let request = InitProducerIdRequest::default()
                 .with_transactional_id(None)
-                .with_transaction_timeout_ms(
-                    self.config.delivery_timeout_ms.min(i32::MAX as i64) as i32
-                );
+                .with_transaction_timeout_ms(self.config.delivery_timeout.as_millis_i32());
             tracing::debug!(version, "requesting a producer id");
             return Some(Outbound {
                 target: Target::AnyBroker,
@@ -81,7 +84,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     }
 
     /// Partitions whose next batch may be sent now, by leader.
-    fn ready_by_leader(&mut self, now: i64) -> BTreeMap<BrokerId, Vec<TopicPartition>> {
+    fn ready_by_leader(&mut self, now: Instant) -> BTreeMap<BrokerId, Vec<TopicPartition>> {
         let mut ready: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
         let identity = self.identity;
         for (tp, queue) in &mut self.partitions {
@@ -96,7 +99,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             let sendable = match batch.state {
                 BatchState::RetryPending => true,
                 BatchState::Unsent => {
-                    batch.is_ready(now, self.config.batch_size, self.config.linger_ms)
+                    batch.is_ready(now, self.config.batch_size, self.config.linger)
                         && identity.is_some_and(|id| !queue.has_other_identity(id))
                 }
                 BatchState::InFlight => false,
@@ -197,7 +200,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         let request = ProduceRequest::default()
             .with_transactional_id(None)
             .with_acks(-1)
-            .with_timeout_ms(self.config.request_timeout_ms)
+            .with_timeout_ms(self.config.request_timeout.as_millis_i32())
             .with_topic_data(topics);
         Some(Outbound {
             target: Target::Broker(broker),

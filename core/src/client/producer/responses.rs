@@ -14,6 +14,7 @@ use super::idempotence::{PartitionOutcome, classify};
 use super::inflight::SentBatch;
 use super::{DeliveryError, Producer, ProducerError, ProducerEvent, ProducerIdentity};
 use crate::client::{BrokerId, Target};
+use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Handles the answer to a request from [`Producer::poll_request`]: InitProducerId or
@@ -23,7 +24,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         &mut self,
         from: BrokerId,
         response: ResponseKind,
-        now: i64,
+        now: Instant,
     ) -> Result<(), ProducerError> {
         let now = self.observe(now);
         match response {
@@ -39,7 +40,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         &mut self,
         from: BrokerId,
         response: &InitProducerIdResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), ProducerError> {
         if !self.init_in_flight {
             return Err(ProducerError::UnexpectedResponse { broker: from });
@@ -57,7 +58,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             }
             Some(error) if error.is_retriable() => {
                 tracing::debug!(%error, "InitProducerId failed, retrying");
-                self.init_retry_at = now.saturating_add(self.config.retry_backoff_ms);
+                self.init_retry_at = now + self.config.retry_backoff;
                 Ok(())
             }
             Some(error) => {
@@ -72,7 +73,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         &mut self,
         from: BrokerId,
         response: &ProduceResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), ProducerError> {
         let request = self
             .in_flight
@@ -117,12 +118,12 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     }
 
     /// The request carrying Produce (or InitProducerId) got no answer.
-    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: i64) {
+    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         let now = self.observe(now);
         match (api, target) {
             (ApiKey::InitProducerId, _) if self.init_in_flight => {
                 self.init_in_flight = false;
-                self.init_retry_at = now.saturating_add(self.config.retry_backoff_ms);
+                self.init_retry_at = now + self.config.retry_backoff;
             }
             (ApiKey::Produce, Target::Broker(broker)) => {
                 let request = self.in_flight.pop(broker);
@@ -157,7 +158,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         sent: &SentBatch,
         outcome: PartitionOutcome,
         base_offset: Option<i64>,
-        now: i64,
+        now: Instant,
         refresh: &mut BTreeSet<Arc<str>>,
     ) {
         let tp = &sent.topic_partition;
@@ -196,7 +197,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                         batch.state = BatchState::RetryPending;
                     }
                 }
-                queue.retry_at = now.saturating_add(self.config.retry_backoff_ms);
+                queue.retry_at = now + self.config.retry_backoff;
                 if refresh_metadata {
                     refresh.insert(tp.topic.clone());
                 }

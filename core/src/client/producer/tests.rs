@@ -14,9 +14,15 @@ use kafka_protocol::records::{RecordBatchDecoder, RecordSet};
 use super::*;
 use crate::client::{Outbound, Target};
 use crate::record::{Headers, ProducerRecord};
+use crate::time::{Duration, Instant};
 
 const TOPIC: &str = "out";
 const PID: i64 = 7;
+
+/// The clock reading `ms` milliseconds after the epoch.
+fn clock(ms: i64) -> Instant {
+    Instant::from_millis(ms)
+}
 
 fn versions(produce: i16) -> HashMap<ApiKey, i16> {
     HashMap::from([(ApiKey::Produce, produce), (ApiKey::InitProducerId, 4)])
@@ -49,11 +55,11 @@ fn leader(partition: i32) -> BrokerId {
 
 /// A producer with 4 partitions, leaders known, and producer id 7 epoch 0.
 fn producer(config: ProducerConfig) -> Producer<u32> {
-    let mut producer = Producer::new(config, 0);
+    let mut producer = Producer::new(config, clock(0));
     producer.set_partition_count(TOPIC, 4);
     producer.update_leaders((0..4).map(|p| (TopicPartition::new(TOPIC, p), Some(leader(p)))));
     let init = producer
-        .poll_request(0, &versions(12))
+        .poll_request(clock(0), &versions(12))
         .expect("InitProducerId");
     assert_eq!(init.target, Target::AnyBroker);
     let RequestKind::InitProducerId(request) = init.request else {
@@ -61,7 +67,7 @@ fn producer(config: ProducerConfig) -> Producer<u32> {
     };
     assert_eq!(request.transactional_id, None);
     producer
-        .handle_response(0, init_response(PID, 0), 0)
+        .handle_response(0, init_response(PID, 0), clock(0))
         .unwrap();
     assert_eq!(
         producer.identity(),
@@ -82,7 +88,7 @@ fn init_response(producer_id: i64, epoch: i16) -> ResponseKind {
 
 fn config() -> ProducerConfig {
     ProducerConfig {
-        linger_ms: 100,
+        linger: Duration::from_millis(100),
         ..ProducerConfig::default()
     }
 }
@@ -153,7 +159,10 @@ fn events(producer: &mut Producer<u32>) -> Vec<ProducerEvent<u32>> {
     std::iter::from_fn(|| producer.poll_event()).collect()
 }
 
-fn poll_produce(producer: &mut Producer<u32>, now: i64) -> Option<(BrokerId, Vec<(i32, Bytes)>)> {
+fn poll_produce(
+    producer: &mut Producer<u32>,
+    now: Instant,
+) -> Option<(BrokerId, Vec<(i32, Bytes)>)> {
     producer
         .poll_request(now, &versions(12))
         .map(|out| produce_parts(&out))
@@ -161,20 +170,20 @@ fn poll_produce(producer: &mut Producer<u32>, now: i64) -> Option<(BrokerId, Vec
 
 #[test]
 fn asks_for_a_producer_id_before_producing() {
-    let mut producer: Producer<u32> = Producer::new(config(), 0);
+    let mut producer: Producer<u32> = Producer::new(config(), clock(0));
     producer.set_partition_count(TOPIC, 4);
     producer.update_leader(TopicPartition::new(TOPIC, 0), Some(1));
-    producer.send_batch(1, vec![at(0, "a")], 0).unwrap();
+    producer.send_batch(1, vec![at(0, "a")], clock(0)).unwrap();
     producer.flush();
-    let init = producer.poll_request(0, &versions(12)).unwrap();
+    let init = producer.poll_request(clock(0), &versions(12)).unwrap();
     assert!(matches!(init.request, RequestKind::InitProducerId(_)));
     assert_eq!(init.version, 4);
     // Nothing else until the id is known.
-    assert_eq!(producer.poll_request(0, &versions(12)), None);
+    assert_eq!(producer.poll_request(clock(0), &versions(12)), None);
     producer
-        .handle_response(0, init_response(PID, 3), 0)
+        .handle_response(0, init_response(PID, 3), clock(0))
         .unwrap();
-    let (_, parts) = poll_produce(&mut producer, 0).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     let set = decode(&parts[0].1);
     assert_eq!(set.records[0].producer_id, PID);
     assert_eq!(set.records[0].producer_epoch, 3);
@@ -183,22 +192,24 @@ fn asks_for_a_producer_id_before_producing() {
 
 #[test]
 fn init_producer_id_is_retried_after_a_lost_request() {
-    let mut producer: Producer<u32> = Producer::new(config(), 0);
-    assert!(producer.poll_request(0, &versions(12)).is_some());
-    producer.handle_request_failed(Target::AnyBroker, ApiKey::InitProducerId, 10);
-    assert_eq!(producer.poll_request(50, &versions(12)), None);
-    assert_eq!(producer.poll_timeout(), Some(110));
-    let again = producer.poll_request(110, &versions(12)).unwrap();
+    let mut producer: Producer<u32> = Producer::new(config(), clock(0));
+    assert!(producer.poll_request(clock(0), &versions(12)).is_some());
+    producer.handle_request_failed(Target::AnyBroker, ApiKey::InitProducerId, clock(10));
+    assert_eq!(producer.poll_request(clock(50), &versions(12)), None);
+    assert_eq!(producer.poll_timeout(), Some(clock(110)));
+    let again = producer.poll_request(clock(110), &versions(12)).unwrap();
     assert!(matches!(again.request, RequestKind::InitProducerId(_)));
 }
 
 #[test]
 fn a_batch_waits_for_linger() {
     let mut producer = producer(config());
-    producer.send_batch(1, vec![at(0, "a")], 1_000).unwrap();
-    assert_eq!(poll_produce(&mut producer, 1_050), None);
-    assert_eq!(producer.poll_timeout(), Some(1_100));
-    let (broker, parts) = poll_produce(&mut producer, 1_100).unwrap();
+    producer
+        .send_batch(1, vec![at(0, "a")], clock(1_000))
+        .unwrap();
+    assert_eq!(poll_produce(&mut producer, clock(1_050)), None);
+    assert_eq!(producer.poll_timeout(), Some(clock(1_100)));
+    let (broker, parts) = poll_produce(&mut producer, clock(1_100)).unwrap();
     assert_eq!(broker, 1);
     assert_eq!(parts.len(), 1);
 }
@@ -207,23 +218,23 @@ fn a_batch_waits_for_linger() {
 fn a_full_batch_is_sent_without_waiting() {
     let mut producer = producer(ProducerConfig {
         batch_size: 200,
-        linger_ms: 10_000,
+        linger: Duration::from_millis(10_000),
         ..config()
     });
     let value = "x".repeat(80);
     // Two records of ~120 bytes: the second does not fit, so the first batch is complete.
     producer
-        .send_batch(1, vec![at(0, &value), at(0, &value)], 0)
+        .send_batch(1, vec![at(0, &value), at(0, &value)], clock(0))
         .unwrap();
-    let (_, parts) = poll_produce(&mut producer, 0).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     assert_eq!(decode(&parts[0].1).records.len(), 1);
     // The second batch is open (not full, linger not passed): not sent yet.
-    assert_eq!(poll_produce(&mut producer, 1), None);
+    assert_eq!(poll_produce(&mut producer, clock(1)), None);
     // A record of batch_size bytes or more fills a batch by itself.
     producer
-        .send_batch(1, vec![at(2, &"y".repeat(200))], 2)
+        .send_batch(1, vec![at(2, &"y".repeat(200))], clock(2))
         .unwrap();
-    let (_, parts) = poll_produce(&mut producer, 2).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(2)).unwrap();
     assert_eq!(parts[0].0, 2);
 }
 
@@ -231,10 +242,10 @@ fn a_full_batch_is_sent_without_waiting() {
 fn one_request_per_leader_with_all_its_partitions() {
     let mut producer = producer(config());
     let records = (0..4).map(|p| at(p, "v")).collect();
-    producer.send_batch(1, records, 0).unwrap();
+    producer.send_batch(1, records, clock(0)).unwrap();
     producer.flush();
     let mut requests = Vec::new();
-    while let Some(request) = poll_produce(&mut producer, 0) {
+    while let Some(request) = poll_produce(&mut producer, clock(0)) {
         requests.push(request);
     }
     let summary: Vec<(BrokerId, Vec<i32>)> = requests
@@ -251,13 +262,13 @@ fn sequences_grow_by_record_count_across_batches() {
     let mut sequences = Vec::new();
     for count in [2usize, 3, 1] {
         producer
-            .send_batch(1, (0..count).map(|_| at(0, "v")).collect(), 0)
+            .send_batch(1, (0..count).map(|_| at(0, "v")).collect(), clock(0))
             .unwrap();
         producer.flush();
-        let (broker, parts) = poll_produce(&mut producer, 0).unwrap();
+        let (broker, parts) = poll_produce(&mut producer, clock(0)).unwrap();
         sequences.push(base_sequence(&parts[0].1));
         producer
-            .handle_response(broker, ok(&[(0, offset)]), 0)
+            .handle_response(broker, ok(&[(0, offset)]), clock(0))
             .unwrap();
         offset += count as i64;
     }
@@ -271,16 +282,18 @@ fn at_most_five_batches_of_a_partition_in_flight() {
     let mut producer = producer(config());
     for i in 0..6 {
         producer
-            .send_batch(1, vec![at(0, &format!("{i}"))], 0)
+            .send_batch(1, vec![at(0, &format!("{i}"))], clock(0))
             .unwrap();
         producer.flush();
     }
-    let sent: Vec<_> = std::iter::from_fn(|| poll_produce(&mut producer, 0)).collect();
+    let sent: Vec<_> = std::iter::from_fn(|| poll_produce(&mut producer, clock(0))).collect();
     assert_eq!(sent.len(), 5);
     let sequences: Vec<i32> = sent.iter().map(|(_, p)| base_sequence(&p[0].1)).collect();
     assert_eq!(sequences, vec![0, 1, 2, 3, 4]);
-    producer.handle_response(1, ok(&[(0, 0)]), 0).unwrap();
-    let (_, parts) = poll_produce(&mut producer, 0).unwrap();
+    producer
+        .handle_response(1, ok(&[(0, 0)]), clock(0))
+        .unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     assert_eq!(base_sequence(&parts[0].1), 5);
 }
 
@@ -288,12 +301,12 @@ fn at_most_five_batches_of_a_partition_in_flight() {
 fn three_in_flight(producer: &mut Producer<u32>) -> Vec<Bytes> {
     for owner in 1..=3 {
         producer
-            .send_batch(owner, vec![at(0, &format!("v{owner}"))], 0)
+            .send_batch(owner, vec![at(0, &format!("v{owner}"))], clock(0))
             .unwrap();
         producer.flush();
     }
     (0..3)
-        .map(|_| poll_produce(producer, 0).unwrap().1.remove(0).1)
+        .map(|_| poll_produce(producer, clock(0)).unwrap().1.remove(0).1)
         .collect()
 }
 
@@ -301,12 +314,14 @@ fn three_in_flight(producer: &mut Producer<u32>) -> Vec<Bytes> {
 fn retriable_error_resends_the_batch_and_later_ones_in_order_with_same_sequences() {
     let mut producer = producer(config());
     let sent = three_in_flight(&mut producer);
-    producer.handle_response(1, ok(&[(0, 40)]), 10).unwrap();
+    producer
+        .handle_response(1, ok(&[(0, 40)]), clock(10))
+        .unwrap();
     producer
         .handle_response(
             1,
             produce_response(&[(0, ResponseError::NotLeaderOrFollower, -1)]),
-            10,
+            clock(10),
         )
         .unwrap();
     // The broker rejects batch 3 too (a gap): that answer is stale and ignored.
@@ -314,7 +329,7 @@ fn retriable_error_resends_the_batch_and_later_ones_in_order_with_same_sequences
         .handle_response(
             1,
             produce_response(&[(0, ResponseError::OutOfOrderSequenceNumber, -1)]),
-            10,
+            clock(10),
         )
         .unwrap();
     assert_eq!(
@@ -335,12 +350,12 @@ fn retriable_error_resends_the_batch_and_later_ones_in_order_with_same_sequences
     assert_eq!(producer.unacked(&2), 1);
     assert_eq!(producer.unacked(&3), 1);
     // Backoff first.
-    assert_eq!(poll_produce(&mut producer, 50), None);
-    assert_eq!(producer.poll_timeout(), Some(110));
+    assert_eq!(poll_produce(&mut producer, clock(50)), None);
+    assert_eq!(producer.poll_timeout(), Some(clock(110)));
     // Leadership moved to broker 2.
     producer.update_leader(TopicPartition::new(TOPIC, 0), Some(2));
-    let (broker, resent2) = poll_produce(&mut producer, 110).unwrap();
-    let (_, resent3) = poll_produce(&mut producer, 110).unwrap();
+    let (broker, resent2) = poll_produce(&mut producer, clock(110)).unwrap();
+    let (_, resent3) = poll_produce(&mut producer, clock(110)).unwrap();
     assert_eq!(broker, 2);
     assert_eq!(
         resent2[0].1, sent[1],
@@ -352,8 +367,12 @@ fn retriable_error_resends_the_batch_and_later_ones_in_order_with_same_sequences
     );
     assert_eq!(base_sequence(&resent2[0].1), 1);
     assert_eq!(base_sequence(&resent3[0].1), 2);
-    producer.handle_response(2, ok(&[(0, 41)]), 120).unwrap();
-    producer.handle_response(2, ok(&[(0, 42)]), 120).unwrap();
+    producer
+        .handle_response(2, ok(&[(0, 41)]), clock(120))
+        .unwrap();
+    producer
+        .handle_response(2, ok(&[(0, 42)]), clock(120))
+        .unwrap();
     assert!(producer.is_flushed());
     let acked: Vec<u32> = events(&mut producer)
         .into_iter()
@@ -369,11 +388,17 @@ fn retriable_error_resends_the_batch_and_later_ones_in_order_with_same_sequences
 fn a_lost_request_is_retried_like_a_retriable_error() {
     let mut producer = producer(config());
     let sent = three_in_flight(&mut producer);
-    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, 5);
-    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, 5);
-    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, 5);
+    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, clock(5));
+    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, clock(5));
+    producer.handle_request_failed(Target::Broker(1), ApiKey::Produce, clock(5));
     let resent: Vec<Bytes> = (0..3)
-        .map(|_| poll_produce(&mut producer, 105).unwrap().1.remove(0).1)
+        .map(|_| {
+            poll_produce(&mut producer, clock(105))
+                .unwrap()
+                .1
+                .remove(0)
+                .1
+        })
         .collect();
     assert_eq!(resent, sent);
 }
@@ -382,15 +407,15 @@ fn a_lost_request_is_retried_like_a_retriable_error() {
 fn duplicate_sequence_number_counts_as_written() {
     let mut producer = producer(config());
     producer
-        .send_batch(9, vec![at(0, "a"), at(0, "b")], 0)
+        .send_batch(9, vec![at(0, "a"), at(0, "b")], clock(0))
         .unwrap();
     producer.flush();
-    let (broker, _) = poll_produce(&mut producer, 0).unwrap();
+    let (broker, _) = poll_produce(&mut producer, clock(0)).unwrap();
     producer
         .handle_response(
             broker,
             produce_response(&[(0, ResponseError::DuplicateSequenceNumber, -1)]),
-            0,
+            clock(0),
         )
         .unwrap();
     assert_eq!(
@@ -409,12 +434,12 @@ fn duplicate_sequence_number_counts_as_written() {
 fn non_retriable_error_fails_exactly_the_owners_of_that_batch() {
     let mut producer = producer(config());
     producer
-        .send_batch(1, vec![at(0, "a"), at(0, "b")], 0)
+        .send_batch(1, vec![at(0, "a"), at(0, "b")], clock(0))
         .unwrap();
-    producer.send_batch(2, vec![at(0, "c")], 0).unwrap();
-    producer.send_batch(3, vec![at(2, "d")], 0).unwrap();
+    producer.send_batch(2, vec![at(0, "c")], clock(0)).unwrap();
+    producer.send_batch(3, vec![at(2, "d")], clock(0)).unwrap();
     producer.flush();
-    let (broker, parts) = poll_produce(&mut producer, 0).unwrap();
+    let (broker, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     assert_eq!(parts.len(), 2);
     producer
         .handle_response(
@@ -423,7 +448,7 @@ fn non_retriable_error_fails_exactly_the_owners_of_that_batch() {
                 (0, ResponseError::MessageTooLarge, -1),
                 (2, ResponseError::Unknown(0), 7),
             ]),
-            0,
+            clock(0),
         )
         .unwrap();
     let tp0 = TopicPartition::new(TOPIC, 0);
@@ -461,9 +486,9 @@ fn non_retriable_error_fails_exactly_the_owners_of_that_batch() {
     );
     assert_eq!(producer.buffered_bytes(), 0);
     // Nothing was sent after the rejected batch: its sequences are reused, same producer id.
-    producer.send_batch(4, vec![at(0, "e")], 1).unwrap();
+    producer.send_batch(4, vec![at(0, "e")], clock(1)).unwrap();
     producer.flush();
-    let (_, parts) = poll_produce(&mut producer, 1).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(1)).unwrap();
     assert_eq!(base_sequence(&parts[0].1), 0);
     assert_eq!(decode(&parts[0].1).records[0].producer_id, PID);
 }
@@ -476,7 +501,7 @@ fn broken_sequence_fails_the_batch_and_resends_later_ones_under_a_new_producer_i
         .handle_response(
             1,
             produce_response(&[(0, ResponseError::UnknownProducerId, -1)]),
-            0,
+            clock(0),
         )
         .unwrap();
     assert!(matches!(
@@ -489,16 +514,18 @@ fn broken_sequence_fails_the_batch_and_resends_later_ones_under_a_new_producer_i
             .handle_response(
                 1,
                 produce_response(&[(0, ResponseError::OutOfOrderSequenceNumber, -1)]),
-                0,
+                clock(0),
             )
             .unwrap();
     }
     assert!(events(&mut producer).is_empty());
-    let init = producer.poll_request(0, &versions(12)).unwrap();
+    let init = producer.poll_request(clock(0), &versions(12)).unwrap();
     assert!(matches!(init.request, RequestKind::InitProducerId(_)));
-    producer.handle_response(0, init_response(8, 0), 0).unwrap();
-    let (_, first) = poll_produce(&mut producer, 0).unwrap();
-    let (_, second) = poll_produce(&mut producer, 0).unwrap();
+    producer
+        .handle_response(0, init_response(8, 0), clock(0))
+        .unwrap();
+    let (_, first) = poll_produce(&mut producer, clock(0)).unwrap();
+    let (_, second) = poll_produce(&mut producer, clock(0)).unwrap();
     let first = decode(&first[0].1);
     let second = decode(&second[0].1);
     assert_eq!(
@@ -516,27 +543,29 @@ fn broken_sequence_fails_the_batch_and_resends_later_ones_under_a_new_producer_i
 #[test]
 fn delivery_timeout_fails_a_batch_that_cannot_be_sent() {
     let mut producer = producer(ProducerConfig {
-        delivery_timeout_ms: 1_000,
+        delivery_timeout: Duration::from_millis(1_000),
         ..config()
     });
-    producer.send_batch(5, vec![at(3, "a")], 0).unwrap();
+    producer.send_batch(5, vec![at(3, "a")], clock(0)).unwrap();
     producer.update_leader(TopicPartition::new(TOPIC, 3), None);
-    assert_eq!(poll_produce(&mut producer, 200), None);
+    assert_eq!(poll_produce(&mut producer, clock(200)), None);
     assert_eq!(
         events(&mut producer),
         vec![ProducerEvent::RefreshMetadata {
             topic: TOPIC.into()
         }]
     );
-    assert_eq!(producer.poll_timeout(), Some(1_000));
-    producer.handle_timeout(1_000);
+    assert_eq!(producer.poll_timeout(), Some(clock(1_000)));
+    producer.handle_timeout(clock(1_000));
     assert_eq!(
         events(&mut producer),
         vec![ProducerEvent::Failed {
             owner: 5,
             topic_partition: TopicPartition::new(TOPIC, 3),
             count: 1,
-            error: DeliveryError::DeliveryTimeout { timeout_ms: 1_000 }
+            error: DeliveryError::DeliveryTimeout {
+                timeout: Duration::from_millis(1_000)
+            }
         }]
     );
     assert!(producer.is_flushed());
@@ -545,12 +574,12 @@ fn delivery_timeout_fails_a_batch_that_cannot_be_sent() {
 #[test]
 fn delivery_timeout_bounds_retries() {
     let mut producer = producer(ProducerConfig {
-        delivery_timeout_ms: 1_000,
+        delivery_timeout: Duration::from_millis(1_000),
         ..config()
     });
-    producer.send_batch(5, vec![at(0, "a")], 0).unwrap();
+    producer.send_batch(5, vec![at(0, "a")], clock(0)).unwrap();
     producer.flush();
-    let mut now = 0;
+    let mut now = clock(0);
     while let Some(Outbound {
         target: Target::Broker(broker),
         ..
@@ -563,10 +592,10 @@ fn delivery_timeout_bounds_retries() {
                 now,
             )
             .unwrap();
-        now += 100;
+        now += Duration::from_millis(100);
     }
     // Sent at 0, 100, ..., 900; at 1000 the batch expires instead of being resent.
-    assert_eq!(now, 1_000);
+    assert_eq!(now, clock(1_000));
     let failed: Vec<_> = events(&mut producer)
         .into_iter()
         .filter(|e| {
@@ -588,22 +617,22 @@ fn delivery_timeout_bounds_retries() {
 #[test]
 fn flush_makes_every_batch_ready() {
     let mut producer = producer(ProducerConfig {
-        linger_ms: 60_000,
+        linger: Duration::from_millis(60_000),
         ..config()
     });
     producer
-        .send_batch(1, (0..4).map(|p| at(p, "v")).collect(), 0)
+        .send_batch(1, (0..4).map(|p| at(p, "v")).collect(), clock(0))
         .unwrap();
-    assert_eq!(poll_produce(&mut producer, 1), None);
+    assert_eq!(poll_produce(&mut producer, clock(1)), None);
     producer.flush();
-    let first = poll_produce(&mut producer, 1).unwrap();
-    let second = poll_produce(&mut producer, 1).unwrap();
+    let first = poll_produce(&mut producer, clock(1)).unwrap();
+    let second = poll_produce(&mut producer, clock(1)).unwrap();
     assert!(!producer.is_flushed());
     producer
-        .handle_response(first.0, ok(&[(0, 0), (2, 0)]), 2)
+        .handle_response(first.0, ok(&[(0, 0), (2, 0)]), clock(2))
         .unwrap();
     producer
-        .handle_response(second.0, ok(&[(1, 0), (3, 0)]), 2)
+        .handle_response(second.0, ok(&[(1, 0), (3, 0)]), clock(2))
         .unwrap();
     assert!(producer.is_flushed());
 }
@@ -615,10 +644,12 @@ fn buffer_full_gives_the_records_back() {
         ..config()
     });
     producer
-        .send_batch(1, vec![at(0, &"x".repeat(60))], 0)
+        .send_batch(1, vec![at(0, &"x".repeat(60))], clock(0))
         .unwrap();
     let refused = vec![at(0, &"y".repeat(60))];
-    let err = producer.send_batch(2, refused.clone(), 0).unwrap_err();
+    let err = producer
+        .send_batch(2, refused.clone(), clock(0))
+        .unwrap_err();
     assert!(
         matches!(err.error, ProducerError::BufferFull { .. }),
         "{err}"
@@ -626,9 +657,11 @@ fn buffer_full_gives_the_records_back() {
     assert_eq!(err.records, refused);
     assert_eq!(producer.unacked(&2), 0);
     producer.flush();
-    let (broker, _) = poll_produce(&mut producer, 0).unwrap();
-    producer.handle_response(broker, ok(&[(0, 0)]), 0).unwrap();
-    assert_eq!(producer.send_batch(2, err.records, 0), Ok(1));
+    let (broker, _) = poll_produce(&mut producer, clock(0)).unwrap();
+    producer
+        .handle_response(broker, ok(&[(0, 0)]), clock(0))
+        .unwrap();
+    assert_eq!(producer.send_batch(2, err.records, clock(0)), Ok(1));
 }
 
 #[test]
@@ -638,7 +671,9 @@ fn unknown_partition_count_is_refused_without_losing_records() {
         topic: "elsewhere".into(),
         ..record(None, Some("k"), "v", 0)
     }];
-    let err = producer.send_batch(1, records.clone(), 0).unwrap_err();
+    let err = producer
+        .send_batch(1, records.clone(), clock(0))
+        .unwrap_err();
     assert_eq!(
         err.error,
         ProducerError::UnknownPartitionCount {
@@ -657,12 +692,12 @@ fn keyed_records_go_to_the_murmur2_partition() {
         .send_batch(
             1,
             keys.iter().map(|k| record(None, Some(k), k, 0)).collect(),
-            0,
+            clock(0),
         )
         .unwrap();
     producer.flush();
     let mut placed = Vec::new();
-    while let Some((_, parts)) = poll_produce(&mut producer, 0) {
+    while let Some((_, parts)) = poll_produce(&mut producer, clock(0)) {
         for (partition, bytes) in parts {
             for r in decode(&bytes).records {
                 placed.push((
@@ -695,11 +730,11 @@ fn null_keys_stick_to_a_partition_until_its_batch_is_sent() {
             (0..3)
                 .map(|i| record(None, None, &i.to_string(), 0))
                 .collect(),
-            0,
+            clock(0),
         )
         .unwrap();
     producer.flush();
-    let (_, parts) = poll_produce(&mut producer, 0).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     assert_eq!(
         parts.len(),
         1,
@@ -707,13 +742,13 @@ fn null_keys_stick_to_a_partition_until_its_batch_is_sent() {
     );
     let (first_partition, bytes) = &parts[0];
     assert_eq!(decode(bytes).records.len(), 3);
-    assert_eq!(poll_produce(&mut producer, 0), None);
+    assert_eq!(poll_produce(&mut producer, clock(0)), None);
     // The batch was sent: the next null-key record goes elsewhere.
     producer
-        .send_batch(1, vec![record(None, None, "3", 0)], 0)
+        .send_batch(1, vec![record(None, None, "3", 0)], clock(0))
         .unwrap();
     producer.flush();
-    let (_, parts) = poll_produce(&mut producer, 0).unwrap();
+    let (_, parts) = poll_produce(&mut producer, clock(0)).unwrap();
     assert_ne!(parts[0].0, *first_partition);
 }
 
@@ -722,10 +757,12 @@ fn requests_encode_at_produce_v3_and_v12() {
     for (negotiated, built) in [(3, 3), (9, 9), (12, 12), (13, 12)] {
         let mut producer = producer(config());
         producer
-            .send_batch(1, vec![at(0, "a"), at(2, "b")], 0)
+            .send_batch(1, vec![at(0, "a"), at(2, "b")], clock(0))
             .unwrap();
         producer.flush();
-        let out = producer.poll_request(0, &versions(negotiated)).unwrap();
+        let out = producer
+            .poll_request(clock(0), &versions(negotiated))
+            .unwrap();
         assert_eq!(out.version, built);
         let RequestKind::Produce(request) = &out.request else {
             panic!("{out:?}");
@@ -741,9 +778,9 @@ fn requests_encode_at_produce_v3_and_v12() {
 #[test]
 fn produce_below_v3_is_a_fatal_error_not_a_request() {
     let mut producer = producer(config());
-    producer.send_batch(1, vec![at(0, "a")], 0).unwrap();
+    producer.send_batch(1, vec![at(0, "a")], clock(0)).unwrap();
     producer.flush();
-    assert_eq!(producer.poll_request(0, &versions(2)), None);
+    assert_eq!(producer.poll_request(clock(0), &versions(2)), None);
     assert!(matches!(
         events(&mut producer).as_slice(),
         [ProducerEvent::Failed {
@@ -752,7 +789,9 @@ fn produce_below_v3_is_a_fatal_error_not_a_request() {
             ..
         }]
     ));
-    let err = producer.send_batch(1, vec![at(0, "b")], 0).unwrap_err();
+    let err = producer
+        .send_batch(1, vec![at(0, "b")], clock(0))
+        .unwrap_err();
     assert_eq!(
         err.error,
         ProducerError::UnsupportedVersion {

@@ -11,6 +11,7 @@ use super::{GroupMember, Phase};
 use crate::client::group::offsets::{CommitOutcome, FetchOutcome};
 use crate::client::group::{CommitError, CommitId, GroupError, GroupEvent};
 use crate::record::TopicPartition;
+use crate::time::Instant;
 
 impl GroupMember {
     /// Asks for the committed offsets of `partitions` → [`GroupEvent::OffsetsFetched`].
@@ -21,7 +22,7 @@ impl GroupMember {
     /// Commits `offsets` (the next offset to read, per partition) under the current generation
     /// → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`] with the returned id.
     /// Outside a generation (not joined, rebalancing after revoke, lost) it fails at once.
-    pub fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>, now: i64) -> CommitId {
+    pub fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>, now: Instant) -> CommitId {
         self.observe(now);
         let member = self.generation >= 0
             && !self.member_id.is_empty()
@@ -45,14 +46,14 @@ impl GroupMember {
     pub(super) fn on_offset_fetch(
         &mut self,
         r: OffsetFetchResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         if !self.offsets.fetch_in_flight() {
             return Err(GroupError::UnexpectedResponse {
                 api: ApiKey::OffsetFetch,
             });
         }
-        let backoff = self.config.retry_backoff_ms;
+        let backoff = self.config.retry_backoff;
         match self.offsets.handle_fetch_response(&r, now, backoff) {
             FetchOutcome::Fetched(offsets) => self
                 .events
@@ -70,14 +71,14 @@ impl GroupMember {
     pub(super) fn on_offset_commit(
         &mut self,
         r: OffsetCommitResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         if !self.offsets.commit_in_flight() {
             return Err(GroupError::UnexpectedResponse {
                 api: ApiKey::OffsetCommit,
             });
         }
-        let backoff = self.config.retry_backoff_ms;
+        let backoff = self.config.retry_backoff;
         let outcome = self.offsets.handle_commit_response(&r, now, backoff);
         self.on_commit_outcome(outcome, now);
         Ok(())
@@ -85,7 +86,7 @@ impl GroupMember {
 
     /// A commit's outcome → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`];
     /// a rejection of the current generation starts a rebalance or ends membership.
-    fn on_commit_outcome(&mut self, outcome: CommitOutcome, now: i64) {
+    fn on_commit_outcome(&mut self, outcome: CommitOutcome, now: Instant) {
         match outcome {
             CommitOutcome::Committed(c) => self.events.push_back(GroupEvent::CommitSucceeded {
                 id: c.id,

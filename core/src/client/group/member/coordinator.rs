@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{Coordinator, GroupMember, Phase};
 use crate::client::group::{GroupError, GroupEvent};
 use crate::client::{Outbound, Target};
+use crate::time::{Duration, Instant};
 
 impl GroupMember {
     /// FindCoordinator for our group, built for `version`.
@@ -33,7 +34,7 @@ impl GroupMember {
     pub(super) fn on_find_coordinator(
         &mut self,
         r: FindCoordinatorResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         if self.coordinator != Coordinator::Finding {
             return Err(GroupError::UnexpectedResponse {
@@ -63,7 +64,7 @@ impl GroupMember {
             other => {
                 tracing::debug!(?other, "no group coordinator yet");
                 self.coordinator = Coordinator::Unknown {
-                    retry_at: now.saturating_add(self.next_backoff()),
+                    retry_at: now + self.next_backoff(),
                 };
                 Ok(())
             }
@@ -72,11 +73,11 @@ impl GroupMember {
 
     /// The coordinator moved or stopped answering: look for it again after a backoff. A
     /// heartbeat due is sent as soon as it is found again; a member leaving has left.
-    pub(super) fn coordinator_lost(&mut self, now: i64) {
+    pub(super) fn coordinator_lost(&mut self, now: Instant) {
         if let Coordinator::Known(id) = self.coordinator {
             tracing::debug!(id, "group coordinator lost; rediscovering");
             self.coordinator = Coordinator::Unknown {
-                retry_at: now.saturating_add(self.next_backoff()),
+                retry_at: now + self.next_backoff(),
             };
             if self.phase == Phase::Stable {
                 // The heartbeat in flight will not be answered by a coordinator we trust; the
@@ -90,13 +91,13 @@ impl GroupMember {
         }
     }
 
-    /// The next retry backoff: `retry_backoff_ms` doubled per consecutive failure, capped.
-    pub(super) fn next_backoff(&mut self) -> i64 {
+    /// The next retry backoff: `retry_backoff` doubled per consecutive failure, capped.
+    pub(super) fn next_backoff(&mut self) -> Duration {
         let shift = self.failures.min(20);
         self.failures = self.failures.saturating_add(1);
         self.config
-            .retry_backoff_ms
+            .retry_backoff
             .saturating_mul(1 << shift)
-            .min(self.config.max_retry_backoff_ms)
+            .min(self.config.retry_backoff_max)
     }
 }

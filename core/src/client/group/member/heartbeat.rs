@@ -1,4 +1,4 @@
-//! Staying in the group while stable: a Heartbeat every `heartbeat_interval_ms`, its answers
+//! Staying in the group while stable: a Heartbeat every `heartbeat_interval`, its answers
 //! (a rebalance starting, membership lost), and the session timeout.
 
 use kafka_protocol::ResponseError;
@@ -8,16 +8,17 @@ use kafka_protocol::protocol::StrBytes;
 use super::{GroupMember, HEARTBEAT_VERSIONS, Phase};
 use crate::client::group::GroupError;
 use crate::client::{ApiVersionLookup, Outbound};
+use crate::time::Instant;
 
 impl GroupMember {
     /// The Heartbeat due at `now`; the next one is due an interval later.
     pub(super) fn heartbeat_request(
         &mut self,
-        now: i64,
+        now: Instant,
         versions: &dyn ApiVersionLookup,
     ) -> Option<Outbound> {
         let version = self.version(versions, ApiKey::Heartbeat, HEARTBEAT_VERSIONS)?;
-        self.next_heartbeat_at = now.saturating_add(self.config.heartbeat_interval_ms);
+        self.next_heartbeat_at = now + self.config.heartbeat_interval;
         let request = HeartbeatRequest::default()
             .with_group_id(self.group_id().into())
             .with_generation_id(self.generation)
@@ -29,7 +30,7 @@ impl GroupMember {
     pub(super) fn on_heartbeat(
         &mut self,
         r: HeartbeatResponse,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         self.in_flight = None;
         if self.phase != Phase::Stable {
@@ -57,7 +58,7 @@ impl GroupMember {
     }
 
     /// Membership is lost when no heartbeat succeeded within the session timeout.
-    pub(super) fn check_session(&mut self, now: i64) {
+    pub(super) fn check_session(&mut self, now: Instant) {
         if self.phase == Phase::Stable && now >= self.session_deadline() {
             tracing::info!("no successful heartbeat within the session timeout");
             self.lose_membership(ResponseError::UnknownMemberId, now);
@@ -66,8 +67,7 @@ impl GroupMember {
     }
 
     /// When the session ends without a successful heartbeat.
-    pub(super) fn session_deadline(&self) -> i64 {
-        self.last_heartbeat_ok
-            .saturating_add(i64::from(self.config.session_timeout_ms))
+    pub(super) fn session_deadline(&self) -> Instant {
+        self.last_heartbeat_ok + self.config.session_timeout
     }
 }

@@ -15,6 +15,7 @@ use crate::client::group::assignor::{self, MemberAssignment, MemberSubscription}
 use crate::client::group::protocol::{self, Assignment, Subscription};
 use crate::client::group::{CommitError, GroupError, GroupEvent};
 use crate::client::{ApiVersionLookup, Outbound};
+use crate::time::Instant;
 
 impl GroupMember {
     /// Records partition counts of source topics (from metadata), used when this member leads
@@ -29,7 +30,7 @@ impl GroupMember {
 
     /// The engine committed and closed the tasks of the last [`GroupEvent::Revoke`]: the member
     /// may rejoin (once its queued commits are answered).
-    pub fn revoke_done(&mut self, now: i64) {
+    pub fn revoke_done(&mut self, now: Instant) {
         self.observe(now);
         if let Phase::Revoking { done } = &mut self.phase {
             *done = true;
@@ -63,8 +64,8 @@ impl GroupMember {
         };
         let request = JoinGroupRequest::default()
             .with_group_id(self.group_id().into())
-            .with_session_timeout_ms(self.config.session_timeout_ms)
-            .with_rebalance_timeout_ms(self.config.rebalance_timeout_ms)
+            .with_session_timeout_ms(self.config.session_timeout.as_millis_i32())
+            .with_rebalance_timeout_ms(self.config.rebalance_timeout.as_millis_i32())
             .with_member_id(StrBytes::from_string(self.member_id.clone()))
             .with_protocol_type(StrBytes::from_static_str(protocol::PROTOCOL_TYPE))
             .with_protocols(vec![
@@ -107,7 +108,7 @@ impl GroupMember {
     }
 
     /// Takes the JoinGroup answer: our member id and generation; as leader, the assignment.
-    pub(super) fn on_join(&mut self, r: JoinGroupResponse, now: i64) -> Result<(), GroupError> {
+    pub(super) fn on_join(&mut self, r: JoinGroupResponse, now: Instant) -> Result<(), GroupError> {
         self.in_flight = None;
         // While a JoinGroup is in flight the phase leaves Joining only where the request is
         // forgotten (leave, fail), so a late answer is refused before it gets here.
@@ -154,7 +155,7 @@ impl GroupMember {
     }
 
     /// Takes the SyncGroup answer: our assignment → [`GroupEvent::Assigned`], stable.
-    pub(super) fn on_sync(&mut self, r: SyncGroupResponse, now: i64) -> Result<(), GroupError> {
+    pub(super) fn on_sync(&mut self, r: SyncGroupResponse, now: Instant) -> Result<(), GroupError> {
         self.in_flight = None;
         // While a SyncGroup is in flight the phase leaves Syncing only where the request is
         // forgotten (leave, fail, request failed), so a late answer is refused before it gets
@@ -175,7 +176,7 @@ impl GroupMember {
                     self.phase = Phase::Stable;
                     self.failures = 0;
                     self.last_heartbeat_ok = now;
-                    self.next_heartbeat_at = now.saturating_add(self.config.heartbeat_interval_ms);
+                    self.next_heartbeat_at = now + self.config.heartbeat_interval;
                     self.events.push_back(GroupEvent::Assigned {
                         tasks,
                         partitions,
@@ -198,7 +199,7 @@ impl GroupMember {
         &mut self,
         api: ApiKey,
         error: ResponseError,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         tracing::debug!(?api, %error, "rejoining");
         match error {
@@ -297,7 +298,7 @@ impl GroupMember {
     }
 
     /// Membership is lost ([`GroupEvent::Lost`]): the tasks may run elsewhere already; rejoin.
-    pub(super) fn lose_membership(&mut self, error: ResponseError, now: i64) {
+    pub(super) fn lose_membership(&mut self, error: ResponseError, now: Instant) {
         tracing::info!(%error, generation = self.generation, "group membership lost");
         let tasks = match &self.phase {
             Phase::Revoking { .. } => self.previous.tasks.clone(),

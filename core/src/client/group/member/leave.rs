@@ -8,11 +8,12 @@ use kafka_protocol::protocol::StrBytes;
 use super::{GroupMember, LEAVE_GROUP_VERSIONS, Phase};
 use crate::client::group::{CommitError, GroupEvent};
 use crate::client::{ApiVersionLookup, Outbound};
+use crate::time::Instant;
 
 impl GroupMember {
     /// Leaves the group: sends LeaveGroup (when a member of a known coordinator), then emits
     /// [`GroupEvent::Left`]. Commit first: commits not yet sent fail with [`CommitError::Left`].
-    pub fn leave(&mut self, now: i64) {
+    pub fn leave(&mut self, now: Instant) {
         self.observe(now);
         if matches!(self.phase, Phase::Left | Phase::Failed | Phase::Leaving) {
             return;

@@ -7,14 +7,14 @@
 //!    coordinator returned). The leader decodes every member's subscription, runs the
 //!    [`assignor`] and sends the assignments in SyncGroup; followers send an
 //!    empty SyncGroup. Our assignment → [`GroupEvent::Assigned`].
-//! 3. Stable: a Heartbeat every `heartbeat_interval_ms`.
+//! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`].
 //! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit): eager protocol, so the member
 //!    emits [`GroupEvent::Revoke`] with every task and waits for
 //!    [`GroupMember::revoke_done`] and for its queued commits to finish before it sends
 //!    JoinGroup: revoked tasks commit first, under the old generation (which the coordinator
 //!    accepts while the group prepares the rebalance).
 //! 5. `UNKNOWN_MEMBER_ID` / `ILLEGAL_GENERATION` / `FENCED_INSTANCE_ID`, or no successful
-//!    heartbeat for `session_timeout_ms`: membership is lost → [`GroupEvent::Lost`] (no commit
+//!    heartbeat for [`GroupConfig::session_timeout`]: membership is lost → [`GroupEvent::Lost`] (no commit
 //!    possible), member id (for unknown member and session expiry) and generation reset, rejoin.
 //! 6. `NOT_COORDINATOR` / `COORDINATOR_NOT_AVAILABLE` / `COORDINATOR_LOAD_IN_PROGRESS`, or a
 //!    request to the coordinator that got no answer: the coordinator is rediscovered after an
@@ -57,6 +57,7 @@ use super::{GroupConfig, GroupError, GroupEvent};
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Instant;
 use crate::topology::Subtopology;
 
 /// FindCoordinator versions we build.
@@ -73,7 +74,7 @@ pub const LEAVE_GROUP_VERSIONS: RangeInclusive<i16> = 0..=5;
 /// Where the search for the group coordinator stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Coordinator {
-    Unknown { retry_at: i64 },
+    Unknown { retry_at: Instant },
     Finding,
     Known(BrokerId),
 }
@@ -83,7 +84,7 @@ enum Coordinator {
 enum Phase {
     /// JoinGroup due at `at` (or in flight).
     Joining {
-        at: i64,
+        at: Instant,
     },
     /// Leader waiting for [`GroupMember::set_partition_counts`].
     AwaitingPartitionCounts {
@@ -120,7 +121,7 @@ pub struct GroupMember {
     subtopologies: Vec<Subtopology>,
     topics: Vec<String>,
     partition_counts: BTreeMap<String, i32>,
-    now: i64,
+    now: Instant,
     coordinator: Coordinator,
     failures: u32,
     member_id: String,
@@ -130,8 +131,8 @@ pub struct GroupMember {
     tasks: Vec<TaskId>,
     partitions: Vec<TopicPartition>,
     previous: Previous,
-    last_heartbeat_ok: i64,
-    next_heartbeat_at: i64,
+    last_heartbeat_ok: Instant,
+    next_heartbeat_at: Instant,
     offsets: OffsetClient,
     events: VecDeque<GroupEvent>,
 }
@@ -139,7 +140,7 @@ pub struct GroupMember {
 impl GroupMember {
     /// A member that will look for its coordinator and join at once. `subtopologies` is the
     /// topology's ([`Topology::subtopologies`](crate::topology::Topology::subtopologies)).
-    pub fn new(config: GroupConfig, subtopologies: Vec<Subtopology>, now: i64) -> Self {
+    pub fn new(config: GroupConfig, subtopologies: Vec<Subtopology>, now: Instant) -> Self {
         let mut topics: Vec<String> = subtopologies
             .iter()
             .flat_map(|s| s.source_topics.iter().cloned())
@@ -206,7 +207,7 @@ impl GroupMember {
 
     /// The next time [`handle_timeout`](Self::handle_timeout) (or `poll_request`) has timed
     /// work: a retry after backoff, a heartbeat, the session deadline.
-    pub fn poll_timeout(&self) -> Option<i64> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.phase, Phase::Left | Phase::Failed) {
             return None;
         }
@@ -233,13 +234,17 @@ impl GroupMember {
 
     /// Does the timed work due at `now` (session expiry); requests due are returned by
     /// [`poll_request`](Self::poll_request).
-    pub fn handle_timeout(&mut self, now: i64) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.check_session(now);
     }
 
     /// The next request to send, built for the engine's versions.
-    pub fn poll_request(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    pub fn poll_request(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         let now = self.observe(now);
         self.check_session(now);
         if matches!(self.phase, Phase::Left | Phase::Failed) {
@@ -281,7 +286,7 @@ impl GroupMember {
         &mut self,
         from: BrokerId,
         response: ResponseKind,
-        now: i64,
+        now: Instant,
     ) -> Result<(), GroupError> {
         let now = self.observe(now);
         tracing::trace!(from, "group response");
@@ -311,13 +316,13 @@ impl GroupMember {
     }
 
     /// A request this member emitted got no answer (disconnect, timeout): re-plan.
-    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: i64) {
+    pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         let now = self.observe(now);
         tracing::debug!(?target, ?api, "group request failed");
         match api {
             ApiKey::FindCoordinator if self.coordinator == Coordinator::Finding => {
                 self.coordinator = Coordinator::Unknown {
-                    retry_at: now.saturating_add(self.next_backoff()),
+                    retry_at: now + self.next_backoff(),
                 };
             }
             ApiKey::OffsetFetch | ApiKey::OffsetCommit => {
@@ -341,7 +346,11 @@ impl GroupMember {
 
     /// The JoinGroup, SyncGroup, Heartbeat or LeaveGroup the phase calls for, when none is in
     /// flight.
-    fn poll_membership(&mut self, now: i64, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
+    fn poll_membership(
+        &mut self,
+        now: Instant,
+        versions: &dyn ApiVersionLookup,
+    ) -> Option<Outbound> {
         if self.in_flight.is_some() {
             return None;
         }
@@ -417,7 +426,7 @@ impl GroupMember {
         StrBytes::from_string(self.config.group_id.clone())
     }
 
-    fn observe(&mut self, now: i64) -> i64 {
+    fn observe(&mut self, now: Instant) -> Instant {
         self.now = self.now.max(now);
         self.now
     }
