@@ -40,13 +40,43 @@ pub struct EngineSlot {
     /// What crossed the engine's connections, in order, once [`Harness::record_wire`] asked
     /// for it (`None`: not recorded).
     pub wire: Option<Vec<WireEvent>>,
-    /// Every input handed to the engine, with its time, once [`Harness::record_inputs`] asked
-    /// for it (`None`: not recorded): replayed into a new engine with the same configuration,
-    /// they must give the same outputs.
-    pub inputs: Option<Vec<(Instant, Input)>>,
+    /// Every input handed to the engine and every `poll_output` with what it gave, once
+    /// [`Harness::record_steps`] asked for it (`None`: not recorded): see [`replay`].
+    pub steps: Option<Vec<Step>>,
     /// The engine handled its last timeout and all I/O since (a `pump` ran to quiet after the
     /// harness's last `advance`): then none of its deadlines may be due.
     quiet_since_timeout: bool,
+}
+
+/// One step of an engine's life as [`Harness::record_steps`] records it.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// An input handed to the engine at that time.
+    Input(Instant, Input),
+    /// A `poll_output` at that time, and what it gave (as its `Debug` text).
+    Poll(Instant, Option<String>),
+}
+
+/// Replays recorded `steps` into `engine`, a new engine built like the recorded one (same
+/// topology, configuration, seed and start time): every poll must give what it gave then.
+/// Returns the number of polls compared; `Err` names the first that differs.
+pub fn replay(steps: &[Step], engine: &mut Engine) -> Result<usize, String> {
+    let mut polls = 0;
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Input(at, input) => engine.handle_input(input.clone(), *at),
+            Step::Poll(at, expected) => {
+                polls += 1;
+                let got = engine.poll_output(*at).map(|o| format!("{o:?}"));
+                if &got != expected {
+                    return Err(format!(
+                        "step {i} at {at}: recorded {expected:?}, replayed {got:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(polls)
 }
 
 /// One thing that crossed an engine's connections to the simulator (see
@@ -105,10 +135,20 @@ impl EngineSlot {
     /// Hands `input` to the engine (recording it when asked to).
     fn input(&mut self, input: Input, now: i64) {
         let now = Instant::from_millis(now);
-        if let Some(inputs) = self.inputs.as_mut() {
-            inputs.push((now, input.clone()));
+        if let Some(steps) = self.steps.as_mut() {
+            steps.push(Step::Input(now, input.clone()));
         }
         self.engine.handle_input(input, now);
+    }
+
+    /// `poll_output` (recording it and what it gave when asked to).
+    fn poll(&mut self, now: i64) -> Option<Output> {
+        let now = Instant::from_millis(now);
+        let output = self.engine.poll_output(now);
+        if let Some(steps) = self.steps.as_mut() {
+            steps.push(Step::Poll(now, output.as_ref().map(|o| format!("{o:?}"))));
+        }
+        output
     }
 }
 
@@ -174,7 +214,7 @@ impl Harness {
             dropped: false,
             disconnects: 0,
             wire: None,
-            inputs: None,
+            steps: None,
             quiet_since_timeout: false,
         });
         self.engines.len() - 1
@@ -188,10 +228,11 @@ impl Harness {
         }
     }
 
-    /// Starts recording the inputs of the engine at `index` into its [`EngineSlot::inputs`].
-    pub fn record_inputs(&mut self, index: usize) {
+    /// Starts recording the inputs and polls of the engine at `index` into its
+    /// [`EngineSlot::steps`] (from its creation on, for an exact [`replay`]).
+    pub fn record_steps(&mut self, index: usize) {
         if let Some(slot) = self.engines.get_mut(index) {
-            slot.inputs.get_or_insert_with(Vec::new);
+            slot.steps.get_or_insert_with(Vec::new);
         }
     }
 
@@ -377,7 +418,7 @@ fn pump_engine(
 ) -> bool {
     let mut progress = false;
     loop {
-        let output = slot.engine.poll_output(Instant::from_millis(now));
+        let output = slot.poll(now);
         check.engine(index, &slot.engine, now);
         let Some(out) = output else {
             break;

@@ -24,6 +24,7 @@ impl Engine {
             } => self.assign(tasks, partitions),
             GroupEvent::OffsetsFetched { offsets } => {
                 for (tp, offset) in offsets {
+                    // Revoked or lost while the OffsetFetch was in flight.
                     if self.fetcher.assigned().all(|a| a != &tp) {
                         continue;
                     }
@@ -120,6 +121,7 @@ impl Engine {
             .filter_map(|t| self.metadata.partition_count(&t).map(|n| (t, n)))
             .collect();
         for &id in &tasks {
+            // Kept from before (an assignment that waited for sink topics is retried whole).
             if self.tasks.contains_key(&id) {
                 continue;
             }

@@ -234,6 +234,7 @@ impl Engine {
         self.fetcher.update_leaders(&self.metadata);
         let mut counts = Vec::new();
         for topic in self.metadata.topics().cloned().collect::<Vec<_>>() {
+            // Not (yet) known to the brokers: its error is reported by metadata's events.
             let Some(n) = self.metadata.partition_count(&topic) else {
                 continue;
             };

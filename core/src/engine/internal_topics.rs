@@ -43,6 +43,7 @@ impl Engine {
         let mut progress = false;
         let mut specs = Vec::new();
         for (sub, store, topic) in &self.changelogs {
+            // Asked for already.
             if self.internal_topics.specs().any(|s| &s.name == topic) {
                 continue;
             }

@@ -46,6 +46,7 @@ impl Engine {
         let mut budget = self.config.max_batches_per_poll;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
+            // Its output waits for room in the producer: it must not produce more first.
             if self.backlog.contains_key(&id) {
                 continue;
             }

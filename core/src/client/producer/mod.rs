@@ -258,21 +258,29 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if self.fatal.is_some() {
             return None;
         }
-        let mut deadlines = Vec::new();
+        // A fold, no allocation: the engine asks after every poll. Deadlines already passed
+        // are left out (their work waits for something else, e.g. a leader).
+        let now = self.now;
+        let mut earliest: Option<Instant> = None;
+        let mut offer = |t: Instant| {
+            if t > now {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        };
         if self.identity.is_none() && !self.init_in_flight {
-            deadlines.push(self.init_retry_at);
+            offer(self.init_retry_at);
         }
         for queue in self.partitions.values() {
-            deadlines.push(queue.retry_at);
+            offer(queue.retry_at);
             for batch in &queue.batches {
                 if batch.state != BatchState::InFlight {
-                    deadlines.push(batch.created_at + self.config.delivery_timeout);
+                    offer(batch.created_at + self.config.delivery_timeout);
                 }
                 if batch.state == BatchState::Unsent && !batch.closed && !batch.flush {
-                    deadlines.push(batch.created_at + self.config.linger);
+                    offer(batch.created_at + self.config.linger);
                 }
             }
         }
-        deadlines.into_iter().filter(|d| *d > self.now).min()
+        earliest
     }
 }

@@ -211,25 +211,27 @@ impl GroupMember {
         if matches!(self.phase, Phase::Left | Phase::Failed) {
             return None;
         }
-        let mut times = Vec::new();
+        // A fold, no allocation: the engine asks after every poll.
+        let mut earliest: Option<Instant> = None;
+        let mut offer = |t: Instant| earliest = Some(earliest.map_or(t, |e| e.min(t)));
         match self.coordinator {
-            Coordinator::Unknown { retry_at } => times.push(retry_at),
+            Coordinator::Unknown { retry_at } => offer(retry_at),
             Coordinator::Finding => {}
             Coordinator::Known(_) => {
                 if let Some(t) = self.offsets.next_retry_at() {
-                    times.push(t);
+                    offer(t);
                 }
                 match self.phase {
-                    Phase::Joining { at } if self.in_flight.is_none() => times.push(at),
-                    Phase::Stable if self.in_flight.is_none() => times.push(self.next_heartbeat_at),
+                    Phase::Joining { at } if self.in_flight.is_none() => offer(at),
+                    Phase::Stable if self.in_flight.is_none() => offer(self.next_heartbeat_at),
                     _ => {}
                 }
             }
         }
         if self.phase == Phase::Stable {
-            times.push(self.session_deadline());
+            offer(self.session_deadline());
         }
-        times.into_iter().min()
+        earliest
     }
 
     /// Does the timed work due at `now` (session expiry); requests due are returned by
