@@ -560,6 +560,22 @@ impl Router {
             token,
         ) {
             Ok(_) => socket.sent.push_back((now + timeout, pending.api)),
+            Err(ConnectionError::UnsupportedVersion { api, version, .. })
+                if self
+                    .fallback
+                    .cap(key.broker, api)
+                    .is_some_and(|cap| version > cap) =>
+            {
+                // Built before this broker's fallback lowered the API: the component builds it
+                // again at the new version.
+                tracing::debug!(
+                    broker = key.broker,
+                    ?api,
+                    version,
+                    "request above a fallback cap; rebuilt"
+                );
+                self.fail_request(pending.component, pending.outbound.target, pending.api);
+            }
             Err(error) => {
                 self.warn(EngineError::Connection {
                     broker: key.broker,
