@@ -26,7 +26,7 @@ pub enum BatchState {
 
 /// Records of one partition sent together.
 #[derive(Debug)]
-pub struct Batch<O> {
+pub struct ProducerBatch<O> {
     /// Unique over the producer's life.
     pub id: u64,
     /// Records in order.
@@ -51,7 +51,7 @@ pub struct Batch<O> {
     pub encoded: Option<Bytes>,
 }
 
-impl<O: Clone + PartialEq> Batch<O> {
+impl<O: Clone + PartialEq> ProducerBatch<O> {
     fn new(id: u64, now: Instant) -> Self {
         Self {
             id,
@@ -101,7 +101,7 @@ impl<O: Clone + PartialEq> Batch<O> {
 #[derive(Debug)]
 pub struct PartitionQueue<O> {
     /// Front = oldest unacknowledged.
-    pub batches: std::collections::VecDeque<Batch<O>>,
+    pub batches: std::collections::VecDeque<ProducerBatch<O>>,
     /// No send before this time (retry backoff).
     pub retry_at: Instant,
     /// Identity the next sequence belongs to; sequences restart at 0 under a new identity.
@@ -148,7 +148,7 @@ impl<O: Clone + PartialEq> PartitionQueue<O> {
                 open.closed = true;
             }
             *next_id += 1;
-            self.batches.push_back(Batch::new(*next_id, now));
+            self.batches.push_back(ProducerBatch::new(*next_id, now));
             started = true;
         }
         if let Some(open) = self.batches.back_mut() {

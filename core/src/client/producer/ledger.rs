@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-use super::accumulator::Batch;
+use super::accumulator::ProducerBatch;
 use super::{DeliveryError, ProducerEvent};
 use crate::record::TopicPartition;
 
@@ -59,7 +59,7 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
         self.events.pop_front()
     }
 
-    fn settle(&mut self, batch: &Batch<O>) {
+    fn settle(&mut self, batch: &ProducerBatch<O>) {
         self.buffered_bytes = self.buffered_bytes.saturating_sub(batch.size);
         for (owner, count) in &batch.owners {
             if let Some(left) = self.unacked.get_mut(owner) {
@@ -73,7 +73,7 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
 
     /// `batch` was written at `base_offset` (when the broker said): one
     /// [`ProducerEvent::Acked`] per owner run, with offsets following on.
-    pub(super) fn ack(&mut self, tp: &TopicPartition, batch: Batch<O>, base_offset: Option<i64>) {
+    pub(super) fn ack(&mut self, tp: &TopicPartition, batch: ProducerBatch<O>, base_offset: Option<i64>) {
         self.settle(&batch);
         let mut offset = base_offset;
         for (owner, count) in batch.owners {
@@ -88,7 +88,7 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
     }
 
     /// `batch` will not be delivered: one [`ProducerEvent::Failed`] per owner run.
-    pub(super) fn fail(&mut self, tp: &TopicPartition, batch: Batch<O>, error: DeliveryError) {
+    pub(super) fn fail(&mut self, tp: &TopicPartition, batch: ProducerBatch<O>, error: DeliveryError) {
         tracing::warn!(partition = %tp, records = batch.record_count(), %error, "produce failed");
         self.settle(&batch);
         for (owner, count) in batch.owners {
@@ -124,7 +124,7 @@ mod tests {
     }
 
     /// One batch holding `owners`' records in that order, accepted into `ledger`.
-    fn accepted_batch(ledger: &mut Ledger<u32>, owners: &[u32]) -> Batch<u32> {
+    fn accepted_batch(ledger: &mut Ledger<u32>, owners: &[u32]) -> ProducerBatch<u32> {
         let mut queue = PartitionQueue::default();
         let mut next_id = 0;
         for (i, owner) in owners.iter().enumerate() {
