@@ -172,7 +172,8 @@ impl Fetcher {
         state.position = Some(decoded.next_offset);
         if stalled {
             let limit = self.config.partition_max_bytes_limit;
-            if let Some(batch_len) = truncated_len.filter(|&len| len > limit as usize) {
+            let limit_bytes = usize::try_from(limit).unwrap_or(0);
+            if let Some(batch_len) = truncated_len.filter(|&len| len > limit_bytes) {
                 // Growing without bound would let one broker answer make us ask for (and
                 // hold) gigabytes.
                 tracing::warn!(%tp, offset = sent_offset, batch_len, limit, "record batch above the fetch size limit");

@@ -73,7 +73,12 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
 
     /// `batch` was written at `base_offset` (when the broker said): one
     /// [`ProducerEvent::Acked`] per owner run, with offsets following on.
-    pub(super) fn ack(&mut self, tp: &TopicPartition, batch: ProducerBatch<O>, base_offset: Option<i64>) {
+    pub(super) fn ack(
+        &mut self,
+        tp: &TopicPartition,
+        batch: ProducerBatch<O>,
+        base_offset: Option<i64>,
+    ) {
         self.settle(&batch);
         let mut offset = base_offset;
         for (owner, count) in batch.owners {
@@ -83,12 +88,18 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
                 base_offset: offset,
                 count,
             });
-            offset = offset.map(|o| o + count as i64);
+            // The base offset is the broker's: checked, an overflow leaves the rest unknown.
+            offset = offset.and_then(|o| o.checked_add(i64::try_from(count).ok()?));
         }
     }
 
     /// `batch` will not be delivered: one [`ProducerEvent::Failed`] per owner run.
-    pub(super) fn fail(&mut self, tp: &TopicPartition, batch: ProducerBatch<O>, error: DeliveryError) {
+    pub(super) fn fail(
+        &mut self,
+        tp: &TopicPartition,
+        batch: ProducerBatch<O>,
+        error: DeliveryError,
+    ) {
         tracing::warn!(partition = %tp, records = batch.record_count(), %error, "produce failed");
         self.settle(&batch);
         for (owner, count) in batch.owners {

@@ -431,6 +431,38 @@ fn duplicate_sequence_number_counts_as_written() {
 }
 
 #[test]
+fn a_base_offset_near_i64_max_acks_without_overflow() {
+    let mut producer = producer(config());
+    producer
+        .send_batch(1, vec![at(0, "a"), at(0, "b")], clock(0))
+        .unwrap();
+    producer.send_batch(2, vec![at(0, "c")], clock(0)).unwrap();
+    producer.flush();
+    let (broker, _) = poll_produce(&mut producer, clock(0)).unwrap();
+    producer
+        .handle_response(broker, ok(&[(0, i64::MAX - 1)]), clock(0))
+        .unwrap();
+    let tp0 = TopicPartition::new(TOPIC, 0);
+    assert_eq!(
+        events(&mut producer),
+        vec![
+            ProducerEvent::Acked {
+                owner: 1,
+                topic_partition: tp0.clone(),
+                base_offset: Some(i64::MAX - 1),
+                count: 2
+            },
+            ProducerEvent::Acked {
+                owner: 2,
+                topic_partition: tp0,
+                base_offset: None,
+                count: 1
+            },
+        ]
+    );
+}
+
+#[test]
 fn non_retriable_error_fails_exactly_the_owners_of_that_batch() {
     let mut producer = producer(config());
     producer
