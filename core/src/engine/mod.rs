@@ -264,9 +264,8 @@ impl Engine {
     /// [`EngineConfig::max_batches_per_poll`], ran out, so I/O gets a turn): the adapter takes
     /// whatever input is ready, without waiting, and polls again.
     pub fn has_pending_work(&self) -> bool {
-        !self.stopped()
-            && matches!(self.commit, CommitPhase::Idle)
-            && self.revoking.is_none()
+        // Exactly when `run_tasks` would process: otherwise an adapter would spin.
+        self.may_process()
             && self
                 .tasks
                 .iter()
@@ -447,6 +446,15 @@ impl Engine {
 
     fn stopped(&self) -> bool {
         matches!(self.state, EngineState::NotRunning | EngineState::Error)
+    }
+
+    /// Whether tasks may run batches now: not while a commit, a revocation or the close waits
+    /// for the output so far.
+    fn may_process(&self) -> bool {
+        !self.stopped()
+            && !self.closing
+            && matches!(self.commit, CommitPhase::Idle)
+            && self.revoking.is_none()
     }
 
     /// Does every kind of work until none makes progress (bounded, so a busy engine still

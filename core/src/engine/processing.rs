@@ -1,7 +1,6 @@
 //! Records through tasks: fetched batches into the tasks' queues, batches through the
 //! topology, and the tasks' output to the producer.
 
-use super::commit::CommitPhase;
 use super::{Engine, EngineConfig, EngineError};
 use crate::client::producer::ProducerError;
 use crate::record::TopicPartition;
@@ -39,7 +38,7 @@ impl Engine {
 
     pub(super) fn run_tasks(&mut self) -> bool {
         let mut progress = self.deliver_backlog();
-        if !matches!(self.commit, CommitPhase::Idle) || self.revoking.is_some() || self.closing {
+        if !self.may_process() {
             return progress;
         }
         let now = self.now;
