@@ -684,6 +684,11 @@ impl SimCluster {
         Ok(cid)
     }
 
+    /// The broker a connection goes to.
+    pub fn broker_of(&self, conn: ConnId) -> Option<i32> {
+        self.conns.get(&conn).map(|c| c.broker)
+    }
+
     /// Whether the connection is open.
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| c.closed.is_none())
