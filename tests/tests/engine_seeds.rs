@@ -12,13 +12,18 @@
 //! - no record lost and order kept: the first output of each input record comes in input order
 //!   without gaps (so after removing replays, every input partition's outputs are exactly its
 //!   records in order);
-//! - committed input is never processed again;
+//! - committed input is never processed again (a duplicate output that lands after its input
+//!   was committed, from a member removed from the group while its output was on the way, is
+//!   counted in `late_duplicates`, not a violation: it was processed before the commit);
 //! - eventually every input offset is committed, and no engine failed.
 //!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
-//! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description.
+//! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
+//! with `ENGINE_TRACE=1` (and `RUST_LOG`) what happened in it (see `trace_cluster`).
 
+use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 
 use kstreams_core::engine::{EngineState, Event};
 use kstreams_core::record::TopicPartition;
@@ -197,6 +202,52 @@ fn apply_chaos(h: &mut Harness, event: Chaos) {
     result.expect("chaos event applies");
 }
 
+/// `ENGINE_TRACE`: logs (`RUST_LOG`, e.g. `kstreams_core=debug`; each line names the engine
+/// and the simulated time) and, after every request served, any change of the group (state,
+/// generation, coordinator, members) or of the committed offsets, and each new output record
+/// with its producer id; every engine event is printed at the end.
+fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outputs: i32) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_ansi(false)
+        .try_init();
+    let audit = Rc::clone(audit);
+    let mut last = String::new();
+    let mut printed = vec![0; outputs as usize];
+    h.set_observer(Box::new(move |sim| {
+        let members: Vec<String> = sim
+            .group_members(APP)
+            .into_iter()
+            .map(|m| m.member_id)
+            .collect();
+        let committed: Vec<Option<i64>> = (0..inputs).map(|p| committed(sim, p)).collect();
+        let now = format!(
+            "group {:?} generation {:?} coordinator {:?} members {members:?} committed {committed:?}",
+            sim.group_state(APP),
+            sim.group_generation(APP),
+            sim.coordinator_of(APP),
+        );
+        if now != last {
+            println!("cluster at {}: {now}", sim.now());
+            last = now;
+        }
+        for (q, printed) in printed.iter_mut().enumerate() {
+            let log = sim.read_log(OUTPUT, q as i32).unwrap_or_default();
+            for r in log.iter().skip(*printed) {
+                println!(
+                    "output {q}@{} at {}: {:?} from producer {}",
+                    r.offset,
+                    sim.now(),
+                    tag_of(r),
+                    r.producer_id
+                );
+            }
+            *printed = log.len();
+        }
+        audit.borrow_mut().check(sim)
+    }));
+}
+
 /// Runs one seed; `Err` describes the broken invariant and the run.
 fn run_seed(seed: u64) -> Result<Stats, String> {
     let s = Scenario::from_seed(seed);
@@ -213,6 +264,9 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     sim.set_random_faults(s.faults);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, s.input_partitions, s.output_partitions);
+    if std::env::var("ENGINE_TRACE").is_ok() {
+        trace_cluster(&mut h, &audit, s.input_partitions, s.output_partitions);
+    }
     let mut feeder = Feeder::new(
         s.input_partitions,
         s.initial,
@@ -302,6 +356,13 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
             && exit.is_none()
             && committed_at_least(&h.sim, &n)
     });
+    if std::env::var("ENGINE_TRACE").is_ok() {
+        for (i, e) in h.engines.iter().enumerate() {
+            for (at, event) in &e.events {
+                println!("engine {i} at {at}: {event:?}");
+            }
+        }
+    }
     let describe_all =
         |h: &Harness| format!("seed {seed}: {s:?}\n{}", describe(h, s.input_partitions));
     if !done {
@@ -336,6 +397,7 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     let mut stats = Stats {
         sim_ms: h.now - T0,
         duplicates: audit.duplicates,
+        late_duplicates: audit.late_duplicates.len(),
         records: s.target * i64::from(s.input_partitions),
         ..Stats::default()
     };
@@ -362,6 +424,7 @@ struct Stats {
     sim_ms: i64,
     records: i64,
     duplicates: usize,
+    late_duplicates: usize,
     warnings: usize,
     revokes: usize,
     losses: usize,
@@ -373,6 +436,7 @@ impl std::ops::AddAssign for Stats {
         self.sim_ms += o.sim_ms;
         self.records += o.records;
         self.duplicates += o.duplicates;
+        self.late_duplicates += o.late_duplicates;
         self.warnings += o.warnings;
         self.revokes += o.revokes;
         self.losses += o.losses;
