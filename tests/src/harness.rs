@@ -596,8 +596,8 @@ pub mod tagged {
     #[derive(Debug)]
     pub struct Audit {
         output_partitions: i32,
-        /// Output records read so far, per output partition.
-        read: Vec<usize>,
+        /// Per output partition, the offset up to which the output was read.
+        read: Vec<i64>,
         /// Input offsets with an output, per input partition.
         seen: Vec<BTreeSet<i64>>,
         /// Per input partition, the smallest offset without output (all below have one).
@@ -671,14 +671,16 @@ pub mod tagged {
             for q in 0..self.output_partitions {
                 let hw = sim.high_watermark(OUTPUT, q).map_err(|e| e.to_string())?;
                 let done = self.read[q as usize];
-                if hw as usize <= done {
+                if hw <= done {
                     continue;
                 }
-                let log = sim.read_log(OUTPUT, q).map_err(|e| e.to_string())?;
-                for r in log.iter().skip(done) {
+                let new = sim
+                    .read_log_from(OUTPUT, q, done)
+                    .map_err(|e| e.to_string())?;
+                for r in &new {
                     self.record(sim, q, r)?;
                 }
-                self.read[q as usize] = log.len();
+                self.read[q as usize] = hw;
             }
             for (p, &next) in self.next_new.iter().enumerate() {
                 if let Some(c) = committed(sim, p as i32)

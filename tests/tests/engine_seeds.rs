@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
-use kstreams_core::engine::{EngineState, Event};
+use kstreams_core::engine::{EngineConfig, EngineState, Event};
 use kstreams_core::record::TopicPartition;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
@@ -70,13 +70,52 @@ enum Chaos {
     MoveCoordinator { to: i32 },
 }
 
-/// What happens to one engine mid-run.
+/// A change of the group's membership mid-run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exit {
-    Close,
+enum Membership {
+    /// A new engine starts.
+    Start,
+    /// A running engine (the `n`-th live one, modulo their number) closes cleanly.
+    Close(usize),
+    /// A running engine (the `n`-th live one, modulo their number) vanishes without a close:
+    /// the group notices after its session timeout.
+    Drop(usize),
     /// Every engine closes; as many new ones start (same application id) 2 s later.
     RestartAll,
-    Drop,
+}
+
+/// At most this many engines run at once (a `Start` beyond it is skipped).
+const MAX_LIVE_ENGINES: usize = 4;
+
+/// How much input a seed feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Volume {
+    /// Hundreds to a few thousand records per partition (the default of release builds).
+    Full,
+    /// A tenth of that (the default of debug builds, where the simulation runs some 20 times
+    /// slower: the 1,000 seeds of `cargo test --workspace` stay within a couple of minutes).
+    Small,
+}
+
+impl Volume {
+    /// `ENGINE_VOLUME=full|small`, else by build profile.
+    fn from_env() -> Self {
+        match std::env::var("ENGINE_VOLUME").as_deref() {
+            Ok("full") => Self::Full,
+            Ok("small") => Self::Small,
+            Ok(other) => panic!("ENGINE_VOLUME is full or small, not {other}"),
+            Err(_) if cfg!(debug_assertions) => Self::Small,
+            Err(_) => Self::Full,
+        }
+    }
+
+    /// Records per partition: (before the engines start, most fed over the run).
+    fn records(self) -> (i64, i64) {
+        match self {
+            Self::Full => (300, 3_000),
+            Self::Small => (30, 300),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -100,15 +139,24 @@ struct Scenario {
     duplicate_reply_original_offset: bool,
     rebalance_delay_ms: i64,
     faults: Option<RandomFaults>,
-    exit: Option<(i64, usize, Exit)>,
+    membership: Vec<(i64, Membership)>,
     chaos: Vec<(i64, Chaos)>,
 }
 
 impl Scenario {
-    fn from_seed(seed: u64) -> Self {
+    /// The scenario of `seed`: input fed for 3–30 s of simulated time, commits every
+    /// 50–2,000 ms, 1–4 membership changes and up to 4 cluster events spread over the feed.
+    fn from_seed(seed: u64, volume: Volume) -> Self {
         let mut r = Rng(seed ^ 0xA5A5_5A5A_0F0F_F0F0);
         let engines = r.range(1, 3) as usize;
-        let initial = r.range(0, 12);
+        let (most_initial, most_fed) = volume.records();
+        let initial = r.range(0, most_initial);
+        let fed = r.range(most_fed / 10, most_fed);
+        let feed_ms = r.range(3_000, 30_000);
+        let feed_every_ms = r.range(20, 300);
+        // Enough per chunk to feed everything within `feed_ms`.
+        let chunks = (feed_ms / feed_every_ms).max(1);
+        let chunk = (fed + chunks - 1) / chunks;
         let faults = r.chance(75).then(|| RandomFaults {
             error_probability: r.range(0, 150) as f64 / 1000.0,
             disconnect_probability: r.range(0, 50) as f64 / 1000.0,
@@ -116,9 +164,9 @@ impl Scenario {
         let brokers = r.range(1, 3);
         let input_partitions = r.range(1, 4) as i32;
         let output_partitions = r.range(1, 4) as i32;
-        let chaos = (0..r.range(0, 3))
+        let chaos = (0..r.range(0, 4))
             .map(|_| {
-                let at = r.range(0, 8_000);
+                let at = r.range(0, feed_ms);
                 let broker = r.range(0, brokers - 1) as i32;
                 let what = match r.range(0, 2) {
                     0 => Chaos::BrokerDown {
@@ -143,26 +191,41 @@ impl Scenario {
                 (at, what)
             })
             .collect();
-        let exit = r.chance(60).then(|| {
-            let how = match r.range(0, 2) {
-                0 => Exit::Close,
-                1 => Exit::Drop,
-                _ => Exit::RestartAll,
-            };
-            (r.range(500, 6_000), r.below(engines), how)
-        });
+        let mut membership: Vec<(i64, Membership)> = (0..r.range(1, 4))
+            .map(|_| {
+                let at = r.range(500, feed_ms);
+                let what = match r.range(0, 99) {
+                    0..=34 => Membership::Start,
+                    35..=64 => Membership::Close(r.below(MAX_LIVE_ENGINES)),
+                    65..=84 => Membership::Drop(r.below(MAX_LIVE_ENGINES)),
+                    _ => Membership::RestartAll,
+                };
+                (at, what)
+            })
+            .collect();
+        membership.sort_by_key(|&(at, _)| at);
+        // Small batches and queues now and then, or thousands of records take long.
+        let small = r.chance(20);
         Self {
             brokers: brokers as usize,
             input_partitions,
             output_partitions,
             initial,
-            target: initial + r.range(0, 15),
-            chunk: r.range(1, 4),
-            feed_every_ms: r.range(50, 600),
+            target: initial + fed,
+            chunk,
+            feed_every_ms,
             engine_starts: (0..engines).map(|_| r.range(0, 3_000)).collect(),
-            max_batch_records: r.range(1, 8) as usize,
+            max_batch_records: if small {
+                r.range(1, 8)
+            } else {
+                r.range(8, 500)
+            } as usize,
             max_batches_per_poll: r.range(1, 8) as usize,
-            max_queued: r.range(1, 20) as usize,
+            max_queued: if small {
+                r.range(1, 20)
+            } else {
+                r.range(20, 2_000)
+            } as usize,
             commit_interval_ms: r.range(50, 2_000),
             linger_ms: r.range(0, 20),
             fetch_wait_ms: r.range(10, 500) as i32,
@@ -171,7 +234,7 @@ impl Scenario {
             duplicate_reply_original_offset: r.chance(50),
             rebalance_delay_ms: if r.chance(50) { 0 } else { 1_000 },
             faults,
-            exit,
+            membership,
             chaos,
         }
     }
@@ -202,6 +265,52 @@ fn apply_chaos(h: &mut Harness, event: Chaos) {
     result.expect("chaos event applies");
 }
 
+/// The engines taking part and not closing, by slot.
+fn running_engines(h: &Harness) -> Vec<usize> {
+    (0..h.engines.len())
+        .filter(|&i| {
+            let e = &h.engines[i];
+            e.is_live() && e.engine.state() != EngineState::PendingShutdown
+        })
+        .collect()
+}
+
+/// Applies a membership change; engines due to start later go to `pending_starts`.
+fn change_membership(
+    h: &mut Harness,
+    change: Membership,
+    config: &EngineConfig,
+    pending_starts: &mut Vec<i64>,
+) {
+    let running = running_engines(h);
+    match change {
+        Membership::Start => {
+            if running.len() + pending_starts.len() < MAX_LIVE_ENGINES {
+                h.add(engine(config.clone(), h.now));
+            }
+        }
+        Membership::Close(n) | Membership::Drop(n) if !running.is_empty() => {
+            let slot = running[n % running.len()];
+            if matches!(change, Membership::Close(_)) {
+                h.close_engine(slot);
+            } else {
+                h.drop_engine(slot);
+            }
+        }
+        Membership::Close(_) | Membership::Drop(_) => {}
+        Membership::RestartAll => {
+            for slot in running {
+                h.close_engine(slot);
+                pending_starts.push(h.now + 2_000);
+            }
+        }
+    }
+    // With no engine left or coming, a replacement starts.
+    if running_engines(h).is_empty() && pending_starts.is_empty() {
+        pending_starts.push(h.now + 1_000);
+    }
+}
+
 /// `ENGINE_TRACE`: logs (`RUST_LOG`, e.g. `kstreams_core=debug`; each line names the engine
 /// and the simulated time) and, after every request served, any change of the group (state,
 /// generation, coordinator, members) or of the committed offsets, and each new output record
@@ -213,7 +322,7 @@ fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outpu
         .try_init();
     let audit = Rc::clone(audit);
     let mut last = String::new();
-    let mut printed = vec![0; outputs as usize];
+    let mut printed = vec![0i64; outputs as usize];
     h.set_observer(Box::new(move |sim| {
         let members: Vec<String> = sim
             .group_members(APP)
@@ -232,8 +341,10 @@ fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outpu
             last = now;
         }
         for (q, printed) in printed.iter_mut().enumerate() {
-            let log = sim.read_log(OUTPUT, q as i32).unwrap_or_default();
-            for r in log.iter().skip(*printed) {
+            let log = sim
+                .read_log_from(OUTPUT, q as i32, *printed)
+                .unwrap_or_default();
+            for r in &log {
                 println!(
                     "output {q}@{} at {}: {:?} from producer {}",
                     r.offset,
@@ -242,15 +353,15 @@ fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outpu
                     r.producer_id
                 );
             }
-            *printed = log.len();
+            *printed += log.len() as i64;
         }
         audit.borrow_mut().check(sim)
     }));
 }
 
 /// Runs one seed; `Err` describes the broken invariant and the run.
-fn run_seed(seed: u64) -> Result<Stats, String> {
-    let s = Scenario::from_seed(seed);
+fn run_seed(seed: u64, volume: Volume) -> Result<Stats, String> {
+    let s = Scenario::from_seed(seed, volume);
     let mut sim = SimCluster::new(seed, s.brokers);
     sim.create_topic(INPUT, s.input_partitions)
         .map_err(|e| e.to_string())?;
@@ -287,15 +398,15 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
     config.bootstrap_servers = (0..s.brokers as i32)
         .map(|b| format!("sim-{b}:{}", 9092 + b))
         .collect();
-    let mut pending_starts: Vec<(i64, Option<usize>)> = s
-        .engine_starts
+    let mut pending_starts: Vec<i64> = s.engine_starts.iter().map(|&t| T0 + t).collect();
+    // Membership changes and chaos events (with broker restarts) by time, latest first.
+    let mut membership: Vec<(i64, Membership)> = s
+        .membership
         .iter()
-        .enumerate()
-        .map(|(i, &t)| (T0 + t, Some(i)))
+        .rev()
+        .map(|&(t, m)| (T0 + t, m))
         .collect();
-    let mut exit = s.exit.map(|(t, i, how)| (T0 + t, i, how));
     let n = vec![s.target; s.input_partitions as usize];
-    // Chaos events (and broker restarts) by time, latest first.
     let mut chaos: Vec<(i64, Chaos)> = Vec::new();
     for &(at, c) in &s.chaos {
         chaos.push((T0 + at, c));
@@ -304,45 +415,18 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
         }
     }
     chaos.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
-    // Slot index of each scenario engine once started.
-    let mut slots: Vec<Option<usize>> = vec![None; s.engine_starts.len()];
     let done = h.run_until(600_000, |h| {
         feeder.feed(h);
-        pending_starts.retain(|&(at, which)| {
+        pending_starts.retain(|&at| {
             if h.now < at {
                 return true;
             }
-            let slot = h.add(engine(config.clone(), h.now));
-            if let Some(i) = which {
-                slots[i] = Some(slot);
-            }
+            h.add(engine(config.clone(), h.now));
             false
         });
-        if let Some((at, i, how)) = exit
-            && h.now >= at
-            && let Some(slot) = slots[i]
-        {
-            exit = None;
-            match how {
-                Exit::Close => h.close_engine(slot),
-                Exit::Drop => h.drop_engine(slot),
-                Exit::RestartAll => {
-                    for j in 0..h.engines.len() {
-                        if h.engines[j].is_live() {
-                            h.close_engine(j);
-                            pending_starts.push((h.now + 2_000, None));
-                        }
-                    }
-                }
-            }
-            // With no other engine left or coming, a replacement starts.
-            let others = h
-                .engines
-                .iter()
-                .enumerate()
-                .any(|(j, e)| j != slot && e.is_live());
-            if !others && pending_starts.is_empty() {
-                pending_starts.push((h.now + 1_000, None));
+        while membership.last().is_some_and(|&(at, _)| h.now >= at) {
+            if let Some((_, change)) = membership.pop() {
+                change_membership(h, change, &config, &mut pending_starts);
             }
         }
         while chaos.last().is_some_and(|&(at, _)| h.now >= at) {
@@ -352,8 +436,8 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
         }
         feeder.finished()
             && chaos.is_empty()
+            && membership.is_empty()
             && pending_starts.is_empty()
-            && exit.is_none()
             && committed_at_least(&h.sim, &n)
     });
     if std::env::var("ENGINE_TRACE").is_ok() {
@@ -402,6 +486,7 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
         ..Stats::default()
     };
     stats.disconnects = h.engines.iter().map(|e| e.disconnects).sum();
+    stats.engines = h.engines.len();
     for (_, e) in h.engines.iter().flat_map(|e| &e.events) {
         match e {
             Event::Warning(w) => {
@@ -412,6 +497,7 @@ fn run_seed(seed: u64) -> Result<Stats, String> {
             }
             Event::TasksRevoked(_) => stats.revokes += 1,
             Event::TasksLost(_) => stats.losses += 1,
+            Event::Committed(_) => stats.commits += 1,
             _ => {}
         }
     }
@@ -426,6 +512,9 @@ struct Stats {
     duplicates: usize,
     late_duplicates: usize,
     warnings: usize,
+    /// Engines started.
+    engines: usize,
+    commits: usize,
     revokes: usize,
     losses: usize,
     disconnects: usize,
@@ -438,6 +527,8 @@ impl std::ops::AddAssign for Stats {
         self.duplicates += o.duplicates;
         self.late_duplicates += o.late_duplicates;
         self.warnings += o.warnings;
+        self.engines += o.engines;
+        self.commits += o.commits;
         self.revokes += o.revokes;
         self.losses += o.losses;
         self.disconnects += o.disconnects;
@@ -446,10 +537,11 @@ impl std::ops::AddAssign for Stats {
 
 #[test]
 fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
+    let volume = Volume::from_env();
     if let Ok(seed) = std::env::var("ENGINE_SEED") {
         let seed: u64 = seed.parse().expect("ENGINE_SEED is a number");
-        match run_seed(seed) {
-            Ok(stats) => println!("{:?}\n{stats:?}", Scenario::from_seed(seed)),
+        match run_seed(seed, volume) {
+            Ok(stats) => println!("{:?}\n{stats:?}", Scenario::from_seed(seed, volume)),
             Err(e) => panic!("{e}"),
         }
         return;
@@ -464,8 +556,9 @@ fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
         .unwrap_or(0);
     let mut failures = Vec::new();
     let mut total = Stats::default();
+    let started = std::time::Instant::now();
     for seed in first..first + seeds {
-        let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed)));
+        let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed, volume)));
         match result {
             Ok(Ok(stats)) => total += stats,
             Ok(Err(e)) => failures.push((seed, e)),
@@ -478,12 +571,24 @@ fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
                 failures.push((seed, format!("panicked: {message}")));
             }
         }
+        if (seed + 1 - first) % 1_000 == 0 && seeds > 1_000 {
+            println!(
+                "{} seeds in {:.0?}, {} failed so far",
+                seed + 1 - first,
+                started.elapsed(),
+                failures.len()
+            );
+        }
     }
-    println!("{seeds} seeds: {total:?}");
+    println!(
+        "{seeds} seeds ({volume:?} volume) in {:.1?}: {total:?}",
+        started.elapsed()
+    );
     if let Some((seed, first)) = failures.first() {
         let failed: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
+        let volume = format!("{volume:?}").to_lowercase();
         panic!(
-            "{} of {seeds} seeds failed: {failed:?}\nfirst (seed {seed}, rerun with ENGINE_SEED={seed}):\n{first}",
+            "{} of {seeds} seeds failed: {failed:?}\nfirst (seed {seed}, rerun with ENGINE_SEED={seed} ENGINE_VOLUME={volume}):\n{first}",
             failures.len(),
         );
     }

@@ -465,6 +465,20 @@ impl SimCluster {
             .collect())
     }
 
+    /// The records of a partition from `offset` on, in offset order.
+    pub fn read_log_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<StoredRecord>, SimError> {
+        Ok(self
+            .partition(topic, partition)?
+            .records_from(offset)
+            .cloned()
+            .collect())
+    }
+
     /// The partition's high watermark (= log end offset).
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, SimError> {
         Ok(self.partition(topic, partition)?.high_watermark())
