@@ -92,8 +92,9 @@ const MAX_LIVE_ENGINES: usize = 4;
 enum Volume {
     /// Hundreds to a few thousand records per partition (the default of release builds).
     Full,
-    /// A tenth of that (the default of debug builds, where the simulation runs some 20 times
-    /// slower: the 1,000 seeds of `cargo test --workspace` stay within a couple of minutes).
+    /// A tenth of that, fed over a third of the time (the default of debug builds, where the
+    /// simulation runs some 10 times slower: the 1,000 seeds of `cargo test --workspace` stay
+    /// within a couple of minutes).
     Small,
 }
 
@@ -109,11 +110,20 @@ impl Volume {
         }
     }
 
-    /// Records per partition: (before the engines start, most fed over the run).
+    /// Records per partition: (most before the engines start, most fed over the run).
     fn records(self) -> (i64, i64) {
         match self {
             Self::Full => (300, 3_000),
             Self::Small => (30, 300),
+        }
+    }
+
+    /// Bounds of the time over which the input is fed, in ms. The run's cost grows with its
+    /// simulated time (every engine's timers fire) more than with its records.
+    fn feed_ms(self) -> (i64, i64) {
+        match self {
+            Self::Full => (3_000, 30_000),
+            Self::Small => (1_500, 10_000),
         }
     }
 }
@@ -144,15 +154,17 @@ struct Scenario {
 }
 
 impl Scenario {
-    /// The scenario of `seed`: input fed for 3–30 s of simulated time, commits every
-    /// 50–2,000 ms, 1–4 membership changes and up to 4 cluster events spread over the feed.
+    /// The scenario of `seed`: input fed for 3–30 s of simulated time (1.5–10 s at small
+    /// volume), commits every 50–2,000 ms, 1–4 membership changes and up to 4 cluster events
+    /// spread over the feed.
     fn from_seed(seed: u64, volume: Volume) -> Self {
         let mut r = Rng(seed ^ 0xA5A5_5A5A_0F0F_F0F0);
         let engines = r.range(1, 3) as usize;
         let (most_initial, most_fed) = volume.records();
         let initial = r.range(0, most_initial);
         let fed = r.range(most_fed / 10, most_fed);
-        let feed_ms = r.range(3_000, 30_000);
+        let (shortest, longest) = volume.feed_ms();
+        let feed_ms = r.range(shortest, longest);
         let feed_every_ms = r.range(20, 300);
         // Enough per chunk to feed everything within `feed_ms`.
         let chunks = (feed_ms / feed_every_ms).max(1);
