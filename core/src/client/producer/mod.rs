@@ -24,7 +24,9 @@
 //! every later in-flight batch of its partition wait `retry_backoff_ms` and are sent again in
 //! their original order with their original sequences; an answer to an attempt already
 //! superseded is ignored unless it reports the batch written.
-//! DUPLICATE_SEQUENCE_NUMBER counts as written.
+//! DUPLICATE_SEQUENCE_NUMBER counts as written. A batch written means every earlier batch of
+//! its partition under the same producer id was written too (a broker appends sequences only
+//! in order): those are acknowledged then, whatever their own answers said.
 //!
 //! A batch that fails for good fails exactly its owners ([`ProducerEvent::Failed`]). When that
 //! leaves a hole in a partition's sequence the producer asks for a new producer id (the
@@ -965,7 +967,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         let Some(queue) = self.partitions.get_mut(tp) else {
             return;
         };
-        let Some(index) = queue.position(sent.batch_id) else {
+        let Some(mut index) = queue.position(sent.batch_id) else {
             return; // already acknowledged or failed
         };
         let current = queue
@@ -974,10 +976,34 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             .is_some_and(|b| b.state == BatchState::InFlight && b.attempt == sent.attempt);
         match outcome {
             PartitionOutcome::Written => {
-                if let Some(batch) = queue.batches.remove(index) {
-                    tracing::trace!(partition = %tp, ?base_offset, "batch acknowledged");
-                    self.ledger.ack(tp, batch, base_offset);
+                let Some(batch) = queue.batches.remove(index) else {
+                    return;
+                };
+                // A broker appends a sequence only right after the one before it, so the
+                // earlier batches sequenced under the same producer id are written too,
+                // whatever their own answers say (an error such as REQUEST_TIMED_OUT, or none
+                // yet). Sent again, one could fall out of the broker's window of recent
+                // batches and be refused as OUT_OF_ORDER_SEQUENCE_NUMBER.
+                if let Some((identity, _)) = batch.sequence {
+                    let mut earlier = 0;
+                    while earlier < index {
+                        let same = queue.batches.get(earlier).is_some_and(|b| {
+                            b.sequence.is_some_and(|(owner, _)| owner == identity)
+                        });
+                        if !same {
+                            earlier += 1;
+                            continue;
+                        }
+                        if let Some(written) = queue.batches.remove(earlier) {
+                            tracing::trace!(partition = %tp, "batch acknowledged by a later one");
+                            self.ledger.ack(tp, written, None);
+                        }
+                        // `index` counted the removed batch.
+                        index -= 1;
+                    }
                 }
+                tracing::trace!(partition = %tp, ?base_offset, "batch acknowledged");
+                self.ledger.ack(tp, batch, base_offset);
             }
             _ if !current => {
                 tracing::trace!(partition = %tp, "ignoring the answer to a superseded attempt");
