@@ -583,7 +583,7 @@ fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
                 failures.push((seed, format!("panicked: {message}")));
             }
         }
-        if (seed + 1 - first) % 1_000 == 0 && seeds > 1_000 {
+        if (seed + 1 - first).is_multiple_of(1_000) && seeds > 1_000 {
             println!(
                 "{} seeds in {:.0?}, {} failed so far",
                 seed + 1 - first,
