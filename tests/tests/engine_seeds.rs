@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use kstreams_core::engine::{EngineConfig, EngineState, Event};
 use kstreams_core::record::TopicPartition;
@@ -373,7 +374,11 @@ fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outpu
 
 /// Runs one seed; `Err` describes the broken invariant and the run.
 fn run_seed(seed: u64, volume: Volume) -> Result<Stats, String> {
-    let s = Scenario::from_seed(seed, volume);
+    run_scenario(seed, Scenario::from_seed(seed, volume))
+}
+
+/// Runs scenario `s` on the cluster of `seed`; `Err` describes the broken invariant and the run.
+fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     let mut sim = SimCluster::new(seed, s.brokers);
     sim.create_topic(INPUT, s.input_partitions)
         .map_err(|e| e.to_string())?;
@@ -544,6 +549,82 @@ impl std::ops::AddAssign for Stats {
         self.revokes += o.revokes;
         self.losses += o.losses;
         self.disconnects += o.disconnects;
+    }
+}
+
+/// Seed 47106 (full volume) of the generator as it was when it failed, kept literally so a
+/// change of the generator does not lose it. An OffsetFetch queued for one assignment (engine
+/// 1 owned input 1 and 3; the request failed and was queued again) was answered after the next
+/// assignment, which gave it input 1 and 3 again: it started them (no committed offset, so from
+/// the earliest) and processed up to 165. Then the new assignment's own OffsetFetch was answered
+/// and reset them to the earliest once more; the task refused offset 0 ("not after 165") and
+/// its batch was dropped while the fetcher moved on: input 1:166-189 never had output. Only the
+/// first committed offset answered after an assignment starts a partition now.
+#[test]
+fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition() {
+    let scenario = Scenario {
+        brokers: 1,
+        input_partitions: 4,
+        output_partitions: 4,
+        initial: 82,
+        target: 2763,
+        chunk: 12,
+        feed_every_ms: 71,
+        engine_starts: vec![944, 2755],
+        max_batch_records: 243,
+        max_batches_per_poll: 8,
+        max_queued: 1512,
+        commit_interval_ms: 1598,
+        linger_ms: 5,
+        fetch_wait_ms: 404,
+        session_timeout_ms: 10097,
+        heartbeat_divisor: 6,
+        duplicate_reply_original_offset: false,
+        rebalance_delay_ms: 1000,
+        faults: Some(RandomFaults {
+            error_probability: 0.121,
+            disconnect_probability: 0.029,
+        }),
+        membership: vec![(923, Membership::RestartAll), (3997, Membership::Close(1))],
+        chaos: vec![(12410, Chaos::MoveCoordinator { to: 0 })],
+    };
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "kstreams_core::engine=debug",
+        ))
+        .with_ansi(false)
+        .with_writer({
+            let logs = Arc::clone(&logs);
+            move || SharedLog(Arc::clone(&logs))
+        })
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, || run_scenario(47106, scenario));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let logs = String::from_utf8_lossy(&logs.lock().expect("log buffer")).into_owned();
+    assert!(
+        logs.contains("committed offset for a partition not waiting for one ignored"),
+        "the scenario no longer answers a committed offset twice for one assignment: it no \
+         longer covers the bug; find another way to reproduce it"
+    );
+}
+
+/// A log sink shared with the test that reads it.
+struct SharedLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -334,6 +334,11 @@ pub struct Engine {
     /// Source topic → sub-topology.
     subtopology_of: HashMap<String, usize>,
     committed: BTreeMap<TopicPartition, i64>,
+    /// Assigned partitions waiting for their committed offset, the start of their fetching.
+    /// Only the first answer for each starts it: a later one (an OffsetFetch queued for the
+    /// previous assignment and answered after this one, then this assignment's own) must not
+    /// move the position of a partition already fetched and processed.
+    awaiting_committed: BTreeSet<TopicPartition>,
     commit: CommitPhase,
     commit_reason: Option<CommitReason>,
     last_commit: i64,
@@ -444,6 +449,7 @@ impl Engine {
             backlog: BTreeMap::new(),
             subtopology_of,
             committed: BTreeMap::new(),
+            awaiting_committed: BTreeSet::new(),
             commit: CommitPhase::Idle,
             commit_reason: None,
             last_commit: now,
@@ -1315,7 +1321,8 @@ impl Engine {
             } => self.assign(tasks, partitions),
             GroupEvent::OffsetsFetched { offsets } => {
                 for (tp, offset) in offsets {
-                    if self.fetcher.assigned().all(|a| a != &tp) {
+                    if !self.awaiting_committed.remove(&tp) {
+                        tracing::debug!(partition = %tp, ?offset, "committed offset for a partition not waiting for one ignored");
                         continue;
                     }
                     match offset {
@@ -1453,6 +1460,7 @@ impl Engine {
         }
         for tp in &partitions {
             self.fetcher.assign(tp.clone(), None);
+            self.awaiting_committed.insert(tp.clone());
         }
         self.fetcher.update_leaders(&self.metadata);
         self.group.fetch_committed(partitions);
@@ -1497,6 +1505,7 @@ impl Engine {
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
             self.fetcher.unassign(&tp);
         }
+        self.awaiting_committed.clear();
         self.backlog.clear();
         for (_, mut task) in std::mem::take(&mut self.tasks) {
             if !committed {
