@@ -15,7 +15,8 @@
 //! - committed input is never processed again (a duplicate output that lands after its input
 //!   was committed, from a member removed from the group while its output was on the way, is
 //!   counted in `late_duplicates`, not a violation: it was processed before the commit);
-//! - eventually every input offset is committed, and no engine failed.
+//! - eventually every input offset is committed, and no engine failed;
+//! - a closing engine only stops (PendingShutdown → NotRunning or Error).
 //!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
@@ -468,6 +469,18 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         |h: &Harness| format!("seed {seed}: {s:?}\n{}", describe(h, s.input_partitions));
     if !done {
         return Err(format!("run did not complete\n{}", describe_all(&h)));
+    }
+    for (i, slot) in h.engines.iter().enumerate() {
+        let illegal = slot.events.iter().find(|(_, e)| {
+            matches!(e, Event::StateChanged { from: EngineState::PendingShutdown, to }
+                if !matches!(to, EngineState::NotRunning | EngineState::Error))
+        });
+        if let Some((at, e)) = illegal {
+            return Err(format!(
+                "engine {i} left its close at {at}: {e:?}\n{}",
+                describe_all(&h)
+            ));
+        }
     }
     if let Some((i, slot)) = h
         .engines

@@ -482,6 +482,70 @@ fn removed_member_late_output_is_a_duplicate_not_a_replay_of_committed_input() {
     assert_at_least_once(&h.sim, &[12, 10], &[10, i64::MAX]);
 }
 
+/// Seed 102678 of `engine_seeds`, made explicit: an engine closing while it cannot reach the
+/// cluster loses its membership (no heartbeat within the session timeout). Its close must end
+/// there: it used to go back to Rebalancing, rejoin the group it was leaving once the network
+/// healed, take every task (stalling the others' rebalance) and only then finish the close.
+#[test]
+fn membership_lost_while_closing_ends_the_close_without_rejoining() {
+    let mut sim = cluster(2, 2);
+    // The coordinator also leads the output; the input is on the other broker.
+    let coordinator = sim.coordinator_of(APP).expect("a coordinator");
+    for p in 0..2 {
+        sim.move_leader(&TopicPartition::new(INPUT, p), 1 - coordinator)
+            .unwrap();
+        sim.move_leader(&TopicPartition::new(OUTPUT, p), coordinator)
+            .unwrap();
+    }
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 2, 2);
+    let a = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| all_committed(&h.sim, &[10, 10])));
+    // Output that cannot leave keeps the close in its flush, and no heartbeat gets through.
+    h.cut(a, coordinator);
+    for p in 0..2 {
+        h.sim
+            .produce_direct(INPUT, p, input_records(p, 10, 5))
+            .unwrap();
+    }
+    h.run_until(1_000, |_| false);
+    h.close_engine(a);
+    let closed_at = h.now;
+    // Beyond the session timeout: the member notices it lost the group.
+    h.run_until(i64::from(SESSION_TIMEOUT_MS) + 2_000, |_| false);
+    assert!(
+        h.engines[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TasksLost(_))),
+        "the membership was lost during the close"
+    );
+    h.heal(a, coordinator);
+    assert!(h.run_until(30_000, |h| h.engines[a].engine.state()
+        == EngineState::NotRunning));
+    let after_close: Vec<&Event> = h.engines[a]
+        .events
+        .iter()
+        .filter(|(at, _)| *at >= closed_at)
+        .map(|(_, e)| e)
+        .collect();
+    for event in &after_close {
+        assert!(
+            !matches!(event, Event::TasksAssigned(_)),
+            "a closing engine took tasks: {after_close:?}"
+        );
+        if let Event::StateChanged { from, to } = event {
+            assert!(
+                *from != EngineState::PendingShutdown || *to == EngineState::NotRunning,
+                "{from:?} -> {to:?} while closing: {after_close:?}"
+            );
+        }
+    }
+    assert!(h.sim.group_members(APP).len() <= 1);
+    assert!(audit.borrow().replays_of_committed.is_empty());
+}
+
 /// What a fault scenario does to the cluster, at a given step of the run.
 type Fault = fn(&mut Harness);
 

@@ -1353,12 +1353,20 @@ impl Engine {
                 self.commit_reason = Some(CommitReason::Revoke);
             }
             GroupEvent::Lost { tasks } => {
-                self.set_state(EngineState::Rebalancing);
+                if !self.closing {
+                    self.set_state(EngineState::Rebalancing);
+                }
                 self.close_tasks(false);
                 self.commit = CommitPhase::Idle;
                 self.revoking = None;
                 self.outputs
                     .push_back(Output::Event(Event::TasksLost(tasks)));
+                if self.closing {
+                    // Nothing of the lost tasks can be committed: the close ends here, without
+                    // rejoining the group it is leaving (the member would, and take tasks).
+                    self.commit_reason = None;
+                    self.group.leave(now);
+                }
             }
             GroupEvent::AssignmentFailed { error } => {
                 self.warn(EngineError::Assignment(error));
