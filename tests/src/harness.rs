@@ -7,7 +7,7 @@
 //! "no committed offset is ahead of acknowledged output") are checked at every step, not only
 //! at the end of a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use kstreams_core::client::BrokerId;
@@ -46,6 +46,9 @@ pub struct EngineSlot {
     /// The engine handled its last timeout and all I/O since (a `pump` ran to quiet after the
     /// harness's last `advance`): then none of its deadlines may be due.
     quiet_since_timeout: bool,
+    /// Brokers this engine cannot reach ([`Harness::cut`]): its connections to them are
+    /// refused, as in a network partition between this one client and those brokers.
+    pub unreachable: BTreeSet<i32>,
 }
 
 /// One step of an engine's life as [`Harness::record_steps`] records it.
@@ -216,6 +219,7 @@ impl Harness {
             wire: None,
             steps: None,
             quiet_since_timeout: false,
+            unreachable: BTreeSet::new(),
         });
         self.engines.len() - 1
     }
@@ -260,6 +264,29 @@ impl Harness {
         }
     }
 
+    /// Cuts the network between the engine at `index` and `broker`: its open connections to
+    /// the broker close and new ones are refused, until [`heal`](Self::heal). Other engines
+    /// still reach the broker.
+    pub fn cut(&mut self, index: usize, broker: i32) {
+        let Some(slot) = self.engines.get_mut(index) else {
+            return;
+        };
+        slot.unreachable.insert(broker);
+        for &(conn, _) in slot.conns.values() {
+            if self.sim.broker_of(conn) == Some(broker) {
+                // Reported to the engine as a disconnect by the next pump.
+                self.sim.disconnect(conn);
+            }
+        }
+    }
+
+    /// Undoes [`cut`](Self::cut): the engine at `index` can connect to `broker` again.
+    pub fn heal(&mut self, index: usize, broker: i32) {
+        if let Some(slot) = self.engines.get_mut(index) {
+            slot.unreachable.remove(&broker);
+        }
+    }
+
     /// Starts a clean close of the engine at `index`.
     pub fn close_engine(&mut self, index: usize) {
         if let Some(slot) = self.engines.get_mut(index) {
@@ -288,6 +315,7 @@ impl Harness {
                 if slot.dropped {
                     continue;
                 }
+                let _span = tracing::debug_span!("engine", index, now = self.now).entered();
                 let mut check = Check {
                     observer: &mut self.observer,
                     engine_observer: &mut self.engine_observer,
@@ -336,7 +364,11 @@ impl Harness {
         self.now = next.max(self.now + 1);
         self.sim.advance(self.now);
         self.observe();
-        for slot in self.engines.iter_mut().filter(|s| !s.dropped) {
+        for (index, slot) in self.engines.iter_mut().enumerate() {
+            if slot.dropped {
+                continue;
+            }
+            let _span = tracing::debug_span!("engine", index, now = self.now).entered();
             slot.input(Input::Timeout, self.now);
             slot.quiet_since_timeout = false;
         }
@@ -432,6 +464,7 @@ fn pump_engine(
             } => {
                 let conn = sim
                     .broker_by_address(&host, port)
+                    .filter(|b| !slot.unreachable.contains(b))
                     .and_then(|b| sim.connect(b).ok().map(|c| (c, b)));
                 match conn {
                     Some((conn, broker)) => {
@@ -557,7 +590,15 @@ pub mod tagged {
     /// Heartbeat interval of [`flow_config`].
     pub const HEARTBEAT_MS: i64 = 1_000;
 
-    /// Forwards each record with value `"<partition>:<offset>"` of its input record.
+    thread_local! {
+        /// Input records the tag processor processed on this thread, as (partition, offset),
+        /// in order, until an [`Audit`] takes them. The harness drives its engines on the
+        /// test's thread, so these are exactly the records of that test's engines.
+        static PROCESSED: RefCell<Vec<(i32, i64)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Forwards each record with value `"<partition>:<offset>"` of its input record, and notes
+    /// the input record as processed (see [`Audit`]).
     struct Tag;
 
     impl Processor<Bytes, Bytes, Bytes, String> for Tag {
@@ -570,6 +611,7 @@ pub mod tagged {
                 .metadata
                 .clone()
                 .ok_or_else(|| ProcessError::msg("record without metadata"))?;
+            PROCESSED.with(|p| p.borrow_mut().push((meta.partition, meta.offset)));
             let tag = format!("{}:{}", meta.partition, meta.offset);
             ctx.forward(record.with_value(tag))
         }
@@ -731,15 +773,24 @@ pub mod tagged {
     #[derive(Debug)]
     pub struct Audit {
         output_partitions: i32,
-        /// Output records read so far, per output partition.
-        read: Vec<usize>,
+        /// Per output partition, the offset up to which the output was read.
+        read: Vec<i64>,
         /// Input offsets with an output, per input partition.
         seen: Vec<BTreeSet<i64>>,
         /// Per input partition, the smallest offset without output (all below have one).
         next_new: Vec<i64>,
-        /// Outputs of input records that were already processed and committed when the
-        /// duplicate output was appended: "input partition:offset (committed C)".
+        /// Committed offset of each input partition at the previous check (`None`: none).
+        committed_before: Vec<Option<i64>>,
+        /// Input records processed while they were already committed: "input
+        /// partition:offset (committed C)". A violation of at-least-once with commits.
         pub replays_of_committed: Vec<String>,
+        /// Duplicate outputs appended after their input was committed, though processed before
+        /// (so not in [`Audit::replays_of_committed`]): "input partition:offset (committed C)".
+        /// Not a violation: the output of a member that was removed from the group while
+        /// its output was on the way (it cannot commit any more, and the new owner has
+        /// processed and committed the same input meanwhile). At-least-once allows it; only
+        /// exactly-once fences it.
+        pub late_duplicates: Vec<String>,
         /// Duplicate outputs seen.
         pub duplicates: usize,
     }
@@ -748,38 +799,65 @@ pub mod tagged {
         /// An audit of `input_partitions` input partitions tagged into `output_partitions`.
         pub fn new(input_partitions: i32, output_partitions: i32) -> Self {
             let n = input_partitions as usize;
+            // Records processed on this thread before this audit (an earlier run) are not ours.
+            PROCESSED.with(|p| p.borrow_mut().clear());
             Self {
                 output_partitions,
                 read: vec![0; output_partitions as usize],
                 seen: vec![BTreeSet::new(); n],
                 next_new: vec![0; n],
+                committed_before: vec![None; n],
                 replays_of_committed: Vec::new(),
+                late_duplicates: Vec::new(),
                 duplicates: 0,
             }
         }
 
         /// Reads new output records and checks:
-        /// - each is in the output partition of its input partition;
+        /// - no input record was processed while it was committed. Committed offsets change
+        ///   only when the simulator serves an OffsetCommit, after which the harness calls this
+        ///   check; so a record processed since the previous check was processed under the
+        ///   committed offsets seen by that check;
+        /// - each output record is in the output partition of its input partition;
         /// - the first output of each input record comes in input order with no gap (a gap is a
         ///   lost or reordered record);
         ///   (so, after removing replays, each input partition's outputs are in input order;
-        ///   a replay, i.e. a repeated output, is noted, and it is a violation of at-least-once
-        ///   with commits if its input was already committed when it was appended: see
-        ///   [`Audit::replays_of_committed`]);
+        ///   a replay, i.e. a repeated output, is counted, and noted in
+        ///   [`Audit::late_duplicates`] if its input was committed when it was appended);
         /// - no committed offset is ahead of the outputs: committed `C` means every input
         ///   offset below `C` has its output in the log (acknowledged).
         pub fn check(&mut self, sim: &SimCluster) -> Result<(), String> {
+            let processed = PROCESSED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            for (p, o) in processed {
+                let Some(&before) = usize::try_from(p)
+                    .ok()
+                    .and_then(|i| self.committed_before.get(i))
+                else {
+                    return Err(format!("processed a record of unknown input partition {p}"));
+                };
+                if let Some(c) = before
+                    && c > o
+                {
+                    self.replays_of_committed
+                        .push(format!("{p}:{o} (committed {c})"));
+                }
+            }
+            for (p, before) in self.committed_before.iter_mut().enumerate() {
+                *before = committed(sim, p as i32);
+            }
             for q in 0..self.output_partitions {
                 let hw = sim.high_watermark(OUTPUT, q).map_err(|e| e.to_string())?;
                 let done = self.read[q as usize];
-                if hw as usize <= done {
+                if hw <= done {
                     continue;
                 }
-                let log = sim.read_log(OUTPUT, q).map_err(|e| e.to_string())?;
-                for r in log.iter().skip(done) {
+                let new = sim
+                    .read_log_from(OUTPUT, q, done)
+                    .map_err(|e| e.to_string())?;
+                for r in &new {
                     self.record(sim, q, r)?;
                 }
-                self.read[q as usize] = log.len();
+                self.read[q as usize] = hw;
             }
             for (p, &next) in self.next_new.iter().enumerate() {
                 if let Some(c) = committed(sim, p as i32)
@@ -814,14 +892,15 @@ pub mod tagged {
                 if let Some(c) = committed(sim, p)
                     && c > o
                 {
-                    self.replays_of_committed
+                    self.late_duplicates
                         .push(format!("{p}:{o} (committed {c})"));
                 }
             }
             Ok(())
         }
 
-        /// Every input offset below `n[p]` has output, and no replay of committed input.
+        /// Every input offset below `n[p]` has output, and no committed input was processed
+        /// again.
         pub fn assert_complete(&self, n: &[i64]) {
             assert_eq!(self.next_new, n, "input offsets with output, per partition");
             assert!(

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
+use kstreams_core::client::group::CommitError;
 use kstreams_core::engine::{Engine, EngineConfig, EngineError, EngineState, Event};
 use kstreams_core::prelude::*;
 use kstreams_core::record::TopicPartition;
 use kstreams_core::state::MemoryStoreFactory;
+use kstreams_core::task::TaskId;
 use kstreams_core::time::Instant;
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::tagged::*;
@@ -374,6 +376,181 @@ fn restart_resumes_from_committed_offsets() {
     assert!(h.engines[a2].task_ids().len() == 4);
     assert_exactly_once(&h.sim, &[50; 4]);
     audit.borrow().assert_complete(&[50; 4]);
+}
+
+/// Seed 37760 of `engine_seeds`, made explicit. Engine A cannot reach the leader of its output
+/// partition, so output it processed stays unacknowledged. A third engine joins: A must flush
+/// before its revoke commit, cannot, and overstays the rebalance timeout, so the coordinator
+/// removes it from the group (as Kafka's does) and hands its task to another member, which
+/// reprocesses from A's last commit and commits past it. Then A's output goes through (a
+/// duplicate appended after that commit), A's revoke commit is rejected with
+/// UNKNOWN_MEMBER_ID, and A's tasks are lost.
+///
+/// The late output is an at-least-once duplicate of input processed before the commit, not
+/// committed input processed again: the audit must tell them apart (it used to date a replay
+/// by its append and failed this run).
+#[test]
+fn removed_member_late_output_is_a_duplicate_not_a_replay_of_committed_input() {
+    let mut sim = cluster(3, 2);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    // The output leader of input 0 is neither the coordinator nor the input's leader, so
+    // cutting it off leaves A's heartbeats (its view of the rebalance) and fetches intact.
+    let coordinator = sim.coordinator_of(APP).expect("a coordinator");
+    let in0 = sim.leader_of(&TopicPartition::new(INPUT, 0));
+    let leader = (0..3)
+        .find(|&b| b != coordinator && Some(b) != in0)
+        .expect("a third broker");
+    sim.move_leader(&TopicPartition::new(OUTPUT, 0), leader)
+        .unwrap();
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 2, 2);
+    // As in the seed, the session outlasts the rebalance timeout (10 s): the coordinator
+    // removes A for not rejoining in time, not for missing heartbeats.
+    let mut config = flow_config();
+    config.session_timeout = kstreams_core::time::Duration::from_secs(15);
+    let first = h.add(engine(config.clone(), h.now));
+    let second = h.add(engine(config.clone(), h.now));
+    assert!(h.run_until(30_000, |h| {
+        all_committed(&h.sim, &[10, 10]) && h.engines.iter().all(|s| s.task_ids().len() == 1)
+    }));
+    let task0 = TaskId {
+        subtopology: 0,
+        partition: 0,
+    };
+    let a = if h.engines[first].task_ids() == [task0] {
+        first
+    } else {
+        second
+    };
+    h.cut(a, leader);
+    h.sim
+        .produce_direct(INPUT, 0, input_records(0, 10, 2))
+        .unwrap();
+    // A processes 0:10 and 0:11; their output cannot leave.
+    h.run_until(1_000, |_| false);
+    assert_eq!(outputs(&h.sim, 2)[0].len(), 10, "A's output is held back");
+    h.add(engine(config, h.now));
+    let rebalance_at = h.now;
+    // A overstays the rebalance timeout; the new owner of input 0 reprocesses and commits.
+    let handed_over = h.run_until(30_000, |h| committed(&h.sim, 0) == Some(12));
+    assert!(
+        handed_over,
+        "input 0 committed by its new owner:\n{}",
+        describe(&h, 2)
+    );
+    assert!(
+        h.now - rebalance_at >= 10_000,
+        "the coordinator waited the rebalance timeout for A:\n{}",
+        describe(&h, 2)
+    );
+    assert!(
+        !h.engines[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TasksLost(_))),
+        "A does not know yet"
+    );
+    h.heal(a, leader);
+    let done = h.run_until(30_000, |h| {
+        h.engines[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TasksLost(_)))
+            && h.engines
+                .iter()
+                .all(|s| s.engine.state() == EngineState::Running)
+            && all_committed(&h.sim, &[12, 10])
+    });
+    assert_run(&h, done);
+    let events = &h.engines[a].events;
+    assert!(
+        events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Warning(EngineError::Commit(CommitError::Rejected(
+                ResponseError::UnknownMemberId
+            )))
+        )),
+        "A's revoke commit was rejected: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TasksLost(t) if t.contains(&task0))),
+        "A lost its task"
+    );
+    let audit = audit.borrow();
+    assert_eq!(
+        audit.late_duplicates,
+        ["0:10 (committed 12)", "0:11 (committed 12)"],
+        "A's output landed after the new owner's commit"
+    );
+    audit.assert_complete(&[12, 10]);
+    assert_at_least_once(&h.sim, &[12, 10], &[10, i64::MAX]);
+}
+
+/// Seed 102678 of `engine_seeds`, made explicit: an engine closing while it cannot reach the
+/// cluster loses its membership (no heartbeat within the session timeout). Its close must end
+/// there: it used to go back to Rebalancing, rejoin the group it was leaving once the network
+/// healed, take every task (stalling the others' rebalance) and only then finish the close.
+#[test]
+fn membership_lost_while_closing_ends_the_close_without_rejoining() {
+    let mut sim = cluster(2, 2);
+    // The coordinator also leads the output; the input is on the other broker.
+    let coordinator = sim.coordinator_of(APP).expect("a coordinator");
+    for p in 0..2 {
+        sim.move_leader(&TopicPartition::new(INPUT, p), 1 - coordinator)
+            .unwrap();
+        sim.move_leader(&TopicPartition::new(OUTPUT, p), coordinator)
+            .unwrap();
+    }
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, 2, 2);
+    let a = h.add(engine(flow_config(), h.now));
+    assert!(h.run_until(30_000, |h| all_committed(&h.sim, &[10, 10])));
+    // Output that cannot leave keeps the close in its flush, and no heartbeat gets through.
+    h.cut(a, coordinator);
+    for p in 0..2 {
+        h.sim
+            .produce_direct(INPUT, p, input_records(p, 10, 5))
+            .unwrap();
+    }
+    h.run_until(1_000, |_| false);
+    h.close_engine(a);
+    let closed_at = h.now;
+    // Beyond the session timeout: the member notices it lost the group.
+    h.run_until(i64::from(SESSION_TIMEOUT_MS) + 2_000, |_| false);
+    assert!(
+        h.engines[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TasksLost(_))),
+        "the membership was lost during the close"
+    );
+    h.heal(a, coordinator);
+    assert!(h.run_until(30_000, |h| h.engines[a].engine.state()
+        == EngineState::NotRunning));
+    let after_close: Vec<&Event> = h.engines[a]
+        .events
+        .iter()
+        .filter(|(at, _)| *at >= closed_at)
+        .map(|(_, e)| e)
+        .collect();
+    for event in &after_close {
+        assert!(
+            !matches!(event, Event::TasksAssigned(_)),
+            "a closing engine took tasks: {after_close:?}"
+        );
+        if let Event::StateChanged { from, to } = event {
+            assert!(
+                *from != EngineState::PendingShutdown || *to == EngineState::NotRunning,
+                "{from:?} -> {to:?} while closing: {after_close:?}"
+            );
+        }
+    }
+    assert!(h.sim.group_members(APP).len() <= 1);
+    assert!(audit.borrow().replays_of_committed.is_empty());
 }
 
 /// What a fault scenario does to the cluster, at a given step of the run.

@@ -1029,6 +1029,54 @@ fn offset_commit_and_fetch_check_the_generation() {
         Some("meta")
     );
 
+    // A rebalance: while the group prepares it, the current generation still commits (the
+    // revoke commit of an eager member).
+    let a_rejoin =
+        g.a.send(&mut sim, &join_request(&g.a_id), JOIN_V, T0 + 2_000);
+    assert_eq!(sim.group_state(GROUP), Some(GroupState::PreparingRebalance));
+    let revoke =
+        g.b.call(&mut sim, &commit(&g.b_id, g.generation, 44), 8, T0 + 2_000);
+    assert_eq!(code(&revoke), 0);
+    let b_rejoin =
+        g.b.send(&mut sim, &join_request(&g.b_id), JOIN_V, T0 + 2_100);
+    for (client, corr) in [(&mut g.a, a_rejoin), (&mut g.b, b_rejoin)] {
+        let joined = client
+            .try_recv::<JoinGroupRequest>(&mut sim, JOIN_V, corr)
+            .expect("rejoined");
+        assert_eq!(joined.generation_id, g.generation + 1);
+    }
+    assert_eq!(
+        sim.group_state(GROUP),
+        Some(GroupState::CompletingRebalance)
+    );
+    // Waiting for the leader's assignment: as in Kafka, the member and generation are checked
+    // first (a stale generation is ILLEGAL_GENERATION), and only a current one hears
+    // REBALANCE_IN_PROGRESS.
+    let stale =
+        g.b.call(&mut sim, &commit(&g.b_id, g.generation, 45), 8, T0 + 2_200);
+    assert_eq!(err(code(&stale)), Some(ResponseError::IllegalGeneration));
+    let current = g.b.call(
+        &mut sim,
+        &commit(&g.b_id, g.generation + 1, 45),
+        8,
+        T0 + 2_200,
+    );
+    assert_eq!(
+        err(code(&current)),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    let unknown = g.b.call(
+        &mut sim,
+        &commit("ghost", g.generation + 1, 45),
+        8,
+        T0 + 2_200,
+    );
+    assert_eq!(err(code(&unknown)), Some(ResponseError::UnknownMemberId));
+    assert_eq!(
+        sim.committed_offset(GROUP, &TopicPartition::new("in", 1)),
+        Some(44)
+    );
+
     // The wrong broker answers NOT_COORDINATOR.
     let coordinator = sim.coordinator_of(GROUP).expect("coordinator");
     let mut wrong = Client::connect(&mut sim, (coordinator + 1) % 3);

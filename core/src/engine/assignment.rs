@@ -24,8 +24,12 @@ impl Engine {
             } => self.assign(tasks, partitions),
             GroupEvent::OffsetsFetched { offsets } => {
                 for (tp, offset) in offsets {
-                    // Revoked or lost while the OffsetFetch was in flight.
-                    if self.fetcher.assigned().all(|a| a != &tp) {
+                    // Only the first answer starts a partition: a later one (an OffsetFetch of
+                    // the previous assignment answered after this one's) must not move a
+                    // position already fetched and processed. Also skips partitions revoked or
+                    // lost while the OffsetFetch was in flight.
+                    if !self.awaiting_committed.remove(&tp) {
+                        tracing::debug!(partition = %tp, ?offset, "committed offset for a partition not waiting for one ignored");
                         continue;
                     }
                     match offset {
@@ -56,12 +60,20 @@ impl Engine {
                 self.commit_reason = Some(CommitReason::Revoke);
             }
             GroupEvent::Lost { tasks } => {
-                self.set_state(EngineState::Rebalancing);
+                if !self.closing {
+                    self.set_state(EngineState::Rebalancing);
+                }
                 self.close_tasks(false);
                 self.commit = CommitPhase::Idle;
                 self.revoking = None;
                 self.outputs
                     .push_back(Output::Event(Event::TasksLost(tasks)));
+                if self.closing {
+                    // Nothing of the lost tasks can be committed: the close ends here, without
+                    // rejoining the group it is leaving (the member would, and take tasks).
+                    self.commit_reason = None;
+                    self.group.leave(self.now);
+                }
             }
             GroupEvent::AssignmentFailed { error } => {
                 self.warn(EngineError::Assignment(error));
@@ -144,6 +156,7 @@ impl Engine {
         }
         for tp in &partitions {
             self.fetcher.assign(tp.clone(), None);
+            self.awaiting_committed.insert(tp.clone());
         }
         self.fetcher.update_leaders(&self.metadata);
         self.group.fetch_committed(partitions);
@@ -188,6 +201,7 @@ impl Engine {
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
             self.fetcher.unassign(&tp);
         }
+        self.awaiting_committed.clear();
         self.backlog.clear();
         for (_, mut task) in std::mem::take(&mut self.tasks) {
             if !committed {

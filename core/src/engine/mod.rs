@@ -135,6 +135,11 @@ pub struct Engine {
     /// Source topic → sub-topology.
     subtopology_of: HashMap<String, usize>,
     committed: BTreeMap<TopicPartition, i64>,
+    /// Assigned partitions waiting for their committed offset, the start of their fetching.
+    /// Only the first answer for each starts it: a later one (an OffsetFetch queued for the
+    /// previous assignment and answered after this one, then this assignment's own) must not
+    /// move the position of a partition already fetched and processed.
+    awaiting_committed: BTreeSet<TopicPartition>,
     commit: CommitPhase,
     commit_reason: Option<CommitReason>,
     last_commit: Instant,
@@ -227,6 +232,7 @@ impl Engine {
             backlog: BTreeMap::new(),
             subtopology_of,
             committed: BTreeMap::new(),
+            awaiting_committed: BTreeSet::new(),
             commit: CommitPhase::Idle,
             commit_reason: None,
             last_commit: now,

@@ -728,19 +728,25 @@ impl Group {
         }
     }
 
-    /// Checks an OffsetCommit's generation and member (Kafka's `validateOffsetCommit`).
+    /// Checks an OffsetCommit's generation and member, in the order of Kafka's classic
+    /// `GroupCoordinator` (`validateOffsetCommit`, then the group state): a group with no
+    /// members takes commits with a negative generation (offsets without group management);
+    /// otherwise the member must be current (else `UNKNOWN_MEMBER_ID`) and of the current
+    /// generation (else `ILLEGAL_GENERATION`), and only then does a group waiting for its
+    /// leader's assignment answer `REBALANCE_IN_PROGRESS`. A group preparing a rebalance
+    /// still takes commits of the current generation (the revoke commits of eager members).
     pub fn check_commit(&self, generation: i32, member_id: &str) -> Result<(), ResponseError> {
         if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
-        }
-        if self.state == GroupState::CompletingRebalance && self.members.contains_key(member_id) {
-            return Err(ResponseError::RebalanceInProgress);
         }
         if !self.members.contains_key(member_id) {
             return Err(ResponseError::UnknownMemberId);
         }
         if generation != self.generation {
             return Err(ResponseError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())
     }

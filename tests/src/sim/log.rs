@@ -171,6 +171,15 @@ impl PartitionLog {
         self.batches.iter().flat_map(|b| b.records.iter())
     }
 
+    /// Stored records from `offset` on, in offset order.
+    pub fn records_from(&self, offset: i64) -> impl Iterator<Item = &StoredRecord> {
+        let first = self.batches.partition_point(|b| b.next_offset() <= offset);
+        self.batches[first..]
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .filter(move |r| r.offset >= offset)
+    }
+
     /// Appends a batch after the idempotence checks.
     pub fn append(&mut self, batch: IncomingBatch) -> AppendOutcome {
         let count = batch.records.len();

@@ -465,6 +465,20 @@ impl SimCluster {
             .collect())
     }
 
+    /// The records of a partition from `offset` on, in offset order.
+    pub fn read_log_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<StoredRecord>, SimError> {
+        Ok(self
+            .partition(topic, partition)?
+            .records_from(offset)
+            .cloned()
+            .collect())
+    }
+
     /// The partition's high watermark (= log end offset).
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, SimError> {
         Ok(self.partition(topic, partition)?.high_watermark())
@@ -682,6 +696,11 @@ impl SimCluster {
             },
         );
         Ok(cid)
+    }
+
+    /// The broker a connection goes to.
+    pub fn broker_of(&self, conn: ConnId) -> Option<i32> {
+        self.conns.get(&conn).map(|c| c.broker)
     }
 
     /// Whether the connection is open.

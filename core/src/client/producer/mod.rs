@@ -24,7 +24,9 @@
 //! every later in-flight batch of its partition wait `retry_backoff` and are sent again in
 //! their original order with their original sequences; an answer to an attempt already
 //! superseded is ignored unless it reports the batch written.
-//! DUPLICATE_SEQUENCE_NUMBER counts as written.
+//! DUPLICATE_SEQUENCE_NUMBER counts as written. A batch written means every earlier batch of
+//! its partition under the same producer id was written too (a broker appends sequences only
+//! in order): those are acknowledged then, whatever their own answers said.
 //!
 //! A batch that fails for good fails exactly its owners ([`ProducerEvent::Failed`]). When that
 //! leaves a hole in a partition's sequence the producer asks for a new producer id (the

@@ -179,6 +179,27 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                     .batches
                     .remove(index)
                     .expect("index from position is in the queue");
+                // A broker appends a sequence only right after the one before it, so the
+                // earlier batches sequenced under the same producer id are written too,
+                // whatever their own answers say (an error such as REQUEST_TIMED_OUT, or none
+                // yet). Sent again, one could fall out of the broker's window of recent
+                // batches and be refused as OUT_OF_ORDER_SEQUENCE_NUMBER.
+                if let Some((identity, _)) = batch.sequence {
+                    let (mut i, mut end) = (0, index);
+                    while i < end {
+                        let same = queue.batches[i]
+                            .sequence
+                            .is_some_and(|(owner, _)| owner == identity);
+                        if same {
+                            let written = queue.batches.remove(i).expect("i < end <= len");
+                            tracing::trace!(partition = %tp, "batch acknowledged by a later one");
+                            self.ledger.ack(tp, written, None);
+                            end -= 1;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
                 tracing::trace!(partition = %tp, ?base_offset, "batch acknowledged");
                 self.ledger.ack(tp, batch, base_offset);
             }
