@@ -78,6 +78,15 @@ impl VersionFallback {
         self.caps.get(&(broker, api as i16)).map(|&(_, v)| v)
     }
 
+    /// The lowest cap any broker has for `api`.
+    pub(crate) fn lowest_cap(&self, api: ApiKey) -> Option<i16> {
+        self.caps
+            .values()
+            .filter(|(capped, _)| *capped == api)
+            .map(|&(_, v)| v)
+            .min()
+    }
+
     /// Every cap put on `broker`.
     pub(crate) fn caps_of(&self, broker: BrokerId) -> impl Iterator<Item = (ApiKey, i16)> + '_ {
         self.caps

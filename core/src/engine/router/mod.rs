@@ -243,25 +243,23 @@ impl Router {
 }
 
 /// The version table components build requests for: per API, the smallest of the versions
-/// negotiated with the ready connections (brokers of one cluster normally agree), each
-/// lowered by its broker's fallback cap.
+/// negotiated with the ready connections (brokers of one cluster normally agree), lowered by
+/// the lowest fallback cap any broker has for it: a request may be built while its broker's
+/// connection is down (so not among the ready ones) and sent on the next one, which
+/// negotiates with that broker's caps.
 pub(crate) struct ClusterVersions<'a> {
     router: &'a Router,
 }
 
 impl ApiVersionLookup for ClusterVersions<'_> {
     fn version(&self, api: ApiKey) -> Option<i16> {
+        let cap = self.router.fallback.lowest_cap(api).unwrap_or(i16::MAX);
         let mut min: Option<i16> = None;
-        for (key, peer) in &self.router.peers {
+        for peer in self.router.peers.values() {
             let Some(socket) = peer.ready() else {
                 continue;
             };
             let range = socket.conn.versions()?.get(api)?.usable;
-            let cap = self
-                .router
-                .fallback
-                .cap(key.broker, api)
-                .unwrap_or(i16::MAX);
             let v = range.max.min(cap);
             if v < range.min {
                 // Capped below what this broker speaks: the reconnect's negotiation decides.

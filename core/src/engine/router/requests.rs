@@ -139,27 +139,26 @@ impl Router {
             token,
         ) {
             Ok(_) => socket.sent.push_back((now + timeout, pending.api)),
-            Err(ConnectionError::UnsupportedVersion { api, version, .. })
-                if self
-                    .fallback
-                    .cap(key.broker, api)
-                    .is_some_and(|cap| version > cap) =>
-            {
-                // Built before this broker's fallback lowered the API: the component builds it
-                // again at the new version.
-                tracing::debug!(
-                    broker = key.broker,
-                    ?api,
-                    version,
-                    "request above a fallback cap; rebuilt"
-                );
-                self.fail_request(pending.component, pending.outbound.target, pending.api);
-            }
             Err(error) => {
-                self.warn(EngineError::Connection {
-                    broker: key.broker,
+                let above_cap = matches!(
                     error,
-                });
+                    ConnectionError::UnsupportedVersion { api, version, .. }
+                        if self.fallback.cap(key.broker, api).is_some_and(|cap| version > cap)
+                );
+                if above_cap {
+                    // Built before this broker's fallback lowered the API: the component
+                    // builds it again at the new version.
+                    tracing::debug!(broker = key.broker, %error, "request above a fallback cap");
+                } else {
+                    self.warn(EngineError::Connection {
+                        broker: key.broker,
+                        error,
+                    });
+                }
+                // Components match answers and failures to their requests in order, per
+                // broker: this one must not fail ahead of older ones still on the wire. Drop
+                // the socket first, failing those (oldest first), then this one.
+                self.drop_peer(key, true);
                 self.fail_request(pending.component, pending.outbound.target, pending.api);
             }
         }

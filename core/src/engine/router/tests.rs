@@ -534,3 +534,57 @@ fn a_socket_dropped_before_the_adapter_saw_its_connect_is_neither_dialled_nor_cl
     r.close_all();
     assert!(transports(&mut r).is_empty());
 }
+
+#[test]
+fn a_request_that_cannot_be_sent_fails_after_the_older_ones_of_its_socket() {
+    let (mut r, id) = ready_bootstrap();
+    r.send(Component::Producer, metadata_request(), at(0));
+    r.flush(None);
+    // Built for a version the connection does not speak.
+    r.send(
+        Component::Producer,
+        Outbound {
+            version: 99,
+            ..metadata_request()
+        },
+        at(1),
+    );
+    r.flush(None);
+    let failed: Vec<(Component, ApiKey)> = routed(&mut r)
+        .into_iter()
+        .filter_map(|x| match x {
+            Routed::Failed { component, api, .. } => Some((component, api)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            (Component::Producer, ApiKey::Metadata),
+            (Component::Producer, ApiKey::Metadata)
+        ],
+        "the one on the wire first, then the unsendable one"
+    );
+    assert!(
+        transports(&mut r)
+            .iter()
+            .any(|o| matches!(o, Output::Close { connection } if *connection == id))
+    );
+}
+
+#[test]
+fn a_fallback_cap_lowers_the_version_components_build_for_every_broker() {
+    let (mut r, _) = ready_bootstrap();
+    assert_eq!(
+        r.versions().version(ApiKey::Produce),
+        Some(ApiKey::Produce.valid_versions().max)
+    );
+    r.fallback.failed(
+        7,
+        ApiKey::Produce,
+        12,
+        fallback::VersionFailure::Undecodable,
+    );
+    // Broker 7 is not even connected: a request for it may be built now and sent later.
+    assert_eq!(r.versions().version(ApiKey::Produce), Some(8));
+}
