@@ -150,11 +150,11 @@ pub enum EngineError {
         /// The new caps (the failing API and those that fall back with it).
         caps: Vec<(ApiKey, i16)>,
     },
-    /// A broker failed an API at a version with no older one to fall back to, again and
-    /// again (undecodable answers, or the connection dropped right after the request).
+    /// A broker answered an API, at a version with no older one to fall back to, with bodies
+    /// that cannot be decoded, again and again.
     #[error(
-        "broker {broker} failed {api:?} v{version} {failures} times in a row (undecodable \
-         answers or dropped connections); it cannot serve kstreams"
+        "broker {broker} answered {api:?} v{version} with {failures} undecodable bodies in a \
+         row; it cannot serve kstreams"
     )]
     BrokerApiUnusable {
         /// The broker.

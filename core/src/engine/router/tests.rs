@@ -4,7 +4,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiVersionsResponse, FetchRequest, FetchResponse, HeartbeatRequest, JoinGroupRequest,
-    MetadataRequest, MetadataResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    JoinGroupResponse, MetadataRequest, MetadataResponse, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
 
@@ -441,8 +442,54 @@ fn join_dropped(r: &mut Router, now: Instant) -> (i16, Vec<Routed>) {
     (version, routed(r))
 }
 
+/// Like [`join_dropped`], but the broker answers the JoinGroup with a body cut short.
+fn join_undecodable(r: &mut Router, now: Instant) -> (i16, Vec<Routed>) {
+    r.handle_timeout(now);
+    assert!(r.ensure_general_connection() || r.any_ready());
+    let out = transports(r);
+    let id = connects(&out)
+        .first()
+        .map(|(id, _)| *id)
+        .expect("a new connection");
+    open(r, id, now);
+    let version = r.versions().version(ApiKey::JoinGroup).unwrap();
+    r.send(
+        Component::Group,
+        Outbound {
+            target: Target::AnyBroker,
+            request: RequestKind::JoinGroup(JoinGroupRequest::default()),
+            version,
+        },
+        now,
+    );
+    r.flush(None);
+    r.transmit();
+    let out = transports(r);
+    let (header, _) = requests_to(&out, id).remove(0);
+    let mut frame = BytesMut::from(&response(&header, &JoinGroupResponse::default())[..]);
+    frame.truncate(frame.len() - 1);
+    let len = i32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    r.handle_received(id, &frame, now);
+    (version, routed(r))
+}
+
+fn gave_up(routed: &[Routed]) -> bool {
+    routed.iter().any(|x| {
+        matches!(
+            x,
+            Routed::Fatal(EngineError::BrokerApiUnusable {
+                api: ApiKey::JoinGroup,
+                version: 5,
+                ..
+            })
+        )
+    })
+}
+
 #[test]
-fn repeated_drops_after_a_flexible_group_request_lower_the_group_apis_then_give_up() {
+fn repeated_drops_after_a_flexible_group_request_lower_the_group_apis_and_undecodable_answers_give_up()
+ {
     let mut r = bootstrap_only();
     let mut now = at(0);
     let (v, first) = join_dropped(&mut r, now);
@@ -465,21 +512,23 @@ fn repeated_drops_after_a_flexible_group_request_lower_the_group_apis_then_give_
         "{second:?}"
     );
     assert_eq!(r.fallback.cap(-1, ApiKey::SyncGroup), Some(3));
-    for attempt in 1..=fallback::GIVE_UP_AFTER {
+    // Drops alone never give up: a flaky network drops connections too.
+    for _ in 0..2 * fallback::GIVE_UP_AFTER {
         now += Duration::from_secs(2);
         let (v, routed) = join_dropped(&mut r, now);
         assert_eq!(v, 5, "the last non-flexible JoinGroup");
-        let fatal = routed.iter().any(|x| {
-            matches!(
-                x,
-                Routed::Fatal(EngineError::BrokerApiUnusable {
-                    api: ApiKey::JoinGroup,
-                    version: 5,
-                    ..
-                })
-            )
-        });
-        assert_eq!(fatal, attempt == fallback::GIVE_UP_AFTER, "{routed:?}");
+        assert!(!gave_up(&routed), "{routed:?}");
+    }
+    // Answers that cannot be decoded, again and again, do.
+    for attempt in 1..=fallback::GIVE_UP_AFTER {
+        now += Duration::from_secs(2);
+        let (v, routed) = join_undecodable(&mut r, now);
+        assert_eq!(v, 5);
+        assert_eq!(
+            gave_up(&routed),
+            attempt == fallback::GIVE_UP_AFTER,
+            "{routed:?}"
+        );
     }
 }
 
