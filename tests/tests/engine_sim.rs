@@ -182,7 +182,7 @@ fn late_joiner_triggers_rebalance_with_commit_first() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, n, 5, 200);
+    let mut feeder = Feeder::new(4, 10, n, 5, 200).one_per_step();
     let a = h.add(engine(flow_config(), h.now));
     assert!(h.run_until(30_000, |h| {
         feeder.feed(h);
@@ -233,7 +233,7 @@ fn clean_close_hands_over_without_session_timeout() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300).one_per_step();
     let a = h.add(engine(flow_config(), h.now));
     let b = h.add(engine(flow_config(), h.now));
     assert!(h.run_until(30_000, |h| {
@@ -293,7 +293,7 @@ fn vanished_engine_is_replaced_after_session_timeout() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300).one_per_step();
     let a = h.add(engine(flow_config(), h.now));
     let b = h.add(engine(flow_config(), h.now));
     assert!(h.run_until(30_000, |h| {
@@ -566,7 +566,7 @@ fn fault_flow(two: bool, faults: Vec<(i64, Fault)>) -> Harness {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, n, 5, 300);
+    let mut feeder = Feeder::new(4, 10, n, 5, 300).one_per_step();
     h.add(engine(flow_config(), h.now));
     if two {
         h.add(engine(flow_config(), h.now));
@@ -780,7 +780,7 @@ fn assignment_waits_for_sink_partition_counts() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, 40, 5, 300);
+    let mut feeder = Feeder::new(4, 10, 40, 5, 300).one_per_step();
     h.add(engine(flow_config(), h.now));
     assert!(h.run_until(30_000, |h| committed_at_least(&h.sim, &[10; 4])));
     // The joiner's metadata requests fail for a while (topic-level LEADER_NOT_AVAILABLE).
@@ -809,7 +809,7 @@ fn close_survives_a_rebalance_during_its_commit() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, 60, 2, 20);
+    let mut feeder = Feeder::new(4, 10, 60, 2, 20).one_per_step();
     let a = h.add(engine(flow_config(), h.now));
     assert!(h.run_until(30_000, |h| {
         feeder.feed(h);
@@ -859,7 +859,7 @@ fn join_group_waits_longer_than_the_request_timeout() {
     produce_all(&mut sim, 4, 10);
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
-    let mut feeder = Feeder::new(4, 10, 40, 5, 300);
+    let mut feeder = Feeder::new(4, 10, 40, 5, 300).one_per_step();
     let mut config = flow_config();
     config.request_timeout = kstreams_core::time::Duration::from_millis(3_000);
     let a = h.add(engine(config.clone(), h.now));
