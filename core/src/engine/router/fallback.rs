@@ -18,9 +18,13 @@
 //!   with a typed error instead of retrying forever. Dropped connections alone never do: a
 //!   flaky network drops them too (the seeded simulation's random disconnects did, five in a
 //!   row, in a few seeds of 100,000), and each drop is reported as a warning anyway;
-//! - any decoded response of the API from that broker resets its count.
+//! - any decoded response of the API from that broker resets its count, and proves its
+//!   version: undecodable answers at a version the broker answered decodably before are a
+//!   broker fault of the moment (librdkafka's mock answers SyncGroup with a null assignment
+//!   while its group is in disarray), not an incompatibility, so they are retried and never
+//!   give up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::ApiKey;
 
@@ -79,6 +83,8 @@ pub(crate) struct VersionFallback {
     failures: BTreeMap<(BrokerId, i16), Streak>,
     /// Caps per (broker, API key) with their API.
     caps: BTreeMap<(BrokerId, i16), (ApiKey, i16)>,
+    /// (broker, API key, version) answered decodably at least once.
+    proven: BTreeSet<(BrokerId, i16, i16)>,
 }
 
 impl VersionFallback {
@@ -103,9 +109,10 @@ impl VersionFallback {
             .map(|(_, &cap)| cap)
     }
 
-    /// A response of `api` from `broker` decoded: the version works.
-    pub(crate) fn succeeded(&mut self, broker: BrokerId, api: ApiKey) {
+    /// A response of `api` at `version` from `broker` decoded: the version works.
+    pub(crate) fn succeeded(&mut self, broker: BrokerId, api: ApiKey, version: i16) {
         self.failures.remove(&(broker, api as i16));
+        self.proven.insert((broker, api as i16, version));
     }
 
     /// A request of `api` at `version` to `broker` failed as `failure`.
@@ -149,9 +156,13 @@ impl VersionFallback {
                 Verdict::FellBack { caps }
             }
             Some(_) => Verdict::Retry,
-            None if undecodable >= GIVE_UP_AFTER => Verdict::GiveUp {
-                failures: undecodable,
-            },
+            None if undecodable >= GIVE_UP_AFTER
+                && !self.proven.contains(&(broker, api as i16, version)) =>
+            {
+                Verdict::GiveUp {
+                    failures: undecodable,
+                }
+            }
             None => Verdict::Retry,
         }
     }
@@ -204,11 +215,32 @@ mod tests {
     fn a_success_in_between_resets_the_count() {
         let mut f = VersionFallback::default();
         f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped);
-        f.succeeded(0, ApiKey::Produce);
+        f.succeeded(0, ApiKey::Produce, 9);
         assert_eq!(
             f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped),
             Verdict::Retry
         );
+    }
+
+    #[test]
+    fn a_version_answered_decodably_before_never_gives_up() {
+        let mut f = VersionFallback::default();
+        f.succeeded(3, ApiKey::SyncGroup, 3);
+        for _ in 0..3 * GIVE_UP_AFTER {
+            assert_eq!(
+                f.failed(3, ApiKey::SyncGroup, 3, VersionFailure::Undecodable),
+                Verdict::Retry,
+                "a broker fault of the moment, not an incompatibility"
+            );
+        }
+        // Another broker, or another version, has proven nothing.
+        for _ in 1..GIVE_UP_AFTER {
+            f.failed(1, ApiKey::SyncGroup, 3, VersionFailure::Undecodable);
+        }
+        assert!(matches!(
+            f.failed(1, ApiKey::SyncGroup, 3, VersionFailure::Undecodable),
+            Verdict::GiveUp { .. }
+        ));
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl Router {
         let token = response.token;
         match decode_response(&response) {
             Ok(response) => {
-                self.fallback.succeeded(key.broker, token.api);
+                self.fallback.succeeded(key.broker, token.api, token.version);
                 self.routed.push_back(Routed::Response {
                     component: token.component,
                     broker: key.broker,
