@@ -85,6 +85,13 @@ mod requests;
 mod responses;
 #[cfg(test)]
 mod tests;
+mod transaction;
+mod txn_error;
+mod txn_requests;
+mod txn_responses;
+mod txn_state;
+#[cfg(test)]
+mod txn_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -100,14 +107,22 @@ use crate::record::TopicPartition;
 use crate::time::Instant;
 use accumulator::{BatchState, PartitionQueue};
 use inflight::InFlightRequests;
+use kafka_protocol::protocol::StrBytes;
 use ledger::Ledger;
+use txn_state::Transactions;
 
-pub use batch::{BATCH_HEADER_LEN, BatchIdentity, EncodeError, encode_batch, record_size_bound};
+pub use batch::{
+    BATCH_HEADER_LEN, BatchIdentity, EncodeError, encode_batch, encode_transactional_batch,
+    record_size_bound,
+};
 pub use config::ProducerConfig;
 pub use error::{DeliveryError, ProducerError, SendError};
 pub use events::ProducerEvent;
 pub use idempotence::ProducerIdentity;
 pub use kafka_protocol::records::Compression;
+pub use txn_error::TransactionError;
+pub use txn_requests::MAX_TRANSACTIONAL_PRODUCE_VERSION;
+pub use txn_state::{GroupMetadata, TransactionState};
 
 /// Lowest Produce version built (record batch v2).
 pub const MIN_PRODUCE_VERSION: i16 = 3;
@@ -116,7 +131,8 @@ pub const MAX_PRODUCE_VERSION: i16 = 12;
 /// Most batches per partition in flight that the broker's duplicate detection covers.
 pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
 
-/// The idempotent producer. `O` is the owner tag of appended records (e.g. a task id).
+/// The idempotent (or, with a `transactional_id`, transactional) producer. `O` is the owner
+/// tag of appended records (e.g. a task id).
 #[derive(Debug)]
 pub struct Producer<O> {
     config: ProducerConfig,
@@ -134,15 +150,22 @@ pub struct Producer<O> {
     ledger: Ledger<O>,
     next_batch_id: u64,
     last_broker: Option<BrokerId>,
+    /// The transactional part, with a `transactional_id`.
+    txn: Option<Transactions>,
 }
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
-    /// A producer that has no producer id yet (its first request is InitProducerId).
+    /// A producer that has no producer id yet (its first request is InitProducerId, or with a
+    /// `transactional_id` FindCoordinator).
     pub fn new(mut config: ProducerConfig, now: Instant) -> Self {
         config.max_in_flight_per_partition = config
             .max_in_flight_per_partition
             .clamp(1, MAX_IN_FLIGHT_PER_PARTITION);
         let rng = config.seed;
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| Transactions::new(StrBytes::from_string(id)));
         Self {
             config,
             now,
@@ -159,6 +182,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             ledger: Ledger::new(),
             next_batch_id: 0,
             last_broker: None,
+            txn,
         }
     }
 
@@ -251,11 +275,12 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.expire(now);
+        self.advance_transaction();
     }
 
     /// The next time something becomes due: a linger or retry backoff ending, a delivery
-    /// timeout, or an InitProducerId retry. Call [`Producer::poll_request`] (or
-    /// [`Producer::handle_timeout`]) then.
+    /// timeout, an InitProducerId retry, or a transactional request's backoff. Call
+    /// [`Producer::poll_request`] (or [`Producer::handle_timeout`]) then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fatal.is_some() {
             return None;
@@ -271,6 +296,9 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         };
         if self.identity.is_none() && !self.init_in_flight {
             offer(self.init_retry_at);
+        }
+        if let Some(txn) = &self.txn {
+            txn.deadlines().for_each(&mut offer);
         }
         for queue in self.partitions.values() {
             offer(queue.retry_at);
