@@ -1,5 +1,6 @@
 //! The idempotent producer that sinks feed: per-partition accumulators, record batch v2
-//! encoding, one Produce request per leader, ordered retries with stable sequence numbers.
+//! encoding, one Produce request per leader, ordered retries with stable sequence numbers; with
+//! a `transactional_id`, the transactional producer of exactly-once v2 (see "Transactions").
 //!
 //! # Driving it
 //! - [`Producer::send_batch`] appends a whole sink batch, tagged with an opaque owner (the
@@ -55,6 +56,46 @@
 //! records back. A call into an empty buffer is always accepted, so one oversized sink batch
 //! cannot stall forever.
 //!
+//! # Transactions
+//! With [`ProducerConfig::transactional_id`] the producer works as Java's transactional
+//! producer does for exactly-once v2 (KIP-447), at transaction protocol v1:
+//! - **Start.** FindCoordinator (key type 1, the transactional id) to any broker, then
+//!   InitProducerId with the transactional id and `transaction_timeout` to that coordinator
+//!   ([`Target::Broker`] of the node found, announced by
+//!   [`ProducerEvent::TransactionCoordinatorFound`]). This fences every older producer with
+//!   the same id and aborts what it left open. NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and
+//!   a request without answer look for the coordinator again after `retry_backoff`;
+//!   COORDINATOR_LOAD_IN_PROGRESS and CONCURRENT_TRANSACTIONS retry after it. Brokers that
+//!   lack FindCoordinator v1, InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn,
+//!   TxnOffsetCommit v3 or EndTxn make the producer fail with
+//!   [`ProducerEvent::TransactionsUnsupported`]: it never writes outside a transaction.
+//! - **Open.** The first [`Producer::send_batch`] after the start or after the previous
+//!   transaction ended opens one. Before the first batch of a partition is sent in a
+//!   transaction, AddPartitionsToTxn (v3 at most) adds it; partitions that appear meanwhile
+//!   are added together by the next one. Transactional requests go one at a time. Produce
+//!   requests carry the transactional id (v11 at most) and batches the transactional bit.
+//! - **Commit.** [`Producer::commit_transaction`] with the input offsets and the group's
+//!   [`GroupMetadata`]: every batch is flushed and must be acknowledged, then AddOffsetsToTxn
+//!   (transaction coordinator), TxnOffsetCommit (v3 or v4, to [`Target::Coordinator`]: the
+//!   group coordinator the group member uses; it carries the generation and member id, so a
+//!   zombie's offsets are refused), then EndTxn(commit), then
+//!   [`ProducerEvent::TransactionCommitted`]. A transaction without records and offsets ends
+//!   without a request.
+//! - **Abort.** [`Producer::abort_transaction`]: batches not sent fail with
+//!   [`DeliveryError::Aborted`], those in flight are answered first (not retried), an
+//!   AddPartitionsToTxn that got no answer is sent again (the abort must know whether the
+//!   coordinator holds a transaction), then EndTxn(abort) unless nothing reached the
+//!   coordinator, then [`ProducerEvent::TransactionAborted`]. If a batch with sequence numbers
+//!   was dropped unacknowledged, the producer asks for a new epoch (InitProducerId naming its
+//!   id and epoch, KIP-360) before the next transaction.
+//! - **Failures.** A batch that fails (rejected, delivery timeout, ...), an offset the group
+//!   coordinator refuses (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, ...) and other abortable
+//!   errors give [`ProducerEvent::TransactionFailed`]: the producer then takes nothing but
+//!   `abort_transaction`. PRODUCER_FENCED and INVALID_PRODUCER_EPOCH (a newer instance took
+//!   over), TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_TXN_STATE and unexpected errors
+//!   give [`ProducerEvent::Fenced`]: everything unacknowledged fails and the producer is
+//!   done.
+//!
 //! # Headers
 //! The wire gets every header of a [`ProducerRecord`] in order, duplicate keys included
 //! (see `batch`).
@@ -67,7 +108,11 @@
 //! - `responses`: acks, ordered retries and rejections from the answers; `idempotence`
 //!   classifies a partition's error; `inflight` pairs answers with requests;
 //! - `failures`: delivery timeouts, producer id renewal, failing everything;
-//! - `ledger`: per-owner unacked counts, buffered bytes and the events that settle them.
+//! - `ledger`: per-owner unacked counts, buffered bytes and the events that settle them;
+//! - `transaction`: the transaction API and the transitions that need no request;
+//!   `txn_state`: its bookkeeping; `txn_requests` / `txn_responses`: the transactional
+//!   requests and their answers; `txn_error`: [`TransactionError`] and how each broker error
+//!   is handled.
 //!
 //! This file holds the [`Producer`] itself, its metadata inputs and its outputs.
 
