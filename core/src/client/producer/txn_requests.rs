@@ -63,7 +63,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if !txn.versions_checked {
             let missing = REQUIRED_APIS
                 .iter()
-                .find(|(api, min)| versions.version(*api).is_none_or(|v| v < *min));
+                .find(|(api, _)| usable_version(versions, *api).is_none());
             if let Some(&(missing_api, _)) = missing {
                 tracing::error!(?missing_api, "the brokers do not support transactions");
                 self.fence(TransactionError::Unsupported { missing_api });
@@ -76,13 +76,23 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         }
         let next = self.next_transaction_request()?;
         let txn = self.txn.as_mut()?;
-        let target = if matches!(next, TxnRequest::CommitOffsets(_)) {
+        let find =
+            matches!(txn.coordinator, CoordinatorState::Unknown { retry_at } if now >= retry_at);
+        let api = match next {
+            TxnRequest::CommitOffsets(_) => ApiKey::TxnOffsetCommit,
+            _ if find => ApiKey::FindCoordinator,
+            _ => api_of(&next),
+        };
+        let Some(version) = usable_version(versions, api) else {
+            self.fence(TransactionError::Unsupported { missing_api: api });
+            return None;
+        };
+        let target = if api == ApiKey::TxnOffsetCommit {
             Target::Coordinator
         } else {
             match txn.coordinator {
                 CoordinatorState::Known(id) => Target::Broker(id),
-                CoordinatorState::Unknown { retry_at } if now >= retry_at => {
-                    let version = versions.version(ApiKey::FindCoordinator)?;
+                CoordinatorState::Unknown { .. } if find => {
                     txn.coordinator = CoordinatorState::Finding;
                     tracing::debug!(version, "looking for the transaction coordinator");
                     return Some(find_coordinator(&txn.id, version));
@@ -93,11 +103,6 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if now < txn.retry_at {
             return None;
         }
-        let api = api_of(&next);
-        let Some(version) = versions.version(api).map(|v| capped(api, v)) else {
-            self.fence(TransactionError::Unsupported { missing_api: api });
-            return None;
-        };
         let request = self.build_transaction_request(&next, version);
         debug_assert!(
             request.is_some(),
@@ -209,14 +214,21 @@ pub(super) fn api_of(request: &TxnRequest) -> ApiKey {
     }
 }
 
-/// The version a transactional request of `api` is built for, given the negotiated one.
-fn capped(api: ApiKey, negotiated: i16) -> i16 {
-    match api {
-        ApiKey::AddPartitionsToTxn => negotiated.min(MAX_ADD_PARTITIONS_VERSION),
-        ApiKey::EndTxn => negotiated.min(MAX_END_TXN_VERSION),
-        ApiKey::TxnOffsetCommit => negotiated.min(MAX_TXN_OFFSET_COMMIT_VERSION),
-        _ => negotiated,
-    }
+/// The version a transactional request of `api` is built for: the negotiated one, capped as
+/// the module documentation says; `None` below the lowest version transactions can use.
+fn usable_version(versions: &dyn ApiVersionLookup, api: ApiKey) -> Option<i16> {
+    let negotiated = versions.version(api)?;
+    let min = REQUIRED_APIS
+        .iter()
+        .find(|(required, _)| *required == api)
+        .map_or(0, |(_, min)| *min);
+    let max = match api {
+        ApiKey::AddPartitionsToTxn => MAX_ADD_PARTITIONS_VERSION,
+        ApiKey::EndTxn => MAX_END_TXN_VERSION,
+        ApiKey::TxnOffsetCommit => MAX_TXN_OFFSET_COMMIT_VERSION,
+        _ => i16::MAX,
+    };
+    (negotiated >= min).then_some(negotiated.min(max))
 }
 
 fn find_coordinator(id: &StrBytes, version: i16) -> Outbound {

@@ -18,7 +18,12 @@ use super::txn_state::{CommitStep, CoordinatorState, Phase, TxnRequest};
 use super::{Producer, ProducerError, ProducerEvent, ProducerIdentity, TransactionError};
 use crate::client::BrokerId;
 use crate::record::TopicPartition;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
+
+/// Backoff after CONCURRENT_TRANSACTIONS for the first partitions of a transaction (the
+/// previous one is completing), when `retry_backoff` is longer (Java's
+/// `ADD_PARTITIONS_RETRY_BACKOFF_MS`).
+const FIRST_ADD_RETRY_BACKOFF: Duration = Duration::from_millis(20);
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Handles the answer to a transactional request.
@@ -249,6 +254,13 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             txn.added.extend(added.iter().cloned());
         }
         match worst {
+            // The previous transaction's markers are still being written: the first partitions
+            // of a transaction are retried sooner, as in Java.
+            Some((TxnErrorAction::Retry, ResponseError::ConcurrentTransactions))
+                if txn.added.is_empty() =>
+            {
+                txn.retry_at = now + backoff.min(FIRST_ADD_RETRY_BACKOFF);
+            }
             Some((action, error)) => {
                 if matches!(
                     action,

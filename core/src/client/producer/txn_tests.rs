@@ -1135,3 +1135,51 @@ fn transactional_batches_carry_the_transactional_attribute() {
     assert_eq!(plain[..17], txn[..17]);
     assert_eq!(plain[23..], txn[23..]);
 }
+
+#[test]
+fn the_first_add_of_a_transaction_retries_concurrent_transactions_sooner() {
+    let mut producer = ready();
+    producer.send_batch(1, vec![at(0, "a")], clock(0)).unwrap();
+    let _add = poll(&mut producer, clock(0)).unwrap();
+    producer
+        .handle_response(
+            COORDINATOR,
+            add_partitions_response(&[(0, Some(ResponseError::ConcurrentTransactions))]),
+            clock(0),
+        )
+        .unwrap();
+    assert_eq!(producer.poll_timeout(), Some(clock(20)));
+    let add = poll(&mut producer, clock(20)).unwrap();
+    assert_eq!(added_partitions(&add), vec![0]);
+    producer
+        .handle_response(
+            COORDINATOR,
+            add_partitions_response(&[(0, None)]),
+            clock(20),
+        )
+        .unwrap();
+    // Later in the transaction: the usual backoff.
+    producer.send_batch(1, vec![at(1, "b")], clock(20)).unwrap();
+    let add = poll(&mut producer, clock(20))
+        .into_iter()
+        .chain(std::iter::from_fn(|| poll(&mut producer, clock(20))))
+        .find(|out| matches!(out.request, RequestKind::AddPartitionsToTxn(_)))
+        .expect("AddPartitionsToTxn of partition 1");
+    assert_eq!(added_partitions(&add), vec![1]);
+    producer
+        .handle_response(
+            COORDINATOR,
+            add_partitions_response(&[(1, Some(ResponseError::ConcurrentTransactions))]),
+            clock(20),
+        )
+        .unwrap();
+    let early: Vec<Outbound> = std::iter::from_fn(|| poll(&mut producer, clock(100))).collect();
+    assert!(
+        early
+            .iter()
+            .all(|out| matches!(out.request, RequestKind::Produce(_))),
+        "no AddPartitionsToTxn before the backoff: {early:?}"
+    );
+    let add = poll(&mut producer, clock(120)).unwrap();
+    assert_eq!(added_partitions(&add), vec![1]);
+}
