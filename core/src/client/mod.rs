@@ -20,7 +20,8 @@
 //! - [`metadata`]: brokers and partition leaders, refreshed on demand.
 //! - [`fetcher`]: Fetch requests per leader, positions, decoded records per partition.
 //! - [`group`]: consumer-group membership (classic protocol), our assignor, offset fetch/commit.
-//! - [`producer`]: per-partition accumulators, idempotent produce with ordered retries.
+//! - [`producer`]: per-partition accumulators, idempotent produce with ordered retries, and
+//!   transactions (exactly-once v2).
 
 pub mod admin;
 pub mod fetcher;

@@ -7,7 +7,7 @@ use super::shared::{Component, Routed};
 use super::{Engine, EngineError};
 use crate::client::fetcher::{FetchError, FetchEvent};
 use crate::client::metadata::{MetadataError, MetadataEvent};
-use crate::client::producer::ProducerEvent;
+use crate::client::producer::{ProducerError, ProducerEvent, TransactionError};
 use crate::client::{BrokerId, Target};
 use crate::record::TopicPartition;
 
@@ -208,6 +208,26 @@ impl Engine {
                 ProducerEvent::RefreshMetadata { topic } => {
                     self.metadata
                         .request_refresh(&format!("producer: leader of {topic} moved"));
+                }
+                ProducerEvent::TransactionCoordinatorFound { id, host, port } => {
+                    self.router.set_address(id, host, port);
+                }
+                // Transactions are not driven by the engine yet (issue 9, item 4): with a
+                // transactional id in the producer settings, the first failure stops it.
+                ProducerEvent::TransactionCommitted { .. } | ProducerEvent::TransactionAborted => {}
+                ProducerEvent::TransactionFailed { error } | ProducerEvent::Fenced { error } => {
+                    self.fail(EngineError::ProducerResponse(
+                        ProducerError::TransactionFatal(error),
+                    ));
+                    return true;
+                }
+                ProducerEvent::TransactionsUnsupported { missing_api } => {
+                    self.fail(EngineError::ProducerResponse(
+                        ProducerError::TransactionFatal(TransactionError::Unsupported {
+                            missing_api,
+                        }),
+                    ));
+                    return true;
                 }
             }
         }

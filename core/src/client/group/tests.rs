@@ -915,3 +915,17 @@ fn responses_nobody_asked_for_are_rejected_without_effect() {
     );
     assert!(h.member.is_stable());
 }
+
+#[test]
+fn group_metadata_names_the_current_generation_and_member() {
+    let h = stable_follower(max_versions(), &[t(0, 0)]);
+    assert_eq!(
+        h.member.group_metadata(),
+        crate::client::producer::GroupMetadata {
+            group_id: "app".to_owned(),
+            generation_id: 5,
+            member_id: "m-1".to_owned(),
+            group_instance_id: None,
+        }
+    );
+}

@@ -40,6 +40,9 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                     );
                 }
                 self.ledger.accept(owner, count, bytes);
+                if count > 0 {
+                    self.open_transaction();
+                }
                 Ok(count)
             }
             Err(error) => Err(SendError { error, records }),
@@ -54,6 +57,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if let Some(fatal) = &self.fatal {
             return Err(fatal.clone());
         }
+        self.check_transaction_accepts_records()?;
         let mut bytes = 0;
         let mut partitions = Vec::with_capacity(records.len());
         for record in records {

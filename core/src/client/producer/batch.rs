@@ -71,12 +71,34 @@ pub fn record_size_bound(record: &ProducerRecord) -> usize {
     fixed + key + value + headers
 }
 
+/// The transactional bit of a record batch's attributes.
+const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+
 /// Encodes `records` (all of one partition, in order) as one record batch v2 with base offset
 /// 0, create-time timestamps, no partition leader epoch, and the given producer identity.
 pub fn encode_batch(
     records: &[ProducerRecord],
     identity: BatchIdentity,
     compression: Compression,
+) -> Result<Bytes, EncodeError> {
+    encode(records, identity, compression, false)
+}
+
+/// [`encode_batch`] with the transactional attribute set: the batch belongs to the open
+/// transaction of its producer id.
+pub fn encode_transactional_batch(
+    records: &[ProducerRecord],
+    identity: BatchIdentity,
+    compression: Compression,
+) -> Result<Bytes, EncodeError> {
+    encode(records, identity, compression, true)
+}
+
+fn encode(
+    records: &[ProducerRecord],
+    identity: BatchIdentity,
+    compression: Compression,
+    transactional: bool,
 ) -> Result<Bytes, EncodeError> {
     let first = records.first().ok_or(EncodeError::Empty)?;
     let count = i32::try_from(records.len()).map_err(|_| EncodeError::TooLarge {
@@ -108,7 +130,13 @@ pub fn encode_batch(
     out.put_i32(-1); // partition leader epoch
     out.put_i8(2); // magic
     out.put_u32(0); // crc, filled below
-    out.put_i16(compression as i16); // attributes: codec, create time, not transactional
+    // attributes: codec, create time, transactional or not, not a control batch
+    let transactional = if transactional {
+        TRANSACTIONAL_ATTRIBUTE
+    } else {
+        0
+    };
+    out.put_i16(compression as i16 | transactional);
     out.put_i32(count - 1); // last offset delta
     out.put_i64(base_timestamp);
     out.put_i64(max_timestamp);

@@ -33,6 +33,14 @@ pub struct ProducerConfig {
     pub max_in_flight_per_partition: usize,
     /// Seed of the sticky partition choice for null keys.
     pub seed: u64,
+    /// With an id, the producer is transactional (Kafka's `transactional.id`): it fences older
+    /// producers with the same id and writes only inside transactions (see the module's
+    /// "Transactions"). `None`: the idempotent producer.
+    pub transactional_id: Option<String>,
+    /// How long the transaction coordinator lets a transaction stay open before aborting it
+    /// (Kafka's `transaction.timeout.ms`; sent in InitProducerId, saturating at `i32::MAX`
+    /// ms). Used only with a `transactional_id`.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -48,6 +56,8 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             max_in_flight_per_partition: MAX_IN_FLIGHT_PER_PARTITION,
             seed: 0x5eed,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }

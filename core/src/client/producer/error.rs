@@ -6,9 +6,9 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
-use super::EncodeError;
 #[cfg(doc)]
 use super::Producer;
+use super::{EncodeError, TransactionError, TransactionState};
 use crate::client::BrokerId;
 use crate::record::ProducerRecord;
 use crate::time::Duration;
@@ -31,6 +31,10 @@ pub enum DeliveryError {
     /// The producer failed as a whole (see [`ProducerError`]).
     #[error("producer failed: {0}")]
     ProducerFailed(Box<ProducerError>),
+    /// The transaction the records belonged to was aborted before they were sent
+    /// ([`Producer::abort_transaction`]).
+    #[error("the transaction was aborted before the batch was sent")]
+    Aborted,
 }
 
 /// Errors of the producer's API.
@@ -82,6 +86,27 @@ pub enum ProducerError {
     UnexpectedResponse {
         /// Who sent it.
         broker: BrokerId,
+    },
+    /// The transactional producer is unusable (fenced by a newer instance, not authorized,
+    /// transactions unsupported, ...): build a new one.
+    #[error("transactional producer failed: {0}")]
+    TransactionFatal(TransactionError),
+    /// The open transaction failed: [`Producer::abort_transaction`] before anything else.
+    #[error("the transaction failed and must be aborted: {0}")]
+    TransactionAbortable(TransactionError),
+    /// A commit or abort is in progress: records are taken again once it ends.
+    #[error("the transaction is ending (commit or abort in progress)")]
+    TransactionEnding,
+    /// A transaction method called on a producer without `transactional_id`.
+    #[error("the producer is not transactional")]
+    NotTransactional,
+    /// A transaction method called in a state that does not allow it.
+    #[error("{operation} is not allowed while the transaction is {state:?}")]
+    InvalidTransactionState {
+        /// The method.
+        operation: &'static str,
+        /// The state it found.
+        state: TransactionState,
     },
 }
 

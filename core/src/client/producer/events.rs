@@ -1,10 +1,15 @@
-//! [`ProducerEvent`]: what the producer reports to the engine (acks, failures, metadata needs).
+//! [`ProducerEvent`]: what the producer reports to the engine (acks, failures, metadata needs,
+//! transaction outcomes).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::DeliveryError;
+use kafka_protocol::messages::ApiKey;
+
 #[cfg(doc)]
 use super::Producer;
+use super::{DeliveryError, TransactionError};
+use crate::client::BrokerId;
 use crate::record::TopicPartition;
 
 /// What the producer reports.
@@ -38,5 +43,47 @@ pub enum ProducerEvent<O> {
     RefreshMetadata {
         /// The topic.
         topic: Arc<str>,
+    },
+    /// The transaction coordinator is broker `id` at `host:port`: requests to it go to
+    /// [`Target::Broker`](crate::client::Target::Broker)`(id)`, so the engine must know that
+    /// address.
+    TransactionCoordinatorFound {
+        /// Its node id.
+        id: BrokerId,
+        /// Its host.
+        host: String,
+        /// Its port.
+        port: i32,
+    },
+    /// The transaction ended by [`Producer::commit_transaction`] is committed: its records
+    /// are visible to read_committed consumers and `offsets` are the group's committed
+    /// offsets.
+    TransactionCommitted {
+        /// The offsets committed with it.
+        offsets: BTreeMap<TopicPartition, i64>,
+    },
+    /// The transaction ended by [`Producer::abort_transaction`] is aborted: none of its
+    /// records or offsets will ever be visible to read_committed consumers.
+    TransactionAborted,
+    /// The open transaction failed (a record not delivered, an offset refused, ...): call
+    /// [`Producer::abort_transaction`]; the producer takes nothing else until then.
+    TransactionFailed {
+        /// Why.
+        error: TransactionError,
+    },
+    /// The transactional producer is unusable for good: a newer instance with the same
+    /// transactional id fenced it (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH), or the brokers
+    /// refused its transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    /// INVALID_TXN_STATE, ...). Everything unacknowledged failed; build a new producer.
+    Fenced {
+        /// Why.
+        error: TransactionError,
+    },
+    /// The brokers cannot run transactions: `missing_api` (or a version of it transactions
+    /// need) is not offered. Fatal: the producer never falls back to non-transactional
+    /// writes.
+    TransactionsUnsupported {
+        /// The API missing.
+        missing_api: ApiKey,
     },
 }

@@ -9,8 +9,16 @@ use super::{DeliveryError, Producer, ProducerError, ProducerIdentity};
 use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
-    /// Asks for a new producer id if `stale` is still the current one.
+    /// Asks for a new producer id if `stale` is still the current one. A transactional
+    /// producer keeps its id until the transaction (which fails) is aborted, and takes a new
+    /// epoch then.
     pub(super) fn renew_identity(&mut self, stale: ProducerIdentity) {
+        if let Some(txn) = self.txn.as_mut() {
+            if self.identity == Some(stale) {
+                txn.new_epoch_needed = true;
+            }
+            return;
+        }
         if self.identity == Some(stale) {
             tracing::info!(?stale, "requesting a new producer id");
             self.identity = None;

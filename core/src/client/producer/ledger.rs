@@ -19,6 +19,9 @@ pub(super) struct Ledger<O> {
     events: VecDeque<ProducerEvent<O>>,
     unacked: HashMap<O, usize>,
     buffered_bytes: usize,
+    /// The error of the first failure since [`Ledger::take_failure`] (a transactional producer
+    /// fails its transaction on it).
+    failure: Option<DeliveryError>,
 }
 
 impl<O: Clone + Eq + Hash> Ledger<O> {
@@ -28,6 +31,7 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
             events: VecDeque::new(),
             unacked: HashMap::new(),
             buffered_bytes: 0,
+            failure: None,
         }
     }
 
@@ -93,6 +97,11 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
         }
     }
 
+    /// The error of the first batch failed since the last call, if any.
+    pub(super) fn take_failure(&mut self) -> Option<DeliveryError> {
+        self.failure.take()
+    }
+
     /// `batch` will not be delivered: one [`ProducerEvent::Failed`] per owner run.
     pub(super) fn fail(
         &mut self,
@@ -101,6 +110,9 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
         error: DeliveryError,
     ) {
         tracing::warn!(partition = %tp, records = batch.record_count(), %error, "produce failed");
+        if self.failure.is_none() {
+            self.failure = Some(error.clone());
+        }
         self.settle(&batch);
         for (owner, count) in batch.owners {
             self.events.push_back(ProducerEvent::Failed {

@@ -1,5 +1,6 @@
 //! The idempotent producer that sinks feed: per-partition accumulators, record batch v2
-//! encoding, one Produce request per leader, ordered retries with stable sequence numbers.
+//! encoding, one Produce request per leader, ordered retries with stable sequence numbers; with
+//! a `transactional_id`, the transactional producer of exactly-once v2 (see "Transactions").
 //!
 //! # Driving it
 //! - [`Producer::send_batch`] appends a whole sink batch, tagged with an opaque owner (the
@@ -55,6 +56,46 @@
 //! records back. A call into an empty buffer is always accepted, so one oversized sink batch
 //! cannot stall forever.
 //!
+//! # Transactions
+//! With [`ProducerConfig::transactional_id`] the producer works as Java's transactional
+//! producer does for exactly-once v2 (KIP-447), at transaction protocol v1:
+//! - **Start.** FindCoordinator (key type 1, the transactional id) to any broker, then
+//!   InitProducerId with the transactional id and `transaction_timeout` to that coordinator
+//!   ([`Target::Broker`] of the node found, announced by
+//!   [`ProducerEvent::TransactionCoordinatorFound`]). This fences every older producer with
+//!   the same id and aborts what it left open. NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and
+//!   a request without answer look for the coordinator again after `retry_backoff`;
+//!   COORDINATOR_LOAD_IN_PROGRESS and CONCURRENT_TRANSACTIONS retry after it. Brokers that
+//!   lack FindCoordinator v1, InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn,
+//!   TxnOffsetCommit v3 or EndTxn make the producer fail with
+//!   [`ProducerEvent::TransactionsUnsupported`]: it never writes outside a transaction.
+//! - **Open.** The first [`Producer::send_batch`] after the start or after the previous
+//!   transaction ended opens one. Before the first batch of a partition is sent in a
+//!   transaction, AddPartitionsToTxn (v3 at most) adds it; partitions that appear meanwhile
+//!   are added together by the next one. Transactional requests go one at a time. Produce
+//!   requests carry the transactional id (v11 at most) and batches the transactional bit.
+//! - **Commit.** [`Producer::commit_transaction`] with the input offsets and the group's
+//!   [`GroupMetadata`]: every batch is flushed and must be acknowledged, then AddOffsetsToTxn
+//!   (transaction coordinator), TxnOffsetCommit (v3 or v4, to [`Target::Coordinator`]: the
+//!   group coordinator the group member uses; it carries the generation and member id, so a
+//!   zombie's offsets are refused), then EndTxn(commit), then
+//!   [`ProducerEvent::TransactionCommitted`]. A transaction without records and offsets ends
+//!   without a request.
+//! - **Abort.** [`Producer::abort_transaction`]: batches not sent fail with
+//!   [`DeliveryError::Aborted`], those in flight are answered first (not retried), an
+//!   AddPartitionsToTxn that got no answer is sent again (the abort must know whether the
+//!   coordinator holds a transaction), then EndTxn(abort) unless nothing reached the
+//!   coordinator, then [`ProducerEvent::TransactionAborted`]. If a batch with sequence numbers
+//!   was dropped unacknowledged, the producer asks for a new epoch (InitProducerId naming its
+//!   id and epoch, KIP-360) before the next transaction.
+//! - **Failures.** A batch that fails (rejected, delivery timeout, ...), an offset the group
+//!   coordinator refuses (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, ...) and other abortable
+//!   errors give [`ProducerEvent::TransactionFailed`]: the producer then takes nothing but
+//!   `abort_transaction`. PRODUCER_FENCED and INVALID_PRODUCER_EPOCH (a newer instance took
+//!   over), TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_TXN_STATE and unexpected errors
+//!   give [`ProducerEvent::Fenced`]: everything unacknowledged fails and the producer is
+//!   done.
+//!
 //! # Headers
 //! The wire gets every header of a [`ProducerRecord`] in order, duplicate keys included
 //! (see `batch`).
@@ -67,7 +108,11 @@
 //! - `responses`: acks, ordered retries and rejections from the answers; `idempotence`
 //!   classifies a partition's error; `inflight` pairs answers with requests;
 //! - `failures`: delivery timeouts, producer id renewal, failing everything;
-//! - `ledger`: per-owner unacked counts, buffered bytes and the events that settle them.
+//! - `ledger`: per-owner unacked counts, buffered bytes and the events that settle them;
+//! - `transaction`: the transaction API and the transitions that need no request;
+//!   `txn_state`: its bookkeeping; `txn_requests` / `txn_responses`: the transactional
+//!   requests and their answers; `txn_error`: [`TransactionError`] and how each broker error
+//!   is handled.
 //!
 //! This file holds the [`Producer`] itself, its metadata inputs and its outputs.
 
@@ -85,6 +130,13 @@ mod requests;
 mod responses;
 #[cfg(test)]
 mod tests;
+mod transaction;
+mod txn_error;
+mod txn_requests;
+mod txn_responses;
+mod txn_state;
+#[cfg(test)]
+mod txn_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -100,14 +152,22 @@ use crate::record::TopicPartition;
 use crate::time::Instant;
 use accumulator::{BatchState, PartitionQueue};
 use inflight::InFlightRequests;
+use kafka_protocol::protocol::StrBytes;
 use ledger::Ledger;
+use txn_state::Transactions;
 
-pub use batch::{BATCH_HEADER_LEN, BatchIdentity, EncodeError, encode_batch, record_size_bound};
+pub use batch::{
+    BATCH_HEADER_LEN, BatchIdentity, EncodeError, encode_batch, encode_transactional_batch,
+    record_size_bound,
+};
 pub use config::ProducerConfig;
 pub use error::{DeliveryError, ProducerError, SendError};
 pub use events::ProducerEvent;
 pub use idempotence::ProducerIdentity;
 pub use kafka_protocol::records::Compression;
+pub use txn_error::TransactionError;
+pub use txn_requests::MAX_TRANSACTIONAL_PRODUCE_VERSION;
+pub use txn_state::{GroupMetadata, TransactionState};
 
 /// Lowest Produce version built (record batch v2).
 pub const MIN_PRODUCE_VERSION: i16 = 3;
@@ -116,7 +176,8 @@ pub const MAX_PRODUCE_VERSION: i16 = 12;
 /// Most batches per partition in flight that the broker's duplicate detection covers.
 pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
 
-/// The idempotent producer. `O` is the owner tag of appended records (e.g. a task id).
+/// The idempotent (or, with a `transactional_id`, transactional) producer. `O` is the owner
+/// tag of appended records (e.g. a task id).
 #[derive(Debug)]
 pub struct Producer<O> {
     config: ProducerConfig,
@@ -134,15 +195,22 @@ pub struct Producer<O> {
     ledger: Ledger<O>,
     next_batch_id: u64,
     last_broker: Option<BrokerId>,
+    /// The transactional part, with a `transactional_id`.
+    txn: Option<Transactions>,
 }
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
-    /// A producer that has no producer id yet (its first request is InitProducerId).
+    /// A producer that has no producer id yet (its first request is InitProducerId, or with a
+    /// `transactional_id` FindCoordinator).
     pub fn new(mut config: ProducerConfig, now: Instant) -> Self {
         config.max_in_flight_per_partition = config
             .max_in_flight_per_partition
             .clamp(1, MAX_IN_FLIGHT_PER_PARTITION);
         let rng = config.seed;
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| Transactions::new(StrBytes::from_string(id)));
         Self {
             config,
             now,
@@ -159,6 +227,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             ledger: Ledger::new(),
             next_batch_id: 0,
             last_broker: None,
+            txn,
         }
     }
 
@@ -251,11 +320,12 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
         self.expire(now);
+        self.advance_transaction();
     }
 
     /// The next time something becomes due: a linger or retry backoff ending, a delivery
-    /// timeout, or an InitProducerId retry. Call [`Producer::poll_request`] (or
-    /// [`Producer::handle_timeout`]) then.
+    /// timeout, an InitProducerId retry, or a transactional request's backoff. Call
+    /// [`Producer::poll_request`] (or [`Producer::handle_timeout`]) then.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.fatal.is_some() {
             return None;
@@ -271,6 +341,9 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         };
         if self.identity.is_none() && !self.init_in_flight {
             offer(self.init_retry_at);
+        }
+        if let Some(txn) = &self.txn {
+            txn.deadlines().for_each(&mut offer);
         }
         for queue in self.partitions.values() {
             offer(queue.retry_at);

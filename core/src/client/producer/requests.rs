@@ -1,6 +1,6 @@
-//! The producer's outgoing requests: InitProducerId while it has no id, else Produce requests
-//! carrying the next ready batch of each partition of one leader, sequenced and encoded on
-//! their first send.
+//! The producer's outgoing requests: InitProducerId while it has no id (the transactional
+//! requests first, see `txn_requests`), else Produce requests carrying the next ready batch of
+//! each partition of one leader, sequenced and encoded on their first send.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -9,7 +9,7 @@ use std::hash::Hash;
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, ProduceRequest, RequestKind, TopicName,
+    ApiKey, InitProducerIdRequest, ProduceRequest, RequestKind, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,7 +18,8 @@ use super::idempotence::increment_sequence;
 use super::inflight::{SentBatch, SentRequest};
 use super::{
     BATCH_HEADER_LEN, BatchIdentity, Compression, DeliveryError, EncodeError, MAX_PRODUCE_VERSION,
-    MIN_PRODUCE_VERSION, Producer, ProducerError, ProducerEvent, ProducerIdentity, encode_batch,
+    MAX_TRANSACTIONAL_PRODUCE_VERSION, MIN_PRODUCE_VERSION, Producer, ProducerError, ProducerEvent,
+    ProducerIdentity, encode_batch, encode_transactional_batch,
 };
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
@@ -27,7 +28,8 @@ use crate::time::Instant;
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// The next request to send: InitProducerId while the producer has no id, else a Produce
     /// request to one leader carrying one ready batch per partition (up to
-    /// `max_request_size`), leaders taken in turn.
+    /// `max_request_size`), leaders taken in turn. A transactional producer's own requests
+    /// (FindCoordinator, InitProducerId, AddPartitionsToTxn, ...) come first.
     pub fn poll_request(
         &mut self,
         now: Instant,
@@ -38,7 +40,15 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if self.fatal.is_some() {
             return None;
         }
-        if self.identity.is_none() && !self.init_in_flight && now >= self.init_retry_at {
+        if self.txn.is_some() {
+            self.advance_transaction();
+            if let Some(outbound) = self.poll_transaction_request(now, versions) {
+                return Some(outbound);
+            }
+            if self.fatal.is_some() {
+                return None;
+            }
+        } else if self.identity.is_none() && !self.init_in_flight && now >= self.init_retry_at {
             let Some(version) = versions.version(ApiKey::InitProducerId) else {
                 self.fail_all(ProducerError::UnsupportedVersion {
                     api: ApiKey::InitProducerId,
@@ -64,8 +74,13 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 .next()
                 .or_else(|| ready.iter().next())
                 .map(|(broker, _)| *broker)?;
+            let max = if self.txn.is_some() {
+                MAX_TRANSACTIONAL_PRODUCE_VERSION
+            } else {
+                MAX_PRODUCE_VERSION
+            };
             let version = match versions.version(ApiKey::Produce) {
-                Some(version) if version >= MIN_PRODUCE_VERSION => version.min(MAX_PRODUCE_VERSION),
+                Some(version) if version >= MIN_PRODUCE_VERSION => version.min(max),
                 _ => {
                     self.fail_all(ProducerError::UnsupportedVersion {
                         api: ApiKey::Produce,
@@ -87,6 +102,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     fn ready_by_leader(&mut self, now: Instant) -> BTreeMap<BrokerId, Vec<TopicPartition>> {
         let mut ready: BTreeMap<BrokerId, Vec<TopicPartition>> = BTreeMap::new();
         let identity = self.identity;
+        let txn = self.txn.as_ref();
         for (tp, queue) in &mut self.partitions {
             if queue.in_flight() >= self.config.max_in_flight_per_partition || now < queue.retry_at
             {
@@ -104,6 +120,9 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 }
                 BatchState::InFlight => false,
             };
+            // In a transaction, only once the partition is in it (AddPartitionsToTxn).
+            let sendable = sendable
+                && txn.is_none_or(|txn| txn.may_send(tp, batch.state == BatchState::RetryPending));
             if !sendable {
                 continue;
             }
@@ -155,8 +174,14 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                     let identity = self
                         .identity
                         .expect("ready_by_leader chooses unsent batches only under a producer id");
-                    match Self::sequence_and_encode(queue, index, identity, self.config.compression)
-                    {
+                    let transactional = self.txn.is_some();
+                    match Self::sequence_and_encode(
+                        queue,
+                        index,
+                        identity,
+                        self.config.compression,
+                        transactional,
+                    ) {
                         Ok(encoded) => encoded,
                         Err(error) => {
                             let batch = queue
@@ -197,8 +222,9 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             return None;
         }
         self.in_flight.push(broker, SentRequest { batches: sent });
+        let transactional_id = self.txn.as_ref().map(|txn| TransactionalId(txn.id.clone()));
         let request = ProduceRequest::default()
-            .with_transactional_id(None)
+            .with_transactional_id(transactional_id)
             .with_acks(-1)
             .with_timeout_ms(self.config.request_timeout.as_millis_i32())
             .with_topic_data(topics);
@@ -210,12 +236,14 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     }
 
     /// Gives the unsent batch at `index` (which must exist) the partition's next sequence
-    /// under `identity` and encodes it; returns the encoded batch, also kept for resends.
+    /// under `identity` and encodes it (with the transactional attribute when
+    /// `transactional`); returns the encoded batch, also kept for resends.
     fn sequence_and_encode(
         queue: &mut PartitionQueue<O>,
         index: usize,
         identity: ProducerIdentity,
         compression: Compression,
+        transactional: bool,
     ) -> Result<Bytes, EncodeError> {
         if queue.sequence_owner != Some(identity) {
             queue.sequence_owner = Some(identity);
@@ -223,15 +251,16 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         }
         let base_sequence = queue.next_sequence;
         let batch = &mut queue.batches[index];
-        let encoded = encode_batch(
-            &batch.records,
-            BatchIdentity {
-                producer_id: identity.producer_id,
-                producer_epoch: identity.producer_epoch,
-                base_sequence,
-            },
-            compression,
-        )?;
+        let batch_identity = BatchIdentity {
+            producer_id: identity.producer_id,
+            producer_epoch: identity.producer_epoch,
+            base_sequence,
+        };
+        let encoded = if transactional {
+            encode_transactional_batch(&batch.records, batch_identity, compression)?
+        } else {
+            encode_batch(&batch.records, batch_identity, compression)?
+        };
         let count = i32::try_from(batch.record_count()).unwrap_or(i32::MAX);
         batch.sequence = Some((identity, base_sequence));
         batch.encoded = Some(encoded.clone());

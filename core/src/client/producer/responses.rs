@@ -18,8 +18,10 @@ use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Handles the answer to a request from [`Producer::poll_request`]: InitProducerId or
-    /// Produce. An error is also fatal for the producer when it is
-    /// [`ProducerError::InitProducerId`].
+    /// Produce, or a transactional producer's FindCoordinator, AddPartitionsToTxn,
+    /// AddOffsetsToTxn, TxnOffsetCommit or EndTxn. An error is also fatal for the producer
+    /// when it is [`ProducerError::InitProducerId`] (a transactional producer reports what
+    /// ends it as [`ProducerEvent::Fenced`]).
     pub fn handle_response(
         &mut self,
         from: BrokerId,
@@ -27,13 +29,15 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         now: Instant,
     ) -> Result<(), ProducerError> {
         let now = self.observe(now);
-        match response {
-            ResponseKind::InitProducerId(response) => {
+        let result = match response {
+            ResponseKind::Produce(response) => self.handle_produce(from, &response, now),
+            ResponseKind::InitProducerId(response) if self.txn.is_none() => {
                 self.handle_init_producer_id(from, &response, now)
             }
-            ResponseKind::Produce(response) => self.handle_produce(from, &response, now),
-            _ => Err(ProducerError::UnexpectedResponse { broker: from }),
-        }
+            other => self.handle_transaction_response(from, other, now),
+        };
+        self.advance_transaction();
+        result
     }
 
     fn handle_init_producer_id(
@@ -117,10 +121,14 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         Ok(())
     }
 
-    /// The request carrying Produce (or InitProducerId) got no answer.
+    /// The request carrying Produce (or InitProducerId, or a transactional request) got no
+    /// answer.
     pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         let now = self.observe(now);
         match (api, target) {
+            (api, _) if self.txn.is_some() && api != ApiKey::Produce => {
+                self.transaction_request_failed(api, now);
+            }
             (ApiKey::InitProducerId, _) if self.init_in_flight => {
                 self.init_in_flight = false;
                 self.init_retry_at = now + self.config.retry_backoff;
@@ -143,6 +151,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             }
             _ => {}
         }
+        self.advance_transaction();
     }
 
     fn request_refresh(&mut self, topics: BTreeSet<Arc<str>>) {
@@ -254,6 +263,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                     }
                 }
                 self.ledger.fail(tp, batch, DeliveryError::Broker(error));
+                self.note_produce_error(error);
             }
         }
     }

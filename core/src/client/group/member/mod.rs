@@ -54,6 +54,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::assignor;
 use super::offsets::OffsetClient;
 use super::{GroupConfig, GroupError, GroupEvent};
+use crate::client::producer::GroupMetadata;
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
 use crate::task::TaskId;
@@ -180,6 +181,19 @@ impl GroupMember {
     /// The current generation, `-1` when none.
     pub fn generation(&self) -> i32 {
         self.generation
+    }
+
+    /// What a transactional producer commits this member's offsets with
+    /// ([`Producer::commit_transaction`](crate::client::producer::Producer::commit_transaction)):
+    /// the group id, the current generation and member id (no static membership, so no
+    /// instance id).
+    pub fn group_metadata(&self) -> GroupMetadata {
+        GroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation_id: self.generation,
+            member_id: self.member_id.clone(),
+            group_instance_id: None,
+        }
     }
 
     /// The coordinator's node id, when known.
