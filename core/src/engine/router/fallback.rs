@@ -14,15 +14,16 @@
 //!   APIs fall back together: a broker that cannot parse one of them cannot parse the
 //!   others' compact arrays either (librdkafka's mock crashes on SyncGroup v4 after failing
 //!   JoinGroup v6);
-//! - at a non-flexible version, [`GIVE_UP_AFTER`] undecodable answers in a row stop the engine
-//!   with a typed error instead of retrying forever. Dropped connections alone never do: a
+//! - at a non-flexible version, [`GIVE_UP_AFTER`] undecodable answers in a row, spanning at
+//!   least [`GIVE_UP_SPAN`], stop the engine with a typed error instead of retrying forever
+//!   (a broken version stays broken; librdkafka's mock answers a follower's SyncGroup with a
+//!   null assignment for a few seconds while its group settles, which is not that). Dropped connections alone never do: a
 //!   flaky network drops them too (the seeded simulation's random disconnects did, five in a
 //!   row, in a few seeds of 100,000), and each drop is reported as a warning anyway;
 //! - any decoded response of the API from that broker resets its count, and proves its
 //!   version: undecodable answers at a version the broker answered decodably before are a
-//!   broker fault of the moment (librdkafka's mock answers SyncGroup with a null assignment
-//!   while its group is in disarray), not an incompatibility, so they are retried and never
-//!   give up.
+//!   broker fault of the moment, not an incompatibility, so they are retried and never give
+//!   up.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,12 +31,14 @@ use kafka_protocol::messages::ApiKey;
 
 use super::codec::{is_flexible, last_non_flexible_version};
 use crate::client::BrokerId;
-use crate::time::Duration;
+use crate::time::{Duration, Instant};
 
 /// A drop this soon after the request counts as the broker refusing the request.
 pub(crate) const DROP_WINDOW: Duration = Duration::from_secs(1);
 /// Undecodable answers in a row, at a non-flexible version, after which the engine gives up.
 pub(crate) const GIVE_UP_AFTER: u32 = 5;
+/// The least time from the first to the last of the undecodable answers that give up.
+pub(crate) const GIVE_UP_SPAN: Duration = Duration::from_secs(30);
 /// Drops in a row of a flexible version after which it falls back.
 const DROPS_BEFORE_FALLBACK: u32 = 2;
 
@@ -74,6 +77,8 @@ pub(crate) enum Verdict {
 struct Streak {
     failures: u32,
     undecodable: u32,
+    /// When the first undecodable answer of the streak came.
+    first_undecodable: Option<Instant>,
 }
 
 /// See the [module docs](self).
@@ -122,16 +127,20 @@ impl VersionFallback {
         api: ApiKey,
         version: i16,
         failure: VersionFailure,
+        now: Instant,
     ) -> Verdict {
         let streak = self.failures.entry((broker, api as i16)).or_default();
         streak.failures = streak.failures.saturating_add(1);
         if failure == VersionFailure::Undecodable {
             streak.undecodable = streak.undecodable.saturating_add(1);
+            streak.first_undecodable.get_or_insert(now);
         }
         let Streak {
             failures: count,
             undecodable,
+            first_undecodable,
         } = *streak;
+        let persistent = first_undecodable.is_some_and(|first| now - first >= GIVE_UP_SPAN);
         let fallback = last_non_flexible_version(api)
             .filter(|_| is_flexible(api, version))
             .filter(|&to| self.cap(broker, api).is_none_or(|cap| cap > to));
@@ -157,6 +166,7 @@ impl VersionFallback {
             }
             Some(_) => Verdict::Retry,
             None if undecodable >= GIVE_UP_AFTER
+                && persistent
                 && !self.proven.contains(&(broker, api as i16, version)) =>
             {
                 Verdict::GiveUp {
@@ -172,10 +182,12 @@ impl VersionFallback {
 mod tests {
     use super::*;
 
+    const T0: Instant = Instant::EPOCH;
+
     #[test]
     fn an_undecodable_flexible_response_falls_back_at_once_and_only_for_its_api() {
         let mut f = VersionFallback::default();
-        let verdict = f.failed(1, ApiKey::Fetch, 12, VersionFailure::Undecodable);
+        let verdict = f.failed(1, ApiKey::Fetch, 12, VersionFailure::Undecodable, T0);
         assert_eq!(
             verdict,
             Verdict::FellBack {
@@ -191,10 +203,11 @@ mod tests {
     fn drops_fall_back_on_the_second_in_a_row_and_the_group_apis_fall_back_together() {
         let mut f = VersionFallback::default();
         assert_eq!(
-            f.failed(0, ApiKey::JoinGroup, 6, VersionFailure::Dropped),
+            f.failed(0, ApiKey::JoinGroup, 6, VersionFailure::Dropped, T0),
             Verdict::Retry
         );
-        let Verdict::FellBack { caps } = f.failed(0, ApiKey::JoinGroup, 6, VersionFailure::Dropped)
+        let Verdict::FellBack { caps } =
+            f.failed(0, ApiKey::JoinGroup, 6, VersionFailure::Dropped, T0)
         else {
             panic!("second drop falls back");
         };
@@ -214,10 +227,10 @@ mod tests {
     #[test]
     fn a_success_in_between_resets_the_count() {
         let mut f = VersionFallback::default();
-        f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped);
+        f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped, T0);
         f.succeeded(0, ApiKey::Produce, 9);
         assert_eq!(
-            f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped),
+            f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped, T0),
             Verdict::Retry
         );
     }
@@ -228,17 +241,51 @@ mod tests {
         f.succeeded(3, ApiKey::SyncGroup, 3);
         for _ in 0..3 * GIVE_UP_AFTER {
             assert_eq!(
-                f.failed(3, ApiKey::SyncGroup, 3, VersionFailure::Undecodable),
+                f.failed(3, ApiKey::SyncGroup, 3, VersionFailure::Undecodable, T0),
                 Verdict::Retry,
                 "a broker fault of the moment, not an incompatibility"
             );
         }
         // Another broker, or another version, has proven nothing.
         for _ in 1..GIVE_UP_AFTER {
-            f.failed(1, ApiKey::SyncGroup, 3, VersionFailure::Undecodable);
+            f.failed(1, ApiKey::SyncGroup, 3, VersionFailure::Undecodable, T0);
         }
         assert!(matches!(
-            f.failed(1, ApiKey::SyncGroup, 3, VersionFailure::Undecodable),
+            f.failed(
+                1,
+                ApiKey::SyncGroup,
+                3,
+                VersionFailure::Undecodable,
+                T0 + GIVE_UP_SPAN
+            ),
+            Verdict::GiveUp { .. }
+        ));
+    }
+
+    #[test]
+    fn undecodable_answers_within_a_short_span_do_not_give_up() {
+        let mut f = VersionFallback::default();
+        let just_short = T0 + GIVE_UP_SPAN - Duration::from_millis(1);
+        for _ in 0..3 * GIVE_UP_AFTER {
+            assert_eq!(
+                f.failed(
+                    1,
+                    ApiKey::SyncGroup,
+                    3,
+                    VersionFailure::Undecodable,
+                    just_short
+                ),
+                Verdict::Retry
+            );
+        }
+        assert!(matches!(
+            f.failed(
+                1,
+                ApiKey::SyncGroup,
+                3,
+                VersionFailure::Undecodable,
+                just_short + GIVE_UP_SPAN
+            ),
             Verdict::GiveUp { .. }
         ));
     }
@@ -248,19 +295,25 @@ mod tests {
         let mut f = VersionFallback::default();
         for _ in 0..3 * GIVE_UP_AFTER {
             assert_eq!(
-                f.failed(0, ApiKey::JoinGroup, 5, VersionFailure::Dropped),
+                f.failed(0, ApiKey::JoinGroup, 5, VersionFailure::Dropped, T0),
                 Verdict::Retry,
                 "a flaky network drops connections too"
             );
         }
         for _ in 1..GIVE_UP_AFTER {
             assert_eq!(
-                f.failed(0, ApiKey::JoinGroup, 5, VersionFailure::Undecodable),
+                f.failed(0, ApiKey::JoinGroup, 5, VersionFailure::Undecodable, T0),
                 Verdict::Retry
             );
         }
         assert_eq!(
-            f.failed(0, ApiKey::JoinGroup, 5, VersionFailure::Undecodable),
+            f.failed(
+                0,
+                ApiKey::JoinGroup,
+                5,
+                VersionFailure::Undecodable,
+                T0 + GIVE_UP_SPAN
+            ),
             Verdict::GiveUp {
                 failures: GIVE_UP_AFTER
             }
@@ -270,10 +323,10 @@ mod tests {
     #[test]
     fn a_response_built_before_the_cap_does_not_fall_back_twice() {
         let mut f = VersionFallback::default();
-        f.failed(0, ApiKey::Fetch, 12, VersionFailure::Undecodable);
+        f.failed(0, ApiKey::Fetch, 12, VersionFailure::Undecodable, T0);
         // A second v12 response that was already in flight.
         assert_eq!(
-            f.failed(0, ApiKey::Fetch, 12, VersionFailure::Undecodable),
+            f.failed(0, ApiKey::Fetch, 12, VersionFailure::Undecodable, T0),
             Verdict::Retry
         );
     }

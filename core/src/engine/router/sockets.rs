@@ -270,7 +270,8 @@ impl Router {
         let token = response.token;
         match decode_response(&response) {
             Ok(response) => {
-                self.fallback.succeeded(key.broker, token.api, token.version);
+                self.fallback
+                    .succeeded(key.broker, token.api, token.version);
                 self.routed.push_back(Routed::Response {
                     component: token.component,
                     broker: key.broker,
@@ -300,7 +301,7 @@ impl Router {
     ) {
         match self
             .fallback
-            .failed(broker, token.api, token.version, failure)
+            .failed(broker, token.api, token.version, failure, self.now)
         {
             Verdict::Retry => {}
             Verdict::FellBack { caps } => self.warn(EngineError::VersionFallback {
