@@ -40,22 +40,21 @@ impl EncodedCheckpoint {
 
 /// Decodes a stored checkpoint; `Err` describes what is wrong with it.
 pub(crate) fn decode(raw: &[u8]) -> Result<Checkpoint, String> {
-    let (offset, topic_id) = match raw.len() {
-        OFFSET_LEN => (raw, None),
-        WITH_TOPIC_ID_LEN => {
-            let (offset, id) = raw.split_at(OFFSET_LEN);
-            (offset, <[u8; 16]>::try_from(id).ok())
-        }
-        len => {
-            return Err(format!(
-                "checkpoint is {len} bytes, expected an 8-byte big-endian offset optionally \
-                 followed by a 16-byte topic id"
-            ));
-        }
+    let bad_length = || {
+        format!(
+            "checkpoint is {} bytes, expected an 8-byte big-endian offset optionally followed \
+             by a 16-byte topic id",
+            raw.len()
+        )
     };
-    let offset = <[u8; OFFSET_LEN]>::try_from(offset)
-        .map_err(|_| "checkpoint offset is not 8 bytes".to_owned())?;
-    Ok(Checkpoint::new(i64::from_be_bytes(offset), topic_id))
+    let (offset, rest) = raw
+        .split_first_chunk::<OFFSET_LEN>()
+        .ok_or_else(bad_length)?;
+    let topic_id = match rest {
+        [] => None,
+        id => Some(<[u8; 16]>::try_from(id).map_err(|_| bad_length())?),
+    };
+    Ok(Checkpoint::new(i64::from_be_bytes(*offset), topic_id))
 }
 
 #[cfg(test)]
