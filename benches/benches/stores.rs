@@ -146,9 +146,7 @@ fn writes(c: &mut Criterion) {
             let mut offset = 0_i64;
             let mut next_checkpoint = move || {
                 offset += 1;
-                Some(Checkpoint {
-                    changelog_offset: offset,
-                })
+                Some(Checkpoint::new(offset, None))
             };
 
             // Naive: one transaction (commit, with its checkpoint) per key, as a
@@ -209,9 +207,7 @@ fn reads(c: &mut Criterion) {
             let mut store = envs.open(backend, "read", n);
             store.write_batch(records.batch()).expect("write");
             store
-                .commit(Some(Checkpoint {
-                    changelog_offset: n as i64,
-                }))
+                .commit(Some(Checkpoint::new(n as i64, None)))
                 .expect("commit");
             group.throughput(Throughput::Elements(n as u64));
 

@@ -1,5 +1,6 @@
 //! Shared workload builders of the benchmarks.
 
+pub mod changelog;
 pub mod pipeline;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use crate::{KeyValue, WriteBatch};
+use crate::{KeyValue, WriteBatch, WriteOp};
 
 /// The writes of a store since its last commit, newest write per key, in key order.
 ///
@@ -132,6 +132,18 @@ impl WriteBuffer {
         self.pending.iter().map(|(k, v)| (k, v.as_ref()))
     }
 
+    /// The pending writes as [`WriteOp`]s in key order (reference-counted clones of the keys
+    /// and values).
+    pub fn to_write_ops(&self) -> Vec<WriteOp> {
+        self.pending
+            .iter()
+            .map(|(key, value)| WriteOp {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
     /// Number of distinct keys with a pending write.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -184,6 +196,28 @@ mod tests {
         assert_eq!(buf.lookup(b"b"), Some(None));
         assert_eq!(buf.lookup(b"c"), None);
         assert_eq!(buf.len(), 2);
+    }
+
+    #[test]
+    fn write_ops_are_the_latest_write_per_key_in_key_order() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        b.put("c", "1");
+        b.put("a", "1");
+        b.delete("c");
+        b.put("b", "1");
+        b.put("b", "2");
+        buf.apply(b);
+        let op = |k: &'static str, v: Option<&'static str>| WriteOp {
+            key: Bytes::from_static(k.as_bytes()),
+            value: v.map(|v| Bytes::from_static(v.as_bytes())),
+        };
+        assert_eq!(
+            buf.to_write_ops(),
+            vec![op("a", Some("1")), op("b", Some("2")), op("c", None)]
+        );
+        buf.clear();
+        assert!(buf.to_write_ops().is_empty());
     }
 
     #[test]

@@ -21,6 +21,16 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// The operation needs a store without uncommitted writes (e.g.
+    /// [`KvBackend::restore_batch`](crate::KvBackend::restore_batch), which runs before any
+    /// processing); nothing was changed.
+    #[error("store `{store}`: {count} uncommitted write(s); commit or roll back before restoring")]
+    UncommittedWrites {
+        /// Store name.
+        store: String,
+        /// Number of distinct keys with an uncommitted write.
+        count: usize,
+    },
     /// The store's configuration or name is invalid.
     #[error("store `{store}`: invalid configuration: {detail}")]
     Config {

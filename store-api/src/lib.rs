@@ -15,6 +15,18 @@
 //! crash never leaves them disagreeing), and lets a failed batch be retried from its first
 //! record without its partial writes leaking into the store. The pending writes are kept in a
 //! [`WriteBuffer`], which backends share.
+//!
+//! # Changelog and restore
+//!
+//! A logged store sends its writes to a changelog topic at each commit:
+//! [`KvBackend::pending_writes`] lists exactly what must leave (the latest write per key, in key
+//! order, deletes as tombstones). When a task is assigned, its store is brought up to date from
+//! the changelog before anything is processed: [`KvBackend::restore_batch`] writes one fetched
+//! batch straight to durable state together with the [`Checkpoint`] after it, so an
+//! interrupted restore resumes where it stopped. A [`Checkpoint`] carries the changelog offset
+//! and, when known, the changelog topic's id (its incarnation); a checkpoint that disagrees with
+//! the changelog is not trusted, and [`KvBackend::wipe`] clears the local state for a restore
+//! from scratch.
 
 mod buffer;
 mod error;
@@ -31,12 +43,29 @@ pub type KeyValue = (Bytes, Bytes);
 
 /// A position a store's durable state corresponds to, committed atomically with the state.
 ///
-/// Today this is the next offset of the store's changelog partition that is *not* yet reflected
-/// in the store (Kafka Streams' `.checkpoint` file semantics).
+/// `changelog_offset` is the next offset of the store's changelog partition that is *not* yet
+/// reflected in the store (Kafka Streams' `.checkpoint` file semantics). `topic_id` names the
+/// changelog topic's *incarnation*: its Kafka topic id (a UUID) when known. A topic deleted and
+/// created again under the same name gets a new id and starts its offsets over, so a checkpoint
+/// is trusted only against a changelog with the same id; `None` (unknown, or written by an older
+/// version that did not record it) leaves that check to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Checkpoint {
     /// Next changelog offset to restore from.
     pub changelog_offset: i64,
+    /// The changelog topic's Kafka topic id when known (the topic incarnation the offset
+    /// belongs to).
+    pub topic_id: Option<[u8; 16]>,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `changelog_offset` of the changelog incarnation `topic_id`.
+    pub const fn new(changelog_offset: i64, topic_id: Option<[u8; 16]>) -> Self {
+        Self {
+            changelog_offset,
+            topic_id,
+        }
+    }
 }
 
 /// One write in a [`WriteBatch`]: a put (`value: Some`) or a delete (`value: None`).
@@ -160,6 +189,30 @@ pub trait KvBackend: Send {
 
     /// Number of distinct keys written since the previous commit.
     fn uncommitted_len(&self) -> usize;
+
+    /// Every write since the previous commit, one per key (the latest), in key order, deletes as
+    /// `value: None`: what the store's changelog must carry at the next commit. Cheap: the keys
+    /// and values are reference-counted [`Bytes`] clones.
+    fn pending_writes(&self) -> Vec<WriteOp>;
+
+    /// Restores a batch read from the store's changelog: applies the operations in order (a
+    /// later write to a key wins) directly to the durable state, together with `checkpoint`
+    /// (normally the offset after the batch's last record), in one atomic step.
+    ///
+    /// Restore happens before a task processes anything, so a store with uncommitted writes
+    /// refuses with [`StoreError::UncommittedWrites`] and changes nothing. On any error nothing
+    /// of the batch is durable.
+    fn restore_batch(
+        &mut self,
+        batch: WriteBatch,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes all data and the checkpoint of this (store, partition) durably, in one atomic
+    /// step, and drops the pending writes and the savepoint. Used when the local state cannot
+    /// be trusted (its checkpoint disagrees with the changelog) and must be restored from
+    /// scratch. On error nothing changed.
+    fn wipe(&mut self) -> Result<(), StoreError>;
 }
 
 /// Whether no key can lie within `from..to` (an inverted range, or both ends excluding the

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
@@ -22,6 +23,11 @@ pub(crate) type RawDb = Database<'static, RawBytes, RawBytes>;
 /// collide with a store database (always `"{store}.{partition}"`).
 pub(crate) const CHECKPOINTS_DB: &str = "__kstreams_checkpoints";
 
+/// Name of the lock file in a state directory. An [`LmdbEnvironment`] holds an exclusive
+/// advisory lock on it for its whole life, so a second instance fails at once with
+/// [`LmdbError::DirectoryLocked`].
+pub const LOCK_FILE_NAME: &str = "kstreams.lock";
+
 /// Longest store name accepted.
 pub const MAX_STORE_NAME_LEN: usize = 200;
 
@@ -33,9 +39,15 @@ pub const MAX_STORE_NAME_LEN: usize = 200;
 /// [`StoreFactory`], so a task opens its stores with [`StoreFactory::open`] or, typed,
 /// [`LmdbEnvironment::open_store`].
 ///
-/// Opening the same directory twice in one process at the same time fails with
-/// [`StoreError::Config`]: clone the first handle instead. Sharing a directory between
-/// processes is not supported (the map growth below assumes this process is the only writer).
+/// The environment holds an exclusive advisory lock on `<path>/`[`LOCK_FILE_NAME`] for its
+/// whole life (until the last clone and store are dropped). Opening the same directory again
+/// while it lives, in this process or in another one, fails at once with
+/// [`LmdbError::DirectoryLocked`] (the source of a [`StoreError::Backend`]): clone the first
+/// handle to share it. Two processes never use one state directory at once (the map growth
+/// below relies on this process being the only one with transactions on it). The lock is
+/// `flock`-style (`std::fs::File::try_lock`), released by the OS when the process dies, so a
+/// crashed instance never leaves a stale lock behind; it does not protect state directories on
+/// network file systems, which LMDB does not support anyway.
 #[derive(Clone)]
 pub struct LmdbEnvironment {
     pub(crate) shared: Arc<Shared>,
@@ -59,18 +71,25 @@ pub(crate) struct Shared {
     pub(crate) max_key_size: usize,
     /// Names the environment in errors that concern no particular store.
     pub(crate) label: String,
+    /// The state directory's lock file, locked exclusively while the environment lives. Last
+    /// field: dropped (unlocked) after the `Env` is closed.
+    _lock: File,
 }
 
 impl LmdbEnvironment {
     /// Opens (creating if needed) the environment described by `config`.
     ///
-    /// Errors: [`StoreError::Config`] for invalid sizes or when the directory is already open
-    /// in this process; [`StoreError::Backend`] for I/O and LMDB failures.
+    /// Takes the directory's lock file first (see the type's documentation).
+    ///
+    /// Errors: [`StoreError::Config`] for invalid sizes; [`StoreError::Backend`] with
+    /// [`LmdbError::DirectoryLocked`] as source when another environment (of this process or
+    /// another) has the directory open, and for I/O and LMDB failures.
     pub fn open(config: LmdbConfig) -> Result<Self, StoreError> {
         let label = format!("lmdb:{}", config.path.display());
         let (initial_map_size, max_map_size) =
             config.map_sizes().map_err(|e| error::config(&label, e))?;
         std::fs::create_dir_all(&config.path).map_err(|e| error::backend(&label, e))?;
+        let lock = lock_directory(&config.path, &label)?;
 
         let flags = match config.sync_mode {
             SyncMode::Full => EnvFlags::empty(),
@@ -87,9 +106,10 @@ impl LmdbEnvironment {
         // never set.
         unsafe { options.flags(flags) };
         // SAFETY (open): the map stays valid as long as nothing truncates or rewrites the data
-        // file behind LMDB's back. We keep LMDB's lock file (no `NO_LOCK`), heed refuses to open
-        // one path twice in a process, and we document that a state directory belongs to one
-        // process and must not be on a network file system.
+        // file behind LMDB's back. We keep LMDB's lock file (no `NO_LOCK`), hold the directory's
+        // `kstreams.lock` (no other environment of this or another process has it open), heed
+        // refuses to open one path twice in a process, and we document that a state directory
+        // must not be on a network file system.
         let env = match unsafe { options.open(&config.path) } {
             Ok(env) => env,
             Err(heed::Error::EnvAlreadyOpened) => {
@@ -123,6 +143,7 @@ impl LmdbEnvironment {
                 max_map_size,
                 max_key_size,
                 label,
+                _lock: lock,
             }),
         })
     }
@@ -311,7 +332,8 @@ fn grow(
     // transaction on the environment. Every transaction of this crate runs inside a read guard
     // of `gate` (see `Shared::txn_gate`) and ends before its guard is dropped; we hold the write
     // guard, so none is active. The `Env` is never handed out, so no other code opens
-    // transactions on it. Other processes are not supported (documented on `LmdbEnvironment`).
+    // transactions on it. No other process has the environment open: we hold the directory's
+    // lock file (see `LmdbEnvironment`).
     // The size is a multiple of 64 KiB, hence of the page size.
     unsafe { env.resize(new_size) }.map_err(|e| error::backend(store, e))?;
     info!(
@@ -321,6 +343,32 @@ fn grow(
         "LMDB map full: grew the map"
     );
     Ok(())
+}
+
+/// Opens (creating if needed) `dir`/[`LOCK_FILE_NAME`] and locks it exclusively without
+/// waiting.
+fn lock_directory(dir: &Path, label: &str) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| error::backend(label, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => {
+            warn!(path = %dir.display(), "state directory is locked by another instance");
+            Err(error::lmdb(
+                label,
+                LmdbError::DirectoryLocked {
+                    path: dir.to_path_buf(),
+                },
+            ))
+        }
+        Err(TryLockError::Error(e)) => Err(error::backend(label, e)),
+    }
 }
 
 /// Creates (or opens) the named database in its own write transaction.

@@ -1,6 +1,8 @@
 //! Errors specific to the LMDB backend, carried as the `source` of
 //! [`StoreError::Backend`](kstreams_store_api::StoreError::Backend).
 
+use std::path::PathBuf;
+
 use kstreams_store_api::StoreError;
 
 /// A failure of the LMDB backend that is not a plain LMDB/heed error.
@@ -21,6 +23,19 @@ pub enum LmdbError {
         map_size: usize,
         /// The configured maximum.
         max_map_size: usize,
+    },
+    /// Another [`LmdbEnvironment`](crate::LmdbEnvironment) holds the state directory's lock file
+    /// ([`LOCK_FILE_NAME`](crate::LOCK_FILE_NAME)): another kstreams instance, in this process
+    /// or another one, uses the directory.
+    #[error(
+        "another kstreams instance uses the state directory {} (its lock file {} is held); \
+         stop it or give each instance its own state directory",
+        path.display(),
+        crate::LOCK_FILE_NAME
+    )]
+    DirectoryLocked {
+        /// The state directory.
+        path: PathBuf,
     },
     /// A key LMDB cannot store: empty, or longer than the environment's maximum key size.
     #[error("LMDB cannot store a key of {len} bytes (keys must be 1..={max} bytes)")]

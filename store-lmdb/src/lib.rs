@@ -14,7 +14,10 @@
 //!   without touching others, and a revoked partition's data stays where it is for a later
 //!   reassignment.
 //! * **Checkpoints live next to the data.** A separate database (`__kstreams_checkpoints`) maps
-//!   each store database name to its [`Checkpoint`] (8-byte big-endian `i64`), and
+//!   each store database name to its [`Checkpoint`]: the changelog offset as 8 big-endian bytes,
+//!   followed by the 16 bytes of the changelog's topic id when it is known (24 bytes). An 8-byte
+//!   value (written before topic ids were recorded) reads as a checkpoint without a topic id;
+//!   any other length is [`StoreError::Corrupt`](kstreams_store_api::StoreError::Corrupt).
 //!   [`KvBackend::commit`] writes a store's pending entries *and* its checkpoint in a single
 //!   LMDB write transaction. A crash therefore never leaves state and checkpoint disagreeing:
 //!   restore replays the changelog from exactly the checkpoint the state corresponds to.
@@ -25,6 +28,15 @@
 //!   batch free, and means **no transaction ever outlives a method call**: stores are `Send`,
 //!   and LMDB write transactions (bound to the thread that began them) never migrate between
 //!   threads (heed issue #339).
+//! * **Restore writes straight to LMDB.** [`KvBackend::restore_batch`] sorts a changelog batch
+//!   by key, keeps the last write per key, and writes it with its checkpoint in one write
+//!   transaction (one per fetched batch, not per record). When the database is empty or every
+//!   key of the batch sorts after its last key, puts use `MDB_APPEND` (no search, leaf pages
+//!   packed full): restoring a fresh store from a changelog of ordered keys is a sequential
+//!   write. [`KvBackend::wipe`] deletes a store's data and checkpoint in one transaction, for a
+//!   restore from scratch when the checkpoint cannot be trusted. `restore_batch` grows the map
+//!   and fails like a commit (nothing of the batch durable), and refuses a store with
+//!   uncommitted writes: restore comes before processing.
 //! * **Reads** consult the buffer first, then LMDB; [`KvBackend::get_batch`] uses one read
 //!   transaction for all its keys, [`KvBackend::range`] merges LMDB's range with the buffer.
 //! * **The map grows on demand.** When a commit fails with `MDB_MAP_FULL`, the transaction is
@@ -36,10 +48,17 @@
 //!   lose the last commit but never breaks atomicity or consistency, and the changelog brings
 //!   the state back from the checkpoint); [`SyncMode::Full`] and an explicit
 //!   [`SyncMode::NoSync`] are available.
+//! * **One instance per state directory.** [`LmdbEnvironment::open`] takes an exclusive
+//!   advisory lock on `<path>/kstreams.lock` ([`LOCK_FILE_NAME`], `std::fs::File::try_lock`)
+//!   and holds it until the environment (its last clone and store) is dropped. A second open of
+//!   the directory, from this process or another, fails at once with
+//!   [`LmdbError::DirectoryLocked`] ("another kstreams instance uses the state directory …")
+//!   as the source of a [`StoreError::Backend`](kstreams_store_api::StoreError::Backend). The
+//!   OS releases the lock when a process dies, so a crash leaves no stale lock.
 //!
-//! A state directory belongs to one process (and must not be on a network file system). Keys
-//! must be 1 to [`LmdbEnvironment::max_key_size`] (511) bytes. A single commit is bounded by
-//! LMDB's dirty-page limit (`MDB_TXN_FULL`, about 512 MiB of changed pages with 4 KiB pages):
+//! A state directory must not be on a network file system. Keys must be 1 to
+//! [`LmdbEnvironment::max_key_size`] (511) bytes. A single commit (or restored batch) is bounded
+//! by LMDB's dirty-page limit (`MDB_TXN_FULL`, about 512 MiB of changed pages with 4 KiB pages):
 //! commit more often than that.
 //!
 //! # Example
@@ -58,8 +77,17 @@
 //! store.write_batch(batch)?;
 //! assert_eq!(store.get(b"apple")?.as_deref(), Some(&b"3"[..]));
 //!
-//! store.commit(Some(Checkpoint { changelog_offset: 42 }))?;
-//! assert_eq!(store.checkpoint()?, Some(Checkpoint { changelog_offset: 42 }));
+//! store.commit(Some(Checkpoint::new(42, None)))?;
+//! assert_eq!(store.checkpoint()?, Some(Checkpoint::new(42, None)));
+//!
+//! // Another store restored from its changelog: one batch, written with its checkpoint.
+//! let mut restored = env.open_store("counts", 1)?;
+//! let mut batch = WriteBatch::new();
+//! batch.put(&b"pear"[..], &b"1"[..]);
+//! batch.put(&b"fig"[..], &b"2"[..]);
+//! restored.restore_batch(batch, Checkpoint::new(2, Some([7; 16])))?;
+//! assert_eq!(restored.get(b"fig")?.as_deref(), Some(&b"2"[..]));
+//! assert_eq!(restored.checkpoint()?, Some(Checkpoint::new(2, Some([7; 16]))));
 //! # Ok(()) }
 //! ```
 //!
@@ -69,18 +97,22 @@
 //! [`KvBackend::rollback`]: kstreams_store_api::KvBackend::rollback
 //! [`KvBackend::get_batch`]: kstreams_store_api::KvBackend::get_batch
 //! [`KvBackend::range`]: kstreams_store_api::KvBackend::range
+//! [`KvBackend::restore_batch`]: kstreams_store_api::KvBackend::restore_batch
+//! [`KvBackend::wipe`]: kstreams_store_api::KvBackend::wipe
 //! [`StoreFactory`]: kstreams_store_api::StoreFactory
 //! [`Checkpoint`]: kstreams_store_api::Checkpoint
 //! [`WriteBuffer`]: kstreams_store_api::WriteBuffer
 
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod config;
 mod env;
 mod error;
 mod store;
+mod write;
 
 pub use config::{LmdbConfig, SyncMode};
-pub use env::{LmdbEnvironment, MAX_STORE_NAME_LEN};
+pub use env::{LOCK_FILE_NAME, LmdbEnvironment, MAX_STORE_NAME_LEN};
 pub use error::LmdbError;
 pub use store::LmdbStore;

@@ -5,13 +5,16 @@ use std::ops::Bound;
 use std::sync::RwLockReadGuard;
 
 use bytes::Bytes;
-use heed::types::Bytes as RawBytes;
-use heed::{PutFlags, RoTxn, RwTxn, WithoutTls};
-use kstreams_store_api::{Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer};
-use tracing::{trace, warn};
+use heed::{RoTxn, RwTxn, WithoutTls};
+use kstreams_store_api::{
+    Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer, WriteOp,
+};
+use tracing::{debug, trace, warn};
 
+use crate::checkpoint::{self, EncodedCheckpoint};
 use crate::env::{LmdbEnvironment, RawDb, Shared};
 use crate::error::{self, LmdbError};
+use crate::write::{WriteMode, sorted_unique, write_sorted};
 
 /// The backend of one (store, partition): the LMDB database `"{store}.{partition}"` of an
 /// [`LmdbEnvironment`], plus a [`WriteBuffer`] of the writes since the last commit.
@@ -23,7 +26,15 @@ use crate::error::{self, LmdbError};
 /// * [`commit`](KvBackend::commit) writes every pending entry and the checkpoint in **one**
 ///   LMDB write transaction, growing the map and retrying on `MDB_MAP_FULL`; on any failure
 ///   nothing is durable and the buffer is kept for a retry;
-/// * [`rollback`](KvBackend::rollback) clears the buffer.
+/// * [`rollback`](KvBackend::rollback) clears the buffer;
+/// * [`pending_writes`](KvBackend::pending_writes) lists the buffer (what the changelog must
+///   carry at the next commit);
+/// * [`restore_batch`](KvBackend::restore_batch) sorts and deduplicates a changelog batch and
+///   writes it with its checkpoint in **one** write transaction (`MDB_APPEND` when every key
+///   sorts after the database's last key), growing the map like a commit; refused while the
+///   buffer holds writes;
+/// * [`wipe`](KvBackend::wipe) empties the database and deletes its checkpoint in one write
+///   transaction, then clears the buffer and the savepoint.
 ///
 /// No method leaves a transaction open when it returns, so a store can move between threads
 /// (it is `Send`) and LMDB write transactions never do.
@@ -101,62 +112,45 @@ impl LmdbStore {
         &self.env.shared
     }
 
-    /// Writes the pending entries and `checkpoint` into `wtxn`.
-    ///
-    /// The buffer yields its entries in key order. Runs of puts go through one LMDB cursor, so
-    /// that a put whose key falls on the leaf page of the previous one searches that page only
-    /// instead of descending from the root (`mdb_cursor_set` has this fast path; `mdb_put` opens
-    /// a fresh cursor every time). When every pending key sorts after the database's last key
-    /// (an empty database, e.g. restoring a fresh assignment from its changelog, or keys that
-    /// only grow), puts use `MDB_APPEND`, which packs leaf pages full, and deletes are skipped:
-    /// they cannot match anything.
+    /// Writes the pending entries (see [`write_sorted`]) and `checkpoint` into `wtxn`.
     fn write_pending(
         &self,
         wtxn: &mut RwTxn<'_>,
         checkpoint: Option<Checkpoint>,
-    ) -> heed::Result<()> {
-        let append = match self.pending.iter().next() {
-            None => false,
-            Some((first, _)) => match self.db.last(wtxn)? {
-                None => true,
-                Some((last, _)) => first.as_ref() > last,
-            },
-        };
-        let flags = if append {
-            PutFlags::APPEND
-        } else {
-            PutFlags::empty()
-        };
-        let mut entries = self.pending.iter().peekable();
-        while entries.peek().is_some() {
-            if matches!(entries.peek(), Some((_, Some(_)))) {
-                let mut cursor = self.db.iter_mut(wtxn)?;
-                while let Some((key, Some(value))) = entries.next_if(|(_, v)| v.is_some()) {
-                    // SAFETY: heed requires that no reference into the database is held while
-                    // it is modified through the cursor; `key` and `value` are owned by our
-                    // write buffer, and we read nothing from the database in this loop. The
-                    // flags are a plain put (no `MDB_CURRENT`, so the key need not be the
-                    // cursor's) or `MDB_APPEND`, which LMDB checks (`MDB_KEYEXIST` if the key
-                    // does not sort last).
-                    unsafe {
-                        cursor.put_current_with_options::<RawBytes>(flags, key, value)?;
-                    }
-                }
-            }
-            while let Some((key, None)) = entries.next_if(|(_, v)| v.is_none()) {
-                if !append {
-                    self.db.delete(wtxn, key)?;
-                }
-            }
-        }
+    ) -> heed::Result<WriteMode> {
+        let entries = self
+            .pending
+            .iter()
+            .map(|(key, value)| (key.as_ref(), value.map(|v| v.as_ref())));
+        let mode = write_sorted(&self.db, wtxn, entries)?;
         if let Some(checkpoint) = checkpoint {
-            self.shared().checkpoints.put(
-                wtxn,
-                self.db_name.as_bytes(),
-                &checkpoint.changelog_offset.to_be_bytes(),
-            )?;
+            self.put_checkpoint(wtxn, &checkpoint)?;
         }
-        Ok(())
+        Ok(mode)
+    }
+
+    /// Stores `checkpoint` as this store's checkpoint within `wtxn`.
+    fn put_checkpoint(&self, wtxn: &mut RwTxn<'_>, checkpoint: &Checkpoint) -> heed::Result<()> {
+        self.shared().checkpoints.put(
+            wtxn,
+            self.db_name.as_bytes(),
+            EncodedCheckpoint::new(checkpoint).as_bytes(),
+        )
+    }
+
+    /// Rejects `ops` whole (with [`LmdbError::InvalidKey`]) if one of its keys cannot be stored.
+    fn check_keys(&self, ops: &[WriteOp]) -> Result<(), StoreError> {
+        let shared = self.shared();
+        match ops.iter().find(|op| !shared.key_is_valid(&op.key)) {
+            None => Ok(()),
+            Some(bad) => Err(error::lmdb(
+                &self.name,
+                LmdbError::InvalidKey {
+                    len: bad.key.len(),
+                    max: shared.max_key_size,
+                },
+            )),
+        }
     }
 }
 
@@ -231,16 +225,7 @@ impl KvBackend for LmdbStore {
     }
 
     fn write_batch(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
-        let shared = self.shared();
-        if let Some(bad) = batch.ops().iter().find(|op| !shared.key_is_valid(&op.key)) {
-            return Err(error::lmdb(
-                &self.name,
-                LmdbError::InvalidKey {
-                    len: bad.key.len(),
-                    max: shared.max_key_size,
-                },
-            ));
-        }
+        self.check_keys(batch.ops())?;
         self.pending.apply(batch);
         Ok(())
     }
@@ -272,15 +257,17 @@ impl KvBackend for LmdbStore {
         let this = &*self;
         let result = this.shared().write(&this.name, |env| {
             let mut wtxn = env.write_txn()?;
-            this.write_pending(&mut wtxn, checkpoint)?;
-            wtxn.commit()
+            let mode = this.write_pending(&mut wtxn, checkpoint)?;
+            wtxn.commit()?;
+            Ok(mode)
         });
         match result {
-            Ok(()) => {
+            Ok(mode) => {
                 trace!(
                     store = %self.name,
                     partition = self.partition,
                     entries = self.pending.len(),
+                    ?mode,
                     ?checkpoint,
                     "committed"
                 );
@@ -326,21 +313,76 @@ impl KvBackend for LmdbStore {
         let Some(raw) = raw else {
             return Ok(None);
         };
-        let bytes = <[u8; 8]>::try_from(raw).map_err(|_| StoreError::Corrupt {
-            store: self.name.clone(),
-            detail: format!(
-                "checkpoint of `{}` is {} bytes, expected an 8-byte big-endian offset",
-                self.db_name,
-                raw.len()
-            ),
-        })?;
-        Ok(Some(Checkpoint {
-            changelog_offset: i64::from_be_bytes(bytes),
-        }))
+        checkpoint::decode(raw)
+            .map(Some)
+            .map_err(|detail| StoreError::Corrupt {
+                store: self.name.clone(),
+                detail: format!("`{}`: {detail}", self.db_name),
+            })
     }
 
     fn uncommitted_len(&self) -> usize {
         self.pending.len()
+    }
+
+    fn pending_writes(&self) -> Vec<WriteOp> {
+        self.pending.to_write_ops()
+    }
+
+    fn restore_batch(
+        &mut self,
+        batch: WriteBatch,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            return Err(StoreError::UncommittedWrites {
+                store: self.name.clone(),
+                count: self.pending.len(),
+            });
+        }
+        self.check_keys(batch.ops())?;
+        let records = batch.len();
+        let ops = sorted_unique(batch.into_ops());
+        let this = &*self;
+        let mode = this.shared().write(&this.name, |env| {
+            let mut wtxn = env.write_txn()?;
+            let entries = ops.iter().map(|op| (op.key.as_ref(), op.value.as_deref()));
+            let mode = write_sorted(&this.db, &mut wtxn, entries)?;
+            this.put_checkpoint(&mut wtxn, &checkpoint)?;
+            wtxn.commit()?;
+            Ok(mode)
+        })?;
+        trace!(
+            store = %self.name,
+            partition = self.partition,
+            records,
+            keys = ops.len(),
+            ?mode,
+            ?checkpoint,
+            "restored a batch"
+        );
+        Ok(())
+    }
+
+    fn wipe(&mut self) -> Result<(), StoreError> {
+        let this = &*self;
+        this.shared().write(&this.name, |env| {
+            let mut wtxn = env.write_txn()?;
+            this.db.clear(&mut wtxn)?;
+            this.shared()
+                .checkpoints
+                .delete(&mut wtxn, this.db_name.as_bytes())?;
+            wtxn.commit()
+        })?;
+        debug!(
+            store = %self.name,
+            partition = self.partition,
+            dropped_uncommitted = self.pending.len(),
+            "wiped the store's data and checkpoint"
+        );
+        self.pending.clear();
+        self.pending.release_savepoint();
+        Ok(())
     }
 }
 

@@ -4,8 +4,11 @@ use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::path::Path;
 
 use bytes::Bytes;
-use kstreams_store_api::{Checkpoint, KvBackend, StoreError, StoreFactory, WriteBatch};
-use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, LmdbError, LmdbStore, SyncMode};
+use kstreams_store_api::{Checkpoint, KvBackend, StoreError, StoreFactory, WriteBatch, WriteOp};
+use kstreams_store_lmdb::{
+    LOCK_FILE_NAME, LmdbConfig, LmdbEnvironment, LmdbError, LmdbStore, SyncMode,
+};
+use kstreams_store_mem::MemoryStore;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -16,9 +19,7 @@ fn kv(k: &str, v: &str) -> (Bytes, Bytes) {
 }
 
 fn cp(offset: i64) -> Option<Checkpoint> {
-    Some(Checkpoint {
-        changelog_offset: offset,
-    })
+    Some(Checkpoint::new(offset, None))
 }
 
 fn env(dir: &Path) -> LmdbEnvironment {
@@ -270,18 +271,106 @@ fn one_store_partition_cannot_be_open_twice_at_once() {
     env.open_store("s", 0).unwrap();
 }
 
+fn assert_directory_locked(err: &StoreError, dir: &Path) {
+    match backend_source(err).downcast_ref::<LmdbError>() {
+        Some(LmdbError::DirectoryLocked { path }) => assert_eq!(path, dir),
+        _ => panic!("expected DirectoryLocked, got {err:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("another kstreams instance uses the state directory"),
+        "{message}"
+    );
+}
+
 #[test]
 fn one_directory_cannot_be_opened_twice_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let first = env(dir.path());
+    assert!(dir.path().join(LOCK_FILE_NAME).is_file());
     let err = LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap_err();
-    assert!(matches!(err, StoreError::Config { .. }), "{err:?}");
-    let store = first.open_store("s", 0).unwrap();
+    assert_directory_locked(&err, dir.path());
+    // Another spelling of the same directory is the same lock file.
+    let err = LmdbEnvironment::open(LmdbConfig::new(dir.path().join("."))).unwrap_err();
+    assert!(
+        matches!(
+            backend_source(&err).downcast_ref::<LmdbError>(),
+            Some(LmdbError::DirectoryLocked { .. })
+        ),
+        "{err:?}"
+    );
+    // A clone shares the environment (and its lock).
+    let clone = first.clone();
+    let store = clone.open_store("s", 0).unwrap();
     drop(first);
-    // The store keeps the environment open.
-    assert!(LmdbEnvironment::open(LmdbConfig::new(dir.path())).is_err());
+    drop(clone);
+    // The store keeps the environment, and the lock, alive.
+    let err = LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap_err();
+    assert_directory_locked(&err, dir.path());
     drop(store);
+    // Released with the last handle: the directory opens again (the lock file stays).
+    let env = LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap();
+    drop(env);
+    assert!(dir.path().join(LOCK_FILE_NAME).is_file());
     LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap();
+}
+
+/// Set by [`another_process_cannot_open_a_locked_directory`] for the child process it starts.
+const LOCK_PROBE_DIR: &str = "KSTREAMS_LMDB_LOCK_PROBE_DIR";
+
+/// Not a test of its own: the child process of
+/// [`another_process_cannot_open_a_locked_directory`] (this test binary run again with only
+/// this test). Without the variable it does nothing.
+#[test]
+fn lock_probe_child() {
+    let Some(dir) = std::env::var_os(LOCK_PROBE_DIR) else {
+        return;
+    };
+    match LmdbEnvironment::open(LmdbConfig::new(&dir)) {
+        Ok(_) => println!("lock-probe: opened"),
+        Err(err) => match backend_source_opt(&err).and_then(|s| s.downcast_ref::<LmdbError>()) {
+            Some(LmdbError::DirectoryLocked { .. }) => println!("lock-probe: locked: {err}"),
+            _ => println!("lock-probe: failed: {err:?}"),
+        },
+    }
+}
+
+fn backend_source_opt(
+    err: &StoreError,
+) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+    match err {
+        StoreError::Backend { source, .. } => Some(source.as_ref()),
+        _ => None,
+    }
+}
+
+#[test]
+fn another_process_cannot_open_a_locked_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = || {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lock_probe_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(LOCK_PROBE_DIR, dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let env = env(dir.path());
+    let stdout = probe();
+    assert!(
+        stdout.contains("lock-probe: locked: ")
+            && stdout.contains("another kstreams instance uses the state directory"),
+        "{stdout}"
+    );
+    drop(env);
+    let stdout = probe();
+    assert!(stdout.contains("lock-probe: opened"), "{stdout}");
 }
 
 #[test]
@@ -579,41 +668,94 @@ fn commit_past_max_map_size_fails_cleanly_and_keeps_pending_writes() {
     assert_eq!(store.checkpoint().unwrap(), cp(3));
 }
 
+/// Replaces the stored checkpoint of store `s`, partition 0 with `raw`, with heed directly (the
+/// environment must be closed).
+fn write_raw_checkpoint(dir: &Path, raw: &[u8]) {
+    use heed::types::Bytes as Raw;
+    let env = unsafe { heed::EnvOpenOptions::new().max_dbs(8).open(dir).unwrap() };
+    let wtxn = env.write_txn().unwrap();
+    let db = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            opener
+                .create_database::<Raw, Raw>(wtxn, Some("__kstreams_checkpoints"))
+                .map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .unwrap()
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().unwrap();
+    db.put(&mut wtxn, b"s.0", raw).unwrap();
+    wtxn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
 #[test]
 fn malformed_checkpoint_is_corrupt_not_a_panic() {
-    use heed::types::Bytes as Raw;
     let dir = tempfile::tempdir().unwrap();
     {
         let env = env(dir.path());
         let mut store = env.open_store("s", 0).unwrap();
         store.commit(cp(5)).unwrap();
     }
-    // Damage the checkpoint with heed directly.
+    for len in [0, 3, 7, 9, 16, 23, 25, 40] {
+        write_raw_checkpoint(dir.path(), &vec![1_u8; len]);
+        let env = env(dir.path());
+        let store = env.open_store("s", 0).unwrap();
+        let err = store.checkpoint().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains(&format!("{len} bytes"))),
+            "{len} bytes: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn an_8_byte_checkpoint_of_the_older_format_reads_without_topic_id() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(env(dir.path()).open_store("s", 0).unwrap());
+    write_raw_checkpoint(dir.path(), &1234_i64.to_be_bytes());
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    assert_eq!(
+        store.checkpoint().unwrap(),
+        Some(Checkpoint::new(1234, None))
+    );
+    // The next commit writes the current format.
+    let id = [0xa5; 16];
+    store.commit(Some(Checkpoint::new(1300, Some(id)))).unwrap();
+    assert_eq!(
+        store.checkpoint().unwrap(),
+        Some(Checkpoint::new(1300, Some(id)))
+    );
+}
+
+#[test]
+fn checkpoints_with_and_without_topic_id_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = *b"changelog-uuid!!";
     {
-        let raw = unsafe {
-            heed::EnvOpenOptions::new()
-                .max_dbs(8)
-                .open(dir.path())
-                .unwrap()
-        };
-        let wtxn = raw.write_txn().unwrap();
-        let db = raw
-            .create_databases_and_commit(wtxn, |opener, wtxn| {
-                opener
-                    .create_database::<Raw, Raw>(wtxn, Some("__kstreams_checkpoints"))
-                    .map(heed::CommitOrAbort::<_, ()>::Commit)
-            })
-            .unwrap()
-            .unwrap_commit();
-        let mut wtxn = raw.write_txn().unwrap();
-        db.put(&mut wtxn, b"s.0", b"\x01\x02\x03").unwrap();
-        wtxn.commit().unwrap();
-        raw.prepare_for_closing().wait();
+        let env = env(dir.path());
+        let mut with_id = env.open_store("s", 0).unwrap();
+        let mut without = env.open_store("s", 1).unwrap();
+        put(&mut with_id, "k", "v");
+        with_id.commit(Some(Checkpoint::new(77, Some(id)))).unwrap();
+        without.commit(Some(Checkpoint::new(78, None))).unwrap();
+        // A commit without a checkpoint keeps the topic id too.
+        put(&mut with_id, "k2", "v");
+        with_id.commit(None).unwrap();
+        assert_eq!(
+            with_id.checkpoint().unwrap(),
+            Some(Checkpoint::new(77, Some(id)))
+        );
     }
     let env = env(dir.path());
-    let store = env.open_store("s", 0).unwrap();
-    let err = store.checkpoint().unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_eq!(
+        env.open_store("s", 0).unwrap().checkpoint().unwrap(),
+        Some(Checkpoint::new(77, Some(id)))
+    );
+    assert_eq!(
+        env.open_store("s", 1).unwrap().checkpoint().unwrap(),
+        Some(Checkpoint::new(78, None))
+    );
 }
 
 #[test]
@@ -691,4 +833,332 @@ fn concurrent_stores_of_one_environment_commit_while_the_map_grows() {
         assert_eq!(t.join().unwrap(), 20 * 50);
     }
     assert!(env.map_size() > 64 * 1024);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changelog and restore: `pending_writes`, `restore_batch`, `wipe`, on both backends where the
+// contract is the same, then what only LMDB has (durability, append path, map growth).
+// ---------------------------------------------------------------------------------------------
+
+fn op(k: &str, v: Option<&str>) -> WriteOp {
+    WriteOp {
+        key: b(k),
+        value: v.map(b),
+    }
+}
+
+fn ops(ops: &[(&str, Option<&str>)]) -> WriteBatch {
+    ops.iter().map(|&(k, v)| op(k, v)).collect()
+}
+
+const TOPIC_ID: [u8; 16] = *b"0123456789abcdef";
+
+/// Runs `test` on a fresh LMDB store and on a fresh memory store.
+fn for_both_backends(test: impl Fn(&mut dyn KvBackend)) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut lmdb = env.open_store("s", 0).unwrap();
+    test(&mut lmdb);
+    let mut mem = MemoryStore::new("s");
+    test(&mut mem);
+}
+
+#[test]
+fn pending_writes_are_what_the_changelog_must_carry() {
+    for_both_backends(|store| {
+        put(store, "z", "1");
+        put(store, "a", "1");
+        assert_eq!(
+            store.pending_writes(),
+            vec![op("a", Some("1")), op("z", Some("1"))]
+        );
+        store.commit(cp(1)).unwrap();
+        assert!(store.pending_writes().is_empty());
+
+        store
+            .write_batch(ops(&[
+                ("m", Some("1")),
+                ("z", None),
+                ("m", Some("2")),
+                ("never", None),
+                ("b", Some("x")),
+            ]))
+            .unwrap();
+        let want = vec![
+            op("b", Some("x")),
+            op("m", Some("2")),
+            op("never", None),
+            op("z", None),
+        ];
+        assert_eq!(store.pending_writes(), want);
+        // Writes undone to a savepoint are not carried.
+        store.set_savepoint();
+        put(store, "q", "undone");
+        delete(store, "b");
+        store.rollback_to_savepoint();
+        store.release_savepoint();
+        assert_eq!(store.pending_writes(), want);
+        store.commit(cp(2)).unwrap();
+        assert!(store.pending_writes().is_empty());
+        put(store, "r", "rolled back");
+        store.rollback();
+        assert!(store.pending_writes().is_empty());
+    });
+}
+
+#[test]
+fn restore_batch_applies_its_ops_in_order_with_its_checkpoint() {
+    for_both_backends(|store| {
+        for k in ["b", "d", "f"] {
+            put(store, k, "committed");
+        }
+        store.commit(cp(3)).unwrap();
+
+        // Keys among the existing ones (plain puts and deletes), a key written several times.
+        let batch = ops(&[
+            ("c", Some("c")),
+            ("d", None),
+            ("a", Some("1")),
+            ("a", Some("2")),
+            ("a", None),
+            ("a", Some("3")),
+            ("g", Some("g")),
+            ("never", None),
+            ("b", Some("b'")),
+            ("f", Some("gone")),
+            ("f", None),
+        ]);
+        store
+            .restore_batch(batch, Checkpoint::new(10, Some(TOPIC_ID)))
+            .unwrap();
+        let want = vec![kv("a", "3"), kv("b", "b'"), kv("c", "c"), kv("g", "g")];
+        assert_eq!(all(store), want);
+        assert_eq!(
+            store.checkpoint().unwrap(),
+            Some(Checkpoint::new(10, Some(TOPIC_ID)))
+        );
+        assert_eq!(store.uncommitted_len(), 0);
+        assert!(store.pending_writes().is_empty());
+
+        // Keys all after the last one, unsorted, with deletes and a put then delete: `x`, `y`
+        // and `z` land (LMDB appends), `w` does not.
+        let batch = ops(&[
+            ("z", Some("z")),
+            ("x", Some("x")),
+            ("y", None),
+            ("w", Some("w")),
+            ("w", None),
+            ("y", Some("y")),
+            ("zz", None),
+        ]);
+        store
+            .restore_batch(batch, Checkpoint::new(17, None))
+            .unwrap();
+        let mut want = want;
+        want.extend([kv("x", "x"), kv("y", "y"), kv("z", "z")]);
+        assert_eq!(all(store), want);
+        assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint::new(17, None)));
+
+        // An empty batch moves the checkpoint alone.
+        store
+            .restore_batch(WriteBatch::new(), Checkpoint::new(20, Some(TOPIC_ID)))
+            .unwrap();
+        assert_eq!(all(store), want);
+        assert_eq!(
+            store.checkpoint().unwrap(),
+            Some(Checkpoint::new(20, Some(TOPIC_ID)))
+        );
+
+        // Processing goes on as usual after a restore.
+        put(store, "a", "processed");
+        store.commit(cp(21)).unwrap();
+        assert_eq!(store.get(b"a").unwrap(), Some(b("processed")));
+        assert_eq!(store.checkpoint().unwrap(), cp(21));
+    });
+}
+
+#[test]
+fn restore_batch_is_refused_while_writes_are_uncommitted() {
+    for_both_backends(|store| {
+        put(store, "a", "committed");
+        store.commit(cp(1)).unwrap();
+        put(store, "p", "pending");
+        delete(store, "a");
+        let batch = ops(&[("r", Some("restored"))]);
+        let err = store
+            .restore_batch(batch.clone(), Checkpoint::new(5, None))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::UncommittedWrites { count: 2, .. }),
+            "{err:?}"
+        );
+        // Nothing changed: the pending writes are still there, nothing of the batch landed.
+        assert_eq!(store.uncommitted_len(), 2);
+        assert_eq!(store.get(b"p").unwrap(), Some(b("pending")));
+        assert_eq!(store.get(b"r").unwrap(), None);
+        assert_eq!(store.checkpoint().unwrap(), cp(1));
+        store.rollback();
+        store
+            .restore_batch(batch, Checkpoint::new(5, None))
+            .unwrap();
+        assert_eq!(all(store), vec![kv("a", "committed"), kv("r", "restored")]);
+    });
+}
+
+#[test]
+fn wipe_deletes_data_checkpoint_pending_writes_and_savepoint() {
+    for_both_backends(|store| {
+        put(store, "a", "1");
+        put(store, "b", "2");
+        store
+            .commit(Some(Checkpoint::new(9, Some(TOPIC_ID))))
+            .unwrap();
+        put(store, "c", "pending");
+        store.set_savepoint();
+        put(store, "d", "after savepoint");
+        store.wipe().unwrap();
+        assert!(all(store).is_empty());
+        assert_eq!(store.get(b"a").unwrap(), None);
+        assert_eq!(store.checkpoint().unwrap(), None);
+        assert_eq!(store.uncommitted_len(), 0);
+        assert!(store.pending_writes().is_empty());
+        // The savepoint went with the wipe: rolling back to it undoes nothing.
+        put(store, "e", "new");
+        store.rollback_to_savepoint();
+        assert_eq!(store.get(b"e").unwrap(), Some(b("new")));
+        store.rollback();
+        // Wiping an empty store is fine, and a restore from scratch follows.
+        store.wipe().unwrap();
+        store
+            .restore_batch(ops(&[("b", Some("2"))]), Checkpoint::new(1, None))
+            .unwrap();
+        assert_eq!(all(store), vec![kv("b", "2")]);
+        assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint::new(1, None)));
+    });
+}
+
+#[test]
+fn restored_batches_and_wipes_are_durable_and_stay_in_their_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5_000_u32;
+    let key = |i: u32| format!("{:08x}", i.wrapping_mul(2_654_435_761)); // not sorted
+    {
+        let env = env(dir.path());
+        let mut s0 = env.open_store("s", 0).unwrap();
+        let mut s1 = env.open_store("s", 1).unwrap();
+        for (offset, chunk) in (0..n).collect::<Vec<_>>().chunks(1000).enumerate() {
+            let batch = chunk
+                .iter()
+                .map(|&i| op(&key(i), Some(&format!("v{i}"))))
+                .collect();
+            s0.restore_batch(batch, Checkpoint::new(offset as i64 + 1, Some(TOPIC_ID)))
+                .unwrap();
+        }
+        s1.restore_batch(ops(&[("other", Some("1"))]), Checkpoint::new(1, None))
+            .unwrap();
+        assert_eq!(s0.committed_len().unwrap(), u64::from(n));
+    }
+    let lmdb = env(dir.path());
+    let mut s0 = lmdb.open_store("s", 0).unwrap();
+    let s1 = lmdb.open_store("s", 1).unwrap();
+    assert_eq!(s0.committed_len().unwrap(), u64::from(n));
+    assert_eq!(
+        s0.checkpoint().unwrap(),
+        Some(Checkpoint::new(5, Some(TOPIC_ID)))
+    );
+    for i in [0, 1, 999, 1000, 4999] {
+        assert_eq!(
+            s0.get(key(i).as_bytes()).unwrap(),
+            Some(Bytes::from(format!("v{i}"))),
+            "{i}"
+        );
+    }
+    // Keys come back in order.
+    let keys: Vec<Bytes> = all(&s0).into_iter().map(|(k, _)| k).collect();
+    assert!(keys.is_sorted());
+    s0.wipe().unwrap();
+    drop(s0);
+    drop(s1);
+    drop(lmdb);
+    let reopened = env(dir.path());
+    let s0 = reopened.open_store("s", 0).unwrap();
+    let s1 = reopened.open_store("s", 1).unwrap();
+    assert_eq!(s0.committed_len().unwrap(), 0);
+    assert_eq!(s0.checkpoint().unwrap(), None);
+    assert_eq!(all(&s1), vec![kv("other", "1")]);
+    assert_eq!(s1.checkpoint().unwrap(), Some(Checkpoint::new(1, None)));
+}
+
+#[test]
+fn restore_batch_rejects_keys_lmdb_cannot_store_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    store.commit(cp(1)).unwrap();
+    for bad in [Vec::new(), vec![b'k'; env.max_key_size() + 1]] {
+        let mut batch = WriteBatch::new();
+        batch.put(b("fine"), b("1"));
+        batch.delete(bad);
+        let err = store
+            .restore_batch(batch, Checkpoint::new(2, None))
+            .unwrap_err();
+        assert!(
+            matches!(
+                backend_source(&err).downcast_ref::<LmdbError>(),
+                Some(LmdbError::InvalidKey { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(store.get(b"fine").unwrap(), None);
+        assert_eq!(store.checkpoint().unwrap(), cp(1));
+    }
+}
+
+#[test]
+fn restore_grows_the_map_and_fails_cleanly_past_its_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = LmdbEnvironment::open(
+        LmdbConfig::new(dir.path())
+            .with_initial_map_size(64 * 1024)
+            .with_max_map_size(16 << 20),
+    )
+    .unwrap();
+    let mut store = env.open_store("s", 0).unwrap();
+    let value = vec![0x5a_u8; 1000];
+    // About 4 MB in batches of 500 records: the map grows from 64 KiB.
+    for round in 0..8_i64 {
+        let batch = (0..500)
+            .map(|i| WriteOp {
+                key: Bytes::from(format!("{i:05}-{round}")),
+                value: Some(Bytes::from(value.clone())),
+            })
+            .collect();
+        store
+            .restore_batch(batch, Checkpoint::new(round, None))
+            .unwrap();
+    }
+    assert!(env.map_size() >= 4_000_000, "map size {}", env.map_size());
+    assert_eq!(store.committed_len().unwrap(), 4000);
+    assert_eq!(store.checkpoint().unwrap(), cp(7));
+
+    // One batch bigger than the whole map may grow to: refused, nothing of it durable.
+    let batch = (0..20_000)
+        .map(|i| WriteOp {
+            key: Bytes::from(format!("big-{i:05}")),
+            value: Some(Bytes::from(value.clone())),
+        })
+        .collect();
+    let err = store
+        .restore_batch(batch, Checkpoint::new(99, None))
+        .unwrap_err();
+    assert!(
+        matches!(
+            backend_source(&err).downcast_ref::<LmdbError>(),
+            Some(LmdbError::MapFull { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(store.committed_len().unwrap(), 4000);
+    assert_eq!(store.checkpoint().unwrap(), cp(7));
+    assert_eq!(store.get(b"big-00000").unwrap(), None);
 }

@@ -1,11 +1,12 @@
 //! Random operation sequences against a `BTreeMap` model with a committed/pending split,
-//! including dropping and reopening the environment.
+//! including restored changelog batches, wipes, and dropping and reopening the environment;
+//! `pending_writes` and the checkpoint are checked after every step.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use kstreams_store_api::{Checkpoint, KvBackend, WriteBatch};
+use kstreams_store_api::{Checkpoint, KvBackend, StoreError, WriteBatch};
 use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, LmdbStore, SyncMode};
 use proptest::prelude::*;
 
@@ -18,6 +19,9 @@ enum Op {
     Delete(Key),
     WriteBatch(Vec<(Key, Option<Value>)>),
     Commit(Option<i64>),
+    /// A changelog batch restored with `restore_batch` at this offset, with a topic id or not.
+    Restore(Vec<(Key, Option<Value>)>, i64, bool),
+    Wipe,
     Rollback,
     Get(Key),
     GetBatch(Vec<Key>),
@@ -67,6 +71,13 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((key(), prop::option::weighted(0.75, value())), 0..8)
             .prop_map(Op::WriteBatch),
         3 => prop::option::of(any::<i64>()).prop_map(Op::Commit),
+        2 => (
+            prop::collection::vec((key(), prop::option::weighted(0.75, value())), 0..8),
+            any::<i64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(writes, offset, with_id)| Op::Restore(writes, offset, with_id)),
+        1 => Just(Op::Wipe),
         1 => Just(Op::Rollback),
         3 => probe_key().prop_map(Op::Get),
         2 => prop::collection::vec(probe_key(), 0..6).prop_map(Op::GetBatch),
@@ -84,7 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     committed: BTreeMap<Key, Value>,
     pending: BTreeMap<Key, Option<Value>>,
-    checkpoint: Option<i64>,
+    checkpoint: Option<Checkpoint>,
     savepoint: Option<BTreeMap<Key, Option<Value>>>,
 }
 
@@ -107,7 +118,7 @@ impl Model {
         all
     }
 
-    fn commit(&mut self, checkpoint: Option<i64>) {
+    fn commit(&mut self, checkpoint: Option<Checkpoint>) {
         for (k, v) in std::mem::take(&mut self.pending) {
             match v {
                 Some(v) => self.committed.insert(k, v),
@@ -192,10 +203,45 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 store.write_batch(batch).unwrap();
             }
             Op::Commit(offset) => {
-                store
-                    .commit(offset.map(|changelog_offset| Checkpoint { changelog_offset }))
-                    .unwrap();
-                model.commit(offset);
+                let checkpoint = offset.map(|offset| Checkpoint::new(offset, None));
+                store.commit(checkpoint).unwrap();
+                model.commit(checkpoint);
+            }
+            Op::Restore(writes, offset, with_id) => {
+                let topic_id = with_id.then(|| offset.to_be_bytes().repeat(2).try_into().unwrap());
+                let checkpoint = Checkpoint::new(offset, topic_id);
+                let mut batch = WriteBatch::new();
+                for (k, v) in &writes {
+                    match v {
+                        Some(v) => batch.put(k.clone(), v.clone()),
+                        None => batch.delete(k.clone()),
+                    }
+                }
+                let result = store.restore_batch(batch, checkpoint);
+                if model.pending.is_empty() {
+                    prop_assert!(result.is_ok(), "step {}: {:?}", step, result);
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => model.committed.insert(k, v),
+                            None => model.committed.remove(&k),
+                        };
+                    }
+                    model.checkpoint = Some(checkpoint);
+                } else {
+                    prop_assert!(
+                        matches!(result, Err(StoreError::UncommittedWrites { .. })),
+                        "step {}: {:?}",
+                        step,
+                        result
+                    );
+                }
+            }
+            Op::Wipe => {
+                store.wipe().unwrap();
+                model.committed.clear();
+                model.pending.clear();
+                model.checkpoint = None;
+                model.savepoint = None;
             }
             Op::Rollback => {
                 store.rollback();
@@ -260,11 +306,18 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             step
         );
         prop_assert_eq!(
-            store.checkpoint().unwrap().map(|c| c.changelog_offset),
+            store.checkpoint().unwrap(),
             model.checkpoint,
             "step {}",
             step
         );
+        let pending: Vec<(Key, Option<Value>)> = store
+            .pending_writes()
+            .into_iter()
+            .map(|op| (op.key.to_vec(), op.value.map(|v| v.to_vec())))
+            .collect();
+        let want: Vec<(Key, Option<Value>)> = model.pending.clone().into_iter().collect();
+        prop_assert_eq!(pending, want, "step {}: pending_writes", step);
     }
 
     // Whatever happened, a final reopen shows exactly the committed state.
@@ -279,6 +332,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
         .collect();
     prop_assert_eq!(got, model.committed.clone());
     prop_assert_eq!(store.committed_len().unwrap(), model.committed.len() as u64);
+    prop_assert_eq!(store.checkpoint().unwrap(), model.checkpoint);
     Ok(())
 }
 

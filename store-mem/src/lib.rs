@@ -3,14 +3,21 @@
 //!
 //! Writes since the last commit sit in a [`WriteBuffer`] over the committed map, so
 //! [`KvBackend::rollback`] can discard a failed batch's writes exactly as the LMDB store does.
-//! Nothing survives the process: a memory store is rebuilt from its changelog on assignment.
+//!
+//! # Restore
+//!
+//! Nothing survives the store: [`MemoryStoreFactory::open`] returns a new, empty store every
+//! time, without a checkpoint, so a logged memory store **restores fully from its changelog on
+//! every assignment** (from the changelog's beginning, as Kafka Streams' in-memory stores do).
+//! [`KvBackend::restore_batch`] applies a changelog batch to the committed map; the store's
+//! checkpoint is then the one that batch carried.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
 use kstreams_store_api::{
-    Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer,
+    Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer, WriteOp,
 };
 
 /// An ordered in-memory store for one (store, partition).
@@ -109,9 +116,47 @@ impl KvBackend for MemoryStore {
     fn uncommitted_len(&self) -> usize {
         self.pending.len()
     }
+
+    fn pending_writes(&self) -> Vec<WriteOp> {
+        self.pending.to_write_ops()
+    }
+
+    fn restore_batch(
+        &mut self,
+        batch: WriteBatch,
+        checkpoint: Checkpoint,
+    ) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            return Err(StoreError::UncommittedWrites {
+                store: self.name.clone(),
+                count: self.pending.len(),
+            });
+        }
+        for op in batch.into_ops() {
+            match op.value {
+                Some(value) => {
+                    self.committed.insert(op.key, value);
+                }
+                None => {
+                    self.committed.remove(&op.key);
+                }
+            }
+        }
+        self.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn wipe(&mut self) -> Result<(), StoreError> {
+        self.committed.clear();
+        self.checkpoint = None;
+        self.pending.clear();
+        self.pending.release_savepoint();
+        Ok(())
+    }
 }
 
-/// Opens a fresh, empty [`MemoryStore`] for every (store, partition).
+/// Opens a fresh, empty [`MemoryStore`] (no data, no checkpoint) for every (store, partition),
+/// on every call: a memory store restores fully from its changelog on each assignment.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryStoreFactory;
 
@@ -157,11 +202,7 @@ mod tests {
         batch.put("a", "1");
         batch.put("b", "2");
         store.write_batch(batch).unwrap();
-        store
-            .commit(Some(Checkpoint {
-                changelog_offset: 7,
-            }))
-            .unwrap();
+        store.commit(Some(Checkpoint::new(7, None))).unwrap();
         let mut batch = WriteBatch::new();
         batch.delete("a");
         store.write_batch(batch).unwrap();
@@ -171,12 +212,7 @@ mod tests {
             store.range(Bound::Unbounded, Bound::Unbounded).unwrap(),
             vec![(b("b"), b("2"))]
         );
-        assert_eq!(
-            store.checkpoint().unwrap(),
-            Some(Checkpoint {
-                changelog_offset: 7
-            })
-        );
+        assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint::new(7, None)));
     }
 
     #[test]
@@ -233,6 +269,152 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    fn op(k: &str, v: Option<&str>) -> WriteOp {
+        WriteOp {
+            key: b(k),
+            value: v.map(b),
+        }
+    }
+
+    #[test]
+    fn pending_writes_are_the_latest_write_per_key_in_key_order() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("z", "1");
+        batch.put("a", "1");
+        store.write_batch(batch).unwrap();
+        store.commit(None).unwrap();
+        assert!(store.pending_writes().is_empty());
+        let mut batch = WriteBatch::new();
+        batch.put("m", "1");
+        batch.delete("z");
+        batch.put("m", "2");
+        batch.delete("never");
+        store.write_batch(batch).unwrap();
+        assert_eq!(
+            store.pending_writes(),
+            vec![op("m", Some("2")), op("never", None), op("z", None)]
+        );
+        store.rollback();
+        assert!(store.pending_writes().is_empty());
+    }
+
+    #[test]
+    fn restore_batch_applies_in_order_and_sets_the_checkpoint() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("old", "x");
+        batch.put("kept", "k");
+        store.write_batch(batch).unwrap();
+        store.commit(None).unwrap();
+
+        let mut batch = WriteBatch::new();
+        batch.put("b", "1");
+        batch.put("a", "1");
+        batch.put("b", "2");
+        batch.delete("old");
+        batch.delete("a");
+        batch.put("a", "3");
+        batch.delete("never");
+        let id = [7_u8; 16];
+        store
+            .restore_batch(batch, Checkpoint::new(40, Some(id)))
+            .unwrap();
+        assert_eq!(
+            store.range(Bound::Unbounded, Bound::Unbounded).unwrap(),
+            vec![(b("a"), b("3")), (b("b"), b("2")), (b("kept"), b("k"))]
+        );
+        assert_eq!(store.committed_len(), 3);
+        assert_eq!(store.uncommitted_len(), 0);
+        assert_eq!(
+            store.checkpoint().unwrap(),
+            Some(Checkpoint::new(40, Some(id)))
+        );
+        // An empty batch moves the checkpoint alone.
+        store
+            .restore_batch(WriteBatch::new(), Checkpoint::new(41, None))
+            .unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint::new(41, None)));
+        assert_eq!(store.committed_len(), 3);
+    }
+
+    #[test]
+    fn restore_batch_is_refused_with_uncommitted_writes() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("p", "pending");
+        store.write_batch(batch).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put("r", "restored");
+        let err = store
+            .restore_batch(batch.clone(), Checkpoint::new(1, None))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::UncommittedWrites { count: 1, .. }),
+            "{err:?}"
+        );
+        assert_eq!(store.get(b"r").unwrap(), None);
+        assert_eq!(store.checkpoint().unwrap(), None);
+        assert_eq!(store.uncommitted_len(), 1);
+        store.rollback();
+        store
+            .restore_batch(batch, Checkpoint::new(1, None))
+            .unwrap();
+        assert_eq!(store.get(b"r").unwrap(), Some(b("restored")));
+    }
+
+    #[test]
+    fn wipe_drops_data_checkpoint_pending_writes_and_savepoint() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        store.write_batch(batch).unwrap();
+        store.commit(Some(Checkpoint::new(5, None))).unwrap();
+        store.set_savepoint();
+        let mut batch = WriteBatch::new();
+        batch.put("b", "pending");
+        store.write_batch(batch).unwrap();
+        store.wipe().unwrap();
+        assert_eq!(store.committed_len(), 0);
+        assert_eq!(store.uncommitted_len(), 0);
+        assert_eq!(store.checkpoint().unwrap(), None);
+        assert!(
+            store
+                .range(Bound::Unbounded, Bound::Unbounded)
+                .unwrap()
+                .is_empty()
+        );
+        // The savepoint is gone: a rollback to it after new writes undoes nothing.
+        let mut batch = WriteBatch::new();
+        batch.put("c", "new");
+        store.write_batch(batch).unwrap();
+        store.rollback_to_savepoint();
+        assert_eq!(store.get(b"c").unwrap(), Some(b("new")));
+    }
+
+    #[test]
+    fn the_factory_opens_an_empty_store_every_time() {
+        let factory = MemoryStoreFactory;
+        let mut first = factory.open("s", 0).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        first
+            .restore_batch(batch, Checkpoint::new(9, None))
+            .unwrap();
+        assert_eq!(first.checkpoint().unwrap(), Some(Checkpoint::new(9, None)));
+        drop(first);
+        // Reassigned: nothing of the earlier store, so the restore starts from the beginning.
+        let again = factory.open("s", 0).unwrap();
+        assert_eq!(again.checkpoint().unwrap(), None);
+        assert_eq!(again.get(b"a").unwrap(), None);
+        assert!(
+            again
+                .range(Bound::Unbounded, Bound::Unbounded)
+                .unwrap()
+                .is_empty()
         );
     }
 
