@@ -74,6 +74,7 @@ pub use config::{Stores, StreamsConfig};
 pub use error::StreamsError;
 pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 pub use state::{
-    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+    EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
+    aggregate,
 };
 pub use streams::{KafkaStreams, StreamsHandle};

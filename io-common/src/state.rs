@@ -4,7 +4,9 @@
 //! A leaf module: it imports nothing else of this crate.
 
 use kstreams_core::engine::{EngineState, Event};
+use kstreams_core::record::TopicPartition;
 use kstreams_core::task::TaskId;
+use kstreams_core::time::Duration;
 
 /// The lifecycle of a `KafkaStreams` instance, as Kafka Streams' `KafkaStreams.State`.
 ///
@@ -113,8 +115,11 @@ pub struct ThreadMetadata {
     pub thread_name: String,
     /// Its engine's state.
     pub state: EngineState,
-    /// The tasks assigned to it, sorted.
+    /// The tasks assigned to it, sorted (restoring ones included).
     pub active_tasks: Vec<TaskId>,
+    /// The assigned tasks whose stores are still being restored from their changelogs (they
+    /// process nothing yet), sorted.
+    pub restoring_tasks: Vec<TaskId>,
 }
 
 /// A state-change listener: `(new, old)`, as Kafka Streams' `StateListener.onChange`.
@@ -122,6 +127,77 @@ pub type StateListener = Box<dyn FnMut(StreamsState, StreamsState) + Send>;
 
 /// An engine-event listener: `(thread_name, event)`; see `KafkaStreams::set_event_listener`.
 pub type EventListener = Box<dyn FnMut(&str, &Event) + Send>;
+
+/// Told about state restores, as Kafka Streams' `StateRestoreListener`: see
+/// `KafkaStreams::set_restore_listener`. Every method has an empty default.
+pub trait StateRestoreListener: Send {
+    /// A store of `task` starts restoring from `changelog` at `checkpoint` (`None`: from the
+    /// changelog's start).
+    fn on_restore_start(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        checkpoint: Option<i64>,
+    ) {
+        let _ = (task, store, changelog, checkpoint);
+    }
+
+    /// One batch of `records` (`bytes` of keys and values) was written into the store, which
+    /// is now restored up to changelog offset `position` (exclusive).
+    fn on_batch_restored(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        records: usize,
+        bytes: usize,
+        position: i64,
+    ) {
+        let _ = (task, store, records, bytes, position);
+    }
+
+    /// The store reached its changelog's end, `position` (exclusive; its new checkpoint),
+    /// after `records` records (`bytes` bytes of keys and values) in `duration`.
+    fn on_restore_end(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        records: u64,
+        bytes: u64,
+        position: i64,
+        duration: Duration,
+    ) {
+        let _ = (task, store, records, bytes, position, duration);
+    }
+}
+
+/// Hands a restore event to `listener`; other events are not its business.
+pub(crate) fn tell_restore_listener(listener: &mut dyn StateRestoreListener, event: &Event) {
+    match event {
+        Event::RestoreStarted {
+            task,
+            store,
+            changelog,
+            checkpoint,
+        } => listener.on_restore_start(*task, store, changelog, *checkpoint),
+        Event::RestoreBatch {
+            task,
+            store,
+            records,
+            bytes,
+            position,
+        } => listener.on_batch_restored(*task, store, *records, *bytes, *position),
+        Event::RestoreEnded {
+            task,
+            store,
+            records,
+            bytes,
+            position,
+            duration,
+        } => listener.on_restore_end(*task, store, *records, *bytes, *position, *duration),
+        _ => {}
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! read: each thread's engine state and tasks, the aggregated [`StreamsState`] with its
 //! listener and waiters, the first failure, and the command channels to close the threads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
@@ -13,7 +13,8 @@ use kstreams_core::task::TaskId;
 use crate::error::StreamsError;
 use crate::message::Input;
 use crate::state::{
-    EventListener, StateListener, StreamsState, ThreadMetadata, ThreadState, aggregate,
+    EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
+    aggregate, tell_restore_listener,
 };
 
 struct Thread {
@@ -21,6 +22,8 @@ struct Thread {
     state: EngineState,
     finished: bool,
     tasks: BTreeSet<TaskId>,
+    /// Tasks restoring, with how many of their stores are not restored yet.
+    restoring: BTreeMap<TaskId, usize>,
 }
 
 struct Inner {
@@ -47,6 +50,8 @@ pub(crate) struct InstanceStatus {
     /// Called with every engine event, outside `inner`'s lock; its lock serializes the calls
     /// of different stream threads.
     event_listener: Mutex<Option<EventListener>>,
+    /// Called with every restore event, like the event listener.
+    restore_listener: Mutex<Option<Box<dyn StateRestoreListener>>>,
 }
 
 impl InstanceStatus {
@@ -65,6 +70,7 @@ impl InstanceStatus {
             changed: Notify::new(),
             listener: Mutex::new(None),
             event_listener: Mutex::new(None),
+            restore_listener: Mutex::new(None),
         })
     }
 
@@ -87,6 +93,13 @@ impl InstanceStatus {
             .unwrap_or_else(PoisonError::into_inner) = Some(listener);
     }
 
+    pub(crate) fn set_restore_listener(&self, listener: Box<dyn StateRestoreListener>) {
+        *self
+            .restore_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    }
+
     /// Records the threads about to start; `false` if the instance was closed or started.
     pub(crate) fn start(
         &self,
@@ -103,6 +116,7 @@ impl InstanceStatus {
                 state: EngineState::Created,
                 finished: false,
                 tasks: BTreeSet::new(),
+                restoring: BTreeMap::new(),
             });
             inner.commands.push(commands);
         }
@@ -146,6 +160,22 @@ impl InstanceStatus {
                 if let Some(t) = inner.threads.get_mut(index) {
                     for id in ids {
                         t.tasks.remove(&id);
+                        t.restoring.remove(&id);
+                    }
+                }
+            }
+            Event::RestoreStarted { task, .. } => {
+                if let Some(t) = inner.threads.get_mut(index) {
+                    *t.restoring.entry(task).or_default() += 1;
+                }
+            }
+            Event::RestoreEnded { task, .. } => {
+                if let Some(t) = inner.threads.get_mut(index)
+                    && let Some(stores) = t.restoring.get_mut(&task)
+                {
+                    *stores -= 1;
+                    if *stores == 0 {
+                        t.restoring.remove(&task);
                     }
                 }
             }
@@ -163,7 +193,7 @@ impl InstanceStatus {
                     let _ = commands.try_send(Input::Close);
                 }
             }
-            Event::Committed(_) | Event::Warning(_) => {}
+            Event::Committed(_) | Event::Warning(_) | Event::RestoreBatch { .. } => {}
         }
         self.update(&mut inner);
         drop(inner);
@@ -172,6 +202,14 @@ impl InstanceStatus {
 
     /// Hands `event` of thread `index` to the event listener, if there is one.
     fn tell_event_listener(&self, index: usize, event: &Event) {
+        if let Some(listener) = self
+            .restore_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            tell_restore_listener(listener.as_mut(), event);
+        }
         let mut listener = self
             .event_listener
             .lock()
@@ -199,6 +237,7 @@ impl InstanceStatus {
         if let Some(t) = inner.threads.get_mut(index) {
             t.finished = true;
             t.tasks.clear();
+            t.restoring.clear();
         }
         self.update(&mut inner);
         drop(inner);
@@ -264,6 +303,7 @@ impl InstanceStatus {
                 thread_name: t.name.clone(),
                 state: t.state,
                 active_tasks: t.tasks.iter().copied().collect(),
+                restoring_tasks: t.restoring.keys().copied().collect(),
             })
             .collect()
     }

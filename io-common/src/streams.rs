@@ -17,7 +17,7 @@ use crate::driver::StreamThread;
 use crate::error::StreamsError;
 use crate::message::{CONNECTION_REPORT_CAPACITY, Input};
 use crate::runtime::Runtime;
-use crate::state::{StreamsState, ThreadMetadata};
+use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
 use crate::status::InstanceStatus;
 
 /// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
@@ -117,6 +117,13 @@ impl<R: Runtime> KafkaStreams<R> {
     /// another thread). It may call [`StreamsHandle::request_close`].
     pub fn set_event_listener(&mut self, listener: impl FnMut(&str, &Event) + Send + 'static) {
         self.handle.status.set_event_listener(Box::new(listener));
+    }
+
+    /// Tells `listener` about every state restore (start, each batch, end), like Kafka
+    /// Streams' `StateRestoreListener`. Called on the restoring stream thread, like the event
+    /// listener (and before it): return quickly.
+    pub fn set_restore_listener(&mut self, listener: impl StateRestoreListener + 'static) {
+        self.handle.status.set_restore_listener(Box::new(listener));
     }
 
     /// The current state.

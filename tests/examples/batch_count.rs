@@ -5,13 +5,19 @@
 //! ```text
 //! cargo run --release --example batch_count -- \
 //!     --bootstrap HOST:PORT --input TOPIC --output TOPIC --application-id ID --state-dir DIR \
-//!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS]
+//!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS] \
+//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once]
 //! ```
 //!
 //! - `--mode batch` counts with `BatchCountAggregator` (one store access per distinct key and
 //!   batch), `record` with `RecordCountAggregator` (one per record). Default `batch`.
-//! - `--store`: LMDB under `DIR/ID/` (default) or memory. The store is not logged (no
-//!   changelog topic).
+//! - `--store`: LMDB under `DIR/ID/` (default) or memory.
+//! - `--logging`: the store `counts` writes its changes to the compacted changelog topic
+//!   `<ID>-counts-changelog` (default `on`; the application creates it, or it must exist on
+//!   brokers without CreateTopics) and restores from it wherever its tasks move; `off`: the
+//!   counts live only in the state directory.
+//! - `--processing-guarantee`: `at-least-once` (default) or `exactly-once` (Kafka
+//!   transactions; the brokers must support them). See the README's guarantees section.
 //! - `--exit-when-idle SECS`: close cleanly once no output has appeared for SECS seconds;
 //!   without it the application runs until it fails (or the process is killed).
 //! - Without `--bootstrap`, it starts librdkafka's in-process mock cluster, creates the
@@ -39,9 +45,10 @@ pub const BATCH_COUNT: Example = Example {
     topology,
     own_topics: |_| Vec::new(),
     sample,
+    stores: &["counts"],
 };
 
-/// `input` → count per key (store "counts", not logged) → `output`.
+/// `input` → count per key (store "counts", logged unless `--logging off`) → `output`.
 pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
     let mut b = TopologyBuilder::new();
     let src = b.add_source("src", &[args.input.as_str()], BytesSerde, BytesSerde)?;
@@ -54,7 +61,7 @@ pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
         }
     };
     b.add_store(
-        StoreBuilder::key_value("counts", BytesSerde, I64Serde).with_logging(false),
+        StoreBuilder::key_value("counts", BytesSerde, I64Serde).with_logging(args.logging),
         &["count"],
     )?;
     b.add_sink("sink", &args.output, &[&count], BytesSerde, I64Serde)?;

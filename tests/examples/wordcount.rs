@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example wordcount -- \
 //!     --bootstrap HOST:PORT --input TOPIC --output TOPIC --application-id ID --state-dir DIR \
-//!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS]
+//!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS] \
+//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once]
 //! ```
 //!
 //! Two sub-topologies joined by a repartition topic, as Kafka Streams' `groupBy` makes one:
@@ -13,7 +14,8 @@
 //!   `<ID>-words-repartition`, partitioned by word, so that every occurrence of a word reaches
 //!   the same task;
 //! - `<ID>-words-repartition` → count per word (`--mode batch`: `BatchCountAggregator`,
-//!   `record`: `RecordCountAggregator`; store "word-counts", not logged) → `output`.
+//!   `record`: `RecordCountAggregator`; store "counts", logged to `<ID>-counts-changelog`
+//!   unless `--logging off`) → `output`.
 //!
 //! The example creates the repartition topic (CreateTopics, as many partitions as the input)
 //! when it does not exist. The options are those of `batch_count`; without `--bootstrap` it
@@ -47,6 +49,7 @@ pub const WORDCOUNT: Example = Example {
     topology,
     own_topics: |args| vec![repartition_topic(args)],
     sample,
+    stores: &["counts"],
 };
 
 /// `<application id>-words-repartition`.
@@ -78,19 +81,17 @@ pub fn topology(args: &Args) -> Result<Topology, TopologyError> {
     )?;
     let words = b.add_source("words", &[repartition.as_str()], StringSerde, UnitSerde)?;
     let count = match args.mode {
-        Mode::Batch => b.add_processor(
-            "count",
-            &[&words],
-            BatchCountAggregator::supplier("word-counts"),
-        )?,
+        Mode::Batch => {
+            b.add_processor("count", &[&words], BatchCountAggregator::supplier("counts"))?
+        }
         Mode::Record => b.add_processor(
             "count",
             &[&words],
-            RecordCountAggregator::supplier("word-counts"),
+            RecordCountAggregator::supplier("counts"),
         )?,
     };
     b.add_store(
-        StoreBuilder::key_value("word-counts", StringSerde, I64Serde).with_logging(false),
+        StoreBuilder::key_value("counts", StringSerde, I64Serde).with_logging(args.logging),
         &["count"],
     )?;
     b.add_sink("sink", &args.output, &[&count], StringSerde, I64Serde)?;

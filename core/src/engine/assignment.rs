@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::commit::{CommitPhase, CommitReason};
+use super::transaction::AbortCause;
 use super::{Engine, EngineError, EngineState, Event, Output};
 use crate::client::group::GroupEvent;
 use crate::record::TopicPartition;
@@ -21,7 +22,10 @@ impl Engine {
             }
             GroupEvent::Assigned {
                 tasks, partitions, ..
-            } => self.assign(tasks, partitions),
+            } => {
+                self.assignment = Some((tasks.clone(), partitions.clone()));
+                self.assign(tasks, partitions);
+            }
             GroupEvent::OffsetsFetched { offsets } => {
                 for (tp, offset) in offsets {
                     // Only the first answer starts a partition: a later one (an OffsetFetch of
@@ -56,6 +60,7 @@ impl Engine {
                     return;
                 }
                 self.set_state(EngineState::Rebalancing);
+                self.assignment = None;
                 self.revoking = Some(tasks);
                 self.commit_reason = Some(CommitReason::Revoke);
             }
@@ -63,8 +68,21 @@ impl Engine {
                 if !self.closing {
                     self.set_state(EngineState::Rebalancing);
                 }
+                self.assignment = None;
                 self.close_tasks(false);
-                self.commit = CommitPhase::Idle;
+                match self.commit {
+                    // An abort under way restarts nothing now: the tasks are gone.
+                    CommitPhase::Aborting { .. } => {
+                        self.commit = CommitPhase::Aborting {
+                            cause: AbortCause::Discard,
+                        };
+                    }
+                    _ => self.commit = CommitPhase::Idle,
+                }
+                if self.exactly_once() && self.transaction_open() {
+                    // The lost tasks' uncommitted output must never become visible.
+                    self.abort_transaction(AbortCause::Discard);
+                }
                 self.revoking = None;
                 self.outputs
                     .push_back(Output::Event(Event::TasksLost(tasks)));
@@ -88,7 +106,7 @@ impl Engine {
         }
     }
 
-    fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+    pub(super) fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
         if !self.changelogs_ready() {
             // Tasks restore from and log to their changelogs: start them once those exist.
             self.pending_assignment = Some((tasks, partitions));
@@ -132,12 +150,22 @@ impl Engine {
             .into_iter()
             .filter_map(|t| self.metadata.partition_count(&t).map(|n| (t, n)))
             .collect();
+        let mut ready_partitions = Vec::new();
         for &id in &tasks {
+            let own: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|tp| self.task_of(tp) == Some(id))
+                .cloned()
+                .collect();
             // Kept from before (an assignment that waited for sink topics is retried whole).
             if self.tasks.contains_key(&id) {
+                ready_partitions.extend(own);
                 continue;
             }
-            match Task::new(
+            if self.restoring.contains_key(&id) {
+                continue;
+            }
+            let task = match Task::new(
                 &self.topology,
                 id,
                 self.stores.as_ref(),
@@ -145,14 +173,39 @@ impl Engine {
                 sink_counts.clone(),
                 now,
             ) {
-                Ok(task) => {
-                    self.tasks.insert(id, task);
-                }
+                Ok(task) => task,
                 Err(error) => {
                     self.fail(error.into());
                     return;
                 }
+            };
+            // A task with logged stores starts fetching its input once they are restored.
+            match self.start_restore(task, own.clone()) {
+                Ok(Some(task)) => {
+                    self.tasks.insert(id, task);
+                    ready_partitions.extend(own);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.fail(error);
+                    return;
+                }
             }
+        }
+        self.start_fetching(ready_partitions);
+        self.last_commit = now;
+        self.outputs
+            .push_back(Output::Event(Event::TasksAssigned(tasks)));
+        if !self.closing {
+            self.set_state(EngineState::Running);
+        }
+    }
+
+    /// Assigns input partitions of running tasks to the fetcher; their positions come from
+    /// the committed offsets asked for here.
+    pub(super) fn start_fetching(&mut self, partitions: Vec<TopicPartition>) {
+        if partitions.is_empty() {
+            return;
         }
         for tp in &partitions {
             self.fetcher.assign(tp.clone(), None);
@@ -160,12 +213,16 @@ impl Engine {
         }
         self.fetcher.update_leaders(&self.metadata);
         self.group.fetch_committed(partitions);
-        self.last_commit = now;
-        self.outputs
-            .push_back(Output::Event(Event::TasksAssigned(tasks)));
-        if !self.closing {
-            self.set_state(EngineState::Running);
-        }
+    }
+
+    /// The task that reads input partition `tp`.
+    fn task_of(&self, tp: &TopicPartition) -> Option<TaskId> {
+        self.subtopology_of
+            .get(&*tp.topic)
+            .map(|&subtopology| TaskId {
+                subtopology,
+                partition: tp.partition,
+            })
     }
 
     /// Starts the tasks of an assignment that waited for sink partition counts, once known
@@ -203,7 +260,10 @@ impl Engine {
         }
         self.awaiting_committed.clear();
         self.backlog.clear();
-        for (_, mut task) in std::mem::take(&mut self.tasks) {
+        let restoring = std::mem::take(&mut self.restoring)
+            .into_values()
+            .map(|r| (r.task.id(), r.task));
+        for (_, mut task) in std::mem::take(&mut self.tasks).into_iter().chain(restoring) {
             if !committed {
                 task.rollback_stores();
             }

@@ -2,10 +2,13 @@
 //! the stores, then commit the input offsets; revocations and the close wait for it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use super::transaction::AbortCause;
 use super::{Engine, EngineError, Event, Output};
 use crate::client::group::{CommitError, CommitId};
-use crate::record::TopicPartition;
+use crate::record::{ProducerRecord, TopicPartition};
+use crate::state::Checkpoint;
 
 /// Where the commit cycle is.
 #[derive(Debug)]
@@ -18,6 +21,13 @@ pub(super) enum CommitPhase {
     /// Offsets sent to the coordinator.
     Committing {
         id: CommitId,
+    },
+    /// Exactly-once: the producer commits the transaction (its offsets come back with
+    /// [`ProducerEvent::TransactionCommitted`](crate::client::producer::ProducerEvent)).
+    Transaction,
+    /// Exactly-once: the producer aborts the transaction.
+    Aborting {
+        cause: AbortCause,
     },
 }
 
@@ -48,7 +58,15 @@ impl Engine {
                     .flat_map(|t| t.committable_offsets())
                     .filter(|(tp, o)| self.committed.get(tp) != Some(o))
                     .collect();
-                if offsets.is_empty() && self.backlog.is_empty() && self.producer.is_flushed() {
+                let logged = self.send_changelog_writes();
+                // Under exactly-once, records already acknowledged may still wait in the
+                // open transaction.
+                if !logged
+                    && !self.transaction_open()
+                    && offsets.is_empty()
+                    && self.backlog.is_empty()
+                    && self.producer.is_flushed()
+                {
                     self.last_commit = now;
                     if reason != CommitReason::Interval {
                         self.commit_done();
@@ -59,15 +77,25 @@ impl Engine {
                 self.commit = CommitPhase::Flushing { offsets };
                 true
             }
+            CommitPhase::Flushing { .. } if self.exactly_once() => {
+                // The producer waits for the acknowledgements itself, inside the commit.
+                if !self.backlog.is_empty() {
+                    return false;
+                }
+                let CommitPhase::Flushing { offsets } =
+                    std::mem::replace(&mut self.commit, CommitPhase::Idle)
+                else {
+                    unreachable!("this arm matched Flushing");
+                };
+                self.commit_transaction(offsets);
+                true
+            }
             CommitPhase::Flushing { .. } => {
                 if !self.backlog.is_empty() || !self.producer.is_flushed() {
                     return false;
                 }
-                for task in self.tasks.values_mut() {
-                    if let Err(error) = task.commit_stores() {
-                        self.fail(error.into());
-                        return true;
-                    }
+                if !self.commit_stores() {
+                    return true;
                 }
                 let CommitPhase::Flushing { offsets } =
                     std::mem::replace(&mut self.commit, CommitPhase::Idle)
@@ -83,12 +111,93 @@ impl Engine {
                 }
                 true
             }
-            CommitPhase::Committing { .. } => false,
+            CommitPhase::Committing { .. }
+            | CommitPhase::Transaction
+            | CommitPhase::Aborting { .. } => false,
         }
     }
 
+    /// Commits every task's stores, each logged store with its changelog checkpoint: every
+    /// changelog write of this commit is acknowledged (and, under exactly-once, its
+    /// transaction committed), so each store's state corresponds to its changelog up to the
+    /// last acknowledged offset. False when a store failed (the engine stopped).
+    pub(super) fn commit_stores(&mut self) -> bool {
+        for task in self.tasks.values_mut() {
+            let id = task.id();
+            let checkpoint = |store: &str| {
+                let (_, _, topic) = self
+                    .changelogs
+                    .iter()
+                    .find(|(sub, s, _)| *sub == id.subtopology && s == store)?;
+                let tp = TopicPartition::new(topic.as_str(), id.partition);
+                let offset = *self.changelog_acked.get(&tp)?;
+                Some(Checkpoint::new(offset, self.metadata.topic_id(topic)))
+            };
+            if let Err(error) = task.commit_stores_with(checkpoint) {
+                self.fail(error.into());
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands each logged store's writes since the last commit to the producer (through the
+    /// backlog, behind the task's output) as one append to its changelog partition: puts as
+    /// records, deletes as tombstones. True when there were any.
+    fn send_changelog_writes(&mut self) -> bool {
+        let mut any = false;
+        let timestamp = self.now.as_millis();
+        for (id, task) in &self.tasks {
+            for (store, writes) in task.changelog_writes() {
+                let (_, _, topic) = self
+                    .changelogs
+                    .iter()
+                    .find(|(sub, s, _)| *sub == id.subtopology && s == store)
+                    .expect("a task's logged stores are the engine's changelogs");
+                let topic: Arc<str> = topic.as_str().into();
+                let records = writes.into_iter().map(|write| ProducerRecord {
+                    topic: topic.clone(),
+                    partition: Some(id.partition),
+                    key: Some(write.key),
+                    value: write.value,
+                    timestamp,
+                    headers: Default::default(),
+                });
+                self.backlog.entry(*id).or_default().extend(records);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The producer acknowledged `count` records at `base_offset` of `tp`: for a changelog
+    /// partition, the next checkpoint of its store moves past them. (Without a base offset, a
+    /// duplicate of an earlier write, the checkpoint stays lower, which only restores more.)
+    pub(super) fn changelog_write_acked(
+        &mut self,
+        tp: TopicPartition,
+        base_offset: Option<i64>,
+        count: usize,
+    ) {
+        let Some(base) = base_offset else {
+            return;
+        };
+        if !self.changelogs.iter().any(|(_, _, t)| **t == *tp.topic) {
+            return;
+        }
+        let end = i64::try_from(count)
+            .ok()
+            .and_then(|count| base.checked_add(count));
+        let Some(end) = end else {
+            tracing::warn!(%tp, base, count, "changelog ack past the offset range ignored");
+            return;
+        };
+        let acked = self.changelog_acked.entry(tp).or_insert(end);
+        *acked = (*acked).max(end);
+    }
+
     /// A commit cycle ended: finish what was waiting for it.
-    fn commit_done(&mut self) {
+    pub(super) fn commit_done(&mut self) {
         let now = self.now;
         match self.commit_reason.take() {
             Some(CommitReason::Revoke) => {

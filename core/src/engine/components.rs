@@ -7,7 +7,7 @@ use super::shared::{Component, Routed};
 use super::{Engine, EngineError};
 use crate::client::fetcher::{FetchError, FetchEvent};
 use crate::client::metadata::{MetadataError, MetadataEvent};
-use crate::client::producer::{ProducerError, ProducerEvent, TransactionError};
+use crate::client::producer::{DeliveryError, ProducerEvent, TransactionError};
 use crate::client::{BrokerId, Target};
 use crate::record::TopicPartition;
 
@@ -176,6 +176,14 @@ impl Engine {
                 FetchEvent::PartitionMaxBytesRaised { partition, .. } => {
                     tracing::debug!(%partition, "raised partition max bytes");
                 }
+                FetchEvent::Error(FetchError::OffsetOutOfRange { partition, offset })
+                    if self.is_restoring(&partition) =>
+                {
+                    if let Err(error) = self.checkpoint_out_of_range(&partition, offset) {
+                        self.fail(error);
+                        return true;
+                    }
+                }
                 FetchEvent::Error(error) => match error {
                     FetchError::NoOffset { .. }
                     | FetchError::OffsetOutOfRange { .. }
@@ -191,7 +199,18 @@ impl Engine {
         while let Some(event) = self.producer.poll_event() {
             progress = true;
             match event {
-                ProducerEvent::Acked { .. } => {}
+                ProducerEvent::Acked {
+                    topic_partition,
+                    base_offset,
+                    count,
+                    ..
+                } => self.changelog_write_acked(topic_partition, base_offset, count),
+                ProducerEvent::Failed {
+                    error: DeliveryError::Aborted,
+                    ..
+                } if self.exactly_once() => {
+                    // Unsent records of an aborted transaction: they are processed again.
+                }
                 ProducerEvent::Failed {
                     owner,
                     topic_partition,
@@ -212,23 +231,22 @@ impl Engine {
                 ProducerEvent::TransactionCoordinatorFound { id, host, port } => {
                     self.router.set_address(id, host, port);
                 }
-                // Transactions are not driven by the engine yet (issue 9, item 4): with a
-                // transactional id in the producer settings, the first failure stops it.
-                ProducerEvent::TransactionCommitted { .. } | ProducerEvent::TransactionAborted => {}
-                ProducerEvent::TransactionFailed { error } | ProducerEvent::Fenced { error } => {
-                    self.fail(EngineError::ProducerResponse(
-                        ProducerError::TransactionFatal(error),
-                    ));
-                    return true;
+                ProducerEvent::TransactionCommitted { offsets } => {
+                    self.transaction_committed(offsets);
                 }
+                ProducerEvent::TransactionAborted => self.transaction_aborted(),
+                ProducerEvent::TransactionFailed { error } => {
+                    self.handle_transaction_failure(error, false);
+                }
+                ProducerEvent::Fenced { error } => self.handle_transaction_failure(error, true),
                 ProducerEvent::TransactionsUnsupported { missing_api } => {
-                    self.fail(EngineError::ProducerResponse(
-                        ProducerError::TransactionFatal(TransactionError::Unsupported {
-                            missing_api,
-                        }),
-                    ));
-                    return true;
+                    self.fail(EngineError::Transaction(TransactionError::Unsupported {
+                        missing_api,
+                    }));
                 }
+            }
+            if self.stopped() {
+                return true;
             }
         }
         while let Some(event) = self.group.poll_event() {

@@ -26,6 +26,13 @@ pub struct EngineConfig {
     /// How often processed offsets are committed, after the output is acknowledged
     /// (`commit.interval.ms`).
     pub commit_interval: Duration,
+    /// Changelog bytes (keys and values) a restoring store collects before it writes them,
+    /// in one transaction with their checkpoint. Bigger is faster on LMDB (every transaction
+    /// rewrites each page its scattered keys touch) and holds that much more memory per
+    /// restoring store. Default 8 MiB.
+    pub restore_batch_bytes: usize,
+    /// At-least-once (default) or exactly-once (`processing.guarantee`).
+    pub processing_guarantee: ProcessingGuarantee,
     /// Fetch settings: min/max bytes, max wait, isolation level, offset reset policy.
     pub fetch: FetcherConfig,
     /// Records per batch handed to processors.
@@ -93,6 +100,8 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
             commit_interval: Duration::from_secs(30),
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            restore_batch_bytes: 8 * 1024 * 1024,
             fetch: FetcherConfig::default(),
             max_batch_records: 1_000,
             max_queued_records_per_partition: 10_000,
@@ -158,4 +167,20 @@ impl EngineConfig {
             })
             .collect()
     }
+}
+
+/// What an application promises about its input's effects on output and state
+/// (`processing.guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    /// Every input record affects output and state at least once: after a crash or a lost
+    /// membership, records processed since the last commit are processed again (output may
+    /// repeat, counts may run ahead), never skipped.
+    #[default]
+    AtLeastOnce,
+    /// Kafka's exactly-once v2: output, changelog writes and input offsets of a commit
+    /// interval are one Kafka transaction; readers with `read_committed` see each input
+    /// record's effects exactly once, and a store never keeps writes of an aborted
+    /// transaction. Needs brokers with transactions.
+    ExactlyOnce,
 }

@@ -7,7 +7,7 @@ use crate::client::admin::InternalTopicsError;
 use crate::client::fetcher::FetchError;
 use crate::client::group::{AssignError, CommitError, GroupError, OffsetFetchError};
 use crate::client::metadata::MetadataError;
-use crate::client::producer::{DeliveryError, ProducerError};
+use crate::client::producer::{DeliveryError, ProducerError, TransactionError};
 use crate::error::TaskError;
 use crate::record::TopicPartition;
 use crate::task::TaskId;
@@ -38,6 +38,25 @@ pub enum EngineError {
     /// A task failed (processing or deserialization error under the `Fail` policy, store error).
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// Exactly-once: the transaction failed (a warning: it is aborted and the tasks start
+    /// again from the committed offsets) or the producer cannot go on (fenced by a newer
+    /// instance, not authorized, brokers without transactions: the engine stops).
+    #[error("transaction: {0}")]
+    Transaction(TransactionError),
+    /// A changelog holds what cannot be restored (a record without a key).
+    #[error("task {task}: changelog {changelog} of store `{store}` at offset {offset}: {detail}")]
+    CorruptChangelog {
+        /// The task restoring.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// The changelog partition.
+        changelog: TopicPartition,
+        /// The offending record's offset.
+        offset: i64,
+        /// What is wrong.
+        detail: String,
+    },
     /// Output of a task could not be delivered.
     #[error("task {task}: delivery to {topic_partition} failed: {error}")]
     Delivery {

@@ -7,6 +7,7 @@
 //!
 //! # Methods, by kind
 //! - **Getters**: [`state`](Engine::state), [`tasks`](Engine::tasks),
+//!   [`restoring`](Engine::restoring),
 //!   [`committed_offsets`](Engine::committed_offsets),
 //!   [`last_timeout_reason`](Engine::last_timeout_reason),
 //!   [`has_pending_work`](Engine::has_pending_work).
@@ -74,10 +75,12 @@ mod error;
 mod internal_topics;
 mod output;
 mod processing;
+mod restore;
 mod router;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -85,7 +88,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, ProcessingGuarantee};
 pub use deadline::TimeoutReason;
 pub use error::EngineError;
 pub use output::{EngineState, Event, Input, Output};
@@ -105,6 +108,7 @@ use crate::task::{ErrorPolicy, Task, TaskId};
 use crate::time::{Duration, Instant};
 use crate::topology::Topology;
 use crate::wire::connection::ConnectionConfig;
+use crate::wire::records::IsolationLevel;
 use crate::wire::versions::VersionPolicy;
 
 /// One stream thread: see the [module docs](self).
@@ -125,6 +129,16 @@ pub struct Engine {
     /// Logged stores: (sub-topology, store, changelog topic).
     changelogs: Vec<(usize, String, String)>,
     tasks: BTreeMap<TaskId, Task>,
+    /// Assigned tasks whose logged stores are being restored (they join `tasks` after).
+    restoring: BTreeMap<TaskId, restore::Restoring>,
+    /// Per changelog partition, the offset after the last changelog write the broker
+    /// acknowledged: the checkpoint of the store's next commit.
+    changelog_acked: HashMap<TopicPartition, i64>,
+    /// The current assignment (tasks and input partitions): what an aborted transaction's
+    /// tasks start again from.
+    assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
+    /// Exactly-once: the error that stops the engine once the open transaction is aborted.
+    failing: Option<EngineError>,
     /// An assignment waiting for its changelogs, or for the partition counts of the sink
     /// topics (their partitioners need them when the tasks are created): tasks and partitions.
     pending_assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
@@ -208,8 +222,23 @@ impl Engine {
             topology.subtopologies().to_vec(),
             now,
         );
-        let fetcher = Fetcher::new(config.fetch.clone());
-        let producer = Producer::new(config.producer.clone(), now);
+        let mut fetch = config.fetch.clone();
+        let mut producer_config = config.producer.clone();
+        if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+            // Aborted input and changelog records are never processed or restored.
+            fetch.isolation = IsolationLevel::ReadCommitted;
+            // Stable for this engine's life, distinct between threads and instances (the
+            // seed differs); fencing of a zombie comes from the group generation its
+            // TxnOffsetCommit carries (KIP-447), not from the id.
+            producer_config.transactional_id.get_or_insert_with(|| {
+                format!(
+                    "{}-{}-{:016x}",
+                    config.application_id, config.client_id, config.random_seed
+                )
+            });
+        }
+        let fetcher = Fetcher::new(fetch);
+        let producer = Producer::new(producer_config, now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
         let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
         Ok(Self {
@@ -227,6 +256,10 @@ impl Engine {
             internal_topics,
             changelogs,
             tasks: BTreeMap::new(),
+            restoring: BTreeMap::new(),
+            changelog_acked: HashMap::new(),
+            assignment: None,
+            failing: None,
             pending_assignment: None,
             sink_wait_since: None,
             backlog: BTreeMap::new(),
@@ -253,6 +286,12 @@ impl Engine {
     /// The tasks running here.
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
+    }
+
+    /// The assigned tasks whose logged stores are still being restored from their changelogs
+    /// (they are not in [`Engine::tasks`] until restored).
+    pub fn restoring(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.restoring_tasks()
     }
 
     /// The offsets this engine committed, per input partition.
@@ -441,6 +480,9 @@ impl Engine {
         if self.state == EngineState::Error {
             return;
         }
+        let Err(error) = self.abort_before_failing(error) else {
+            return;
+        };
         tracing::error!(%error, "kstreams engine stopped");
         self.outputs.push_back(Output::Event(Event::Failed(error)));
         self.set_state(EngineState::Error);
@@ -455,9 +497,10 @@ impl Engine {
     }
 
     /// Whether tasks may run batches now: not while a commit, a revocation or the close waits
-    /// for the output so far.
+    /// for the output so far, nor while a failure waits for its transaction's abort.
     fn may_process(&self) -> bool {
         !self.stopped()
+            && self.failing.is_none()
             && !self.closing
             && matches!(self.commit, CommitPhase::Idle)
             && self.revoking.is_none()
@@ -489,6 +532,13 @@ impl Engine {
                 self.router.flush(self.group.coordinator());
                 self.router.transmit();
                 if self.router.transport_len() > queued {
+                    return;
+                }
+            }
+            match self.drive_restore() {
+                Ok(restored) => progress |= restored,
+                Err(error) => {
+                    self.fail(error);
                     return;
                 }
             }

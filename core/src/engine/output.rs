@@ -9,6 +9,7 @@ use super::error::EngineError;
 use super::shared::ConnectionId;
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Duration;
 
 /// Something the adapter reports to the engine: see
 /// [`Engine::handle_input`](super::Engine::handle_input). A run of inputs with the times they
@@ -104,6 +105,46 @@ pub enum Event {
     TasksLost(Vec<TaskId>),
     /// The coordinator accepted these offsets; their output was acknowledged before.
     Committed(BTreeMap<TopicPartition, i64>),
+    /// A store of an assigned task starts restoring from its changelog (the task processes
+    /// nothing until all its logged stores are restored).
+    RestoreStarted {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Its changelog partition.
+        changelog: TopicPartition,
+        /// The checkpoint restore starts from (`None`: from the changelog's start).
+        checkpoint: Option<i64>,
+    },
+    /// One batch of a changelog was written into the store.
+    RestoreBatch {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Records in this batch.
+        records: usize,
+        /// Key and value bytes in this batch.
+        bytes: usize,
+        /// The changelog offset the store is restored up to (exclusive).
+        position: i64,
+    },
+    /// A store reached its changelog's end.
+    RestoreEnded {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Records restored in all.
+        records: u64,
+        /// Key and value bytes restored in all.
+        bytes: u64,
+        /// The changelog offset reached (exclusive): the store's new checkpoint.
+        position: i64,
+        /// How long it took.
+        duration: Duration,
+    },
     /// A problem the engine recovers from (retries, rejoins); for logs and metrics.
     Warning(EngineError),
     /// The engine stopped: [`EngineState::Error`].

@@ -12,8 +12,16 @@ impl Engine {
         while let Some(batch) = self.fetcher.poll_records() {
             progress = true;
             let tp = batch.partition;
-            // The fetcher holds only partitions of running tasks: `close_tasks` unassigns a
-            // task's partitions (dropping their buffered records) when it drops the task.
+            if self.is_restoring(&tp) {
+                if let Err(error) = self.restore_records(&tp, batch.records) {
+                    self.fail(error);
+                    return true;
+                }
+                continue;
+            }
+            // The fetcher holds only partitions of running tasks and changelogs of restoring
+            // ones: `close_tasks` unassigns a task's partitions (dropping their buffered
+            // records) when it drops the task, and a restored changelog is unassigned.
             let task = self
                 .subtopology_of
                 .get(&*tp.topic)
@@ -107,7 +115,10 @@ impl Engine {
                 Ok(_) => progress = true,
                 Err(refused) => match refused.error {
                     ProducerError::BufferFull { .. }
-                    | ProducerError::UnknownPartitionCount { .. } => {
+                    | ProducerError::UnknownPartitionCount { .. }
+                    // Exactly-once: a commit or abort under way; its end takes them.
+                    | ProducerError::TransactionEnding
+                    | ProducerError::TransactionAbortable(_) => {
                         self.backlog.insert(id, refused.records);
                     }
                     error => {

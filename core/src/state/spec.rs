@@ -33,8 +33,13 @@ impl<K: 'static, V: 'static> StoreBuilder<K, V> {
         }
     }
 
-    /// Whether the store is backed by a changelog topic (`<application_id>-<store>-changelog`).
-    /// On by default; recorded in the topology and used once the client runs it.
+    /// Whether the store is backed by a changelog topic (`<application_id>-<store>-changelog`,
+    /// compacted, one partition per task). On by default: every commit appends the store's
+    /// writes since the last one (deletes as tombstones) before the input offsets are
+    /// committed, and a task restores the store from it before processing. A store without
+    /// logging keeps its state only where it is (an LMDB directory; nothing for the memory
+    /// store): it starts empty on an instance that lacks that state. `describe()` marks it
+    /// `(not logged)`.
     pub fn with_logging(mut self, enabled: bool) -> Self {
         self.logging = enabled;
         self

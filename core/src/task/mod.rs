@@ -17,6 +17,7 @@
 
 mod policy;
 mod queue;
+mod stores;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -459,25 +460,6 @@ impl Task {
             .iter()
             .filter_map(|q| q.committable.map(|o| (q.tp.clone(), o)))
             .collect()
-    }
-
-    /// Makes the stores' writes since the last commit durable. Call after the output up to now
-    /// is acknowledged and before committing [`Task::committable_offsets`].
-    pub fn commit_stores(&mut self) -> Result<(), TaskError> {
-        let task = self.id();
-        for store in &mut self.state.stores {
-            store
-                .commit(None)
-                .map_err(|source| TaskError::Store { task, source })?;
-        }
-        Ok(())
-    }
-
-    /// Discards the stores' writes since the last commit (after a failure).
-    pub fn rollback_stores(&mut self) {
-        for store in &mut self.state.stores {
-            store.rollback();
-        }
     }
 
     /// Typed access to one of the task's stores, e.g. to inspect it in tests.

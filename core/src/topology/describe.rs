@@ -4,7 +4,8 @@ use super::{NodeKind, Topology};
 
 /// A stable, human-readable description of a topology, in the spirit of Kafka Streams'
 /// `TopologyDescription`: sub-topologies in id order, nodes in the order they were added,
-/// each with its children (`-->`) and parents (`<--`).
+/// each with its children (`-->`) and parents (`<--`). Stores without a changelog are marked
+/// `(not logged)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyDescription(String);
 
@@ -43,10 +44,19 @@ impl TopologyDescription {
                         ));
                     }
                     NodeKind::Processor => {
-                        let stores: Vec<&str> = node
+                        // A store without a changelog says so: its state does not survive a
+                        // move or the loss of its state directory.
+                        let stores: Vec<String> = node
                             .stores
                             .iter()
-                            .map(|&s| t.stores[s].name.as_str())
+                            .map(|&s| {
+                                let store = &t.stores[s];
+                                if store.logging {
+                                    store.name.clone()
+                                } else {
+                                    format!("{} (not logged)", store.name)
+                                }
+                            })
                             .collect();
                         out.push_str(&format!(
                             "    Processor: {} (stores: [{}])\n",

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kstreams_core::engine::EngineConfig;
+use kstreams_core::engine::{EngineConfig, ProcessingGuarantee};
 use kstreams_core::prelude::{Topology, TopologyError};
 use kstreams_io_common::{
     KafkaStreams, Runtime, Stores, StreamsConfig, StreamsHandle, StreamsState,
@@ -66,6 +66,10 @@ pub struct Args {
     pub runtime: RuntimeChoice,
     /// `--exit-when-idle`.
     pub exit_when_idle: Option<Duration>,
+    /// `--logging on|off`: whether the store has a changelog (default on).
+    pub logging: bool,
+    /// `--processing-guarantee at-least-once|exactly-once` (default at-least-once).
+    pub guarantee: ProcessingGuarantee,
 }
 
 impl Args {
@@ -79,7 +83,8 @@ impl Args {
         let usage = format!(
             "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
-             [--runtime tokio|smol] [--exit-when-idle SECS]"
+             [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
+             [--processing-guarantee at-least-once|exactly-once]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -94,6 +99,8 @@ impl Args {
                 "--mode",
                 "--runtime",
                 "--exit-when-idle",
+                "--logging",
+                "--processing-guarantee",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -148,6 +155,20 @@ impl Args {
             None if bootstrap.is_none() => Some(Duration::from_secs(3)),
             None => None,
         };
+        let logging = match flags.remove("--logging").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => return Err(format!("--logging: `{other}` is not on or off")),
+        };
+        let guarantee = match flags.remove("--processing-guarantee").as_deref() {
+            None | Some("at-least-once") => ProcessingGuarantee::AtLeastOnce,
+            Some("exactly-once") => ProcessingGuarantee::ExactlyOnce,
+            Some(other) => {
+                return Err(format!(
+                    "--processing-guarantee: `{other}` is not at-least-once or exactly-once"
+                ));
+            }
+        };
         Ok(Self {
             bootstrap,
             input,
@@ -158,6 +179,8 @@ impl Args {
             mode,
             runtime,
             exit_when_idle,
+            logging,
+            guarantee,
         })
     }
 }
@@ -174,6 +197,23 @@ pub struct Example {
     pub own_topics: fn(&Args) -> Vec<String>,
     /// The sample input of the no-bootstrap mode: `(key, value)` records.
     pub sample: fn() -> KeyValues,
+    /// The topology's stores; with `--logging on` each has a changelog topic
+    /// `<ID>-<store>-changelog`, which the application creates itself on brokers that serve
+    /// CreateTopics (the mock cluster does not: the no-bootstrap mode makes them).
+    pub stores: &'static [&'static str],
+}
+
+impl Example {
+    /// The changelog topics of its stores for `args` (none with `--logging off`).
+    pub fn changelogs(&self, args: &Args) -> Vec<String> {
+        if !args.logging {
+            return Vec::new();
+        }
+        self.stores
+            .iter()
+            .map(|store| format!("{}-{store}-changelog", args.application_id))
+            .collect()
+    }
 }
 
 /// A mock cluster of three brokers, set up by `kstreams_tests::mock::mock_cluster`.
@@ -291,7 +331,12 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     let own_topics = (example.own_topics)(args);
     if let Some(mock) = &mock {
         // The mock cluster serves no CreateTopics: make every topic through its API.
-        for topic in [&args.input, &args.output].into_iter().chain(&own_topics) {
+        let changelogs = example.changelogs(args);
+        for topic in [&args.input, &args.output]
+            .into_iter()
+            .chain(&own_topics)
+            .chain(&changelogs)
+        {
             mock.create_topic(topic, SAMPLE_PARTITIONS, 1)
                 .map_err(|e| format!("create {topic}: {e}"))?;
         }
@@ -319,7 +364,8 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     };
 
     let topology = (example.topology)(args).map_err(|e| e.to_string())?;
-    let engine = EngineConfig::new(&args.application_id, bootstrap.split(','));
+    let mut engine = EngineConfig::new(&args.application_id, bootstrap.split(','));
+    engine.processing_guarantee = args.guarantee;
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir;
     let stores = if args.lmdb {

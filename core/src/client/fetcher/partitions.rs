@@ -26,6 +26,11 @@ pub(super) struct PartitionState {
     pub(super) max_bytes: i32,
     /// A decoded batch of it waits in the ready queue.
     pub(super) buffered: bool,
+    /// What OFFSET_OUT_OF_RANGE does to it (the config's policy unless assigned with another).
+    pub(super) out_of_range: OffsetResetPolicy,
+    /// The partition's end in the last response without error: the high watermark, or the
+    /// last stable offset under read_committed.
+    pub(super) end_offset: Option<i64>,
 }
 
 impl Fetcher {
@@ -34,6 +39,20 @@ impl Fetcher {
     /// existing assignment of it. Its leader is unknown until
     /// [`update_leaders`](Self::update_leaders).
     pub fn assign(&mut self, tp: TopicPartition, position: Option<i64>) {
+        let policy = self.config.offset_reset;
+        self.assign_with_policy(tp, position, policy);
+    }
+
+    /// [`assign`](Self::assign) with the partition's own OFFSET_OUT_OF_RANGE policy instead of
+    /// the config's: a changelog being restored from a checkpoint takes
+    /// [`OffsetResetPolicy::None`], so a checkpoint past the log's end is reported
+    /// ([`FetchError::OffsetOutOfRange`]) instead of silently moved.
+    pub fn assign_with_policy(
+        &mut self,
+        tp: TopicPartition,
+        position: Option<i64>,
+        out_of_range: OffsetResetPolicy,
+    ) {
         self.drop_buffered(&tp);
         self.partitions.insert(
             tp,
@@ -47,6 +66,8 @@ impl Fetcher {
                 retry_at: Instant::MIN,
                 max_bytes: self.config.partition_max_bytes,
                 buffered: false,
+                out_of_range,
+                end_offset: None,
             },
         );
     }
@@ -127,6 +148,13 @@ impl Fetcher {
     /// The next fetch position of an assigned partition (`None` while unpositioned).
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.partitions.get(tp).and_then(|state| state.position)
+    }
+
+    /// The end of an assigned partition as its last Fetch response without error said: the
+    /// high watermark, or the last stable offset under read_committed (`None` before the first
+    /// such response since it was assigned).
+    pub fn end_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions.get(tp).and_then(|state| state.end_offset)
     }
 
     /// The leader the fetcher uses for a partition.

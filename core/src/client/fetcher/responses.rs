@@ -12,7 +12,7 @@ use crate::client::{BrokerId, Target};
 use crate::record::{Header, Headers, RawRecord, TopicPartition};
 use crate::time::Instant;
 use crate::wire::records::{
-    AbortedTransaction, DecompressBudget, FetchedPartition, FetchedRecord,
+    AbortedTransaction, DecompressBudget, FetchedPartition, FetchedRecord, IsolationLevel,
     decode_fetched_records_within,
 };
 
@@ -167,6 +167,15 @@ impl Fetcher {
                 return;
             }
         };
+        // Under read_committed the end is the last stable offset (brokers before Fetch v4 do
+        // not send one: -1).
+        let end = match self.config.isolation {
+            IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
+                data.last_stable_offset
+            }
+            _ => data.high_watermark,
+        };
+        state.end_offset = Some(end);
         let stalled = decoded.is_stalled();
         let truncated_len = decoded.truncated.and_then(|t| t.batch_len);
         state.position = Some(decoded.next_offset);
@@ -229,7 +238,11 @@ impl Fetcher {
                 reason: format!("{api:?} {tp} on broker {from}: {error}"),
             });
         } else if error == ResponseError::OffsetOutOfRange && api == ApiKey::Fetch {
-            match ResetTarget::from_policy(self.config.offset_reset) {
+            let policy = self
+                .partitions
+                .get(tp)
+                .map_or(self.config.offset_reset, |state| state.out_of_range);
+            match ResetTarget::from_policy(policy) {
                 Some(target) => {
                     tracing::info!(%tp, offset, ?target, "offset out of range; resetting");
                     if let Some(state) = self.partitions.get_mut(tp) {

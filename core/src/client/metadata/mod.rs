@@ -186,6 +186,8 @@ pub struct Metadata {
     config: MetadataConfig,
     brokers: BTreeMap<BrokerId, BrokerAddress>,
     topics: BTreeMap<Arc<str>, TopicState>,
+    /// Topic ids (Metadata v10+) of the topics of interest, when the broker gave a non-zero one.
+    topic_ids: BTreeMap<Arc<str>, [u8; 16]>,
     generation: u64,
     events: VecDeque<MetadataEvent>,
     /// Largest `now` seen.
@@ -233,6 +235,7 @@ impl Metadata {
             config,
             brokers,
             topics: BTreeMap::new(),
+            topic_ids: BTreeMap::new(),
             generation: 0,
             events: VecDeque::new(),
             now,
@@ -308,6 +311,12 @@ impl Metadata {
             Some(TopicState::Known(partitions)) => partitions.get(&tp.partition).copied(),
             _ => None,
         }
+    }
+
+    /// The topic's id (Metadata v10+), when a broker gave a non-zero one: it tells a topic
+    /// from an earlier one of the same name that was deleted.
+    pub fn topic_id(&self, topic: &str) -> Option<[u8; 16]> {
+        self.topic_ids.get(topic).copied()
     }
 
     /// Number of partitions of a known topic of interest.
@@ -557,6 +566,10 @@ impl Metadata {
         let previous = state.clone();
         let next = match topic.error_code {
             0 => {
+                let id = *topic.topic_id.as_bytes();
+                if id != [0; 16] {
+                    self.topic_ids.insert(name.clone(), id);
+                }
                 let partitions = self.partitions_of(&name, &topic.partitions);
                 if let TopicState::Known(old) = &previous
                     && old.len() != partitions.len()
@@ -648,6 +661,10 @@ pub(crate) fn response_api(response: &ResponseKind) -> Option<ApiKey> {
         ResponseKind::ApiVersions(_) => ApiKey::ApiVersions,
         ResponseKind::InitProducerId(_) => ApiKey::InitProducerId,
         ResponseKind::CreateTopics(_) => ApiKey::CreateTopics,
+        ResponseKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        ResponseKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        ResponseKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        ResponseKind::EndTxn(_) => ApiKey::EndTxn,
         _ => return None,
     })
 }

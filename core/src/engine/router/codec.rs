@@ -52,6 +52,10 @@ engine_requests!(
     Produce,
     InitProducerId,
     CreateTopics,
+    AddPartitionsToTxn,
+    AddOffsetsToTxn,
+    TxnOffsetCommit,
+    EndTxn,
 );
 
 /// Decodes a response body into a [`ResponseKind`].

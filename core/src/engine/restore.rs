@@ -1,0 +1,309 @@
+//! State restore: before an assigned task processes anything, each of its logged stores is
+//! brought up to its changelog's end. The changelog partition is read with the fetcher from the
+//! store's checkpoint (or from its start) and every fetched batch is written into the store in
+//! one step together with its new checkpoint, so memory stays bounded by the fetch size
+//! whatever the changelog's size, and a crash mid-restore resumes where it stopped.
+//!
+//! A checkpoint is trusted only while it is consistent with the changelog: one of another
+//! incarnation of the topic (another topic id) or past the changelog's end (the fetch answers
+//! OFFSET_OUT_OF_RANGE) makes the engine wipe the store and restore it from the start. Once
+//! every store of a task is restored, its input partitions are assigned and their committed
+//! offsets fetched, as for a task without logged stores.
+
+use super::{Engine, EngineError, Event, Output};
+use crate::client::fetcher::OffsetResetPolicy;
+use crate::record::{RawRecord, TopicPartition};
+use crate::state::{Checkpoint, WriteBatch};
+use crate::task::{Task, TaskId};
+use crate::time::Instant;
+
+/// A task whose logged stores are being restored, with the input partitions it gets after.
+pub(super) struct Restoring {
+    pub(super) task: Task,
+    pub(super) partitions: Vec<TopicPartition>,
+    stores: Vec<StoreRestore>,
+}
+
+/// Progress of one store's restore.
+struct StoreRestore {
+    store: String,
+    changelog: TopicPartition,
+    started: Instant,
+    records: u64,
+    bytes: u64,
+    /// The checkpoint last written (exclusive changelog offset).
+    position: Option<i64>,
+    /// Fetched changelog records not written yet (see [`EngineConfig::restore_batch_bytes`]):
+    /// their writes, key and value bytes, and the position after them.
+    pending: WriteBatch,
+    pending_bytes: usize,
+    pending_position: Option<i64>,
+    done: bool,
+}
+
+impl StoreRestore {
+    /// Writes the pending records into the store with the checkpoint after them, one
+    /// transaction; returns the event to report.
+    fn write_pending(
+        &mut self,
+        task: &mut Task,
+        topic_id: Option<[u8; 16]>,
+    ) -> Result<Option<Event>, EngineError> {
+        let Some(position) = self.pending_position.take() else {
+            return Ok(None);
+        };
+        let batch = std::mem::take(&mut self.pending);
+        let (records, bytes) = (batch.len(), std::mem::take(&mut self.pending_bytes));
+        task.restore_store(&self.store, batch, Checkpoint::new(position, topic_id))?;
+        self.records += records as u64;
+        self.bytes += bytes as u64;
+        self.position = Some(position);
+        Ok(Some(Event::RestoreBatch {
+            task: task.id(),
+            store: self.store.clone(),
+            records,
+            bytes,
+            position,
+        }))
+    }
+}
+
+impl Engine {
+    /// Starts restoring `task`'s logged stores, or returns it when it has none.
+    pub(super) fn start_restore(
+        &mut self,
+        mut task: Task,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Option<Task>, EngineError> {
+        let id = task.id();
+        let logged: Vec<(String, String)> = self
+            .changelogs
+            .iter()
+            .filter(|(sub, _, _)| *sub == id.subtopology)
+            .map(|(_, store, topic)| (store.clone(), topic.clone()))
+            .collect();
+        if logged.is_empty() {
+            return Ok(Some(task));
+        }
+        let mut stores = Vec::with_capacity(logged.len());
+        for (store, topic) in logged {
+            let changelog = TopicPartition::new(topic.as_str(), id.partition);
+            let mut checkpoint = task.store_checkpoint(&store)?;
+            let topic_id = self.metadata.topic_id(&topic);
+            if let Some(cp) = checkpoint
+                && cp.topic_id.is_some()
+                && topic_id.is_some()
+                && cp.topic_id != topic_id
+            {
+                tracing::warn!(task = %id, %store, %changelog, "checkpoint of another incarnation of the changelog topic; wiping the store and restoring it from the start");
+                task.wipe_store(&store)?;
+                checkpoint = None;
+            }
+            let from = checkpoint.map(|cp| cp.changelog_offset);
+            // A checkpoint past the log's end must be reported, not moved (see
+            // `checkpoint_out_of_range`).
+            self.fetcher
+                .assign_with_policy(changelog.clone(), from, OffsetResetPolicy::None);
+            if from.is_none() {
+                self.fetcher
+                    .reset_position(&changelog, OffsetResetPolicy::Earliest);
+            }
+            tracing::info!(task = %id, %store, %changelog, checkpoint = ?from, "restoring store");
+            self.outputs.push_back(Output::Event(Event::RestoreStarted {
+                task: id,
+                store: store.clone(),
+                changelog: changelog.clone(),
+                checkpoint: from,
+            }));
+            stores.push(StoreRestore {
+                store,
+                changelog,
+                started: self.now,
+                records: 0,
+                bytes: 0,
+                position: from,
+                pending: WriteBatch::new(),
+                pending_bytes: 0,
+                pending_position: None,
+                done: false,
+            });
+        }
+        self.fetcher.update_leaders(&self.metadata);
+        self.restoring.insert(
+            id,
+            Restoring {
+                task,
+                partitions,
+                stores,
+            },
+        );
+        Ok(None)
+    }
+
+    /// The restoring task and store that read changelog partition `tp`, if any.
+    fn restore_slot(&self, tp: &TopicPartition) -> Option<(TaskId, usize)> {
+        let (sub, _, _) = self.changelogs.iter().find(|(_, _, t)| **t == *tp.topic)?;
+        let id = TaskId {
+            subtopology: *sub,
+            partition: tp.partition,
+        };
+        let slot = self
+            .restoring
+            .get(&id)?
+            .stores
+            .iter()
+            .position(|s| s.changelog == *tp)?;
+        Some((id, slot))
+    }
+
+    /// Whether `tp` is a changelog partition being restored.
+    pub(super) fn is_restoring(&self, tp: &TopicPartition) -> bool {
+        self.restore_slot(tp).is_some()
+    }
+
+    /// Adds a fetched changelog batch to its store's pending writes, and writes them (with the
+    /// checkpoint after them, one transaction) once they hold
+    /// [`EngineConfig::restore_batch_bytes`](super::EngineConfig::restore_batch_bytes): LMDB
+    /// pays per transaction for every page a batch of scattered keys touches, so bigger
+    /// transactions restore faster, at the cost of that much memory.
+    pub(super) fn restore_records(
+        &mut self,
+        tp: &TopicPartition,
+        records: Vec<RawRecord>,
+    ) -> Result<(), EngineError> {
+        let (id, slot) = self
+            .restore_slot(tp)
+            .expect("the fetcher holds changelog partitions only while they restore");
+        let topic_id = self.metadata.topic_id(&tp.topic);
+        let limit = self.config.restore_batch_bytes;
+        let restoring = self
+            .restoring
+            .get_mut(&id)
+            .expect("restore_slot found the task");
+        let progress = &mut restoring.stores[slot];
+        let Some(last) = records.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        for record in records {
+            let Some(key) = record.key else {
+                return Err(EngineError::CorruptChangelog {
+                    task: id,
+                    store: progress.store.clone(),
+                    changelog: tp.clone(),
+                    offset: record.offset,
+                    detail: "a record without a key".into(),
+                });
+            };
+            progress.pending_bytes += key.len() + record.value.as_ref().map_or(0, |v| v.len());
+            match record.value {
+                Some(value) => progress.pending.put(key, value),
+                None => progress.pending.delete(key),
+            }
+        }
+        // Offsets are checked increasing by the fetcher, so `last + 1` cannot overflow.
+        progress.pending_position = Some(last + 1);
+        if progress.pending_bytes >= limit
+            && let Some(event) = progress.write_pending(&mut restoring.task, topic_id)?
+        {
+            self.outputs.push_back(Output::Event(event));
+        }
+        Ok(())
+    }
+
+    /// A restoring changelog answered OFFSET_OUT_OF_RANGE: the store's checkpoint is not in
+    /// the log (past its end, or below a start that retention moved), so its local state
+    /// cannot be trusted. Wipes it and restores from the start. False when `tp` is not a
+    /// restoring changelog.
+    pub(super) fn checkpoint_out_of_range(
+        &mut self,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> Result<bool, EngineError> {
+        let Some((id, slot)) = self.restore_slot(tp) else {
+            return Ok(false);
+        };
+        let restoring = self
+            .restoring
+            .get_mut(&id)
+            .expect("restore_slot found the task");
+        let progress = &mut restoring.stores[slot];
+        tracing::warn!(task = %id, store = %progress.store, changelog = %tp, offset, "checkpoint not in the changelog; wiping the store and restoring it from the start");
+        restoring.task.wipe_store(&progress.store)?;
+        progress.pending = WriteBatch::new();
+        progress.pending_bytes = 0;
+        progress.pending_position = None;
+        progress.position = None;
+        progress.records = 0;
+        progress.bytes = 0;
+        self.fetcher.reset_position(tp, OffsetResetPolicy::Earliest);
+        Ok(true)
+    }
+
+    /// Ends the restores that reached their changelog's end and starts the tasks whose
+    /// stores are all restored.
+    pub(super) fn drive_restore(&mut self) -> Result<bool, EngineError> {
+        let mut progress = false;
+        let ids: Vec<TaskId> = self.restoring.keys().copied().collect();
+        for id in ids {
+            let restoring = self
+                .restoring
+                .get_mut(&id)
+                .expect("ids were just read from the map");
+            for store in restoring.stores.iter_mut().filter(|s| !s.done) {
+                let (Some(position), Some(end)) = (
+                    self.fetcher.position(&store.changelog),
+                    self.fetcher.end_offset(&store.changelog),
+                ) else {
+                    continue;
+                };
+                if position < end {
+                    continue;
+                }
+                let topic_id = self.metadata.topic_id(&store.changelog.topic);
+                if let Some(event) = store.write_pending(&mut restoring.task, topic_id)? {
+                    self.outputs.push_back(Output::Event(event));
+                }
+                // Control records, aborted or compacted-away records at the end: the
+                // checkpoint moves to the end itself, so the next restore starts there.
+                if store.position != Some(position) {
+                    restoring.task.restore_store(
+                        &store.store,
+                        WriteBatch::new(),
+                        Checkpoint::new(position, topic_id),
+                    )?;
+                    store.position = Some(position);
+                }
+                store.done = true;
+                self.fetcher.unassign(&store.changelog);
+                let duration = self.now - store.started;
+                tracing::info!(task = %id, store = %store.store, records = store.records, bytes = store.bytes, %duration, "store restored");
+                self.outputs.push_back(Output::Event(Event::RestoreEnded {
+                    task: id,
+                    store: store.store.clone(),
+                    records: store.records,
+                    bytes: store.bytes,
+                    position,
+                    duration,
+                }));
+                progress = true;
+            }
+            if restoring.stores.iter().all(|s| s.done) {
+                let Restoring {
+                    task, partitions, ..
+                } = self
+                    .restoring
+                    .remove(&id)
+                    .expect("ids were just read from the map");
+                self.tasks.insert(id, task);
+                self.start_fetching(partitions);
+                progress = true;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// The tasks whose stores are being restored.
+    pub(super) fn restoring_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.restoring.keys().copied()
+    }
+}

@@ -1,0 +1,113 @@
+//! A task's stores as its owner sees them: commits with changelog checkpoints, rollback, the
+//! pending writes its changelogs carry, and restore.
+
+use super::Task;
+use crate::error::TaskError;
+use crate::state::{Checkpoint, KvBackend, WriteBatch, WriteOp};
+
+impl Task {
+    /// Makes the stores' writes since the last commit durable, each store's with no new
+    /// checkpoint (it keeps its last). Call after the output up to now is acknowledged and
+    /// before committing [`Task::committable_offsets`].
+    pub fn commit_stores(&mut self) -> Result<(), TaskError> {
+        self.commit_stores_with(|_| None)
+    }
+
+    /// [`Task::commit_stores`] with a checkpoint per store: `checkpoint(store)` is the
+    /// changelog position the store's state corresponds to after this commit (`None`: keep
+    /// the last one). Each store commits its writes and its checkpoint atomically.
+    pub fn commit_stores_with(
+        &mut self,
+        checkpoint: impl Fn(&str) -> Option<Checkpoint>,
+    ) -> Result<(), TaskError> {
+        let task = self.id();
+        for store in &mut self.state.stores {
+            let at = checkpoint(store.name());
+            store
+                .commit(at)
+                .map_err(|source| TaskError::Store { task, source })?;
+        }
+        Ok(())
+    }
+
+    /// Discards the stores' writes since the last commit (after a failure).
+    pub fn rollback_stores(&mut self) {
+        for store in &mut self.state.stores {
+            store.rollback();
+        }
+    }
+
+    /// The names of the task's stores backed by a changelog topic.
+    pub fn logged_stores(&self) -> impl Iterator<Item = &str> {
+        self.graph
+            .stores
+            .iter()
+            .filter(|def| def.logging)
+            .map(|def| def.name.as_str())
+    }
+
+    /// Each logged store's writes since the last commit (one per key, in key order; deletes
+    /// have no value): what its changelog must carry before the commit. Stores without
+    /// writes are left out.
+    pub fn changelog_writes(&self) -> Vec<(&str, Vec<WriteOp>)> {
+        self.graph
+            .stores
+            .iter()
+            .zip(&self.state.stores)
+            .filter(|(def, _)| def.logging)
+            .map(|(def, store)| (def.name.as_str(), store.pending_writes()))
+            .filter(|(_, writes)| !writes.is_empty())
+            .collect()
+    }
+
+    /// The checkpoint `store` committed last (`None`: never restored or committed with one).
+    pub fn store_checkpoint(&self, store: &str) -> Result<Option<Checkpoint>, TaskError> {
+        let task = self.id();
+        self.backend(store)?
+            .checkpoint()
+            .map_err(|source| TaskError::Store { task, source })
+    }
+
+    /// Writes a batch read from `store`'s changelog straight into its durable state, with
+    /// `checkpoint` (the changelog position after the batch), atomically.
+    pub fn restore_store(
+        &mut self,
+        store: &str,
+        batch: WriteBatch,
+        checkpoint: Checkpoint,
+    ) -> Result<(), TaskError> {
+        let task = self.id();
+        self.backend_mut(store)?
+            .restore_batch(batch, checkpoint)
+            .map_err(|source| TaskError::Store { task, source })
+    }
+
+    /// Deletes `store`'s data and checkpoint (its local state cannot be trusted).
+    pub fn wipe_store(&mut self, store: &str) -> Result<(), TaskError> {
+        let task = self.id();
+        self.backend_mut(store)?
+            .wipe()
+            .map_err(|source| TaskError::Store { task, source })
+    }
+
+    fn slot(&self, store: &str) -> Result<usize, TaskError> {
+        self.graph
+            .stores
+            .iter()
+            .position(|def| def.name == store)
+            .ok_or_else(|| TaskError::InvalidInput {
+                task: self.id(),
+                detail: format!("the task has no store `{store}`"),
+            })
+    }
+
+    fn backend(&self, store: &str) -> Result<&dyn KvBackend, TaskError> {
+        let slot = self.slot(store)?;
+        Ok(self.state.stores[slot].as_ref())
+    }
+
+    fn backend_mut(&mut self, store: &str) -> Result<&mut dyn KvBackend, TaskError> {
+        let slot = self.slot(store)?;
+        Ok(self.state.stores[slot].as_mut())
+    }
+}
