@@ -721,3 +721,40 @@ fn a_broker_without_transactions_advertises_none_and_closes_on_them() {
         Some(CloseReason::Malformed(_))
     ));
 }
+
+#[test]
+fn injected_coordinator_errors_leave_the_transaction_untouched() {
+    let mut sim = SimCluster::new(28, 1);
+    sim.create_topic("t", 1).expect("created");
+    sim.create_topic("in", 1).expect("created");
+    let mut producer = TxnProducer::init(&mut sim, TXN, TIMEOUT_MS, T0);
+    let busy = err_code(ResponseError::ConcurrentTransactions);
+    let moved = err_code(ResponseError::NotCoordinator);
+    sim.inject_error(ApiKey::AddPartitionsToTxn, busy, 1);
+    assert_eq!(
+        producer.add_partitions(&mut sim, &[("t", 0)], T0),
+        vec![busy]
+    );
+    assert_eq!(sim.transaction(TXN).expect("known").state, TxnState::Empty);
+    assert_eq!(producer.add_partitions(&mut sim, &[("t", 0)], T0), vec![0]);
+    sim.inject_error(ApiKey::AddOffsetsToTxn, busy, 1);
+    assert_eq!(producer.add_offsets(&mut sim, GROUP, T0), busy);
+    assert_eq!(producer.add_offsets(&mut sim, GROUP, T0), 0);
+    sim.inject_error(ApiKey::TxnOffsetCommit, moved, 1);
+    assert_eq!(producer.txn_offset_commit(&mut sim, "", -1, 3, T0), moved);
+    assert_eq!(producer.txn_offset_commit(&mut sim, "", -1, 3, T0), 0);
+    assert_eq!(producer.produce(&mut sim, "t", 0, &[("a", "1")], T0).0, 0);
+    sim.inject_error(ApiKey::EndTxn, busy, 1);
+    assert_eq!(producer.end(&mut sim, true, T0), busy);
+    assert_eq!(
+        sim.last_stable_offset("t", 0),
+        Ok(0),
+        "not ended by the failed EndTxn"
+    );
+    assert_eq!(producer.end(&mut sim, true, T0), 0);
+    assert_eq!(sim.read_committed("t", 0).unwrap().len(), 1);
+    assert_eq!(
+        sim.committed_offset(GROUP, &TopicPartition::new("in", 0)),
+        Some(3)
+    );
+}
