@@ -1,5 +1,5 @@
 //! Shared by the end-to-end tests (`e2e_*.rs`): the brokers (librdkafka's mock cluster in
-//! process, a Tansu process), the adapters (tokio, smol), and an independent client (rdkafka)
+//! process, a Tansu process, a crabka-broker process for transactions), the adapters (tokio, smol), and an independent client (rdkafka)
 //! that produces the input, reads the output and reads committed offsets through the broker.
 //!
 //! Everything here is blocking: each test body runs on a plain thread under [`bounded`], so
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle, StreamsState};
 use kstreams_tests::bounded::init_test_logging;
+use kstreams_tests::crabka::Crabka;
 use kstreams_tests::e2e_config::fast_engine_config;
 use kstreams_tests::mock::{Mock, mock_cluster};
 use kstreams_tests::reader;
@@ -39,6 +40,9 @@ pub enum Broker {
     Mock(Mock),
     /// A Tansu 0.6.0 process with in-memory storage.
     Tansu(Tansu),
+    /// A crabka-broker 0.3.0 process (transactions, read_committed) with a fresh data
+    /// directory and `transaction.version` 0.
+    Crabka(Crabka),
     /// Apache Kafka 3.8 (KRaft, one node) in a Docker container, with the `testcontainers`
     /// feature.
     #[cfg(feature = "testcontainers")]
@@ -69,6 +73,15 @@ impl Broker {
         }
     }
 
+    /// A crabka-broker; a broker that cannot start (or is not installed) fails the test with
+    /// the reason and its log.
+    pub fn crabka() -> Self {
+        match Crabka::start() {
+            Ok(crabka) => Broker::Crabka(crabka),
+            Err(error) => panic!("the crabka-broker this test needs did not start: {error}"),
+        }
+    }
+
     /// Apache Kafka in Docker; a Docker engine that is missing or refuses fails the test.
     #[cfg(feature = "testcontainers")]
     pub fn container() -> Self {
@@ -91,6 +104,7 @@ impl Broker {
         match self {
             Broker::Mock(_) => "librdkafka mock cluster",
             Broker::Tansu(_) => "Tansu",
+            Broker::Crabka(_) => "crabka-broker",
             #[cfg(feature = "testcontainers")]
             Broker::Container(_) => "Apache Kafka in Docker",
         }
@@ -101,6 +115,7 @@ impl Broker {
         match self {
             Broker::Mock(mock) => mock.bootstrap_servers(),
             Broker::Tansu(tansu) => tansu.bootstrap(),
+            Broker::Crabka(crabka) => crabka.bootstrap(),
             #[cfg(feature = "testcontainers")]
             Broker::Container(kafka) => kafka.bootstrap.clone(),
         }
@@ -133,21 +148,26 @@ impl Broker {
             .map(|t| t.partitions().len())
     }
 
-    /// The end of the broker's log, for failure messages (Tansu only).
+    /// The end of the broker's log, for failure messages (the broker processes only).
     pub fn log_tail(&self) -> String {
         match self {
             Broker::Tansu(tansu) => format!("; broker log:\n{}", tansu.log_tail()),
+            Broker::Crabka(crabka) => format!("; broker log:\n{}", crabka.log_tail()),
             _ => String::new(),
         }
     }
 
-    /// Creates `topic` with `partitions` (the mock through its API; Tansu with CreateTopics
-    /// from rdkafka's admin client on the others).
+    /// Creates `topic` with `partitions` (the mock through its API; crabka with CreateTopics
+    /// and a wait for the partitions' leaders; CreateTopics from rdkafka's admin client on the
+    /// others).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         match self {
             Broker::Mock(mock) => mock
                 .create_topic(topic, partitions, 1)
                 .unwrap_or_else(|e| panic!("create {topic} on the mock: {e}")),
+            Broker::Crabka(crabka) => crabka
+                .create_topic(topic, partitions)
+                .unwrap_or_else(|e| panic!("{e}")),
             _ => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", self.bootstrap())
