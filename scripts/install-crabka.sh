@@ -21,8 +21,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root="${KSTREAMS_TOOLS_DIR:-$HOME/.cache/kstreams-tools}"
 bin="$root/bin/crabka-broker"
 
-if [ -x "$bin" ]; then
-    echo "crabka-broker already installed at $bin" >&2
+if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$version"; then
+    echo "crabka-broker $version already installed at $bin" >&2
     exit 0
 fi
 
@@ -52,7 +52,7 @@ cp "$here/crabka-broker-$version.lock" "$wrap/Cargo.lock"
 
 manifest=$(cd "$wrap" && cargo metadata --format-version 1 \
     | grep -o "\"manifest_path\":\"[^\"]*/crabka-broker-$version/Cargo.toml\"" \
-    | head -n 1 | sed 's/^"manifest_path":"//; s/"$//')
+    | head -n 1 | sed 's/^"manifest_path":"//; s/"$//' || true)
 [ -n "$manifest" ] || { echo "crabka-broker $version source not found after cargo fetch" >&2; exit 1; }
 cp -r "$(dirname "$manifest")" "$src"
 
@@ -62,5 +62,4 @@ echo "installing crabka-broker $version into $root (about 11 minutes on 2 cores)
 CARGO_TARGET_DIR="$root/build-crabka" CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
     cargo install --locked --path "$src" --root "$root"
 rm -rf "$root/build-crabka" "$wrap" "$src"
-[ -x "$bin" ] || { echo "crabka-broker was built but $bin is missing" >&2; exit 1; }
-echo "crabka-broker $version installed at $bin" >&2
+"$bin" --version >&2
