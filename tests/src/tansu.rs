@@ -12,15 +12,15 @@
 //! [`Tansu::log_tail`]); `KSTREAMS_TANSU_LOG=PATH` keeps it at PATH instead, and `TANSU_LOG`
 //! sets its `RUST_LOG` (default `warn`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::ApiVersionsRequest;
+
+use crate::raw_request::round_trip;
+use crate::tools::{find_tool, log_tail};
 
 /// How long a starting broker may take to answer ApiVersions.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -162,30 +162,7 @@ impl Drop for Tansu {
 }
 
 fn find_binary() -> Result<PathBuf, TansuError> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(path) = std::env::var_os("KSTREAMS_TANSU") {
-        candidates.push(path.into());
-    }
-    if let Some(dir) = std::env::var_os("KSTREAMS_TOOLS_DIR") {
-        candidates.push(Path::new(&dir).join("bin/tansu"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(Path::new(&home).join(".cache/kstreams-tools/bin/tansu"));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("tansu")));
-    }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| TansuError::NotInstalled {
-            looked_at: candidates
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+    find_tool("KSTREAMS_TANSU", "tansu").map_err(|looked_at| TansuError::NotInstalled { looked_at })
 }
 
 /// A loopback port nobody listens on right now (the OS hands out a fresh ephemeral port).
@@ -196,57 +173,14 @@ fn free_port() -> Result<SocketAddr, TansuError> {
 
 /// One ApiVersions v0 round trip; `Ok` when the broker answers without an error code.
 fn api_versions(address: SocketAddr) -> Result<(), String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    let version = 0;
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::ApiVersions as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("kstreams-tests")));
-    let mut body = BytesMut::new();
-    header
-        .encode(
-            &mut body,
-            ApiKey::ApiVersions.request_header_version(version),
-        )
-        .map_err(|e| e.to_string())?;
-    ApiVersionsRequest::default()
-        .encode(&mut body, version)
-        .map_err(|e| e.to_string())?;
-    let mut frame = BytesMut::new();
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    stream
-        .write_all(&frame)
-        .map_err(|e| format!("write: {e}"))?;
-    let mut size = [0u8; 4];
-    stream
-        .read_exact(&mut size)
-        .map_err(|e| format!("read: {e}"))?;
-    let size = i32::from_be_bytes(size);
-    let size = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
-    let mut response = vec![0u8; size];
-    stream
-        .read_exact(&mut response)
-        .map_err(|e| format!("read: {e}"))?;
-    let mut response = bytes::Bytes::from(response);
-    let correlation = response.try_get_i32().map_err(|e| e.to_string())?;
-    if correlation != 1 {
-        return Err(format!("correlation id {correlation}, expected 1"));
-    }
-    let answer = ApiVersionsResponse::decode(&mut response, version).map_err(|e| e.to_string())?;
+    let answer = round_trip(
+        address,
+        &ApiVersionsRequest::default(),
+        0,
+        Duration::from_secs(2),
+    )?;
     match answer.error_code {
         0 => Ok(()),
         code => Err(format!("ApiVersions error code {code}")),
     }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

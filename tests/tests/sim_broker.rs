@@ -31,6 +31,10 @@ use kstreams_tests::sim::{
 
 const T0: i64 = 1_700_000_000_000;
 
+/// The transaction APIs, with the helpers of this file.
+#[path = "sim_broker/transactions.rs"]
+mod transactions;
+
 /// Offset, timestamp, key, value, header count.
 type RecordSummary = (i64, i64, Option<Bytes>, Option<Bytes>, usize);
 
@@ -483,7 +487,8 @@ fn api_versions_advertises_the_table_and_answers_unknown_versions_with_v0() {
         .find(|k| k.api_key == ApiKey::Produce as i16)
         .expect("Produce advertised");
     assert_eq!((produce.min_version, produce.max_version), (3, 12));
-    assert_eq!(response.api_keys.len(), 14);
+    // 14 APIs, and the 4 transaction APIs (see sim_broker/transactions.rs).
+    assert_eq!(response.api_keys.len(), 18);
 
     // A version above the advertised one: UNSUPPORTED_VERSION in a v0 body.
     let correlation = client.send(&mut sim, &ApiVersionsRequest::default(), 4, T0);

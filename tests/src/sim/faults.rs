@@ -129,6 +129,17 @@ pub fn retriable_errors(api: ApiKey) -> &'static [ResponseError] {
             E::CoordinatorLoadInProgress,
         ],
         ApiKey::CreateTopics => &[E::RequestTimedOut],
+        // Answered before the coordinator did anything, so a retry is always safe.
+        ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => &[
+            E::CoordinatorNotAvailable,
+            E::NotCoordinator,
+            E::ConcurrentTransactions,
+        ],
+        ApiKey::TxnOffsetCommit => &[
+            E::CoordinatorNotAvailable,
+            E::NotCoordinator,
+            E::CoordinatorLoadInProgress,
+        ],
         _ => &[],
     }
 }

@@ -8,7 +8,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
 };
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -28,11 +28,11 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
     FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
-    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
-    ProducerId, RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
+    HeartbeatResponse, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, ProducerId,
+    RequestKind, ResponseKind, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -282,7 +282,7 @@ pub(super) fn error_response(
                     .collect(),
             ),
         ),
-        _ => return None,
+        other => return super::txn_handlers::error_response(other, version, code),
     })
 }
 
@@ -352,9 +352,7 @@ fn decode_produced(records: Option<&Bytes>) -> Result<IncomingBatch, ResponseErr
     if attributes & (1 << 5) != 0 {
         return Err(ResponseError::InvalidRecord);
     }
-    if attributes & (1 << 4) != 0 {
-        return Err(ResponseError::InvalidTxnState);
-    }
+    let transactional = attributes & (1 << 4) != 0;
     let section = bytes.len() - BATCH_HEADER_LEN;
     let max_records = if attributes & 0x7 == 0 {
         i32::try_from(section).unwrap_or(i32::MAX)
@@ -384,6 +382,7 @@ fn decode_produced(records: Option<&Bytes>) -> Result<IncomingBatch, ResponseErr
         producer_id,
         producer_epoch,
         base_sequence,
+        transactional,
         compression: set.compression,
         records,
     })
@@ -803,6 +802,15 @@ impl SimCluster {
                         if ctx.version >= 5 {
                             entry.committed_leader_epoch = committed.map_or(-1, |c| c.leader_epoch);
                         }
+                        // KIP-447: a consumer that asks for stable offsets waits while a
+                        // transaction holds one.
+                        if ctx.version >= 7
+                            && r.require_stable
+                            && self.has_pending_txn_offset(&group_id, name.0.as_str(), p)
+                        {
+                            entry.committed_offset = -1;
+                            entry.error_code = ResponseError::UnstableOffsetCommit.code();
+                        }
                         entry
                     })
                     .collect();
@@ -822,6 +830,7 @@ impl SimCluster {
         r: &ListOffsetsRequest,
     ) -> Reply {
         let v = ctx.version;
+        let read_committed = v >= 2 && r.isolation_level == 1;
         let topics = r
             .topics
             .iter()
@@ -842,6 +851,7 @@ impl SimCluster {
                                 }
                                 let found = match p.timestamp {
                                     -2 | -4 => Some((log.log_start_offset(), -1)),
+                                    -1 if read_committed => Some((log.last_stable_offset(), -1)),
                                     -1 => Some((log.high_watermark(), -1)),
                                     -3 => log.max_timestamp(),
                                     ts if ts >= 0 => log.offset_for_timestamp(ts),
@@ -932,14 +942,32 @@ impl SimCluster {
                         let limit = usize::try_from(p.partition_max_bytes)
                             .unwrap_or(0)
                             .min(remaining);
-                        let bytes = log.read(p.fetch_offset, limit, first_data);
+                        let stable = log.last_stable_offset();
+                        let end = if read_committed {
+                            stable
+                        } else {
+                            log.high_watermark()
+                        };
+                        let bytes = log.read(p.fetch_offset, limit, first_data, end);
                         if !bytes.is_empty() {
                             first_data = false;
                         }
                         remaining = remaining.saturating_sub(bytes.len());
                         total += bytes.len();
                         entry.high_watermark = log.high_watermark();
-                        entry.last_stable_offset = log.high_watermark();
+                        entry.last_stable_offset = stable;
+                        if read_committed {
+                            entry.aborted_transactions = Some(
+                                log.aborted_between(p.fetch_offset, stable)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
                         if version >= 5 {
                             entry.log_start_offset = log.log_start_offset();
                         }
@@ -982,7 +1010,7 @@ impl SimCluster {
     pub(super) fn handle_produce(&mut self, ctx: &RequestCtx, r: &ProduceRequest) -> Reply {
         let storage = self.config.storage_compression;
         let duplicate_reply = self.config.duplicate_reply;
-        let transactional = r.transactional_id.is_some();
+        let transactional_id = r.transactional_id.as_ref().map(|t| t.0.to_string());
         let mut responses = Vec::new();
         for t in &r.topic_data {
             let name = t.name.0.to_string();
@@ -997,11 +1025,15 @@ impl SimCluster {
                 let outcome = self
                     .led_partition(&name, p.index, ctx.broker)
                     .map(|_| ())
-                    .and_then(|()| {
-                        if transactional {
-                            return Err(ResponseError::InvalidTxnState);
-                        }
-                        decode_produced(p.records.as_ref())
+                    .and_then(|()| decode_produced(p.records.as_ref()))
+                    .and_then(|batch| {
+                        self.check_transactional_batch(
+                            transactional_id.as_deref(),
+                            &batch,
+                            &name,
+                            p.index,
+                        )
+                        .map(|()| batch)
                     })
                     .map(|mut batch| {
                         if let Some(codec) = storage {
@@ -1041,44 +1073,6 @@ impl SimCluster {
         Reply::respond(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ))
-    }
-
-    pub(super) fn handle_init_producer_id(
-        &mut self,
-        ctx: &RequestCtx,
-        r: &InitProducerIdRequest,
-    ) -> Reply {
-        let mut response = InitProducerIdResponse::default();
-        match r.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
-            None => {
-                let id = self.next_producer_id;
-                self.next_producer_id += 1;
-                response.producer_id = ProducerId(id);
-                response.producer_epoch = 0;
-            }
-            Some(txn) => {
-                let txn = txn.0.to_string();
-                if !self.is_coordinator(ctx, &txn) {
-                    response.error_code = ResponseError::NotCoordinator.code();
-                    response.producer_id = ProducerId(-1);
-                    response.producer_epoch = -1;
-                } else {
-                    let next_id = self.next_producer_id;
-                    let entry = self
-                        .transactional_producers
-                        .entry(txn)
-                        .and_modify(|(_, epoch)| *epoch = epoch.saturating_add(1))
-                        .or_insert((next_id, 0));
-                    let (id, epoch) = *entry;
-                    if id == next_id {
-                        self.next_producer_id += 1;
-                    }
-                    response.producer_id = ProducerId(id);
-                    response.producer_epoch = epoch;
-                }
-            }
-        }
-        Reply::respond(ResponseKind::InitProducerId(response))
     }
 
     pub(super) fn handle_create_topics(

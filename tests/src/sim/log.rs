@@ -1,5 +1,7 @@
 //! One partition's log: stored batches with assigned offsets, their encoded bytes for Fetch,
-//! and the idempotent-producer sequence state.
+//! the idempotent-producer sequence state, and the partition's side of transactions: open
+//! transactions (which hold the last stable offset back), transaction markers (control
+//! batches) and the aborted-transaction index that read_committed fetches get.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -63,6 +65,8 @@ pub struct StoredRecord {
     pub producer_epoch: i16,
     /// The record's sequence number (batch base sequence + position), -1 without idempotence.
     pub sequence: i32,
+    /// Whether the record was written inside a transaction.
+    pub transactional: bool,
 }
 
 /// A batch appended to the log, kept with its encoded v2 bytes (offsets assigned).
@@ -71,6 +75,8 @@ struct StoredBatch {
     base_offset: i64,
     records: Vec<StoredRecord>,
     encoded: Bytes,
+    /// A transaction marker (control batch): never shown as a record.
+    control: bool,
 }
 
 impl StoredBatch {
@@ -88,6 +94,8 @@ pub struct IncomingBatch {
     pub producer_epoch: i16,
     /// Base sequence of the batch.
     pub base_sequence: i32,
+    /// Whether the batch belongs to a transaction (attribute bit 4).
+    pub transactional: bool,
     /// Codec the batch is stored (and fetched) with.
     pub compression: Compression,
     /// The records, in order.
@@ -134,11 +142,36 @@ fn add_sequence(base: i32, increment: i32) -> i32 {
     }
 }
 
+/// A transaction that ended with an abort marker: its records are hidden from read_committed
+/// consumers, which learn about it from the Fetch response's aborted-transaction list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer that wrote it.
+    pub producer_id: i64,
+    /// Offset of its first record in this partition.
+    pub first_offset: i64,
+    /// Offset of its abort marker.
+    pub marker_offset: i64,
+}
+
+/// The control record key type of a transaction marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// ABORT (control type 0).
+    Abort,
+    /// COMMIT (control type 1).
+    Commit,
+}
+
 /// A partition of a simulated topic.
 #[derive(Debug)]
 pub struct PartitionLog {
     batches: Vec<StoredBatch>,
     producers: BTreeMap<i64, ProducerState>,
+    /// First offset of each producer's open transaction in this partition.
+    open_txns: BTreeMap<i64, i64>,
+    /// Aborted transactions in offset order (of their markers).
+    aborted: Vec<AbortedTxn>,
     /// Broker currently leading the partition.
     pub leader: i32,
     /// Leader epoch, bumped on every leader change.
@@ -151,6 +184,8 @@ impl PartitionLog {
         Self {
             batches: Vec::new(),
             producers: BTreeMap::new(),
+            open_txns: BTreeMap::new(),
+            aborted: Vec::new(),
             leader,
             leader_epoch: 0,
         }
@@ -166,18 +201,129 @@ impl PartitionLog {
         self.batches.last().map_or(0, StoredBatch::next_offset)
     }
 
-    /// All stored records in offset order.
-    pub fn records(&self) -> impl Iterator<Item = &StoredRecord> {
-        self.batches.iter().flat_map(|b| b.records.iter())
+    /// The last stable offset: the first offset of the oldest open transaction, else the high
+    /// watermark. read_committed consumers see nothing at or after it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.open_txns
+            .values()
+            .copied()
+            .min()
+            .unwrap_or_else(|| self.high_watermark())
     }
 
-    /// Stored records from `offset` on, in offset order.
+    /// All stored records in offset order (transaction markers left out, as consumers never
+    /// see them; their offsets are gaps).
+    pub fn records(&self) -> impl Iterator<Item = &StoredRecord> {
+        self.batches
+            .iter()
+            .filter(|b| !b.control)
+            .flat_map(|b| b.records.iter())
+    }
+
+    /// Stored records from `offset` on, in offset order (markers left out).
     pub fn records_from(&self, offset: i64) -> impl Iterator<Item = &StoredRecord> {
         let first = self.batches.partition_point(|b| b.next_offset() <= offset);
         self.batches[first..]
             .iter()
+            .filter(|b| !b.control)
             .flat_map(|b| b.records.iter())
             .filter(move |r| r.offset >= offset)
+    }
+
+    /// The records a read_committed consumer sees: below the last stable offset, without
+    /// markers and without the records of aborted transactions.
+    pub fn committed_records(&self) -> impl Iterator<Item = &StoredRecord> {
+        let lso = self.last_stable_offset();
+        self.records()
+            .take_while(move |r| r.offset < lso)
+            .filter(|r| !r.transactional || !self.is_aborted(r.producer_id, r.offset))
+    }
+
+    fn is_aborted(&self, producer_id: i64, offset: i64) -> bool {
+        self.aborted.iter().any(|a| {
+            a.producer_id == producer_id && a.first_offset <= offset && offset < a.marker_offset
+        })
+    }
+
+    /// The aborted transactions a read_committed Fetch from `fetch_offset` must know about:
+    /// those not ended before `fetch_offset` that began before `upper` (the end of what the
+    /// Fetch returns).
+    pub fn aborted_between(&self, fetch_offset: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.marker_offset >= fetch_offset && a.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Ends `producer_id`'s transaction in this partition with a marker (a control batch of one
+    /// control record: key version 0 + type, value version 0 + coordinator epoch 0), written
+    /// at `producer_epoch` (an epoch above the producer's last one here fences its older
+    /// epoch and restarts its sequence). Written even where the transaction wrote nothing, as
+    /// Kafka writes markers to every partition added to the transaction. Returns the marker's
+    /// offset.
+    pub fn write_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        timestamp: i64,
+    ) -> Result<i64, ResponseError> {
+        let offset = self.high_watermark();
+        let control_type: i16 = match marker {
+            Marker::Abort => 0,
+            Marker::Commit => 1,
+        };
+        let mut key = Vec::with_capacity(4);
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.extend_from_slice(&control_type.to_be_bytes());
+        let mut value = Vec::with_capacity(6);
+        value.extend_from_slice(&0i16.to_be_bytes());
+        value.extend_from_slice(&0i32.to_be_bytes());
+        let record = StoredRecord {
+            offset,
+            timestamp,
+            key: Some(Bytes::from(key)),
+            value: Some(Bytes::from(value)),
+            headers: Vec::new(),
+            producer_id,
+            producer_epoch,
+            sequence: -1,
+            transactional: true,
+        };
+        let encoded = encode_batch(
+            std::slice::from_ref(&record),
+            self.leader_epoch,
+            Compression::None,
+            true,
+        )
+        .map_err(|error| {
+            tracing::warn!(%error, "simulated broker cannot encode a transaction marker");
+            ResponseError::CorruptMessage
+        })?;
+        if let Some(first_offset) = self.open_txns.remove(&producer_id)
+            && marker == Marker::Abort
+        {
+            self.aborted.push(AbortedTxn {
+                producer_id,
+                first_offset,
+                marker_offset: offset,
+            });
+        }
+        if let Some(state) = self.producers.get_mut(&producer_id)
+            && producer_epoch > state.epoch
+        {
+            state.epoch = producer_epoch;
+            state.last_sequence = -1;
+            state.recent.clear();
+        }
+        self.batches.push(StoredBatch {
+            base_offset: offset,
+            records: vec![record],
+            encoded,
+            control: true,
+        });
+        Ok(offset)
     }
 
     /// Appends a batch after the idempotence checks.
@@ -190,6 +336,9 @@ impl PartitionLog {
             return AppendOutcome::Rejected(ResponseError::InvalidRecord);
         };
         let idempotent = batch.producer_id >= 0;
+        if batch.transactional && !idempotent {
+            return AppendOutcome::Rejected(ResponseError::InvalidRecord);
+        }
         if idempotent {
             if batch.base_sequence < 0 {
                 return AppendOutcome::Rejected(ResponseError::InvalidRecord);
@@ -217,9 +366,10 @@ impl PartitionLog {
                 } else {
                     -1
                 },
+                transactional: batch.transactional,
             })
             .collect();
-        let encoded = match encode_batch(&stored, self.leader_epoch, batch.compression) {
+        let encoded = match encode_batch(&stored, self.leader_epoch, batch.compression, false) {
             Ok(encoded) => encoded,
             Err(error) => {
                 tracing::warn!(%error, "simulated broker cannot encode a batch");
@@ -247,10 +397,16 @@ impl PartitionLog {
                 state.recent.pop_front();
             }
         }
+        if batch.transactional {
+            self.open_txns
+                .entry(batch.producer_id)
+                .or_insert(base_offset);
+        }
         self.batches.push(StoredBatch {
             base_offset,
             records: stored,
             encoded,
+            control: false,
         });
         AppendOutcome::Appended { base_offset }
     }
@@ -301,10 +457,17 @@ impl PartitionLog {
     /// one containing `offset`, then the first bytes of the next batch if it does not fit
     /// (a truncated trailing batch, as brokers send). If `whole_first_batch`, the first batch is
     /// returned whole even when larger than `limit` (KIP-74).
-    pub fn read(&self, offset: i64, limit: usize, whole_first_batch: bool) -> Bytes {
+    ///
+    /// The read stops before the first batch at or after `end` (the high watermark, or the
+    /// last stable offset for read_committed: a transaction's batches start at or after its
+    /// first offset, so no batch straddles it).
+    pub fn read(&self, offset: i64, limit: usize, whole_first_batch: bool, end: i64) -> Bytes {
         let start = self.batches.partition_point(|b| b.next_offset() <= offset);
         let mut out = BytesMut::new();
         for (i, batch) in self.batches.iter().enumerate().skip(start) {
+            if batch.base_offset >= end {
+                break;
+            }
             let remaining = limit.saturating_sub(out.len());
             if batch.encoded.len() <= remaining || (i == start && whole_first_batch) {
                 out.extend_from_slice(&batch.encoded);
@@ -346,6 +509,7 @@ fn encode_batch(
     records: &[StoredRecord],
     leader_epoch: i32,
     compression: Compression,
+    control: bool,
 ) -> Result<Bytes, String> {
     let Some(first) = records.first() else {
         return Ok(Bytes::new());
@@ -353,8 +517,8 @@ fn encode_batch(
     let wire: Vec<Record> = records
         .iter()
         .map(|r| Record {
-            transactional: false,
-            control: false,
+            transactional: r.transactional,
+            control,
             delete_horizon: false,
             partition_leader_epoch: leader_epoch,
             producer_id: r.producer_id,
@@ -363,7 +527,7 @@ fn encode_batch(
             offset: r.offset,
             // Non-idempotent batches: base sequence -1; the encoder derives the base from the
             // first record, and needs `offset - sequence` constant within the batch.
-            sequence: if r.producer_id >= 0 {
+            sequence: if r.producer_id >= 0 && !control {
                 r.sequence
             } else {
                 (-1i32).wrapping_add((r.offset - first.offset) as i32)
@@ -400,6 +564,7 @@ mod tests {
             producer_id: pid,
             producer_epoch: epoch,
             base_sequence: seq,
+            transactional: false,
             compression: Compression::None,
             records: (0..n)
                 .map(|i| SimRecord::new(format!("k{i}"), format!("v{i}"), 1000 + i as i64))
@@ -454,15 +619,18 @@ mod tests {
         for _ in 0..3 {
             log.append(batch(NO_PRODUCER_ID, -1, -1, 4));
         }
-        let whole = log.read(0, usize::MAX, true);
-        let one = log.read(0, 1, true);
+        let whole = log.read(0, usize::MAX, true, i64::MAX);
+        let one = log.read(0, 1, true, i64::MAX);
         assert!(one.len() < whole.len() / 2);
         assert_eq!(&whole[..one.len()], &one[..]);
-        let cut = log.read(0, one.len() + 10, true);
+        let cut = log.read(0, one.len() + 10, true, i64::MAX);
         assert_eq!(cut.len(), one.len() + 10);
-        assert_eq!(log.read(0, 1, false).len(), 1);
+        assert_eq!(log.read(0, 1, false, i64::MAX).len(), 1);
         // A fetch in the middle of the second batch starts at that batch.
-        assert_eq!(log.read(5, usize::MAX, true), whole.slice(one.len()..));
-        assert!(log.read(12, usize::MAX, true).is_empty());
+        assert_eq!(
+            log.read(5, usize::MAX, true, i64::MAX),
+            whole.slice(one.len()..)
+        );
+        assert!(log.read(12, usize::MAX, true, i64::MAX).is_empty());
     }
 }

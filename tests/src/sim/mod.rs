@@ -19,10 +19,12 @@
 //!
 //! - Brokers `0..n` at `sim-<id>:<9092 + id>`; every partition has one replica (its leader);
 //!   leaders are spread round-robin and move when their broker goes down.
-//! - APIs (see [`ApiVersionTable`]): ApiVersions, Metadata, FindCoordinator (v0–v4),
-//!   the classic group protocol (JoinGroup/SyncGroup/Heartbeat/LeaveGroup, see [`group`]),
-//!   OffsetCommit/OffsetFetch, ListOffsets, Fetch, Produce (idempotent), InitProducerId,
-//!   CreateTopics.
+//! - APIs (see [`ApiVersionTable`]): ApiVersions, Metadata, FindCoordinator (v0–v4, group
+//!   and transaction coordinators), the classic group protocol
+//!   (JoinGroup/SyncGroup/Heartbeat/LeaveGroup, see [`group`]), OffsetCommit/OffsetFetch,
+//!   ListOffsets, Fetch, Produce (idempotent and transactional), InitProducerId,
+//!   CreateTopics, and the transaction APIs AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and
+//!   TxnOffsetCommit ([`ApiVersionTable::without_transactions`] builds a broker without them).
 //! - A connection is served in order, one request at a time, like a Kafka broker that mutes a
 //!   channel while a request is in progress: a delayed response (JoinGroup waiting for the
 //!   other members, SyncGroup waiting for the leader, Fetch waiting for `min_bytes` up to
@@ -37,15 +39,26 @@
 //! - Produce requires one v2 batch per partition, checks its CRC, and tracks idempotent
 //!   producers per partition: the last 5 batches per producer are remembered; a replay of one
 //!   of them is answered per [`DuplicateReply`]; a gap gets `OUT_OF_ORDER_SEQUENCE_NUMBER`; an
-//!   older epoch `INVALID_PRODUCER_EPOCH`. Transactional batches are refused
-//!   (`INVALID_TXN_STATE`): transactions are not modelled. `acks=0` gets no response.
+//!   older epoch `INVALID_PRODUCER_EPOCH`. `acks=0` gets no response.
+//! - Transactions as Kafka's transaction version 0 has them (see `txn`): InitProducerId with
+//!   a transactional id bumps the epoch and fences the previous producer (aborting its open
+//!   transaction); a transactional batch is accepted only for a partition added to the
+//!   ongoing transaction of the request's transactional id, at the current epoch. EndTxn
+//!   writes a commit or abort marker (a control batch) into every partition of the
+//!   transaction and makes its TxnOffsetCommit offsets visible to OffsetFetch (on commit).
+//!   Open transactions hold each partition's last stable offset back: read_committed Fetch
+//!   returns batches below it with the aborted transactions it covers, and ListOffsets
+//!   LATEST under read_committed answers it. An ongoing transaction older than its producer's
+//!   transaction timeout is aborted by [`advance`](SimCluster::advance), fencing the producer.
 //! - A frame that cannot be parsed (bad length prefix, unknown API key, version not served,
 //!   body that does not decode, trailing bytes after the body) closes the connection.
 //!
 //! # Not modelled
 //!
 //! Replication (ISR, high watermark lag), log retention and compaction, static group
-//! membership, the consumer protocol of KIP-848, transactions, fetch sessions, quotas.
+//! membership, the consumer protocol of KIP-848, transaction version 2 (KIP-890), the
+//! coordinator's `CONCURRENT_TRANSACTIONS` window (markers are written at once), fetch
+//! sessions, quotas.
 //!
 //! # Hostile input
 //!
@@ -59,6 +72,8 @@ mod faults;
 pub mod group;
 mod handlers;
 mod log;
+mod txn;
+mod txn_handlers;
 mod versions;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -74,7 +89,8 @@ use kstreams_core::record::TopicPartition;
 pub use faults::{Fault, RandomFaults, retriable_errors};
 pub use group::{GroupConfig, GroupMemberInfo, GroupState};
 pub use log::{NO_PRODUCER_ID, RETAINED_PRODUCER_BATCHES, SimRecord, StoredRecord};
-pub use versions::ApiVersionTable;
+pub use txn::{DEFAULT_MAX_TRANSACTION_TIMEOUT_MS, TransactionInfo, TxnState};
+pub use versions::{ApiVersionTable, TRANSACTION_APIS};
 
 use faults::{FaultPlan, SplitMix64};
 use group::{Delivery, Group, PendingReply};
@@ -165,6 +181,9 @@ pub struct SimConfig {
     /// Emulates Tansu 0.6.0: every Fetch response of a flexible version (v12+) carries the
     /// top-level tagged field 0 (`NodeEndpoints`), which the protocol defines from v16 on only.
     pub fetch_tag_zero_at_every_flexible_version: bool,
+    /// Largest transaction timeout InitProducerId accepts (Kafka's
+    /// `transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
 }
 
 impl Default for SimConfig {
@@ -178,6 +197,7 @@ impl Default for SimConfig {
             default_partitions: 1,
             max_request_len: 100 * 1024 * 1024,
             fetch_tag_zero_at_every_flexible_version: false,
+            transaction_max_timeout_ms: DEFAULT_MAX_TRANSACTION_TIMEOUT_MS,
         }
     }
 }
@@ -268,7 +288,8 @@ pub struct SimCluster {
     closed_events: VecDeque<(ConnId, CloseReason)>,
     faults: FaultPlan,
     next_producer_id: i64,
-    transactional_producers: BTreeMap<String, (i64, i16)>,
+    /// The transaction coordinator's state, by transactional id.
+    transactions: BTreeMap<String, txn::Transaction>,
     deliveries: Vec<Delivery>,
 }
 
@@ -294,7 +315,7 @@ impl SimCluster {
             closed_events: VecDeque::new(),
             faults: FaultPlan::default(),
             next_producer_id: 1000,
-            transactional_producers: BTreeMap::new(),
+            transactions: BTreeMap::new(),
             deliveries: Vec::new(),
         }
     }
@@ -443,6 +464,7 @@ impl SimCluster {
             producer_id: NO_PRODUCER_ID,
             producer_epoch: -1,
             base_sequence: -1,
+            transactional: false,
             compression,
             records,
         });
@@ -774,7 +796,8 @@ impl SimCluster {
     }
 
     /// Runs the timers up to `now`: expires group members whose session ran out, completes
-    /// rebalances whose timeout passed, answers fetches whose wait ended.
+    /// rebalances whose timeout passed, aborts transactions whose timeout passed, answers
+    /// fetches whose wait ended.
     pub fn advance(&mut self, now: i64) {
         self.now = self.now.max(now);
         let now = self.now;
@@ -782,6 +805,7 @@ impl SimCluster {
         for group in self.groups.values_mut() {
             group.expire(&config, now, &mut self.deliveries);
         }
+        self.expire_transactions();
         self.wake_fetches();
         self.pump();
     }
@@ -793,7 +817,10 @@ impl SimCluster {
             Some(Parked::Fetch(f)) if c.closed.is_none() => Some(f.deadline),
             _ => None,
         });
-        groups.chain(fetches).min()
+        groups
+            .chain(fetches)
+            .chain(self.next_transaction_deadline())
+            .min()
     }
 
     fn close(&mut self, conn: ConnId, reason: CloseReason, report: bool) {
@@ -1041,6 +1068,10 @@ impl SimCluster {
             RequestKind::Produce(r) => self.handle_produce(ctx, &r),
             RequestKind::InitProducerId(r) => self.handle_init_producer_id(ctx, &r),
             RequestKind::CreateTopics(r) => self.handle_create_topics(ctx, &r),
+            RequestKind::AddPartitionsToTxn(r) => self.handle_add_partitions_to_txn(ctx, &r),
+            RequestKind::AddOffsetsToTxn(r) => self.handle_add_offsets_to_txn(ctx, &r),
+            RequestKind::EndTxn(r) => self.handle_end_txn(ctx, &r),
+            RequestKind::TxnOffsetCommit(r) => self.handle_txn_offset_commit(ctx, &r),
             other => Reply::Close(CloseReason::Malformed(format!(
                 "{:?} is not implemented by the simulator",
                 api_key_of(&other)
@@ -1083,6 +1114,10 @@ fn api_key_of(request: &RequestKind) -> ApiKey {
         RequestKind::Produce(_) => ApiKey::Produce,
         RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
         RequestKind::CreateTopics(_) => ApiKey::CreateTopics,
+        RequestKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        RequestKind::EndTxn(_) => ApiKey::EndTxn,
+        RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
         _ => ApiKey::SaslHandshake,
     }
 }
@@ -1103,6 +1138,10 @@ fn response_api_key(response: &ResponseKind) -> Option<ApiKey> {
         ResponseKind::Produce(_) => ApiKey::Produce,
         ResponseKind::InitProducerId(_) => ApiKey::InitProducerId,
         ResponseKind::CreateTopics(_) => ApiKey::CreateTopics,
+        ResponseKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        ResponseKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        ResponseKind::EndTxn(_) => ApiKey::EndTxn,
+        ResponseKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
         _ => return None,
     })
 }

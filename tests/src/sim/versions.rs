@@ -36,6 +36,13 @@ impl Default for ApiVersionTable {
             (ApiKey::OffsetFetch, 7),
             (ApiKey::InitProducerId, 4),
             (ApiKey::CreateTopics, 7),
+            // The transaction APIs at the versions of transaction version 0 (classic
+            // transactions): AddPartitionsToTxn v4+ is inter-broker only, EndTxn v5 and
+            // TxnOffsetCommit v5 belong to transaction version 2 (KIP-890).
+            (ApiKey::AddPartitionsToTxn, 3),
+            (ApiKey::AddOffsetsToTxn, 4),
+            (ApiKey::EndTxn, 4),
+            (ApiKey::TxnOffsetCommit, 4),
         ] {
             table.set(api, api.valid_versions().min, max);
         }
@@ -43,7 +50,25 @@ impl Default for ApiVersionTable {
     }
 }
 
+/// The APIs only a broker with transactions serves.
+pub const TRANSACTION_APIS: [ApiKey; 4] = [
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+];
+
 impl ApiVersionTable {
+    /// The default table without [`TRANSACTION_APIS`]: a broker without transactions (like
+    /// Tansu 0.6.0, which has no EndTxn). InitProducerId stays, as idempotence needs it.
+    pub fn without_transactions() -> Self {
+        let mut table = Self::default();
+        for api in TRANSACTION_APIS {
+            table.remove(api);
+        }
+        table
+    }
+
     /// An empty table (nothing served; ApiVersions still answers, advertising nothing).
     pub fn empty() -> Self {
         Self {

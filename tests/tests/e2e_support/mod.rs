@@ -1,5 +1,5 @@
 //! Shared by the end-to-end tests (`e2e_*.rs`): the brokers (librdkafka's mock cluster in
-//! process, a Tansu process), the adapters (tokio, smol), and an independent client (rdkafka)
+//! process, a Tansu process, a crabka-broker process for transactions), the adapters (tokio, smol), and an independent client (rdkafka)
 //! that produces the input, reads the output and reads committed offsets through the broker.
 //!
 //! Everything here is blocking: each test body runs on a plain thread under [`bounded`], so
@@ -16,6 +16,7 @@ use kstreams_io_common::{
     StateRestoreListener, Stores, StreamsConfig, StreamsHandle, StreamsState,
 };
 use kstreams_tests::bounded::init_test_logging;
+use kstreams_tests::crabka::Crabka;
 use kstreams_tests::e2e_config::fast_engine_config;
 use kstreams_tests::mock::{Mock, mock_cluster};
 use kstreams_tests::reader;
@@ -41,6 +42,9 @@ pub enum Broker {
     Mock(Mock),
     /// A Tansu 0.6.0 process with in-memory storage.
     Tansu(Tansu),
+    /// A crabka-broker 0.3.0 process (transactions, read_committed) with a fresh data
+    /// directory and `transaction.version` 0.
+    Crabka(Crabka),
     /// Apache Kafka 3.8 (KRaft, one node) in a Docker container, with the `testcontainers`
     /// feature.
     #[cfg(feature = "testcontainers")]
@@ -71,6 +75,15 @@ impl Broker {
         }
     }
 
+    /// A crabka-broker; a broker that cannot start (or is not installed) fails the test with
+    /// the reason and its log.
+    pub fn crabka() -> Self {
+        match Crabka::start() {
+            Ok(crabka) => Broker::Crabka(crabka),
+            Err(error) => panic!("the crabka-broker this test needs did not start: {error}"),
+        }
+    }
+
     /// Apache Kafka in Docker; a Docker engine that is missing or refuses fails the test.
     #[cfg(feature = "testcontainers")]
     pub fn container() -> Self {
@@ -93,6 +106,7 @@ impl Broker {
         match self {
             Broker::Mock(_) => "librdkafka mock cluster",
             Broker::Tansu(_) => "Tansu",
+            Broker::Crabka(_) => "crabka-broker",
             #[cfg(feature = "testcontainers")]
             Broker::Container(_) => "Apache Kafka in Docker",
         }
@@ -103,6 +117,7 @@ impl Broker {
         match self {
             Broker::Mock(mock) => mock.bootstrap_servers(),
             Broker::Tansu(tansu) => tansu.bootstrap(),
+            Broker::Crabka(crabka) => crabka.bootstrap(),
             #[cfg(feature = "testcontainers")]
             Broker::Container(kafka) => kafka.bootstrap.clone(),
         }
@@ -135,21 +150,26 @@ impl Broker {
             .map(|t| t.partitions().len())
     }
 
-    /// The end of the broker's log, for failure messages (Tansu only).
+    /// The end of the broker's log, for failure messages (the broker processes only).
     pub fn log_tail(&self) -> String {
         match self {
             Broker::Tansu(tansu) => format!("; broker log:\n{}", tansu.log_tail()),
+            Broker::Crabka(crabka) => format!("; broker log:\n{}", crabka.log_tail()),
             _ => String::new(),
         }
     }
 
-    /// Creates `topic` with `partitions` (the mock through its API; Tansu with CreateTopics
-    /// from rdkafka's admin client on the others).
+    /// Creates `topic` with `partitions` (the mock through its API; crabka with CreateTopics
+    /// and a wait for the partitions' leaders; CreateTopics from rdkafka's admin client on the
+    /// others).
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         match self {
             Broker::Mock(mock) => mock
                 .create_topic(topic, partitions, 1)
                 .unwrap_or_else(|e| panic!("create {topic} on the mock: {e}")),
+            Broker::Crabka(crabka) => crabka
+                .create_topic(topic, partitions)
+                .unwrap_or_else(|e| panic!("{e}")),
             _ => {
                 let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
                     .set("bootstrap.servers", self.bootstrap())
@@ -374,8 +394,15 @@ pub fn end_offsets(input: &[Input], offsets: &[i64]) -> Vec<i64> {
 
 /// [`fast_engine_config`] bootstrapping from `broker`, state under `state_dir`.
 pub fn streams_config(broker: &Broker, app: &str, state_dir: &Path) -> StreamsConfig {
-    let mut config =
-        StreamsConfig::from_engine_config(fast_engine_config(app, &broker.bootstrap()));
+    let mut engine = fast_engine_config(app, &broker.bootstrap());
+    if let Broker::Crabka(_) = broker {
+        engine.api_version_caps.extend(
+            kstreams_tests::crabka::ENGINE_API_VERSION_CAPS
+                .iter()
+                .copied(),
+        );
+    }
+    let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir.to_owned();
     config
 }
