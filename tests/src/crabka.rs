@@ -36,8 +36,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, MetadataRequest, TopicName,
-    UpdateFeaturesRequest,
+    ApiVersionsRequest, CreateTopicsRequest, MetadataRequest, TopicName, UpdateFeaturesRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -56,14 +55,6 @@ pub const CONTROLLER_PORT: u16 = 9093;
 const ADDRESS_ATTEMPTS: u32 = 5;
 /// The feature the launcher turns down.
 const TRANSACTION_VERSION: &str = "transaction.version";
-
-/// Version caps the kstreams engine needs on crabka-broker 0.3.0, which advertises newer
-/// versions than the engine builds (see docs/decisions.md §9).
-pub const ENGINE_API_VERSION_CAPS: &[(ApiKey, i16)] = &[
-    (ApiKey::OffsetFetch, 9),
-    (ApiKey::OffsetCommit, 9),
-    (ApiKey::InitProducerId, 5),
-];
 
 /// Why a crabka broker is not available.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,7 @@
 //! aborted ones too, so they were really written), a second producer with the same
 //! transactional id fences the first, and offsets sent with a transaction become the group's
 //! committed offsets only when it commits. Then kstreams itself (at-least-once) runs a
-//! passthrough and an LMDB count on it, with the engine's version caps for this broker
-//! (`kstreams_tests::crabka::ENGINE_API_VERSION_CAPS`, docs/decisions.md §9). Each test's
+//! passthrough and an LMDB count on it, as shipped (no version caps). Each test's
 //! name starts with its broker, `crabka_`; a test selects the broker with `Broker::crabka()`.
 
 mod e2e_support;

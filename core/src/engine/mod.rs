@@ -575,6 +575,12 @@ fn version_policy(config: &EngineConfig) -> VersionPolicy {
         (ApiKey::Fetch, 12),
         (ApiKey::Produce, 12),
         (ApiKey::Metadata, 12),
+        // OffsetFetch and OffsetCommit v10 address topics by id (KIP-848); InitProducerId
+        // v6 (KIP-939) is newer than kafka-protocol 0.18 knows. crabka-broker 0.3.0
+        // advertises all three.
+        (ApiKey::OffsetFetch, 9),
+        (ApiKey::OffsetCommit, 9),
+        (ApiKey::InitProducerId, 5),
     ];
     caps.extend(
         config

@@ -394,14 +394,7 @@ pub fn end_offsets(input: &[Input], offsets: &[i64]) -> Vec<i64> {
 
 /// [`fast_engine_config`] bootstrapping from `broker`, state under `state_dir`.
 pub fn streams_config(broker: &Broker, app: &str, state_dir: &Path) -> StreamsConfig {
-    let mut engine = fast_engine_config(app, &broker.bootstrap());
-    if let Broker::Crabka(_) = broker {
-        engine.api_version_caps.extend(
-            kstreams_tests::crabka::ENGINE_API_VERSION_CAPS
-                .iter()
-                .copied(),
-        );
-    }
+    let engine = fast_engine_config(app, &broker.bootstrap());
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir.to_owned();
     config
