@@ -319,9 +319,37 @@ pub fn read_until(
     bootstrap: &str,
     topic: &str,
     settle: Duration,
+    done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    read_with(bootstrap, topic, settle, &[], done)
+}
+
+/// [`read_until`] with `isolation.level=read_committed`: records of aborted or open
+/// transactions are not seen.
+pub fn read_committed_until(
+    bootstrap: &str,
+    topic: &str,
+    settle: Duration,
+    done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    read_with(
+        bootstrap,
+        topic,
+        settle,
+        &[("isolation.level", "read_committed")],
+        done,
+    )
+}
+
+/// [`read_until`] with these consumer settings.
+fn read_with(
+    bootstrap: &str,
+    topic: &str,
+    settle: Duration,
+    settings: &[(&str, &str)],
     mut done: impl FnMut(&[Output]) -> bool,
 ) -> Vec<Output> {
-    let consumer = reader::from_beginning(bootstrap, "e2e-reader", topic, PARTITIONS, &[])
+    let consumer = reader::from_beginning(bootstrap, "e2e-reader", topic, PARTITIONS, settings)
         .expect("reader consumer");
     let mut out: Vec<Output> = Vec::new();
     let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
@@ -394,7 +422,12 @@ pub fn end_offsets(input: &[Input], offsets: &[i64]) -> Vec<i64> {
 
 /// [`fast_engine_config`] bootstrapping from `broker`, state under `state_dir`.
 pub fn streams_config(broker: &Broker, app: &str, state_dir: &Path) -> StreamsConfig {
-    let engine = fast_engine_config(app, &broker.bootstrap());
+    let mut engine = fast_engine_config(app, &broker.bootstrap());
+    if let Broker::Crabka(_) = broker {
+        // crabka-broker 0.3.0 refuses CreateTopics with the broker-default replication
+        // factor (-1: INVALID_REPLICATION_FACTOR); Kafka 2.4+ takes it.
+        engine.internal_topics.replication_factor = 1;
+    }
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = state_dir.to_owned();
     config
