@@ -30,7 +30,8 @@
 //!
 //! 1. leaves: `message` (what a stream thread's loop receives: connection reports, close
 //!    commands), `runtime` (the [`Runtime`] and stream traits), `clock`, `config`, `state`
-//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]);
+//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]); `process_id` (the transactional
+//!    ids' stable part) → `clock`;
 //! 2. `error` ([`StreamsError`]) → `state`;
 //! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
 //!    `state`;
@@ -64,6 +65,7 @@ mod connection;
 mod driver;
 mod error;
 mod message;
+mod process_id;
 mod runtime;
 mod state;
 mod status;

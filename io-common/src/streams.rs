@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kstreams_core::engine::{Engine, Event};
+use kstreams_core::engine::{Engine, Event, ProcessingGuarantee};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::topology::Topology;
 use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
@@ -16,6 +16,7 @@ use crate::config::{AddressMap, Stores, StreamsConfig};
 use crate::driver::StreamThread;
 use crate::error::StreamsError;
 use crate::message::{CONNECTION_REPORT_CAPACITY, Input};
+use crate::process_id;
 use crate::runtime::Runtime;
 use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
 use crate::status::InstanceStatus;
@@ -48,6 +49,8 @@ pub struct KafkaStreams<R: Runtime> {
     config: StreamsConfig,
     addresses: AddressMap,
     stores: StoreChoice,
+    /// The stable part of the engines' transactional ids (see `process_id`).
+    process_id: String,
     handle: StreamsHandle,
     runtime: PhantomData<fn() -> R>,
 }
@@ -77,13 +80,20 @@ impl<R: Runtime> KafkaStreams<R> {
         stores: Stores,
     ) -> Result<Self, StreamsError> {
         let addresses = config.validate().map_err(StreamsError::Config)?;
-        let stores = match stores {
-            Stores::Memory => StoreChoice::Memory,
-            Stores::Custom(factory) => StoreChoice::Shared(factory),
+        let (stores, process_id) = match stores {
+            Stores::Memory => (StoreChoice::Memory, process_id::fresh()),
+            Stores::Custom(factory) => (StoreChoice::Shared(factory), process_id::fresh()),
             Stores::Lmdb => {
                 let env = LmdbEnvironment::open(LmdbConfig::new(config.app_state_dir()))
                     .map_err(|e| StreamsError::Store(Arc::new(e)))?;
-                StoreChoice::Lmdb(env)
+                // Under the environment's lock: the id is this process's.
+                let id = process_id::kept_in(&config.app_state_dir()).map_err(|e| {
+                    StreamsError::Config(format!(
+                        "process id in {}: {e}",
+                        config.app_state_dir().display()
+                    ))
+                })?;
+                (StoreChoice::Lmdb(env), id)
             }
         };
         Ok(Self {
@@ -91,6 +101,7 @@ impl<R: Runtime> KafkaStreams<R> {
             config,
             addresses,
             stores,
+            process_id,
             handle: StreamsHandle {
                 status: InstanceStatus::new(),
             },
@@ -146,6 +157,12 @@ impl<R: Runtime> KafkaStreams<R> {
             let mut config = self.config.engine.clone();
             config.client_id = name.clone();
             config.random_seed = jitter_seed(n as u64);
+            if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+                // Stable across restarts on the same state directory (see `process_id`).
+                config.producer.transactional_id.get_or_insert_with(|| {
+                    format!("{}-{}-{n}", config.application_id, self.process_id)
+                });
+            }
             let stores: Box<dyn StoreFactory> = match &self.stores {
                 StoreChoice::Memory => Box::new(MemoryStoreFactory),
                 StoreChoice::Shared(factory) => Box::new(SharedStores(factory.clone())),

@@ -227,9 +227,10 @@ impl Engine {
         if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             // Aborted input and changelog records are never processed or restored.
             fetch.isolation = IsolationLevel::ReadCommitted;
-            // Stable for this engine's life, distinct between threads and instances (the
-            // seed differs); fencing of a zombie comes from the group generation its
-            // TxnOffsetCommit carries (KIP-447), not from the id.
+            // Without one from the caller (io-common keeps one per state directory, stable
+            // across restarts): stable for this engine's life, distinct between threads and
+            // instances (the seed differs). Fencing of a zombie comes from the group
+            // generation its TxnOffsetCommit carries (KIP-447), not from the id.
             producer_config.transactional_id.get_or_insert_with(|| {
                 format!(
                     "{}-{}-{:016x}",
