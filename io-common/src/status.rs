@@ -466,4 +466,92 @@ mod tests {
         // The event was also applied.
         assert_eq!(status.threads()[1].active_tasks, [task]);
     }
+
+    #[test]
+    fn restoring_tasks_show_until_their_last_store_is_restored_and_the_listener_hears_it() {
+        use kstreams_core::record::TopicPartition;
+        use kstreams_core::time::Duration;
+
+        #[derive(Default)]
+        struct Heard(Arc<Mutex<Vec<String>>>);
+        impl StateRestoreListener for Heard {
+            fn on_restore_start(
+                &mut self,
+                task: TaskId,
+                store: &str,
+                _: &TopicPartition,
+                checkpoint: Option<i64>,
+            ) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("start {task} {store} {checkpoint:?}"));
+            }
+            fn on_restore_end(
+                &mut self,
+                task: TaskId,
+                store: &str,
+                records: u64,
+                _: u64,
+                position: i64,
+                _: Duration,
+            ) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("end {task} {store} {records} {position}"));
+            }
+        }
+
+        let status = InstanceStatus::new();
+        let heard = Heard::default();
+        let log = heard.0.clone();
+        status.set_restore_listener(Box::new(heard));
+        let (tx, _rx) = async_channel::unbounded();
+        status.start(vec![("t-1".into(), tx)]).unwrap();
+        let task = TaskId {
+            subtopology: 0,
+            partition: 1,
+        };
+        let changelog = TopicPartition::new("app-a-changelog", 1);
+        status.on_event(0, Event::TasksAssigned(vec![task]));
+        for store in ["a", "b"] {
+            status.on_event(
+                0,
+                Event::RestoreStarted {
+                    task,
+                    store: store.into(),
+                    changelog: changelog.clone(),
+                    checkpoint: Some(7),
+                },
+            );
+        }
+        assert_eq!(status.threads()[0].restoring_tasks, [task]);
+        let end = |store: &str| Event::RestoreEnded {
+            task,
+            store: store.into(),
+            records: 3,
+            bytes: 30,
+            position: 10,
+            duration: Duration::from_millis(5),
+        };
+        status.on_event(0, end("a"));
+        assert_eq!(
+            status.threads()[0].restoring_tasks,
+            [task],
+            "b restores still"
+        );
+        status.on_event(0, end("b"));
+        assert!(status.threads()[0].restoring_tasks.is_empty());
+        assert_eq!(status.threads()[0].active_tasks, [task]);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start 0_1 a Some(7)",
+                "start 0_1 b Some(7)",
+                "end 0_1 a 3 10",
+                "end 0_1 b 3 10"
+            ]
+        );
+    }
 }
