@@ -108,7 +108,13 @@ fn with_bootstrap_against_tansu_counts_exactly() {
 fn with_bootstrap_against_an_uncapped_mock_falls_back_and_counts_exactly() {
     let mock = kstreams_tests::mock::mock_cluster_as_shipped(3).expect("mock cluster");
     let bootstrap = mock.bootstrap_servers();
-    for topic in ["lines-in", "counts-out"] {
+    // The mock serves no CreateTopics: the store's changelog is made beforehand, as a user
+    // of such a broker would.
+    for topic in [
+        "lines-in",
+        "counts-out",
+        "count-on-uncapped-mock-counts-changelog",
+    ] {
         mock.create_topic(topic, 3, 1).expect("create topic");
     }
     support::produce(&bootstrap, "lines-in", &batch_count::sample()).expect("produce");

@@ -196,7 +196,9 @@ impl Engine {
         self.last_commit = now;
         self.outputs
             .push_back(Output::Event(Event::TasksAssigned(tasks)));
-        if !self.closing {
+        // As in Kafka Streams, a thread whose tasks restore stays Rebalancing until they
+        // run (see `drive_restore`).
+        if !self.closing && self.restoring.is_empty() {
             self.set_state(EngineState::Running);
         }
     }

@@ -10,7 +10,7 @@
 //! every store of a task is restored, its input partitions are assigned and their committed
 //! offsets fetched, as for a task without logged stores.
 
-use super::{Engine, EngineError, Event, Output};
+use super::{Engine, EngineError, EngineState, Event, Output};
 use crate::client::fetcher::OffsetResetPolicy;
 use crate::record::{RawRecord, TopicPartition};
 use crate::state::{Checkpoint, WriteBatch};
@@ -102,8 +102,7 @@ impl Engine {
             let from = checkpoint.map(|cp| cp.changelog_offset);
             // A checkpoint past the log's end must be reported, not moved (see
             // `checkpoint_out_of_range`).
-            self.fetcher
-                .assign_with_policy(changelog.clone(), from, OffsetResetPolicy::None);
+            self.fetcher.assign_to_read_to_end(changelog.clone(), from);
             if from.is_none() {
                 self.fetcher
                     .reset_position(&changelog, OffsetResetPolicy::Earliest);
@@ -298,6 +297,14 @@ impl Engine {
                 self.start_fetching(partitions);
                 progress = true;
             }
+        }
+        if progress
+            && self.restoring.is_empty()
+            && !self.closing
+            && self.state == EngineState::Rebalancing
+            && self.revoking.is_none()
+        {
+            self.set_state(EngineState::Running);
         }
         Ok(progress)
     }

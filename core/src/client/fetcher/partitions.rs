@@ -31,6 +31,8 @@ pub(super) struct PartitionState {
     /// The partition's end in the last response without error: the high watermark, or the
     /// last stable offset under read_committed.
     pub(super) end_offset: Option<i64>,
+    /// Read to its end as fast as possible: a Fetch holding it does not wait for data.
+    pub(super) eager: bool,
 }
 
 impl Fetcher {
@@ -40,18 +42,26 @@ impl Fetcher {
     /// [`update_leaders`](Self::update_leaders).
     pub fn assign(&mut self, tp: TopicPartition, position: Option<i64>) {
         let policy = self.config.offset_reset;
-        self.assign_with_policy(tp, position, policy);
+        self.insert_partition(tp, position, policy, false);
     }
 
-    /// [`assign`](Self::assign) with the partition's own OFFSET_OUT_OF_RANGE policy instead of
-    /// the config's: a changelog being restored from a checkpoint takes
-    /// [`OffsetResetPolicy::None`], so a checkpoint past the log's end is reported
-    /// ([`FetchError::OffsetOutOfRange`]) instead of silently moved.
-    pub fn assign_with_policy(
+    /// Assigns a partition to be read to its end once, from `position` (`None`: not fetched
+    /// until a seek or reset), as a changelog being restored is: a Fetch that holds it asks
+    /// the broker not to wait for data (max wait 0, so an empty or caught-up changelog
+    /// answers at once, not after the long-poll wait), and OFFSET_OUT_OF_RANGE is reported
+    /// ([`FetchError::OffsetOutOfRange`]) instead of moving the position by the config's
+    /// policy, so a checkpoint past the log's end is noticed. Its end is
+    /// [`end_offset`](Self::end_offset).
+    pub fn assign_to_read_to_end(&mut self, tp: TopicPartition, position: Option<i64>) {
+        self.insert_partition(tp, position, OffsetResetPolicy::None, true);
+    }
+
+    fn insert_partition(
         &mut self,
         tp: TopicPartition,
         position: Option<i64>,
         out_of_range: OffsetResetPolicy,
+        eager: bool,
     ) {
         self.drop_buffered(&tp);
         self.partitions.insert(
@@ -68,6 +78,7 @@ impl Fetcher {
                 buffered: false,
                 out_of_range,
                 end_offset: None,
+                eager,
             },
         );
     }

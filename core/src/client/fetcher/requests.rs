@@ -27,6 +27,8 @@ struct FetchEntry {
     offset: i64,
     leader_epoch: Option<i32>,
     max_bytes: i32,
+    /// See `PartitionState::eager`.
+    eager: bool,
 }
 
 /// One partition of a ListOffsets request.
@@ -170,6 +172,7 @@ impl Fetcher {
                 offset: position,
                 leader_epoch: state.leader_epoch,
                 max_bytes: state.max_bytes,
+                eager: state.eager,
             });
         }
         let (broker, mut entries) = by_broker.into_iter().next()?;
@@ -238,7 +241,12 @@ fn fetch_request(config: &FetcherConfig, entries: &[FetchEntry]) -> FetchRequest
     }
     let mut request = FetchRequest::default();
     request.replica_id = WireBrokerId(-1);
-    request.max_wait_ms = config.max_wait.as_millis_i32();
+    // A partition read to its end (a restore) must not wait for data that may never come.
+    request.max_wait_ms = if entries.iter().any(|entry| entry.eager) {
+        0
+    } else {
+        config.max_wait.as_millis_i32()
+    };
     request.min_bytes = config.min_bytes;
     request.max_bytes = config.max_bytes;
     request.isolation_level = isolation_byte(config.isolation);

@@ -1039,3 +1039,59 @@ fn fetch_responses_decode_at_the_minimum_version() {
     assert_eq!(offsets(&fetcher.poll_records().unwrap()), [0, 1]);
     assert_eq!(fetcher.position(&tp("a", 0)), Some(2));
 }
+
+#[test]
+fn a_partition_read_to_its_end_does_not_wait_reports_its_end_and_never_resets_silently() {
+    let md = metadata(&[("a", 0, 1, 0), ("log", 0, 1, 0)]);
+    let mut fetcher = fetcher_with(FetcherConfig::default(), &[(tp("a", 0), 0)], &md);
+    // Only ordinary partitions: the configured long-poll wait.
+    let out = fetcher.poll_request(T0, &max_versions()).unwrap();
+    assert_eq!(
+        decoded_fetch(&out).max_wait_ms,
+        FetcherConfig::default().max_wait.as_millis_i32()
+    );
+    fetcher
+        .handle_response(
+            1,
+            fetch_response(12, vec![ok(tp("a", 0), Bytes::new())]),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(
+        fetcher.end_offset(&tp("a", 0)),
+        Some(100),
+        "the high watermark"
+    );
+
+    fetcher.assign_to_read_to_end(tp("log", 0), Some(500));
+    fetcher.update_leaders(&md);
+    assert_eq!(fetcher.end_offset(&tp("log", 0)), None, "no answer yet");
+    let out = fetcher.poll_request(T0, &max_versions()).unwrap();
+    assert_eq!(
+        decoded_fetch(&out).max_wait_ms,
+        0,
+        "a restore does not wait"
+    );
+    fetcher
+        .handle_response(
+            1,
+            fetch_response(
+                12,
+                vec![
+                    ok(tp("a", 0), Bytes::new()),
+                    failed(tp("log", 0), ResponseError::OffsetOutOfRange),
+                ],
+            ),
+            T0,
+        )
+        .unwrap();
+    // The config resets to earliest, but a checkpoint past the log's end is reported.
+    assert_eq!(
+        events(&mut fetcher),
+        [FetchEvent::Error(FetchError::OffsetOutOfRange {
+            partition: tp("log", 0),
+            offset: 500
+        })]
+    );
+    assert_eq!(fetcher.position(&tp("log", 0)), Some(500), "not moved");
+}
