@@ -109,6 +109,8 @@ mod checkpoint;
 mod config;
 mod env;
 mod error;
+mod merge;
+mod runs;
 mod store;
 mod write;
 
