@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::ops::Bound;
 
 use heed::types::Bytes as RawBytes;
@@ -15,6 +16,7 @@ use heed::{PutFlags, RoRange, RoTxn, RwTxn, WithoutTls};
 
 use crate::env::RawDb;
 use crate::runs;
+use crate::write::key_order;
 
 /// What the destination of a merge holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,22 +68,25 @@ impl PartialOrd for Head<'_> {
 impl Ord for Head<'_> {
     /// `BinaryHeap` pops the greatest: the smallest key, and for equal keys the newest run.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .key
-            .cmp(self.key)
-            .then_with(|| self.run.cmp(&other.run))
+        key_order(other.key, self.key).then_with(|| self.run.cmp(&other.run))
     }
 }
 
-/// Pushes the next entry of run `run` (if any) onto `heap`.
-fn advance<'t>(
-    iter: &mut RoRange<'t, RawBytes, RawBytes>,
-    run: usize,
-    heap: &mut BinaryHeap<Head<'t>>,
+/// Replaces the heap's top entry by the next entry of its run, or removes it when the run is
+/// exhausted (one sift instead of a pop and a push).
+fn advance_top<'t>(
+    mut top: PeekMut<'_, Head<'t>>,
+    iters: &mut [RoRange<'t, RawBytes, RawBytes>],
 ) -> heed::Result<()> {
-    if let Some(entry) = iter.next() {
-        let (key, value) = entry?;
-        heap.push(Head { key, value, run });
+    let run = top.run;
+    match iters[run].next() {
+        Some(entry) => {
+            let (key, value) = entry?;
+            *top = Head { key, value, run };
+        }
+        None => {
+            PeekMut::pop(top);
+        }
     }
     Ok(())
 }
@@ -112,33 +117,34 @@ pub(crate) fn merge_chunk(
         .collect::<heed::Result<Vec<_>>>()?;
     let mut heap = BinaryHeap::with_capacity(iters.len());
     for (run, iter) in iters.iter_mut().enumerate() {
-        advance(iter, run, &mut heap)?;
+        if let Some(entry) = iter.next() {
+            let (key, value) = entry?;
+            heap.push(Head { key, value, run });
+        }
     }
 
     let mut cursor = dest.iter_mut(wtxn)?;
     let mut chunk = Chunk::default();
-    while let Some(newest) = heap.pop() {
-        advance(&mut iters[newest.run], newest.run, &mut heap)?;
+    loop {
+        let Some(top) = heap.peek_mut() else {
+            break;
+        };
+        let (key, tagged) = (top.key, top.value);
+        advance_top(top, &mut iters)?;
         // Older runs' entries of the same key lose.
-        while let Some(older) = heap.peek()
-            && older.key == newest.key
+        while let Some(older) = heap.peek_mut()
+            && older.key == key
         {
-            let run = older.run;
-            heap.pop();
-            advance(&mut iters[run], run, &mut heap)?;
+            advance_top(older, &mut iters)?;
         }
-        let value = runs::decode(newest.value)?;
+        let value = runs::decode(tagged)?;
         let written = match (output, value) {
             (Output::Store, Some(value)) => {
-                // SAFETY: as in `runs::append_tagged`: `newest` borrows from the read
+                // SAFETY: as in `runs::append_tagged`: `key` and `value` borrow from the read
                 // transaction's snapshot, which the write transaction never changes in place;
                 // `MDB_APPEND` without `MDB_CURRENT`.
                 unsafe {
-                    cursor.put_current_with_options::<RawBytes>(
-                        PutFlags::APPEND,
-                        newest.key,
-                        value,
-                    )?;
+                    cursor.put_current_with_options::<RawBytes>(PutFlags::APPEND, key, value)?;
                 }
                 Some(value.len())
             }
@@ -150,13 +156,13 @@ pub(crate) fn merge_chunk(
                 None,
             ) => None,
             (Output::Run { .. }, value) => {
-                runs::append_tagged(&mut cursor, newest.key, value)?;
+                runs::append_tagged(&mut cursor, key, value)?;
                 Some(value.map_or(0, <[u8]>::len))
             }
         };
         if let Some(value_len) = written {
             chunk.entries += 1;
-            chunk.bytes += (newest.key.len() + value_len) as u64;
+            chunk.bytes += (key.len() + value_len) as u64;
             if chunk.bytes >= max_bytes {
                 break;
             }
