@@ -176,7 +176,7 @@ impl Model {
             }) => {
                 self.pending.is_empty()
                     && !expected_ok
-                    && *has_data == !self.committed.is_empty()
+                    && *has_data != self.committed.is_empty()
                     && *checkpoint == self.checkpoint
             }
             Err(_) => false,
