@@ -58,7 +58,8 @@ pub struct LmdbConfig {
     /// environment in this process, plus one for the checkpoints, plus the restore runs staged
     /// at the same time by bulk restores (each run is a database until the restore finishes:
     /// at most 16 per store up to 128 MiB of changelog in 8 MiB runs, 31 up to 2 GiB, 46 up to
-    /// 32 GiB; see `KvBackend::restore_run` on [`LmdbStore`](crate::LmdbStore)). Default 128.
+    /// 32 GiB, one more while runs merge; see `KvBackend::restore_run` on
+    /// [`LmdbStore`](crate::LmdbStore)). Default 128.
     ///
     /// Not free: LMDB allocates and zeroes about 49 bytes per slot for *every* transaction, so
     /// 1024 slots add ~50 KiB of `memset` to each read (measured: per-key `get` nearly twice as

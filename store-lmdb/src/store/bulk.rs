@@ -4,8 +4,9 @@
 //!   database, in one write transaction (run databases: see [`crate::runs`]). Before that, when
 //!   the newest [`RUN_FAN_IN`] (16) runs share a level, they are merged into one run of the
 //!   next level, so a store stages at most 16 runs of the lowest level and 15 of each other:
-//!   with 8 MiB runs, 16 up to 128 MiB of changelog, 31 up to 2 GiB, 46 up to 32 GiB. Each is an
-//!   LMDB database until the restore ends, counted against `max_dbs`.
+//!   with 8 MiB runs, 16 up to 128 MiB of changelog, 31 up to 2 GiB, 46 up to 32 GiB (one more
+//!   while runs merge into a bigger one). Each is an LMDB database until the restore ends,
+//!   counted against `max_dbs`.
 //! * `finish_restore_runs` merges every run into the store's (empty) database with
 //!   `MDB_APPEND`, in write transactions of at most
 //!   [`LmdbConfig::bulk_restore_txn_bytes`](crate::LmdbConfig::bulk_restore_txn_bytes) of keys

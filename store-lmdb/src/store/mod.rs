@@ -42,9 +42,9 @@ use crate::write::{WriteMode, sorted_unique, write_sorted};
 ///   sorted run in a temporary database (`"{store}.{partition}/run/{id}"`, written with
 ///   `MDB_APPEND` in one write transaction), merging the newest 16 runs into one bigger run
 ///   first when they share a size level, so a store stages at most 16 runs per level (with
-///   8 MiB runs: 16 up to 128 MiB of changelog, 31 up to 2 GiB, 46 up to 32 GiB; each counts
-///   against [`LmdbConfig::max_dbs`](crate::LmdbConfig::max_dbs), and a run that finds no free
-///   database slot fails with [`StoreError::Config`]);
+///   8 MiB runs: 16 up to 128 MiB of changelog, 31 up to 2 GiB, 46 up to 32 GiB, one more while
+///   runs merge; each counts against [`LmdbConfig::max_dbs`](crate::LmdbConfig::max_dbs), and a
+///   run that finds no free database slot fails with [`StoreError::Config`]);
 /// * [`finish_restore_runs`](KvBackend::finish_restore_runs) merges the runs (a heap of one entry
 ///   per run over read cursors) into the store's database with `MDB_APPEND`, in write
 ///   transactions of at most [`LmdbConfig::bulk_restore_txn_bytes`](crate::LmdbConfig) of keys
