@@ -2,7 +2,10 @@
 //! LMDB write transaction, per fetched batch of ~1 MiB of records: 9,039 records) vs **per
 //! record** (one `restore_batch` of a single record per record: one write transaction per
 //! record, as a store without batch restore does), with keys in random order and, for the
-//! batched restore, in increasing order (every batch goes in with `MDB_APPEND`).
+//! batched restore, in increasing order (every batch goes in with `MDB_APPEND`); and the **bulk
+//! runs** restore of an empty store: one `restore_run` per ~8 MiB of records (72,315 records,
+//! each staged sorted with `MDB_APPEND` in its own run database), then `finish_restore_runs`
+//! (a k-way merge of the runs into the store with `MDB_APPEND`, in transactions of 32 MiB).
 //!
 //! Records: 16-byte keys, 100-byte values, all distinct; every iteration restores into a fresh,
 //! empty environment (the environment's creation and removal are not timed). LMDB runs with the
@@ -23,25 +26,36 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use kstreams_benches::changelog::{Changelog, KeyOrder, RECORDS_PER_FETCH};
+use kstreams_benches::changelog::{Changelog, KeyOrder, RECORDS_PER_FETCH, RECORDS_PER_RUN};
 use kstreams_store_api::{Checkpoint, KvBackend, WriteOp};
 use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, LmdbStore, SyncMode};
 
 /// The changelog's topic id, written with every checkpoint as the engine does.
 const TOPIC_ID: [u8; 16] = *b"restore-bench-id";
 
+/// How a case hands the changelog to the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// `restore_batch` per batch, with the checkpoint after it.
+    RestoreBatch,
+    /// `restore_run` per batch, then `finish_restore_runs` with the checkpoint at the end.
+    BulkRuns,
+}
+
 /// One way of restoring, benchmarked as `restore/{label}/{key order}/{records}`.
 struct Case {
     label: &'static str,
+    method: Method,
     sync_mode: SyncMode,
     order: KeyOrder,
     records: usize,
     records_per_batch: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case {
         label: "batched",
+        method: Method::RestoreBatch,
         sync_mode: SyncMode::NoMetaSync,
         order: KeyOrder::Random,
         records: 1_000_000,
@@ -49,13 +63,23 @@ const CASES: [Case; 4] = [
     },
     Case {
         label: "batched",
+        method: Method::RestoreBatch,
         sync_mode: SyncMode::NoMetaSync,
         order: KeyOrder::Sorted,
         records: 1_000_000,
         records_per_batch: RECORDS_PER_FETCH,
     },
     Case {
+        label: "bulk_runs",
+        method: Method::BulkRuns,
+        sync_mode: SyncMode::NoMetaSync,
+        order: KeyOrder::Random,
+        records: 1_000_000,
+        records_per_batch: RECORDS_PER_RUN,
+    },
+    Case {
         label: "per_record",
+        method: Method::RestoreBatch,
         sync_mode: SyncMode::NoMetaSync,
         order: KeyOrder::Random,
         records: 10_000,
@@ -63,6 +87,7 @@ const CASES: [Case; 4] = [
     },
     Case {
         label: "per_record_nosync",
+        method: Method::RestoreBatch,
         sync_mode: SyncMode::NoSync,
         order: KeyOrder::Random,
         records: 100_000,
@@ -119,13 +144,17 @@ fn restore(c: &mut Criterion) {
                     let mut target = Target::new(case.sync_mode);
                     let start = Instant::now();
                     for (ops, offset) in &batches {
-                        target
-                            .store
-                            .restore_batch(
-                                ops.iter().cloned().collect(),
-                                Checkpoint::new(*offset, Some(TOPIC_ID)),
-                            )
-                            .expect("restore");
+                        let batch = ops.iter().cloned().collect();
+                        let checkpoint = Checkpoint::new(*offset, Some(TOPIC_ID));
+                        match case.method {
+                            Method::RestoreBatch => target.store.restore_batch(batch, checkpoint),
+                            Method::BulkRuns => target.store.restore_run(batch),
+                        }
+                        .expect("restore");
+                    }
+                    if case.method == Method::BulkRuns {
+                        let end = Checkpoint::new(case.records as i64, Some(TOPIC_ID));
+                        target.store.finish_restore_runs(end).expect("finish");
                     }
                     elapsed += start.elapsed();
                     assert_eq!(

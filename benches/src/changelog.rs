@@ -14,6 +14,9 @@ pub const RECORD_BYTES: usize = KEY_LEN + VALUE_LEN;
 /// Records per restored batch: about 1 MiB of keys and values, what one fetch of the changelog
 /// partition returns with a 1 MiB `max.partition.fetch.bytes` (9,039 records).
 pub const RECORDS_PER_FETCH: usize = (1 << 20) / RECORD_BYTES;
+/// Records per staged run of a bulk restore (`KvBackend::restore_run`): about 8 MiB of keys and
+/// values (72,315 records), what the engine stages per run.
+pub const RECORDS_PER_RUN: usize = (8 << 20) / RECORD_BYTES;
 
 /// The order of the keys along the changelog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,5 +123,6 @@ mod tests {
             assert_eq!(keys.len(), 25);
         }
         assert_eq!(RECORDS_PER_FETCH, 9039);
+        assert_eq!(RECORDS_PER_RUN, 72_315);
     }
 }

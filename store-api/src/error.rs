@@ -1,5 +1,7 @@
 use std::error::Error;
 
+use crate::Checkpoint;
+
 /// Errors of a store backend.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,6 +33,22 @@ pub enum StoreError {
         /// Number of distinct keys with an uncommitted write.
         count: usize,
     },
+    /// A bulk restore ([`KvBackend::restore_run`](crate::KvBackend::restore_run),
+    /// [`KvBackend::finish_restore_runs`](crate::KvBackend::finish_restore_runs)) needs a store
+    /// without data and without checkpoint; this one has some. Nothing was changed. Wipe the
+    /// store first (or restore it with `restore_batch`).
+    #[error(
+        "store `{store}`: a bulk restore needs an empty store without checkpoint, but it has {}",
+        not_empty_detail(*has_data, checkpoint.as_ref())
+    )]
+    NotEmpty {
+        /// Store name.
+        store: String,
+        /// Whether the store holds (committed) data.
+        has_data: bool,
+        /// The store's checkpoint, if it has one.
+        checkpoint: Option<Checkpoint>,
+    },
     /// The store's configuration or name is invalid.
     #[error("store `{store}`: invalid configuration: {detail}")]
     Config {
@@ -48,5 +66,16 @@ impl StoreError {
             store: store.to_owned(),
             source: source.into(),
         }
+    }
+}
+
+/// What a [`StoreError::NotEmpty`] store has, for its message.
+fn not_empty_detail(has_data: bool, checkpoint: Option<&Checkpoint>) -> String {
+    match (has_data, checkpoint) {
+        (true, Some(c)) => format!("data and a checkpoint at offset {}", c.changelog_offset),
+        (false, Some(c)) => format!("a checkpoint at offset {}", c.changelog_offset),
+        (true, None) => "data (without a checkpoint)".to_owned(),
+        // Not constructed: a store without either is empty.
+        (false, None) => "neither data nor a checkpoint".to_owned(),
     }
 }

@@ -27,6 +27,25 @@
 //! and, when known, the changelog topic's id (its incarnation); a checkpoint that disagrees with
 //! the changelog is not trusted, and [`KvBackend::wipe`] clears the local state for a restore
 //! from scratch.
+//!
+//! # Bulk restore of an empty store
+//!
+//! Restoring a large changelog batch by batch into a B-tree rewrites pages all over the tree
+//! for every batch when the keys are scattered. A store that starts **empty** (no data, no
+//! checkpoint: a new assignment, or after a wipe) can instead be restored as an external merge:
+//! [`KvBackend::restore_run`] stages each fetched batch as a sorted, deduplicated *run* that
+//! reads do not see, and [`KvBackend::finish_restore_runs`] merges all runs into the store (the
+//! newest write of a key wins, deletes drop the key) together with the checkpoint after the
+//! changelog's last record. Memory stays bounded by one batch (staging) or one merge chunk
+//! (finishing), whatever the changelog's size. [`KvBackend::discard_restore_runs`] abandons a
+//! bulk restore (a revoked task), and [`KvBackend::wipe`] does so too.
+//!
+//! The state is never half-restored *with* a checkpoint: until `finish_restore_runs` returns,
+//! the store has no checkpoint. A backend may write the merged data in several steps (LMDB
+//! does, to bound a transaction's size), so a crash during the finish can leave data **without
+//! a checkpoint**. Such a store is restored from the changelog's beginning, and must be
+//! [wiped](KvBackend::wipe) before a new bulk restore (which refuses a store with data,
+//! [`StoreError::NotEmpty`]); `restore_batch` from the beginning is also correct over it.
 
 mod buffer;
 mod error;
@@ -209,10 +228,45 @@ pub trait KvBackend: Send {
     ) -> Result<(), StoreError>;
 
     /// Deletes all data and the checkpoint of this (store, partition) durably, in one atomic
-    /// step, and drops the pending writes and the savepoint. Used when the local state cannot
-    /// be trusted (its checkpoint disagrees with the changelog) and must be restored from
-    /// scratch. On error nothing changed.
+    /// step, and drops the pending writes, the savepoint and any staged restore runs (see
+    /// [`KvBackend::discard_restore_runs`]). Used when the local state cannot be trusted (its
+    /// checkpoint disagrees with the changelog, or an interrupted bulk restore left data without
+    /// a checkpoint) and must be restored from scratch. On error nothing changed.
     fn wipe(&mut self) -> Result<(), StoreError>;
+
+    /// Stages one batch read from the changelog for a bulk restore of an **empty** store (see
+    /// the crate documentation): the operations in changelog order (a later write to a key
+    /// wins, a delete is a tombstone for the key's earlier writes, in this batch and in runs
+    /// staged before) become one sorted, deduplicated run. Runs are not visible to reads and
+    /// carry no checkpoint; [`KvBackend::finish_restore_runs`] makes them the store's state.
+    /// An empty batch stages nothing.
+    ///
+    /// Allowed only while the store has no data, no checkpoint and no uncommitted writes:
+    /// otherwise [`StoreError::UncommittedWrites`] or [`StoreError::NotEmpty`], and nothing
+    /// changed. On any other error the batch is not staged (the runs staged before stay).
+    /// Meant to be called per fetched chunk of the changelog (a few MiB): a run's size bounds
+    /// the memory staging it takes.
+    fn restore_run(&mut self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Merges every staged run into the store (for a key, the newest write wins; a key whose
+    /// newest write is a delete is absent) and stores `checkpoint` (normally the changelog's
+    /// end offset), then drops the runs. With no run staged, stores the checkpoint alone.
+    ///
+    /// Either the merged state and the checkpoint are there when it returns `Ok`, or there is
+    /// no checkpoint. Backends that merge in several steps may leave part of the merged data
+    /// without a checkpoint after an error (or a crash): calling `finish_restore_runs` again
+    /// resumes the merge; otherwise [`KvBackend::wipe`] (which also drops the runs) before any
+    /// other restore.
+    ///
+    /// Refuses like [`KvBackend::restore_run`] a store with uncommitted writes, a checkpoint,
+    /// or data other than its own interrupted merge ([`StoreError::UncommittedWrites`],
+    /// [`StoreError::NotEmpty`]); the runs stay staged.
+    fn finish_restore_runs(&mut self, checkpoint: Checkpoint) -> Result<(), StoreError>;
+
+    /// Drops every staged run, abandoning a bulk restore (e.g. its task was revoked); the
+    /// store's data and checkpoint are untouched. Never fails: a backend that cannot drop
+    /// durable runs now drops them at the next wipe, finish or reopen.
+    fn discard_restore_runs(&mut self);
 }
 
 /// Whether no key can lie within `from..to` (an inverted range, or both ends excluding the

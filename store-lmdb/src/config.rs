@@ -55,7 +55,11 @@ pub struct LmdbConfig {
     /// file grows with the data, not with the map).
     pub max_map_size: usize,
     /// Maximum number of named databases: one per (store, partition) ever opened through this
-    /// environment in this process, plus one for the checkpoints. Default 128.
+    /// environment in this process, plus one for the checkpoints, plus the restore runs staged
+    /// at the same time by bulk restores (each run is a database until the restore finishes:
+    /// at most 16 per store up to 128 MiB of changelog in 8 MiB runs, 31 up to 2 GiB, 46 up to
+    /// 32 GiB, one more while runs merge; see `KvBackend::restore_run` on
+    /// [`LmdbStore`](crate::LmdbStore)). Default 128.
     ///
     /// Not free: LMDB allocates and zeroes about 49 bytes per slot for *every* transaction, so
     /// 1024 slots add ~50 KiB of `memset` to each read (measured: per-key `get` nearly twice as
@@ -63,6 +67,11 @@ pub struct LmdbConfig {
     pub max_dbs: u32,
     /// Durability of a commit; see [`SyncMode`]. Default [`SyncMode::NoMetaSync`].
     pub sync_mode: SyncMode,
+    /// Key and value bytes one write transaction of a bulk restore's merge carries at most
+    /// (`finish_restore_runs`, and merging staged runs into a bigger one). Bounds the memory of
+    /// the transaction's dirty pages (about 1.1x this) and keeps it far below LMDB's dirty-page
+    /// limit; each transaction costs one flush. Default 32 MiB.
+    pub bulk_restore_txn_bytes: usize,
 }
 
 impl LmdbConfig {
@@ -76,6 +85,8 @@ impl LmdbConfig {
     };
     /// Default maximum number of named databases.
     pub const DEFAULT_MAX_DBS: u32 = 128;
+    /// Default [`bulk_restore_txn_bytes`](Self::bulk_restore_txn_bytes): 32 MiB.
+    pub const DEFAULT_BULK_RESTORE_TXN_BYTES: usize = 32 << 20;
 
     /// The default configuration for an environment in `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -85,6 +96,7 @@ impl LmdbConfig {
             max_map_size: Self::DEFAULT_MAX_MAP_SIZE,
             max_dbs: Self::DEFAULT_MAX_DBS,
             sync_mode: SyncMode::default(),
+            bulk_restore_txn_bytes: Self::DEFAULT_BULK_RESTORE_TXN_BYTES,
         }
     }
 
@@ -112,6 +124,12 @@ impl LmdbConfig {
         self
     }
 
+    /// Sets [`bulk_restore_txn_bytes`](Self::bulk_restore_txn_bytes).
+    pub fn with_bulk_restore_txn_bytes(mut self, bytes: usize) -> Self {
+        self.bulk_restore_txn_bytes = bytes;
+        self
+    }
+
     /// The environment directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -121,6 +139,9 @@ impl LmdbConfig {
     pub(crate) fn map_sizes(&self) -> Result<(usize, usize), String> {
         if self.initial_map_size == 0 {
             return Err("initial_map_size must be positive".into());
+        }
+        if self.bulk_restore_txn_bytes == 0 {
+            return Err("bulk_restore_txn_bytes must be positive".into());
         }
         if self.max_dbs == 0 {
             return Err("max_dbs must be at least 1 (the checkpoints database)".into());
@@ -162,6 +183,12 @@ mod tests {
                 .is_err()
         );
         assert!(LmdbConfig::new("x").with_max_dbs(0).map_sizes().is_err());
+        assert!(
+            LmdbConfig::new("x")
+                .with_bulk_restore_txn_bytes(0)
+                .map_sizes()
+                .is_err()
+        );
         assert!(LmdbConfig::new("x").map_sizes().is_ok());
     }
 }

@@ -7,13 +7,17 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
-use heed::types::Bytes as RawBytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
+use heed::types::{Bytes as RawBytes, DecodeIgnore};
+use heed::{
+    CommitOrAbort, CommitToken, Database, Env, EnvFlags, EnvOpenOptions, MdbError, OnCommit,
+    WithoutTls,
+};
 use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
 use tracing::{debug, info, warn};
 
 use crate::config::{LmdbConfig, MAP_SIZE_GRANULE, SyncMode};
 use crate::error::{self, LmdbError};
+use crate::runs;
 use crate::store::LmdbStore;
 
 /// A database of raw byte keys and values.
@@ -168,31 +172,25 @@ impl LmdbEnvironment {
                 ));
             }
         }
-        let db = shared.write(store, |env| create_database(env, &db_name));
-        let db = match db {
-            Ok(db) => db,
+        let run_prefix = runs::run_prefix(&db_name);
+        let opened = shared.write(store, |env| {
+            create_store_database(env, &db_name, &run_prefix)
+        });
+        let (db, leftover_runs) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 lock(&shared.open_stores).remove(&db_name);
-                return Err(match e {
-                    StoreError::Backend { source, .. }
-                        if matches!(
-                            source.downcast_ref::<heed::Error>(),
-                            Some(heed::Error::Mdb(MdbError::DbsFull))
-                        ) =>
-                    {
-                        error::config(
-                            store,
-                            format!(
-                                "cannot open partition {partition}: the environment's max_dbs \
-                                 ({}) is reached; raise LmdbConfig::max_dbs",
-                                shared.config.max_dbs
-                            ),
-                        )
-                    }
-                    e => e,
-                });
+                return Err(dbs_full_as_config(e, store, &shared.config));
             }
         };
+        if leftover_runs > 0 {
+            info!(
+                store,
+                partition,
+                runs = leftover_runs,
+                "dropped the restore runs of an unfinished bulk restore"
+            );
+        }
         debug!(store, partition, db = %db_name, "opened LMDB store");
         Ok(LmdbStore::new(self.clone(), store, partition, db_name, db))
     }
@@ -383,6 +381,79 @@ fn create_database(env: &Env<WithoutTls>, name: &str) -> heed::Result<RawDb> {
         CommitOrAbort::Commit(db) => db,
         CommitOrAbort::Abort(never) => match never {},
     })
+}
+
+/// Creates (or opens) the store database `db_name` and drops every database whose name starts
+/// with `run_prefix` (restore runs left by an unfinished bulk restore), in one write transaction.
+/// Returns the database and the number of runs dropped.
+fn create_store_database(
+    env: &Env<WithoutTls>,
+    db_name: &str,
+    run_prefix: &str,
+) -> heed::Result<(RawDb, usize)> {
+    let wtxn = env.write_txn()?;
+    let created = env.create_databases_and_commit(wtxn, |opener, wtxn| {
+        let db = opener.create_database::<RawBytes, RawBytes>(wtxn, Some(db_name))?;
+        let names = opener
+            .open_database::<RawBytes, DecodeIgnore>(wtxn, None)?
+            .ok_or(heed::Error::Mdb(MdbError::NotFound))?;
+        let leftovers = names
+            .prefix_iter(wtxn, run_prefix.as_bytes())?
+            .map(|entry| entry.map(|(name, ())| String::from_utf8_lossy(name).into_owned()))
+            .collect::<heed::Result<Vec<String>>>()?;
+        for name in &leftovers {
+            if let Some(run) = opener.open_database::<RawBytes, RawBytes>(wtxn, Some(name))? {
+                // SAFETY: heed requires that no other copy of the handle is used after the drop
+                // and that no other transaction modified the database. Run databases belong to
+                // their store, which is being opened (once per environment), and every user
+                // opens them by name.
+                unsafe { run.remove(wtxn)? };
+            }
+        }
+        Ok::<_, heed::Error>(CommitOrAbort::<_, Infallible>::Commit((
+            db,
+            Plain(leftovers.len()),
+        )))
+    })?;
+    Ok(match created {
+        CommitOrAbort::Commit((db, dropped)) => (db, dropped),
+        CommitOrAbort::Abort(never) => match never {},
+    })
+}
+
+/// A value that is not a database, returned through heed's `create_databases_and_commit`.
+pub(crate) struct Plain<T>(pub(crate) T);
+
+impl<T> OnCommit for Plain<T> {
+    type Committed = T;
+
+    fn on_commit(self, _token: &CommitToken) -> T {
+        self.0
+    }
+}
+
+/// Turns a [`StoreError::Backend`] of LMDB's `MDB_DBS_FULL` into a [`StoreError::Config`] that
+/// says to raise [`LmdbConfig::max_dbs`]; other errors pass unchanged.
+pub(crate) fn dbs_full_as_config(e: StoreError, store: &str, config: &LmdbConfig) -> StoreError {
+    match e {
+        StoreError::Backend { source, .. }
+            if matches!(
+                source.downcast_ref::<heed::Error>(),
+                Some(heed::Error::Mdb(MdbError::DbsFull))
+            ) =>
+        {
+            error::config(
+                store,
+                format!(
+                    "no free LMDB database: the environment's max_dbs ({}) is reached (every \
+                     open store partition and every staged restore run takes one); raise \
+                     LmdbConfig::max_dbs",
+                    config.max_dbs
+                ),
+            )
+        }
+        e => e,
+    }
 }
 
 /// Checks a store name and partition; see [`LmdbEnvironment::open_store`].

@@ -37,6 +37,22 @@
 //!   restore from scratch when the checkpoint cannot be trusted. `restore_batch` grows the map
 //!   and fails like a commit (nothing of the batch durable), and refuses a store with
 //!   uncommitted writes: restore comes before processing.
+//! * **Bulk restore of an empty store** ([`KvBackend::restore_run`],
+//!   [`KvBackend::finish_restore_runs`]): an external merge. Each fetched chunk of the changelog
+//!   (~8 MiB) is sorted, deduplicated and written with `MDB_APPEND` into a run database of its
+//!   own (`"{store}.{partition}/run/{id}"`, invisible to reads, one write transaction); 16 runs
+//!   of one size level are merged into one run of the next level before more are staged, which
+//!   bounds the run databases (they count against [`LmdbConfig::max_dbs`]: 16 up to 128 MiB of
+//!   changelog, 31 up to 2 GiB, 46 up to 32 GiB, one more while runs merge). The finish merges
+//!   all runs with a heap of one entry per run over read cursors (the newest run wins a key, a
+//!   delete drops it) into the store with `MDB_APPEND`, in write transactions of
+//!   [`LmdbConfig::bulk_restore_txn_bytes`] (32 MiB); the last one writes the checkpoint and
+//!   drops the runs. Scattered keys thus cost two sequential writes instead of rewriting pages
+//!   all over the tree per batch. Memory: one run's batch while staging, one merge
+//!   transaction's dirty pages while finishing. A crash during the finish leaves data without
+//!   a checkpoint (restored from the changelog's beginning after a wipe); opening a store drops
+//!   the runs an earlier process left. The data file needs room for the runs and the merged
+//!   store at once (about twice the restored data); the runs' pages are free again afterwards.
 //! * **Reads** consult the buffer first, then LMDB; [`KvBackend::get_batch`] uses one read
 //!   transaction for all its keys, [`KvBackend::range`] merges LMDB's range with the buffer.
 //! * **The map grows on demand.** When a commit fails with `MDB_MAP_FULL`, the transaction is
@@ -80,7 +96,7 @@
 //! store.commit(Some(Checkpoint::new(42, None)))?;
 //! assert_eq!(store.checkpoint()?, Some(Checkpoint::new(42, None)));
 //!
-//! // Another store restored from its changelog: one batch, written with its checkpoint.
+//! // A store restored from its changelog: one batch, written with its checkpoint.
 //! let mut restored = env.open_store("counts", 1)?;
 //! let mut batch = WriteBatch::new();
 //! batch.put(&b"pear"[..], &b"1"[..]);
@@ -88,6 +104,20 @@
 //! restored.restore_batch(batch, Checkpoint::new(2, Some([7; 16])))?;
 //! assert_eq!(restored.get(b"fig")?.as_deref(), Some(&b"2"[..]));
 //! assert_eq!(restored.checkpoint()?, Some(Checkpoint::new(2, Some([7; 16]))));
+//!
+//! // An empty store restored in bulk: runs staged per fetched chunk, merged at the end.
+//! let mut bulk = env.open_store("counts", 2)?;
+//! let mut run = WriteBatch::new();
+//! run.put(&b"pear"[..], &b"1"[..]);
+//! run.put(&b"fig"[..], &b"2"[..]);
+//! bulk.restore_run(run)?;
+//! let mut run = WriteBatch::new();
+//! run.delete(&b"pear"[..]);
+//! bulk.restore_run(run)?;
+//! assert_eq!(bulk.get(b"fig")?, None); // not visible before the finish
+//! bulk.finish_restore_runs(Checkpoint::new(3, Some([7; 16])))?;
+//! assert_eq!(bulk.get(b"fig")?.as_deref(), Some(&b"2"[..]));
+//! assert_eq!(bulk.get(b"pear")?, None);
 //! # Ok(()) }
 //! ```
 //!
@@ -99,6 +129,8 @@
 //! [`KvBackend::range`]: kstreams_store_api::KvBackend::range
 //! [`KvBackend::restore_batch`]: kstreams_store_api::KvBackend::restore_batch
 //! [`KvBackend::wipe`]: kstreams_store_api::KvBackend::wipe
+//! [`KvBackend::restore_run`]: kstreams_store_api::KvBackend::restore_run
+//! [`KvBackend::finish_restore_runs`]: kstreams_store_api::KvBackend::finish_restore_runs
 //! [`StoreFactory`]: kstreams_store_api::StoreFactory
 //! [`Checkpoint`]: kstreams_store_api::Checkpoint
 //! [`WriteBuffer`]: kstreams_store_api::WriteBuffer
@@ -109,6 +141,8 @@ mod checkpoint;
 mod config;
 mod env;
 mod error;
+mod merge;
+mod runs;
 mod store;
 mod write;
 

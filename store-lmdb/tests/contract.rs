@@ -315,64 +315,6 @@ fn one_directory_cannot_be_opened_twice_at_once() {
     LmdbEnvironment::open(LmdbConfig::new(dir.path())).unwrap();
 }
 
-/// Set by [`another_process_cannot_open_a_locked_directory`] for the child process it starts.
-const LOCK_PROBE_DIR: &str = "KSTREAMS_LMDB_LOCK_PROBE_DIR";
-
-/// Not a test of its own: the child process of
-/// [`another_process_cannot_open_a_locked_directory`] (this test binary run again with only
-/// this test). Without the variable it does nothing.
-#[test]
-fn lock_probe_child() {
-    let Some(dir) = std::env::var_os(LOCK_PROBE_DIR) else {
-        return;
-    };
-    match LmdbEnvironment::open(LmdbConfig::new(&dir)) {
-        Ok(_) => println!("lock-probe: opened"),
-        Err(err) => match backend_source_opt(&err).and_then(|s| s.downcast_ref::<LmdbError>()) {
-            Some(LmdbError::DirectoryLocked { .. }) => println!("lock-probe: locked: {err}"),
-            _ => println!("lock-probe: failed: {err:?}"),
-        },
-    }
-}
-
-fn backend_source_opt(
-    err: &StoreError,
-) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-    match err {
-        StoreError::Backend { source, .. } => Some(source.as_ref()),
-        _ => None,
-    }
-}
-
-#[test]
-fn another_process_cannot_open_a_locked_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let probe = || {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "lock_probe_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(LOCK_PROBE_DIR, dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "child failed: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let env = env(dir.path());
-    let stdout = probe();
-    assert!(
-        stdout.contains("lock-probe: locked: ")
-            && stdout.contains("another kstreams instance uses the state directory"),
-        "{stdout}"
-    );
-    drop(env);
-    let stdout = probe();
-    assert!(stdout.contains("lock-probe: opened"), "{stdout}");
-}
-
 #[test]
 fn stores_and_partitions_in_one_environment_are_independent() {
     let dir = tempfile::tempdir().unwrap();

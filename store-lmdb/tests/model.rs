@@ -1,6 +1,8 @@
 //! Random operation sequences against a `BTreeMap` model with a committed/pending split,
-//! including restored changelog batches, wipes, and dropping and reopening the environment;
-//! `pending_writes` and the checkpoint are checked after every step.
+//! including restored changelog batches, bulk restores (runs staged, finished, discarded),
+//! wipes, and dropping and reopening the environment; `pending_writes` and the checkpoint are
+//! checked after every step. A second property restores random runs in bulk and compares with
+//! replaying them in order.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,6 +24,11 @@ enum Op {
     /// A changelog batch restored with `restore_batch` at this offset, with a topic id or not.
     Restore(Vec<(Key, Option<Value>)>, i64, bool),
     Wipe,
+    /// A changelog batch staged with `restore_run`.
+    RestoreRun(Vec<(Key, Option<Value>)>),
+    /// `finish_restore_runs` at this offset.
+    FinishRuns(i64),
+    DiscardRuns,
     Rollback,
     Get(Key),
     GetBatch(Vec<Key>),
@@ -64,6 +71,11 @@ fn bound() -> impl Strategy<Value = Bound<Key>> {
     ]
 }
 
+/// A changelog batch: puts and deletes of colliding keys.
+fn writes() -> impl Strategy<Value = Vec<(Key, Option<Value>)>> {
+    prop::collection::vec((key(), prop::option::weighted(0.75, value())), 0..8)
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (key(), value()).prop_map(|(k, v)| Op::Put(k, v)),
@@ -78,6 +90,9 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(writes, offset, with_id)| Op::Restore(writes, offset, with_id)),
         1 => Just(Op::Wipe),
+        3 => writes().prop_map(Op::RestoreRun),
+        2 => any::<i64>().prop_map(Op::FinishRuns),
+        1 => Just(Op::DiscardRuns),
         1 => Just(Op::Rollback),
         3 => probe_key().prop_map(Op::Get),
         2 => prop::collection::vec(probe_key(), 0..6).prop_map(Op::GetBatch),
@@ -89,6 +104,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations of a bulk restore (and a few that observe or interrupt it).
+fn bulk_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => writes().prop_map(Op::RestoreRun),
+        2 => any::<i64>().prop_map(Op::FinishRuns),
+        1 => Just(Op::DiscardRuns),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Wipe),
+        1 => probe_key().prop_map(Op::Get),
+        1 => (bound(), bound()).prop_map(|(a, b)| Op::Range(a, b)),
+    ]
+}
+
 /// What the store must look like: committed state, pending writes on top, last checkpoint, and
 /// the pending writes as they were at the savepoint.
 #[derive(Default)]
@@ -97,6 +125,8 @@ struct Model {
     pending: BTreeMap<Key, Option<Value>>,
     checkpoint: Option<Checkpoint>,
     savepoint: Option<BTreeMap<Key, Option<Value>>>,
+    /// The staged restore runs, applied in order.
+    staged: BTreeMap<Key, Value>,
 }
 
 impl Model {
@@ -130,6 +160,28 @@ impl Model {
         }
         // Committed writes cannot be undone: the savepoint now starts from the empty buffer.
         self.restart_savepoint();
+    }
+
+    /// Whether a bulk-restore step is refused: with uncommitted writes, or data or a checkpoint.
+    fn bulk_refusal(&self, result: &Result<(), StoreError>) -> Option<bool> {
+        let expected_ok =
+            self.pending.is_empty() && self.committed.is_empty() && self.checkpoint.is_none();
+        let matches = match result {
+            Ok(()) => expected_ok,
+            Err(StoreError::UncommittedWrites { .. }) => !self.pending.is_empty(),
+            Err(StoreError::NotEmpty {
+                has_data,
+                checkpoint,
+                ..
+            }) => {
+                self.pending.is_empty()
+                    && !expected_ok
+                    && *has_data != self.committed.is_empty()
+                    && *checkpoint == self.checkpoint
+            }
+            Err(_) => false,
+        };
+        matches.then_some(!expected_ok)
     }
 
     fn restart_savepoint(&mut self) {
@@ -167,13 +219,27 @@ fn open(config: &LmdbConfig) -> (LmdbEnvironment, LmdbStore) {
     (env, store)
 }
 
+/// The writes as a batch, in order.
+fn batch_of(writes: &[(Key, Option<Value>)]) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.put(k.clone(), v.clone()),
+            None => batch.delete(k.clone()),
+        }
+    }
+    batch
+}
+
 fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     // A tiny map so that big values make commits grow it; no fsync to keep 256 cases fast (the
     // sync mode does not change what a live or cleanly reopened environment contains).
+    // Merges of a few entries per write transaction: finishing a bulk restore takes several.
     let config = LmdbConfig::new(dir.path())
         .with_initial_map_size(64 * 1024)
-        .with_sync_mode(SyncMode::NoSync);
+        .with_sync_mode(SyncMode::NoSync)
+        .with_bulk_restore_txn_bytes(64);
     let (mut env, mut store) = open(&config);
     let mut model = Model::default();
 
@@ -210,14 +276,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Restore(writes, offset, with_id) => {
                 let topic_id = with_id.then(|| offset.to_be_bytes().repeat(2).try_into().unwrap());
                 let checkpoint = Checkpoint::new(offset, topic_id);
-                let mut batch = WriteBatch::new();
-                for (k, v) in &writes {
-                    match v {
-                        Some(v) => batch.put(k.clone(), v.clone()),
-                        None => batch.delete(k.clone()),
-                    }
-                }
-                let result = store.restore_batch(batch, checkpoint);
+                let result = store.restore_batch(batch_of(&writes), checkpoint);
                 if model.pending.is_empty() {
                     prop_assert!(result.is_ok(), "step {}: {:?}", step, result);
                     for (k, v) in writes {
@@ -242,6 +301,34 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.pending.clear();
                 model.checkpoint = None;
                 model.savepoint = None;
+                model.staged.clear();
+            }
+            Op::RestoreRun(writes) => {
+                let result = store.restore_run(batch_of(&writes));
+                let refused = model.bulk_refusal(&result);
+                prop_assert!(refused.is_some(), "step {}: {:?}", step, result);
+                if refused == Some(false) {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => model.staged.insert(k, v),
+                            None => model.staged.remove(&k),
+                        };
+                    }
+                }
+            }
+            Op::FinishRuns(offset) => {
+                let checkpoint = Checkpoint::new(offset, None);
+                let result = store.finish_restore_runs(checkpoint);
+                let refused = model.bulk_refusal(&result);
+                prop_assert!(refused.is_some(), "step {}: {:?}", step, result);
+                if refused == Some(false) {
+                    model.committed = std::mem::take(&mut model.staged);
+                    model.checkpoint = Some(checkpoint);
+                }
+            }
+            Op::DiscardRuns => {
+                store.discard_restore_runs();
+                model.staged.clear();
             }
             Op::Rollback => {
                 store.rollback();
@@ -297,6 +384,8 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 (env, store) = open(&config);
                 model.pending.clear();
                 model.savepoint = None;
+                // Dropping the store drops its runs (and opening it drops any left).
+                model.staged.clear();
             }
         }
         prop_assert_eq!(
@@ -336,11 +425,78 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Stages `runs` with `restore_run`, finishes, and compares with replaying them in order; then
+/// again after a reopen.
+fn check_bulk(runs: Vec<Vec<(Key, Option<Value>)>>, txn_bytes: usize) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LmdbConfig::new(dir.path())
+        .with_initial_map_size(64 * 1024)
+        .with_sync_mode(SyncMode::NoSync)
+        .with_bulk_restore_txn_bytes(txn_bytes);
+    let mut want = BTreeMap::new();
+    {
+        let (_env, mut store) = open(&config);
+        for writes in &runs {
+            store.restore_run(batch_of(writes)).unwrap();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => want.insert(k.clone(), v.clone()),
+                    None => want.remove(k),
+                };
+            }
+        }
+        prop_assert!(store.staged_restore_runs() <= 31);
+        store
+            .finish_restore_runs(Checkpoint::new(runs.len() as i64, None))
+            .unwrap();
+    }
+    let (_env, store) = open(&config);
+    let got: BTreeMap<Key, Value> = store
+        .range(Bound::Unbounded, Bound::Unbounded)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    prop_assert_eq!(got, want);
+    prop_assert_eq!(
+        store.checkpoint().unwrap(),
+        Some(Checkpoint::new(runs.len() as i64, None))
+    );
+    Ok(())
+}
+
+/// Keys from a wider alphabet than [`key`], some longer than 8 bytes.
+fn wide_key() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(vec![0x00_u8, b'a', b'b', 0xff]), 1..5),
+        prop::collection::vec(prop::sample::select(vec![0x00_u8, b'a', 0xff]), 7..11),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn lmdb_store_matches_a_btreemap_model(ops in prop::collection::vec(op(), 1..60)) {
-        check(ops)?;
+    fn lmdb_store_matches_a_btreemap_model(
+        bulk in prop::collection::vec(bulk_op(), 0..12),
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        // Bulk restores need an empty store: mostly at the start.
+        check(bulk.into_iter().chain(ops).collect())?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn bulk_restore_matches_replaying_the_runs(
+        runs in prop::collection::vec(
+            prop::collection::vec((wide_key(), prop::option::weighted(0.7, value())), 0..24),
+            0..40,
+        ),
+        txn_bytes in 1_usize..400,
+    ) {
+        check_bulk(runs, txn_bytes)?;
     }
 }

@@ -11,6 +11,11 @@
 //! every assignment** (from the changelog's beginning, as Kafka Streams' in-memory stores do).
 //! [`KvBackend::restore_batch`] applies a changelog batch to the committed map; the store's
 //! checkpoint is then the one that batch carried.
+//!
+//! A bulk restore ([`KvBackend::restore_run`]) applies its runs in order to a staging map that
+//! reads do not see (puts insert, deletes remove: the store starts empty, so that is the merge);
+//! [`KvBackend::finish_restore_runs`] makes the staging map the store's state, with its
+//! checkpoint, in one step.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -27,6 +32,8 @@ pub struct MemoryStore {
     committed: BTreeMap<Bytes, Bytes>,
     pending: WriteBuffer,
     checkpoint: Option<Checkpoint>,
+    /// The restore runs staged so far, applied in order (invisible to reads).
+    staged: BTreeMap<Bytes, Bytes>,
 }
 
 impl MemoryStore {
@@ -41,6 +48,25 @@ impl MemoryStore {
     /// Number of committed entries (pending writes not counted).
     pub fn committed_len(&self) -> usize {
         self.committed.len()
+    }
+
+    /// Refuses a bulk restore step unless the store is empty, without checkpoint and without
+    /// uncommitted writes.
+    fn check_bulk_restore(&self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            return Err(StoreError::UncommittedWrites {
+                store: self.name.clone(),
+                count: self.pending.len(),
+            });
+        }
+        if !self.committed.is_empty() || self.checkpoint.is_some() {
+            return Err(StoreError::NotEmpty {
+                store: self.name.clone(),
+                has_data: !self.committed.is_empty(),
+                checkpoint: self.checkpoint,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -151,7 +177,34 @@ impl KvBackend for MemoryStore {
         self.checkpoint = None;
         self.pending.clear();
         self.pending.release_savepoint();
+        self.staged.clear();
         Ok(())
+    }
+
+    fn restore_run(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.check_bulk_restore()?;
+        for op in batch.into_ops() {
+            match op.value {
+                Some(value) => {
+                    self.staged.insert(op.key, value);
+                }
+                None => {
+                    self.staged.remove(&op.key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_restore_runs(&mut self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.check_bulk_restore()?;
+        self.committed = std::mem::take(&mut self.staged);
+        self.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn discard_restore_runs(&mut self) {
+        self.staged.clear();
     }
 }
 

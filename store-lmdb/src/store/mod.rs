@@ -1,5 +1,7 @@
 //! [`LmdbStore`]: one (store, partition) as one LMDB database, with a write buffer on top.
 
+mod bulk;
+
 use std::fmt;
 use std::ops::Bound;
 use std::sync::RwLockReadGuard;
@@ -14,6 +16,7 @@ use tracing::{debug, trace, warn};
 use crate::checkpoint::{self, EncodedCheckpoint};
 use crate::env::{LmdbEnvironment, RawDb, Shared};
 use crate::error::{self, LmdbError};
+use crate::runs::StagedRuns;
 use crate::write::{WriteMode, sorted_unique, write_sorted};
 
 /// The backend of one (store, partition): the LMDB database `"{store}.{partition}"` of an
@@ -33,8 +36,23 @@ use crate::write::{WriteMode, sorted_unique, write_sorted};
 ///   writes it with its checkpoint in **one** write transaction (`MDB_APPEND` when every key
 ///   sorts after the database's last key), growing the map like a commit; refused while the
 ///   buffer holds writes;
-/// * [`wipe`](KvBackend::wipe) empties the database and deletes its checkpoint in one write
-///   transaction, then clears the buffer and the savepoint.
+/// * [`wipe`](KvBackend::wipe) empties the database, deletes its checkpoint and drops the staged
+///   restore runs in one write transaction, then clears the buffer and the savepoint;
+/// * [`restore_run`](KvBackend::restore_run) stages a changelog batch of an empty store as a
+///   sorted run in a temporary database (`"{store}.{partition}/run/{id}"`, written with
+///   `MDB_APPEND` in one write transaction), merging the newest 16 runs into one bigger run
+///   first when they share a size level, so a store stages at most 16 runs per level (with
+///   8 MiB runs: 16 up to 128 MiB of changelog, 31 up to 2 GiB, 46 up to 32 GiB, one more while
+///   runs merge; each counts against [`LmdbConfig::max_dbs`](crate::LmdbConfig::max_dbs), and a
+///   run that finds no free database slot fails with [`StoreError::Config`]);
+/// * [`finish_restore_runs`](KvBackend::finish_restore_runs) merges the runs (a heap of one entry
+///   per run over read cursors) into the store's database with `MDB_APPEND`, in write
+///   transactions of at most [`LmdbConfig::bulk_restore_txn_bytes`](crate::LmdbConfig) of keys
+///   and values; the last one writes the checkpoint and drops the runs. An error in between
+///   leaves part of the data without checkpoint (a retry resumes); so does a crash, and the
+///   store is then restored from the changelog's beginning after a [`wipe`](KvBackend::wipe);
+/// * [`discard_restore_runs`](KvBackend::discard_restore_runs) (and dropping the store) drops the
+///   staged runs; opening a store drops the run databases an earlier process left behind.
 ///
 /// No method leaves a transaction open when it returns, so a store can move between threads
 /// (it is `Send`) and LMDB write transactions never do.
@@ -49,6 +67,8 @@ pub struct LmdbStore {
     db_name: String,
     db: RawDb,
     pending: WriteBuffer,
+    /// Restore runs staged by `restore_run`.
+    runs: StagedRuns,
 }
 
 /// A read transaction with the environment's transaction-gate guard. Fields drop in order: the
@@ -81,6 +101,7 @@ impl LmdbStore {
             db_name,
             db,
             pending: WriteBuffer::new(),
+            runs: StagedRuns::default(),
         }
     }
 
@@ -98,6 +119,12 @@ impl LmdbStore {
     /// The environment the store lives in.
     pub fn environment(&self) -> &LmdbEnvironment {
         &self.env
+    }
+
+    /// Number of restore runs staged by [`restore_run`](KvBackend::restore_run) and not yet
+    /// merged or discarded (each is an LMDB database until then).
+    pub fn staged_restore_runs(&self) -> usize {
+        self.runs.runs().len()
     }
 
     /// Number of committed entries (pending writes not counted).
@@ -167,6 +194,8 @@ impl fmt::Debug for LmdbStore {
 
 impl Drop for LmdbStore {
     fn drop(&mut self) {
+        // Best effort: what cannot be dropped now, the next open of the store drops.
+        self.discard_runs();
         if !self.pending.is_empty() {
             trace!(
                 store = %self.name,
@@ -367,22 +396,37 @@ impl KvBackend for LmdbStore {
     fn wipe(&mut self) -> Result<(), StoreError> {
         let this = &*self;
         this.shared().write(&this.name, |env| {
-            let mut wtxn = env.write_txn()?;
-            this.db.clear(&mut wtxn)?;
-            this.shared()
-                .checkpoints
-                .delete(&mut wtxn, this.db_name.as_bytes())?;
-            wtxn.commit()
+            bulk::with_opener(env, |opener, wtxn| {
+                this.db.clear(wtxn)?;
+                this.shared()
+                    .checkpoints
+                    .delete(wtxn, this.db_name.as_bytes())?;
+                this.drop_runs_in(opener, wtxn)
+            })
         })?;
         debug!(
             store = %self.name,
             partition = self.partition,
             dropped_uncommitted = self.pending.len(),
+            dropped_runs = self.runs.runs().len(),
             "wiped the store's data and checkpoint"
         );
         self.pending.clear();
         self.pending.release_savepoint();
+        self.runs.clear();
         Ok(())
+    }
+
+    fn restore_run(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.stage_run(batch)
+    }
+
+    fn finish_restore_runs(&mut self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.finish_runs(checkpoint)
+    }
+
+    fn discard_restore_runs(&mut self) {
+        self.discard_runs();
     }
 }
 
