@@ -117,7 +117,8 @@ pub enum Event {
         /// The checkpoint restore starts from (`None`: from the changelog's start).
         checkpoint: Option<i64>,
     },
-    /// One batch of a changelog was written into the store.
+    /// One batch of a changelog was written into the store (or, when the store started empty,
+    /// staged as a sorted run that the end of the restore merges in: a bulk restore).
     RestoreBatch {
         /// The task.
         task: TaskId,
@@ -127,7 +128,7 @@ pub enum Event {
         records: usize,
         /// Key and value bytes in this batch.
         bytes: usize,
-        /// The changelog offset the store is restored up to (exclusive).
+        /// The changelog offset the store is restored (or staged) up to (exclusive).
         position: i64,
     },
     /// A store reached its changelog's end.

@@ -33,6 +33,10 @@ struct StoreRestore {
     bytes: u64,
     /// The checkpoint last written (exclusive changelog offset).
     position: Option<i64>,
+    /// The store started empty: batches are staged as sorted runs and merged at the end
+    /// (a bulk restore: sequential writes instead of scattered B-tree updates), so the
+    /// checkpoint is written only then.
+    bulk: bool,
     /// Fetched changelog records not written yet (see [`EngineConfig::restore_batch_bytes`]):
     /// their writes, key and value bytes, and the position after them.
     pending: WriteBatch,
@@ -54,7 +58,11 @@ impl StoreRestore {
         };
         let batch = std::mem::take(&mut self.pending);
         let (records, bytes) = (batch.len(), std::mem::take(&mut self.pending_bytes));
-        task.restore_store(&self.store, batch, Checkpoint::new(position, topic_id))?;
+        if self.bulk {
+            task.restore_run(&self.store, batch)?;
+        } else {
+            task.restore_store(&self.store, batch, Checkpoint::new(position, topic_id))?;
+        }
         self.records += records as u64;
         self.bytes += bytes as u64;
         self.position = Some(position);
@@ -99,6 +107,11 @@ impl Engine {
                 task.wipe_store(&store)?;
                 checkpoint = None;
             }
+            if checkpoint.is_none() {
+                // A logged store without a checkpoint holds nothing to trust (at most what
+                // an interrupted bulk restore merged): start it empty, for a bulk restore.
+                task.wipe_store(&store)?;
+            }
             let from = checkpoint.map(|cp| cp.changelog_offset);
             // A checkpoint past the log's end must be reported, not moved (see
             // `checkpoint_out_of_range`).
@@ -121,6 +134,7 @@ impl Engine {
                 records: 0,
                 bytes: 0,
                 position: from,
+                bulk: from.is_none(),
                 pending: WriteBatch::new(),
                 pending_bytes: 0,
                 pending_position: None,
@@ -232,6 +246,7 @@ impl Engine {
         progress.pending_bytes = 0;
         progress.pending_position = None;
         progress.position = None;
+        progress.bulk = true;
         progress.records = 0;
         progress.bytes = 0;
         self.fetcher.reset_position(tp, OffsetResetPolicy::Earliest);
@@ -264,7 +279,12 @@ impl Engine {
                 }
                 // Control records, aborted or compacted-away records at the end: the
                 // checkpoint moves to the end itself, so the next restore starts there.
-                if store.position != Some(position) {
+                if store.bulk {
+                    restoring
+                        .task
+                        .finish_restore_runs(&store.store, Checkpoint::new(position, topic_id))?;
+                    store.position = Some(position);
+                } else if store.position != Some(position) {
                     restoring.task.restore_store(
                         &store.store,
                         WriteBatch::new(),

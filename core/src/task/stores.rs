@@ -82,6 +82,28 @@ impl Task {
             .map_err(|source| TaskError::Store { task, source })
     }
 
+    /// Stages a batch read from `store`'s changelog as a sorted run of a bulk restore into the
+    /// empty store (see [`KvBackend::restore_run`]); nothing is visible before
+    /// [`Task::finish_restore_runs`].
+    pub fn restore_run(&mut self, store: &str, batch: WriteBatch) -> Result<(), TaskError> {
+        let task = self.id();
+        self.backend_mut(store)?
+            .restore_run(batch)
+            .map_err(|source| TaskError::Store { task, source })
+    }
+
+    /// Merges `store`'s staged runs into it with `checkpoint`, ending a bulk restore.
+    pub fn finish_restore_runs(
+        &mut self,
+        store: &str,
+        checkpoint: Checkpoint,
+    ) -> Result<(), TaskError> {
+        let task = self.id();
+        self.backend_mut(store)?
+            .finish_restore_runs(checkpoint)
+            .map_err(|source| TaskError::Store { task, source })
+    }
+
     /// Deletes `store`'s data and checkpoint (its local state cannot be trusted).
     pub fn wipe_store(&mut self, store: &str) -> Result<(), TaskError> {
         let task = self.id();
