@@ -12,14 +12,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::{Input, Output, WAIT, numbered_input, produce};
 
-/// A small deterministic random sequence (xorshift64*), seeded from `KSTREAMS_SEED` or the
+/// A small deterministic random sequence (xorshift64*), seeded from `E2E_SEED` or the
 /// clock; the seed is printed so a failing run can be repeated.
 pub struct Random(u64);
 
 impl Random {
-    /// Seeded from `KSTREAMS_SEED`, else from the clock; prints the seed for `test`.
+    /// Seeded from `E2E_SEED`, else from the clock; prints the seed for `test`.
     pub fn from_env(test: &str) -> Self {
-        let seed = std::env::var("KSTREAMS_SEED")
+        let seed = std::env::var("E2E_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
@@ -27,7 +27,7 @@ impl Random {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |d| d.as_nanos() as u64)
             });
-        eprintln!("{test}: KSTREAMS_SEED={seed}");
+        eprintln!("{test}: E2E_SEED={seed}");
         Self(seed.max(1))
     }
 
