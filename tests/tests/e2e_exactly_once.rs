@@ -115,6 +115,9 @@ const KILLS: usize = 5;
 /// Rounds of the kill loops that start on a fresh state directory (a new machine: the
 /// stores restore in full from their changelogs).
 const FRESH_STATE_ROUNDS: [usize; 2] = [3, 5];
+/// Rounds of the kill loops whose instance commits every second rather than every 200 ms:
+/// killed a random while after a commit, it is more often killed with a transaction open.
+const LONG_COMMIT_ROUNDS: [usize; 2] = [2, 4];
 /// Session timeout of the killed and stopped instances: a restarted instance waits this long
 /// for the group to drop the killed one.
 const SHORT_SESSION_MS: u64 = 3_000;
@@ -163,7 +166,13 @@ fn survives_repeated_sigkill(guarantee: &'static str, ids: TransactionalIds) {
             dirs.push(tempfile::tempdir().unwrap());
         }
         let name = format!("instance {round}");
-        let mut instance = CountInstance::spawn(&name, &args(dirs.last().unwrap()));
+        let mut round_args = args(dirs.last().unwrap());
+        round_args.commit_interval_ms = if LONG_COMMIT_ROUNDS.contains(&round) {
+            1_000
+        } else {
+            200
+        };
+        let mut instance = CountInstance::spawn(&name, &round_args);
         let spawned = Instant::now();
         if instance.wait_line(WAIT, |l| l == "committed").is_none() {
             instance.drain();
@@ -187,9 +196,11 @@ fn survives_repeated_sigkill(guarantee: &'static str, ids: TransactionalIds) {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         eprintln!(
-            "{test}: {name} ({}) first commit after {committed_after:?}, killed {delay:?} \
-             later; restored {restored} records; dropped from the group {expired:?} after",
-            if fresh { "fresh state" } else { "same state" }
+            "{test}: {name} ({}, commits every {} ms) first commit after {committed_after:?}, \
+             killed {delay:?} later; restored {restored} records; dropped from the group \
+             {expired:?} after",
+            if fresh { "fresh state" } else { "same state" },
+            round_args.commit_interval_ms
         );
         if fresh {
             assert!(
