@@ -596,7 +596,6 @@ fn processing_error_aborts() {
         aborted >= b.len(),
         "B's output reached the broker in the aborted transaction: {aborted} aborted records"
     );
-    failing.wait_exit(WAIT);
     wait_group_empty(&bootstrap, app);
 
     // The store rolled back: counting resumes from A's committed state.
