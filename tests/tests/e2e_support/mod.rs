@@ -643,3 +643,23 @@ pub fn assert_counts_at_least(input: &[Input], output: &[Output]) {
         "a count for exactly the input keys"
     );
 }
+
+pub mod count_instance;
+pub mod crashes;
+
+/// [`read_until`] with `isolation.level=read_uncommitted`: records of aborted and open
+/// transactions are seen too (librdkafka reads read_committed by default).
+pub fn read_uncommitted_until(
+    bootstrap: &str,
+    topic: &str,
+    settle: Duration,
+    done: impl FnMut(&[Output]) -> bool,
+) -> Vec<Output> {
+    read_with(
+        bootstrap,
+        topic,
+        settle,
+        &[("isolation.level", "read_uncommitted")],
+        done,
+    )
+}
