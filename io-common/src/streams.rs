@@ -158,9 +158,12 @@ impl<R: Runtime> KafkaStreams<R> {
             config.client_id = name.clone();
             config.random_seed = jitter_seed(n as u64);
             if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-                // Stable across restarts on the same state directory (see `process_id`).
-                config.producer.transactional_id.get_or_insert_with(|| {
-                    format!("{}-{}-{n}", config.application_id, self.process_id)
+                // Stable across restarts on the same state directory (see `process_id`); one
+                // per thread (threads sharing an id would fence each other).
+                config.producer.transactional_id = Some(match config.producer.transactional_id {
+                    Some(id) if threads > 1 => format!("{id}-{n}"),
+                    Some(id) => id,
+                    None => format!("{}-{}-{n}", config.application_id, self.process_id),
                 });
             }
             let stores: Box<dyn StoreFactory> = match &self.stores {

@@ -251,14 +251,16 @@ fn survives_repeated_sigkill(guarantee: &'static str, ids: TransactionalIds) {
 /// The transactional ids of the kill loop's exactly-once instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TransactionalIds {
-    /// One id for every restart (as an instance that keeps its identity across restarts
-    /// would have): each instance's InitProducerId aborts the transaction its killed
-    /// predecessor left open.
+    /// One id for every restart, set explicitly: each instance's InitProducerId aborts the
+    /// transaction its killed predecessor left open, also when the predecessor ran on
+    /// another state directory (the kill loop's fresh-directory rounds).
     OneForAllRestarts,
-    /// The engine's default: `<app>-<client id>-<seed>`, a new one in every process. The
-    /// transaction a killed instance left open ends only when the broker's transaction
-    /// timeout expires it — never on crabka-broker 0.3.0, which stores
-    /// `transaction_timeout_ms` and never enforces it.
+    /// The engine's default: `<app>-<process id>-<thread>`, the process id kept in the LMDB
+    /// state directory, so the same across restarts on one directory. An instance on a new
+    /// directory has a new id: the transaction a killed predecessor elsewhere left open ends
+    /// only when the broker's transaction timeout expires it — never on crabka-broker 0.3.0,
+    /// which stores `transaction_timeout_ms` and never enforces it (hence the kill loop's
+    /// explicit id).
     EngineDefault,
 }
 
@@ -337,16 +339,12 @@ fn crabka_exactly_once_restart_aborts_the_killed_instance_s_transaction() {
     bounded(|| restart_ends_the_open_transaction(TransactionalIds::OneForAllRestarts));
 }
 
-/// [`restart_ends_the_open_transaction`] with the engine's own transactional ids, which differ
-/// between processes: the restarted instance does not end the transaction the killed one left
-/// open, so on a broker that does not expire transactions (crabka-broker 0.3.0)
-/// read_committed readers are held up for good — this fails with "timed out reading output"
-/// (on Kafka they would be held up until the producer's `transaction_timeout`, 60 s by
-/// default, expired it). Ignored until a restarted instance ends what its predecessor left
-/// open, e.g. with a transactional id kept across restarts (Kafka Streams keeps its process
-/// id in the state directory).
+/// [`restart_ends_the_open_transaction`] with the engine's own transactional ids: they are
+/// kept across restarts on the same state directory (io-common's process id file), so the
+/// restarted instance's InitProducerId ends the transaction the killed one left open — on a
+/// broker that never expires transactions (crabka-broker 0.3.0) read_committed readers would
+/// otherwise be held up for good.
 #[test]
-#[ignore = "engine: a restarted exactly-once instance does not end the transaction it left open"]
 fn crabka_exactly_once_restart_with_engine_transactional_ids_aborts_the_killed_instance_s_transaction()
  {
     bounded(|| restart_ends_the_open_transaction(TransactionalIds::EngineDefault));

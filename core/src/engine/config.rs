@@ -31,7 +31,11 @@ pub struct EngineConfig {
     /// rewrites each page its scattered keys touch) and holds that much more memory per
     /// restoring store. Default 8 MiB.
     pub restore_batch_bytes: usize,
-    /// At-least-once (default) or exactly-once (`processing.guarantee`).
+    /// At-least-once (default) or exactly-once (`processing.guarantee`). Under exactly-once
+    /// the producer's transaction timeout is at most
+    /// [`EXACTLY_ONCE_TRANSACTION_TIMEOUT`](super::EXACTLY_ONCE_TRANSACTION_TIMEOUT) (10 s),
+    /// and the commit interval at most half the transaction timeout (a transaction spans one
+    /// commit interval).
     pub processing_guarantee: ProcessingGuarantee,
     /// Fetch settings: min/max bytes, max wait, isolation level, offset reset policy.
     pub fetch: FetcherConfig,

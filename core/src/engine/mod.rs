@@ -111,6 +111,9 @@ use crate::wire::connection::ConnectionConfig;
 use crate::wire::records::IsolationLevel;
 use crate::wire::versions::VersionPolicy;
 
+/// The longest transaction timeout under exactly-once (Kafka Streams' default there).
+pub const EXACTLY_ONCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One stream thread: see the [module docs](self).
 pub struct Engine {
     config: EngineConfig,
@@ -169,7 +172,7 @@ impl Engine {
     /// [`Engine::poll_output`].
     pub fn new(
         topology: Arc<Topology>,
-        config: EngineConfig,
+        mut config: EngineConfig,
         stores: Box<dyn StoreFactory>,
         now: Instant,
     ) -> Result<Self, EngineError> {
@@ -227,6 +230,20 @@ impl Engine {
         if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
             // Aborted input and changelog records are never processed or restored.
             fetch.isolation = IsolationLevel::ReadCommitted;
+            // As Kafka Streams does under exactly-once: a transaction a crashed instance
+            // left open holds read_committed readers (and the restores of its changelogs)
+            // only this long, unless its successor aborts it sooner.
+            producer_config.transaction_timeout = producer_config
+                .transaction_timeout
+                .min(EXACTLY_ONCE_TRANSACTION_TIMEOUT);
+            // A transaction lives one commit interval: one longer than the timeout would be
+            // aborted by the coordinator (and this producer fenced) every time.
+            let longest =
+                Duration::from_millis(producer_config.transaction_timeout.as_millis() / 2);
+            if config.commit_interval > longest {
+                tracing::info!(commit_interval = %config.commit_interval, %longest, "exactly-once: commit interval capped at half the transaction timeout");
+                config.commit_interval = longest;
+            }
             // Without one from the caller (io-common keeps one per state directory, stable
             // across restarts): stable for this engine's life, distinct between threads and
             // instances (the seed differs). Fencing of a zombie comes from the group
