@@ -45,9 +45,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kstreams_core::engine::EngineConfig;
+use kstreams_core::engine::{EngineConfig, ProcessingGuarantee};
 use kstreams_core::prelude::*;
 use kstreams_io_common::{Stores, StreamsConfig, StreamsHandle};
+use kstreams_tests::crabka::Crabka;
 use kstreams_tests::reader;
 use kstreams_tests::tansu::Tansu;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -79,6 +80,7 @@ const CONTENDER_TIMEOUT: Duration = Duration::from_secs(900);
 enum BrokerKind {
     Tansu,
     Mock,
+    Crabka,
 }
 
 /// One contender: who processes the input, on which store.
@@ -86,6 +88,9 @@ enum BrokerKind {
 enum Contender {
     Rdkafka,
     Kstreams { batch: bool, lmdb: bool },
+    /// Batch mode on LMDB with the store logged to its changelog, at-least-once or
+    /// exactly-once.
+    KstreamsLogged { exactly_once: bool },
 }
 
 impl Contender {
@@ -108,6 +113,10 @@ impl Contender {
                 batch: true,
                 lmdb: false,
             },
+            "batch-logged" => Contender::KstreamsLogged {
+                exactly_once: false,
+            },
+            "batch-eos" => Contender::KstreamsLogged { exactly_once: true },
             other => return Err(format!("unknown contender `{other}`")),
         })
     }
@@ -131,6 +140,10 @@ impl Contender {
                 batch: true,
                 lmdb: false,
             } => "batch-mem",
+            Contender::KstreamsLogged {
+                exactly_once: false,
+            } => "batch-logged",
+            Contender::KstreamsLogged { exactly_once: true } => "batch-eos",
         }
     }
 
@@ -153,7 +166,19 @@ impl Contender {
                 batch: true,
                 lmdb: false,
             } => "kstreams batch mode, memory",
+            Contender::KstreamsLogged {
+                exactly_once: false,
+            } => "kstreams batch mode, LMDB, logged",
+            Contender::KstreamsLogged { exactly_once: true } => {
+                "kstreams batch mode, LMDB, logged, exactly-once"
+            }
         }
+    }
+
+    /// Whether this contender's output and offsets are transactional: its output is read with
+    /// `isolation.level=read_committed`, and it needs a broker with transactions.
+    fn exactly_once(self) -> bool {
+        matches!(self, Contender::KstreamsLogged { exactly_once: true })
     }
 }
 
@@ -169,9 +194,9 @@ struct Options {
     contenders: Vec<Contender>,
 }
 
-const USAGE: &str = "usage: end_to_end [--broker tansu|mock] [--records N] [--keys K] \
+const USAGE: &str = "usage: end_to_end [--broker tansu|mock|crabka] [--records N] [--keys K] \
 [--repeat R] [--commit-ms MS] [--linger-ms MS] [--fetch-wait-ms MS] \
-[--contenders rdkafka,record,batch,record-mem,batch-mem]";
+[--contenders rdkafka,record,batch,record-mem,batch-mem,batch-logged,batch-eos]";
 
 impl Options {
     fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
@@ -209,7 +234,12 @@ impl Options {
                     options.broker = match value.as_str() {
                         "tansu" => BrokerKind::Tansu,
                         "mock" => BrokerKind::Mock,
-                        other => return Err(format!("--broker: `{other}` is not tansu or mock")),
+                        "crabka" => BrokerKind::Crabka,
+                        other => {
+                            return Err(format!(
+                                "--broker: `{other}` is not tansu, mock or crabka"
+                            ));
+                        }
                     }
                 }
                 "--records" => options.records = number(&value)?,
@@ -229,6 +259,15 @@ impl Options {
                 _ => return Err(format!("unknown argument `{flag}`\n{USAGE}")),
             }
         }
+        if options.broker == BrokerKind::Tansu
+            && let Some(c) = options.contenders.iter().find(|c| c.exactly_once())
+        {
+            return Err(format!(
+                "contender `{}` needs a broker with transactions (Tansu 0.6.0 has none): \
+                 add --broker crabka",
+                c.name()
+            ));
+        }
         Ok(options)
     }
 }
@@ -239,6 +278,7 @@ impl Options {
 enum Broker {
     Tansu(Tansu),
     Mock(kstreams_tests::mock::Mock),
+    Crabka(Crabka),
 }
 
 impl Broker {
@@ -250,6 +290,9 @@ impl Broker {
             BrokerKind::Mock => Broker::Mock(
                 kstreams_tests::mock::mock_cluster(3).expect("librdkafka mock cluster"),
             ),
+            BrokerKind::Crabka => Broker::Crabka(
+                Crabka::start().unwrap_or_else(|e| panic!("starting crabka-broker: {e}")),
+            ),
         }
     }
 
@@ -257,6 +300,7 @@ impl Broker {
         match self {
             Broker::Tansu(t) => t.bootstrap(),
             Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Crabka(c) => c.bootstrap(),
         }
     }
 
@@ -264,14 +308,29 @@ impl Broker {
         match self {
             Broker::Tansu(_) => "Tansu 0.6.0 (memory storage, separate process)",
             Broker::Mock(_) => "librdkafka 2.12 mock cluster (3 brokers, in the parent process)",
+            Broker::Crabka(_) => "crabka-broker 0.3.0 (disk storage, separate process)",
         }
     }
 
-    /// The process whose CPU time is the broker's: the Tansu child, or this process.
+    /// The process whose CPU time is the broker's: the Tansu or crabka-broker child, or this
+    /// process.
     fn pid(&self) -> u32 {
         match self {
-            Broker::Tansu(_) => tansu_pid().expect("the Tansu child process in /proc"),
+            Broker::Tansu(_) => child_pid("tansu").expect("the Tansu child process in /proc"),
             Broker::Mock(_) => std::process::id(),
+            Broker::Crabka(_) => {
+                child_pid("crabka-broker").expect("the crabka-broker child process in /proc")
+            }
+        }
+    }
+
+    /// The replication factor kstreams must ask for its internal topics (changelogs), where
+    /// the engine's default (`-1`, the broker's default) does not do: crabka-broker 0.3.0
+    /// refuses CreateTopics with `-1`.
+    fn internal_replication_factor(&self) -> Option<i16> {
+        match self {
+            Broker::Crabka(_) => Some(1),
+            Broker::Tansu(_) | Broker::Mock(_) => None,
         }
     }
 
@@ -287,6 +346,9 @@ impl Broker {
             Broker::Mock(m) => m
                 .create_topic(topic, PARTITIONS, 1)
                 .unwrap_or_else(|e| panic!("create {topic} on the mock: {e}")),
+            Broker::Crabka(c) => c
+                .create_topic(topic, PARTITIONS)
+                .unwrap_or_else(|e| panic!("create {topic} on crabka-broker: {e}")),
             Broker::Tansu(t) => {
                 let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
                 let results = futures_lite::future::block_on(
@@ -325,8 +387,8 @@ impl Broker {
     }
 }
 
-/// The pid of our child process named `tansu`.
-fn tansu_pid() -> Option<u32> {
+/// The pid of our child process whose command name is `name`.
+fn child_pid(name: &str) -> Option<u32> {
     let me = std::process::id();
     std::fs::read_dir("/proc")
         .ok()?
@@ -336,7 +398,7 @@ fn tansu_pid() -> Option<u32> {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (comm, rest) = stat.split_once(") ")?;
             let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
-            (comm.ends_with("(tansu") && ppid == me).then_some(pid)
+            (comm.strip_suffix(name)?.ends_with('(') && ppid == me).then_some(pid)
         })
 }
 
@@ -506,14 +568,24 @@ fn observer(bootstrap: &str, group: &str) -> BaseConsumer {
         .expect("observer consumer")
 }
 
-/// A consumer of all of `topic` from the beginning, to see when the first output appears.
-fn first_output_watcher(bootstrap: &str, topic: &str) -> BaseConsumer {
+/// What a transactional contender's output is read with: only committed transactions.
+const READ_COMMITTED: (&str, &str) = ("isolation.level", "read_committed");
+
+/// A consumer of all of `topic` from the beginning, to see when the first output appears
+/// (with `read_committed`, when the first transaction that wrote output committed).
+fn first_output_watcher(bootstrap: &str, topic: &str, read_committed: bool) -> BaseConsumer {
+    let wait = ("fetch.wait.max.ms", "10");
+    let settings: &[(&str, &str)] = if read_committed {
+        &[wait, READ_COMMITTED]
+    } else {
+        &[wait]
+    };
     reader::from_beginning(
         bootstrap,
         "e2e-bench-first-output",
         topic,
         PARTITIONS,
-        &[("fetch.wait.max.ms", "10")],
+        settings,
     )
     .expect("first-output consumer")
 }
@@ -532,16 +604,23 @@ fn committed(consumer: &BaseConsumer) -> Vec<i64> {
     }
 }
 
-/// Reads all of `topic` and checks the last count of every key against `expected`; returns
-/// the number of output records.
+/// Reads all of `topic` (only committed transactions if `read_committed`) and checks the last
+/// count of every key against `expected`; returns the number of output records.
 fn check_output(
     bootstrap: &str,
     topic: &str,
     records: usize,
     expected: &HashMap<Vec<u8>, i64>,
+    read_committed: bool,
 ) -> usize {
-    let consumer = reader::from_beginning(bootstrap, "e2e-bench-checker", topic, PARTITIONS, &[])
-        .expect("checker consumer");
+    let settings: &[(&str, &str)] = if read_committed {
+        &[READ_COMMITTED]
+    } else {
+        &[]
+    };
+    let consumer =
+        reader::from_beginning(bootstrap, "e2e-bench-checker", topic, PARTITIONS, settings)
+            .expect("checker consumer");
     // One output record per input record; then nothing more may come for a second (the end
     // offsets are not used: Tansu 0.6.0 lists wrong ones).
     let mut last: HashMap<Vec<u8>, i64> = HashMap::with_capacity(expected.len());
@@ -630,7 +709,7 @@ fn run_contender(
     let group = format!("e2e-{}-{round}", contender.name());
     broker.create_topic(&output);
     let observer = observer(&bootstrap, &group);
-    let watcher = first_output_watcher(&bootstrap, &output);
+    let watcher = first_output_watcher(&bootstrap, &output, contender.exactly_once());
     let broker_pid = broker.pid();
     let args = [
         bootstrap.clone(),
@@ -639,6 +718,9 @@ fn run_contender(
         options.commit_ms.to_string(),
         options.linger_ms.to_string(),
         options.fetch_wait_ms.to_string(),
+        broker
+            .internal_replication_factor()
+            .map_or(DEFAULT_REPLICATION.to_owned(), |r| r.to_string()),
     ];
     let (broker_user0, broker_sys0) = cpu_seconds(broker_pid);
     let started = Instant::now();
@@ -703,8 +785,18 @@ fn run_contender(
             }
         }
     }
-    let outputs = check_output(&bootstrap, &output, options.records, expected);
+    let outputs = check_output(
+        &bootstrap,
+        &output,
+        options.records,
+        expected,
+        contender.exactly_once(),
+    );
     broker.delete_topic(&output);
+    if let Contender::KstreamsLogged { .. } = contender {
+        // The application id is the group id; the store is `counts`.
+        broker.delete_topic(&format!("{group}-counts-changelog"));
+    }
     let measurement = Measurement {
         seconds,
         startup,
@@ -843,7 +935,13 @@ struct ChildArgs {
     commit_ms: u64,
     linger_ms: u64,
     fetch_wait_ms: i32,
+    /// `EngineConfig::internal_topics.replication_factor`; `None`: the engine's default.
+    internal_replication: Option<i16>,
 }
+
+/// The child argument that leaves the internal topics' replication factor at the engine's
+/// default.
+const DEFAULT_REPLICATION: &str = "default";
 
 impl ChildArgs {
     fn parse(args: &[String]) -> Self {
@@ -854,11 +952,12 @@ impl ChildArgs {
             commit_ms,
             linger_ms,
             fetch_wait_ms,
+            internal_replication,
         ] = args
         else {
             panic!(
-                "child arguments: bootstrap output group commit-ms linger-ms fetch-wait-ms, \
-                 got {args:?}"
+                "child arguments: bootstrap output group commit-ms linger-ms fetch-wait-ms \
+                 internal-replication, got {args:?}"
             );
         };
         Self {
@@ -868,6 +967,8 @@ impl ChildArgs {
             commit_ms: commit_ms.parse().expect("commit-ms"),
             linger_ms: linger_ms.parse().expect("linger-ms"),
             fetch_wait_ms: fetch_wait_ms.parse().expect("fetch-wait-ms"),
+            internal_replication: (internal_replication != DEFAULT_REPLICATION)
+                .then(|| internal_replication.parse().expect("internal-replication")),
         }
     }
 }
@@ -884,8 +985,9 @@ fn stop_signal() -> Arc<AtomicBool> {
     stop
 }
 
-/// `input` → count per key (store `counts`, not logged) → `output`.
-fn count_topology(output: &str, batch: bool) -> Result<Topology, TopologyError> {
+/// `input` → count per key (store `counts`, logged to `<application id>-counts-changelog` if
+/// `logged`) → `output`.
+fn count_topology(output: &str, batch: bool, logged: bool) -> Result<Topology, TopologyError> {
     let mut b = TopologyBuilder::new();
     let src = b.add_source("src", &[INPUT], BytesSerde, BytesSerde)?;
     let count = if batch {
@@ -894,14 +996,29 @@ fn count_topology(output: &str, batch: bool) -> Result<Topology, TopologyError> 
         b.add_processor("count", &[&src], RecordCountAggregator::supplier("counts"))?
     };
     b.add_store(
-        StoreBuilder::key_value("counts", BytesSerde, I64Serde).with_logging(false),
+        StoreBuilder::key_value("counts", BytesSerde, I64Serde).with_logging(logged),
         &["count"],
     )?;
     b.add_sink("sink", output, &[&count], BytesSerde, I64Serde)?;
     b.build()
 }
 
-fn run_kstreams(args: ChildArgs, batch: bool, lmdb: bool) {
+/// How a kstreams contender is set up.
+#[derive(Debug, Clone, Copy)]
+struct KstreamsSetup {
+    batch: bool,
+    lmdb: bool,
+    logged: bool,
+    exactly_once: bool,
+}
+
+fn run_kstreams(args: ChildArgs, setup: KstreamsSetup) {
+    let KstreamsSetup {
+        batch,
+        lmdb,
+        logged,
+        exactly_once,
+    } = setup;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -911,12 +1028,18 @@ fn run_kstreams(args: ChildArgs, batch: bool, lmdb: bool) {
         .try_init();
     let stop = stop_signal();
     let state_dir = tempfile::tempdir().expect("state dir");
-    let topology = count_topology(&args.output, batch).expect("topology");
+    let topology = count_topology(&args.output, batch, logged).expect("topology");
     let mut engine = EngineConfig::new(&args.group, args.bootstrap.split(','));
     engine.commit_interval = kstreams_core::time::Duration::from_millis(args.commit_ms);
     engine.producer.linger = kstreams_core::time::Duration::from_millis(args.linger_ms);
     engine.fetch.max_wait =
         kstreams_core::time::Duration::from_millis_i64(args.fetch_wait_ms.into());
+    if let Some(replication) = args.internal_replication {
+        engine.internal_topics.replication_factor = replication;
+    }
+    if exactly_once {
+        engine.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    }
     let mut config = StreamsConfig::from_engine_config(engine);
     config.num_stream_threads = 1;
     config.state_dir = state_dir.path().to_owned();
@@ -1052,7 +1175,24 @@ fn main() {
         let child_args = ChildArgs::parse(&args[2..]);
         match contender {
             Contender::Rdkafka => run_rdkafka(child_args),
-            Contender::Kstreams { batch, lmdb } => run_kstreams(child_args, batch, lmdb),
+            Contender::Kstreams { batch, lmdb } => run_kstreams(
+                child_args,
+                KstreamsSetup {
+                    batch,
+                    lmdb,
+                    logged: false,
+                    exactly_once: false,
+                },
+            ),
+            Contender::KstreamsLogged { exactly_once } => run_kstreams(
+                child_args,
+                KstreamsSetup {
+                    batch: true,
+                    lmdb: true,
+                    logged: true,
+                    exactly_once,
+                },
+            ),
         }
         return;
     }
