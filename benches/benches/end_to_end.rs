@@ -583,27 +583,23 @@ fn first_output_watcher(bootstrap: &str, topic: &str) -> BaseConsumer {
     .expect("first-output consumer")
 }
 
-/// Sees when a contender's first output becomes visible to the readers it is meant for.
+/// Sees when a contender's first output record reaches the broker. Under exactly-once that is
+/// before a read_committed reader sees it (at the end of its transaction, up to one commit
+/// interval later): the time after it is the contender's processing time in every case.
 enum FirstOutputWatch {
     /// A consumer of the whole output topic from its beginning (Tansu, the mock).
     Consumer(BaseConsumer),
-    /// The output partitions' end offsets (ListOffsets latest), on crabka-broker 0.3.0: it
-    /// answers a Fetch of a partition with nothing to return with a null record set, which
-    /// librdkafka 2.12 refuses for the whole response (`invalid MessageSetSize -1`), so a
-    /// consumer of a still empty topic sees nothing there until every partition has data.
+    /// The output partitions' end offsets (ListOffsets latest, which crabka-broker 0.3.0
+    /// answers with the log end whatever the isolation level), on crabka-broker: it answers a
+    /// Fetch of a partition with nothing to return with a null record set, which librdkafka
+    /// 2.12 refuses for the whole response (`invalid MessageSetSize -1`), so a consumer of a
+    /// still empty topic sees nothing there until every partition has data.
     EndOffsets { consumer: BaseConsumer, topic: String },
-    /// Exactly-once: output becomes visible to read_committed readers when its transaction
-    /// commits, and the transaction carries the input offsets (TxnOffsetCommit), so the first
-    /// committed offset marks it. (crabka-broker 0.3.0 answers ListOffsets latest with the
-    /// log end whatever the isolation level.)
-    Commits,
 }
 
 impl FirstOutputWatch {
-    fn new(broker: &Broker, topic: &str, contender: Contender) -> Self {
-        if contender.exactly_once() {
-            FirstOutputWatch::Commits
-        } else if let Broker::Crabka(_) = broker {
+    fn new(broker: &Broker, topic: &str) -> Self {
+        if let Broker::Crabka(_) = broker {
             FirstOutputWatch::EndOffsets {
                 consumer: observer(&broker.bootstrap(), "e2e-bench-first-output"),
                 topic: topic.to_owned(),
@@ -613,7 +609,7 @@ impl FirstOutputWatch {
         }
     }
 
-    /// Whether output records are visible now (not asked of [`FirstOutputWatch::Commits`]).
+    /// Whether output records are there now.
     fn output_seen(&self) -> bool {
         match self {
             FirstOutputWatch::Consumer(watcher) => {
@@ -630,14 +626,7 @@ impl FirstOutputWatch {
                     .fetch_watermarks(topic, p, Duration::from_secs(5))
                     .is_ok_and(|(_, high)| high > 0)
             }),
-            FirstOutputWatch::Commits => false,
         }
-    }
-
-    /// Whether `committed` (the group's committed input offsets) shows visible output (only
-    /// [`FirstOutputWatch::Commits`]).
-    fn commit_seen(&self, committed: &[i64]) -> bool {
-        matches!(self, FirstOutputWatch::Commits) && committed.iter().any(|&o| o > 0)
     }
 }
 
@@ -760,7 +749,7 @@ fn run_contender(
     let group = format!("e2e-{}-{round}", contender.name());
     broker.create_topic(&output);
     let observer = observer(&bootstrap, &group);
-    let watch = FirstOutputWatch::new(broker, &output, contender);
+    let watch = FirstOutputWatch::new(broker, &output);
     let broker_pid = broker.pid();
     let args = [
         bootstrap.clone(),
@@ -793,9 +782,6 @@ fn run_contender(
             first_output = Some(started.elapsed().as_secs_f64());
         }
         let committed = committed(&observer);
-        if first_output.is_none() && watch.commit_seen(&committed) {
-            first_output = Some(started.elapsed().as_secs_f64());
-        }
         if committed == ends {
             break;
         }
