@@ -17,6 +17,9 @@ use kstreams_core::time::Instant;
 
 use crate::sim::{ConnId, SimCluster};
 
+pub mod committed;
+pub mod durable_store;
+
 /// A callback checking the cluster; `Err` describes a violated invariant.
 pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
 
@@ -561,6 +564,11 @@ fn pump_engine(
 /// `"<input partition>:<input offset>"` (from the record's metadata), written to output
 /// partition `input partition % output partitions`. The output topic then says exactly which
 /// input records were processed, in which order and how often.
+///
+/// The stateful variant ([`tag_count_topology`]) also counts each key in a logged store
+/// ([`COUNTS`], changelog [`COUNTS_CHANGELOG`]) and appends the new count:
+/// `"<input partition>:<input offset>:<count>"`. Input record `o` of any partition has key
+/// `k{o % 3}` ([`input_records`]), so its true count is [`true_count`]`(o)`.
 pub mod tagged {
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeSet;
@@ -574,6 +582,7 @@ pub mod tagged {
     use kstreams_core::record::TopicPartition;
     use kstreams_core::state::MemoryStoreFactory;
     use kstreams_core::time::{Duration, Instant};
+    use kstreams_core::topology::Upstream;
 
     use super::{EngineSlot, Harness};
     use crate::sim::{SimCluster, SimRecord, StoredRecord};
@@ -619,11 +628,85 @@ pub mod tagged {
                 .metadata
                 .clone()
                 .ok_or_else(|| ProcessError::msg("record without metadata"))?;
-            let engine = POLLED_ENGINE.with(Cell::get);
-            PROCESSED.with(|p| p.borrow_mut().push((engine, meta.partition, meta.offset)));
+            note_processed(meta.partition, meta.offset);
             let tag = format!("{}:{}", meta.partition, meta.offset);
             ctx.forward(record.with_value(tag))
         }
+    }
+
+    /// The store of [`tag_count_topology`]: count per key, logged.
+    pub const COUNTS: &str = "counts";
+    /// The changelog topic of [`COUNTS`] (one partition per input partition, created by the
+    /// engines).
+    pub const COUNTS_CHANGELOG: &str = "tagger-counts-changelog";
+
+    /// Notes an input record as processed by the engine being polled (see [`Audit`]).
+    fn note_processed(partition: i32, offset: i64) {
+        let engine = POLLED_ENGINE.with(Cell::get);
+        PROCESSED.with(|p| p.borrow_mut().push((engine, partition, offset)));
+    }
+
+    /// Like [`Tag`], and counts the record's key in [`COUNTS`]: the value forwarded is
+    /// `"<partition>:<offset>:<count>"`.
+    struct TagCount;
+
+    impl Processor<Bytes, Bytes, Bytes, String> for TagCount {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_, Bytes, String>,
+            record: Record<Bytes, Bytes>,
+        ) -> Result<(), ProcessError> {
+            let meta = record
+                .metadata
+                .clone()
+                .ok_or_else(|| ProcessError::msg("record without metadata"))?;
+            note_processed(meta.partition, meta.offset);
+            let mut store = ctx.store::<Bytes, i64>(COUNTS)?;
+            let count = store.get(&record.key)?.unwrap_or(0) + 1;
+            store.put(&record.key, &count)?;
+            let tag = format!("{}:{}:{count}", meta.partition, meta.offset);
+            ctx.forward(record.with_value(tag))
+        }
+    }
+
+    /// The true count in [`tag_count_topology`]'s output for input offset `offset` (of any
+    /// partition): keys cycle through `k0`, `k1`, `k2` with the offset.
+    pub fn true_count(offset: i64) -> i64 {
+        offset / 3 + 1
+    }
+
+    /// The sink of both topologies: output partition = input partition % output partitions
+    /// (from the tag's first field).
+    fn add_tag_sink(b: &mut TopologyBuilder, parent: &dyn Upstream<Bytes, String>) {
+        b.add_sink_with_partitioner(
+            "sink",
+            OUTPUT,
+            &[parent],
+            BytesSerde,
+            StringSerde,
+            |_, _, value: &String, n| {
+                let p: i32 = value.split(':').next()?.parse().ok()?;
+                Some(p % n)
+            },
+        )
+        .expect("sink");
+    }
+
+    /// input → tag-and-count (store [`COUNTS`], logged) → output, partitioned by input
+    /// partition.
+    pub fn tag_count_topology() -> Arc<Topology> {
+        let mut b = TopologyBuilder::new();
+        let src = b
+            .add_source("src", &[INPUT], BytesSerde, BytesSerde)
+            .expect("source");
+        let tag = b.add_processor("tag", &[&src], || TagCount).expect("tag");
+        b.add_store(
+            StoreBuilder::key_value(COUNTS, BytesSerde, I64Serde),
+            &["tag"],
+        )
+        .expect("store");
+        add_tag_sink(&mut b, &tag);
+        Arc::new(b.build().expect("topology"))
     }
 
     /// input → tag → output, partitioned by input partition.
@@ -633,18 +716,7 @@ pub mod tagged {
             .add_source("src", &[INPUT], BytesSerde, BytesSerde)
             .expect("source");
         let tag = b.add_processor("tag", &[&src], || Tag).expect("tag");
-        b.add_sink_with_partitioner(
-            "sink",
-            OUTPUT,
-            &[&tag],
-            BytesSerde,
-            StringSerde,
-            |_, _, value: &String, n| {
-                let p: i32 = value.split(':').next()?.parse().ok()?;
-                Some(p % n)
-            },
-        )
-        .expect("sink");
+        add_tag_sink(&mut b, &tag);
         Arc::new(b.build().expect("topology"))
     }
 
@@ -727,11 +799,19 @@ pub mod tagged {
             .all(|(p, &n)| committed(sim, p as i32).unwrap_or(0) >= n)
     }
 
-    /// Parses an output record: (input partition, input offset).
+    /// Parses an output record of either topology: (input partition, input offset).
     pub fn tag_of(record: &StoredRecord) -> Option<(i32, i64)> {
         let value = std::str::from_utf8(record.value.as_deref()?).ok()?;
-        let (p, o) = value.split_once(':')?;
-        Some((p.parse().ok()?, o.parse().ok()?))
+        let mut fields = value.split(':');
+        let p = fields.next()?.parse().ok()?;
+        let o = fields.next()?.parse().ok()?;
+        Some((p, o))
+    }
+
+    /// The count of an output record of [`tag_count_topology`] (`None` for [`tag_topology`]'s).
+    pub fn count_of(record: &StoredRecord) -> Option<i64> {
+        let value = std::str::from_utf8(record.value.as_deref()?).ok()?;
+        value.split(':').nth(2)?.parse().ok()
     }
 
     /// The input offsets whose output is in the output topic, per input partition, in output
@@ -808,6 +888,22 @@ pub mod tagged {
         pub late_duplicates: Vec<String>,
         /// Duplicate outputs seen.
         pub duplicates: usize,
+        /// Changelog writes (of [`tag_count_topology`]) lower than an earlier write of the same
+        /// key in the same partition: a member that lost the task had them in flight, and they
+        /// landed after the new owner's (at-least-once does not fence it). The next restore
+        /// of that partition brings the stale count back.
+        pub stale_changelog_writes: usize,
+        /// Outputs counted below the truth, excused by a stale changelog write before them in
+        /// their partition (see [`Audit::excuse_stale_changelog_writes`]).
+        pub excused_counts: usize,
+        /// Input partitions whose changelog had a stale write.
+        stale_changelog: BTreeSet<i32>,
+        /// Per changelog partition, the raw log read so far (exclusive).
+        changelog_read: Vec<i64>,
+        /// The highest count written per changelog (partition, key).
+        changelog_max: std::collections::BTreeMap<(i32, Bytes), i64>,
+        /// Whether a count below the truth is excused after a stale changelog write.
+        excuse_stale_changelog: bool,
     }
 
     impl Audit {
@@ -826,7 +922,60 @@ pub mod tagged {
                 zombie_replays: 0,
                 late_duplicates: Vec::new(),
                 duplicates: 0,
+                stale_changelog_writes: 0,
+                excused_counts: 0,
+                stale_changelog: BTreeSet::new(),
+                changelog_read: vec![0; n],
+                changelog_max: std::collections::BTreeMap::new(),
+                excuse_stale_changelog: false,
             }
+        }
+
+        /// At-least-once: a count below the truth in an input partition whose changelog had a
+        /// stale write before (see [`Audit::stale_changelog_writes`]) is counted in
+        /// [`Audit::excused_counts`], not a violation. Exactly-once fences such writes (they
+        /// stay in aborted transactions), so it never excuses them.
+        pub fn excuse_stale_changelog_writes(&mut self) {
+            self.excuse_stale_changelog = true;
+        }
+
+        /// Reads new changelog records of [`tag_count_topology`] (raw, as at-least-once
+        /// restores them) and notes the stale ones.
+        fn read_changelog(&mut self, sim: &SimCluster) -> Result<(), String> {
+            let partitions = sim.partition_count(COUNTS_CHANGELOG).unwrap_or(0);
+            for p in 0..partitions {
+                let Some(read) = usize::try_from(p)
+                    .ok()
+                    .and_then(|i| self.changelog_read.get_mut(i))
+                else {
+                    return Err(format!("changelog partition {p} of no input partition"));
+                };
+                let hw = sim
+                    .high_watermark(COUNTS_CHANGELOG, p)
+                    .map_err(|e| e.to_string())?;
+                if hw <= *read {
+                    continue;
+                }
+                for r in sim
+                    .read_log_from(COUNTS_CHANGELOG, p, *read)
+                    .map_err(|e| e.to_string())?
+                {
+                    let (Some(key), Some(value)) = (r.key, r.value) else {
+                        continue;
+                    };
+                    let count = <[u8; 8]>::try_from(value.as_ref())
+                        .map(i64::from_be_bytes)
+                        .map_err(|_| format!("changelog {p}@{}: not a count", r.offset))?;
+                    let max = self.changelog_max.entry((p, key)).or_insert(count);
+                    if count < *max {
+                        self.stale_changelog_writes += 1;
+                        self.stale_changelog.insert(p);
+                    }
+                    *max = (*max).max(count);
+                }
+                *read = hw;
+            }
+            Ok(())
         }
 
         /// Reads new output records and checks:
@@ -835,6 +984,8 @@ pub mod tagged {
         ///   check; so a record processed since the previous check was processed under the
         ///   committed offsets seen by that check;
         /// - each output record is in the output partition of its input partition;
+        /// - the count of an output of [`tag_count_topology`] is never below its true count
+        ///   (whatever the guarantee: a lower count is a lost store update);
         /// - the first output of each input record comes in input order with no gap (a gap is a
         ///   lost or reordered record);
         ///   (so, after removing replays, each input partition's outputs are in input order;
@@ -866,6 +1017,7 @@ pub mod tagged {
             for (p, before) in self.committed_before.iter_mut().enumerate() {
                 *before = committed(sim, p as i32);
             }
+            self.read_changelog(sim)?;
             for q in 0..self.output_partitions {
                 let hw = sim.high_watermark(OUTPUT, q).map_err(|e| e.to_string())?;
                 let done = self.read[q as usize];
@@ -899,6 +1051,19 @@ pub mod tagged {
             };
             if p % self.output_partitions != q {
                 return Err(format!("output of {p}:{o} in output partition {q}"));
+            }
+            if let Some(count) = count_of(r)
+                && count < true_count(o)
+            {
+                if self.excuse_stale_changelog && self.stale_changelog.contains(&p) {
+                    self.excused_counts += 1;
+                } else {
+                    return Err(format!(
+                        "output {q}@{}: {p}:{o} counted {count}, below the truth {} (a lost update)",
+                        r.offset,
+                        true_count(o)
+                    ));
+                }
             }
             if seen.insert(o) {
                 let next = &mut self.next_new[p as usize];

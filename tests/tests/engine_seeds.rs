@@ -6,6 +6,13 @@
 //! mid-run, or all of them closed and replaced by new ones (a restart); random session timeouts
 //! and both answers brokers give to a duplicate idempotent batch.
 //!
+//! Every 4th seed (`seed % 4 == 3`) runs the engines exactly-once (`ENGINE_GUARANTEE=
+//! exactly-once|at-least-once` forces one for every seed); half the seeds run the stateful
+//! topology ([`tag_count_topology`]: a count per key in a logged store), whose stores live on
+//! a simulated machine's disk ([`DiskStoreFactory`]): a starting engine takes the machine of a
+//! stopped or dropped one now and then (its state, its checkpoints and, under exactly-once,
+//! its transactional id, which fences the dead engine's open transaction), else a new one.
+//!
 //! Invariants, checked after every request the simulator serves (the [`Audit`]) and at the end:
 //! - commits never ahead of acknowledged output: committed offset `C` of an input partition
 //!   means every input record below `C` has its output in the output topic;
@@ -19,21 +26,35 @@
 //!   `zombie_replays`; neither is a violation: at-least-once allows both, only exactly-once
 //!   fences zombies);
 //! - eventually every input offset is committed, and no engine failed;
-//! - a closing engine only stops (PendingShutdown → NotRunning or Error).
+//! - a closing engine only stops (PendingShutdown → NotRunning or Error);
+//! - stateful: no output count below its true count (a lost store update) — under
+//!   at-least-once, unless a member that lost the task had changelog writes in flight that
+//!   landed after the new owner's (a stale count the next restore brings back: at-least-once
+//!   does not fence zombies; counted in `stale_changelog_writes` and `excused_counts`).
+//!
+//! Exactly-once seeds are checked, also after every request, on what a read_committed reader
+//! sees ([`CommittedAudit`]): only records of committed transactions (none of an aborted one),
+//! each input record's output exactly once and in order (no duplicate, nothing lost), the
+//! committed offsets never ahead of that output; stateful: every visible count exact, and the
+//! read_committed changelog ends with every key's exact count.
 //!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
-//! with `ENGINE_TRACE=1` (and `RUST_LOG`) what happened in it (see `trace_cluster`).
+//! with `ENGINE_TRACE=1` (and `RUST_LOG`) what happened in it (see `trace_cluster`);
+//! `ENGINE_SEED_STATS=1` prints each seed's figures. `ENGINE_GUARANTEE` (see above) and
+//! `ENGINE_TXN_TIMEOUT_MS=<ms>` override what the seed drew.
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use kstreams_core::engine::{EngineConfig, EngineState, Event};
+use kstreams_core::engine::{Engine, EngineConfig, EngineState, Event, ProcessingGuarantee};
 use kstreams_core::record::TopicPartition;
-use kstreams_core::time::Duration;
+use kstreams_core::time::{Duration, Instant};
 use kstreams_tests::harness::Harness;
+use kstreams_tests::harness::committed::{CommittedAudit, transactional_id};
+use kstreams_tests::harness::durable_store::{DiskStoreFactory, SimDisk};
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::sim::{DuplicateReply, RandomFaults, SimCluster};
 
@@ -160,6 +181,14 @@ struct Scenario {
     faults: Option<RandomFaults>,
     membership: Vec<(i64, Membership)>,
     chaos: Vec<(i64, Chaos)>,
+    /// Exactly-once engines (else at-least-once).
+    exactly_once: bool,
+    /// The stateful topology, its stores on the machines' disks (else the tag topology).
+    stateful: bool,
+    /// The producers' `transaction.timeout.ms` (exactly-once).
+    transaction_timeout_ms: i64,
+    /// Chance in percent that a starting engine takes the machine of a stopped or dropped one.
+    reuse_machine_percent: u64,
 }
 
 impl Scenario {
@@ -227,7 +256,7 @@ impl Scenario {
         membership.sort_by_key(|&(at, _)| at);
         // Small batches and queues now and then, or thousands of records take long.
         let small = r.chance(20);
-        Self {
+        let mut scenario = Self {
             brokers: brokers as usize,
             input_partitions,
             output_partitions,
@@ -258,7 +287,21 @@ impl Scenario {
             faults,
             membership,
             chaos,
-        }
+            exactly_once: seed % 4 == 3,
+            stateful: false,
+            transaction_timeout_ms: 0,
+            reuse_machine_percent: 0,
+        };
+        // Drawn last, so the at-least-once stateless scenarios stay those of the seeds before.
+        scenario.stateful = r.chance(50);
+        // Above the longest a live engine's transaction stays open here (outages of up to 8 s,
+        // which may overlap: 16 s seen in 10,000 seeds), as the engine stops when the
+        // coordinator aborts its transaction on timeout (see `ENGINE_TXN_TIMEOUT_MS`); so a
+        // timeout aborts only a dropped engine's transaction, whose last stable offset is held
+        // back that long. Kafka Streams' default is 10 s, the producer's 60 s.
+        scenario.transaction_timeout_ms = r.range(25_000, 45_000);
+        scenario.reuse_machine_percent = r.range(0, 100) as u64;
+        scenario
     }
 }
 
@@ -297,18 +340,83 @@ fn running_engines(h: &Harness) -> Vec<usize> {
         .collect()
 }
 
+/// A simulated machine: a disk for the stores, and the seed of the transactional id of the
+/// engine running there (an instance restarted on the same machine keeps its id, as Kafka
+/// Streams keeps its process id in the state directory).
+struct Machine {
+    disk: SimDisk,
+    random_seed: u64,
+    /// The harness slot of the last engine started here.
+    engine: Option<usize>,
+}
+
+/// Starts the engines of a run, each on a machine.
+struct Fleet {
+    config: EngineConfig,
+    exactly_once: bool,
+    stateful: bool,
+    reuse_machine_percent: u64,
+    machines: Vec<Machine>,
+    rng: Rng,
+    seed: u64,
+    committed: Option<Rc<RefCell<CommittedAudit>>>,
+}
+
+impl Fleet {
+    /// Starts an engine on a machine whose engine stopped or was dropped (now and then) or on
+    /// a new one.
+    fn start(&mut self, h: &mut Harness) {
+        let free = self
+            .machines
+            .iter()
+            .position(|m| m.engine.is_none_or(|slot| !h.engines[slot].is_live()));
+        let machine = match free {
+            Some(m) if self.rng.chance(self.reuse_machine_percent) => m,
+            _ => {
+                self.machines.push(Machine {
+                    disk: SimDisk::new(),
+                    random_seed: (self.seed << 8) | self.machines.len() as u64,
+                    engine: None,
+                });
+                self.machines.len() - 1
+            }
+        };
+        let m = &mut self.machines[machine];
+        let mut config = self.config.clone();
+        if self.exactly_once {
+            config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+            config.random_seed = m.random_seed;
+            if let Some(audit) = &self.committed {
+                audit.borrow_mut().watch(transactional_id(&config));
+            }
+        }
+        let engine = if self.stateful {
+            Engine::new(
+                tag_count_topology(),
+                config,
+                Box::new(DiskStoreFactory::new(m.disk.clone())),
+                Instant::from_millis(h.now),
+            )
+            .expect("engine")
+        } else {
+            engine(config, h.now)
+        };
+        m.engine = Some(h.add(engine));
+    }
+}
+
 /// Applies a membership change; engines due to start later go to `pending_starts`.
 fn change_membership(
     h: &mut Harness,
     change: Membership,
-    config: &EngineConfig,
+    fleet: &mut Fleet,
     pending_starts: &mut Vec<i64>,
 ) {
     let running = running_engines(h);
     match change {
         Membership::Start => {
             if running.len() + pending_starts.len() < MAX_LIVE_ENGINES {
-                h.add(engine(config.clone(), h.now));
+                fleet.start(h);
             }
         }
         Membership::Close(n) | Membership::Drop(n) if !running.is_empty() => {
@@ -337,14 +445,19 @@ fn change_membership(
 /// and the simulated time) and, after every request served, any change of the group (state,
 /// generation, coordinator, members) or of the committed offsets, and each new output record
 /// with its producer id; every engine event is printed at the end.
-fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outputs: i32) {
+fn trace_cluster(
+    h: &mut Harness,
+    mut check: impl FnMut(&SimCluster) -> Result<(), String> + 'static,
+    inputs: i32,
+    outputs: i32,
+) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_ansi(false)
         .try_init();
-    let audit = Rc::clone(audit);
     let mut last = String::new();
     let mut printed = vec![0i64; outputs as usize];
+    let mut printed_changelog = vec![0i64; inputs as usize];
     h.set_observer(Box::new(move |sim| {
         let members: Vec<String> = sim
             .group_members(APP)
@@ -368,22 +481,79 @@ fn trace_cluster(h: &mut Harness, audit: &Rc<RefCell<Audit>>, inputs: i32, outpu
                 .unwrap_or_default();
             for r in &log {
                 println!(
-                    "output {q}@{} at {}: {:?} from producer {}",
+                    "output {q}@{} at {}: {:?} count {:?} from producer {} epoch {}",
                     r.offset,
                     sim.now(),
                     tag_of(r),
-                    r.producer_id
+                    count_of(r),
+                    r.producer_id,
+                    r.producer_epoch
                 );
             }
-            *printed += log.len() as i64;
+            *printed = sim.high_watermark(OUTPUT, q as i32).unwrap_or(*printed);
         }
-        audit.borrow_mut().check(sim)
+        for (p, printed) in printed_changelog.iter_mut().enumerate() {
+            let log = sim
+                .read_log_from(COUNTS_CHANGELOG, p as i32, *printed)
+                .unwrap_or_default();
+            for r in &log {
+                let count = r
+                    .value
+                    .as_deref()
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(i64::from_be_bytes);
+                println!(
+                    "changelog {p}@{} at {}: {:?} = {count:?} from producer {} epoch {}",
+                    r.offset,
+                    sim.now(),
+                    r.key,
+                    r.producer_id,
+                    r.producer_epoch
+                );
+            }
+            *printed = sim
+                .high_watermark(COUNTS_CHANGELOG, p as i32)
+                .unwrap_or(*printed);
+        }
+        check(sim)
     }));
+}
+
+/// The checks of every step: the raw log's [`Audit`], and under exactly-once the
+/// read_committed view's [`CommittedAudit`].
+fn checks(
+    audit: &Rc<RefCell<Audit>>,
+    committed: &Option<Rc<RefCell<CommittedAudit>>>,
+) -> impl FnMut(&SimCluster) -> Result<(), String> + 'static {
+    let audit = Rc::clone(audit);
+    let committed = committed.clone();
+    move |sim| {
+        audit.borrow_mut().check(sim)?;
+        match &committed {
+            Some(c) => c.borrow_mut().check(sim),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The scenario of `seed`, with the guarantee `ENGINE_GUARANTEE` forces if set.
+fn scenario(seed: u64, volume: Volume) -> Scenario {
+    let mut s = Scenario::from_seed(seed, volume);
+    match std::env::var("ENGINE_GUARANTEE").as_deref() {
+        Ok("exactly-once") => s.exactly_once = true,
+        Ok("at-least-once") => s.exactly_once = false,
+        Ok(other) => panic!("ENGINE_GUARANTEE is exactly-once or at-least-once, not {other}"),
+        Err(_) => {}
+    }
+    if let Ok(ms) = std::env::var("ENGINE_TXN_TIMEOUT_MS") {
+        s.transaction_timeout_ms = ms.parse().expect("ENGINE_TXN_TIMEOUT_MS is a number");
+    }
+    s
 }
 
 /// Runs one seed; `Err` describes the broken invariant and the run.
 fn run_seed(seed: u64, volume: Volume) -> Result<Stats, String> {
-    run_scenario(seed, Scenario::from_seed(seed, volume))
+    run_scenario(seed, scenario(seed, volume))
 }
 
 /// Runs scenario `s` on the cluster of `seed`; `Err` describes the broken invariant and the run.
@@ -400,9 +570,32 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     produce_all(&mut sim, s.input_partitions, s.initial);
     sim.set_random_faults(s.faults);
     let mut h = Harness::new(sim, T0);
-    let audit = install_audit(&mut h, s.input_partitions, s.output_partitions);
+    let audit = Rc::new(RefCell::new(Audit::new(
+        s.input_partitions,
+        s.output_partitions,
+    )));
+    if !s.exactly_once {
+        audit.borrow_mut().excuse_stale_changelog_writes();
+    }
+    let committed_audit = s.exactly_once.then(|| {
+        Rc::new(RefCell::new(CommittedAudit::new(
+            s.input_partitions,
+            s.output_partitions,
+            s.stateful,
+        )))
+    });
     if std::env::var("ENGINE_TRACE").is_ok() {
-        trace_cluster(&mut h, &audit, s.input_partitions, s.output_partitions);
+        if let Some(c) = &committed_audit {
+            c.borrow_mut().trace();
+        }
+        trace_cluster(
+            &mut h,
+            checks(&audit, &committed_audit),
+            s.input_partitions,
+            s.output_partitions,
+        );
+    } else {
+        h.set_observer(Box::new(checks(&audit, &committed_audit)));
     }
     let mut feeder = Feeder::new(
         s.input_partitions,
@@ -428,6 +621,17 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     config.bootstrap_servers = (0..s.brokers as i32)
         .map(|b| format!("sim-{b}:{}", 9092 + b))
         .collect();
+    config.producer.transaction_timeout = Duration::from_millis_i64(s.transaction_timeout_ms);
+    let mut fleet = Fleet {
+        config,
+        exactly_once: s.exactly_once,
+        stateful: s.stateful,
+        reuse_machine_percent: s.reuse_machine_percent,
+        machines: Vec::new(),
+        rng: Rng(seed ^ 0x3C3C_C3C3_6969_9696),
+        seed,
+        committed: committed_audit.clone(),
+    };
     let mut pending_starts: Vec<i64> = s.engine_starts.iter().map(|&t| T0 + t).collect();
     // Membership changes and chaos events (with broker restarts) by time, latest first.
     let mut membership: Vec<(i64, Membership)> = s
@@ -447,16 +651,14 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     chaos.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
     let done = h.run_until(600_000, |h| {
         feeder.feed(h);
-        pending_starts.retain(|&at| {
-            if h.now < at {
-                return true;
-            }
-            h.add(engine(config.clone(), h.now));
-            false
-        });
+        let due = pending_starts.iter().filter(|&&at| h.now >= at).count();
+        pending_starts.retain(|&at| h.now < at);
+        for _ in 0..due {
+            fleet.start(h);
+        }
         while membership.last().is_some_and(|&(at, _)| h.now >= at) {
             if let Some((_, change)) = membership.pop() {
-                change_membership(h, change, &config, &mut pending_starts);
+                change_membership(h, change, &mut fleet, &mut pending_starts);
             }
         }
         while chaos.last().is_some_and(|&(at, _)| h.now >= at) {
@@ -469,6 +671,9 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
             && membership.is_empty()
             && pending_starts.is_empty()
             && committed_at_least(&h.sim, &n)
+            && committed_audit
+                .as_ref()
+                .is_none_or(|c| c.borrow().complete(&h.sim, &n))
     });
     if std::env::var("ENGINE_TRACE").is_ok() {
         for (i, e) in h.engines.iter().enumerate() {
@@ -512,6 +717,9 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         audit.assert_complete(&n);
         assert_at_least_once(&h.sim, &n, &vec![0; n.len()]);
         assert!(all_committed(&h.sim, &n), "committed beyond the input");
+        if let Some(committed) = &committed_audit {
+            committed.borrow().assert_complete(&n);
+        }
     }));
     if let Err(panic) = checked {
         let message = panic
@@ -526,11 +734,24 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         duplicates: audit.duplicates,
         late_duplicates: audit.late_duplicates.len(),
         zombie_replays: audit.zombie_replays,
+        stale_changelog_writes: audit.stale_changelog_writes,
+        excused_counts: audit.excused_counts,
         records: s.target * i64::from(s.input_partitions),
         ..Stats::default()
     };
     stats.disconnects = h.engines.iter().map(|e| e.disconnects).sum();
     stats.engines = h.engines.len();
+    stats.machines = fleet.machines.len();
+    stats.exactly_once = usize::from(s.exactly_once);
+    stats.stateful = usize::from(s.stateful);
+    if let Some(committed) = &committed_audit {
+        let txns = committed.borrow().stats();
+        stats.txn_commits = txns.committed;
+        stats.txn_aborts = txns.aborted;
+        stats.aborted_records = txns.aborted_records;
+        stats.txns_fenced = txns.fenced;
+        stats.longest_txn_ms = txns.longest_ms;
+    }
     for (_, e) in h.engines.iter().flat_map(|e| &e.events) {
         match e {
             Event::Warning(w) => {
@@ -542,6 +763,8 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
             Event::TasksRevoked(_) => stats.revokes += 1,
             Event::TasksLost(_) => stats.losses += 1,
             Event::Committed(_) => stats.commits += 1,
+            Event::RestoreStarted { .. } => stats.restores += 1,
+            Event::RestoreEnded { records, .. } => stats.restored_records += *records as usize,
             _ => {}
         }
     }
@@ -557,6 +780,11 @@ struct Stats {
     late_duplicates: usize,
     /// Records a removed member processed after the new owner committed them.
     zombie_replays: usize,
+    /// At-least-once: changelog writes of a member that lost the task landing after the new
+    /// owner's, and the outputs counted below the truth after them (see
+    /// `Audit::stale_changelog_writes`).
+    stale_changelog_writes: usize,
+    excused_counts: usize,
     warnings: usize,
     /// Engines started.
     engines: usize,
@@ -564,6 +792,26 @@ struct Stats {
     revokes: usize,
     losses: usize,
     disconnects: usize,
+    /// Machines (disks, and transactional ids under exactly-once) the engines ran on.
+    machines: usize,
+    /// Seeds run exactly-once.
+    exactly_once: usize,
+    /// Seeds run with the stateful topology.
+    stateful: usize,
+    /// Transactions committed and aborted (exactly-once; by the coordinator's outcome).
+    txn_commits: usize,
+    txn_aborts: usize,
+    /// Records (output and changelog) of aborted transactions.
+    aborted_records: usize,
+    /// Transactions the coordinator aborted (timeout, or fenced by the next engine on the
+    /// same machine).
+    txns_fenced: usize,
+    /// The longest a transaction stayed open before its engine ended it (the largest of any
+    /// seed, not a sum).
+    longest_txn_ms: i64,
+    /// Store restores started, and changelog records they restored.
+    restores: usize,
+    restored_records: usize,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -573,14 +821,29 @@ impl std::ops::AddAssign for Stats {
         self.duplicates += o.duplicates;
         self.late_duplicates += o.late_duplicates;
         self.zombie_replays += o.zombie_replays;
+        self.stale_changelog_writes += o.stale_changelog_writes;
+        self.excused_counts += o.excused_counts;
         self.warnings += o.warnings;
         self.engines += o.engines;
         self.commits += o.commits;
         self.revokes += o.revokes;
         self.losses += o.losses;
         self.disconnects += o.disconnects;
+        self.machines += o.machines;
+        self.exactly_once += o.exactly_once;
+        self.stateful += o.stateful;
+        self.txn_commits += o.txn_commits;
+        self.txn_aborts += o.txn_aborts;
+        self.aborted_records += o.aborted_records;
+        self.txns_fenced += o.txns_fenced;
+        self.longest_txn_ms = self.longest_txn_ms.max(o.longest_txn_ms);
+        self.restores += o.restores;
+        self.restored_records += o.restored_records;
     }
 }
+
+#[path = "engine_seeds/regressions.rs"]
+mod regressions;
 
 /// Seed 47106 (full volume) of the generator as it was when it failed, kept literally so a
 /// change of the generator does not lose it. An OffsetFetch queued for one assignment (engine
@@ -618,6 +881,10 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         }),
         membership: vec![(923, Membership::RestartAll), (3997, Membership::Close(1))],
         chaos: vec![(12410, Chaos::MoveCoordinator { to: 0 })],
+        exactly_once: false,
+        stateful: false,
+        transaction_timeout_ms: 60_000,
+        reuse_machine_percent: 0,
     };
     let logs = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::fmt()
@@ -684,7 +951,12 @@ fn seeded_flows_keep_every_record_in_order_and_commit_behind_output() {
     for seed in first..first + seeds {
         let result = catch_unwind(AssertUnwindSafe(|| run_seed(seed, volume)));
         match result {
-            Ok(Ok(stats)) => total += stats,
+            Ok(Ok(stats)) => {
+                if std::env::var("ENGINE_SEED_STATS").is_ok() {
+                    println!("seed {seed}: {stats:?}");
+                }
+                total += stats
+            }
             Ok(Err(e)) => failures.push((seed, e)),
             Err(panic) => {
                 let message = panic

@@ -239,6 +239,14 @@ impl PartitionLog {
             .filter(|r| !r.transactional || !self.is_aborted(r.producer_id, r.offset))
     }
 
+    /// [`committed_records`](Self::committed_records) from `offset` on.
+    pub fn committed_records_from(&self, offset: i64) -> impl Iterator<Item = &StoredRecord> {
+        let lso = self.last_stable_offset();
+        self.records_from(offset)
+            .take_while(move |r| r.offset < lso)
+            .filter(|r| !r.transactional || !self.is_aborted(r.producer_id, r.offset))
+    }
+
     fn is_aborted(&self, producer_id: i64, offset: i64) -> bool {
         self.aborted.iter().any(|a| {
             a.producer_id == producer_id && a.first_offset <= offset && offset < a.marker_offset

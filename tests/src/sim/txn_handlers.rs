@@ -130,6 +130,21 @@ impl SimCluster {
             .collect())
     }
 
+    /// [`read_committed`](Self::read_committed) from `offset` on (for readers that keep up
+    /// with the log: the records below `offset` are not copied again).
+    pub fn read_committed_from(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Vec<StoredRecord>, SimError> {
+        Ok(self
+            .partition(topic, partition)?
+            .committed_records_from(offset)
+            .cloned()
+            .collect())
+    }
+
     // ----- the coordinator's timer and the partitions' side ------------------------------
 
     /// The earliest transaction timeout of an ongoing transaction.
