@@ -88,9 +88,14 @@ impl Engine {
                     .push_back(Output::Event(Event::TasksLost(tasks)));
                 if self.closing {
                     // Nothing of the lost tasks can be committed: the close ends here, without
-                    // rejoining the group it is leaving (the member would, and take tasks).
+                    // rejoining the group it is leaving (the member would, and take tasks),
+                    // once the transaction aborted above (or an EndTxn in flight) ended.
                     self.commit_reason = None;
-                    self.group.leave(self.now);
+                    if self.transaction_open() || self.transaction_ending() {
+                        self.leave_after_transaction = true;
+                    } else {
+                        self.group.leave(self.now);
+                    }
                 }
             }
             GroupEvent::AssignmentFailed { error } => {
@@ -107,6 +112,12 @@ impl Engine {
     }
 
     pub(super) fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        if self.transaction_ending() {
+            // Tasks restore their changelogs and fetch their committed offsets: both must see
+            // the outcome of a transaction still ending (see `transaction_ending`).
+            self.pending_assignment = Some((tasks, partitions));
+            return;
+        }
         if !self.changelogs_ready() {
             // Tasks restore from and log to their changelogs: start them once those exist.
             self.pending_assignment = Some((tasks, partitions));
@@ -239,6 +250,7 @@ impl Engine {
             .sink_wait_since
             .is_some_and(|since| self.now - since >= self.config.max_block);
         let ready = self.pending_assignment.is_some()
+            && !self.transaction_ending()
             && self.changelogs_ready()
             && (sinks_known || sinks_overdue);
         match self.pending_assignment.take() {

@@ -43,6 +43,9 @@ impl Engine {
     pub(super) fn drive_commit(&mut self) -> bool {
         let now = self.now;
         match &self.commit {
+            // An earlier transaction still ending (its tasks were lost while it committed):
+            // the producer takes no new commit before its outcome.
+            CommitPhase::Idle if self.transaction_ending() => false,
             CommitPhase::Idle => {
                 let reason = self.commit_reason.or_else(|| {
                     (!self.tasks.is_empty()

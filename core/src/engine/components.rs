@@ -130,6 +130,14 @@ impl Engine {
         if self.stopped() {
             return true;
         }
+        if self.leave_after_transaction && !self.transaction_open() && !self.transaction_ending() {
+            // A closing engine whose tasks were lost: it ended its transaction, now it leaves
+            // (an assignment the member rejoined for meanwhile is not started).
+            self.leave_after_transaction = false;
+            self.pending_assignment = None;
+            self.group.leave(self.now);
+            progress = true;
+        }
         progress |= self.resume_assignment();
         while let Some(event) = self.metadata.poll_event() {
             progress = true;
@@ -235,6 +243,7 @@ impl Engine {
                     self.transaction_committed(offsets);
                 }
                 ProducerEvent::TransactionAborted => self.transaction_aborted(),
+                ProducerEvent::GroupCoordinatorMoved => self.group.coordinator_moved(self.now),
                 ProducerEvent::TransactionFailed { error } => {
                     self.handle_transaction_failure(error, false);
                 }

@@ -162,6 +162,10 @@ pub struct Engine {
     last_commit: Instant,
     revoking: Option<Vec<TaskId>>,
     closing: bool,
+    /// Closing, the tasks were lost while a transaction was open or ending (exactly-once):
+    /// the engine leaves the group once the producer ended it, so no transaction of ours
+    /// holds the last stable offsets back until the coordinator's timeout.
+    leave_after_transaction: bool,
     /// Events for the adapter (transport outputs wait in the router).
     outputs: VecDeque<Output>,
     last_timeout_reason: Option<TimeoutReason>,
@@ -289,6 +293,7 @@ impl Engine {
             last_commit: now,
             revoking: None,
             closing: false,
+            leave_after_transaction: false,
             outputs: VecDeque::new(),
             last_timeout_reason: None,
         })

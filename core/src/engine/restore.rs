@@ -257,6 +257,7 @@ impl Engine {
     /// stores are all restored.
     pub(super) fn drive_restore(&mut self) -> Result<bool, EngineError> {
         let mut progress = false;
+        let exactly_once = self.exactly_once();
         let ids: Vec<TaskId> = self.restoring.keys().copied().collect();
         for id in ids {
             let restoring = self
@@ -271,6 +272,14 @@ impl Engine {
                     continue;
                 };
                 if position < end {
+                    continue;
+                }
+                // Under exactly-once the end is the last stable offset: while a transaction of
+                // an earlier owner (one that died before its commit, whose transaction only
+                // the coordinator's timeout ends) holds it below the high watermark, committed
+                // writes of later owners may lie beyond it, and the committed offsets the task
+                // fetches next include their input. Wait for that transaction's outcome.
+                if exactly_once && self.fetcher.high_watermark(&store.changelog) != Some(end) {
                     continue;
                 }
                 let topic_id = self.metadata.topic_id(&store.changelog.topic);

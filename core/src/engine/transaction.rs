@@ -36,6 +36,19 @@ impl Engine {
         )
     }
 
+    /// Whether an EndTxn is under way (exactly-once): typically the commit of tasks lost while
+    /// it was in flight, which the coordinator may still apply. Tasks assigned meanwhile wait
+    /// for its outcome: restored before it, their stores would miss its changelog records
+    /// (held back by the last stable offset) while their committed offsets, fetched after it,
+    /// include its input.
+    pub(super) fn transaction_ending(&self) -> bool {
+        self.exactly_once()
+            && matches!(
+                self.producer.transaction_state(),
+                Some(TransactionState::Committing | TransactionState::Aborting)
+            )
+    }
+
     /// Flushing is over under exactly-once (every record handed to the producer): commits
     /// the transaction with `offsets`.
     pub(super) fn commit_transaction(&mut self, offsets: BTreeMap<TopicPartition, i64>) {

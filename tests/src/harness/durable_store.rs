@@ -195,6 +195,21 @@ impl KvBackend for DiskStore {
         self.inner.wipe()?;
         self.save()
     }
+
+    // Staged runs are not durable (a crash loses them, as LMDB's leftover runs are dropped
+    // on open); the merge is, with its checkpoint.
+    fn restore_run(&mut self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.inner.restore_run(batch)
+    }
+
+    fn finish_restore_runs(&mut self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.inner.finish_restore_runs(checkpoint)?;
+        self.save()
+    }
+
+    fn discard_restore_runs(&mut self) {
+        self.inner.discard_restore_runs();
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,6 @@ fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -
 /// offset (held back by that very transaction: the counts at 650), then fetched the committed
 /// offset after the commit went through (710): the output of 1:710 counted 217, truly 237.
 #[test]
-#[ignore = "engine: tasks must wait for a transaction still ending before they restore"]
 fn seed_18596_tasks_assigned_while_the_lost_tasks_commit_wait_for_its_outcome() {
     replay(
         18596,
@@ -92,7 +91,6 @@ fn seed_18596_tasks_assigned_while_the_lost_tasks_commit_wait_for_its_outcome() 
 /// `commit_transaction` again while the producer still committed: the engine stopped with
 /// `InvalidTransactionState { operation: "commit_transaction", state: Committing }`.
 #[test]
-#[ignore = "engine: no new commit cycle while an earlier transaction is still ending"]
 fn seed_20483_no_commit_while_the_lost_tasks_transaction_still_commits() {
     replay(
         20483,
@@ -148,7 +146,6 @@ fn seed_20483_no_commit_while_the_lost_tasks_transaction_still_commits() {
 /// NOT_COORDINATOR and was retried there every 100 ms for good (5,849 times in 10 minutes);
 /// the group member, waiting for that commit, sent nothing that would find the new one.
 #[test]
-#[ignore = "engine: TxnOffsetCommit NOT_COORDINATOR must make the group member find the coordinator"]
 fn seed_17012_txn_offset_commit_follows_the_moved_group_coordinator() {
     replay(
         17012,
@@ -207,7 +204,6 @@ fn seed_17012_txn_offset_commit_follows_the_moved_group_coordinator() {
 /// restored up to 20 again (the counts at 417) and fetched the committed offset 2809: the
 /// output of 1:2809 counted 417, truly 937.
 #[test]
-#[ignore = "engine: restore under exactly-once must wait until no transaction holds the changelog's last stable offset"]
 fn seed_12952_restore_waits_for_a_dead_owners_transaction_on_the_changelog() {
     replay(
         12952,
@@ -266,7 +262,7 @@ fn seed_12952_restore_waits_for_a_dead_owners_transaction_on_the_changelog() {
 /// same transactional id", which no other producer was). Kafka Streams treats this as a
 /// task migration: it closes the tasks dirty, gets a new epoch and rejoins.
 #[test]
-#[ignore = "engine: a transaction timed out by the coordinator stops the engine"]
+#[ignore = "engine (known, open): a transaction the coordinator timed out fences the producer and stops the engine with a typed error instead of rejoining with a new epoch (liveness only: nothing lost or duplicated)"]
 fn seed_11585_a_transaction_timeout_does_not_stop_the_engine() {
     replay(
         11585,
@@ -321,7 +317,6 @@ fn seed_11585_a_transaction_timeout_does_not_stop_the_engine() {
 /// `Unsupported { missing_api: TxnOffsetCommit }` ("the brokers do not support
 /// transactions"). Small volume (the debug default run's seed 503).
 #[test]
-#[ignore = "engine: a drop at a proven version, or below the version transactions need, must not fall back"]
 fn seed_503_dropped_connections_do_not_cap_txn_offset_commit_below_v3() {
     replay(
         503,
@@ -378,7 +373,6 @@ fn seed_503_dropped_connections_do_not_cap_txn_offset_commit_below_v3() {
 /// restored up to 32 again, fetched the committed offset (2198) and counted 3:2198 as 417,
 /// truly 733.
 #[test]
-#[ignore = "engine: restore under exactly-once must wait until no transaction holds the changelog's last stable offset"]
 fn seed_21001_restore_waits_for_a_stopped_engines_transaction_on_the_changelog() {
     replay(
         21001,

@@ -33,6 +33,9 @@ pub(super) struct PartitionState {
     pub(super) end_offset: Option<i64>,
     /// Read to its end as fast as possible: a Fetch holding it does not wait for data.
     pub(super) eager: bool,
+    /// The partition's high watermark in the last response without error (above
+    /// [`end_offset`](Self::end_offset) under read_committed while a transaction is open).
+    pub(super) high_watermark: Option<i64>,
 }
 
 impl Fetcher {
@@ -79,6 +82,7 @@ impl Fetcher {
                 out_of_range,
                 end_offset: None,
                 eager,
+                high_watermark: None,
             },
         );
     }
@@ -166,6 +170,13 @@ impl Fetcher {
     /// such response since it was assigned).
     pub fn end_offset(&self, tp: &TopicPartition) -> Option<i64> {
         self.partitions.get(tp).and_then(|state| state.end_offset)
+    }
+
+    /// The high watermark of an assigned partition in the last response without error.
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions
+            .get(tp)
+            .and_then(|state| state.high_watermark)
     }
 
     /// The leader the fetcher uses for a partition.

@@ -176,6 +176,7 @@ impl Fetcher {
             _ => data.high_watermark,
         };
         state.end_offset = Some(end);
+        state.high_watermark = Some(data.high_watermark);
         let stalled = decoded.is_stalled();
         let truncated_len = decoded.truncated.and_then(|t| t.batch_len);
         state.position = Some(decoded.next_offset);

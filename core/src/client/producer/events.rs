@@ -55,6 +55,11 @@ pub enum ProducerEvent<O> {
         /// Its port.
         port: i32,
     },
+    /// A TxnOffsetCommit was answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE: the group
+    /// coordinator it went to (the group member's) moved, and the group member must look for
+    /// it again, or the retries keep going to the old one (a group member waiting for the
+    /// commit sends nothing else that would find out).
+    GroupCoordinatorMoved,
     /// The transaction ended by [`Producer::commit_transaction`] is committed: its records
     /// are visible to read_committed consumers and `offsets` are the group's committed
     /// offsets.

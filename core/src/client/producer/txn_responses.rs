@@ -350,7 +350,15 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 topic_partition: tp.clone(),
                 error,
             }),
-            Some((_, error, _)) => self.on_txn_error(api, error, now),
+            Some((_, error, _)) => {
+                if matches!(
+                    error,
+                    ResponseError::NotCoordinator | ResponseError::CoordinatorNotAvailable
+                ) {
+                    self.ledger.push_event(ProducerEvent::GroupCoordinatorMoved);
+                }
+                self.on_txn_error(api, error, now);
+            }
             None if left => txn.retry_at = now + backoff,
             None => {
                 if let Phase::Committing(commit) = &mut txn.phase

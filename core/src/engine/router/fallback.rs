@@ -51,6 +51,16 @@ const GROUP_FAMILY: [ApiKey; 4] = [
     ApiKey::LeaveGroup,
 ];
 
+/// The lowest version of `api` the engine can work with: falling back below it would turn a
+/// retry into a failure. TxnOffsetCommit needs v3 (KIP-447's generation and member id, which
+/// exactly-once commits carry); v3 is also its first flexible version.
+fn lowest_needed_version(api: ApiKey) -> i16 {
+    match api {
+        ApiKey::TxnOffsetCommit => 3,
+        _ => 0,
+    }
+}
+
 /// How a request failed in a way that may be the version's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum VersionFailure {
@@ -141,8 +151,13 @@ impl VersionFallback {
             first_undecodable,
         } = *streak;
         let persistent = first_undecodable.is_some_and(|first| now - first >= GIVE_UP_SPAN);
+        // A drop at a version the broker answered before is the network's doing, not the
+        // version's; and an API is never capped below the lowest version its users need.
+        let refused = failure == VersionFailure::Undecodable
+            || !self.proven.contains(&(broker, api as i16, version));
         let fallback = last_non_flexible_version(api)
-            .filter(|_| is_flexible(api, version))
+            .filter(|_| is_flexible(api, version) && refused)
+            .filter(|&to| to >= lowest_needed_version(api))
             .filter(|&to| self.cap(broker, api).is_none_or(|cap| cap > to));
         match fallback {
             Some(_) if failure == VersionFailure::Undecodable || count >= DROPS_BEFORE_FALLBACK => {
@@ -233,6 +248,31 @@ mod tests {
             f.failed(0, ApiKey::Produce, 9, VersionFailure::Dropped, T0),
             Verdict::Retry
         );
+    }
+
+    #[test]
+    fn drops_at_a_version_answered_before_do_not_fall_back() {
+        let mut f = VersionFallback::default();
+        f.succeeded(0, ApiKey::OffsetCommit, 9);
+        for _ in 0..3 {
+            assert_eq!(
+                f.failed(0, ApiKey::OffsetCommit, 9, VersionFailure::Dropped, T0),
+                Verdict::Retry
+            );
+        }
+        assert_eq!(f.cap(0, ApiKey::OffsetCommit), None);
+    }
+
+    #[test]
+    fn txn_offset_commit_never_falls_back_below_what_transactions_need() {
+        let mut f = VersionFallback::default();
+        for _ in 0..3 {
+            assert_eq!(
+                f.failed(0, ApiKey::TxnOffsetCommit, 4, VersionFailure::Dropped, T0),
+                Verdict::Retry
+            );
+        }
+        assert_eq!(f.cap(0, ApiKey::TxnOffsetCommit), None);
     }
 
     #[test]

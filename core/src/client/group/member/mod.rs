@@ -331,6 +331,14 @@ impl GroupMember {
         }
     }
 
+    /// A request another component sent to the group coordinator (the transactional
+    /// producer's TxnOffsetCommit) was answered NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE:
+    /// find the coordinator again.
+    pub fn coordinator_moved(&mut self, now: Instant) {
+        let now = self.observe(now);
+        self.coordinator_lost(now);
+    }
+
     /// A request this member emitted got no answer (disconnect, timeout): re-plan.
     pub fn handle_request_failed(&mut self, target: Target, api: ApiKey, now: Instant) {
         let now = self.observe(now);
