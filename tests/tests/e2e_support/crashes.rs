@@ -95,8 +95,7 @@ pub fn reached(expected: &BTreeMap<Vec<u8>, i64>, last: &BTreeMap<Vec<u8>, i64>)
 }
 
 /// Checks a count's output under at-least-once across crashes: per key, one output partition,
-/// and a last count at least the key's number of input records. Unlike
-/// [`assert_counts_at_least`] the counts may go back (output of an uncommitted interval was
+/// and a last count at least the key's number of input records. The counts may go back (output of an uncommitted interval was
 /// written, its changelog writes were not: the restored count is behind) or skip (its
 /// changelog writes were, some of its output was not). Returns how often each happened.
 pub fn assert_final_counts_at_least(input: &[Input], output: &[Output]) -> CountSteps {

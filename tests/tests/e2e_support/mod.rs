@@ -610,37 +610,11 @@ pub fn assert_counts_exact(input: &[Input], output: &[Output]) {
 /// from the restored state: ahead, never back, never skipping), and a final count at least the
 /// key's number of input records.
 pub fn assert_counts_at_least(input: &[Input], output: &[Output]) {
-    let mut expected: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-    for (_, key, _) in input {
-        *expected.entry(key.clone()).or_insert(0) += 1;
-    }
-    let mut last: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-    let mut home: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
-    for record in output {
-        let count =
-            i64::from_be_bytes(record.value.as_slice().try_into().expect("an 8-byte count"));
-        let key = String::from_utf8_lossy(&record.key).into_owned();
-        assert_eq!(
-            *home.entry(record.key.clone()).or_insert(record.partition),
-            record.partition,
-            "{key}: one output partition"
-        );
-        let previous = last.entry(record.key.clone()).or_insert(0);
-        assert_eq!(count, *previous + 1, "{key}: counts go up by one");
-        *previous = count;
-    }
-    for (key, n) in &expected {
-        let key_name = String::from_utf8_lossy(key);
-        let final_count = last.get(key).copied().unwrap_or(0);
-        assert!(
-            final_count >= *n,
-            "{key_name}: final count {final_count} below the {n} input records"
-        );
-    }
+    let steps = crashes::assert_final_counts_at_least(input, output);
     assert_eq!(
-        last.keys().collect::<Vec<_>>(),
-        expected.keys().collect::<Vec<_>>(),
-        "a count for exactly the input keys"
+        steps,
+        crashes::CountSteps::default(),
+        "counts go up by one (never back, never skipping)"
     );
 }
 
