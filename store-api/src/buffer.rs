@@ -154,6 +154,18 @@ impl WriteBuffer {
         self.pending.is_empty()
     }
 
+    /// `Err(UncommittedWrites)` for `store` while writes are pending: what restores (which
+    /// write to durable state directly) require first.
+    pub fn refuse_if_pending(&self, store: &str) -> Result<(), crate::StoreError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        Err(crate::StoreError::UncommittedWrites {
+            store: store.to_owned(),
+            count: self.len(),
+        })
+    }
+
     /// Drops every pending write (and the savepoint's undo information with them).
     pub fn clear(&mut self) {
         self.pending.clear();

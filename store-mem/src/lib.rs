@@ -53,12 +53,7 @@ impl MemoryStore {
     /// Refuses a bulk restore step unless the store is empty, without checkpoint and without
     /// uncommitted writes.
     fn check_bulk_restore(&self) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            return Err(StoreError::UncommittedWrites {
-                store: self.name.clone(),
-                count: self.pending.len(),
-            });
-        }
+        self.pending.refuse_if_pending(&self.name)?;
         if !self.committed.is_empty() || self.checkpoint.is_some() {
             return Err(StoreError::NotEmpty {
                 store: self.name.clone(),
@@ -152,12 +147,7 @@ impl KvBackend for MemoryStore {
         batch: WriteBatch,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            return Err(StoreError::UncommittedWrites {
-                store: self.name.clone(),
-                count: self.pending.len(),
-            });
-        }
+        self.pending.refuse_if_pending(&self.name)?;
         for op in batch.into_ops() {
             match op.value {
                 Some(value) => {

@@ -175,12 +175,7 @@ impl LmdbStore {
     /// Refuses a bulk-restore step unless the store has no uncommitted writes, no checkpoint
     /// and no data (for `finish`, data of its own interrupted merge is allowed).
     fn check_bulk_restore(&self, finish: bool) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            return Err(StoreError::UncommittedWrites {
-                store: self.name.clone(),
-                count: self.pending.len(),
-            });
-        }
+        self.pending.refuse_if_pending(&self.name)?;
         let has_data = {
             let reader = self.shared().reader(&self.name)?;
             self.db

@@ -363,12 +363,7 @@ impl KvBackend for LmdbStore {
         batch: WriteBatch,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            return Err(StoreError::UncommittedWrites {
-                store: self.name.clone(),
-                count: self.pending.len(),
-            });
-        }
+        self.pending.refuse_if_pending(&self.name)?;
         self.check_keys(batch.ops())?;
         let records = batch.len();
         let ops = sorted_unique(batch.into_ops());
