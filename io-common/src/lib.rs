@@ -66,13 +66,17 @@ mod driver;
 mod error;
 mod message;
 mod process_id;
+mod properties;
 mod runtime;
+mod security;
 mod state;
 mod status;
 mod streams;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
+pub use properties::{PROPERTIES, PropertiesError, Property, read_properties_file};
+pub use security::SecurityProtocol;
 pub use error::StreamsError;
 pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 pub use state::{
