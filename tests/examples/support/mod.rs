@@ -5,12 +5,13 @@
 //! progress (state changes, task assignments, committed offsets; see [`progress`]).
 
 pub mod progress;
+pub mod shutdown;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kstreams_core::engine::{EngineConfig, ProcessingGuarantee};
+use kstreams_core::engine::ProcessingGuarantee;
 use kstreams_core::prelude::{Topology, TopologyError};
 use kstreams_io_common::{
     KafkaStreams, Runtime, Stores, StreamsConfig, StreamsHandle, StreamsState,
@@ -23,6 +24,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use shutdown::Shutdown;
 
 /// Partitions of the topics the no-bootstrap mode creates.
 pub const SAMPLE_PARTITIONS: i32 = 4;
@@ -70,6 +72,11 @@ pub struct Args {
     pub logging: bool,
     /// `--processing-guarantee at-least-once|exactly-once` (default at-least-once).
     pub guarantee: ProcessingGuarantee,
+    /// `--config FILE`: Kafka-style properties (`security.protocol`, `sasl.*`, `ssl.*`,
+    /// `commit.interval.ms`, …) read from FILE, in file order. The flags above win over the
+    /// properties they correspond to (`bootstrap.servers`, `application.id`, `state.dir`,
+    /// `processing.guarantee`).
+    pub properties: Vec<(String, String)>,
 }
 
 impl Args {
@@ -84,7 +91,7 @@ impl Args {
             "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
              [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
-             [--processing-guarantee at-least-once|exactly-once]"
+             [--processing-guarantee at-least-once|exactly-once] [--config FILE]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -101,6 +108,7 @@ impl Args {
                 "--exit-when-idle",
                 "--logging",
                 "--processing-guarantee",
+                "--config",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -112,11 +120,35 @@ impl Args {
                 return Err(format!("{flag} given twice"));
             }
         }
-        let bootstrap = flags.remove("--bootstrap");
+        let properties = match flags.remove("--config") {
+            Some(file) => kstreams_io_common::read_properties_file(file.as_ref())
+                .map_err(|e| format!("--config: {e}"))?
+                .into_iter()
+                .map(|(key, value, _)| (key, value))
+                .collect(),
+            None => Vec::new(),
+        };
+        let property = |name: &str| {
+            properties
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value): &(String, String)| value.clone())
+        };
+        let bootstrap = flags
+            .remove("--bootstrap")
+            .or_else(|| property("bootstrap.servers"));
+        if let (Some(id), None) = (property("application.id"), flags.get("--application-id")) {
+            flags.insert("--application-id".into(), id);
+        }
+        if let (Some(dir), None) = (property("state.dir"), flags.get("--state-dir")) {
+            flags.insert("--state-dir".into(), dir);
+        }
         let mut required = |flag: &str, default: &str| match (flags.remove(flag), &bootstrap) {
             (Some(v), _) => Ok(v),
             (None, None) => Ok(default.to_owned()),
-            (None, Some(_)) => Err(format!("{flag} is required with --bootstrap\n{usage}")),
+            (None, Some(_)) => Err(format!(
+                "{flag} is required with --bootstrap (or bootstrap.servers in --config)\n{usage}"
+            )),
         };
         let input = required("--input", "input")?;
         let output = required("--output", "output")?;
@@ -161,7 +193,11 @@ impl Args {
             Some(other) => return Err(format!("--logging: `{other}` is not on or off")),
         };
         let guarantee = match flags.remove("--processing-guarantee").as_deref() {
-            None | Some("at-least-once") => ProcessingGuarantee::AtLeastOnce,
+            None => match property("processing.guarantee").as_deref() {
+                Some("exactly_once_v2") => ProcessingGuarantee::ExactlyOnce,
+                _ => ProcessingGuarantee::AtLeastOnce,
+            },
+            Some("at-least-once") => ProcessingGuarantee::AtLeastOnce,
             Some("exactly-once") => ProcessingGuarantee::ExactlyOnce,
             Some(other) => {
                 return Err(format!(
@@ -181,7 +217,49 @@ impl Args {
             exit_when_idle,
             logging,
             guarantee,
+            properties,
         })
+    }
+
+    /// The properties the example's own librdkafka clients (topic creation, the output
+    /// watcher) take from `--config`: how to reach and authenticate to the cluster.
+    fn client_properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties
+            .iter()
+            .filter(|(key, _)| {
+                ["security.", "sasl.", "ssl."]
+                    .iter()
+                    .any(|p| key.starts_with(p))
+                    && key != "sasl.jaas.config"
+            })
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
+    /// The application's configuration: `--config`'s properties, then the flags.
+    fn streams_config(&self, bootstrap: &str, state_dir: PathBuf) -> Result<StreamsConfig, String> {
+        let mut properties = self.properties.clone();
+        properties.retain(|(key, _)| {
+            ![
+                "bootstrap.servers",
+                "application.id",
+                "state.dir",
+                "processing.guarantee",
+            ]
+            .contains(&key.as_str())
+        });
+        let guarantee = match self.guarantee {
+            ProcessingGuarantee::AtLeastOnce => "at_least_once",
+            ProcessingGuarantee::ExactlyOnce => "exactly_once_v2",
+        };
+        properties.extend([
+            ("bootstrap.servers".to_owned(), bootstrap.to_owned()),
+            ("application.id".to_owned(), self.application_id.clone()),
+            ("processing.guarantee".to_owned(), guarantee.to_owned()),
+        ]);
+        let mut config =
+            StreamsConfig::from_properties(properties).map_err(|e| format!("--config: {e}"))?;
+        config.state_dir = state_dir;
+        Ok(config)
     }
 }
 
@@ -221,6 +299,19 @@ pub fn mock_cluster() -> Result<kstreams_tests::mock::Mock, String> {
     kstreams_tests::mock::mock_cluster(3).map_err(|e| format!("mock cluster: {e}"))
 }
 
+/// A librdkafka client configuration for `bootstrap` with the `security` properties.
+fn client<'a>(
+    bootstrap: &str,
+    security: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (key, value) in security {
+        config.set(key, value);
+    }
+    config
+}
+
 /// Produces `records` to `topic` (partitioned by key) and waits until all are acknowledged.
 pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
     let producer: ThreadedProducer<_> = ClientConfig::new()
@@ -239,11 +330,8 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[(Vec<u8>, Vec<u8>)]) -> 
 }
 
 /// The partition count of `topic` (`None`: it does not exist).
-fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<i32>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| format!("consumer: {e}"))?;
+fn partition_count(client: &ClientConfig, topic: &str) -> Result<Option<i32>, String> {
+    let consumer: BaseConsumer = client.create().map_err(|e| format!("consumer: {e}"))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| format!("metadata of {topic}: {e}"))?;
@@ -256,10 +344,13 @@ fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<i32>, String> 
 
 /// Creates `topic` with `partitions` through CreateTopics unless it exists.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(|e| format!("admin client: {e}"))?;
+    create_topic_with(&client(bootstrap, []), topic, partitions)
+}
+
+/// [`create_topic`] with a client configuration.
+fn create_topic_with(client: &ClientConfig, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(|e| format!("admin client: {e}"))?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let results = futures_lite::future::block_on(admin.create_topics([&new], &AdminOptions::new()))
         .map_err(|e| format!("create {topic}: {e}"))?;
@@ -274,25 +365,32 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(),
 
 /// Reads `topic` from the beginning and hands each record to `on_record`; returns once the
 /// instance has been `Running` with no new output for `idle`, or has stopped.
+/// Returns early when `shutdown` is requested.
 fn watch_output(
+    args: &Args,
     bootstrap: &str,
-    topic: &str,
     idle: Duration,
     handle: &StreamsHandle,
+    shutdown: &Shutdown,
     mut on_record: impl FnMut(&[u8], i64),
 ) -> Result<(), String> {
-    let partitions = partition_count(bootstrap, topic)?
+    let topic = &args.output;
+    let partitions = partition_count(&client(bootstrap, args.client_properties()), topic)?
         .ok_or_else(|| format!("output topic {topic} does not exist"))?;
+    let security: Vec<(&str, &str)> = args.client_properties().collect();
     let consumer = kstreams_tests::reader::from_beginning(
         bootstrap,
         "kstreams-example-watcher",
         topic,
         partitions,
-        &[],
+        &security,
     )
     .map_err(|e| format!("consumer of {topic}: {e}"))?;
     let mut last_output = Instant::now();
     loop {
+        if shutdown.requested() {
+            return Ok(());
+        }
         match handle.state() {
             StreamsState::Running => {}
             state if state.is_terminal() => return Ok(()),
@@ -319,6 +417,15 @@ fn watch_output(
 /// Runs `example` as `args` say; returns the final count per key seen on the output topic
 /// (empty when it ran without `--exit-when-idle` and stopped by failing).
 pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, String> {
+    run_until(example, args, &Shutdown::never())
+}
+
+/// [`run`], closing cleanly (commit, leave the group) as soon as `shutdown` is requested.
+pub fn run_until(
+    example: &Example,
+    args: &Args,
+    shutdown: &Shutdown,
+) -> Result<BTreeMap<Vec<u8>, i64>, String> {
     let mock = match &args.bootstrap {
         Some(_) => None,
         None => Some(mock_cluster()?),
@@ -348,10 +455,11 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
             args.input
         );
     } else if !own_topics.is_empty() {
-        let partitions = partition_count(&bootstrap, &args.input)?
+        let client = client(&bootstrap, args.client_properties());
+        let partitions = partition_count(&client, &args.input)?
             .ok_or_else(|| format!("input topic {} does not exist", args.input))?;
         for topic in &own_topics {
-            create_topic(&bootstrap, topic, partitions)?;
+            create_topic_with(&client, topic, partitions)?;
         }
     }
     let temp_dir;
@@ -364,10 +472,7 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     };
 
     let topology = (example.topology)(args).map_err(|e| e.to_string())?;
-    let mut engine = EngineConfig::new(&args.application_id, bootstrap.split(','));
-    engine.processing_guarantee = args.guarantee;
-    let mut config = StreamsConfig::from_engine_config(engine);
-    config.state_dir = state_dir;
+    let config = args.streams_config(&bootstrap, state_dir)?;
     let stores = if args.lmdb {
         Stores::Lmdb
     } else {
@@ -385,7 +490,7 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
     match args.exit_when_idle {
         Some(idle) => {
             progress.watching_output();
-            let watched = watch_output(&bootstrap, &args.output, idle, &handle, |key, count| {
+            let watched = watch_output(args, &bootstrap, idle, &handle, shutdown, |key, count| {
                 progress.output_record_read();
                 counts.insert(key.to_vec(), count);
             });
@@ -395,7 +500,19 @@ pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, Str
             closed.map_err(|e| e.to_string())?;
         }
         None => {
-            futures_lite::future::block_on(handle.wait()).map_err(|e| e.to_string())?;
+            let stopped = futures_lite::future::block_on(futures_lite::future::or(
+                async { Some(handle.wait().await) },
+                async {
+                    shutdown.wait().await;
+                    None
+                },
+            ));
+            match stopped {
+                Some(result) => result.map_err(|e| e.to_string())?,
+                None => {
+                    futures_lite::future::block_on(handle.close()).map_err(|e| e.to_string())?
+                }
+            }
         }
     }
     Ok(counts)
@@ -431,8 +548,10 @@ pub fn init_logging() {
 /// `key<TAB>count` lines on stdout, exit 1 on an error.
 pub fn main(program: &str, default_application_id: &str, example: &Example) {
     init_logging();
-    let result = Args::parse(program, default_application_id, std::env::args().skip(1))
-        .and_then(|args| run(example, &args));
+    let result = Shutdown::install().and_then(|shutdown| {
+        let args = Args::parse(program, default_application_id, std::env::args().skip(1))?;
+        run_until(example, &args, &shutdown)
+    });
     match result {
         Ok(counts) => {
             for (key, count) in counts {
