@@ -75,10 +75,10 @@ mod streams;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
-pub use properties::{PROPERTIES, PropertiesError, Property, read_properties_file};
-pub use security::SecurityProtocol;
 pub use error::StreamsError;
+pub use properties::{PROPERTIES, PropertiesError, Property, read_properties_file};
 pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
+pub use security::SecurityProtocol;
 pub use state::{
     EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
     aggregate,

@@ -120,9 +120,7 @@ impl SecuritySettings {
                     .into());
             }
             _ => {
-                return Err(
-                    "the login module is not PlainLoginModule or ScramLoginModule".into(),
-                );
+                return Err("the login module is not PlainLoginModule or ScramLoginModule".into());
             }
         });
         for (key, value) in options {
@@ -130,7 +128,11 @@ impl SecuritySettings {
                 "username" => self.username = Some(value),
                 "password" => self.password = Some(value),
                 // Other options (tokenauth, …) do not apply to these modules' use here.
-                _ => return Err(format!("option `{key}` is not supported (only username and password)")),
+                _ => {
+                    return Err(format!(
+                        "option `{key}` is not supported (only username and password)"
+                    ));
+                }
             }
         }
         Ok(())
@@ -203,7 +205,10 @@ impl SecuritySettings {
                 ),
             ))?;
             match (self.jaas_module, mechanism) {
-                (Some(JaasModule::Plain), PasswordMechanism::ScramSha256 | PasswordMechanism::ScramSha512)
+                (
+                    Some(JaasModule::Plain),
+                    PasswordMechanism::ScramSha256 | PasswordMechanism::ScramSha512,
+                )
                 | (Some(JaasModule::Scram), PasswordMechanism::Plain) => {
                     return Err((
                         "sasl.jaas.config",
@@ -318,7 +323,10 @@ fn parse_jaas(v: &str) -> Result<(&str, Vec<(&str, String)>), String> {
         let Some(&(start, _)) = chars.peek() else {
             break;
         };
-        while chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()).is_some() {}
+        while chars
+            .next_if(|(_, c)| *c != '=' && !c.is_whitespace())
+            .is_some()
+        {}
         let end = chars.peek().map_or(rest.len(), |&(i, _)| i);
         let key = &rest[start..end];
         if chars.next().map(|(_, c)| c) != Some('=') {
@@ -357,10 +365,16 @@ mod tests {
             r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="alice" password="p\"w d";"#,
         )
         .unwrap();
-        assert_eq!(module, "org.apache.kafka.common.security.scram.ScramLoginModule");
+        assert_eq!(
+            module,
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+        );
         assert_eq!(
             options,
-            vec![("username", "alice".to_owned()), ("password", "p\"w d".to_owned())]
+            vec![
+                ("username", "alice".to_owned()),
+                ("password", "p\"w d".to_owned())
+            ]
         );
         assert!(parse_jaas("PlainLoginModule required username=\"a\"").is_err());
         assert!(parse_jaas("PlainLoginModule optional username=\"a\";").is_err());

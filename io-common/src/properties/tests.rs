@@ -1,11 +1,15 @@
 use std::io::Write;
+use std::time::Duration as StdDuration;
 
 use kstreams_core::client::producer::Compression;
 
 use super::*;
 
 fn base() -> Vec<(&'static str, &'static str)> {
-    vec![("application.id", "app"), ("bootstrap.servers", "k1:9092, k2:9093")]
+    vec![
+        ("application.id", "app"),
+        ("bootstrap.servers", "k1:9092, k2:9093"),
+    ]
 }
 
 fn with(extra: &[(&'static str, &'static str)]) -> Result<StreamsConfig, PropertiesError> {
@@ -18,17 +22,27 @@ fn with(extra: &[(&'static str, &'static str)]) -> Result<StreamsConfig, Propert
 fn the_required_properties_give_kafka_streams_defaults() {
     let config = with(&[]).unwrap();
     let defaults = StreamsConfig::new("app", ["k1:9092", "k2:9093"]);
-    assert_eq!(config.engine.bootstrap_servers, defaults.engine.bootstrap_servers);
+    assert_eq!(
+        config.engine.bootstrap_servers,
+        defaults.engine.bootstrap_servers
+    );
     assert_eq!(config.engine.client_id, "app-kstreams");
-    assert_eq!(config.engine.commit_interval, defaults.engine.commit_interval);
+    assert_eq!(
+        config.engine.commit_interval,
+        defaults.engine.commit_interval
+    );
     assert_eq!(config.num_stream_threads, 1);
     assert_eq!(
         StreamsConfig::from_properties([("bootstrap.servers", "k:1")]).unwrap_err(),
-        PropertiesError::Missing { property: "application.id" }
+        PropertiesError::Missing {
+            property: "application.id"
+        }
     );
     assert_eq!(
         StreamsConfig::from_properties([("application.id", "a")]).unwrap_err(),
-        PropertiesError::Missing { property: "bootstrap.servers" }
+        PropertiesError::Missing {
+            property: "bootstrap.servers"
+        }
     );
 }
 
@@ -37,63 +51,115 @@ fn the_required_properties_give_kafka_streams_defaults() {
 #[test]
 fn every_supported_property_sets_its_field() {
     let checks: Vec<(&str, &str, fn(&StreamsConfig) -> bool)> = vec![
-        ("application.id", "other", |c| c.engine.application_id == "other"),
-        ("bootstrap.servers", "a:1,b:2", |c| c.engine.bootstrap_servers == ["a:1", "b:2"]),
+        ("application.id", "other", |c| {
+            c.engine.application_id == "other"
+        }),
+        ("bootstrap.servers", "a:1,b:2", |c| {
+            c.engine.bootstrap_servers == ["a:1", "b:2"]
+        }),
         ("client.id", "me", |c| c.engine.client_id == "me"),
         ("num.stream.threads", "3", |c| c.num_stream_threads == 3),
-        ("state.dir", "/var/state", |c| c.state_dir == Path::new("/var/state")),
+        ("state.dir", "/var/state", |c| {
+            c.state_dir == Path::new("/var/state")
+        }),
         ("processing.guarantee", "exactly_once_v2", |c| {
             c.engine.processing_guarantee == ProcessingGuarantee::ExactlyOnce
         }),
-        ("commit.interval.ms", "100", |c| c.engine.commit_interval == Duration::from_millis(100)),
-        ("session.timeout.ms", "10000", |c| c.engine.session_timeout == Duration::from_millis(10_000)),
-        ("heartbeat.interval.ms", "500", |c| c.engine.heartbeat_interval == Duration::from_millis(500)),
-        ("max.poll.interval.ms", "60000", |c| c.engine.rebalance_timeout == Duration::from_millis(60_000)),
-        ("request.timeout.ms", "5000", |c| c.engine.request_timeout == Duration::from_millis(5_000)),
-        ("max.block.ms", "7000", |c| c.engine.max_block == Duration::from_millis(7_000)),
-        ("reconnect.backoff.ms", "20", |c| c.engine.reconnect_backoff == Duration::from_millis(20)),
-        ("reconnect.backoff.max.ms", "2000", |c| c.engine.reconnect_backoff_max == Duration::from_millis(2_000)),
+        ("commit.interval.ms", "100", |c| {
+            c.engine.commit_interval == Duration::from_millis(100)
+        }),
+        ("session.timeout.ms", "10000", |c| {
+            c.engine.session_timeout == Duration::from_millis(10_000)
+        }),
+        ("heartbeat.interval.ms", "500", |c| {
+            c.engine.heartbeat_interval == Duration::from_millis(500)
+        }),
+        ("max.poll.interval.ms", "60000", |c| {
+            c.engine.rebalance_timeout == Duration::from_millis(60_000)
+        }),
+        ("request.timeout.ms", "5000", |c| {
+            c.engine.request_timeout == Duration::from_millis(5_000)
+        }),
+        ("max.block.ms", "7000", |c| {
+            c.engine.max_block == Duration::from_millis(7_000)
+        }),
+        ("reconnect.backoff.ms", "20", |c| {
+            c.engine.reconnect_backoff == Duration::from_millis(20)
+        }),
+        ("reconnect.backoff.max.ms", "2000", |c| {
+            c.engine.reconnect_backoff_max == Duration::from_millis(2_000)
+        }),
         ("socket.connection.setup.timeout.ms", "3000", |c| {
             c.connect_timeout == StdDuration::from_secs(3)
         }),
-        ("metadata.max.age.ms", "60000", |c| c.engine.metadata.max_age == Duration::from_millis(60_000)),
+        ("metadata.max.age.ms", "60000", |c| {
+            c.engine.metadata.max_age == Duration::from_millis(60_000)
+        }),
         ("auto.offset.reset", "latest", |c| {
             c.engine.fetch.offset_reset == OffsetResetPolicy::Latest
         }),
         ("fetch.min.bytes", "10", |c| c.engine.fetch.min_bytes == 10),
-        ("fetch.max.bytes", "1000000", |c| c.engine.fetch.max_bytes == 1_000_000),
-        ("fetch.max.wait.ms", "50", |c| c.engine.fetch.max_wait == Duration::from_millis(50)),
-        ("max.partition.fetch.bytes", "65536", |c| c.engine.fetch.partition_max_bytes == 65_536),
+        ("fetch.max.bytes", "1000000", |c| {
+            c.engine.fetch.max_bytes == 1_000_000
+        }),
+        ("fetch.max.wait.ms", "50", |c| {
+            c.engine.fetch.max_wait == Duration::from_millis(50)
+        }),
+        ("max.partition.fetch.bytes", "65536", |c| {
+            c.engine.fetch.partition_max_bytes == 65_536
+        }),
         ("buffered.records.per.partition", "1000", |c| {
             c.engine.max_queued_records_per_partition == 1_000
         }),
-        ("linger.ms", "5", |c| c.engine.producer.linger == Duration::from_millis(5)),
-        ("batch.size", "32768", |c| c.engine.producer.batch_size == 32_768),
-        ("buffer.memory", "1048576", |c| c.engine.producer.buffer_memory == 1_048_576),
-        ("max.request.size", "2000000", |c| c.engine.producer.max_request_size == 2_000_000),
-        ("compression.type", "zstd", |c| c.engine.producer.compression == Compression::Zstd),
-        ("delivery.timeout.ms", "90000", |c| c.engine.producer.delivery_timeout == Duration::from_millis(90_000)),
-        ("retry.backoff.ms", "250", |c| c.engine.producer.retry_backoff == Duration::from_millis(250)),
+        ("linger.ms", "5", |c| {
+            c.engine.producer.linger == Duration::from_millis(5)
+        }),
+        ("batch.size", "32768", |c| {
+            c.engine.producer.batch_size == 32_768
+        }),
+        ("buffer.memory", "1048576", |c| {
+            c.engine.producer.buffer_memory == 1_048_576
+        }),
+        ("max.request.size", "2000000", |c| {
+            c.engine.producer.max_request_size == 2_000_000
+        }),
+        ("compression.type", "zstd", |c| {
+            c.engine.producer.compression == Compression::Zstd
+        }),
+        ("delivery.timeout.ms", "90000", |c| {
+            c.engine.producer.delivery_timeout == Duration::from_millis(90_000)
+        }),
+        ("retry.backoff.ms", "250", |c| {
+            c.engine.producer.retry_backoff == Duration::from_millis(250)
+        }),
         ("max.in.flight.requests.per.connection", "2", |c| {
             c.engine.producer.max_in_flight_per_partition == 2
         }),
         ("transaction.timeout.ms", "8000", |c| {
             c.engine.producer.transaction_timeout == Duration::from_millis(8_000)
         }),
-        ("replication.factor", "3", |c| c.engine.internal_topics.replication_factor == 3),
+        ("replication.factor", "3", |c| {
+            c.engine.internal_topics.replication_factor == 3
+        }),
         (
             "default.deserialization.exception.handler",
             "org.apache.kafka.streams.errors.LogAndContinueExceptionHandler",
             |c| c.engine.deserialization_errors == ErrorPolicy::Skip,
         ),
-        ("processing.exception.handler", "LogAndContinueProcessingExceptionHandler", |c| {
-            c.engine.processing_errors == ErrorPolicy::Skip
+        (
+            "processing.exception.handler",
+            "LogAndContinueProcessingExceptionHandler",
+            |c| c.engine.processing_errors == ErrorPolicy::Skip,
+        ),
+        ("kstreams.max.batch.records", "64", |c| {
+            c.engine.max_batch_records == 64
         }),
-        ("kstreams.max.batch.records", "64", |c| c.engine.max_batch_records == 64),
         ("kstreams.max.queued.bytes.per.partition", "4096", |c| {
             c.engine.max_queued_bytes_per_partition == 4_096
         }),
-        ("kstreams.restore.batch.bytes", "1024", |c| c.engine.restore_batch_bytes == 1_024),
+        ("kstreams.restore.batch.bytes", "1024", |c| {
+            c.engine.restore_batch_bytes == 1_024
+        }),
         ("ssl.endpoint.identification.algorithm", "https", |_| true),
     ];
     let security = [
@@ -118,10 +184,13 @@ fn every_supported_property_sets_its_field() {
         let mut props = base();
         props.retain(|(k, _)| *k != name);
         props.push((name, value));
-        let config = StreamsConfig::from_properties(props)
-            .unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        let config =
+            StreamsConfig::from_properties(props).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
         assert!(check(&config), "{name}={value} did not set its field");
-        assert!(PROPERTIES.iter().any(|p| p.name == name), "{name} is not in PROPERTIES");
+        assert!(
+            PROPERTIES.iter().any(|p| p.name == name),
+            "{name} is not in PROPERTIES"
+        );
     }
 }
 
@@ -129,7 +198,10 @@ fn every_supported_property_sets_its_field() {
 fn unknown_properties_are_errors_naming_them() {
     assert_eq!(
         with(&[("commit.intervall.ms", "100")]).unwrap_err(),
-        PropertiesError::Unknown { property: "commit.intervall.ms".into(), line: None }
+        PropertiesError::Unknown {
+            property: "commit.intervall.ms".into(),
+            line: None
+        }
     );
 }
 
@@ -153,7 +225,11 @@ fn invalid_values_are_errors_naming_the_property() {
         ("bootstrap.servers", " , "),
     ] {
         match with(&[(name, value)]) {
-            Err(PropertiesError::Invalid { property, line: None, .. }) => {
+            Err(PropertiesError::Invalid {
+                property,
+                line: None,
+                ..
+            }) => {
                 assert_eq!(property, name, "{name}={value}")
             }
             other => panic!("{name}={value}: {other:?}"),
@@ -167,9 +243,15 @@ fn sasl_settings_must_be_complete_and_match_the_protocol() {
         Err(PropertiesError::Invalid { property, .. }) => property,
         other => panic!("{extra:?}: {other:?}"),
     };
-    assert_eq!(invalid(&[("security.protocol", "SASL_SSL")]), "sasl.mechanism");
     assert_eq!(
-        invalid(&[("security.protocol", "SASL_PLAINTEXT"), ("sasl.mechanism", "PLAIN")]),
+        invalid(&[("security.protocol", "SASL_SSL")]),
+        "sasl.mechanism"
+    );
+    assert_eq!(
+        invalid(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN")
+        ]),
         "sasl.username"
     );
     assert_eq!(
@@ -181,9 +263,15 @@ fn sasl_settings_must_be_complete_and_match_the_protocol() {
         "sasl.password"
     );
     assert_eq!(invalid(&[("sasl.username", "alice")]), "sasl.username");
-    assert_eq!(invalid(&[("ssl.ca.location", "/ca.pem")]), "ssl.ca.location");
     assert_eq!(
-        invalid(&[("security.protocol", "SSL"), ("ssl.certificate.location", "/c.pem")]),
+        invalid(&[("ssl.ca.location", "/ca.pem")]),
+        "ssl.ca.location"
+    );
+    assert_eq!(
+        invalid(&[
+            ("security.protocol", "SSL"),
+            ("ssl.certificate.location", "/c.pem")
+        ]),
         "ssl.key.location"
     );
     assert_eq!(
@@ -235,19 +323,44 @@ fn a_properties_file_reads_with_comments_continuations_and_line_numbers() {
     assert_eq!(config.engine.commit_interval, Duration::from_millis(250));
     assert_eq!(config.engine.client_id, "café-é");
 
-    std::fs::write(&path, "application.id=a\nbootstrap.servers=b:1\n\nnum.stream.thread=2\n").unwrap();
+    std::fs::write(
+        &path,
+        "application.id=a\nbootstrap.servers=b:1\n\nnum.stream.thread=2\n",
+    )
+    .unwrap();
     assert_eq!(
         StreamsConfig::from_properties_file(&path).unwrap_err(),
-        PropertiesError::Unknown { property: "num.stream.thread".into(), line: Some(4) }
+        PropertiesError::Unknown {
+            property: "num.stream.thread".into(),
+            line: Some(4)
+        }
     );
-    std::fs::write(&path, "application.id=a\nbootstrap.servers=b:1\nlinger.ms=x\n").unwrap();
+    std::fs::write(
+        &path,
+        "application.id=a\nbootstrap.servers=b:1\nlinger.ms=x\n",
+    )
+    .unwrap();
     let error = StreamsConfig::from_properties_file(&path).unwrap_err();
-    assert!(matches!(&error, PropertiesError::Invalid { line: Some(3), .. }), "{error:?}");
-    assert!(error.to_string().contains("`linger.ms` (line 3)"), "{error}");
-    std::fs::write(&path, "application.id=a\nbootstrap.servers=b:1\napplication.id=c\n").unwrap();
+    assert!(
+        matches!(&error, PropertiesError::Invalid { line: Some(3), .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("`linger.ms` (line 3)"),
+        "{error}"
+    );
+    std::fs::write(
+        &path,
+        "application.id=a\nbootstrap.servers=b:1\napplication.id=c\n",
+    )
+    .unwrap();
     assert_eq!(
         StreamsConfig::from_properties_file(&path).unwrap_err(),
-        PropertiesError::Duplicate { property: "application.id".into(), first: 1, second: 3 }
+        PropertiesError::Duplicate {
+            property: "application.id".into(),
+            first: 1,
+            second: 3
+        }
     );
     let missing = dir.path().join("missing.properties");
     assert!(matches!(
