@@ -145,3 +145,104 @@ fn bad_arguments_are_refused() {
     assert!(parse(vec!["--store", "rocksdb"]).is_err());
     assert!(parse(vec!["--runtime", "glommio"]).is_err());
 }
+
+fn properties_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+/// `--config FILE`: the properties configure the application; a bad file is refused before
+/// anything starts, and a cluster the example's own librdkafka clients cannot reach (TLS,
+/// SCRAM) refuses `--exit-when-idle`, which needs them.
+#[test]
+fn config_files_are_read_and_checked() {
+    let good = properties_file(
+        "bootstrap.servers=h:1\napplication.id=from-file\nstate.dir=/tmp/x\n\
+         commit.interval.ms=250\nprocessing.guarantee=exactly_once_v2\n",
+    );
+    let path = good.path().to_str().unwrap();
+    let args = parse(vec!["--config", path, "--input", "i", "--output", "o"]).unwrap();
+    assert_eq!(args.bootstrap.as_deref(), Some("h:1"));
+    assert_eq!(args.application_id, "from-file");
+    assert_eq!(
+        args.state_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/x"))
+    );
+    assert_eq!(
+        args.guarantee,
+        kstreams_core::engine::ProcessingGuarantee::ExactlyOnce
+    );
+    // Flags win over the file.
+    let args = parse(vec![
+        "--config",
+        path,
+        "--input",
+        "i",
+        "--output",
+        "o",
+        "--application-id",
+        "flag",
+    ])
+    .unwrap();
+    assert_eq!(args.application_id, "flag");
+
+    let typo = properties_file(
+        "bootstrap.servers=h:1\ncommit.intervall.ms=5\napplication.id=a\nstate.dir=/tmp/s\n",
+    );
+    let typo_path = typo.path().to_str().unwrap();
+    let error = parse(vec!["--config", typo_path, "--input", "i", "--output", "o"]).unwrap_err();
+    assert!(
+        error.contains("commit.intervall.ms") && error.contains("line 2"),
+        "{error}"
+    );
+    let missing = parse(vec!["--config", "/nonexistent/kstreams.properties"]).unwrap_err();
+    assert!(missing.contains("cannot read"), "{missing}");
+    let scram = properties_file(
+        "bootstrap.servers=h:1\napplication.id=a\nstate.dir=/tmp/s\nsecurity.protocol=SASL_PLAINTEXT\n\
+         sasl.mechanism=SCRAM-SHA-512\nsasl.username=u\nsasl.password=p\n",
+    );
+    let error = parse(vec![
+        "--config",
+        scram.path().to_str().unwrap(),
+        "--input",
+        "i",
+        "--output",
+        "o",
+        "--exit-when-idle",
+        "3",
+    ])
+    .unwrap_err();
+    assert!(error.contains("--exit-when-idle"), "{error}");
+}
+
+/// `--config` against a Tansu broker: the file's commit interval and ids drive the run, the
+/// printed counts are exact.
+#[test]
+fn with_a_config_file_against_tansu_counts_exactly() {
+    let tansu = kstreams_tests::tansu::Tansu::start()
+        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
+    let bootstrap = tansu.bootstrap();
+    for topic in ["conf-in", "conf-out"] {
+        support::create_topic(&bootstrap, topic, 3).expect("create topic");
+    }
+    support::produce(&bootstrap, "conf-in", &batch_count::sample()).expect("produce");
+    let state_dir = tempfile::tempdir().unwrap();
+    let config = properties_file(&format!(
+        "# the example's connection\nbootstrap.servers={bootstrap}\n\
+         application.id=count-from-config\nstate.dir={}\ncommit.interval.ms=200\n\
+         client.id=config-test\n",
+        state_dir.path().display()
+    ));
+    let counts = run_bounded(vec![
+        "--config",
+        config.path().to_str().unwrap(),
+        "--input",
+        "conf-in",
+        "--output",
+        "conf-out",
+        "--exit-when-idle",
+        "3",
+    ]);
+    assert_eq!(counts, expected());
+}

@@ -121,11 +121,23 @@ impl Args {
             }
         }
         let properties = match flags.remove("--config") {
-            Some(file) => kstreams_io_common::read_properties_file(file.as_ref())
-                .map_err(|e| format!("--config: {e}"))?
-                .into_iter()
-                .map(|(key, value, _)| (key, value))
-                .collect(),
+            Some(file) => {
+                let entries = kstreams_io_common::read_properties_file(file.as_ref())
+                    .map_err(|e| format!("--config: {e}"))?;
+                // Unknown names now, with their line (values are checked below).
+                if let Some((key, _, line)) = entries.iter().find(|(key, _, _)| {
+                    !kstreams_io_common::PROPERTIES.iter().any(|p| p.name == key)
+                }) {
+                    return Err(format!(
+                        "--config {file}: line {}: unknown property `{key}`",
+                        line.unwrap_or_default()
+                    ));
+                }
+                entries
+                    .into_iter()
+                    .map(|(key, value, _)| (key, value))
+                    .collect()
+            }
             None => Vec::new(),
         };
         let property = |name: &str| {
@@ -205,7 +217,7 @@ impl Args {
                 ));
             }
         };
-        Ok(Self {
+        let parsed = Self {
             bootstrap,
             input,
             output,
@@ -218,7 +230,39 @@ impl Args {
             logging,
             guarantee,
             properties,
-        })
+        };
+        // Refuse a bad --config now, not after the mock cluster started.
+        parsed.streams_config(
+            parsed.bootstrap.as_deref().unwrap_or("localhost:9092"),
+            PathBuf::new(),
+        )?;
+        if parsed.exit_when_idle.is_some() && !parsed.helper_clients_can_connect() {
+            return Err(
+                "--exit-when-idle reads the output topic with librdkafka, built here \
+                        without TLS and SCRAM, so it cannot connect with this --config: run \
+                        without --exit-when-idle and stop the example with Ctrl-C"
+                    .into(),
+            );
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the example's own librdkafka clients can reach the cluster `--config`
+    /// describes: the librdkafka built here has no TLS and no SCRAM (no OpenSSL, see
+    /// docs/decisions.md §13), so only PLAINTEXT and SASL_PLAINTEXT with PLAIN.
+    pub fn helper_clients_can_connect(&self) -> bool {
+        let property = |name: &str| {
+            self.properties
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.to_ascii_uppercase())
+        };
+        let mechanism = property("sasl.mechanism").or_else(|| property("sasl.mechanisms"));
+        match property("security.protocol").as_deref() {
+            None | Some("PLAINTEXT") => true,
+            Some("SASL_PLAINTEXT") => mechanism.as_deref() == Some("PLAIN"),
+            _ => false,
+        }
     }
 
     /// The properties the example's own librdkafka clients (topic creation, the output
@@ -453,6 +497,12 @@ pub fn run_until(
             "mock cluster at {bootstrap}: produced {} records to {}",
             sample.len(),
             args.input
+        );
+    } else if !own_topics.is_empty() && !args.helper_clients_can_connect() {
+        eprintln!(
+            "not creating {} (librdkafka, built here without TLS and SCRAM, cannot connect \
+             with this --config): it must exist",
+            own_topics.join(", ")
         );
     } else if !own_topics.is_empty() {
         let client = client(&bootstrap, args.client_properties());
