@@ -13,6 +13,7 @@ mod batch_count;
 
 use batch_count::support;
 use rdkafka::Offset;
+use rdkafka::consumer::Consumer;
 
 const INPUT: &str = "signal-in";
 const OUTPUT: &str = "signal-out";
@@ -120,6 +121,19 @@ fn closes_cleanly_on(signal: &str) {
         committed_total(&bootstrap),
         sample.len() as i64,
         "the close after SIG{signal} committed every processed record"
+    );
+    // It left the group (LeaveGroup), rather than leaving it to expire after 45 s.
+    let consumer = kstreams_tests::reader::from_beginning(&bootstrap, "probe", INPUT, 1, &[])
+        .expect("consumer");
+    let groups = consumer
+        .fetch_group_list(Some(APPLICATION), Duration::from_secs(10))
+        .expect("describe the group");
+    let group = groups.groups().first().expect("the group is known");
+    assert!(
+        group.members().is_empty(),
+        "members after the close: {} (state {})",
+        group.members().len(),
+        group.state()
     );
 }
 
