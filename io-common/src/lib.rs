@@ -70,6 +70,7 @@ mod runtime;
 mod state;
 mod status;
 mod streams;
+mod tls;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
@@ -80,3 +81,4 @@ pub use state::{
     aggregate,
 };
 pub use streams::{KafkaStreams, StreamsHandle};
+pub use tls::{PemSource, TlsConfig, TlsConfigError, TlsErrorKind};

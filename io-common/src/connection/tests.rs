@@ -76,6 +76,12 @@ impl TcpSocket for ScriptedTcp {
         *self.nodelay.borrow_mut() = nodelay;
         Ok(())
     }
+
+    type Io = futures_lite::io::Cursor<Vec<u8>>;
+
+    fn into_io(self) -> Self::Io {
+        unreachable!("these tests run without TLS")
+    }
 }
 
 impl SplitStream for ScriptedTcp {
@@ -122,7 +128,7 @@ struct Harness {
     written: Rc<RefCell<Vec<Vec<u8>>>>,
     nodelay: Rc<RefCell<bool>>,
     frames: async_channel::Sender<Bytes>,
-    reports: async_channel::Receiver<Input>,
+    reports: async_channel::Receiver<Report>,
 }
 
 const TIMEOUT: Duration = Duration::from_millis(1234);
@@ -145,6 +151,7 @@ fn harness(connect: impl FnOnce(ScriptedTcp) -> Connect, fail_writes: bool) -> H
         host: "broker".into(),
         port: 9092,
         connect_timeout: TIMEOUT,
+        tls: None,
         outgoing,
         reports: ConnectionReports {
             connection: ConnectionId::from_raw(7),
@@ -162,16 +169,20 @@ fn harness(connect: impl FnOnce(ScriptedTcp) -> Connect, fail_writes: bool) -> H
 }
 
 /// The reports received so far, as short names (`received:<bytes>` for reads).
-fn reports(receiver: &async_channel::Receiver<Input>) -> Vec<String> {
+fn reports(receiver: &async_channel::Receiver<Report>) -> Vec<String> {
     let ours = ConnectionId::from_raw(7);
     let mut seen = Vec::new();
-    while let Ok(input) = receiver.try_recv() {
-        seen.push(match input {
-            Input::Connected { connection } if connection == ours => "connected".to_owned(),
-            Input::Received { connection, bytes } if connection == ours => {
+    while let Ok(report) = receiver.try_recv() {
+        seen.push(match report {
+            Report::Engine(Input::Connected { connection }) if connection == ours => {
+                "connected".to_owned()
+            }
+            Report::Engine(Input::Received { connection, bytes }) if connection == ours => {
                 format!("received:{}", String::from_utf8_lossy(&bytes))
             }
-            Input::Disconnected { connection } if connection == ours => "closed".to_owned(),
+            Report::Engine(Input::Disconnected { connection }) if connection == ours => {
+                "closed".to_owned()
+            }
             other => panic!("not a report of this connection: {other:?}"),
         });
     }
