@@ -122,22 +122,25 @@ impl<R: Runtime> StreamThread<R> {
                     future::or(command, future::or(report, timer)).await
                 }
             };
-            match wake {
-                Wake::Timer => self.engine.handle_timeout(self.clock.now()),
-                mut wake => {
-                    // Take whatever else is ready before polling the engine again.
-                    loop {
-                        match wake {
-                            Wake::Command(command) => {
-                                self.engine.handle_input(command, self.clock.now());
-                            }
-                            Wake::Report(report) => self.handle_report(report)?,
-                            Wake::Timer => break,
-                        }
-                        wake = self.try_recv().unwrap_or(Wake::Timer);
-                    }
+            let mut next = Some(wake);
+            // After a message, take whatever else is ready before polling the engine again.
+            while let Some(wake) = next.take() {
+                let more = !matches!(wake, Wake::Timer);
+                self.handle(wake)?;
+                if more {
+                    next = self.try_recv();
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Hands what woke the loop to the engine; `Err` if it stops the thread.
+    fn handle(&mut self, wake: Wake) -> Result<(), StreamsError> {
+        match wake {
+            Wake::Command(command) => self.engine.handle_input(command, self.clock.now()),
+            Wake::Report(report) => self.handle_report(report)?,
+            Wake::Timer => self.engine.handle_timeout(self.clock.now()),
         }
         Ok(())
     }
