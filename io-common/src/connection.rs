@@ -148,8 +148,8 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
         return;
     }
     match socket {
-        Socket::Plain(tcp) => exchange(tcp, &outgoing, &reports).await,
-        Socket::Tls(tls) => exchange(*tls, &outgoing, &reports).await,
+        Socket::Plain(tcp) => exchange::<R>(tcp, &outgoing, &reports).await,
+        Socket::Tls(tls) => exchange::<R>(*tls, &outgoing, &reports).await,
     }
 }
 
@@ -197,24 +197,46 @@ enum Ended {
     Quietly,
 }
 
+/// How long the read loop may still run after a write failed, to learn why (see
+/// [`exchange`]).
+const READ_AFTER_WRITE_FAILURE: Duration = Duration::from_secs(1);
+
 /// Runs the read and write loops over the halves of `stream` until one ends; reports
 /// `Disconnected` if the stream broke, `TlsFailed` if TLS failed (nothing if the engine closed
 /// the connection or the loop is gone). Generic over the stream type: a TLS stream goes
 /// through the same loops.
-async fn exchange(
+///
+/// When a write fails, the read loop runs on for up to [`READ_AFTER_WRITE_FAILURE`] (a
+/// broken socket ends it at once): a broker refusing the client certificate under TLS 1.3
+/// sends its alert and closes after the client's side of the handshake completed, and the
+/// engine's first request may hit the closed socket before the alert is read. The alert, not
+/// the failed write, says what went wrong.
+async fn exchange<R: Runtime>(
     stream: impl SplitStream,
     outgoing: &async_channel::Receiver<Bytes>,
     reports: &ConnectionReports,
 ) {
     let (reader, writer) = stream.split();
+    let read = read_loop(reader, reports);
+    futures_lite::pin!(read);
     let write = async {
         if write_loop(writer, outgoing).await {
-            Ended::Broken
+            None
         } else {
-            Ended::Quietly
+            Some(Ended::Quietly)
         }
     };
-    match future::or(read_loop(reader, reports), write).await {
+    let ended = match future::or(async { Some(read.as_mut().await) }, write).await {
+        Some(ended) => ended,
+        None => {
+            let grace = async {
+                R::sleep(READ_AFTER_WRITE_FAILURE).await;
+                Ended::Broken
+            };
+            future::or(read, grace).await
+        }
+    };
+    match ended {
         Ended::Broken => {
             reports.closed().await;
         }
