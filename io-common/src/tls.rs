@@ -1,24 +1,9 @@
 //! [`TlsConfig`]: TLS to the brokers (Kafka's `security.protocol=SSL`) with rustls, and the
 //! rustls client configuration it builds once per instance.
 //!
-//! - **Roots**: the system's root certificates by default (read with `rustls-native-certs`
-//!   from the files the OS keeps them in, honouring `SSL_CERT_FILE` / `SSL_CERT_DIR`; no
-//!   OpenSSL library is involved), or the certificates of one PEM file
-//!   ([`TlsConfig::with_ca_file`], librdkafka's `ssl.ca.location`) or PEM text, which then
-//!   replace the system roots.
-//! - **Client certificate** (mutual TLS): [`TlsConfig::with_client_certificate`] (librdkafka's
-//!   `ssl.certificate.location` and `ssl.key.location`); the key may be PKCS#8, PKCS#1 (RSA) or
-//!   SEC1 (EC) PEM.
-//! - **Server name**: always verified, against the broker host the engine asked for (as
-//!   written in `bootstrap_servers` or advertised in Metadata) *before* the broker address
-//!   map, the way Kafka clients verify the advertised host name
-//!   (`ssl.endpoint.identification.algorithm=https`). An address map is a "DNS": it changes
-//!   where a broker is dialled, not which broker it must prove to be.
-//! - **Crypto**: rustls with the `ring` provider only, TLS 1.2 and 1.3 (its safe defaults).
-//!
-//! Files are read and checked when the instance is built (`KafkaStreams::new`), with a
-//! [`TlsConfigError`] naming the file; the resulting rustls configuration is shared by every
-//! connection of the instance.
+//! What is verified, and how, is on [`TlsConfig`] (this module is private; its docs are the
+//! users'). The rustls configuration is built once per instance and shared by every
+//! connection.
 //!
 //! A leaf module, like `config`; its submodules: `error` (the errors and how a rustls error is
 //! classified) and `plaintext` (telling a plaintext listener from a broken connection).
@@ -39,8 +24,30 @@ pub use error::{PemSource, TlsConfigError, TlsErrorKind};
 pub(crate) use error::{TlsFailure, failure_of_io};
 pub(crate) use plaintext::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess};
 
-/// TLS settings of a `KafkaStreams` instance (`StreamsConfig::tls`; `None` there means
-/// plaintext). See the [module documentation](self) for what is verified.
+/// TLS settings of a `KafkaStreams` instance (Kafka's `security.protocol=SSL`;
+/// `StreamsConfig::tls`, where `None` means plaintext).
+///
+/// - **Roots**: the system's root certificates by default (read with `rustls-native-certs`
+///   from the files the OS keeps them in, honouring `SSL_CERT_FILE` / `SSL_CERT_DIR`; no
+///   OpenSSL library is involved), or the certificates of one PEM file
+///   ([`TlsConfig::with_ca_file`], librdkafka's `ssl.ca.location`) or PEM text, which then
+///   replace the system roots.
+/// - **Client certificate** (mutual TLS): [`TlsConfig::with_client_certificate`] (librdkafka's
+///   `ssl.certificate.location` and `ssl.key.location`); the key may be PKCS#8, PKCS#1 (RSA) or
+///   SEC1 (EC) PEM.
+/// - **Server name**: always verified, against the broker host the engine asked for (as
+///   written in `bootstrap_servers` or advertised in Metadata) *before* the broker address
+///   map, the way Kafka clients verify the advertised host name
+///   (`ssl.endpoint.identification.algorithm=https`). An address map is a "DNS": it changes
+///   where a broker is dialled, not which broker it must prove to be.
+/// - **Crypto**: rustls with the `ring` provider only, TLS 1.2 and 1.3 (its safe defaults).
+/// - **Plaintext listeners**: a broker that answers the TLS hello with something that is not
+///   TLS, or closes 3 handshakes in a row without a byte of answer (and never completed one),
+///   counts as not speaking TLS ([`TlsErrorKind::NotTls`]); a single such close is retried.
+///
+/// Files are read and checked when the instance is built (`KafkaStreams::new`), with a
+/// [`TlsConfigError`] naming the file. A handshake failure with a broker stops the instance
+/// with `StreamsError::Tls` and a [`TlsErrorKind`].
 ///
 /// ```
 /// use kstreams_io_common::{StreamsConfig, TlsConfig};
