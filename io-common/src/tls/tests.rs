@@ -136,3 +136,16 @@ fn debug_output_never_shows_pem_text() {
         r#"TlsConfig { roots: "file /etc/ca.pem", client: None }"#
     );
 }
+
+/// The system roots load (this machine keeps them in `/etc/ssl/certs`), or, on a machine
+/// without any, the error says to give a CA file.
+#[test]
+fn system_roots_load_or_the_error_says_to_give_a_ca_file() {
+    match TlsConfig::new().client_config() {
+        Ok(_) => {}
+        Err(error @ TlsConfigError::NoSystemRoots { .. }) => {
+            assert!(error.to_string().contains("with_ca_file"), "{error}");
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
