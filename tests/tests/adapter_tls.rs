@@ -1,9 +1,9 @@
 //! TLS under `kstreams-tokio` and `kstreams-smol`, for real (rustls on both ends, certificates
 //! made by the test): the count topology runs exactly over TLS and over mutual TLS through a
 //! TLS-terminating proxy in front of the simulated cluster (see `tls_support`), and each
-//! misconfiguration (untrusted CA, name mismatch, expired certificate, plaintext listener,
-//! missing or untrusted client certificate) stops the instance quickly with its typed
-//! `StreamsError::Tls`, the same on both adapters.
+//! misconfiguration (untrusted CA, name mismatch, expired or not yet valid certificate,
+//! plaintext listener, missing or untrusted client certificate) stops the instance quickly
+//! with its typed `StreamsError::Tls`, the same on both adapters.
 
 mod adapter_support;
 mod tls_support;
@@ -56,10 +56,11 @@ fn smol_counts_exactly_over_mutual_tls() {
     smol_bounded(count_over_tls::<Smol>(34, "smol-mtls", true));
 }
 
-const CASES: [M; 6] = [
+const CASES: [M; 7] = [
     M::UntrustedCa,
     M::NameMismatch,
     M::Expired,
+    M::NotYetValid,
     M::PlaintextListener,
     M::NoClientCertificate,
     M::UntrustedClientCertificate,

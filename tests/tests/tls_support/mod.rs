@@ -55,6 +55,8 @@ pub enum Validity {
     Now,
     /// From 2019 to 2020.
     Expired,
+    /// From 2090 to 2100.
+    NotYetValid,
 }
 
 impl Authority {
@@ -103,6 +105,7 @@ impl Authority {
         let (from, to) = match validity {
             Validity::Now => (2020, 2100),
             Validity::Expired => (2019, 2020),
+            Validity::NotYetValid => (2090, 2100),
         };
         params.not_before = rcgen::date_time_ymd(from, 1, 1);
         params.not_after = rcgen::date_time_ymd(to, 1, 1);
@@ -322,6 +325,8 @@ pub enum Misconfiguration {
     NameMismatch,
     /// The broker's certificate has expired.
     Expired,
+    /// The broker's certificate is not valid yet.
+    NotYetValid,
     /// The client dials the broker's plaintext listener.
     PlaintextListener,
     /// The broker requires a client certificate; the client has none.
@@ -337,6 +342,7 @@ impl Misconfiguration {
             Self::UntrustedCa => TlsErrorKind::UntrustedCertificate,
             Self::NameMismatch => TlsErrorKind::NameMismatch,
             Self::Expired => TlsErrorKind::Expired,
+            Self::NotYetValid => TlsErrorKind::NotYetValid,
             Self::PlaintextListener => TlsErrorKind::NotTls,
             Self::NoClientCertificate | Self::UntrustedClientCertificate => {
                 TlsErrorKind::ClientCertificateRefused
@@ -367,6 +373,10 @@ pub async fn misconfigured<R: Runtime>(case: Misconfiguration, app: &str) {
         }
         Misconfiguration::Expired => {
             let broker = ca.server(&BROKER_NAMES, Validity::Expired);
+            (Some(TlsProxy::start(&server, &broker, None)), tls)
+        }
+        Misconfiguration::NotYetValid => {
+            let broker = ca.server(&BROKER_NAMES, Validity::NotYetValid);
             (Some(TlsProxy::start(&server, &broker, None)), tls)
         }
         Misconfiguration::PlaintextListener => (None, tls),
