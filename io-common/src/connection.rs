@@ -139,7 +139,7 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
             return;
         }
         None => {
-            tracing::debug!(%host, port, "connect timed out");
+            tracing::debug!(%host, port, tls = tls.is_some(), "connect (or TLS handshake) timed out");
             reports.closed().await;
             return;
         }
