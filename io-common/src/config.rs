@@ -9,6 +9,8 @@ use std::time::Duration;
 use kstreams_core::engine::EngineConfig;
 use kstreams_store_api::StoreFactory;
 
+use crate::tls::TlsConfig;
+
 /// Settings of a `KafkaStreams` instance: the engine's settings (shared by every stream
 /// thread) plus what only the process-level wrapper knows.
 #[derive(Debug, Clone)]
@@ -21,18 +23,23 @@ pub struct StreamsConfig {
     /// Root of the local state (`state.dir`); LMDB stores live under
     /// `<state_dir>/<application_id>/`.
     pub state_dir: PathBuf,
-    /// How long opening a TCP connection may take before it counts as failed
-    /// (`socket.connection.setup.timeout.ms`, 10 s by default).
+    /// How long opening a TCP connection (with TLS: and its handshake) may take before it
+    /// counts as failed (`socket.connection.setup.timeout.ms`, 10 s by default).
     pub connect_timeout: Duration,
     /// Addresses to dial instead of the ones the cluster advertises: `"host:port"` as
     /// advertised (or as given in `bootstrap_servers`) → `"host:port"` to connect to. See
     /// [`StreamsConfig::map_broker_address`].
     pub broker_address_map: BTreeMap<String, String>,
+    /// TLS to every broker (Kafka's `security.protocol=SSL`), or `None` for plaintext (the
+    /// default). See [`TlsConfig`]: the broker's certificate must be valid for the broker's
+    /// host as the engine names it (before [`StreamsConfig::broker_address_map`]). A TLS
+    /// failure with a broker stops the instance with `StreamsError::Tls`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl StreamsConfig {
     /// Kafka Streams' defaults: one stream thread, state under the system temp directory
-    /// (`<tmp>/kstreams`), a 10 s connect timeout, no address mapping.
+    /// (`<tmp>/kstreams`), a 10 s connect timeout, no address mapping, plaintext.
     pub fn new(
         application_id: impl Into<String>,
         bootstrap_servers: impl IntoIterator<Item = impl Into<String>>,
@@ -48,7 +55,14 @@ impl StreamsConfig {
             state_dir: std::env::temp_dir().join("kstreams"),
             connect_timeout: Duration::from_secs(10),
             broker_address_map: BTreeMap::new(),
+            tls: None,
         }
+    }
+
+    /// Connects to the brokers over TLS with `tls` ([`StreamsConfig::tls`]).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Dial `dial` (`host:port`) whenever the engine asks for `advertised` (`host:port`, as a

@@ -1,6 +1,6 @@
-//! The task of one broker connection, written once for every [`Runtime`]: connect within
-//! the timeout, set `TCP_NODELAY`, then forward every read to the stream thread's loop and
-//! write every frame the engine sends, whole and in order.
+//! The task of one broker connection, written once for every [`Runtime`]: connect (and, with
+//! TLS, complete the handshake) within the timeout, set `TCP_NODELAY`, then forward every read
+//! to the stream thread's loop and write every frame the engine sends, whole and in order.
 
 use std::time::Duration;
 
@@ -8,8 +8,14 @@ use bytes::Bytes;
 use futures_lite::future;
 use kstreams_core::engine::ConnectionId;
 
-use crate::message::Input;
+use crate::message::{Input, Report};
 use crate::runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
+use crate::tls::{TlsFailure, failure_of_io};
+
+mod tls;
+
+pub(crate) use tls::TlsSetup;
+use tls::{HandshakeError, TlsSocket};
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -20,8 +26,10 @@ pub(crate) struct ConnectionSpec {
     pub(crate) host: String,
     /// Port to dial.
     pub(crate) port: u16,
-    /// Longest time connecting may take.
+    /// Longest time connecting (and the TLS handshake) may take.
     pub(crate) connect_timeout: Duration,
+    /// TLS over the socket, if the instance has it.
+    pub(crate) tls: Option<TlsSetup>,
     /// Frames to write, in order; closed when the engine closed the connection.
     pub(crate) outgoing: async_channel::Receiver<Bytes>,
     /// Where to report what happened.
@@ -34,45 +42,62 @@ pub(crate) struct ConnectionSpec {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionReports {
     pub(crate) connection: ConnectionId,
-    pub(crate) sender: async_channel::Sender<Input>,
+    pub(crate) sender: async_channel::Sender<Report>,
 }
 
 impl ConnectionReports {
     async fn connected(&self) -> bool {
-        self.send(Input::Connected {
+        self.send(Report::Engine(Input::Connected {
             connection: self.connection,
-        })
+        }))
         .await
     }
 
     async fn received(&self, bytes: Bytes) -> bool {
-        self.send(Input::Received {
+        self.send(Report::Engine(Input::Received {
             connection: self.connection,
             bytes,
-        })
+        }))
         .await
     }
 
     async fn closed(&self) -> bool {
-        self.send(Input::Disconnected {
+        self.send(Report::Engine(Input::Disconnected {
+            connection: self.connection,
+        }))
+        .await
+    }
+
+    async fn tls_failed(&self, failure: TlsFailure) -> bool {
+        self.send(Report::TlsFailed {
+            connection: self.connection,
+            failure,
+        })
+        .await
+    }
+
+    async fn closed_unanswered(&self) -> bool {
+        self.send(Report::ClosedUnanswered {
             connection: self.connection,
         })
         .await
     }
 
-    async fn send(&self, input: Input) -> bool {
-        self.sender.send(input).await.is_ok()
+    async fn send(&self, report: Report) -> bool {
+        self.sender.send(report).await.is_ok()
     }
 }
 
 /// The connection task:
-/// 1. connect to `host:port`; on failure or after `connect_timeout`, report `Disconnected` and
+/// 1. connect to `host:port`, set `TCP_NODELAY` and, with TLS, complete the handshake; on
+///    failure or after `connect_timeout`, report `Disconnected` (or, for a TLS failure,
+///    `TlsFailed`; for a broker that closed the handshake unanswered, `ClosedUnanswered`) and
 ///    end;
-/// 2. set `TCP_NODELAY` and report `Connected`;
+/// 2. report `Connected`;
 /// 3. concurrently: pass each non-empty read on as `Received` (end of stream or an error →
-///    `Disconnected`), and write each frame of `outgoing` whole, in order (an error →
-///    `Disconnected`;
-///    `outgoing` closed → end quietly: the engine closed the connection).
+///    `Disconnected`; a TLS error before the broker's first answer → `TlsFailed`), and write
+///    each frame of `outgoing` whole, in order (an error → `Disconnected`; `outgoing` closed →
+///    end quietly: the engine closed the connection).
 ///
 /// Dropping the task (the loop does when the engine closes or replaces the connection)
 /// closes the socket.
@@ -81,68 +106,169 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
         host,
         port,
         connect_timeout,
+        tls,
         outgoing,
         reports,
     } = spec;
-    let connect = async { Some(R::connect_tcp(&host, port).await) };
+    let establish = async { Some(establish::<R>(&host, port, tls.as_ref()).await) };
     let timeout = async {
         R::sleep(connect_timeout).await;
         None
     };
-    let stream = match future::or(connect, timeout).await {
-        Some(Ok(stream)) => stream,
-        Some(Err(error)) => {
-            tracing::debug!(%host, port, %error, "connect failed");
-            reports.closed().await;
+    let socket = match future::or(establish, timeout).await {
+        Some(Ok(socket)) => socket,
+        Some(Err(failure)) => {
+            match failure {
+                Failure::Io(error) => {
+                    tracing::debug!(%host, port, %error, "connect failed");
+                    reports.closed().await;
+                }
+                Failure::Handshake(HandshakeError::Io(error)) => {
+                    tracing::debug!(%host, port, %error, "TLS handshake broken off");
+                    reports.closed().await;
+                }
+                Failure::Handshake(HandshakeError::ClosedUnanswered) => {
+                    tracing::debug!(%host, port, "the broker closed the TLS handshake unanswered");
+                    reports.closed_unanswered().await;
+                }
+                Failure::Handshake(HandshakeError::Tls(failure)) => {
+                    tracing::debug!(%host, port, ?failure, "TLS handshake failed");
+                    reports.tls_failed(failure).await;
+                }
+            }
             return;
         }
         None => {
-            tracing::debug!(%host, port, "connect timed out");
+            tracing::debug!(%host, port, tls = tls.is_some(), "connect (or TLS handshake) timed out");
             reports.closed().await;
             return;
         }
     };
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%host, port, %error, "cannot set TCP_NODELAY");
-    }
     if !reports.connected().await {
         return;
     }
-    exchange(stream, &outgoing, &reports).await;
+    match socket {
+        Socket::Plain(tcp) => exchange::<R>(tcp, &outgoing, &reports).await,
+        Socket::Tls(tls) => exchange::<R>(*tls, &outgoing, &reports).await,
+    }
 }
 
+/// A connected socket.
+enum Socket<T: TcpSocket> {
+    Plain(T),
+    /// Boxed: a rustls connection is large.
+    Tls(Box<TlsSocket<T::Io>>),
+}
+
+/// Why connecting failed.
+enum Failure {
+    Io(std::io::Error),
+    Handshake(HandshakeError),
+}
+
+/// Connects, sets `TCP_NODELAY` and, with `tls`, runs the handshake. Unbounded in time.
+async fn establish<R: Runtime>(
+    host: &str,
+    port: u16,
+    tls: Option<&TlsSetup>,
+) -> Result<Socket<R::Tcp>, Failure> {
+    let tcp = R::connect_tcp(host, port).await.map_err(Failure::Io)?;
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%host, port, %error, "cannot set TCP_NODELAY");
+    }
+    match tls {
+        None => Ok(Socket::Plain(tcp)),
+        Some(setup) => tls::handshake(tcp.into_io(), setup)
+            .await
+            .map(|tls| Socket::Tls(Box::new(tls)))
+            .map_err(Failure::Handshake),
+    }
+}
+
+/// How the read or write loop ended.
+enum Ended {
+    /// The stream ended or broke.
+    Broken,
+    /// A TLS error before the broker's first answer (TLS 1.3 completes the client's side of
+    /// the handshake before the broker checks the client certificate; a refusal arrives as
+    /// the first read).
+    Tls(TlsFailure),
+    /// The engine closed the connection or the loop is gone: nothing to report.
+    Quietly,
+}
+
+/// How long the read loop may still run after a write failed, to learn why (see
+/// [`exchange`]).
+const READ_AFTER_WRITE_FAILURE: Duration = Duration::from_secs(1);
+
 /// Runs the read and write loops over the halves of `stream` until one ends; reports
-/// `Disconnected` if the stream broke (not if the engine closed the connection or the loop is
-/// gone). Generic over the stream type: a TLS stream goes through the same loops.
-async fn exchange(
+/// `Disconnected` if the stream broke, `TlsFailed` if TLS failed (nothing if the engine closed
+/// the connection or the loop is gone). Generic over the stream type: a TLS stream goes
+/// through the same loops.
+///
+/// When a write fails, the read loop runs on for up to [`READ_AFTER_WRITE_FAILURE`] (a
+/// broken socket ends it at once): a broker refusing the client certificate under TLS 1.3
+/// sends its alert and closes after the client's side of the handshake completed, and the
+/// engine's first request may hit the closed socket before the alert is read. The alert, not
+/// the failed write, says what went wrong.
+async fn exchange<R: Runtime>(
     stream: impl SplitStream,
     outgoing: &async_channel::Receiver<Bytes>,
     reports: &ConnectionReports,
 ) {
     let (reader, writer) = stream.split();
-    let broken = future::or(read_loop(reader, reports), write_loop(writer, outgoing)).await;
-    if broken {
-        reports.closed().await;
+    let read = read_loop(reader, reports);
+    futures_lite::pin!(read);
+    let write = async {
+        if write_loop(writer, outgoing).await {
+            None
+        } else {
+            Some(Ended::Quietly)
+        }
+    };
+    let ended = match future::or(async { Some(read.as_mut().await) }, write).await {
+        Some(ended) => ended,
+        None => {
+            let grace = async {
+                R::sleep(READ_AFTER_WRITE_FAILURE).await;
+                Ended::Broken
+            };
+            future::or(read, grace).await
+        }
+    };
+    match ended {
+        Ended::Broken => {
+            reports.closed().await;
+        }
+        Ended::Tls(failure) => {
+            reports.tls_failed(failure).await;
+        }
+        Ended::Quietly => {}
     }
 }
 
-/// Forwards reads until the stream ends (`true`) or the loop is gone (`false`).
-async fn read_loop(mut reader: impl ReadHalf, reports: &ConnectionReports) -> bool {
+/// Forwards reads until the stream ends or breaks, or the loop is gone.
+async fn read_loop(mut reader: impl ReadHalf, reports: &ConnectionReports) -> Ended {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut answered = false;
     loop {
         match reader.read(&mut buf).await {
-            Ok(0) => return true,
+            Ok(0) => return Ended::Broken,
             Ok(n) => {
+                answered = true;
                 let read = buf
                     .get(..n)
                     .expect("ReadHalf::read reports no more bytes than the buffer holds");
                 if !reports.received(Bytes::copy_from_slice(read)).await {
-                    return false;
+                    return Ended::Quietly;
                 }
             }
             Err(error) => {
                 tracing::debug!(%error, "read failed");
-                return true;
+                return match failure_of_io(&error) {
+                    Some(failure) if !answered => Ended::Tls(failure),
+                    _ => Ended::Broken,
+                };
             }
         }
     }

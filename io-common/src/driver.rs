@@ -1,6 +1,12 @@
 //! The loop of one stream thread: moves bytes and time between one [`Engine`] and its
 //! connection tasks. No protocol logic lives here: the engine decides what to connect to,
 //! when to reconnect (its backoff), what to send and when it is done.
+//!
+//! The one decision taken here is about TLS, which the engine knows nothing of: a TLS failure
+//! with a broker (an untrusted or expired certificate, a name mismatch, a refused client
+//! certificate, a plaintext listener) does not heal by reconnecting, so the loop stops its
+//! engine at once (no clean close: its connections would fail the same way) and the stream
+//! thread ends with [`StreamsError::Tls`], which stops the instance like an engine failure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,19 +14,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future;
+use futures_rustls::TlsConnector;
 use kstreams_core::engine::ConnectionId;
 use kstreams_core::engine::{Engine, EngineState, Output};
+use rustls::pki_types::ServerName;
 
 use crate::clock::Clock;
 use crate::config::AddressMap;
-use crate::connection::{self, ConnectionReports, ConnectionSpec};
-use crate::message::Input;
+use crate::connection::{self, ConnectionReports, ConnectionSpec, TlsSetup};
+use crate::error::StreamsError;
+use crate::message::{Input, Report};
 use crate::runtime::Runtime;
 use crate::status::InstanceStatus;
+use crate::tls::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess, TlsErrorKind, TlsFailure};
 
 /// The loop's side of one connection task.
 pub(crate) struct Connection<R: Runtime> {
     outgoing: async_channel::Sender<Bytes>,
+    /// The broker as the engine named it (`host:port`, before the address map).
+    broker: String,
+    /// The address dialled (`host:port`, after the address map).
+    address: String,
     /// Dropping it stops the task and closes the socket.
     _task: R::Spawned,
 }
@@ -28,16 +42,22 @@ pub(crate) struct Connection<R: Runtime> {
 /// One engine and its sockets, run by [`StreamThread::run`] on a dedicated thread.
 pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) index: usize,
+    /// The thread's name (`<client_id>-StreamThread-<n>`), for errors.
+    pub(crate) name: String,
     pub(crate) engine: Engine,
     pub(crate) clock: Arc<Clock>,
     /// Connection reports (bounded: back-pressure on readers).
-    pub(crate) reports: async_channel::Receiver<Input>,
-    pub(crate) reports_tx: async_channel::Sender<Input>,
+    pub(crate) reports: async_channel::Receiver<Report>,
+    pub(crate) reports_tx: async_channel::Sender<Report>,
     /// Commands from handles (unbounded, so a close is never lost to a full channel).
     pub(crate) commands: async_channel::Receiver<Input>,
     pub(crate) status: Arc<InstanceStatus>,
     pub(crate) addresses: AddressMap,
     pub(crate) connect_timeout: Duration,
+    /// TLS over every socket (the instance's shared rustls configuration), or plaintext.
+    pub(crate) tls: Option<TlsConnector>,
+    /// What the TLS handshakes told of each address (plaintext listeners).
+    pub(crate) plaintext: PlaintextGuess,
     /// The sockets the engine asked for and has not closed (ids are never reused, so a
     /// report about one that is gone finds nothing).
     pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
@@ -45,15 +65,24 @@ pub(crate) struct StreamThread<R: Runtime> {
 
 /// Why the loop woke up.
 enum Wake {
-    Message(Input),
+    Command(Input),
+    Report(Report),
     Timer,
 }
 
 impl<R: Runtime> StreamThread<R> {
-    /// Runs the engine until it stops (`NotRunning` or `Error`).
-    pub(crate) async fn run(mut self) {
+    /// Runs the engine until it stops (`NotRunning` or `Error`); `Err` if the loop stopped it
+    /// (a TLS failure, see the module documentation).
+    pub(crate) async fn run(mut self) -> Result<(), StreamsError> {
+        let result = self.run_engine().await;
+        // Sockets close as the connection tasks are dropped.
+        self.connections.clear();
+        result
+    }
+
+    async fn run_engine(&mut self) -> Result<(), StreamsError> {
         loop {
-            self.drain_outputs();
+            self.drain_outputs()?;
             if matches!(
                 self.engine.state(),
                 EngineState::NotRunning | EngineState::Error
@@ -66,14 +95,7 @@ impl<R: Runtime> StreamThread<R> {
                     // Work is left: let the connection tasks run once first, so reads keep
                     // flowing while the engine is busy.
                     R::yield_now().await;
-                    match self
-                        .commands
-                        .try_recv()
-                        .or_else(|_| self.reports.try_recv())
-                    {
-                        Ok(message) => Wake::Message(message),
-                        Err(_) => Wake::Timer,
-                    }
+                    self.try_recv().unwrap_or(Wake::Timer)
                 }
                 deadline => {
                     let timer = async {
@@ -85,14 +107,14 @@ impl<R: Runtime> StreamThread<R> {
                     };
                     let report = async {
                         match self.reports.recv().await {
-                            Ok(message) => Wake::Message(message),
+                            Ok(report) => Wake::Report(report),
                             // Unreachable while `reports_tx` lives; treat as a timer tick.
                             Err(_) => Wake::Timer,
                         }
                     };
                     let command = async {
                         match self.commands.recv().await {
-                            Ok(command) => Wake::Message(command),
+                            Ok(command) => Wake::Command(command),
                             // Every handle is gone: nobody can close; wait for the rest.
                             Err(_) => future::pending().await,
                         }
@@ -100,33 +122,47 @@ impl<R: Runtime> StreamThread<R> {
                     future::or(command, future::or(report, timer)).await
                 }
             };
-            match wake {
-                Wake::Message(message) => {
-                    self.handle(message);
-                    // Take whatever else is ready before polling the engine again.
-                    while let Ok(message) = self
-                        .commands
-                        .try_recv()
-                        .or_else(|_| self.reports.try_recv())
-                    {
-                        self.handle(message);
-                    }
+            let mut next = Some(wake);
+            // After a message, take whatever else is ready before polling the engine again.
+            while let Some(wake) = next.take() {
+                let more = !matches!(wake, Wake::Timer);
+                self.handle(wake)?;
+                if more {
+                    next = self.try_recv();
                 }
-                Wake::Timer => self.engine.handle_timeout(self.clock.now()),
             }
         }
-        // Sockets close as the connection tasks are dropped.
-        self.connections.clear();
+        Ok(())
     }
 
-    fn drain_outputs(&mut self) {
+    /// Hands what woke the loop to the engine; `Err` if it stops the thread.
+    fn handle(&mut self, wake: Wake) -> Result<(), StreamsError> {
+        match wake {
+            Wake::Command(command) => self.engine.handle_input(command, self.clock.now()),
+            Wake::Report(report) => self.handle_report(report)?,
+            Wake::Timer => self.engine.handle_timeout(self.clock.now()),
+        }
+        Ok(())
+    }
+
+    /// A command, else a report, if one is ready.
+    fn try_recv(&self) -> Option<Wake> {
+        self.commands
+            .try_recv()
+            .map(Wake::Command)
+            .or_else(|_| self.reports.try_recv().map(Wake::Report))
+            .ok()
+    }
+
+    /// Carries out every output the engine has; `Err` if one stops the thread.
+    fn drain_outputs(&mut self) -> Result<(), StreamsError> {
         while let Some(output) = self.engine.poll_output(self.clock.now()) {
             match output {
                 Output::Connect {
                     connection,
                     host,
                     port,
-                } => self.connect(connection, &host, port),
+                } => self.connect(connection, &host, port)?,
                 Output::Transmit { connection, bytes } => {
                     let sent = self
                         .connections
@@ -145,24 +181,52 @@ impl<R: Runtime> StreamThread<R> {
                 Output::Event(event) => self.status.on_event(self.index, event),
             }
         }
+        Ok(())
     }
 
-    fn connect(&mut self, connection: ConnectionId, host: &str, port: i32) {
-        let (host, port) = match self.addresses.resolve(host, port) {
+    /// Starts a connection task; `Err` if TLS cannot name the broker.
+    fn connect(
+        &mut self,
+        connection: ConnectionId,
+        broker_host: &str,
+        broker_port: i32,
+    ) -> Result<(), StreamsError> {
+        let broker = format!("{broker_host}:{broker_port}");
+        let (host, port) = match self.addresses.resolve(broker_host, broker_port) {
             Ok(address) => address,
             Err(error) => {
                 tracing::warn!(%connection, %error, "cannot dial broker");
                 self.engine
                     .handle_disconnected(connection, self.clock.now());
-                return;
+                return Ok(());
             }
         };
-        tracing::debug!(%connection, %host, port, "connecting");
+        let tls = match &self.tls {
+            None => None,
+            // The certificate must name the broker as the engine knows it, not as dialled.
+            Some(connector) => match ServerName::try_from(broker_host.to_owned()) {
+                Ok(server_name) => Some(TlsSetup {
+                    connector: connector.clone(),
+                    server_name,
+                }),
+                Err(error) => {
+                    return Err(StreamsError::Tls {
+                        thread: self.name.clone(),
+                        broker,
+                        kind: TlsErrorKind::Other,
+                        detail: format!("`{broker_host}` is not a valid TLS server name: {error}"),
+                    });
+                }
+            },
+        };
+        tracing::debug!(%connection, %host, port, tls = tls.is_some(), "connecting");
+        let address = format!("{host}:{port}");
         let (outgoing, outgoing_rx) = async_channel::unbounded();
         let task = R::spawn_local(connection::run::<R>(ConnectionSpec {
             host,
             port,
             connect_timeout: self.connect_timeout,
+            tls,
             outgoing: outgoing_rx,
             reports: ConnectionReports {
                 connection,
@@ -173,6 +237,8 @@ impl<R: Runtime> StreamThread<R> {
             connection,
             Connection {
                 outgoing,
+                broker,
+                address,
                 _task: task,
             },
         );
@@ -180,25 +246,78 @@ impl<R: Runtime> StreamThread<R> {
             replaced.is_none(),
             "the engine never reuses a connection id"
         );
+        Ok(())
     }
 
-    /// Hands a report or command to the engine; a report about a socket that is gone (the
-    /// engine closed it) is dropped here, as the engine would ignore it.
-    fn handle(&mut self, input: Input) {
-        let connection = match &input {
-            Input::Connected { connection }
-            | Input::Received { connection, .. }
-            | Input::Disconnected { connection } => Some(*connection),
-            Input::Timeout | Input::Close => None,
+    /// Hands a connection report to the engine; a report about a socket that is gone (the
+    /// engine closed it) is dropped here, as the engine would ignore it. `Err` when a TLS
+    /// failure stops the thread.
+    fn handle_report(&mut self, report: Report) -> Result<(), StreamsError> {
+        let Some(connection) = report.connection() else {
+            unreachable!("connection tasks report only about their socket: {report:?}")
         };
-        if let Some(connection) = connection {
-            if !self.connections.contains_key(&connection) {
-                return;
+        let Some(socket) = self.connections.get(&connection) else {
+            return Ok(());
+        };
+        let input = match report {
+            Report::Engine(input) => {
+                match &input {
+                    Input::Connected { .. } if self.tls.is_some() => {
+                        self.plaintext.handshake_done(&socket.address);
+                    }
+                    Input::Disconnected { .. } => {
+                        self.connections.remove(&connection);
+                    }
+                    _ => {}
+                }
+                input
             }
-            if matches!(input, Input::Disconnected { .. }) {
+            Report::TlsFailed { failure, .. } => return Err(self.tls_failed(connection, failure)),
+            Report::ClosedUnanswered { .. } => {
+                if self.plaintext.closed_unanswered(&socket.address) {
+                    let failure = TlsFailure {
+                        kind: TlsErrorKind::NotTls,
+                        detail: format!(
+                            "{} closed the connection {} times in a row in answer to the TLS \
+                             hello without answering: is it a plaintext listener?",
+                            socket.address, CLOSES_BEFORE_NOT_TLS
+                        ),
+                    };
+                    return Err(self.tls_failed(connection, failure));
+                }
+                tracing::warn!(
+                    broker = %socket.broker,
+                    address = %socket.address,
+                    "the broker closed the TLS handshake without answering \
+                     (going away, or a plaintext listener?); retrying"
+                );
                 self.connections.remove(&connection);
+                Input::Disconnected { connection }
             }
-        }
+        };
         self.engine.handle_input(input, self.clock.now());
+        Ok(())
+    }
+
+    /// The error that stops this thread after TLS with `connection`'s broker failed.
+    fn tls_failed(&mut self, connection: ConnectionId, failure: TlsFailure) -> StreamsError {
+        let broker = self
+            .connections
+            .remove(&connection)
+            .map(|c| c.broker)
+            .expect("a TLS failure is handled only for a live connection");
+        tracing::error!(
+            thread = %self.name,
+            %broker,
+            kind = %failure.kind,
+            detail = %failure.detail,
+            "TLS with the broker failed; stopping the stream thread"
+        );
+        StreamsError::Tls {
+            thread: self.name.clone(),
+            broker,
+            kind: failure.kind,
+            detail: failure.detail,
+        }
     }
 }

@@ -12,32 +12,41 @@
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
 //! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
 //!   nanoseconds that seed each engine's reconnect jitter).
+//! - [`TlsConfig`]: TLS to the brokers with rustls (ring provider): system roots or a CA file,
+//!   client certificates, server-name verification against the broker's advertised host;
+//!   [`TlsConfigError`] when its files are unusable, [`StreamsError::Tls`] with a
+//!   [`TlsErrorKind`] when a handshake fails (which stops the instance).
 //! - The connection task (private), written once for every runtime: connect within
-//!   [`StreamsConfig::connect_timeout`], `TCP_NODELAY`, a read loop forwarding chunks to the
+//!   [`StreamsConfig::connect_timeout`], `TCP_NODELAY`, the TLS handshake when configured
+//!   (`futures-rustls` over the adapter's socket), a read loop forwarding chunks to the
 //!   stream thread's loop through a bounded channel, a write loop writing whole frames.
 //! - The loop of one stream thread (private): engine outputs to connection tasks and
 //!   back, timers from `Engine::poll_timeout`. It holds no protocol logic: connects,
 //!   reconnect backoff, request timeouts and shutdown are all the engine's decisions.
 //!
 //! An adapter provides only [`Runtime`]: a thread-local executor, a TCP connect, a sleep and
-//! its stream types ([`TcpSocket`], [`SplitStream`], [`ReadHalf`], [`WriteHalf`]; see
-//! [`Runtime`] for how TLS slots in).
+//! its stream types ([`TcpSocket`], [`SplitStream`], [`ReadHalf`], [`WriteHalf`]); for TLS,
+//! its TCP stream as a futures-io stream ([`TcpSocket::into_io`]).
 //!
 //! ## Module layering
 //!
 //! Modules import each other in one direction only (no cycles); each imports only modules
 //! listed before it:
 //!
-//! 1. leaves: `message` (what a stream thread's loop receives: connection reports, close
-//!    commands), `runtime` (the [`Runtime`] and stream traits), `clock`, `config`, `state`
-//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]); `process_id` (the transactional
-//!    ids' stable part) → `clock`;
-//! 2. `error` ([`StreamsError`]) → `state`;
+//! 1. leaves: `tls` ([`TlsConfig`] and its errors, the classification of rustls errors, the
+//!    plaintext-listener guess), `runtime` (the [`Runtime`] and stream traits), `clock`,
+//!    `state` ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]); `message` (what a stream
+//!    thread's loop receives: connection reports, close commands) → `tls`; `config` → `tls`;
+//!    `process_id` (the transactional ids' stable part) → `clock`; `security`
+//!    (`security.protocol`, `sasl.*`, `ssl.*` checked together) → `config`, `tls`;
+//!    `properties` ([`StreamsConfig::from_properties`], [`PROPERTIES`]) → `config`,
+//!    `security`;
+//! 2. `error` ([`StreamsError`]) → `state`, `tls`;
 //! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
 //!    `state`;
-//! 4. `connection` (the connection task) → `message`, `runtime`;
+//! 4. `connection` (the connection task and its TLS handshake) → `message`, `runtime`, `tls`;
 //! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `runtime`,
-//!    `clock`, `config`;
+//!    `clock`, `config`, `error`, `tls`;
 //! 6. `streams` ([`KafkaStreams`], [`StreamsHandle`]) → everything above.
 //!
 //! ## Decisions
@@ -58,6 +67,11 @@
 //!   (`handle_disconnected`), so the engine's backoff takes over.
 //! - One failed engine closes the others (Kafka Streams' default `SHUTDOWN_CLIENT`); the
 //!   instance ends in [`StreamsState::Error`].
+//! - **A TLS failure is fatal** (an untrusted, misnamed or expired certificate, a refused
+//!   client certificate, a plaintext listener): it does not heal by reconnecting, so the
+//!   stream thread's loop stops its engine at once and the instance ends in
+//!   [`StreamsState::Error`] with [`StreamsError::Tls`], instead of reconnecting forever. The
+//!   core knows nothing of TLS (docs/decisions.md §14).
 
 mod clock;
 mod config;
@@ -72,6 +86,7 @@ mod security;
 mod state;
 mod status;
 mod streams;
+mod tls;
 
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
@@ -84,3 +99,4 @@ pub use state::{
     aggregate,
 };
 pub use streams::{KafkaStreams, StreamsHandle};
+pub use tls::{PemSource, TlsConfig, TlsConfigError, TlsErrorKind};

@@ -1,13 +1,15 @@
 //! [`Runtime`]: what really differs between async runtimes (a thread-local executor, a TCP
 //! connect, a sleep, a yield) and the stream types it connects ([`TcpSocket`],
-//! [`SplitStream`], [`ReadHalf`], [`WriteHalf`]). Everything else, the connection task
-//! included, is written once in this crate.
+//! [`SplitStream`], [`ReadHalf`], [`WriteHalf`]). Everything else, the connection task and
+//! its TLS included, is written once in this crate.
 //!
 //! A leaf module: it imports nothing else of this crate.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
 
 /// What an async runtime must provide to drive engines. Implemented by `kstreams-tokio` and
 /// `kstreams-smol`; users never call it.
@@ -19,17 +21,12 @@ use std::time::Duration;
 /// loops) is this crate's: an adapter only supplies [`Runtime::connect_tcp`] and the stream
 /// types.
 ///
-/// ## Adding TLS
+/// ## TLS
 ///
-/// A TLS stream slots in as one more stream type; the connection task's read and write loops
-/// are generic over [`SplitStream`] and stay as they are. The adapter wraps its
-/// [`Runtime::Tcp`] in its runtime's rustls stream (`tokio-rustls`, or `futures-rustls` for
-/// async-io) and implements [`SplitStream`] for it, with halves that implement [`ReadHalf`]
-/// and [`WriteHalf`] (`tokio::io::split` and `futures_lite::io::split` split any stream);
-/// `Runtime` gains a `type Tls: SplitStream` and a handshake
-/// (`fn connect_tls(tcp: Self::Tcp, server_name, config) -> impl Future<Output =
-/// io::Result<Self::Tls>>`). The connection task runs that handshake after `set_nodelay`,
-/// inside the connect timeout, and hands the TLS stream to the same loops as a plain one.
+/// TLS is this crate's too (`futures-rustls`, written once): the connection task hands the
+/// connected socket over as a futures-io stream ([`TcpSocket::into_io`]), runs the rustls
+/// handshake over it within the connect timeout, and splits the TLS stream into halves for
+/// the same read and write loops as a plain socket. An adapter only converts its TCP stream.
 pub trait Runtime: 'static {
     /// A spawned task. Dropping it stops the task (a connection task's socket closes then).
     type Spawned;
@@ -60,6 +57,13 @@ pub trait TcpSocket: SplitStream {
     /// Sets `TCP_NODELAY` (requests are whole frames written at once; Kafka clients do not
     /// hold them back either).
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()>;
+
+    /// The same socket as a futures-io stream, for the TLS handshake and stream
+    /// (`futures-rustls`) that run over it.
+    type Io: AsyncRead + AsyncWrite + Unpin + 'static;
+
+    /// This socket as [`TcpSocket::Io`].
+    fn into_io(self) -> Self::Io;
 }
 
 /// A connected byte stream that splits into a half to read and a half to write, used

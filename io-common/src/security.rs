@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::config::StreamsConfig;
+use crate::tls::TlsConfig;
 
 /// Kafka's `security.protocol`: whether connections use TLS and whether they authenticate
 /// with SASL.
@@ -290,12 +291,21 @@ pub(crate) fn apply(
     config: &mut StreamsConfig,
 ) -> Result<(), (&'static str, String)> {
     let resolved = settings.resolve()?;
-    let _ = config;
-    // Interim (this commit): the adapters' TLS and the core's SASL land next.
-    if resolved.tls.is_some() || resolved.sasl.is_some() {
+    config.tls = resolved.tls.map(|files| {
+        let mut tls = TlsConfig::new();
+        if let Some(ca) = files.ca {
+            tls = tls.with_ca_file(ca);
+        }
+        if let Some((certificate, key)) = files.client_identity {
+            tls = tls.with_client_certificate(certificate, key);
+        }
+        tls
+    });
+    // Interim (this commit): the core's SASL lands next.
+    if resolved.sasl.is_some() {
         return Err((
             "security.protocol",
-            "only PLAINTEXT is supported in this build".into(),
+            "SASL is not supported in this build".into(),
         ));
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use futures_rustls::TlsConnector;
 use kstreams_core::engine::{Engine, Event, ProcessingGuarantee};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::topology::Topology;
@@ -15,11 +16,12 @@ use crate::clock::{Clock, jitter_seed};
 use crate::config::{AddressMap, Stores, StreamsConfig};
 use crate::driver::StreamThread;
 use crate::error::StreamsError;
-use crate::message::{CONNECTION_REPORT_CAPACITY, Input};
+use crate::message::{CONNECTION_REPORT_CAPACITY, Input, Report};
 use crate::process_id;
 use crate::runtime::Runtime;
 use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
 use crate::status::InstanceStatus;
+use crate::tls::PlaintextGuess;
 
 /// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
 /// (a "stream thread", as in Kafka Streams) that runs the engine's loop and its broker
@@ -48,6 +50,8 @@ pub struct KafkaStreams<R: Runtime> {
     topology: Arc<Topology>,
     config: StreamsConfig,
     addresses: AddressMap,
+    /// The rustls configuration every connection shares, if the instance uses TLS.
+    tls: Option<TlsConnector>,
     stores: StoreChoice,
     /// The stable part of the engines' transactional ids (see `process_id`).
     process_id: String,
@@ -72,14 +76,19 @@ impl StoreFactory for SharedStores {
 
 impl<R: Runtime> KafkaStreams<R> {
     /// An instance running `topology` with `config`, keeping state in `stores`. Opens the
-    /// LMDB environment (`<state_dir>/<application_id>/`) now, so a bad state directory fails
-    /// here; nothing connects before [`KafkaStreams::start`].
+    /// LMDB environment (`<state_dir>/<application_id>/`) and reads the TLS files now, so a
+    /// bad state directory or TLS file fails here ([`StreamsError::Store`],
+    /// [`StreamsError::TlsConfig`]); nothing connects before [`KafkaStreams::start`].
     pub fn new(
         topology: impl Into<Arc<Topology>>,
         config: StreamsConfig,
         stores: Stores,
     ) -> Result<Self, StreamsError> {
         let addresses = config.validate().map_err(StreamsError::Config)?;
+        let tls = match &config.tls {
+            Some(tls) => Some(TlsConnector::from(tls.client_config()?)),
+            None => None,
+        };
         let (stores, process_id) = match stores {
             Stores::Memory => (StoreChoice::Memory, process_id::fresh()),
             Stores::Custom(factory) => (StoreChoice::Shared(factory), process_id::fresh()),
@@ -100,6 +109,7 @@ impl<R: Runtime> KafkaStreams<R> {
             topology: topology.into(),
             config,
             addresses,
+            tls,
             stores,
             process_id,
             handle: StreamsHandle {
@@ -181,7 +191,7 @@ impl<R: Runtime> KafkaStreams<R> {
         }
         let channels: Vec<_> = engines
             .iter()
-            .map(|_| async_channel::bounded::<Input>(CONNECTION_REPORT_CAPACITY))
+            .map(|_| async_channel::bounded::<Report>(CONNECTION_REPORT_CAPACITY))
             .collect();
         let commands: Vec<_> = engines
             .iter()
@@ -202,6 +212,7 @@ impl<R: Runtime> KafkaStreams<R> {
         {
             let addresses = self.addresses.clone();
             let connect_timeout = self.config.connect_timeout;
+            let tls = self.tls.clone();
             let clock = clock.clone();
             let thread_status = status.clone();
             let guard = FinishGuard {
@@ -217,6 +228,7 @@ impl<R: Runtime> KafkaStreams<R> {
                     // Built here: its connections (runtime tasks) never cross threads.
                     let thread = StreamThread::<R> {
                         index,
+                        name: guard.thread.clone(),
                         engine,
                         clock,
                         reports,
@@ -225,14 +237,18 @@ impl<R: Runtime> KafkaStreams<R> {
                         status: thread_status,
                         addresses,
                         connect_timeout,
+                        tls,
+                        plaintext: PlaintextGuess::default(),
                         connections: BTreeMap::new(),
                     };
-                    if let Err(error) = R::block_on(thread.run()) {
-                        guard.failure = Some(StreamsError::Spawn {
+                    guard.failure = match R::block_on(thread.run()) {
+                        Ok(Ok(())) => None,
+                        Ok(Err(failure)) => Some(failure),
+                        Err(error) => Some(StreamsError::Spawn {
                             thread: guard.thread.clone(),
                             error: Arc::new(error),
-                        });
-                    }
+                        }),
+                    };
                 });
             if let Err(error) = spawned {
                 // The closure (and its guard) was dropped: the thread counts as failed.

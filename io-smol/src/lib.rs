@@ -13,6 +13,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! TLS: `StreamsConfig::new(..).with_tls(TlsConfig::new().with_ca_file("ca.pem"))` (see
+//! [`TlsConfig`]; rustls with the ring provider, the same code under every adapter).
+//!
 //! Each stream thread is an OS thread running `async_io::block_on` over a thread-local
 //! `async_executor::LocalExecutor` that holds its engine loop and one task per broker socket;
 //! I/O readiness comes from async-io's global reactor, which smol and async-std share. The
@@ -29,7 +32,8 @@ use kstreams_io_common::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 
 pub use kstreams_core as core;
 pub use kstreams_io_common::{
-    Clock, Stores, StreamsConfig, StreamsError, StreamsHandle, StreamsState, ThreadMetadata,
+    Clock, PemSource, Stores, StreamsConfig, StreamsError, StreamsHandle, StreamsState,
+    ThreadMetadata, TlsConfig, TlsConfigError, TlsErrorKind,
 };
 
 /// A kstreams application on async-io: [`kstreams_io_common::KafkaStreams`] with [`Smol`].
@@ -46,8 +50,8 @@ thread_local! {
 
 /// A futures-io object as a kstreams stream or stream half: `SmolIo<TcpStream>` is a TCP
 /// connection and, cloned, both of its halves. Any `AsyncRead`/`AsyncWrite` reads and writes
-/// through it, so a TLS stream (`futures_rustls::client::TlsStream<TcpStream>`, split with
-/// `futures_lite::io::split`) needs only its own [`SplitStream`] impl.
+/// through it. (TLS is `kstreams-io-common`'s, over the TCP stream itself:
+/// [`TcpSocket::into_io`].)
 #[derive(Debug)]
 pub struct SmolIo<T>(T);
 
@@ -80,6 +84,13 @@ impl Runtime for Smol {
 impl TcpSocket for SmolIo<TcpStream> {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.0.set_nodelay(nodelay)
+    }
+
+    /// async-net's stream is a futures-io stream already.
+    type Io = TcpStream;
+
+    fn into_io(self) -> TcpStream {
+        self.0
     }
 }
 

@@ -13,6 +13,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! TLS: `StreamsConfig::new(..).with_tls(TlsConfig::new().with_ca_file("ca.pem"))` (see
+//! [`TlsConfig`]; rustls with the ring provider, the same code under every adapter).
+//!
 //! Each stream thread is an OS thread running a current-thread tokio runtime (with a
 //! `LocalSet`) that owns its engine loop and one task per broker socket; see
 //! [`kstreams_io_common`] for why. The handle's futures (`close`, `wait`) need no particular
@@ -27,10 +30,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 pub use kstreams_core as core;
 pub use kstreams_io_common::{
-    Clock, Stores, StreamsConfig, StreamsError, StreamsHandle, StreamsState, ThreadMetadata,
+    Clock, PemSource, Stores, StreamsConfig, StreamsError, StreamsHandle, StreamsState,
+    ThreadMetadata, TlsConfig, TlsConfigError, TlsErrorKind,
 };
 
 /// A kstreams application on tokio: [`kstreams_io_common::KafkaStreams`] with [`Tokio`].
@@ -52,9 +57,8 @@ impl Drop for AbortOnDrop {
 
 /// A tokio I/O object as a kstreams stream or stream half: `TokioIo<TcpStream>` is a TCP
 /// connection, `TokioIo<OwnedReadHalf>` and `TokioIo<OwnedWriteHalf>` its halves. Any
-/// tokio `AsyncRead`/`AsyncWrite` reads and writes through it, so a TLS stream
-/// (`tokio_rustls::client::TlsStream<TcpStream>`, split with `tokio::io::split`) needs only
-/// its own [`SplitStream`] impl.
+/// tokio `AsyncRead`/`AsyncWrite` reads and writes through it. (TLS is
+/// `kstreams-io-common`'s, over the TCP stream as a futures-io stream: [`TcpSocket::into_io`].)
 #[derive(Debug)]
 pub struct TokioIo<T>(T);
 
@@ -90,6 +94,13 @@ impl Runtime for Tokio {
 impl TcpSocket for TokioIo<TcpStream> {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.0.set_nodelay(nodelay)
+    }
+
+    /// tokio-util's adapter from tokio's I/O traits to futures-io's.
+    type Io = Compat<TcpStream>;
+
+    fn into_io(self) -> Compat<TcpStream> {
+        self.0.compat()
     }
 }
 

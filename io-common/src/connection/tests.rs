@@ -21,8 +21,8 @@ thread_local! {
     static SLEPT: RefCell<Vec<Duration>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A runtime whose connect does what [`NEXT_CONNECT`] says and whose sleeps end at once
-/// (recorded in [`SLEPT`]).
+/// A runtime whose connect does what [`NEXT_CONNECT`] says and whose sleeps end after the
+/// executor ran its other futures three times (recorded in [`SLEPT`]).
 struct Scripted;
 
 impl Runtime for Scripted {
@@ -48,6 +48,9 @@ impl Runtime for Scripted {
 
     async fn sleep(duration: Duration) {
         SLEPT.with(|s| s.borrow_mut().push(duration));
+        for _ in 0..3 {
+            future::yield_now().await;
+        }
     }
 
     fn yield_now() -> impl Future<Output = ()> {
@@ -75,6 +78,12 @@ impl TcpSocket for ScriptedTcp {
     fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         *self.nodelay.borrow_mut() = nodelay;
         Ok(())
+    }
+
+    type Io = futures_lite::io::Cursor<Vec<u8>>;
+
+    fn into_io(self) -> Self::Io {
+        unreachable!("these tests run without TLS")
     }
 }
 
@@ -122,7 +131,7 @@ struct Harness {
     written: Rc<RefCell<Vec<Vec<u8>>>>,
     nodelay: Rc<RefCell<bool>>,
     frames: async_channel::Sender<Bytes>,
-    reports: async_channel::Receiver<Input>,
+    reports: async_channel::Receiver<Report>,
 }
 
 const TIMEOUT: Duration = Duration::from_millis(1234);
@@ -145,6 +154,7 @@ fn harness(connect: impl FnOnce(ScriptedTcp) -> Connect, fail_writes: bool) -> H
         host: "broker".into(),
         port: 9092,
         connect_timeout: TIMEOUT,
+        tls: None,
         outgoing,
         reports: ConnectionReports {
             connection: ConnectionId::from_raw(7),
@@ -162,16 +172,24 @@ fn harness(connect: impl FnOnce(ScriptedTcp) -> Connect, fail_writes: bool) -> H
 }
 
 /// The reports received so far, as short names (`received:<bytes>` for reads).
-fn reports(receiver: &async_channel::Receiver<Input>) -> Vec<String> {
+fn reports(receiver: &async_channel::Receiver<Report>) -> Vec<String> {
     let ours = ConnectionId::from_raw(7);
     let mut seen = Vec::new();
-    while let Ok(input) = receiver.try_recv() {
-        seen.push(match input {
-            Input::Connected { connection } if connection == ours => "connected".to_owned(),
-            Input::Received { connection, bytes } if connection == ours => {
+    while let Ok(report) = receiver.try_recv() {
+        seen.push(match report {
+            Report::Engine(Input::Connected { connection }) if connection == ours => {
+                "connected".to_owned()
+            }
+            Report::Engine(Input::Received { connection, bytes }) if connection == ours => {
                 format!("received:{}", String::from_utf8_lossy(&bytes))
             }
-            Input::Disconnected { connection } if connection == ours => "closed".to_owned(),
+            Report::Engine(Input::Disconnected { connection }) if connection == ours => {
+                "closed".to_owned()
+            }
+            Report::TlsFailed {
+                connection,
+                failure,
+            } if connection == ours => format!("tls:{:?}", failure.kind),
             other => panic!("not a report of this connection: {other:?}"),
         });
     }
@@ -248,5 +266,59 @@ fn a_gone_loop_ends_the_task_without_waiting() {
     drop(h.reports);
     // Would wait for reads and frames forever if it did not notice the loop is gone.
     future::block_on(run::<Scripted>(h.spec));
+    drop((h.peer, h.frames));
+}
+
+/// A TLS error wrapped in an I/O error, as the rustls streams return it.
+fn refused_certificate() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+    )
+}
+
+#[test]
+fn a_tls_error_before_the_first_answer_is_a_tls_failure_and_after_it_a_disconnect() {
+    let h = harness(Connect::Accept, false);
+    h.peer.try_send(Err(refused_certificate())).unwrap();
+    future::block_on(run::<Scripted>(h.spec));
+    assert_eq!(
+        reports(&h.reports),
+        ["connected", "tls:ClientCertificateRefused"]
+    );
+    drop(h.frames);
+
+    let h = harness(Connect::Accept, false);
+    h.peer.try_send(Ok(b"answer".to_vec())).unwrap();
+    h.peer.try_send(Err(refused_certificate())).unwrap();
+    future::block_on(run::<Scripted>(h.spec));
+    assert_eq!(
+        reports(&h.reports),
+        ["connected", "received:answer", "closed"]
+    );
+    drop(h.frames);
+}
+
+/// The broker's alert arrives after the engine's first write hit the closed socket: the
+/// alert is still read and reported.
+#[test]
+fn after_a_failed_write_the_reader_still_reports_why() {
+    let h = harness(Connect::Accept, true);
+    h.frames.try_send(Bytes::from_static(b"request")).unwrap();
+    let peer = h.peer.clone();
+    let alert_later = async move {
+        future::yield_now().await;
+        peer.send(Err(refused_certificate())).await.unwrap();
+    };
+    future::block_on(future::zip(run::<Scripted>(h.spec), alert_later));
+    assert_eq!(
+        reports(&h.reports),
+        ["connected", "tls:ClientCertificateRefused"]
+    );
+    assert_eq!(
+        SLEPT.with(|s| s.borrow().clone()),
+        [READ_AFTER_WRITE_FAILURE],
+        "the reader's grace after the failed write (the connect was ready at once)"
+    );
     drop((h.peer, h.frames));
 }

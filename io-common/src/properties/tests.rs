@@ -368,3 +368,25 @@ fn a_properties_file_reads_with_comments_continuations_and_line_numbers() {
         Err(PropertiesError::Read { .. })
     ));
 }
+
+#[test]
+fn ssl_properties_become_the_tls_settings() {
+    assert!(with(&[]).unwrap().tls.is_none());
+    let config = with(&[("security.protocol", "SSL")]).unwrap();
+    assert!(config.tls.is_some(), "SSL uses TLS with the system roots");
+    let config = with(&[
+        ("security.protocol", "ssl"),
+        ("ssl.ca.location", "/etc/kafka/ca.pem"),
+        ("ssl.certificate.location", "/etc/kafka/client.pem"),
+        ("ssl.key.location", "/etc/kafka/client.key"),
+    ])
+    .unwrap();
+    let shown = format!("{:?}", config.tls.expect("TLS settings"));
+    for file in [
+        "/etc/kafka/ca.pem",
+        "/etc/kafka/client.pem",
+        "/etc/kafka/client.key",
+    ] {
+        assert!(shown.contains(file), "{file} missing from {shown}");
+    }
+}

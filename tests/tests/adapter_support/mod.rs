@@ -120,6 +120,19 @@ impl SimServer {
         "sim-0:9092".into()
     }
 
+    /// Each broker's advertised `host:port` with the loopback port it is served on.
+    pub fn listeners(&self) -> Vec<(String, u16)> {
+        let sim = self.sim();
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(id, port)| {
+                let (host, advertised_port) = sim.broker_address(id as i32).expect("broker");
+                (format!("{host}:{advertised_port}"), *port)
+            })
+            .collect()
+    }
+
     /// Maps every advertised broker address to its loopback listener.
     pub fn configure(&self, mut config: StreamsConfig) -> StreamsConfig {
         let sim = self.sim();
