@@ -19,6 +19,16 @@
 //! which fields it may carry, so a caller cannot build a correct request before knowing the
 //! version. Callers wait for [`Received::Negotiated`] (or [`Connection::is_ready`]).
 //!
+//! # Authentication
+//!
+//! With [`ConnectionConfig::sasl`] set, the negotiation goes on with SaslHandshake v1 and
+//! SaslAuthenticate (see [`sasl`](super::sasl)) before the connection is ready; each SASL
+//! request queued is reported as [`Received::Authenticating`], the end as
+//! [`Received::Authenticated`] with the broker's session lifetime. The caller re-authenticates
+//! a ready, idle connection before that lifetime ends with
+//! [`Connection::start_reauthentication`] (KIP-368); requests are refused meanwhile. A failed
+//! exchange is [`ConnectionError::Authentication`], fatal.
+//!
 //! # Correlation
 //!
 //! Kafka answers the requests of one connection in order, so a response must carry the
@@ -33,10 +43,13 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
 
 use super::framing::{FrameBuilder, FrameError};
+use super::sasl::exchange::{Authenticator, Next};
+use super::sasl::{NonceSource, SaslConfig, SaslError, SaslMechanism};
 use super::versions::{NegotiatedVersions, NegotiationError, VersionPolicy};
 
 /// Kafka error code `UNSUPPORTED_VERSION`.
@@ -55,6 +68,11 @@ pub struct ConnectionConfig {
     pub api_versions_version: i16,
     /// Required APIs and per-API version caps.
     pub policy: VersionPolicy,
+    /// SASL credentials: when set, the connection authenticates after ApiVersions.
+    pub sasl: Option<SaslConfig>,
+    /// Seeds this connection's SCRAM client nonces (the caller draws a fresh seed per
+    /// connection from its seeded randomness; see [`sasl`](super::sasl)).
+    pub nonce_seed: u64,
 }
 
 impl Default for ConnectionConfig {
@@ -65,6 +83,8 @@ impl Default for ConnectionConfig {
             software_version: StrBytes::from_static_str(env!("CARGO_PKG_VERSION")),
             api_versions_version: 3,
             policy: VersionPolicy::default(),
+            sasl: None,
+            nonce_seed: 0,
         }
     }
 }
@@ -74,6 +94,8 @@ impl Default for ConnectionConfig {
 pub enum ConnectionState {
     /// The ApiVersions exchange is under way; requests are refused.
     Negotiating,
+    /// The SASL exchange (first or re-authentication) is under way; requests are refused.
+    Authenticating,
     /// Versions are negotiated; requests may be sent.
     Ready,
     /// A fatal error happened or [`Connection::close`] was called; nothing more is accepted.
@@ -189,6 +211,18 @@ pub enum ConnectionError {
     /// ApiVersions negotiation failed.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// SASL authentication failed.
+    #[error("SASL {mechanism} authentication: {error}")]
+    Authentication {
+        /// The mechanism.
+        mechanism: SaslMechanism,
+        /// Why.
+        error: SaslError,
+    },
+    /// [`Connection::start_reauthentication`] on a connection that is not ready, has
+    /// requests in flight, or has no SASL configured.
+    #[error("cannot re-authenticate: connection not ready, busy, or without SASL")]
+    CannotReauthenticate,
 }
 
 impl ConnectionError {
@@ -204,6 +238,7 @@ impl ConnectionError {
                 | Self::OutOfOrderResponse { .. }
                 | Self::MalformedHeader { .. }
                 | Self::Negotiation(_)
+                | Self::Authentication { .. }
         )
     }
 }
@@ -211,8 +246,20 @@ impl ConnectionError {
 /// What a received frame amounted to.
 #[derive(Debug)]
 pub enum Received<T> {
-    /// The ApiVersions exchange finished; the connection is ready.
+    /// The ApiVersions exchange finished; the connection is ready (without SASL).
     Negotiated,
+    /// A SASL request (`api`) was queued for [`Connection::poll_transmit`]: the exchange
+    /// goes on, the connection is not ready yet.
+    Authenticating {
+        /// SaslHandshake or SaslAuthenticate.
+        api: ApiKey,
+    },
+    /// The SASL exchange finished; the connection is ready.
+    Authenticated {
+        /// The broker's session lifetime in milliseconds (SaslAuthenticate v1+; 0: none):
+        /// re-authenticate before it ends.
+        session_lifetime_ms: i64,
+    },
     /// The broker refused our ApiVersions version; a retry at `version` is queued for
     /// [`Connection::poll_transmit`].
     NegotiationRetry {
@@ -281,6 +328,7 @@ fn decode_body<M: Decodable>(
 #[derive(Debug)]
 enum Purpose<T> {
     Negotiation,
+    Sasl,
     Caller(T),
 }
 
@@ -294,7 +342,14 @@ struct InFlight<T> {
 
 #[derive(Debug)]
 enum State {
-    Negotiating { retried: bool },
+    Negotiating {
+        retried: bool,
+    },
+    /// `reauthenticating`: the connection was ready before (its versions stay usable).
+    Authenticating {
+        versions: NegotiatedVersions,
+        reauthenticating: bool,
+    },
     Ready(NegotiatedVersions),
     Failed,
 }
@@ -310,6 +365,9 @@ pub struct Connection<T> {
     next_correlation_id: i32,
     in_flight: VecDeque<InFlight<T>>,
     transmit: VecDeque<Bytes>,
+    /// The SASL exchange under way.
+    sasl: Option<Authenticator>,
+    nonces: NonceSource,
 }
 
 impl<T> Connection<T> {
@@ -317,8 +375,11 @@ impl<T> Connection<T> {
     pub fn new(config: ConnectionConfig) -> Self {
         let ours = ApiKey::ApiVersions.valid_versions();
         let version = config.api_versions_version.clamp(ours.min, ours.max);
+        let nonces = NonceSource::new(config.nonce_seed);
         let mut connection = Self {
             config,
+            sasl: None,
+            nonces,
             state: State::Negotiating { retried: false },
             next_correlation_id: 0,
             in_flight: VecDeque::new(),
@@ -332,6 +393,7 @@ impl<T> Connection<T> {
     pub fn state(&self) -> ConnectionState {
         match self.state {
             State::Negotiating { .. } => ConnectionState::Negotiating,
+            State::Authenticating { .. } => ConnectionState::Authenticating,
             State::Ready(_) => ConnectionState::Ready,
             State::Failed => ConnectionState::Failed,
         }
@@ -342,10 +404,14 @@ impl<T> Connection<T> {
         matches!(self.state, State::Ready(_))
     }
 
-    /// The negotiated version table, once ready.
+    /// The negotiated version table, once ready (and while re-authenticating).
     pub fn versions(&self) -> Option<&NegotiatedVersions> {
         match &self.state {
-            State::Ready(versions) => Some(versions),
+            State::Ready(versions)
+            | State::Authenticating {
+                versions,
+                reauthenticating: true,
+            } => Some(versions),
             _ => None,
         }
     }
@@ -396,7 +462,7 @@ impl<T> Connection<T> {
             .drain(..)
             .filter_map(|entry| match entry.purpose {
                 Purpose::Caller(token) => Some(token),
-                Purpose::Negotiation => None,
+                Purpose::Negotiation | Purpose::Sasl => None,
             })
             .collect()
     }
@@ -450,6 +516,7 @@ impl<T> Connection<T> {
         let (header, body) = decode_response_header(frame, request.api_key, request.api_version)?;
         match request.purpose {
             Purpose::Negotiation => self.complete_negotiation(&body, request.api_version),
+            Purpose::Sasl => self.continue_sasl(&body, request.api_key, request.api_version),
             Purpose::Caller(token) => Ok(Received::Response(Response {
                 token,
                 correlation_id,
@@ -515,8 +582,129 @@ impl<T> Connection<T> {
                 other => other,
             })?;
         let versions = NegotiatedVersions::negotiate(&response, &self.config.policy)?;
+        if self.config.sasl.is_some() {
+            return self.start_sasl(versions, false);
+        }
         self.state = State::Ready(versions);
         Ok(Received::Negotiated)
+    }
+
+    /// Starts re-authenticating a ready connection with no request in flight (KIP-368: the
+    /// exchange must not interleave with other requests). Requests are refused until
+    /// [`Received::Authenticated`].
+    pub fn start_reauthentication(&mut self) -> Result<(), ConnectionError> {
+        if self.config.sasl.is_none()
+            || !self.in_flight.is_empty()
+            || !matches!(self.state, State::Ready(_))
+        {
+            return Err(ConnectionError::CannotReauthenticate);
+        }
+        let State::Ready(versions) = std::mem::replace(&mut self.state, State::Failed) else {
+            unreachable!("checked just above");
+        };
+        self.start_sasl(versions, true).map(|_| ())
+    }
+
+    fn start_sasl(
+        &mut self,
+        versions: NegotiatedVersions,
+        reauthenticating: bool,
+    ) -> Result<Received<T>, ConnectionError> {
+        let config = self
+            .config
+            .sasl
+            .as_ref()
+            .expect("start_sasl is called only with SASL configured");
+        let authenticator = Authenticator::new(config, self.nonces.nonce());
+        let mechanism = authenticator.mechanism();
+        let framed = versions
+            .get(ApiKey::SaslHandshake)
+            .is_some_and(|h| h.usable.max >= 1)
+            && versions.get(ApiKey::SaslAuthenticate).is_some();
+        if !framed {
+            return Err(ConnectionError::Authentication {
+                mechanism,
+                error: SaslError::UnframedUnsupported,
+            });
+        }
+        let request = authenticator.handshake_request();
+        self.sasl = Some(authenticator);
+        self.state = State::Authenticating {
+            versions,
+            reauthenticating,
+        };
+        self.send_inner(&request, 1, Some(Purpose::Sasl))?;
+        Ok(Received::Authenticating {
+            api: ApiKey::SaslHandshake,
+        })
+    }
+
+    fn continue_sasl(
+        &mut self,
+        body: &Bytes,
+        api: ApiKey,
+        version: i16,
+    ) -> Result<Received<T>, ConnectionError> {
+        let Some(authenticator) = self.sasl.as_mut() else {
+            return Err(ConnectionError::Closed);
+        };
+        let mechanism = authenticator.mechanism();
+        let failed = |error| ConnectionError::Authentication { mechanism, error };
+        // An undecodable SASL answer ends the exchange (fatal): nothing else could go on.
+        let malformed = |error: ConnectionError| failed(SaslError::Malformed(error.to_string()));
+        let next = if api == ApiKey::SaslHandshake {
+            let response =
+                decode_body::<SaslHandshakeResponse>(body, api, version).map_err(malformed)?;
+            Next::Authenticate(authenticator.handle_handshake(&response).map_err(failed)?)
+        } else {
+            let response =
+                decode_body::<SaslAuthenticateResponse>(body, api, version).map_err(malformed)?;
+            authenticator
+                .handle_authenticate(&response)
+                .map_err(failed)?
+        };
+        match next {
+            Next::Authenticate(request) => {
+                self.send_sasl_authenticate(&request)?;
+                Ok(Received::Authenticating {
+                    api: ApiKey::SaslAuthenticate,
+                })
+            }
+            Next::Done {
+                session_lifetime_ms,
+            } => {
+                self.sasl = None;
+                let state = std::mem::replace(&mut self.state, State::Failed);
+                let State::Authenticating { versions, .. } = state else {
+                    unreachable!("SASL requests are in flight only while authenticating");
+                };
+                self.state = State::Ready(versions);
+                Ok(Received::Authenticated {
+                    session_lifetime_ms,
+                })
+            }
+        }
+    }
+
+    fn send_sasl_authenticate(
+        &mut self,
+        request: &SaslAuthenticateRequest,
+    ) -> Result<(), ConnectionError> {
+        let State::Authenticating { versions, .. } = &self.state else {
+            unreachable!("SASL requests are sent only while authenticating");
+        };
+        let version = versions
+            .get(ApiKey::SaslAuthenticate)
+            .map(|v| {
+                v.usable
+                    .intersect(&ApiKey::SaslAuthenticate.valid_versions())
+                    .max
+            })
+            .ok_or(ConnectionError::UnsupportedApi {
+                api: ApiKey::SaslAuthenticate,
+            })?;
+        self.send_inner(request, version, Some(Purpose::Sasl))
+            .map(|_| ())
     }
 
     fn queue_api_versions(&mut self, version: i16) {
@@ -537,7 +725,9 @@ impl<T> Connection<T> {
         let api = api_key_of::<R>()?;
         let versions = match &self.state {
             State::Ready(versions) => versions,
-            State::Negotiating { .. } => return Err(ConnectionError::NotReady { api }),
+            State::Negotiating { .. } | State::Authenticating { .. } => {
+                return Err(ConnectionError::NotReady { api });
+            }
             State::Failed => return Err(ConnectionError::Closed),
         };
         let negotiated = versions
@@ -550,7 +740,8 @@ impl<T> Connection<T> {
         Ok(usable)
     }
 
-    /// `purpose == None`: fire-and-forget. Negotiation requests bypass the readiness check.
+    /// `purpose == None`: fire-and-forget. Negotiation and SASL requests bypass the readiness
+    /// check.
     fn send_inner<R: Request>(
         &mut self,
         request: &R,
@@ -558,7 +749,7 @@ impl<T> Connection<T> {
         purpose: Option<Purpose<T>>,
     ) -> Result<i32, ConnectionError> {
         let api = api_key_of::<R>()?;
-        if !matches!(purpose, Some(Purpose::Negotiation)) {
+        if !matches!(purpose, Some(Purpose::Negotiation | Purpose::Sasl)) {
             let usable = self.usable_range::<R>()?;
             if version < usable.min || version > usable.max {
                 return Err(ConnectionError::UnsupportedVersion {
