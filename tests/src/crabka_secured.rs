@@ -238,14 +238,10 @@ impl SecuredCrabka {
             other => return Err(format!("{other} has no SCRAM credentials")),
         };
         let salt: Vec<u8> = format!("{user}-{}-salt", std::process::id()).into_bytes();
-        let salted = scram_salted_password(
-            mechanism,
-            &Secret::new(password),
-            &salt,
-            SCRAM_ITERATIONS,
-        )
-        .expect("a SCRAM mechanism")
-        .map_err(|e| e.to_string())?;
+        let salted =
+            scram_salted_password(mechanism, &Secret::new(password), &salt, SCRAM_ITERATIONS)
+                .expect("a SCRAM mechanism")
+                .map_err(|e| e.to_string())?;
         let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
             ScramCredentialUpsertion::default()
                 .with_name(StrBytes::from_string(user.to_owned()))
@@ -282,7 +278,12 @@ impl SecuredCrabka {
         ))
     }
 
-    fn scram_user_known(&self, user: &str, mechanism: i8, admin: SocketAddr) -> Result<bool, String> {
+    fn scram_user_known(
+        &self,
+        user: &str,
+        mechanism: i8,
+        admin: SocketAddr,
+    ) -> Result<bool, String> {
         use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
         use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
         let request = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
@@ -290,8 +291,7 @@ impl SecuredCrabka {
         ]));
         let response = round_trip(admin, &request, 0, Duration::from_secs(5))?;
         Ok(response.results.iter().any(|r| {
-            r.error_code == 0
-                && r.credential_infos.iter().any(|c| c.mechanism == mechanism)
+            r.error_code == 0 && r.credential_infos.iter().any(|c| c.mechanism == mechanism)
         }))
     }
 }

@@ -53,7 +53,12 @@ fn broker(options: SecuredOptions) -> SecuredCrabka {
 
 /// The application's config: bootstraps from the SASL listener, dials it for the advertised
 /// (admin) address too.
-fn config(broker: &SecuredCrabka, app: &str, sasl: SaslConfig, state: &std::path::Path) -> StreamsConfig {
+fn config(
+    broker: &SecuredCrabka,
+    app: &str,
+    sasl: SaslConfig,
+    state: &std::path::Path,
+) -> StreamsConfig {
     let mut engine = fast_engine_config(app, &broker.bootstrap());
     // crabka-broker 0.3.0 refuses the broker-default replication factor (-1).
     engine.internal_topics.replication_factor = 1;
@@ -65,7 +70,13 @@ fn config(broker: &SecuredCrabka, app: &str, sasl: SaslConfig, state: &std::path
 }
 
 fn passthrough(adapter: Adapter, app: &str, sasl: impl FnOnce(&SecuredCrabka) -> SaslConfig) {
-    passthrough_with(adapter, app, SecuredOptions::default(), Duration::ZERO, sasl);
+    passthrough_with(
+        adapter,
+        app,
+        SecuredOptions::default(),
+        Duration::ZERO,
+        sasl,
+    );
 }
 
 /// A passthrough of 1,000 records; a second batch follows after `pause` (to run across
@@ -79,7 +90,9 @@ fn passthrough_with(
 ) {
     let broker = broker(options);
     broker.create_topic(INPUT, PARTITIONS).expect("input topic");
-    broker.create_topic(OUTPUT, PARTITIONS).expect("output topic");
+    broker
+        .create_topic(OUTPUT, PARTITIONS)
+        .expect("output topic");
     let admin = broker.admin_bootstrap();
     let sasl = sasl(&broker);
     let state = tempfile::tempdir().expect("state dir");
@@ -114,22 +127,46 @@ fn scram(mechanism: SaslMechanism) -> impl FnOnce(&SecuredCrabka) -> SaslConfig 
 
 #[test]
 fn crabka_sasl_scram_sha256_passthrough_tokio() {
-    bounded(|| passthrough(Adapter::Tokio, "sasl-256-tokio", scram(SaslMechanism::ScramSha256)));
+    bounded(|| {
+        passthrough(
+            Adapter::Tokio,
+            "sasl-256-tokio",
+            scram(SaslMechanism::ScramSha256),
+        )
+    });
 }
 
 #[test]
 fn crabka_sasl_scram_sha512_passthrough_tokio() {
-    bounded(|| passthrough(Adapter::Tokio, "sasl-512-tokio", scram(SaslMechanism::ScramSha512)));
+    bounded(|| {
+        passthrough(
+            Adapter::Tokio,
+            "sasl-512-tokio",
+            scram(SaslMechanism::ScramSha512),
+        )
+    });
 }
 
 #[test]
 fn crabka_sasl_scram_sha512_passthrough_smol() {
-    bounded(|| passthrough(Adapter::Smol, "sasl-512-smol", scram(SaslMechanism::ScramSha512)));
+    bounded(|| {
+        passthrough(
+            Adapter::Smol,
+            "sasl-512-smol",
+            scram(SaslMechanism::ScramSha512),
+        )
+    });
 }
 
 #[test]
 fn crabka_sasl_scram_sha256_passthrough_smol() {
-    bounded(|| passthrough(Adapter::Smol, "sasl-256-smol", scram(SaslMechanism::ScramSha256)));
+    bounded(|| {
+        passthrough(
+            Adapter::Smol,
+            "sasl-256-smol",
+            scram(SaslMechanism::ScramSha256),
+        )
+    });
 }
 
 /// Unsecured JWTs (`alg: none`), which crabka's default validator takes, valid for an hour.
@@ -176,10 +213,16 @@ fn crabka_sasl_oauthbearer_reauthenticates_passthrough_tokio() {
 }
 
 /// Starts an application with `sasl` and returns how long it took to stop and why.
-fn failing_start(adapter: Adapter, app: &str, sasl: impl FnOnce(&SecuredCrabka) -> SaslConfig) -> (Duration, StreamsError, String) {
+fn failing_start(
+    adapter: Adapter,
+    app: &str,
+    sasl: impl FnOnce(&SecuredCrabka) -> SaslConfig,
+) -> (Duration, StreamsError, String) {
     let broker = broker(SecuredOptions::default());
     broker.create_topic(INPUT, PARTITIONS).expect("input topic");
-    broker.create_topic(OUTPUT, PARTITIONS).expect("output topic");
+    broker
+        .create_topic(OUTPUT, PARTITIONS)
+        .expect("output topic");
     let sasl = sasl(&broker);
     let state = tempfile::tempdir().expect("state dir");
     let started = Instant::now();
@@ -221,7 +264,10 @@ fn assert_authentication_error(
         other => panic!("not an authentication error: {other:?}\n{log}"),
     }
     let text = format!("{error} {error:?}");
-    assert!(!text.contains(PASSWORD) && !text.contains("wrong-password"), "{text}");
+    assert!(
+        !text.contains(PASSWORD) && !text.contains("wrong-password"),
+        "{text}"
+    );
     eprintln!("failed in {elapsed:?}: {error}");
 }
 
@@ -238,7 +284,11 @@ fn wrong_password(mechanism: SaslMechanism) -> impl FnOnce(&SecuredCrabka) -> Sa
 fn crabka_sasl_wrong_password_fails_fast_tokio() {
     bounded(|| {
         assert_authentication_error(
-            failing_start(Adapter::Tokio, "sasl-wrong-tokio", wrong_password(SaslMechanism::ScramSha256)),
+            failing_start(
+                Adapter::Tokio,
+                "sasl-wrong-tokio",
+                wrong_password(SaslMechanism::ScramSha256),
+            ),
             SaslMechanism::ScramSha256,
             |r| matches!(r, SaslError::AuthenticationFailed { .. }),
         )
@@ -249,7 +299,11 @@ fn crabka_sasl_wrong_password_fails_fast_tokio() {
 fn crabka_sasl_wrong_password_fails_fast_smol() {
     bounded(|| {
         assert_authentication_error(
-            failing_start(Adapter::Smol, "sasl-wrong-smol", wrong_password(SaslMechanism::ScramSha512)),
+            failing_start(
+                Adapter::Smol,
+                "sasl-wrong-smol",
+                wrong_password(SaslMechanism::ScramSha512),
+            ),
             SaslMechanism::ScramSha512,
             |r| matches!(r, SaslError::AuthenticationFailed { .. }),
         )
@@ -263,7 +317,9 @@ fn crabka_sasl_wrong_password_fails_fast_smol() {
 fn crabka_sasl_plain_login_is_refused_with_the_typed_error() {
     bounded(|| {
         assert_authentication_error(
-            failing_start(Adapter::Tokio, "sasl-plain", |_| SaslConfig::plain(USER, PASSWORD)),
+            failing_start(Adapter::Tokio, "sasl-plain", |_| {
+                SaslConfig::plain(USER, PASSWORD)
+            }),
             SaslMechanism::Plain,
             |r| matches!(r, SaslError::AuthenticationFailed { message } if message == "authentication failed"),
         )

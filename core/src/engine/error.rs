@@ -111,7 +111,7 @@ pub enum EngineError {
     /// SASL authentication with a broker failed (wrong credentials, a mechanism the broker
     /// does not enable, a bad server signature, ...). Fatal: the engine stops and never
     /// retries the same credentials in a reconnect loop.
-    #[error("broker {broker}: SASL {mechanism} authentication failed: {reason}")]
+    #[error("broker {broker}: SASL {mechanism} authentication: {reason}")]
     Authentication {
         /// The broker's `host:port`.
         broker: String,

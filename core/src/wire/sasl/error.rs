@@ -11,7 +11,7 @@ pub enum SaslError {
         enabled: Vec<String>,
     },
     /// The broker refused the credentials (SASL_AUTHENTICATION_FAILED, 58).
-    #[error("authentication failed: {message}")]
+    #[error("the broker refused the credentials ({message})")]
     AuthenticationFailed {
         /// The broker's message.
         message: String,

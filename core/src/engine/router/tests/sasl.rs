@@ -192,3 +192,34 @@ fn the_engine_config_debug_output_hides_the_password() {
         "{debug}"
     );
 }
+
+/// A broker without SaslHandshake v1 (Kafka before 1.0) would need the unframed exchange,
+/// which is not supported: fatal, with its own error.
+#[test]
+fn a_broker_without_framed_sasl_is_fatal() {
+    let mut r = sasl_router();
+    assert!(r.ensure_general_connection());
+    let (id, _) = connects(&transports(&mut r))[0].clone();
+    r.handle_connected(id, at(0));
+    let (header, _) = next_request(&mut r, id);
+    let mut old = full_broker();
+    for api in &mut old.api_keys {
+        if api.api_key == ApiKey::SaslHandshake as i16 {
+            api.max_version = 0;
+        }
+    }
+    old.api_keys
+        .retain(|api| api.api_key != ApiKey::SaslAuthenticate as i16);
+    r.handle_received(id, &response(&header, &old), at(0));
+    assert!(
+        routed(&mut r).iter().any(|x| matches!(
+            x,
+            Routed::Fatal(EngineError::Authentication {
+                reason: SaslError::UnframedUnsupported,
+                ..
+            })
+        )),
+        "fatal"
+    );
+    assert!(!r.any_ready());
+}
