@@ -51,6 +51,9 @@ pub mod time;
 pub mod topology;
 pub mod wire;
 
+/// SASL authentication settings: [`SaslConfig`](sasl::SaslConfig), [`SaslMechanism`](sasl::SaslMechanism), [`Secret`](sasl::Secret).
+pub use wire::sasl;
+
 /// The names most programs need.
 pub mod prelude {
     pub use crate::error::{ProcessError, TaskError, TopologyError};

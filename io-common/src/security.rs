@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use kstreams_core::sasl::SaslConfig;
+
 use crate::config::StreamsConfig;
 use crate::tls::TlsConfig;
 
@@ -301,13 +303,11 @@ pub(crate) fn apply(
         }
         tls
     });
-    // Interim (this commit): the core's SASL lands next.
-    if resolved.sasl.is_some() {
-        return Err((
-            "security.protocol",
-            "SASL is not supported in this build".into(),
-        ));
-    }
+    config.engine.sasl = resolved.sasl.map(|login| match login.mechanism {
+        PasswordMechanism::Plain => SaslConfig::plain(login.username, login.password),
+        PasswordMechanism::ScramSha256 => SaslConfig::scram_sha256(login.username, login.password),
+        PasswordMechanism::ScramSha512 => SaslConfig::scram_sha512(login.username, login.password),
+    });
     Ok(())
 }
 

@@ -181,6 +181,22 @@ impl Crabka {
         })
     }
 
+    /// A started broker process whose admin (PLAINTEXT) listener is `address`, for the secured
+    /// launcher ([`crate::crabka_secured`]): it shares readiness, topics, log and drop.
+    pub(crate) fn adopt(
+        child: Child,
+        address: SocketAddr,
+        log_path: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        Self {
+            child,
+            address,
+            log_path,
+            _dir: dir,
+        }
+    }
+
     /// `host:port` to bootstrap from.
     pub fn bootstrap(&self) -> String {
         self.address.to_string()
@@ -257,7 +273,7 @@ impl Crabka {
 
     /// Waits until the broker answers, lowers `transaction.version` to 0 (a fresh broker
     /// finalizes it at 2 before it answers), and checks that ApiVersions no longer reports it.
-    fn wait_ready(&mut self) -> Result<(), CrabkaError> {
+    pub(crate) fn wait_ready(&mut self) -> Result<(), CrabkaError> {
         let started = Instant::now();
         let mut reason = String::from("not tried");
         let mut lowered = false;
@@ -350,7 +366,7 @@ impl Drop for Crabka {
 }
 
 /// What `kafka-storage format` would write: a fresh cluster id and directory id.
-fn meta_properties() -> String {
+pub(crate) fn meta_properties() -> String {
     let cluster = uuid::Uuid::from_u64_pair(seed_from_time(), u64::from(std::process::id()));
     let directory =
         uuid::Uuid::from_u64_pair(seed_from_time().rotate_left(17), next_index().into());

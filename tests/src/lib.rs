@@ -2,6 +2,7 @@
 
 pub mod bounded;
 pub mod crabka;
+pub mod crabka_secured;
 pub mod e2e_config;
 pub mod harness;
 pub mod mock;

@@ -7,6 +7,7 @@ use crate::client::metadata::MetadataConfig;
 use crate::client::producer::ProducerConfig;
 use crate::task::ErrorPolicy;
 use crate::time::Duration;
+use crate::wire::sasl::SaslConfig;
 
 /// Everything an engine needs to know besides the topology and its stores.
 #[derive(Debug, Clone)]
@@ -87,6 +88,10 @@ pub struct EngineConfig {
     /// Most batches run per [`Engine::poll_output`](super::Engine::poll_output) call before
     /// network work gets its turn again.
     pub max_batches_per_poll: usize,
+    /// SASL authentication of every broker connection (`sasl.mechanism` and its
+    /// credentials); `None` (default): none. Failed authentication stops the engine with
+    /// [`EngineError::Authentication`](super::EngineError::Authentication).
+    pub sasl: Option<SaslConfig>,
 }
 
 impl EngineConfig {
@@ -122,6 +127,7 @@ impl EngineConfig {
             random_seed: 0,
             api_version_caps: std::collections::HashMap::new(),
             max_batches_per_poll: 64,
+            sasl: None,
         }
     }
 

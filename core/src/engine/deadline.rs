@@ -15,6 +15,8 @@ pub enum TimeoutReason {
     RequestDeadline,
     /// A request waiting for a connection reaches its deadline.
     QueuedRequestDeadline,
+    /// A connection's SASL session must be re-authenticated (KIP-368).
+    Reauthentication,
     /// Metadata refresh or retry.
     Metadata,
     /// Fetcher retry or backoff.

@@ -14,6 +14,7 @@ use crate::task::TaskId;
 use crate::time::Duration;
 use crate::wire::connection::ConnectionError;
 use crate::wire::framing::FrameError;
+use crate::wire::sasl::{SaslError, SaslMechanism};
 
 /// Errors an engine reports.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,18 @@ pub enum EngineError {
     /// An internal (changelog) topic could not be created, or exists with other partitions.
     #[error(transparent)]
     InternalTopic(#[from] InternalTopicsError),
+    /// SASL authentication with a broker failed (wrong credentials, a mechanism the broker
+    /// does not enable, a bad server signature, ...). Fatal: the engine stops and never
+    /// retries the same credentials in a reconnect loop.
+    #[error("broker {broker}: SASL {mechanism} authentication: {reason}")]
+    Authentication {
+        /// The broker's `host:port`.
+        broker: String,
+        /// The mechanism.
+        mechanism: SaslMechanism,
+        /// Why.
+        reason: SaslError,
+    },
     /// A broker connection broke.
     #[error("broker {broker}: {error}")]
     Connection {

@@ -206,6 +206,7 @@ impl Engine {
                 connection: ConnectionConfig {
                     client_id: Some(StrBytes::from_string(config.client_id.clone())),
                     policy: version_policy(&config),
+                    sasl: config.sasl.clone(),
                     ..ConnectionConfig::default()
                 },
                 request_timeout: config.request_timeout,

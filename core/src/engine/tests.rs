@@ -219,3 +219,5 @@ fn failed_connects_are_warnings_at_exponentially_rarer_attempts() {
     }
     assert_eq!(warned_at, [1, 2, 4, 8]);
 }
+
+mod sasl;

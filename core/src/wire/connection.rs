@@ -19,6 +19,16 @@
 //! which fields it may carry, so a caller cannot build a correct request before knowing the
 //! version. Callers wait for [`Received::Negotiated`] (or [`Connection::is_ready`]).
 //!
+//! # Authentication
+//!
+//! With [`ConnectionConfig::sasl`] set, the negotiation goes on with SaslHandshake v1 and
+//! SaslAuthenticate (see [`sasl`](super::sasl)) before the connection is ready; each SASL
+//! request queued is reported as [`Received::Authenticating`], the end as
+//! [`Received::Authenticated`] with the broker's session lifetime. The caller re-authenticates
+//! a ready, idle connection before that lifetime ends with
+//! [`Connection::start_reauthentication`] (KIP-368); requests are refused meanwhile. A failed
+//! exchange is [`ConnectionError::Authentication`], fatal.
+//!
 //! # Correlation
 //!
 //! Kafka answers the requests of one connection in order, so a response must carry the
@@ -37,6 +47,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
 
 use super::framing::{FrameBuilder, FrameError};
+use super::sasl::exchange::Authenticator;
+use super::sasl::{NonceSource, SaslConfig, SaslError, SaslMechanism};
 use super::versions::{NegotiatedVersions, NegotiationError, VersionPolicy};
 
 /// Kafka error code `UNSUPPORTED_VERSION`.
@@ -55,6 +67,11 @@ pub struct ConnectionConfig {
     pub api_versions_version: i16,
     /// Required APIs and per-API version caps.
     pub policy: VersionPolicy,
+    /// SASL credentials: when set, the connection authenticates after ApiVersions.
+    pub sasl: Option<SaslConfig>,
+    /// Seeds this connection's SCRAM client nonces (the caller draws a fresh seed per
+    /// connection from its seeded randomness; see [`sasl`](super::sasl)).
+    pub nonce_seed: u64,
 }
 
 impl Default for ConnectionConfig {
@@ -65,6 +82,8 @@ impl Default for ConnectionConfig {
             software_version: StrBytes::from_static_str(env!("CARGO_PKG_VERSION")),
             api_versions_version: 3,
             policy: VersionPolicy::default(),
+            sasl: None,
+            nonce_seed: 0,
         }
     }
 }
@@ -74,6 +93,8 @@ impl Default for ConnectionConfig {
 pub enum ConnectionState {
     /// The ApiVersions exchange is under way; requests are refused.
     Negotiating,
+    /// The SASL exchange (first or re-authentication) is under way; requests are refused.
+    Authenticating,
     /// Versions are negotiated; requests may be sent.
     Ready,
     /// A fatal error happened or [`Connection::close`] was called; nothing more is accepted.
@@ -189,6 +210,18 @@ pub enum ConnectionError {
     /// ApiVersions negotiation failed.
     #[error(transparent)]
     Negotiation(#[from] NegotiationError),
+    /// SASL authentication failed.
+    #[error("SASL {mechanism} authentication: {error}")]
+    Authentication {
+        /// The mechanism.
+        mechanism: SaslMechanism,
+        /// Why.
+        error: SaslError,
+    },
+    /// [`Connection::start_reauthentication`] on a connection that is not ready, has
+    /// requests in flight, or has no SASL configured.
+    #[error("cannot re-authenticate: connection not ready, busy, or without SASL")]
+    CannotReauthenticate,
 }
 
 impl ConnectionError {
@@ -204,6 +237,7 @@ impl ConnectionError {
                 | Self::OutOfOrderResponse { .. }
                 | Self::MalformedHeader { .. }
                 | Self::Negotiation(_)
+                | Self::Authentication { .. }
         )
     }
 }
@@ -211,8 +245,20 @@ impl ConnectionError {
 /// What a received frame amounted to.
 #[derive(Debug)]
 pub enum Received<T> {
-    /// The ApiVersions exchange finished; the connection is ready.
+    /// The ApiVersions exchange finished; the connection is ready (without SASL).
     Negotiated,
+    /// A SASL request (`api`) was queued for [`Connection::poll_transmit`]: the exchange
+    /// goes on, the connection is not ready yet.
+    Authenticating {
+        /// SaslHandshake or SaslAuthenticate.
+        api: ApiKey,
+    },
+    /// The SASL exchange finished; the connection is ready.
+    Authenticated {
+        /// The broker's session lifetime in milliseconds (SaslAuthenticate v1+; 0: none):
+        /// re-authenticate before it ends.
+        session_lifetime_ms: i64,
+    },
     /// The broker refused our ApiVersions version; a retry at `version` is queued for
     /// [`Connection::poll_transmit`].
     NegotiationRetry {
@@ -281,6 +327,7 @@ fn decode_body<M: Decodable>(
 #[derive(Debug)]
 enum Purpose<T> {
     Negotiation,
+    Sasl,
     Caller(T),
 }
 
@@ -294,7 +341,14 @@ struct InFlight<T> {
 
 #[derive(Debug)]
 enum State {
-    Negotiating { retried: bool },
+    Negotiating {
+        retried: bool,
+    },
+    /// `reauthenticating`: the connection was ready before (its versions stay usable).
+    Authenticating {
+        versions: NegotiatedVersions,
+        reauthenticating: bool,
+    },
     Ready(NegotiatedVersions),
     Failed,
 }
@@ -310,6 +364,9 @@ pub struct Connection<T> {
     next_correlation_id: i32,
     in_flight: VecDeque<InFlight<T>>,
     transmit: VecDeque<Bytes>,
+    /// The SASL exchange under way.
+    sasl: Option<Authenticator>,
+    nonces: NonceSource,
 }
 
 impl<T> Connection<T> {
@@ -317,8 +374,11 @@ impl<T> Connection<T> {
     pub fn new(config: ConnectionConfig) -> Self {
         let ours = ApiKey::ApiVersions.valid_versions();
         let version = config.api_versions_version.clamp(ours.min, ours.max);
+        let nonces = NonceSource::new(config.nonce_seed);
         let mut connection = Self {
             config,
+            sasl: None,
+            nonces,
             state: State::Negotiating { retried: false },
             next_correlation_id: 0,
             in_flight: VecDeque::new(),
@@ -332,6 +392,7 @@ impl<T> Connection<T> {
     pub fn state(&self) -> ConnectionState {
         match self.state {
             State::Negotiating { .. } => ConnectionState::Negotiating,
+            State::Authenticating { .. } => ConnectionState::Authenticating,
             State::Ready(_) => ConnectionState::Ready,
             State::Failed => ConnectionState::Failed,
         }
@@ -342,10 +403,14 @@ impl<T> Connection<T> {
         matches!(self.state, State::Ready(_))
     }
 
-    /// The negotiated version table, once ready.
+    /// The negotiated version table, once ready (and while re-authenticating).
     pub fn versions(&self) -> Option<&NegotiatedVersions> {
         match &self.state {
-            State::Ready(versions) => Some(versions),
+            State::Ready(versions)
+            | State::Authenticating {
+                versions,
+                reauthenticating: true,
+            } => Some(versions),
             _ => None,
         }
     }
@@ -396,7 +461,7 @@ impl<T> Connection<T> {
             .drain(..)
             .filter_map(|entry| match entry.purpose {
                 Purpose::Caller(token) => Some(token),
-                Purpose::Negotiation => None,
+                Purpose::Negotiation | Purpose::Sasl => None,
             })
             .collect()
     }
@@ -450,6 +515,7 @@ impl<T> Connection<T> {
         let (header, body) = decode_response_header(frame, request.api_key, request.api_version)?;
         match request.purpose {
             Purpose::Negotiation => self.complete_negotiation(&body, request.api_version),
+            Purpose::Sasl => self.continue_sasl(&body, request.api_key, request.api_version),
             Purpose::Caller(token) => Ok(Received::Response(Response {
                 token,
                 correlation_id,
@@ -515,6 +581,9 @@ impl<T> Connection<T> {
                 other => other,
             })?;
         let versions = NegotiatedVersions::negotiate(&response, &self.config.policy)?;
+        if self.config.sasl.is_some() {
+            return self.start_sasl(versions, false);
+        }
         self.state = State::Ready(versions);
         Ok(Received::Negotiated)
     }
@@ -537,7 +606,9 @@ impl<T> Connection<T> {
         let api = api_key_of::<R>()?;
         let versions = match &self.state {
             State::Ready(versions) => versions,
-            State::Negotiating { .. } => return Err(ConnectionError::NotReady { api }),
+            State::Negotiating { .. } | State::Authenticating { .. } => {
+                return Err(ConnectionError::NotReady { api });
+            }
             State::Failed => return Err(ConnectionError::Closed),
         };
         let negotiated = versions
@@ -550,7 +621,8 @@ impl<T> Connection<T> {
         Ok(usable)
     }
 
-    /// `purpose == None`: fire-and-forget. Negotiation requests bypass the readiness check.
+    /// `purpose == None`: fire-and-forget. Negotiation and SASL requests bypass the readiness
+    /// check.
     fn send_inner<R: Request>(
         &mut self,
         request: &R,
@@ -558,7 +630,7 @@ impl<T> Connection<T> {
         purpose: Option<Purpose<T>>,
     ) -> Result<i32, ConnectionError> {
         let api = api_key_of::<R>()?;
-        if !matches!(purpose, Some(Purpose::Negotiation)) {
+        if !matches!(purpose, Some(Purpose::Negotiation | Purpose::Sasl)) {
             let usable = self.usable_range::<R>()?;
             if version < usable.min || version > usable.max {
                 return Err(ConnectionError::UnsupportedVersion {
@@ -655,5 +727,6 @@ fn decode_response_header(
     Ok((header, buf))
 }
 
+mod authentication;
 #[cfg(test)]
 mod tests;

@@ -390,3 +390,49 @@ fn ssl_properties_become_the_tls_settings() {
         assert!(shown.contains(file), "{file} missing from {shown}");
     }
 }
+
+#[test]
+fn sasl_properties_become_the_sasl_settings() {
+    use kstreams_core::sasl::SaslMechanism;
+    assert!(with(&[]).unwrap().engine.sasl.is_none());
+    let config = with(&[
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "alice"),
+        ("sasl.password", "hunter2"),
+    ])
+    .unwrap();
+    let sasl = config.engine.sasl.as_ref().expect("SASL settings");
+    assert_eq!(sasl.mechanism(), SaslMechanism::ScramSha512);
+    assert_eq!(sasl.username(), Some("alice"));
+    assert!(config.tls.is_some(), "SASL_SSL also uses TLS");
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "the password leaked into Debug"
+    );
+
+    let config = with(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanisms", "PLAIN"),
+        (
+            "sasl.jaas.config",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="bob" password="pw";"#,
+        ),
+    ])
+    .unwrap();
+    let sasl = config.engine.sasl.as_ref().expect("SASL settings");
+    assert_eq!(sasl.mechanism(), SaslMechanism::Plain);
+    assert_eq!(sasl.username(), Some("bob"));
+    assert!(config.tls.is_none());
+    let config = with(&[
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-256"),
+        ("sasl.username", "carol"),
+        ("sasl.password", "pw"),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.engine.sasl.unwrap().mechanism(),
+        SaslMechanism::ScramSha256
+    );
+}

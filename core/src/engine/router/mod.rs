@@ -20,12 +20,20 @@
 //! # Files
 //! `mod.rs` (state, getters, polls), `sockets.rs` (connect, the adapter's reports, frames,
 //! timeouts, drops), `requests.rs` (queueing, resolving and sending requests), `peer.rs` (one
-//! endpoint and its socket), `codec.rs`, `jitter.rs`, `fallback.rs`.
+//! endpoint and its socket), `reauth.rs` (SASL re-authentication), `codec.rs`, `jitter.rs`,
+//! `fallback.rs`.
+//!
+//! # SASL
+//! With SASL configured, a connection is not ready (takes no request) until its wire
+//! [`Connection`](crate::wire::connection::Connection) authenticated; each SASL request gets
+//! the request timeout. A failed authentication is [`Routed::Fatal`]. Re-authentication
+//! (KIP-368) is in `reauth.rs`.
 
 mod codec;
 mod fallback;
 mod jitter;
 mod peer;
+mod reauth;
 mod requests;
 mod sockets;
 #[cfg(test)]
@@ -154,6 +162,13 @@ impl Router {
                 .map(|p| p.queued + self.config.request_timeout),
             TimeoutReason::QueuedRequestDeadline,
         );
+        earliest.offer(
+            self.peers
+                .values()
+                .filter_map(|p| p.socket().and_then(|s| s.reauth_at))
+                .min(),
+            TimeoutReason::Reauthentication,
+        );
     }
 
     /// The earliest time a general connection may be opened again (not before now).
@@ -232,9 +247,11 @@ impl Router {
         });
     }
 
-    /// The connection settings for `broker`: the engine's, with this broker's fallback caps.
-    fn connection_config(&self, broker: BrokerId) -> ConnectionConfig {
+    /// The connection settings for `broker`: the engine's, with this broker's fallback caps
+    /// and a fresh seed for its SCRAM nonces.
+    fn connection_config(&mut self, broker: BrokerId) -> ConnectionConfig {
         let mut config = self.config.connection.clone();
+        config.nonce_seed = self.jitter.next_u64();
         for (api, cap) in self.fallback.caps_of(broker) {
             config.policy = std::mem::take(&mut config.policy).cap(api, cap);
         }
@@ -256,10 +273,11 @@ impl ApiVersionLookup for ClusterVersions<'_> {
         let cap = self.router.fallback.lowest_cap(api).unwrap_or(i16::MAX);
         let mut min: Option<i16> = None;
         for peer in self.router.peers.values() {
-            let Some(socket) = peer.ready() else {
+            // Ready connections, and those re-authenticating (their versions stay valid).
+            let Some(versions) = peer.socket().and_then(|s| s.conn.versions()) else {
                 continue;
             };
-            let range = socket.conn.versions()?.get(api)?.usable;
+            let range = versions.get(api)?.usable;
             let v = range.max.min(cap);
             if v < range.min {
                 // Capped below what this broker speaks: the reconnect's negotiation decides.

@@ -59,9 +59,14 @@ pub(crate) struct Socket {
     pub(crate) id: ConnectionId,
     pub(crate) conn: Connection<Token>,
     pub(crate) frames: FrameDecoder,
-    /// Answer deadline and API of each request in flight (ApiVersions included), oldest
-    /// first: brokers answer a connection's requests in order.
+    /// Answer deadline and API of each request in flight (ApiVersions and SASL included),
+    /// oldest first: brokers answer a connection's requests in order.
     pub(crate) sent: VecDeque<(Instant, ApiKey)>,
+    /// When to re-authenticate the SASL session (KIP-368), once authenticated with a lifetime.
+    pub(crate) reauth_at: Option<Instant>,
+    /// Re-authentication is due: no new request goes out until the ones in flight are
+    /// answered and the exchange is over (Kafka needs the connection idle for it).
+    pub(crate) reauth_due: bool,
 }
 
 impl Socket {
@@ -153,9 +158,10 @@ impl Peer {
         }
     }
 
-    /// A socket that finished its ApiVersions exchange.
+    /// A socket that finished its ApiVersions (and SASL) exchange and takes requests: not
+    /// re-authenticating, nor waiting to.
     pub(crate) fn ready(&self) -> Option<&Socket> {
-        self.socket().filter(|s| s.conn.is_ready())
+        self.socket().filter(|s| s.conn.is_ready() && !s.reauth_due)
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -175,6 +181,8 @@ impl Peer {
             conn: Connection::new(config),
             frames: FrameDecoder::default(),
             sent: VecDeque::from([(deadline, ApiKey::ApiVersions)]),
+            reauth_at: None,
+            reauth_due: false,
         }));
     }
 

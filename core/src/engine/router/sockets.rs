@@ -77,14 +77,18 @@ impl Router {
         };
         for frame in frames {
             if !self.handle_frame(key, frame) {
-                break;
+                return;
             }
         }
+        // Answers may have emptied a connection that waits to re-authenticate.
+        self.start_reauthentication(key);
     }
 
-    /// Time passed: fail requests that waited too long for a connection or an answer.
+    /// Time passed: fail requests that waited too long for a connection or an answer, and
+    /// re-authenticate sessions that are due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.reauthentications_due();
         let now = self.now;
         let late: Vec<(PeerKey, ApiKey)> = self
             .peers
@@ -236,6 +240,32 @@ impl Router {
             Ok(Received::Negotiated) => {
                 socket.sent.clear();
                 return true;
+            }
+            Ok(Received::Authenticating { api }) => {
+                // The next SASL request, timed like any request.
+                socket.sent.clear();
+                socket.sent.push_back((now + request_timeout, api));
+                return true;
+            }
+            Ok(Received::Authenticated {
+                session_lifetime_ms,
+            }) => {
+                socket.sent.clear();
+                self.authenticated(key, session_lifetime_ms);
+                return true;
+            }
+            Err(ConnectionError::Authentication { mechanism, error }) => {
+                // Wrong credentials stay wrong: stop, never retry them in a reconnect loop.
+                let peer = self.peer(key);
+                let broker = format!("{}:{}", peer.host, peer.port);
+                self.routed
+                    .push_back(Routed::Fatal(EngineError::Authentication {
+                        broker,
+                        mechanism,
+                        reason: error,
+                    }));
+                self.drop_peer(key, true);
+                return false;
             }
             Ok(Received::NegotiationRetry { .. }) => {
                 // The retried ApiVersions request gets a fresh deadline.

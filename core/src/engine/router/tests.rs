@@ -638,3 +638,5 @@ fn a_fallback_cap_lowers_the_version_components_build_for_every_broker() {
     // Broker 7 is not even connected: a request for it may be built now and sent later.
     assert_eq!(r.versions().version(ApiKey::Produce), Some(8));
 }
+
+mod sasl;
