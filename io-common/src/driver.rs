@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::AddressMap;
 use crate::connection::{self, ConnectionReports, ConnectionSpec};
 use crate::message::Input;
+use crate::metrics::MetricsPublisher;
 use crate::runtime::Runtime;
 use crate::status::InstanceStatus;
 
@@ -41,6 +42,8 @@ pub(crate) struct StreamThread<R: Runtime> {
     /// The sockets the engine asked for and has not closed (ids are never reused, so a
     /// report about one that is gone finds nothing).
     pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
+    /// Publishes the engine's metrics (to the status and the `metrics` facade).
+    pub(crate) metrics: MetricsPublisher,
 }
 
 /// Why the loop woke up.
@@ -115,12 +118,34 @@ impl<R: Runtime> StreamThread<R> {
                 Wake::Timer => self.engine.handle_timeout(self.clock.now()),
             }
         }
+        self.publish_metrics(true);
         // Sockets close as the connection tasks are dropped.
         self.connections.clear();
     }
 
+    /// Publishes the engine's metrics when due (or `now`).
+    fn publish_metrics(&mut self, now: bool) {
+        let at = std::time::Instant::now();
+        if now || self.metrics.due(at) {
+            let snapshot = self.metrics.publish(&self.engine, at);
+            self.status.set_metrics(self.index, snapshot);
+        }
+    }
+
+    /// The engine's next output; the time of a poll that ran batches is the processing
+    /// latency (see `metrics`).
+    fn poll_output(&mut self) -> Option<Output> {
+        let batches = self.engine.metrics().batch_sizes.count;
+        let started = std::time::Instant::now();
+        let output = self.engine.poll_output(self.clock.now());
+        if self.engine.metrics().batch_sizes.count > batches {
+            self.metrics.processed(started.elapsed());
+        }
+        output
+    }
+
     fn drain_outputs(&mut self) {
-        while let Some(output) = self.engine.poll_output(self.clock.now()) {
+        while let Some(output) = self.poll_output() {
             match output {
                 Output::Connect {
                     connection,
@@ -145,6 +170,7 @@ impl<R: Runtime> StreamThread<R> {
                 Output::Event(event) => self.status.on_event(self.index, event),
             }
         }
+        self.publish_metrics(false);
     }
 
     fn connect(&mut self, connection: ConnectionId, host: &str, port: i32) {

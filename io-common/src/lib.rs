@@ -30,14 +30,15 @@
 //!
 //! 1. leaves: `message` (what a stream thread's loop receives: connection reports, close
 //!    commands), `runtime` (the [`Runtime`] and stream traits), `clock`, `config`, `state`
-//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]); `process_id` (the transactional
+//!    ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]), [`metrics`] (the stream threads'
+//!    metrics: snapshot, rates, the `metrics` facade); `process_id` (the transactional
 //!    ids' stable part) → `clock`;
 //! 2. `error` ([`StreamsError`]) → `state`;
 //! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
-//!    `state`;
+//!    `metrics`, `state`;
 //! 4. `connection` (the connection task) → `message`, `runtime`;
-//! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `runtime`,
-//!    `clock`, `config`;
+//! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `metrics`,
+//!    `runtime`, `clock`, `config`;
 //! 6. `streams` ([`KafkaStreams`], [`StreamsHandle`]) → everything above.
 //!
 //! ## Decisions
@@ -65,12 +66,14 @@ mod connection;
 mod driver;
 mod error;
 mod message;
+pub mod metrics;
 mod process_id;
 mod runtime;
 mod state;
 mod status;
 mod streams;
 
+pub use self::metrics::{MetricsSnapshot, ThreadMetrics};
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
 pub use error::StreamsError;

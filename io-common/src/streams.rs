@@ -16,6 +16,7 @@ use crate::config::{AddressMap, Stores, StreamsConfig};
 use crate::driver::StreamThread;
 use crate::error::StreamsError;
 use crate::message::{CONNECTION_REPORT_CAPACITY, Input};
+use crate::metrics::{MetricsPublisher, MetricsSnapshot};
 use crate::process_id;
 use crate::runtime::Runtime;
 use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
@@ -226,6 +227,7 @@ impl<R: Runtime> KafkaStreams<R> {
                         addresses,
                         connect_timeout,
                         connections: BTreeMap::new(),
+                        metrics: MetricsPublisher::new(guard.thread.clone()),
                     };
                     if let Err(error) = R::block_on(thread.run()) {
                         guard.failure = Some(StreamsError::Spawn {
@@ -313,6 +315,13 @@ impl StreamsHandle {
     /// The stream threads and the tasks each runs.
     pub fn local_thread_metadata(&self) -> Vec<ThreadMetadata> {
         self.status.threads()
+    }
+
+    /// The metrics of every stream thread, as each last published them (every 250 ms while
+    /// it runs, and when it stops; see [`crate::metrics`]). The same numbers go to the
+    /// `metrics` facade, for the exporter the application installed.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.status.metrics()
     }
 
     /// Starts a clean shutdown without waiting: every engine commits acknowledged output,
