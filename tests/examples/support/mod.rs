@@ -4,6 +4,7 @@
 //! they tell the user on stderr: log records (warnings by default, `RUST_LOG` to change) and
 //! progress (state changes, task assignments, committed offsets; see [`progress`]).
 
+pub mod metrics;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -70,6 +71,8 @@ pub struct Args {
     pub logging: bool,
     /// `--processing-guarantee at-least-once|exactly-once` (default at-least-once).
     pub guarantee: ProcessingGuarantee,
+    /// `--metrics-addr HOST:PORT`: serve the metrics there (see [`metrics`]).
+    pub metrics_addr: Option<String>,
 }
 
 impl Args {
@@ -84,7 +87,7 @@ impl Args {
             "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
              [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
-             [--processing-guarantee at-least-once|exactly-once]"
+             [--processing-guarantee at-least-once|exactly-once] [--metrics-addr HOST:PORT]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -101,6 +104,7 @@ impl Args {
                 "--exit-when-idle",
                 "--logging",
                 "--processing-guarantee",
+                "--metrics-addr",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -181,6 +185,7 @@ impl Args {
             exit_when_idle,
             logging,
             guarantee,
+            metrics_addr: flags.remove("--metrics-addr"),
         })
     }
 }
@@ -319,6 +324,11 @@ fn watch_output(
 /// Runs `example` as `args` say; returns the final count per key seen on the output topic
 /// (empty when it ran without `--exit-when-idle` and stopped by failing).
 pub fn run(example: &Example, args: &Args) -> Result<BTreeMap<Vec<u8>, i64>, String> {
+    let _metrics = args
+        .metrics_addr
+        .as_deref()
+        .map(metrics::MetricsServer::start)
+        .transpose()?;
     let mock = match &args.bootstrap {
         Some(_) => None,
         None => Some(mock_cluster()?),
