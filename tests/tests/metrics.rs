@@ -2,7 +2,6 @@
 //! mock cluster: the records in and out equal what was produced, the lag reaches 0 when idle,
 //! and the final snapshot after the close keeps the totals.
 
-#[allow(dead_code)]
 mod e2e_support;
 
 use std::time::{Duration, Instant};
