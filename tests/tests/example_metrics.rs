@@ -137,6 +137,11 @@ fn batch_count_serves_its_metrics_over_http_while_it_runs() {
         "batch sizes as a histogram: {last}"
     );
     assert_eq!(
+        sum(&last, "kstreams_batch_size_sum", ""),
+        expected,
+        "{last}"
+    );
+    assert_eq!(
         sum(&last, "kstreams_batch_size_count", ""),
         sum(&last, "kstreams_batches_total", ""),
         "{last}"

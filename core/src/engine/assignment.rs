@@ -68,6 +68,8 @@ impl Engine {
             }
             GroupEvent::Lost { tasks } => {
                 self.metrics.tasks_lost_total += tasks.len() as u64;
+                // A commit under way ends with the tasks: not counted as one that failed.
+                self.commit_started = None;
                 if !self.closing {
                     self.set_state(EngineState::Rebalancing);
                 }

@@ -29,6 +29,9 @@ pub struct BatchSizes {
     /// `buckets[i]`: batches of at most [`BATCH_SIZE_BOUNDS`]`[i]` records (and more than the
     /// bound before); the last one, batches over 1024 records.
     pub buckets: [u64; BATCH_SIZE_BOUNDS.len() + 1],
+    /// `bucket_sums[i]`: the records of the batches in `buckets[i]` (so a histogram fed per
+    /// bucket keeps the exact sum).
+    pub bucket_sums: [u64; BATCH_SIZE_BOUNDS.len() + 1],
     /// Batches counted.
     pub count: u64,
     /// Records in them.
@@ -45,6 +48,7 @@ impl BatchSizes {
             .position(|&bound| records <= bound)
             .unwrap_or(BATCH_SIZE_BOUNDS.len());
         self.buckets[bucket] += 1;
+        self.bucket_sums[bucket] += records;
         self.count += 1;
         self.sum += records;
         self.max = self.max.max(records);
@@ -288,6 +292,8 @@ mod tests {
             sizes.record(n);
         }
         assert_eq!(sizes.buckets, [1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 2, 2]);
+        assert_eq!(sizes.bucket_sums[2], 3 + 4);
+        assert_eq!(sizes.bucket_sums[11], 1025 + 5000);
         assert_eq!(sizes.count, 9);
         assert_eq!(sizes.sum, 1 + 2 + 3 + 4 + 5 + 1000 + 1024 + 1025 + 5000);
         assert_eq!(sizes.max, 5000);

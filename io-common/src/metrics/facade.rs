@@ -9,7 +9,6 @@
 use metrics::{Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
 use super::snapshot::ThreadMetrics;
-use kstreams_core::engine::BATCH_SIZE_BOUNDS;
 
 /// Counters of a thread: name, help, value.
 type Total = (&'static str, &'static str, fn(&ThreadMetrics) -> u64);
@@ -157,7 +156,7 @@ fn describe() {
     describe_histogram!(
         BATCH_SIZE,
         Unit::Count,
-        "Records per batch (each batch counted at its power-of-two bucket's bound)"
+        "Records per batch (the batches of a bucket recorded at their mean size)"
     );
     describe_counter!(
         "kstreams_task_process_total",
@@ -214,7 +213,7 @@ fn describe() {
 /// What a thread published before, for what takes differences.
 #[derive(Default)]
 pub(crate) struct Published {
-    /// The batch size buckets (the histogram takes their growth).
+    /// The batch size bucket counts, then their sums (the histogram takes their growth).
     batch_buckets: Vec<u64>,
     /// The labels of the restores under way: one that ended (or whose task went) gets its
     /// remaining records set to 0.
@@ -232,23 +231,19 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
     for (name, _, _, value) in THREAD_GAUGES {
         gauge!(name, labels.iter()).set(value(metrics));
     }
-    let buckets = &metrics.engine.batch_sizes.buckets;
-    published.batch_buckets.resize(buckets.len(), 0);
+    let sizes = &metrics.engine.batch_sizes;
+    published.batch_buckets.resize(2 * sizes.buckets.len(), 0);
+    let (counts, sums) = published.batch_buckets.split_at_mut(sizes.buckets.len());
     let histogram = metrics::histogram!(BATCH_SIZE, labels.iter());
-    for (i, (&now, before)) in buckets
-        .iter()
-        .zip(published.batch_buckets.iter_mut())
-        .enumerate()
-    {
-        let grown = now.saturating_sub(*before);
+    for (i, (&count, &sum)) in sizes.buckets.iter().zip(&sizes.bucket_sums).enumerate() {
+        let grown = count.saturating_sub(counts[i]);
         if grown > 0 {
-            // The overflow bucket is published at twice the last bound.
-            let bound = BATCH_SIZE_BOUNDS
-                .get(i)
-                .copied()
-                .unwrap_or(2 * BATCH_SIZE_BOUNDS[BATCH_SIZE_BOUNDS.len() - 1]);
-            histogram.record_many(bound as f64, usize::try_from(grown).unwrap_or(usize::MAX));
-            *before = now;
+            // The new batches of a bucket at their mean size: inside the bucket, and the
+            // histogram's sum stays exact.
+            let mean = sum.saturating_sub(sums[i]) as f64 / grown as f64;
+            histogram.record_many(mean, usize::try_from(grown).unwrap_or(usize::MAX));
+            counts[i] = count;
+            sums[i] = sum;
         }
     }
     for task in &metrics.tasks {
