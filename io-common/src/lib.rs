@@ -10,6 +10,9 @@
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
+//! - [`metrics`](crate::metrics): each stream thread's metrics (records, batches, latencies,
+//!   commits, lag, restores, rebalances, produce errors and retries) as a snapshot
+//!   ([`StreamsHandle::metrics`]) and through the `metrics` facade for any exporter.
 //! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
 //!   nanoseconds that seed each engine's reconnect jitter).
 //! - The connection task (private), written once for every runtime: connect within
