@@ -10,7 +10,7 @@
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
-//! - [`metrics`](crate::metrics): each stream thread's metrics (records, batches, latencies,
+//! - [`metrics`]: each stream thread's metrics (records, batches, latencies,
 //!   commits, lag, restores, rebalances, produce errors and retries) as a snapshot
 //!   ([`StreamsHandle::metrics`]) and through the `metrics` facade for any exporter.
 //! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
