@@ -22,13 +22,14 @@
 //!   life (Kafka uses a 30 s window).
 
 pub mod facade;
+mod rates;
 mod snapshot;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kstreams_core::engine::{Engine, EngineMetrics};
-use kstreams_core::task::TaskId;
+use kstreams_core::engine::Engine;
+
+use rates::{RateWindow, Totals};
 
 pub use snapshot::{MetricsSnapshot, Rates, TaskMetricsSnapshot, ThreadMetrics, TimeStats};
 
@@ -38,40 +39,11 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// Least time a rate is measured over.
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-/// The totals a rate window started from.
-struct WindowStart {
-    at: Instant,
-    records_consumed: u64,
-    process_total: u64,
-    records_sent: u64,
-    commit_total: u64,
-    tasks: BTreeMap<TaskId, u64>,
-}
-
-impl WindowStart {
-    fn of(at: Instant, engine: &Engine) -> Self {
-        let m = engine.metrics();
-        Self {
-            at,
-            records_consumed: m.records_consumed,
-            process_total: m.process_total,
-            records_sent: m.records_sent,
-            commit_total: m.commit_total,
-            tasks: engine
-                .tasks()
-                .map(|t| (t.id(), t.metrics().consumed_records))
-                .collect(),
-        }
-    }
-}
-
 /// What one stream thread's loop keeps to publish its engine's metrics.
 pub(crate) struct MetricsPublisher {
     thread_id: String,
     last_published: Option<Instant>,
-    window: Option<WindowStart>,
-    rates: Rates,
-    task_rates: BTreeMap<TaskId, f64>,
+    rates: RateWindow,
     process_latency: TimeStats,
     /// What was handed to the facade before.
     published: facade::Published,
@@ -82,9 +54,7 @@ impl MetricsPublisher {
         Self {
             thread_id,
             last_published: None,
-            window: None,
-            rates: Rates::default(),
-            task_rates: BTreeMap::new(),
+            rates: RateWindow::new(RATE_WINDOW),
             process_latency: TimeStats::default(),
             published: facade::Published::default(),
         }
@@ -104,52 +74,24 @@ impl MetricsPublisher {
     /// The snapshot of `engine` at `now`, published to the facade too.
     pub(crate) fn publish(&mut self, engine: &Engine, now: Instant) -> ThreadMetrics {
         self.last_published = Some(now);
-        self.update_rates(engine, now);
+        self.rates.observe(now, || Totals::of(engine));
         let snapshot = self.snapshot(engine);
         facade::publish(&snapshot, &mut self.published);
         snapshot
-    }
-
-    fn update_rates(&mut self, engine: &Engine, now: Instant) {
-        let Some(start) = &self.window else {
-            self.window = Some(WindowStart::of(now, engine));
-            return;
-        };
-        let elapsed = now.duration_since(start.at);
-        if elapsed < RATE_WINDOW {
-            return;
-        }
-        let secs = elapsed.as_secs_f64();
-        let per_second = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
-        let m: &EngineMetrics = engine.metrics();
-        self.rates = Rates {
-            records_consumed: per_second(m.records_consumed, start.records_consumed),
-            process: per_second(m.process_total, start.process_total),
-            records_sent: per_second(m.records_sent, start.records_sent),
-            commit: per_second(m.commit_total, start.commit_total),
-        };
-        self.task_rates = engine
-            .tasks()
-            .map(|t| {
-                let then = start.tasks.get(&t.id()).copied().unwrap_or(0);
-                (t.id(), per_second(t.metrics().consumed_records, then))
-            })
-            .collect();
-        self.window = Some(WindowStart::of(now, engine));
     }
 
     fn snapshot(&self, engine: &Engine) -> ThreadMetrics {
         ThreadMetrics {
             thread_id: self.thread_id.clone(),
             engine: engine.metrics().clone(),
-            rates: self.rates,
+            rates: self.rates.rates,
             process_latency: self.process_latency,
             tasks: engine
                 .tasks()
                 .map(|t| TaskMetricsSnapshot {
                     task: t.id(),
                     counters: t.metrics(),
-                    process_rate: self.task_rates.get(&t.id()).copied().unwrap_or(0.0),
+                    process_rate: self.rates.tasks.get(&t.id()).copied().unwrap_or(0.0),
                 })
                 .collect(),
             partitions: engine.partition_lags().collect(),
