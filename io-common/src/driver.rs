@@ -24,6 +24,7 @@ use crate::config::AddressMap;
 use crate::connection::{self, ConnectionReports, ConnectionSpec, TlsSetup};
 use crate::error::StreamsError;
 use crate::message::{Input, Report};
+use crate::metrics::MetricsPublisher;
 use crate::runtime::Runtime;
 use crate::status::InstanceStatus;
 use crate::tls::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess, TlsErrorKind, TlsFailure};
@@ -61,6 +62,8 @@ pub(crate) struct StreamThread<R: Runtime> {
     /// The sockets the engine asked for and has not closed (ids are never reused, so a
     /// report about one that is gone finds nothing).
     pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
+    /// Publishes the engine's metrics (to the status and the `metrics` facade).
+    pub(crate) metrics: MetricsPublisher,
 }
 
 /// Why the loop woke up.
@@ -75,6 +78,7 @@ impl<R: Runtime> StreamThread<R> {
     /// (a TLS failure, see the module documentation).
     pub(crate) async fn run(mut self) -> Result<(), StreamsError> {
         let result = self.run_engine().await;
+        self.publish_metrics(true);
         // Sockets close as the connection tasks are dropped.
         self.connections.clear();
         result
@@ -154,9 +158,30 @@ impl<R: Runtime> StreamThread<R> {
             .ok()
     }
 
+    /// Publishes the engine's metrics when due (or `now`).
+    fn publish_metrics(&mut self, now: bool) {
+        let at = std::time::Instant::now();
+        if now || self.metrics.due(at) {
+            let snapshot = self.metrics.publish(&self.engine, at);
+            self.status.set_metrics(self.index, snapshot);
+        }
+    }
+
+    /// The engine's next output; the time of a poll that ran batches is the processing
+    /// latency (see `metrics`).
+    fn poll_output(&mut self) -> Option<Output> {
+        let batches = self.engine.metrics().batch_sizes.count;
+        let started = std::time::Instant::now();
+        let output = self.engine.poll_output(self.clock.now());
+        if self.engine.metrics().batch_sizes.count > batches {
+            self.metrics.processed(started.elapsed());
+        }
+        output
+    }
+
     /// Carries out every output the engine has; `Err` if one stops the thread.
     fn drain_outputs(&mut self) -> Result<(), StreamsError> {
-        while let Some(output) = self.engine.poll_output(self.clock.now()) {
+        while let Some(output) = self.poll_output() {
             match output {
                 Output::Connect {
                     connection,
@@ -181,6 +206,7 @@ impl<R: Runtime> StreamThread<R> {
                 Output::Event(event) => self.status.on_event(self.index, event),
             }
         }
+        self.publish_metrics(false);
         Ok(())
     }
 

@@ -10,6 +10,9 @@
 //! - [`StreamsConfig`] and [`Stores`] (memory, LMDB under `<state_dir>/<application_id>/`,
 //!   or any store factory).
 //! - [`StreamsState`] and [`aggregate`]: the application state from its engines' states.
+//! - [`metrics`]: each stream thread's metrics (records, batches, latencies,
+//!   commits, lag, restores, rebalances, produce errors and retries) as a snapshot
+//!   ([`StreamsHandle::metrics`]) and through the `metrics` facade for any exporter.
 //! - [`Clock`]: the one place time is read (`SystemTime` ms, never decreasing; also the
 //!   nanoseconds that seed each engine's reconnect jitter).
 //! - [`TlsConfig`]: TLS to the brokers with rustls (ring provider): system roots or a CA file,
@@ -35,7 +38,8 @@
 //!
 //! 1. leaves: `tls` ([`TlsConfig`] and its errors, the classification of rustls errors, the
 //!    plaintext-listener guess), `runtime` (the [`Runtime`] and stream traits), `clock`,
-//!    `state` ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]); `message` (what a stream
+//!    `state` ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]), [`metrics`] (the stream
+//!    threads' metrics: snapshot, rates, the `metrics` facade); `message` (what a stream
 //!    thread's loop receives: connection reports, close commands) → `tls`; `config` → `tls`;
 //!    `process_id` (the transactional ids' stable part) → `clock`; `security`
 //!    (`security.protocol`, `sasl.*`, `ssl.*` checked together) → `config`, `tls`;
@@ -43,10 +47,10 @@
 //!    `security`;
 //! 2. `error` ([`StreamsError`]) → `state`, `tls`;
 //! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
-//!    `state`;
+//!    `metrics`, `state`;
 //! 4. `connection` (the connection task and its TLS handshake) → `message`, `runtime`, `tls`;
-//! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `runtime`,
-//!    `clock`, `config`, `error`, `tls`;
+//! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `metrics`,
+//!    `runtime`, `clock`, `config`, `error`, `tls`;
 //! 6. `streams` ([`KafkaStreams`], [`StreamsHandle`]) → everything above.
 //!
 //! ## Decisions
@@ -79,6 +83,7 @@ mod connection;
 mod driver;
 mod error;
 mod message;
+pub mod metrics;
 mod process_id;
 mod properties;
 mod runtime;
@@ -88,6 +93,7 @@ mod status;
 mod streams;
 mod tls;
 
+pub use self::metrics::{MetricsSnapshot, ThreadMetrics};
 pub use clock::Clock;
 pub use config::{Stores, StreamsConfig};
 pub use error::StreamsError;

@@ -12,6 +12,7 @@ use kstreams_core::task::TaskId;
 
 use crate::error::StreamsError;
 use crate::message::Input;
+use crate::metrics::{MetricsSnapshot, ThreadMetrics};
 use crate::state::{
     EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
     aggregate, tell_restore_listener,
@@ -52,6 +53,8 @@ pub(crate) struct InstanceStatus {
     event_listener: Mutex<Option<EventListener>>,
     /// Called with every restore event, like the event listener.
     restore_listener: Mutex<Option<Box<dyn StateRestoreListener>>>,
+    /// Each thread's last published metrics, by thread index.
+    metrics: Mutex<Vec<Option<ThreadMetrics>>>,
 }
 
 impl InstanceStatus {
@@ -71,6 +74,7 @@ impl InstanceStatus {
             listener: Mutex::new(None),
             event_listener: Mutex::new(None),
             restore_listener: Mutex::new(None),
+            metrics: Mutex::new(Vec::new()),
         })
     }
 
@@ -306,6 +310,29 @@ impl InstanceStatus {
                 restoring_tasks: t.restoring.keys().copied().collect(),
             })
             .collect()
+    }
+
+    /// Thread `index` published `metrics`.
+    pub(crate) fn set_metrics(&self, index: usize, metrics: ThreadMetrics) {
+        let mut all = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
+        if all.len() <= index {
+            all.resize(index + 1, None);
+        }
+        all[index] = Some(metrics);
+    }
+
+    /// The threads' last published metrics.
+    pub(crate) fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            threads: self
+                .metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .flatten()
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Waits until `done(state)` holds; returns that state.

@@ -17,6 +17,7 @@ use crate::config::{AddressMap, Stores, StreamsConfig};
 use crate::driver::StreamThread;
 use crate::error::StreamsError;
 use crate::message::{CONNECTION_REPORT_CAPACITY, Input, Report};
+use crate::metrics::{MetricsPublisher, MetricsSnapshot};
 use crate::process_id;
 use crate::runtime::Runtime;
 use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
@@ -240,6 +241,7 @@ impl<R: Runtime> KafkaStreams<R> {
                         tls,
                         plaintext: PlaintextGuess::default(),
                         connections: BTreeMap::new(),
+                        metrics: MetricsPublisher::new(guard.thread.clone()),
                     };
                     guard.failure = match R::block_on(thread.run()) {
                         Ok(Ok(())) => None,
@@ -329,6 +331,13 @@ impl StreamsHandle {
     /// The stream threads and the tasks each runs.
     pub fn local_thread_metadata(&self) -> Vec<ThreadMetadata> {
         self.status.threads()
+    }
+
+    /// The metrics of every stream thread, as each last published them (every 250 ms while
+    /// it runs, and when it stops; see [`crate::metrics`]). The same numbers go to the
+    /// `metrics` facade, for the exporter the application installed.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.status.metrics()
     }
 
     /// Starts a clean shutdown without waiting: every engine commits acknowledged output,

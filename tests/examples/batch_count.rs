@@ -6,7 +6,7 @@
 //! cargo run --release --example batch_count -- \
 //!     --bootstrap HOST:PORT --input TOPIC --output TOPIC --application-id ID --state-dir DIR \
 //!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS] \
-//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once]
+//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once] [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! - `--mode batch` counts with `BatchCountAggregator` (one store access per distinct key and
@@ -18,6 +18,8 @@
 //!   counts live only in the state directory.
 //! - `--processing-guarantee`: `at-least-once` (default) or `exactly-once` (Kafka
 //!   transactions; the brokers must support them). See the README's guarantees section.
+//! - `--metrics-addr HOST:PORT`: serve the metrics at `http://HOST:PORT/metrics` in
+//!   Prometheus' text format (port 0: a free one, printed on stderr).
 //! - `--exit-when-idle SECS`: close cleanly once no output has appeared for SECS seconds;
 //!   without it the application runs until it fails (or the process is killed).
 //! - Without `--bootstrap`, it starts librdkafka's in-process mock cluster, creates the

@@ -5,7 +5,7 @@
 //! cargo run --release --example wordcount -- \
 //!     --bootstrap HOST:PORT --input TOPIC --output TOPIC --application-id ID --state-dir DIR \
 //!     [--store lmdb|memory] [--mode batch|record] [--runtime tokio|smol] [--exit-when-idle SECS] \
-//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once]
+//!     [--logging on|off] [--processing-guarantee at-least-once|exactly-once] [--metrics-addr HOST:PORT]
 //! ```
 //!
 //! Two sub-topologies joined by a repartition topic, as Kafka Streams' `groupBy` makes one:

@@ -23,6 +23,7 @@ impl Engine {
             GroupEvent::Assigned {
                 tasks, partitions, ..
             } => {
+                self.metrics.rebalance_total += 1;
                 self.assignment = Some((tasks.clone(), partitions.clone()));
                 self.assign(tasks, partitions);
             }
@@ -61,10 +62,14 @@ impl Engine {
                 }
                 self.set_state(EngineState::Rebalancing);
                 self.assignment = None;
+                self.metrics.tasks_revoked_total += tasks.len() as u64;
                 self.revoking = Some(tasks);
                 self.commit_reason = Some(CommitReason::Revoke);
             }
             GroupEvent::Lost { tasks } => {
+                self.metrics.tasks_lost_total += tasks.len() as u64;
+                // A commit under way ends with the tasks: not counted as one that failed.
+                self.commit_started = None;
                 if !self.closing {
                     self.set_state(EngineState::Rebalancing);
                 }
@@ -99,6 +104,7 @@ impl Engine {
                 }
             }
             GroupEvent::AssignmentFailed { error } => {
+                self.metrics.failed_rebalance_total += 1;
                 self.warn(EngineError::Assignment(error));
             }
             GroupEvent::CommitSucceeded { id, offsets } => self.commit_accepted(id, offsets),

@@ -77,6 +77,7 @@ impl Engine {
                     return reason != CommitReason::Interval;
                 }
                 self.producer.flush();
+                self.commit_started = Some(now);
                 self.commit = CommitPhase::Flushing { offsets };
                 true
             }
@@ -107,6 +108,7 @@ impl Engine {
                 };
                 if offsets.is_empty() {
                     self.last_commit = now;
+                    self.count_commit(true);
                     self.commit_done();
                 } else {
                     let id = self.group.commit(offsets, now);
@@ -231,6 +233,7 @@ impl Engine {
                 .extend(offsets.iter().map(|(tp, o)| (tp.clone(), *o)));
             self.outputs
                 .push_back(Output::Event(Event::Committed(offsets)));
+            self.count_commit(true);
             self.commit_done();
         }
     }
@@ -241,6 +244,7 @@ impl Engine {
             self.commit = CommitPhase::Idle;
             self.last_commit = self.now;
             self.warn(EngineError::Commit(error));
+            self.count_commit(false);
             self.commit_done();
         }
     }

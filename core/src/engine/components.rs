@@ -208,11 +208,14 @@ impl Engine {
             progress = true;
             match event {
                 ProducerEvent::Acked {
+                    owner,
                     topic_partition,
                     base_offset,
                     count,
-                    ..
-                } => self.changelog_write_acked(topic_partition, base_offset, count),
+                } => {
+                    self.count_produced(owner, &topic_partition.topic, count, false);
+                    self.changelog_write_acked(topic_partition, base_offset, count)
+                }
                 ProducerEvent::Failed {
                     error: DeliveryError::Aborted,
                     ..
@@ -223,8 +226,9 @@ impl Engine {
                     owner,
                     topic_partition,
                     error,
-                    ..
+                    count,
                 } => {
+                    self.count_produced(owner, &topic_partition.topic, count, true);
                     self.fail(EngineError::Delivery {
                         task: owner,
                         topic_partition,

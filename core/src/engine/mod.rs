@@ -10,7 +10,9 @@
 //!   [`restoring`](Engine::restoring),
 //!   [`committed_offsets`](Engine::committed_offsets),
 //!   [`last_timeout_reason`](Engine::last_timeout_reason),
-//!   [`has_pending_work`](Engine::has_pending_work).
+//!   [`has_pending_work`](Engine::has_pending_work); metrics:
+//!   [`metrics`](Engine::metrics), [`partition_lags`](Engine::partition_lags),
+//!   [`restore_progress`](Engine::restore_progress).
 //! - **Inputs**: [`handle_input`](Engine::handle_input) with an [`Input`], or its thin
 //!   wrappers [`handle_connected`](Engine::handle_connected),
 //!   [`handle_received`](Engine::handle_received),
@@ -64,7 +66,7 @@
 //! `router/` (connections), `components.rs` (requests out, responses and events in),
 //! `assignment.rs` (group events, tasks in and out), `processing.rs` (records through tasks),
 //! `commit.rs` (the commit cycle), `internal_topics.rs` (changelogs), `deadline.rs`
-//! (`poll_timeout`'s fold), `output.rs`/`error.rs`/`shared.rs` (the types).
+//! (`poll_timeout`'s fold), `metrics.rs` (the counters and their getters), `output.rs`/`error.rs`/`shared.rs` (the types).
 
 mod assignment;
 mod commit;
@@ -73,6 +75,7 @@ mod config;
 mod deadline;
 mod error;
 mod internal_topics;
+mod metrics;
 mod output;
 mod processing;
 mod restore;
@@ -91,6 +94,10 @@ use kafka_protocol::protocol::StrBytes;
 pub use config::{EngineConfig, ProcessingGuarantee};
 pub use deadline::TimeoutReason;
 pub use error::EngineError;
+pub use metrics::{
+    BATCH_SIZE_BOUNDS, BatchSizes, EngineMetrics, LatencyStats, PartitionLag, ProducedRecords,
+    RestoreProgress,
+};
 pub use output::{EngineState, Event, Input, Output};
 pub use shared::ConnectionId;
 
@@ -160,6 +167,8 @@ pub struct Engine {
     commit: CommitPhase,
     commit_reason: Option<CommitReason>,
     last_commit: Instant,
+    /// When the commit under way started (for its latency).
+    commit_started: Option<Instant>,
     revoking: Option<Vec<TaskId>>,
     closing: bool,
     /// Closing, the tasks were lost while a transaction was open or ending (exactly-once):
@@ -169,6 +178,8 @@ pub struct Engine {
     /// Events for the adapter (transport outputs wait in the router).
     outputs: VecDeque<Output>,
     last_timeout_reason: Option<TimeoutReason>,
+    /// The counters (see [`Engine::metrics`]).
+    metrics: EngineMetrics,
 }
 
 impl Engine {
@@ -292,11 +303,13 @@ impl Engine {
             commit: CommitPhase::Idle,
             commit_reason: None,
             last_commit: now,
+            commit_started: None,
             revoking: None,
             closing: false,
             leave_after_transaction: false,
             outputs: VecDeque::new(),
             last_timeout_reason: None,
+            metrics: EngineMetrics::default(),
         })
     }
 
@@ -402,6 +415,7 @@ impl Engine {
         self.advance_time(now);
         if self.outputs.is_empty() && self.router.transport_len() == 0 {
             self.drive();
+            self.sync_producer_metrics();
         }
         self.outputs
             .pop_front()
@@ -497,6 +511,7 @@ impl Engine {
 
     fn warn(&mut self, error: EngineError) {
         tracing::warn!(%error, "kstreams engine");
+        self.metrics.warnings_total += 1;
         self.outputs.push_back(Output::Event(Event::Warning(error)));
     }
 

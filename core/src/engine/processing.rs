@@ -22,6 +22,7 @@ impl Engine {
             // The fetcher holds only partitions of running tasks and changelogs of restoring
             // ones: `close_tasks` unassigns a task's partitions (dropping their buffered
             // records) when it drops the task, and a restored changelog is unassigned.
+            self.metrics.records_consumed += batch.records.len() as u64;
             let task = self
                 .subtopology_of
                 .get(&*tp.topic)
@@ -71,7 +72,9 @@ impl Engine {
             }
             while budget > 0 {
                 match task.process_next_batch() {
-                    Ok(Some(_)) => {
+                    Ok(Some(outcome)) => {
+                        self.metrics.process_total += outcome.consumed as u64;
+                        self.metrics.batch_sizes.record(outcome.consumed as u64);
                         budget -= 1;
                         progress = true;
                     }
@@ -82,12 +85,14 @@ impl Engine {
                     }
                 }
                 let output = task.take_output();
+                self.metrics.records_sent += output.len() as u64;
                 if !output.is_empty() {
                     self.backlog.insert(id, output);
                     break;
                 }
             }
             let output = task.take_output();
+            self.metrics.records_sent += output.len() as u64;
             if !output.is_empty() {
                 self.backlog.entry(id).or_default().extend(output);
             }

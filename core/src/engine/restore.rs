@@ -25,7 +25,7 @@ pub(super) struct Restoring {
 }
 
 /// Progress of one store's restore.
-struct StoreRestore {
+pub(super) struct StoreRestore {
     store: String,
     changelog: TopicPartition,
     started: Instant,
@@ -45,7 +45,34 @@ struct StoreRestore {
     done: bool,
 }
 
+impl Restoring {
+    /// The restores of its stores, for [`Engine::restore_progress`].
+    pub(super) fn stores(&self) -> impl Iterator<Item = &StoreRestore> {
+        self.stores.iter()
+    }
+}
+
 impl StoreRestore {
+    /// The store.
+    pub(super) fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Its changelog partition.
+    pub(super) fn changelog(&self) -> &TopicPartition {
+        &self.changelog
+    }
+
+    /// Records written into the store so far.
+    pub(super) fn restored(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether it reached the changelog's end.
+    pub(super) fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Writes the pending records into the store with the checkpoint after them, one
     /// transaction; returns the event to report.
     fn write_pending(
@@ -218,7 +245,7 @@ impl Engine {
         if progress.pending_bytes >= limit
             && let Some(event) = progress.write_pending(&mut restoring.task, topic_id)?
         {
-            self.outputs.push_back(Output::Event(event));
+            self.push_restore_batch(event);
         }
         Ok(())
     }
@@ -284,6 +311,7 @@ impl Engine {
                 }
                 let topic_id = self.metadata.topic_id(&store.changelog.topic);
                 if let Some(event) = store.write_pending(&mut restoring.task, topic_id)? {
+                    self.metrics.restore_total += restore_batch_records(&event);
                     self.outputs.push_back(Output::Event(event));
                 }
                 // Control records, aborted or compacted-away records at the end: the
@@ -303,6 +331,7 @@ impl Engine {
                 }
                 store.done = true;
                 self.fetcher.unassign(&store.changelog);
+                self.metrics.restores_completed_total += 1;
                 let duration = self.now - store.started;
                 tracing::info!(task = %id, store = %store.store, records = store.records, bytes = store.bytes, %duration, "store restored");
                 self.outputs.push_back(Output::Event(Event::RestoreEnded {
@@ -338,8 +367,22 @@ impl Engine {
         Ok(progress)
     }
 
+    /// Reports a restore batch and counts its records.
+    fn push_restore_batch(&mut self, event: Event) {
+        self.metrics.restore_total += restore_batch_records(&event);
+        self.outputs.push_back(Output::Event(event));
+    }
+
     /// The tasks whose stores are being restored.
     pub(super) fn restoring_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.restoring.keys().copied()
+    }
+}
+
+/// The records of a [`Event::RestoreBatch`] (0 for any other event).
+fn restore_batch_records(event: &Event) -> u64 {
+    match event {
+        Event::RestoreBatch { records, .. } => *records as u64,
+        _ => 0,
     }
 }

@@ -82,6 +82,7 @@ impl Engine {
             .extend(offsets.iter().map(|(tp, o)| (tp.clone(), *o)));
         self.outputs
             .push_back(Output::Event(Event::Committed(offsets)));
+        self.count_commit(true);
         self.commit_done();
     }
 
@@ -115,6 +116,10 @@ impl Engine {
         };
         self.commit = CommitPhase::Idle;
         self.last_commit = self.now;
+        if self.commit_started.is_some() {
+            // The transaction of a commit under way: that commit failed.
+            self.count_commit(false);
+        }
         let assignment = self.assignment.clone();
         self.close_tasks(false);
         match self.commit_reason.take() {

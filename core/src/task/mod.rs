@@ -61,6 +61,8 @@ impl Default for TaskConfig {
 /// Counters of a task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TaskMetrics {
+    /// Records queued for processing (fetched from the input partitions).
+    pub received_records: u64,
     /// Records taken off the queues as processed (skipped and dead-lettered ones included).
     pub consumed_records: u64,
     /// Batches run.
@@ -69,6 +71,9 @@ pub struct TaskMetrics {
     pub skipped_records: u64,
     /// Records sent to a dead-letter topic.
     pub dead_lettered_records: u64,
+    /// Records the task produced (to sinks and dead-letter topics), as handed to the owner
+    /// by [`Task::take_output`].
+    pub produced_records: u64,
 }
 
 /// What one call of [`Task::process_next_batch`] did.
@@ -198,6 +203,7 @@ impl Task {
             check_after(task, tp, last, r.offset)?;
             last = Some(r.offset);
         }
+        self.metrics.received_records += records.len() as u64;
         queue.push(records);
         Ok(())
     }
@@ -208,6 +214,7 @@ impl Task {
         let queue = Self::queue_of(&mut self.queues, task, tp)?;
         check_after(task, tp, queue.last_offset(), record.offset)?;
         queue.push([record]);
+        self.metrics.received_records += 1;
         Ok(())
     }
 
@@ -450,6 +457,7 @@ impl Task {
     /// Takes the records the sinks (and the dead-letter policy) produced since the last call,
     /// in production order.
     pub fn take_output(&mut self) -> Vec<ProducerRecord> {
+        self.metrics.produced_records += self.state.output.len() as u64;
         std::mem::take(&mut self.state.output)
     }
 

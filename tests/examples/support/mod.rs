@@ -4,6 +4,7 @@
 //! they tell the user on stderr: log records (warnings by default, `RUST_LOG` to change) and
 //! progress (state changes, task assignments, committed offsets; see [`progress`]).
 
+pub mod metrics;
 pub mod progress;
 pub mod shutdown;
 
@@ -77,6 +78,8 @@ pub struct Args {
     /// properties they correspond to (`bootstrap.servers`, `application.id`, `state.dir`,
     /// `processing.guarantee`).
     pub properties: Vec<(String, String)>,
+    /// `--metrics-addr HOST:PORT`: serve the metrics there (see [`metrics`]).
+    pub metrics_addr: Option<String>,
 }
 
 impl Args {
@@ -91,7 +94,7 @@ impl Args {
             "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
              [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
-             [--processing-guarantee at-least-once|exactly-once] [--config FILE]"
+             [--processing-guarantee at-least-once|exactly-once] [--config FILE] [--metrics-addr HOST:PORT]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -109,6 +112,7 @@ impl Args {
                 "--logging",
                 "--processing-guarantee",
                 "--config",
+                "--metrics-addr",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -230,6 +234,7 @@ impl Args {
             logging,
             guarantee,
             properties,
+            metrics_addr: flags.remove("--metrics-addr"),
         };
         // Refuse a bad --config now, not after the mock cluster started.
         parsed.streams_config(
@@ -470,6 +475,11 @@ pub fn run_until(
     args: &Args,
     shutdown: &Shutdown,
 ) -> Result<BTreeMap<Vec<u8>, i64>, String> {
+    let _metrics = args
+        .metrics_addr
+        .as_deref()
+        .map(metrics::MetricsServer::start)
+        .transpose()?;
     let mock = match &args.bootstrap {
         Some(_) => None,
         None => Some(mock_cluster()?),

@@ -1,5 +1,5 @@
 //! [`ProducerEvent`]: what the producer reports to the engine (acks, failures, metadata needs,
-//! transaction outcomes).
+//! transaction outcomes); [`RetryCounts`]: its retry counters.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,4 +91,14 @@ pub enum ProducerEvent<O> {
         /// The API missing.
         missing_api: ApiKey,
     },
+}
+
+/// Produce batches the producer sent again after a retriable error (a network error, a
+/// leader change, a timeout answer), and the records in them; see [`Producer::retries`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryCounts {
+    /// Batches sent again (each later in-flight batch of the partition counts too).
+    pub batches: u64,
+    /// Records in them (Kafka's producer `record-retry-total`).
+    pub records: u64,
 }

@@ -162,7 +162,7 @@ pub use batch::{
 };
 pub use config::ProducerConfig;
 pub use error::{DeliveryError, ProducerError, SendError};
-pub use events::ProducerEvent;
+pub use events::{ProducerEvent, RetryCounts};
 pub use idempotence::ProducerIdentity;
 pub use kafka_protocol::records::Compression;
 pub use txn_error::TransactionError;
@@ -197,6 +197,8 @@ pub struct Producer<O> {
     last_broker: Option<BrokerId>,
     /// The transactional part, with a `transactional_id`.
     txn: Option<Transactions>,
+    /// Batches put back for a retry.
+    retries: RetryCounts,
 }
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
@@ -228,12 +230,18 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             next_batch_id: 0,
             last_broker: None,
             txn,
+            retries: RetryCounts::default(),
         }
     }
 
     /// The settings in use.
     pub fn config(&self) -> &ProducerConfig {
         &self.config
+    }
+
+    /// Batches (and their records) put back to be sent again after a retriable error.
+    pub fn retries(&self) -> RetryCounts {
+        self.retries
     }
 
     /// The producer id and epoch, once InitProducerId answered.

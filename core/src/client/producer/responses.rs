@@ -225,6 +225,8 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 for batch in queue.batches.iter_mut().skip(index) {
                     if batch.state == BatchState::InFlight {
                         batch.state = BatchState::RetryPending;
+                        self.retries.batches += 1;
+                        self.retries.records += batch.record_count() as u64;
                     }
                 }
                 queue.retry_at = now + self.config.retry_backoff;

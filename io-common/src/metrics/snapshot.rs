@@ -1,0 +1,125 @@
+//! The snapshot types: [`MetricsSnapshot`] of an instance, [`ThreadMetrics`] of one stream
+//! thread.
+
+use std::time::Duration;
+
+use kstreams_core::engine::{EngineMetrics, PartitionLag, RestoreProgress};
+use kstreams_core::task::{TaskId, TaskMetrics};
+
+/// The metrics of every stream thread of an instance, as each last published them (see the
+/// [module docs](super) for when).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// One per stream thread that published, in thread order.
+    pub threads: Vec<ThreadMetrics>,
+}
+
+impl MetricsSnapshot {
+    /// Records processed by all threads (`process-total` summed).
+    pub fn process_total(&self) -> u64 {
+        self.threads.iter().map(|t| t.engine.process_total).sum()
+    }
+
+    /// Records fetched from input partitions by all threads (`records-consumed-total`).
+    pub fn records_consumed_total(&self) -> u64 {
+        self.threads.iter().map(|t| t.engine.records_consumed).sum()
+    }
+
+    /// Records all threads' producers wrote to `topic` (`record-send-total` of the topic).
+    pub fn records_produced_to(&self, topic: &str) -> u64 {
+        self.threads
+            .iter()
+            .flat_map(|t| &t.engine.produced)
+            .filter(|((_, t), _)| &**t == topic)
+            .map(|(_, counts)| counts.records)
+            .sum()
+    }
+
+    /// The largest `records-lag` of any input partition of any thread (`None` when no
+    /// partition has a known lag).
+    pub fn max_records_lag(&self) -> Option<i64> {
+        self.threads
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(PartitionLag::records_lag)
+            .max()
+    }
+}
+
+/// Per-second rates over the last window (see the [module docs](super)).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rates {
+    /// Records fetched into the tasks (`records-consumed-rate`).
+    pub records_consumed: f64,
+    /// Records processed (`process-rate`).
+    pub process: f64,
+    /// Records the tasks sent to sinks (`records-produced-rate`).
+    pub records_sent: f64,
+    /// Commits (`commit-rate`).
+    pub commit: f64,
+}
+
+/// Count, total and largest of a duration measured by the loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeStats {
+    /// Measurements.
+    pub count: u64,
+    /// Their sum.
+    pub total: Duration,
+    /// The largest.
+    pub max: Duration,
+}
+
+impl TimeStats {
+    /// Counts one measurement.
+    pub fn record(&mut self, elapsed: Duration) {
+        self.count += 1;
+        self.total += elapsed;
+        self.max = self.max.max(elapsed);
+    }
+
+    /// The mean in milliseconds (0 without measurements).
+    pub fn avg_ms(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.total.as_secs_f64() * 1000.0 / self.count as f64
+        }
+    }
+
+    /// The largest in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.max.as_secs_f64() * 1000.0
+    }
+}
+
+/// One running task's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskMetricsSnapshot {
+    /// The task.
+    pub task: TaskId,
+    /// Its counters (records received, processed, skipped, dead-lettered, produced; batches).
+    pub counters: TaskMetrics,
+    /// Records processed per second over the last window (the task's `process-rate`).
+    pub process_rate: f64,
+}
+
+/// The metrics of one stream thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadMetrics {
+    /// The thread's name (Kafka Streams' `thread-id` tag).
+    pub thread_id: String,
+    /// The engine's counters: records, batches, commits, rebalances, restores, produce acks,
+    /// errors and retries.
+    pub engine: EngineMetrics,
+    /// Rates over the last window.
+    pub rates: Rates,
+    /// How long the polls of the engine that ran batches took (`process-latency-avg/max`).
+    pub process_latency: TimeStats,
+    /// The running tasks (a revoked task's counters go with it).
+    pub tasks: Vec<TaskMetricsSnapshot>,
+    /// Consumer lag of the running tasks' input partitions.
+    pub partitions: Vec<PartitionLag>,
+    /// Restores under way, per store partition.
+    pub restores: Vec<RestoreProgress>,
+}
