@@ -311,9 +311,12 @@ pub(crate) fn apply(
     Ok(())
 }
 
+/// A `sasl.jaas.config` line: its login module and its `key=value` options, in order.
+type JaasLine<'a> = (&'a str, Vec<(&'a str, String)>);
+
 /// Splits `module required key="value" …;` into the module and its options. Values are
 /// double-quoted (`\"` and `\\` escaped) or bare words.
-fn parse_jaas(v: &str) -> Result<(&str, Vec<(&str, String)>), String> {
+fn parse_jaas(v: &str) -> Result<JaasLine<'_>, String> {
     let v = v.trim();
     let body = v
         .strip_suffix(';')

@@ -46,11 +46,14 @@ fn the_required_properties_give_kafka_streams_defaults() {
     );
 }
 
+/// What a property must have set.
+type Check = fn(&StreamsConfig) -> bool;
+
 /// One value for every property of [`PROPERTIES`] but the security ones (tested below), and
 /// what it must set.
 #[test]
 fn every_supported_property_sets_its_field() {
-    let checks: Vec<(&str, &str, fn(&StreamsConfig) -> bool)> = vec![
+    let checks: Vec<(&str, &str, Check)> = vec![
         ("application.id", "other", |c| {
             c.engine.application_id == "other"
         }),
