@@ -509,8 +509,9 @@ pub const PROPERTIES: &[Property] = &[
 
 impl StreamsConfig {
     /// The configuration the properties `props` describe (names as in [`PROPERTIES`]); the
-    /// defaults of [`StreamsConfig::new`] for every property not given. `application.id`
-    /// and `bootstrap.servers` are required.
+    /// defaults of [`StreamsConfig::new`] for every property not given, except that, as in
+    /// Kafka Streams, `commit.interval.ms` defaults to 100 under `exactly_once_v2` (30 s
+    /// otherwise). `application.id` and `bootstrap.servers` are required.
     ///
     /// ```
     /// use kstreams_io_common::StreamsConfig;
@@ -594,6 +595,7 @@ fn build(entries: Vec<(String, String, Option<usize>)>) -> Result<StreamsConfig,
         security: SecuritySettings::default(),
     };
     let mut client_id_set = false;
+    let mut commit_interval_set = false;
     for (key, value, line) in &entries {
         let property =
             PROPERTIES
@@ -604,6 +606,7 @@ fn build(entries: Vec<(String, String, Option<usize>)>) -> Result<StreamsConfig,
                     line: *line,
                 })?;
         client_id_set |= property.name == "client.id";
+        commit_interval_set |= property.name == "commit.interval.ms";
         (property.apply)(&mut target, value.trim()).map_err(|reason| PropertiesError::Invalid {
             property: key.clone(),
             line: *line,
@@ -613,6 +616,12 @@ fn build(entries: Vec<(String, String, Option<usize>)>) -> Result<StreamsConfig,
                 reason
             },
         })?;
+    }
+    if !commit_interval_set
+        && target.config.engine.processing_guarantee == ProcessingGuarantee::ExactlyOnce
+    {
+        // Kafka Streams' default under exactly-once: a transaction per 100 ms.
+        target.config.engine.commit_interval = Duration::from_millis(100);
     }
     if !client_id_set {
         // The default client id follows the application id given.

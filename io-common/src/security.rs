@@ -126,14 +126,16 @@ impl SecuritySettings {
                 return Err("the login module is not PlainLoginModule or ScramLoginModule".into());
             }
         });
-        for (key, value) in options {
+        for (position, (key, value)) in options.into_iter().enumerate() {
             match key {
                 "username" => self.username = Some(value),
                 "password" => self.password = Some(value),
-                // Other options (tokenauth, …) do not apply to these modules' use here.
+                // Other options (tokenauth, …) do not apply to these modules' use here. The
+                // key is not repeated: a mis-quoted password can split into "keys".
                 _ => {
                     return Err(format!(
-                        "option `{key}` is not supported (only username and password)"
+                        "option {} is not username or password (the only ones supported)",
+                        position + 1
                     ));
                 }
             }
@@ -343,7 +345,7 @@ fn parse_jaas(v: &str) -> Result<JaasLine<'_>, String> {
         let end = chars.peek().map_or(rest.len(), |&(i, _)| i);
         let key = &rest[start..end];
         if chars.next().map(|(_, c)| c) != Some('=') {
-            return Err(format!("option `{key}` has no `=`"));
+            return Err(format!("option {} has no `=`", options.len() + 1));
         }
         let mut value = String::new();
         if chars.next_if(|(_, c)| *c == '"').is_some() {
@@ -352,10 +354,17 @@ fn parse_jaas(v: &str) -> Result<JaasLine<'_>, String> {
                     Some((_, '"')) => break,
                     Some((_, '\\')) => match chars.next() {
                         Some((_, c)) => value.push(c),
-                        None => return Err(format!("option `{key}`: unterminated quote")),
+                        None => {
+                            return Err(format!(
+                                "option {}: unterminated quote",
+                                options.len() + 1
+                            ));
+                        }
                     },
                     Some((_, c)) => value.push(c),
-                    None => return Err(format!("option `{key}`: unterminated quote")),
+                    None => {
+                        return Err(format!("option {}: unterminated quote", options.len() + 1));
+                    }
                 }
             }
         } else {

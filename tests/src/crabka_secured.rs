@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::AlterUserScramCredentialsRequest;
 use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
 use kafka_protocol::protocol::StrBytes;
-use kstreams_core::sasl::{SaslMechanism, Secret, scram_salted_password};
+use kstreams_core::sasl::SaslMechanism;
+use sha2::{Sha256, Sha512};
 
 use crate::crabka::{Crabka, CrabkaError, meta_properties};
 use crate::raw_request::round_trip;
@@ -238,10 +239,23 @@ impl SecuredCrabka {
             other => return Err(format!("{other} has no SCRAM credentials")),
         };
         let salt: Vec<u8> = format!("{user}-{}-salt", std::process::id()).into_bytes();
-        let salted =
-            scram_salted_password(mechanism, &Secret::new(password), &salt, SCRAM_ITERATIONS)
-                .expect("a SCRAM mechanism")
-                .map_err(|e| e.to_string())?;
+        // What Kafka's tools store: Hi() over the password's UTF-8 bytes, computed here with
+        // pbkdf2 directly rather than with kstreams' own SCRAM code, so that a derivation
+        // both sides got wrong the same way (e.g. saslprep) cannot pass unnoticed.
+        let salted: Vec<u8> = match mechanism {
+            SaslMechanism::ScramSha256 => pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(
+                password.as_bytes(),
+                &salt,
+                SCRAM_ITERATIONS,
+            )
+            .to_vec(),
+            _ => pbkdf2::pbkdf2_hmac_array::<Sha512, 64>(
+                password.as_bytes(),
+                &salt,
+                SCRAM_ITERATIONS,
+            )
+            .to_vec(),
+        };
         let request = AlterUserScramCredentialsRequest::default().with_upsertions(vec![
             ScramCredentialUpsertion::default()
                 .with_name(StrBytes::from_string(user.to_owned()))

@@ -198,6 +198,49 @@ fn config_files_are_read_and_checked() {
     );
     let missing = parse(vec!["--config", "/nonexistent/kstreams.properties"]).unwrap_err();
     assert!(missing.contains("cannot read"), "{missing}");
+    // Without the flag, the file's guarantee is checked as the library checks it.
+    let eos_v1 = properties_file(
+        "bootstrap.servers=h:1\napplication.id=a\nstate.dir=/tmp/s\nprocessing.guarantee=exactly_once\n",
+    );
+    let error = parse(vec![
+        "--config",
+        eos_v1.path().to_str().unwrap(),
+        "--input",
+        "i",
+        "--output",
+        "o",
+    ])
+    .unwrap_err();
+    assert!(error.contains("processing.guarantee"), "{error}");
+    let flag_wins = parse(vec![
+        "--config",
+        eos_v1.path().to_str().unwrap(),
+        "--input",
+        "i",
+        "--output",
+        "o",
+        "--processing-guarantee",
+        "at-least-once",
+    ])
+    .unwrap();
+    assert_eq!(
+        flag_wins.guarantee,
+        kstreams_core::engine::ProcessingGuarantee::AtLeastOnce
+    );
+    let secret = properties_file(
+        "bootstrap.servers=h:1\napplication.id=a\nstate.dir=/tmp/s\nsecurity.protocol=SASL_PLAINTEXT\n\
+         sasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=hunter2\n",
+    );
+    let args = parse(vec![
+        "--config",
+        secret.path().to_str().unwrap(),
+        "--input",
+        "i",
+        "--output",
+        "o",
+    ])
+    .unwrap();
+    assert!(!format!("{args:?}").contains("hunter2"), "{args:?}");
     let scram = properties_file(
         "bootstrap.servers=h:1\napplication.id=a\nstate.dir=/tmp/s\nsecurity.protocol=SASL_PLAINTEXT\n\
          sasl.mechanism=SCRAM-SHA-512\nsasl.username=u\nsasl.password=p\n",

@@ -2,6 +2,7 @@
 //! own, `src/bin/example_batch_count.rs`) closes cleanly on SIGTERM: it commits what it
 //! processed and exits 0, long before its 30 s commit interval would have committed.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +15,7 @@ mod batch_count;
 use batch_count::support;
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
 
 const INPUT: &str = "signal-in";
 const OUTPUT: &str = "signal-out";
@@ -41,6 +43,35 @@ fn committed_total(bootstrap: &str) -> i64 {
             _ => 0,
         })
         .sum()
+}
+
+/// Reads the output until every key's latest count is its number of input records: all of
+/// `sample` is processed (within 30 s).
+fn wait_for_final_counts(bootstrap: &str, sample: &[(Vec<u8>, Vec<u8>)]) {
+    let mut expected: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for (key, _) in sample {
+        *expected.entry(key.clone()).or_default() += 1;
+    }
+    let consumer =
+        kstreams_tests::reader::from_beginning(bootstrap, "signal-reader", OUTPUT, PARTITIONS, &[])
+            .expect("output reader");
+    let mut latest: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latest != expected {
+        assert!(
+            Instant::now() < deadline,
+            "not every record processed within 30 s: {latest:?}"
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("read the output");
+            let count = message
+                .payload()
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(i64::from_be_bytes)
+                .expect("an 8-byte count");
+            latest.insert(message.key().unwrap_or_default().to_vec(), count);
+        }
+    }
 }
 
 fn closes_cleanly_on(signal: &str) {
@@ -81,7 +112,7 @@ fn closes_cleanly_on(signal: &str) {
         }
     });
     let started = Instant::now();
-    // Running, with tasks: then give it a moment to process the 400 records.
+    // Running, then every record processed (its output read back).
     let mut running = false;
     while !running {
         let line = lines
@@ -89,7 +120,7 @@ fn closes_cleanly_on(signal: &str) {
             .expect("the example did not reach Running within 60 s");
         running = line.contains("-> Running");
     }
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_final_counts(&bootstrap, &sample);
     assert_eq!(
         committed_total(&bootstrap),
         0,

@@ -296,12 +296,27 @@ fn secret_values_never_appear_in_errors() {
     let jaas = format!(r#"ScramLoginModule required username="a" password="{secret}" extra="x";"#);
     let errors = [
         with(&[("sasl.jaas.config", Box::leak(jaas.into_boxed_str()))]).unwrap_err(),
+        // A password with a space or a stray quote splits into "options": their text must
+        // not be shown either.
+        with(&[(
+            "sasl.jaas.config",
+            r#"ScramLoginModule required username="a" password=hunter2 secret;"#,
+        )])
+        .unwrap_err(),
+        with(&[(
+            "sasl.jaas.config",
+            r#"ScramLoginModule required username="a" password="hunter2"secret";"#,
+        )])
+        .unwrap_err(),
         with(&[("sasl.jaas.config", "hunter2-secret")]).unwrap_err(),
         with(&[("sasl.password", "hunter2-secret")]).unwrap_err(),
     ];
     for error in errors {
         let shown = format!("{error} {error:?}");
-        assert!(!shown.contains(secret), "{shown}");
+        assert!(
+            !shown.contains(secret) && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 }
 
@@ -437,5 +452,21 @@ fn sasl_properties_become_the_sasl_settings() {
     assert_eq!(
         config.engine.sasl.unwrap().mechanism(),
         SaslMechanism::ScramSha256
+    );
+}
+
+#[test]
+fn exactly_once_commits_every_100_ms_unless_told_otherwise() {
+    let eos = with(&[("processing.guarantee", "exactly_once_v2")]).unwrap();
+    assert_eq!(eos.engine.commit_interval, Duration::from_millis(100));
+    let set = with(&[
+        ("processing.guarantee", "exactly_once_v2"),
+        ("commit.interval.ms", "1000"),
+    ])
+    .unwrap();
+    assert_eq!(set.engine.commit_interval, Duration::from_millis(1_000));
+    assert_eq!(
+        with(&[]).unwrap().engine.commit_interval,
+        Duration::from_secs(30)
     );
 }

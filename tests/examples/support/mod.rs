@@ -49,7 +49,7 @@ pub enum RuntimeChoice {
 }
 
 /// The command line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Args {
     /// `--bootstrap`; `None`: an in-process mock cluster with sample input.
     pub bootstrap: Option<String>,
@@ -71,7 +71,8 @@ pub struct Args {
     pub exit_when_idle: Option<Duration>,
     /// `--logging on|off`: whether the store has a changelog (default on).
     pub logging: bool,
-    /// `--processing-guarantee at-least-once|exactly-once` (default at-least-once).
+    /// `--processing-guarantee at-least-once|exactly-once`, else `processing.guarantee` of
+    /// `--config`, else at-least-once.
     pub guarantee: ProcessingGuarantee,
     /// `--config FILE`: Kafka-style properties (`security.protocol`, `sasl.*`, `ssl.*`,
     /// `commit.interval.ms`, …) read from FILE, in file order. The flags above win over the
@@ -80,6 +81,37 @@ pub struct Args {
     pub properties: Vec<(String, String)>,
     /// `--metrics-addr HOST:PORT`: serve the metrics there (see [`metrics`]).
     pub metrics_addr: Option<String>,
+}
+
+/// Shows everything but the values of secret properties (`sasl.password`, …).
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let secret = kstreams_io_common::PROPERTIES
+                    .iter()
+                    .any(|p| p.name == key && p.secret);
+                (key.as_str(), if secret { "***" } else { value.as_str() })
+            })
+            .collect();
+        f.debug_struct("Args")
+            .field("bootstrap", &self.bootstrap)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("application_id", &self.application_id)
+            .field("state_dir", &self.state_dir)
+            .field("lmdb", &self.lmdb)
+            .field("mode", &self.mode)
+            .field("runtime", &self.runtime)
+            .field("exit_when_idle", &self.exit_when_idle)
+            .field("logging", &self.logging)
+            .field("guarantee", &self.guarantee)
+            .field("properties", &properties)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish()
+    }
 }
 
 impl Args {
@@ -208,20 +240,27 @@ impl Args {
             Some("off") => false,
             Some(other) => return Err(format!("--logging: `{other}` is not on or off")),
         };
-        let guarantee = match flags.remove("--processing-guarantee").as_deref() {
-            None => match property("processing.guarantee").as_deref() {
-                Some("exactly_once_v2") => ProcessingGuarantee::ExactlyOnce,
-                _ => ProcessingGuarantee::AtLeastOnce,
-            },
-            Some("at-least-once") => ProcessingGuarantee::AtLeastOnce,
-            Some("exactly-once") => ProcessingGuarantee::ExactlyOnce,
+        // The flag replaces the property; without it the property (checked with the rest of
+        // --config below) decides, and the default is at-least-once.
+        let mut properties = properties;
+        match flags.remove("--processing-guarantee").as_deref() {
+            None => {}
+            Some(flag @ ("at-least-once" | "exactly-once")) => {
+                properties.retain(|(key, _)| key != "processing.guarantee");
+                let value = if flag == "exactly-once" {
+                    "exactly_once_v2"
+                } else {
+                    "at_least_once"
+                };
+                properties.push(("processing.guarantee".into(), value.into()));
+            }
             Some(other) => {
                 return Err(format!(
                     "--processing-guarantee: `{other}` is not at-least-once or exactly-once"
                 ));
             }
-        };
-        let parsed = Self {
+        }
+        let mut parsed = Self {
             bootstrap,
             input,
             output,
@@ -232,15 +271,18 @@ impl Args {
             runtime,
             exit_when_idle,
             logging,
-            guarantee,
+            guarantee: ProcessingGuarantee::AtLeastOnce,
             properties,
             metrics_addr: flags.remove("--metrics-addr"),
         };
         // Refuse a bad --config now, not after the mock cluster started.
-        parsed.streams_config(
-            parsed.bootstrap.as_deref().unwrap_or("localhost:9092"),
-            PathBuf::new(),
-        )?;
+        parsed.guarantee = parsed
+            .streams_config(
+                parsed.bootstrap.as_deref().unwrap_or("localhost:9092"),
+                PathBuf::new(),
+            )?
+            .engine
+            .processing_guarantee;
         if parsed.exit_when_idle.is_some() && !parsed.helper_clients_can_connect() {
             return Err(
                 "--exit-when-idle reads the output topic with librdkafka, built here \
@@ -265,7 +307,10 @@ impl Args {
         let mechanism = property("sasl.mechanism").or_else(|| property("sasl.mechanisms"));
         match property("security.protocol").as_deref() {
             None | Some("PLAINTEXT") => true,
-            Some("SASL_PLAINTEXT") => mechanism.as_deref() == Some("PLAIN"),
+            // librdkafka takes sasl.username/sasl.password, not the Java clients' JAAS line.
+            Some("SASL_PLAINTEXT") => {
+                mechanism.as_deref() == Some("PLAIN") && property("sasl.jaas.config").is_none()
+            }
             _ => false,
         }
     }
@@ -288,22 +333,11 @@ impl Args {
     fn streams_config(&self, bootstrap: &str, state_dir: PathBuf) -> Result<StreamsConfig, String> {
         let mut properties = self.properties.clone();
         properties.retain(|(key, _)| {
-            ![
-                "bootstrap.servers",
-                "application.id",
-                "state.dir",
-                "processing.guarantee",
-            ]
-            .contains(&key.as_str())
+            !["bootstrap.servers", "application.id", "state.dir"].contains(&key.as_str())
         });
-        let guarantee = match self.guarantee {
-            ProcessingGuarantee::AtLeastOnce => "at_least_once",
-            ProcessingGuarantee::ExactlyOnce => "exactly_once_v2",
-        };
         properties.extend([
             ("bootstrap.servers".to_owned(), bootstrap.to_owned()),
             ("application.id".to_owned(), self.application_id.clone()),
-            ("processing.guarantee".to_owned(), guarantee.to_owned()),
         ]);
         let mut config =
             StreamsConfig::from_properties(properties).map_err(|e| format!("--config: {e}"))?;

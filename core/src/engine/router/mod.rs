@@ -90,6 +90,10 @@ pub(crate) struct Router {
     next_id: u64,
     pending: VecDeque<Pending>,
     jitter: Jitter,
+    /// SCRAM nonce seeds and re-authentication jitter: a stream of its own, so that SASL
+    /// draws never shift the reconnect jitter (seeded runs replay the same with and without
+    /// SASL).
+    sasl_random: Jitter,
     fallback: VersionFallback,
     /// Connect, Transmit and Close for the adapter, in order.
     transport: VecDeque<Output>,
@@ -105,6 +109,8 @@ impl Router {
         now: Instant,
     ) -> Self {
         let jitter = Jitter::new(config.random_seed);
+        // Any fixed odd constant gives an independent SplitMix64 stream from the same seed.
+        let sasl_random = Jitter::new(config.random_seed ^ 0xA5A5_5A5A_C3C3_3C3D);
         let mut router = Self {
             config,
             peers: BTreeMap::new(),
@@ -112,6 +118,7 @@ impl Router {
             next_id: 0,
             pending: VecDeque::new(),
             jitter,
+            sasl_random,
             fallback: VersionFallback::default(),
             transport: VecDeque::new(),
             routed: VecDeque::new(),
@@ -251,7 +258,7 @@ impl Router {
     /// and a fresh seed for its SCRAM nonces.
     fn connection_config(&mut self, broker: BrokerId) -> ConnectionConfig {
         let mut config = self.config.connection.clone();
-        config.nonce_seed = self.jitter.next_u64();
+        config.nonce_seed = self.sasl_random.next_u64();
         for (api, cap) in self.fallback.caps_of(broker) {
             config.policy = std::mem::take(&mut config.policy).cap(api, cap);
         }

@@ -20,7 +20,7 @@ impl Router {
         let reauth_at = u64::try_from(session_lifetime_ms)
             .ok()
             .filter(|&ms| ms > 0)
-            .map(|ms| self.now + self.jitter.reauth_delay(Duration::from_millis(ms)));
+            .map(|ms| self.now + self.sasl_random.reauth_delay(Duration::from_millis(ms)));
         tracing::debug!(broker = key.broker, lane = ?key.lane, session_lifetime_ms, "SASL authenticated");
         if let Some(socket) = self.peer_mut(key).socket_mut() {
             socket.reauth_at = reauth_at;

@@ -43,7 +43,7 @@ pub enum SaslError {
     /// The broker answered OAUTHBEARER with an error challenge (RFC 7628 §3.2.2).
     #[error("OAUTHBEARER token refused: {0}")]
     TokenRefused(String),
-    /// The credentials cannot be sent (saslprep refuses them, a NUL in a PLAIN username).
+    /// The credentials cannot be sent (a NUL in a PLAIN username or password).
     #[error("invalid credentials: {0}")]
     InvalidCredentials(String),
     /// The OAUTHBEARER token provider failed.

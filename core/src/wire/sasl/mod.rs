@@ -31,14 +31,15 @@ pub(crate) use nonce::NonceSource;
 pub use secret::Secret;
 
 /// The salted password a broker stores for `password` under a SCRAM `mechanism`, with
-/// `salt` and `iterations` (what AlterUserScramCredentials upserts): Hi(saslprep(password),
-/// salt, iterations). `None` for PLAIN and OAUTHBEARER.
+/// `salt` and `iterations` (what AlterUserScramCredentials upserts): Hi(password, salt,
+/// iterations) over the password's UTF-8 bytes, as Kafka computes it. `None` for PLAIN and
+/// OAUTHBEARER.
 pub fn scram_salted_password(
     mechanism: SaslMechanism,
     password: &Secret,
     salt: &[u8],
     iterations: u32,
-) -> Option<Result<Vec<u8>, SaslError>> {
+) -> Option<Vec<u8>> {
     let hash = match mechanism {
         SaslMechanism::ScramSha256 => scram::ScramHash::Sha256,
         SaslMechanism::ScramSha512 => scram::ScramHash::Sha512,

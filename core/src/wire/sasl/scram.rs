@@ -5,8 +5,10 @@
 //! (`r=<nonce>,s=<salt>,i=<iterations>`) answered by client-final
 //! (`c=biws,r=<nonce>,p=<proof>`), and the server's final (`v=<signature>`), which is checked:
 //! a broker that does not know the password's verifier cannot produce it. Username and
-//! password go through saslprep (RFC 4013); `=` and `,` in the username are escaped as `=3D`
-//! and `=2C`. The crypto is the `hmac`, `sha2` and `pbkdf2` crates'.
+//! password are used as their UTF-8 bytes, as Kafka's Java client and librdkafka use them
+//! (no saslprep, RFC 4013: a broker's stored credentials come from the same raw bytes, so a
+//! password that saslprep would change, e.g. with a no-break space, must stay as it is);
+//! `=` and `,` in the username are escaped as `=3D` and `=2C`. The crypto is the `hmac`, `sha2` and `pbkdf2` crates'.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -68,21 +70,14 @@ impl ScramHash {
 }
 
 /// The salted password a broker stores for `password` (what AlterUserScramCredentials takes):
-/// Hi(saslprep(password), salt, iterations).
+/// Hi(password, salt, iterations) over the password's UTF-8 bytes.
 pub(crate) fn salted_password(
     hash: ScramHash,
     password: &Secret,
     salt: &[u8],
     iterations: u32,
-) -> Result<Vec<u8>, SaslError> {
-    let prepared = saslprep(password.expose(), "password")?;
-    Ok(hash.hi(prepared.as_bytes(), salt, iterations).0)
-}
-
-fn saslprep(value: &str, what: &str) -> Result<String, SaslError> {
-    stringprep::saslprep(value)
-        .map(|s| s.into_owned())
-        .map_err(|_| SaslError::InvalidCredentials(format!("saslprep refuses the {what}")))
+) -> Vec<u8> {
+    hash.hi(password.expose().as_bytes(), salt, iterations).0
 }
 
 /// Where the exchange is.
@@ -121,9 +116,7 @@ impl ScramClient {
 
     /// client-first.
     pub(crate) fn first_message(&mut self) -> Result<Vec<u8>, SaslError> {
-        let name = saslprep(&self.username, "username")?
-            .replace('=', "=3D")
-            .replace(',', "=2C");
+        let name = self.username.replace('=', "=3D").replace(',', "=2C");
         let client_first_bare = format!("n={name},r={}", self.nonce);
         let message = format!("n,,{client_first_bare}");
         self.step = Step::SentFirst { client_first_bare };
@@ -165,10 +158,11 @@ impl ScramClient {
                 first.iterations
             )));
         }
-        let password = saslprep(self.password.expose(), "password")?;
-        let salted = self
-            .hash
-            .hi(password.as_bytes(), &first.salt, first.iterations);
+        let salted = self.hash.hi(
+            self.password.expose().as_bytes(),
+            &first.salt,
+            first.iterations,
+        );
         let client_key = self.hash.hmac(&salted.0, b"Client Key");
         let stored_key = self.hash.hash(&client_key);
         // "biws" is base64("n,,"): no channel binding.
@@ -330,9 +324,11 @@ mod tests {
             .expect("client-final");
         let last = String::from_utf8(last.0).expect("utf-8");
         let (without_proof, proof) = last.split_once(",p=").expect("proof");
-        // Server side: what the broker stores is derived with saslprep ("\u{A0}" maps to " ").
-        let salted = salted_password(ScramHash::Sha512, &Secret::new("pässwörd x"), salt, 4096)
-            .expect("prep");
+        // Server side: what the broker stores, Hi over the password's raw UTF-8 bytes (the
+        // no-break space stays: Kafka's clients do not saslprep).
+        let salted =
+            pbkdf2::pbkdf2_hmac_array::<Sha512, 64>("pässwörd\u{00A0}x".as_bytes(), salt, 4096)
+                .to_vec();
         let h = ScramHash::Sha512;
         let stored_key = h.hash(&h.hmac(&salted, b"Client Key"));
         let auth_message = format!("{},{server_first},{without_proof}", &first[3..]);

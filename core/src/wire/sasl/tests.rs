@@ -198,8 +198,7 @@ fn salted_passwords_are_what_brokers_store() {
         ],
         4096,
     )
-    .expect("SCRAM")
-    .expect("prepared");
+    .expect("SCRAM");
     assert_eq!(salted.len(), 32);
     assert!(scram_salted_password(SaslMechanism::Plain, &Secret::new("p"), b"s", 4096).is_none());
 }
