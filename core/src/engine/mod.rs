@@ -1,8 +1,8 @@
 //! The [`Engine`]: one stream thread of a kstreams application as a pure state machine.
 //!
 //! It owns the client components (metadata, group membership, fetcher, producer, internal
-//! topics), a [`Router`](router) for the broker connections, and the tasks the group assigned
-//! to it. Bytes and time go in; frames to write, connections to open or close, and events come
+//! topics), a `Router` (the private `router` module) for the broker connections, and the
+//! tasks the group assigned to it. Bytes and time go in; frames to write, connections to open or close, and events come
 //! out. The engine never reads a clock: `now` is passed in (see [`crate::time`]).
 //!
 //! # Methods, by kind
