@@ -33,7 +33,8 @@ pub struct StreamsConfig {
     /// TLS to every broker (Kafka's `security.protocol=SSL`), or `None` for plaintext (the
     /// default). See [`TlsConfig`]: the broker's certificate must be valid for the broker's
     /// host as the engine names it (before [`StreamsConfig::broker_address_map`]). A TLS
-    /// failure with a broker stops the instance with `StreamsError::Tls`.
+    /// failure with a broker caused by the configuration (of either side, or a plaintext
+    /// listener) stops the instance with `StreamsError::Tls`; see [`TlsConfig`].
     pub tls: Option<TlsConfig>,
 }
 

@@ -10,8 +10,10 @@ use kstreams_core::engine::ConnectionId;
 
 use crate::message::{Input, Report};
 use crate::runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
-use crate::tls::{TlsFailure, failure_of_io};
+use crate::tls::{TlsErrorKind, TlsFailure, failure_of_io};
+use plaintext_probe::Verdict;
 
+mod plaintext_probe;
 mod tls;
 
 pub(crate) use tls::TlsSetup;
@@ -76,13 +78,6 @@ impl ConnectionReports {
         .await
     }
 
-    async fn closed_unanswered(&self) -> bool {
-        self.send(Report::ClosedUnanswered {
-            connection: self.connection,
-        })
-        .await
-    }
-
     async fn send(&self, report: Report) -> bool {
         self.sender.send(report).await.is_ok()
     }
@@ -91,8 +86,9 @@ impl ConnectionReports {
 /// The connection task:
 /// 1. connect to `host:port`, set `TCP_NODELAY` and, with TLS, complete the handshake; on
 ///    failure or after `connect_timeout`, report `Disconnected` (or, for a TLS failure,
-///    `TlsFailed`; for a broker that closed the handshake unanswered, `ClosedUnanswered`) and
-///    end;
+///    `TlsFailed`) and end. When the broker closed the handshake without a byte, first
+///    [`plaintext_probe::probe`] the address (within another `connect_timeout`): a plaintext
+///    Kafka listener is `TlsFailed` with `NotTls`, anything else `Disconnected`;
 /// 2. report `Connected`;
 /// 3. concurrently: pass each non-empty read on as `Received` (end of stream or an error →
 ///    `Disconnected`; a TLS error before the broker's first answer → `TlsFailed`), and write
@@ -128,8 +124,22 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
                     reports.closed().await;
                 }
                 Failure::Handshake(HandshakeError::ClosedUnanswered) => {
-                    tracing::debug!(%host, port, "the broker closed the TLS handshake unanswered");
-                    reports.closed_unanswered().await;
+                    match plaintext_probe::probe::<R>(&host, port, connect_timeout).await {
+                        Verdict::PlaintextKafka => {
+                            tracing::debug!(%host, port, "a plaintext Kafka listener");
+                            reports.tls_failed(plaintext_listener(&host, port)).await;
+                        }
+                        Verdict::Inconclusive(probe) => {
+                            tracing::debug!(
+                                %host,
+                                port,
+                                %probe,
+                                "the broker closed the TLS handshake without a byte and is \
+                                 not a plaintext Kafka listener (going away?)"
+                            );
+                            reports.closed().await;
+                        }
+                    }
                 }
                 Failure::Handshake(HandshakeError::Tls(failure)) => {
                     tracing::debug!(%host, port, ?failure, "TLS handshake failed");
@@ -150,6 +160,19 @@ pub(crate) async fn run<R: Runtime>(spec: ConnectionSpec) {
     match socket {
         Socket::Plain(tcp) => exchange::<R>(tcp, &outgoing, &reports).await,
         Socket::Tls(tls) => exchange::<R>(*tls, &outgoing, &reports).await,
+    }
+}
+
+/// The failure of a TLS connection to `host:port` that turned out to be a plaintext Kafka
+/// listener.
+fn plaintext_listener(host: &str, port: u16) -> TlsFailure {
+    TlsFailure {
+        kind: Some(TlsErrorKind::NotTls),
+        detail: format!(
+            "{host}:{port} closed the TLS handshake without a byte and answered a plaintext \
+             Kafka ApiVersions request: the port speaks plaintext Kafka, not TLS \
+             (security.protocol should be PLAINTEXT/SASL_PLAINTEXT, or the port is wrong)"
+        ),
     }
 }
 

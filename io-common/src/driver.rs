@@ -3,10 +3,13 @@
 //! when to reconnect (its backoff), what to send and when it is done.
 //!
 //! The one decision taken here is about TLS, which the engine knows nothing of: a TLS failure
-//! with a broker (an untrusted or expired certificate, a name mismatch, a refused client
-//! certificate, a plaintext listener) does not heal by reconnecting, so the loop stops its
-//! engine at once (no clean close: its connections would fail the same way) and the stream
-//! thread ends with [`StreamsError::Tls`], which stops the instance like an engine failure.
+//! caused by the configuration (an untrusted or expired certificate, a name mismatch, a
+//! refused client certificate, a plaintext listener: a failure with a [`TlsErrorKind`]) does
+//! not heal by reconnecting, so the loop stops its engine at once (no clean close: its
+//! connections would fail the same way) and the stream thread ends with
+//! [`StreamsError::Tls`], which stops the instance like an engine failure. A TLS failure
+//! without a kind (an `internal_error` alert, a decrypt error: a middlebox, a broker shutting
+//! down) is a disconnect, logged as a warning naming the broker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use crate::message::{Input, Report};
 use crate::metrics::MetricsPublisher;
 use crate::runtime::Runtime;
 use crate::status::InstanceStatus;
-use crate::tls::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess, TlsErrorKind, TlsFailure};
+use crate::tls::{TlsErrorKind, TlsFailure};
 
 /// The loop's side of one connection task.
 pub(crate) struct Connection<R: Runtime> {
@@ -57,8 +60,6 @@ pub(crate) struct StreamThread<R: Runtime> {
     pub(crate) connect_timeout: Duration,
     /// TLS over every socket (the instance's shared rustls configuration), or plaintext.
     pub(crate) tls: Option<TlsConnector>,
-    /// What the TLS handshakes told of each address (plaintext listeners).
-    pub(crate) plaintext: PlaintextGuess,
     /// The sockets the engine asked for and has not closed (ids are never reused, so a
     /// report about one that is gone finds nothing).
     pub(crate) connections: BTreeMap<ConnectionId, Connection<R>>,
@@ -287,35 +288,29 @@ impl<R: Runtime> StreamThread<R> {
         };
         let input = match report {
             Report::Engine(input) => {
-                match &input {
-                    Input::Connected { .. } if self.tls.is_some() => {
-                        self.plaintext.handshake_done(&socket.address);
-                    }
-                    Input::Disconnected { .. } => {
-                        self.connections.remove(&connection);
-                    }
-                    _ => {}
+                if matches!(input, Input::Disconnected { .. }) {
+                    self.connections.remove(&connection);
                 }
                 input
             }
-            Report::TlsFailed { failure, .. } => return Err(self.tls_failed(connection, failure)),
-            Report::ClosedUnanswered { .. } => {
-                if self.plaintext.closed_unanswered(&socket.address) {
-                    let failure = TlsFailure {
-                        kind: TlsErrorKind::NotTls,
-                        detail: format!(
-                            "{} closed the connection {} times in a row in answer to the TLS \
-                             hello without answering: is it a plaintext listener?",
-                            socket.address, CLOSES_BEFORE_NOT_TLS
-                        ),
-                    };
-                    return Err(self.tls_failed(connection, failure));
-                }
+            Report::TlsFailed {
+                failure:
+                    TlsFailure {
+                        kind: Some(kind),
+                        detail,
+                    },
+                ..
+            } => return Err(self.tls_failed(connection, kind, detail)),
+            Report::TlsFailed {
+                failure: TlsFailure { kind: None, detail },
+                ..
+            } => {
                 tracing::warn!(
+                    thread = %self.name,
                     broker = %socket.broker,
                     address = %socket.address,
-                    "the broker closed the TLS handshake without answering \
-                     (going away, or a plaintext listener?); retrying"
+                    error = %detail,
+                    "TLS with the broker failed (not a configuration problem); reconnecting"
                 );
                 self.connections.remove(&connection);
                 Input::Disconnected { connection }
@@ -325,8 +320,14 @@ impl<R: Runtime> StreamThread<R> {
         Ok(())
     }
 
-    /// The error that stops this thread after TLS with `connection`'s broker failed.
-    fn tls_failed(&mut self, connection: ConnectionId, failure: TlsFailure) -> StreamsError {
+    /// The error that stops this thread after TLS with `connection`'s broker failed because
+    /// of the configuration.
+    fn tls_failed(
+        &mut self,
+        connection: ConnectionId,
+        kind: TlsErrorKind,
+        detail: String,
+    ) -> StreamsError {
         let broker = self
             .connections
             .remove(&connection)
@@ -335,15 +336,15 @@ impl<R: Runtime> StreamThread<R> {
         tracing::error!(
             thread = %self.name,
             %broker,
-            kind = %failure.kind,
-            detail = %failure.detail,
+            %kind,
+            %detail,
             "TLS with the broker failed; stopping the stream thread"
         );
         StreamsError::Tls {
             thread: self.name.clone(),
             broker,
-            kind: failure.kind,
-            detail: failure.detail,
+            kind,
+            detail,
         }
     }
 }

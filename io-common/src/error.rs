@@ -19,10 +19,12 @@ pub enum StreamsError {
     /// certificate or key; found by `KafkaStreams::new`).
     #[error("TLS configuration: {0}")]
     TlsConfig(#[from] TlsConfigError),
-    /// TLS with a broker failed: its certificate is not trusted, not valid for its name,
-    /// expired or not valid yet, it refused the client certificate, or it does not speak TLS.
-    /// A configuration problem that reconnecting does not heal, so the stream thread stopped
-    /// at once (without a clean close) and the instance with it.
+    /// TLS with a broker failed because of the configuration: its certificate is not trusted,
+    /// not valid for its name, expired or not valid yet, it refused the client certificate,
+    /// the two sides share no protocol version or cipher suite, or it does not speak TLS. A
+    /// problem that reconnecting does not heal, so the stream thread stopped at once (without
+    /// a clean close) and the instance with it. (TLS failures the configuration does not
+    /// cause are disconnects, retried; see [`TlsErrorKind`].)
     #[error("{thread}: TLS with broker {broker} failed: {kind}: {detail}")]
     Tls {
         /// The stream thread.

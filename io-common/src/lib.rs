@@ -36,8 +36,7 @@
 //! Modules import each other in one direction only (no cycles); each imports only modules
 //! listed before it:
 //!
-//! 1. leaves: `tls` ([`TlsConfig`] and its errors, the classification of rustls errors, the
-//!    plaintext-listener guess), `runtime` (the [`Runtime`] and stream traits), `clock`,
+//! 1. leaves: `tls` ([`TlsConfig`] and its errors, the classification of rustls errors), `runtime` (the [`Runtime`] and stream traits), `clock`,
 //!    `state` ([`StreamsState`], [`aggregate`], [`ThreadMetadata`]), [`metrics`] (the stream
 //!    threads' metrics: snapshot, rates, the `metrics` facade); `message` (what a stream
 //!    thread's loop receives: connection reports, close commands) → `tls`; `config` → `tls`;
@@ -48,7 +47,8 @@
 //! 2. `error` ([`StreamsError`]) → `state`, `tls`;
 //! 3. `status` (what stream threads report into and handles read) → `error`, `message`,
 //!    `metrics`, `state`;
-//! 4. `connection` (the connection task and its TLS handshake) → `message`, `runtime`, `tls`;
+//! 4. `connection` (the connection task, its TLS handshake and the plaintext-listener probe)
+//!    → `message`, `runtime`, `tls`;
 //! 5. `driver` (the stream thread's loop) → `connection`, `status`, `message`, `metrics`,
 //!    `runtime`, `clock`, `config`, `error`, `tls`;
 //! 6. `streams` ([`KafkaStreams`], [`StreamsHandle`]) → everything above.
@@ -71,10 +71,13 @@
 //!   (`handle_disconnected`), so the engine's backoff takes over.
 //! - One failed engine closes the others (Kafka Streams' default `SHUTDOWN_CLIENT`); the
 //!   instance ends in [`StreamsState::Error`].
-//! - **A TLS failure is fatal** (an untrusted, misnamed or expired certificate, a refused
-//!   client certificate, a plaintext listener): it does not heal by reconnecting, so the
-//!   stream thread's loop stops its engine at once and the instance ends in
-//!   [`StreamsState::Error`] with [`StreamsError::Tls`], instead of reconnecting forever. The
+//! - **A TLS failure caused by the configuration is fatal** (an untrusted, misnamed or expired
+//!   certificate, a refused client certificate, a plaintext listener, no common protocol
+//!   version or cipher suite): it does not heal by reconnecting, so the stream thread's loop
+//!   stops its engine at once and the instance ends in [`StreamsState::Error`] with
+//!   [`StreamsError::Tls`], instead of reconnecting forever. Other TLS failures (an
+//!   `internal_error` alert, a decrypt error, a handshake closed by a listener that does not
+//!   answer plaintext Kafka either) are disconnects, retried on the engine's backoff. The
 //!   core knows nothing of TLS (docs/decisions.md §14).
 
 mod clock;

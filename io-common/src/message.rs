@@ -21,19 +21,14 @@ pub(crate) const CONNECTION_REPORT_CAPACITY: usize = 256;
 pub(crate) enum Report {
     /// For the engine: `Connected`, `Received` or `Disconnected`.
     Engine(Input),
-    /// TLS with the broker failed (the handshake, or the broker's first answer after it):
-    /// a configuration problem that reconnecting does not heal. The socket is closed.
+    /// TLS with the broker failed (the handshake, or the broker's first answer after it).
+    /// With a kind, a configuration problem that reconnecting does not heal; without, a
+    /// disconnect. The socket is closed.
     TlsFailed {
         /// The socket.
         connection: ConnectionId,
         /// Why.
         failure: TlsFailure,
-    },
-    /// The broker closed the socket during the TLS handshake without sending a byte: a
-    /// disconnect, and a hint that the broker speaks plaintext (see `tls::PlaintextGuess`).
-    ClosedUnanswered {
-        /// The socket.
-        connection: ConnectionId,
     },
 }
 
@@ -46,8 +41,7 @@ impl Report {
                 | Input::Received { connection, .. }
                 | Input::Disconnected { connection },
             )
-            | Self::TlsFailed { connection, .. }
-            | Self::ClosedUnanswered { connection } => Some(*connection),
+            | Self::TlsFailed { connection, .. } => Some(*connection),
             Self::Engine(Input::Timeout | Input::Close) => None,
         }
     }

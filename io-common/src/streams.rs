@@ -22,7 +22,6 @@ use crate::process_id;
 use crate::runtime::Runtime;
 use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
 use crate::status::InstanceStatus;
-use crate::tls::PlaintextGuess;
 
 /// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
 /// (a "stream thread", as in Kafka Streams) that runs the engine's loop and its broker
@@ -239,7 +238,6 @@ impl<R: Runtime> KafkaStreams<R> {
                         addresses,
                         connect_timeout,
                         tls,
-                        plaintext: PlaintextGuess::default(),
                         connections: BTreeMap::new(),
                         metrics: MetricsPublisher::new(guard.thread.clone()),
                     };

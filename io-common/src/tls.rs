@@ -5,8 +5,8 @@
 //! users'). The rustls configuration is built once per instance and shared by every
 //! connection.
 //!
-//! A leaf module, like `config`; its submodules: `error` (the errors and how a rustls error is
-//! classified) and `plaintext` (telling a plaintext listener from a broken connection).
+//! A leaf module, like `config`; its submodule `error` holds the errors and how a rustls error
+//! is classified (configuration, fatal, or transient).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,11 +18,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 mod error;
-mod plaintext;
 
 pub use error::{PemSource, TlsConfigError, TlsErrorKind};
 pub(crate) use error::{TlsFailure, failure_of_io};
-pub(crate) use plaintext::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess};
 
 /// TLS settings of a `KafkaStreams` instance (Kafka's `security.protocol=SSL`;
 /// `StreamsConfig::tls`, where `None` means plaintext).
@@ -42,12 +40,18 @@ pub(crate) use plaintext::{CLOSES_BEFORE_NOT_TLS, PlaintextGuess};
 ///   where a broker is dialled, not which broker it must prove to be.
 /// - **Crypto**: rustls with the `ring` provider only, TLS 1.2 and 1.3 (its safe defaults).
 /// - **Plaintext listeners**: a broker that answers the TLS hello with something that is not
-///   TLS, or closes 3 handshakes in a row without a byte of answer (and never completed one),
-///   counts as not speaking TLS ([`TlsErrorKind::NotTls`]); a single such close is retried.
+///   TLS does not speak TLS ([`TlsErrorKind::NotTls`]). One that closes the handshake without
+///   a byte is asked, over a fresh connection (within the connect timeout), a plaintext Kafka
+///   ApiVersions request: if it answers, the port speaks plaintext Kafka (`NotTls`);
+///   otherwise (refused, closed, no answer) the broker is taken to be going away (restarting
+///   behind a proxy or load balancer, over its connection quota) and the connection is
+///   retried on the engine's backoff.
 ///
 /// Files are read and checked when the instance is built (`KafkaStreams::new`), with a
-/// [`TlsConfigError`] naming the file. A handshake failure with a broker stops the instance
-/// with `StreamsError::Tls` and a [`TlsErrorKind`].
+/// [`TlsConfigError`] naming the file. A handshake failure caused by the configuration of
+/// either side stops the instance with `StreamsError::Tls` and a [`TlsErrorKind`]; other TLS
+/// failures (an `internal_error` alert, a record that fails to decrypt, a peer breaking the
+/// protocol) are disconnects, logged as warnings naming the broker, and retried.
 ///
 /// ```
 /// use kstreams_io_common::{StreamsConfig, TlsConfig};

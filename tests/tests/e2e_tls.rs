@@ -1,8 +1,9 @@
 //! TLS and SASL over TLS against crabka-broker 0.3.0 (`tests/src/crabka_secured.rs`), with
 //! certificates made by the test (rcgen, `tls_support`): a passthrough over an SSL listener
 //! and a batch count over a SASL_SSL listener (SCRAM-SHA-512, configured from Kafka-style
-//! properties) are exact, on tokio and smol; an untrusted broker certificate and one for
-//! another name stop the application quickly with their typed `StreamsError::Tls`.
+//! properties) are exact, on tokio and smol; an untrusted broker certificate, one for
+//! another name, and TLS dialled at the broker's PLAINTEXT listener stop the application
+//! quickly with their typed `StreamsError::Tls`.
 //!
 //! The independent client (rdkafka, built without OpenSSL) produces and reads through the
 //! broker's PLAINTEXT admin listener, which these brokers advertise; the application
@@ -238,4 +239,55 @@ fn crabka_ssl_name_mismatch_fails_fast_tokio() {
 #[test]
 fn crabka_ssl_name_mismatch_fails_fast_smol() {
     bounded(|| failing_handshake(Adapter::Smol, "tls-name-smol", true, &["kafka.example"]));
+}
+
+/// Dials the broker's PLAINTEXT listener with TLS: the broker closes the hello unanswered,
+/// answers the plaintext-listener probe (ApiVersions v0), and the application stops quickly
+/// with `NotTls`, saying the port speaks plaintext Kafka.
+fn tls_to_a_plaintext_port(adapter: Adapter, app: &str) {
+    let dir = tempfile::tempdir().expect("certificate dir");
+    let ca = Authority::new("broker CA");
+    let ca_file = write_pem(dir.path(), "ca.pem", ca.pem());
+    let broker = broker(&ca, &["localhost", "127.0.0.1"], false, dir.path());
+    let mut engine = fast_engine_config(app, &broker.admin_bootstrap());
+    engine.internal_topics.replication_factor = 1;
+    let mut config =
+        StreamsConfig::from_engine_config(engine).with_tls(TlsConfig::new().with_ca_file(ca_file));
+    let state = tempfile::tempdir().expect("state dir");
+    config.state_dir = state.path().to_owned();
+    let started = Instant::now();
+    let handle = adapter.start(passthrough_topology(INPUT, OUTPUT), config, Stores::Memory);
+    let waiting = handle.clone();
+    let result = kstreams_tests::bounded::bounded("the failing application", WAIT, move || {
+        block_on(waiting.wait())
+    });
+    let error = result.expect_err("TLS to a plaintext port must fail");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < FAIL_FAST,
+        "stopped after {elapsed:?}, not within {FAIL_FAST:?}: {error}"
+    );
+    let StreamsError::Tls {
+        kind,
+        broker: peer,
+        detail,
+        ..
+    } = &error
+    else {
+        panic!("not a TLS error: {error:?}\n{}", broker.log_tail());
+    };
+    assert_eq!(*kind, TlsErrorKind::NotTls, "{error}");
+    assert_eq!(*peer, broker.admin_bootstrap());
+    assert!(detail.contains("speaks plaintext Kafka"), "{error}");
+    eprintln!("failed in {elapsed:?}: {error}");
+}
+
+#[test]
+fn crabka_tls_to_a_plaintext_port_fails_fast_tokio() {
+    bounded(|| tls_to_a_plaintext_port(Adapter::Tokio, "tls-plaintext-tokio"));
+}
+
+#[test]
+fn crabka_tls_to_a_plaintext_port_fails_fast_smol() {
+    bounded(|| tls_to_a_plaintext_port(Adapter::Smol, "tls-plaintext-smol"));
 }

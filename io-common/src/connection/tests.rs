@@ -189,7 +189,10 @@ fn reports(receiver: &async_channel::Receiver<Report>) -> Vec<String> {
             Report::TlsFailed {
                 connection,
                 failure,
-            } if connection == ours => format!("tls:{:?}", failure.kind),
+            } if connection == ours => match failure.kind {
+                Some(kind) => format!("tls:{kind:?}"),
+                None => format!("tls-transient:{}", failure.detail),
+            },
             other => panic!("not a report of this connection: {other:?}"),
         });
     }
@@ -321,4 +324,26 @@ fn after_a_failed_write_the_reader_still_reports_why() {
         "the reader's grace after the failed write (the connect was ready at once)"
     );
     drop((h.peer, h.frames));
+}
+
+/// A TLS error the configuration does not cause (here an `internal_error` alert) is reported
+/// without a kind: the loop takes it for a disconnect.
+#[test]
+fn a_transient_tls_error_is_reported_without_a_kind() {
+    let h = harness(Connect::Accept, false);
+    h.peer
+        .try_send(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::InternalError),
+        )))
+        .unwrap();
+    future::block_on(run::<Scripted>(h.spec));
+    assert_eq!(
+        reports(&h.reports),
+        [
+            "connected",
+            "tls-transient:received fatal alert: InternalError"
+        ]
+    );
+    drop(h.frames);
 }

@@ -36,11 +36,11 @@ impl std::fmt::Debug for TlsSetup {
 /// Why a handshake did not complete.
 #[derive(Debug)]
 pub(crate) enum HandshakeError {
-    /// TLS itself failed (a certificate, an alert, a non-TLS answer): reconnecting will not
-    /// help.
+    /// TLS itself failed (a certificate, an alert, a non-TLS answer); its kind says whether
+    /// reconnecting can help.
     Tls(TlsFailure),
     /// The broker closed the socket without sending a byte: a plaintext listener, or a
-    /// broker going away (see `tls::PlaintextGuess`).
+    /// broker going away (see `plaintext_probe`).
     ClosedUnanswered,
     /// Any other I/O failure: a broken connection like any other.
     Io(io::Error),

@@ -90,8 +90,12 @@ pub enum TlsConfigError {
     Rustls(String),
 }
 
-/// Why a TLS handshake with a broker failed (`StreamsError::Tls`). Every kind is a
-/// configuration problem that reconnecting does not heal, so the instance stops with it.
+/// Why TLS with a broker failed (`StreamsError::Tls`). Every kind is a configuration problem
+/// that reconnecting does not heal, so the instance stops with it. TLS failures that a
+/// configuration does not cause (an `internal_error` or `decrypt_error` alert, a record that
+/// fails to decrypt, a peer breaking the protocol: a middlebox, a broker shutting down) have
+/// no kind: they are disconnects like any other, logged as a warning and retried on the
+/// engine's backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TlsErrorKind {
@@ -104,15 +108,15 @@ pub enum TlsErrorKind {
     Expired,
     /// The broker's certificate is not valid yet.
     NotYetValid,
-    /// The broker does not speak TLS (a plaintext listener): it answered the TLS hello with
-    /// something that is not TLS, or closed every connection in answer to it (see
-    /// `StreamsConfig::tls`).
+    /// The broker does not speak TLS: it answered the TLS hello with something that is not
+    /// TLS, or it closed the handshake without a byte and then answered a plaintext Kafka
+    /// request (a plaintext listener; see `StreamsConfig::tls`).
     NotTls,
     /// The broker refused the client certificate, or required one and none is configured.
     ClientCertificateRefused,
-    /// Any other handshake failure (no common protocol version or cipher suite, a broker
-    /// certificate unusable for another reason, an invalid host name, …); the detail says
-    /// which.
+    /// Any other handshake failure caused by the configuration of either side (no common
+    /// protocol version, cipher suite or key exchange group, a broker certificate unusable for
+    /// another reason, an invalid host name, …); the detail says which.
     Other,
 }
 
@@ -133,7 +137,9 @@ impl fmt::Display for TlsErrorKind {
 /// A TLS failure of one connection: its kind and rustls' words for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TlsFailure {
-    pub(crate) kind: TlsErrorKind,
+    /// `Some`: caused by the configuration, stops the instance. `None`: transient (see
+    /// [`TlsErrorKind`]), a disconnect.
+    pub(crate) kind: Option<TlsErrorKind>,
     pub(crate) detail: String,
 }
 
@@ -153,20 +159,33 @@ pub(crate) fn failure_of_io(error: &io::Error) -> Option<TlsFailure> {
     Some(TlsFailure::of(inner))
 }
 
-/// The kind of a rustls error.
-fn kind_of(error: &rustls::Error) -> TlsErrorKind {
+/// The kind of a rustls error caused by the configuration; `None` for a transient one.
+///
+/// Fatal: every certificate the client refuses (ours to trust or not), a non-TLS answer, the
+/// broker refusing our certificate, the two sides having no protocol version, cipher suite,
+/// group or signature scheme in common (`PeerIncompatible`, or the broker saying so with a
+/// `handshake_failure`, `protocol_version` or `insufficient_security` alert), a broker
+/// without a certificate, a host name the verifier cannot check. Everything else is
+/// transient: alerts such as `internal_error`, `decrypt_error`, `bad_record_mac`,
+/// `decode_error`, `unexpected_message` or `close_notify`, local decrypt failures, peers
+/// breaking the protocol (`PeerMisbehaved`, inappropriate messages), and errors rustls does
+/// not attribute (`General`, `Other`); a new rustls variant is transient too, so an
+/// unknown error never stops the instance.
+fn kind_of(error: &rustls::Error) -> Option<TlsErrorKind> {
     use AlertDescription as A;
     use CertificateError as C;
     use TlsErrorKind as K;
     use rustls::Error as E;
-    match error {
+    Some(match error {
         E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => K::UntrustedCertificate,
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             K::NameMismatch
         }
         E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => K::Expired,
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => K::NotYetValid,
-        // A record that is not TLS: a plaintext broker answering the hello.
+        // Revoked, wrong purpose, unsupported signature algorithm, bad encoding, …
+        E::InvalidCertificate(_) | E::NoCertificatesPresented | E::UnsupportedNameType => K::Other,
+        // A record that is not TLS: the port speaks something else.
         E::InvalidMessage(_) | E::PeerSentOversizedRecord => K::NotTls,
         E::AlertReceived(
             A::CertificateRequired
@@ -178,49 +197,96 @@ fn kind_of(error: &rustls::Error) -> TlsErrorKind {
             | A::UnknownCA
             | A::AccessDenied,
         ) => K::ClientCertificateRefused,
-        _ => K::Other,
-    }
+        E::PeerIncompatible(_)
+        | E::AlertReceived(
+            A::HandshakeFailure
+            | A::ProtocolVersion
+            | A::InsufficientSecurity
+            | A::UnrecognisedName,
+        ) => K::Other,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use AlertDescription as A;
+    use CertificateError as C;
 
     #[test]
-    fn rustls_errors_map_to_their_kinds() {
+    fn configuration_errors_map_to_their_kinds() {
         use TlsErrorKind as K;
+        use rustls::{Error as E, PeerIncompatible as P};
         let cases = [
             (
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                E::InvalidCertificate(C::UnknownIssuer),
                 K::UntrustedCertificate,
             ),
             (
-                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
-                K::NameMismatch,
+                E::InvalidCertificate(C::BadSignature),
+                K::UntrustedCertificate,
             ),
+            (E::InvalidCertificate(C::NotValidForName), K::NameMismatch),
+            (E::InvalidCertificate(C::Expired), K::Expired),
+            (E::InvalidCertificate(C::NotValidYet), K::NotYetValid),
+            (E::InvalidCertificate(C::Revoked), K::Other),
+            (E::InvalidCertificate(C::InvalidPurpose), K::Other),
+            (E::NoCertificatesPresented, K::Other),
             (
-                rustls::Error::InvalidCertificate(CertificateError::Expired),
-                K::Expired,
-            ),
-            (
-                rustls::Error::InvalidCertificate(CertificateError::NotValidYet),
-                K::NotYetValid,
-            ),
-            (
-                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+                E::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
                 K::NotTls,
             ),
+            (E::PeerSentOversizedRecord, K::NotTls),
             (
-                rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+                E::AlertReceived(A::CertificateRequired),
                 K::ClientCertificateRefused,
             ),
             (
-                rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+                E::AlertReceived(A::BadCertificate),
+                K::ClientCertificateRefused,
+            ),
+            (E::AlertReceived(A::UnknownCA), K::ClientCertificateRefused),
+            (E::AlertReceived(A::HandshakeFailure), K::Other),
+            (E::AlertReceived(A::ProtocolVersion), K::Other),
+            (E::AlertReceived(A::InsufficientSecurity), K::Other),
+            (E::PeerIncompatible(P::NoCipherSuitesInCommon), K::Other),
+            (
+                E::PeerIncompatible(P::ServerDoesNotSupportTls12Or13),
                 K::Other,
             ),
+            (E::PeerIncompatible(P::NoKxGroupsInCommon), K::Other),
         ];
         for (error, kind) in cases {
-            assert_eq!(kind_of(&error), kind, "{error}");
+            assert_eq!(kind_of(&error), Some(kind), "{error}");
+        }
+    }
+
+    /// What a middlebox, a broker shutting down or a broken network can cause is a
+    /// disconnect, not a configuration error.
+    #[test]
+    fn transient_errors_have_no_kind() {
+        use rustls::{Error as E, PeerMisbehaved};
+        let cases = [
+            E::AlertReceived(A::InternalError),
+            E::AlertReceived(A::DecryptError),
+            E::AlertReceived(A::BadRecordMac),
+            E::AlertReceived(A::DecodeError),
+            E::AlertReceived(A::UnexpectedMessage),
+            E::AlertReceived(A::CloseNotify),
+            E::AlertReceived(A::UserCanceled),
+            E::DecryptError,
+            E::PeerMisbehaved(PeerMisbehaved::DuplicateServerHelloExtensions),
+            E::InappropriateMessage {
+                expect_types: vec![rustls::ContentType::Handshake],
+                got_type: rustls::ContentType::ApplicationData,
+            },
+            E::General("who knows".to_owned()),
+            E::FailedToGetRandomBytes,
+        ];
+        for error in cases {
+            assert_eq!(kind_of(&error), None, "{error}");
+            assert_eq!(TlsFailure::of(&error).detail, error.to_string());
         }
     }
 
@@ -231,7 +297,7 @@ mod tests {
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
         let failure = failure_of_io(&wrapped).expect("a TLS failure");
-        assert_eq!(failure.kind, TlsErrorKind::UntrustedCertificate);
+        assert_eq!(failure.kind, Some(TlsErrorKind::UntrustedCertificate));
         assert!(
             failure.detail.contains("UnknownIssuer"),
             "{}",

@@ -133,12 +133,26 @@ pub struct TlsProxy {
     refused: Arc<Mutex<Vec<String>>>,
     /// Handshakes the proxy completed.
     handshakes: Arc<AtomicUsize>,
+    /// Connections the proxy turned away (see [`TlsProxy::start_refusing`]).
+    turned_away: Arc<AtomicUsize>,
 }
 
 impl TlsProxy {
     /// Serves TLS with `identity` in front of each broker of `server`; with `client_ca`,
     /// requires a client certificate signed by it.
     pub fn start(server: &SimServer, identity: &Identity, client_ca: Option<&Authority>) -> Self {
+        Self::start_refusing(server, identity, client_ca, 0, Refusal::Close)
+    }
+
+    /// [`TlsProxy::start`], but the first `refuse_first` TCP connections (over every broker)
+    /// are turned away as `how` says.
+    pub fn start_refusing(
+        server: &SimServer,
+        identity: &Identity,
+        client_ca: Option<&Authority>,
+        refuse_first: usize,
+        how: Refusal,
+    ) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -173,6 +187,13 @@ impl TlsProxy {
             .expect("proxy runtime");
         let refused = Arc::new(Mutex::new(Vec::new()));
         let handshakes = Arc::new(AtomicUsize::new(0));
+        let turned_away = Arc::new(AtomicUsize::new(0));
+        let turning_away = TurningAway {
+            first: refuse_first,
+            how,
+            accepted: Arc::new(AtomicUsize::new(0)),
+            turned_away: turned_away.clone(),
+        };
         let mut routes = Vec::new();
         for (advertised, backend) in server.listeners() {
             // Bound here, not in `runtime.block_on`: the caller may be on a tokio runtime.
@@ -185,6 +206,7 @@ impl TlsProxy {
                 backend,
                 refused.clone(),
                 handshakes.clone(),
+                turning_away.clone(),
             ));
             routes.push((advertised, port));
         }
@@ -193,6 +215,7 @@ impl TlsProxy {
             routes,
             refused,
             handshakes,
+            turned_away,
         }
     }
 
@@ -216,6 +239,62 @@ impl TlsProxy {
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::Acquire)
     }
+
+    /// The connections the proxy turned away so far (see [`TlsProxy::start_refusing`]).
+    pub fn turned_away(&self) -> usize {
+        self.turned_away.load(Ordering::Acquire)
+    }
+}
+
+/// How [`TlsProxy::start_refusing`] turns a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Accepts and closes at once, without a byte: a proxy or load balancer with no broker
+    /// behind it (docker-proxy, `kubectl port-forward`), a broker over its connection quota.
+    Close,
+    /// Reads the client's hello, answers with a fatal `internal_error` alert and closes: a
+    /// broker (or middlebox) failing mid-handshake.
+    InternalError,
+}
+
+/// A fatal `internal_error` alert record (TLS 1.2 record version): content type 21 (alert),
+/// version 3.3, length 2, level 2 (fatal), description 80 (internal_error).
+const INTERNAL_ERROR_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
+
+/// Which accepted connections the proxy turns away: the first `first` of all.
+#[derive(Clone)]
+struct TurningAway {
+    first: usize,
+    how: Refusal,
+    /// Connections accepted so far, over every listener.
+    accepted: Arc<AtomicUsize>,
+    /// Connections turned away so far.
+    turned_away: Arc<AtomicUsize>,
+}
+
+impl TurningAway {
+    /// Counts an accepted connection; how to turn it away, if it is to be.
+    fn next(&self) -> Option<Refusal> {
+        if self.accepted.fetch_add(1, Ordering::AcqRel) >= self.first {
+            return None;
+        }
+        self.turned_away.fetch_add(1, Ordering::AcqRel);
+        Some(self.how)
+    }
+}
+
+/// Turns `tcp` away as `how` says.
+async fn turn_away(mut tcp: TcpStream, how: Refusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    match how {
+        Refusal::Close => drop(tcp),
+        Refusal::InternalError => {
+            let mut hello = [0u8; 512];
+            let _ = tcp.read(&mut hello).await;
+            let _ = tcp.write_all(&INTERNAL_ERROR_ALERT).await;
+            let _ = tcp.shutdown().await;
+        }
+    }
 }
 
 impl Drop for TlsProxy {
@@ -232,9 +311,14 @@ async fn accept_loop(
     backend: u16,
     refused: Arc<Mutex<Vec<String>>>,
     handshakes: Arc<AtomicUsize>,
+    turning_away: TurningAway,
 ) {
     let listener = TcpListener::from_std(listener).expect("proxy listener");
     while let Ok((tcp, _)) = listener.accept().await {
+        if let Some(how) = turning_away.next() {
+            tokio::spawn(turn_away(tcp, how));
+            continue;
+        }
         let acceptor = acceptor.clone();
         let refused = refused.clone();
         let handshakes = handshakes.clone();
@@ -278,6 +362,22 @@ pub fn tls_config(
 /// The count topology over TLS (with a client certificate when `mutual`), one stream thread:
 /// the exact output, every offset committed, a clean close that leaves the group.
 pub async fn count_over_tls<R: Runtime>(seed: u64, app: &str, mutual: bool) {
+    count_through_refusals::<R>(seed, app, mutual, 0, Refusal::Close).await;
+}
+
+/// [`count_over_tls`] through a proxy that turns its first `refuse_first` connections away
+/// ([`TlsProxy::start_refusing`]): with [`Refusal::Close`] (a TLS broker restarting behind
+/// docker-proxy, `kubectl port-forward` or a load balancer) each closed handshake is a
+/// disconnect (the plaintext-listener probe gets no answer either), never `NotTls`; with
+/// [`Refusal::InternalError`] the alert is a disconnect, not a fatal TLS error. Either way
+/// the engine retries on its backoff and, once the proxy serves TLS, the count is exact.
+pub async fn count_through_refusals<R: Runtime>(
+    seed: u64,
+    app: &str,
+    mutual: bool,
+    refuse_first: usize,
+    how: Refusal,
+) {
     let ca = Authority::new("kstreams test CA");
     let dir = tempfile::tempdir().expect("temp dir");
     let (sim, expected) = adapter_support::cluster_with_input(seed);
@@ -292,7 +392,14 @@ pub async fn count_over_tls<R: Runtime>(seed: u64, app: &str, mutual: bool) {
             write_pem(dir.path(), "client.key", &client.key),
         );
     }
-    let proxy = TlsProxy::start(&server, &broker, mutual.then_some(&client_ca));
+    let proxy = TlsProxy::start_refusing(
+        &server,
+        &broker,
+        mutual.then_some(&client_ca),
+        refuse_first,
+        how,
+    );
+    let started = Instant::now();
     let streams = KafkaStreams::<R>::new(
         adapter_support::count_topology(),
         tls_config(&server, Some(&proxy), app, tls),
@@ -312,6 +419,13 @@ pub async fn count_over_tls<R: Runtime>(seed: u64, app: &str, mutual: bool) {
     assert_eq!(handle.state(), StreamsState::NotRunning);
     assert!(adapter_support::group_is_empty(&server, app));
     assert_eq!(proxy.refused(), Vec::<String>::new());
+    assert_eq!(proxy.turned_away(), refuse_first);
+    if refuse_first > 0 {
+        eprintln!(
+            "{how:?} x{refuse_first}: counted exactly after {:?}",
+            started.elapsed()
+        );
+    }
     // Bootstrap, group coordinator and partition leaders: every connection was TLS.
     assert!(proxy.handshakes() >= 2, "{} handshakes", proxy.handshakes());
 }
@@ -407,8 +521,16 @@ pub async fn misconfigured<R: Runtime>(case: Misconfiguration, app: &str) {
         .expect_err("a TLS failure stops the instance");
     let took = started.elapsed();
     match &error {
-        StreamsError::Tls { broker, kind, .. } => {
+        StreamsError::Tls {
+            broker,
+            kind,
+            detail,
+            ..
+        } => {
             assert_eq!(*kind, case.kind(), "{case:?}: {error}");
+            if case == Misconfiguration::PlaintextListener {
+                assert!(detail.contains("speaks plaintext Kafka"), "{error}");
+            }
             assert_eq!(broker, "sim-0:9092", "{case:?}: names the bootstrap broker");
         }
         other => panic!("{case:?}: not a TLS error: {other}"),
