@@ -565,10 +565,12 @@ fn pump_engine(
 /// partition `input partition % output partitions`. The output topic then says exactly which
 /// input records were processed, in which order and how often.
 ///
-/// The stateful variant ([`tag_count_topology`]) also counts each key in a logged store
-/// ([`COUNTS`], changelog [`COUNTS_CHANGELOG`]) and appends the new count:
+/// The stateful variant ([`tag_count_topology`](tagged::tag_count_topology)) also counts
+/// each key in a logged store ([`COUNTS`](tagged::COUNTS), changelog
+/// [`COUNTS_CHANGELOG`](tagged::COUNTS_CHANGELOG)) and appends the new count:
 /// `"<input partition>:<input offset>:<count>"`. Input record `o` of any partition has key
-/// `k{o % 3}` ([`input_records`]), so its true count is [`true_count`]`(o)`.
+/// `k{o % 3}` ([`input_records`](tagged::input_records)), so its true count is
+/// [`true_count`](tagged::true_count)`(o)`.
 pub mod tagged {
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeSet;
