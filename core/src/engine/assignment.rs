@@ -283,7 +283,8 @@ impl Engine {
         let restoring = std::mem::take(&mut self.restoring)
             .into_values()
             .map(|r| (r.task.id(), r.task));
-        for (_, mut task) in std::mem::take(&mut self.tasks).into_iter().chain(restoring) {
+        for (id, mut task) in std::mem::take(&mut self.tasks).into_iter().chain(restoring) {
+            self.count_closed_task(id, task.metrics());
             if !committed {
                 task.rollback_stores();
             }

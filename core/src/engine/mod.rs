@@ -95,8 +95,8 @@ pub use config::{EngineConfig, ProcessingGuarantee};
 pub use deadline::TimeoutReason;
 pub use error::EngineError;
 pub use metrics::{
-    BATCH_SIZE_BOUNDS, BatchSizes, EngineMetrics, LatencyStats, PartitionLag, ProducedRecords,
-    RestoreProgress,
+    BATCH_SIZE_BOUNDS, BatchSizes, ConnectionMetrics, EngineMetrics, LatencyStats, PartitionLag,
+    ProducedRecords, RestoreProgress,
 };
 pub use output::{EngineState, Event, Input, Output};
 pub use shared::ConnectionId;
@@ -415,7 +415,7 @@ impl Engine {
         self.advance_time(now);
         if self.outputs.is_empty() && self.router.transport_len() == 0 {
             self.drive();
-            self.sync_producer_metrics();
+            self.sync_component_metrics();
         }
         self.outputs
             .pop_front()
