@@ -198,6 +198,9 @@ impl Engine {
         if config.application_id.is_empty() {
             return Err(EngineError::Config("the application id is empty".into()));
         }
+        config
+            .check_group_instance_id()
+            .map_err(EngineError::Config)?;
         let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now);
         let mut topics: BTreeSet<String> = topology.source_topics().into_iter().collect();
         topics.extend(topology.sink_topics());
