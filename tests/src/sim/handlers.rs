@@ -637,12 +637,12 @@ impl SimCluster {
         } else {
             let now = self.now;
             match self.groups.get_mut(&group_id) {
-                Some(group) => match group
-                    .check_instance(r.group_instance_id.as_ref(), r.member_id.as_str())
-                {
-                    Err(e) => e.code(),
-                    Ok(()) => group.heartbeat(r.member_id.as_str(), r.generation_id, now),
-                },
+                Some(group) => {
+                    match group.check_instance(r.group_instance_id.as_ref(), r.member_id.as_str()) {
+                        Err(e) => e.code(),
+                        Ok(()) => group.heartbeat(r.member_id.as_str(), r.generation_id, now),
+                    }
+                }
                 None => ResponseError::UnknownMemberId.code(),
             }
         };

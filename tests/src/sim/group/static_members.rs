@@ -87,9 +87,11 @@ impl Group {
             out.push((reply, ResponseKind::SyncGroup(response)));
         }
         let protocols = protocols_of(request);
-        let same_protocols = member.protocols.iter().map(|(n, _)| n).eq(protocols
+        let same_protocols = member
+            .protocols
             .iter()
-            .map(|(n, _)| n));
+            .map(|(n, _)| n)
+            .eq(protocols.iter().map(|(n, _)| n));
         member.member_id = new_id.clone();
         member.protocols = protocols;
         member.last_seen = now;
@@ -103,7 +105,8 @@ impl Group {
         tracing::debug!(%old_id, %new_id, instance = %instance_id, "simulated coordinator: static member replaced");
         match self.state {
             GroupState::Stable if same_protocols => {
-                let ResponseKind::JoinGroup(mut response) = self.join_response(&new_id, origin.version)
+                let ResponseKind::JoinGroup(mut response) =
+                    self.join_response(&new_id, origin.version)
                 else {
                     unreachable!("join_response builds a JoinGroup response");
                 };
