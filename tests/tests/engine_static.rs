@@ -136,6 +136,19 @@ fn restart_within_the_session_timeout(membership: Membership) {
         h.engines[restart].task_ids().len() == 2
     }));
     assert_eq!(h.engines[restart].task_ids(), a_tasks, "the same tasks");
+    let synced: Vec<i32> = h.engines[restart]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::GroupSynced { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        synced,
+        [generation],
+        "the engine synced the generation it left"
+    );
     assert_eq!(
         h.sim.group_generation(APP),
         Some(generation),
@@ -178,4 +191,30 @@ fn a_second_engine_under_the_same_instance_id_fences_the_first() {
         other => panic!("{other:?}"),
     }
     assert_eq!(h.sim.group_generation(APP), generation);
+}
+
+/// A static member that stays away longer than the session timeout is removed, as Kafka's
+/// coordinator does: its tasks move to the other member in a new generation.
+#[test]
+fn a_static_member_away_longer_than_the_session_timeout_loses_its_tasks() {
+    let mut sim = cluster(3, 4);
+    sim.config_mut().group.initial_rebalance_delay_ms = 3_000;
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let a = h.add(engine(static_config("instance-a"), h.now));
+    let b = h.add(engine(static_config("instance-b"), h.now));
+    assert!(h.run_until(30_000, |h| {
+        h.engines.iter().all(|s| s.task_ids().len() == 2)
+    }));
+    let generation = h.sim.group_generation(APP).expect("group");
+    h.close_engine(a);
+    let closed_at = h.now;
+    assert!(h.run_until(30_000, |h| h.engines[b].task_ids().len() == 4));
+    assert!(
+        h.now - closed_at >= i64::from(SESSION_TIMEOUT_MS),
+        "moved after {} ms, before the session timeout",
+        h.now - closed_at
+    );
+    assert!(h.sim.group_generation(APP) > Some(generation));
+    assert_eq!(h.sim.group_members(APP).len(), 1);
 }

@@ -97,6 +97,15 @@ pub enum Event {
         /// After.
         to: EngineState,
     },
+    /// The member synced generation `generation` of the group (the assignment follows as
+    /// [`TasksAssigned`](Self::TasksAssigned) once its tasks can start). A static member
+    /// restarted within the session timeout syncs the generation it left: no rebalance.
+    GroupSynced {
+        /// The group generation.
+        generation: i32,
+        /// The member id the coordinator gave this member.
+        member_id: String,
+    },
     /// These tasks now run here.
     TasksAssigned(Vec<TaskId>),
     /// These tasks were committed and closed for a rebalance.
