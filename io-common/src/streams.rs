@@ -345,7 +345,8 @@ impl StreamsHandle {
     }
 
     /// Starts a clean shutdown without waiting: every engine commits acknowledged output,
-    /// closes its tasks and leaves the group.
+    /// closes its tasks and leaves the group (a static member, with `group.instance.id`,
+    /// stays in it until its session times out: see `EngineConfig::group_instance_id`).
     pub fn request_close(&self) {
         self.status.request_close();
     }

@@ -397,7 +397,8 @@ impl Engine {
     }
 
     /// [`Input::Close`]: starts a clean shutdown: commit acknowledged output, close tasks,
-    /// leave the group. The engine reaches [`EngineState::NotRunning`] through
+    /// leave the group (a static member sends no LeaveGroup, see
+    /// [`EngineConfig::group_instance_id`]). The engine reaches [`EngineState::NotRunning`] through
     /// [`Engine::poll_output`].
     pub fn close(&mut self, now: Instant) {
         self.handle_input(Input::Close, now);

@@ -37,7 +37,8 @@ pub enum Input {
     /// Time passed: the deadline [`Engine::poll_timeout`](super::Engine::poll_timeout) gave,
     /// or any time.
     Timeout,
-    /// Start a clean shutdown: commit acknowledged output, close tasks, leave the group.
+    /// Start a clean shutdown: commit acknowledged output, close tasks, leave the group (a
+    /// static member stays in it until its session times out).
     Close,
 }
 
