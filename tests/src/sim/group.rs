@@ -275,7 +275,7 @@ impl Group {
         let mut new_member_id = Some(new_member_id);
         let mut next_id = || new_member_id.take().map_or_else(String::new, |f| f());
         match self.static_join(request, origin, &mut next_id, config, now, out) {
-            static_members::StaticJoin::Respond(response) => return Some(response),
+            static_members::StaticJoin::Respond(response) => return Some(*response),
             static_members::StaticJoin::Parked => return None,
             static_members::StaticJoin::Ordinary => {}
         }

@@ -13,7 +13,7 @@ use super::{Delivery, Group, GroupConfig, GroupState, PendingReply, join_error, 
 /// What a static member's JoinGroup led to.
 pub(super) enum StaticJoin {
     /// Answered now.
-    Respond(ResponseKind),
+    Respond(Box<ResponseKind>),
     /// Parked until the rebalance completes.
     Parked,
     /// Not a case of its own: the ordinary join handles it.
@@ -63,11 +63,11 @@ impl Group {
             return if request.member_id.as_str() == old_id {
                 StaticJoin::Ordinary
             } else {
-                StaticJoin::Respond(join_error(
+                StaticJoin::Respond(Box::new(join_error(
                     origin.version,
                     ResponseError::FencedInstanceId,
                     request.member_id.clone(),
-                ))
+                )))
             };
         }
         // A restarted instance: it replaces the old member, keeping its assignment.
@@ -119,7 +119,7 @@ impl Group {
                     response.leader = StrBytes::from_string(old_id);
                     response.members.clear();
                 }
-                StaticJoin::Respond(ResponseKind::JoinGroup(response))
+                StaticJoin::Respond(Box::new(ResponseKind::JoinGroup(response)))
             }
             GroupState::PreparingRebalance => {
                 if let Some(member) = self.members.get_mut(&new_id) {
