@@ -218,3 +218,27 @@ fn a_static_member_away_longer_than_the_session_timeout_loses_its_tasks() {
     assert!(h.sim.group_generation(APP) > Some(generation));
     assert_eq!(h.sim.group_members(APP).len(), 1);
 }
+
+/// A broker (here: a version cap) without JoinGroup v5 cannot keep a static member: the engine
+/// stops before joining, with an error naming the id, never joining as a dynamic member.
+#[test]
+fn a_broker_without_join_group_v5_stops_a_static_engine_before_it_joins() {
+    let mut sim = cluster(3, 2);
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    let mut config = static_config("instance-a");
+    config.api_version_caps.insert(ApiKey::JoinGroup, 4);
+    let a = h.add(engine(config, h.now));
+    assert!(h.run_until(30_000, |h| h.engines[a].engine.state()
+        == EngineState::Error));
+    match h.engines[a].failure() {
+        Some(Event::Failed(EngineError::Group(GroupError::StaticMembershipUnsupported {
+            instance_id,
+            api: ApiKey::JoinGroup,
+            version: Some(4),
+            needed: 5,
+        }))) => assert_eq!(instance_id, "instance-a"),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.sim.group_members(APP).is_empty(), "it never joined");
+}
