@@ -21,8 +21,14 @@ impl Engine {
                     .request_refresh(&format!("partition counts of {}", topics.join(", ")));
             }
             GroupEvent::Assigned {
-                tasks, partitions, ..
+                tasks,
+                partitions,
+                generation,
             } => {
+                self.outputs.push_back(Output::Event(Event::GroupSynced {
+                    generation,
+                    member_id: self.group.member_id().to_owned(),
+                }));
                 self.metrics.rebalance_total += 1;
                 self.assignment = Some((tasks.clone(), partitions.clone()));
                 self.assign(tasks, partitions);

@@ -198,6 +198,9 @@ impl Engine {
         if config.application_id.is_empty() {
             return Err(EngineError::Config("the application id is empty".into()));
         }
+        config
+            .check_group_instance_id()
+            .map_err(EngineError::Config)?;
         let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now);
         let mut topics: BTreeSet<String> = topology.source_topics().into_iter().collect();
         topics.extend(topology.sink_topics());
@@ -394,7 +397,8 @@ impl Engine {
     }
 
     /// [`Input::Close`]: starts a clean shutdown: commit acknowledged output, close tasks,
-    /// leave the group. The engine reaches [`EngineState::NotRunning`] through
+    /// leave the group (a static member sends no LeaveGroup, see
+    /// [`EngineConfig::group_instance_id`]). The engine reaches [`EngineState::NotRunning`] through
     /// [`Engine::poll_output`].
     pub fn close(&mut self, now: Instant) {
         self.handle_input(Input::Close, now);
