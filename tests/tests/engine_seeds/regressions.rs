@@ -257,12 +257,13 @@ fn seed_12952_restore_waits_for_a_dead_owners_transaction_on_the_changelog() {
 
 /// A single broker down for 7.8 s (with a second outage overlapping) kept the engines'
 /// transactions open past their 15.7 s timeout: the coordinator aborted them and bumped
-/// their epochs, and each engine stopped at its next transactional request with
-/// `Fenced { api: EndTxn, error: ProducerFenced }` ("fenced by a newer producer with the
-/// same transactional id", which no other producer was). Kafka Streams treats this as a
-/// task migration: it closes the tasks dirty, gets a new epoch and rejoins.
+/// their epochs. Engine 0 learnt it from its EndTxn (`Fenced { api: EndTxn, error:
+/// ProducerFenced }`), engine 2 from a Produce of a changelog record (`Delivery { error:
+/// Broker(InvalidProducerEpoch) }`), and both stopped, though no other producer had their
+/// transactional ids. As Kafka Streams does on a task migration, the engine now closes its
+/// tasks dirty, gets a new epoch and re-creates them from the committed offsets (see
+/// `core/src/engine/fencing.rs`).
 #[test]
-#[ignore = "engine (known, open): a transaction the coordinator timed out fences the producer and stops the engine with a typed error instead of rejoining with a new epoch (liveness only: nothing lost or duplicated)"]
 fn seed_11585_a_transaction_timeout_does_not_stop_the_engine() {
     replay(
         11585,
