@@ -65,7 +65,8 @@
 //! # Layout
 //! `router/` (connections), `components.rs` (requests out, responses and events in),
 //! `assignment.rs` (group events, tasks in and out), `processing.rs` (records through tasks),
-//! `commit.rs` (the commit cycle), `internal_topics.rs` (changelogs), `deadline.rs`
+//! `commit.rs` (the commit cycle), `transaction.rs`/`fencing.rs` (exactly-once's transactions
+//! and fenced producers), `internal_topics.rs` (changelogs), `deadline.rs`
 //! (`poll_timeout`'s fold), `metrics.rs` (the counters and their getters), `output.rs`/`error.rs`/`shared.rs` (the types).
 
 mod assignment;
@@ -74,6 +75,7 @@ mod components;
 mod config;
 mod deadline;
 mod error;
+mod fencing;
 mod internal_topics;
 mod metrics;
 mod output;
@@ -149,6 +151,8 @@ pub struct Engine {
     assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
     /// Exactly-once: the error that stops the engine once the open transaction is aborted.
     failing: Option<EngineError>,
+    /// Exactly-once: the recent recoveries from a fenced producer.
+    fencings: fencing::FencingHistory,
     /// An assignment waiting for its changelogs, or for the partition counts of the sink
     /// topics (their partitioners need them when the tasks are created): tasks and partitions.
     pending_assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
@@ -297,6 +301,7 @@ impl Engine {
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
+            fencings: fencing::FencingHistory::default(),
             pending_assignment: None,
             sink_wait_since: None,
             backlog: BTreeMap::new(),
