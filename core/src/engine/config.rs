@@ -2,7 +2,7 @@
 
 use crate::client::admin::InternalTopicsConfig;
 use crate::client::fetcher::{FetcherConfig, OffsetResetPolicy};
-use crate::client::group::GroupConfig;
+use crate::client::group::{GroupConfig, RebalanceProtocol};
 use crate::client::metadata::MetadataConfig;
 use crate::client::producer::ProducerConfig;
 use crate::task::ErrorPolicy;
@@ -24,6 +24,16 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Group rebalance timeout: how long a rebalance may take a member (`max.poll.interval.ms`).
     pub rebalance_timeout: Duration,
+    /// The rebalance protocol offered to the group (KIP-429). Eager (default) offers
+    /// `"kstreams"`: every instance revokes every task when a rebalance starts. Cooperative
+    /// offers `"kstreams-cooperative"` first and `"kstreams"` second: tasks that stay with an
+    /// instance keep processing through a rebalance, only the tasks that move are committed
+    /// and revoked, and a follow-up rebalance hands them over. The coordinator selects the
+    /// first protocol every member offers, so a group with a member offering only eager (an
+    /// older kstreams, or one left at the default) rebalances eagerly. (Not the default yet:
+    /// under exactly-once a transaction stays open through a cooperative rebalance, and one the
+    /// coordinator times out still stops the engine; see docs/decisions.md.)
+    pub rebalance_protocol: RebalanceProtocol,
     /// How often processed offsets are committed, after the output is acknowledged
     /// (`commit.interval.ms`).
     pub commit_interval: Duration,
@@ -108,6 +118,7 @@ impl EngineConfig {
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
+            rebalance_protocol: RebalanceProtocol::Eager,
             commit_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             restore_batch_bytes: 8 * 1024 * 1024,
@@ -150,6 +161,7 @@ impl EngineConfig {
         group.session_timeout = self.session_timeout;
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.rebalance_timeout;
+        group.rebalance_protocol = self.rebalance_protocol;
         group
     }
 
