@@ -8,7 +8,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
-use kstreams_core::engine::{BATCH_SIZE_BOUNDS, Engine, EngineState, Event};
+use kstreams_core::engine::{
+    BATCH_SIZE_BOUNDS, Engine, EngineMetrics, EngineState, Event, RebalanceProtocol,
+};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::time::Instant;
 use kstreams_tests::harness::Harness;
@@ -138,30 +140,50 @@ fn produce_retries_are_counted() {
     assert_eq!(produced, (PARTITIONS as i64 * PER_PARTITION) as u64);
 }
 
-#[test]
-fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
+/// A second engine joins one running every task: the rebalances each counts, and the tasks
+/// the first revoked (eager: all; cooperative: only the two that moved, in one more
+/// rebalance, the follow-up that hands them over).
+fn late_joiner(protocol: RebalanceProtocol) -> (EngineMetrics, EngineMetrics) {
+    let mut config = flow_config();
+    config.rebalance_protocol = protocol;
     let mut sim = cluster(3, PARTITIONS);
     produce_all(&mut sim, PARTITIONS, PER_PARTITION);
     let mut h = Harness::new(sim, T0);
-    h.add(engine(flow_config(), h.now));
+    h.add(engine(config.clone(), h.now));
     let done = h.run_until(60_000, |h| {
         all_committed(&h.sim, &[PER_PARTITION; PARTITIONS as usize])
     });
     assert_run(&h, done);
-    h.add(engine(flow_config(), h.now));
+    h.add(engine(config, h.now));
     let split = h.run_until(60_000, |h| {
         h.engines
             .iter()
             .all(|s| s.engine.state() == EngineState::Running && s.engine.tasks().count() == 2)
     });
     assert!(split, "{}", describe(&h, PARTITIONS));
-    let first = h.engines[0].engine.metrics();
+    (
+        h.engines[0].engine.metrics().clone(),
+        h.engines[1].engine.metrics().clone(),
+    )
+}
+
+#[test]
+fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
+    let (first, second) = late_joiner(RebalanceProtocol::Eager);
     assert_eq!(first.rebalance_total, 2);
     assert_eq!(
         first.tasks_revoked_total, PARTITIONS as u64,
         "eager: all revoked"
     );
-    assert_eq!(h.engines[1].engine.metrics().rebalance_total, 1);
+    assert_eq!(second.rebalance_total, 1);
+    let (first, second) = late_joiner(RebalanceProtocol::Cooperative);
+    assert_eq!(first.rebalance_total, 3);
+    assert_eq!(
+        first.tasks_revoked_total,
+        PARTITIONS as u64 / 2,
+        "cooperative: the moved ones"
+    );
+    assert_eq!(second.rebalance_total, 2);
 }
 
 #[test]

@@ -38,13 +38,10 @@
 //! committed offsets never ahead of that output; stateful: every visible count exact, and the
 //! read_committed changelog ends with every key's exact count.
 //!
-//! At-least-once seeds run cooperative rebalancing ([`RebalanceProtocol::Cooperative`]), every
-//! 5th of them (`seed % 5 == 2`) with engines offering only eager mixed in (each start has a
+//! Engines run cooperative rebalancing ([`RebalanceProtocol::Cooperative`], the default);
+//! every 5th seed (`seed % 5 == 2`) mixes in engines offering only eager (each start has a
 //! 30 % chance), so the group falls back to eager and back while members come and go.
-//! Exactly-once seeds run the default, eager: cooperative rebalancing keeps a transaction
-//! open through a rebalance, and a transaction the coordinator times out still stops the
-//! engine (see `regressions::seed_11585`). `ENGINE_PROTOCOL=eager|cooperative|mixed` forces
-//! one for every seed.
+//! `ENGINE_PROTOCOL=eager|cooperative|mixed` forces one for every seed.
 //!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
@@ -375,13 +372,12 @@ enum Protocols {
 
 impl Protocols {
     /// `ENGINE_PROTOCOL`, else by seed (see the module docs).
-    fn of_seed(seed: u64, exactly_once: bool) -> Self {
+    fn of_seed(seed: u64) -> Self {
         match std::env::var("ENGINE_PROTOCOL").as_deref() {
             Ok("eager") => Self::All(RebalanceProtocol::Eager),
             Ok("cooperative") => Self::All(RebalanceProtocol::Cooperative),
             Ok("mixed") => Self::Mixed,
             Ok(other) => panic!("ENGINE_PROTOCOL is eager, cooperative or mixed, not {other}"),
-            Err(_) if exactly_once => Self::All(RebalanceProtocol::Eager),
             Err(_) if seed % 5 == 2 => Self::Mixed,
             Err(_) => Self::All(RebalanceProtocol::Cooperative),
         }
@@ -683,9 +679,7 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         rng: Rng(seed ^ 0x3C3C_C3C3_6969_9696),
         seed,
         committed: committed_audit.clone(),
-        protocols: s
-            .protocols
-            .unwrap_or_else(|| Protocols::of_seed(seed, s.exactly_once)),
+        protocols: s.protocols.unwrap_or_else(|| Protocols::of_seed(seed)),
         protocol_rng: Rng(seed ^ 0x5A5A_A5A5_1234_4321),
     };
     let mut pending_starts: Vec<i64> = s.engine_starts.iter().map(|&t| T0 + t).collect();
