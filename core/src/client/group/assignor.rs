@@ -551,5 +551,43 @@ mod tests {
             let out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
             check_valid(&out, &subs, &counts, n)?;
         }
+
+        #[test]
+        fn withheld_tasks_never_go_to_a_member_other_than_their_holder(
+            (shape, n) in arb_case(),
+            held in proptest::collection::vec((0usize..8, 0usize..5, 0i32..14), 0..40),
+        ) {
+            let (subs, counts) = topology(&shape);
+            let mut members: Vec<MemberSubscription> =
+                (0..n).map(|i| member(&format!("m{i}"), &[], 1)).collect();
+            for (m, s, p) in held {
+                if let Some(member) = members.get_mut(m) {
+                    member.held_tasks.push(t(s, p));
+                    member.owned_tasks.push(t(s, p));
+                }
+            }
+            let mut out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
+            let target = out.clone();
+            let withheld = withhold_held_elsewhere(&mut out, &members, &subs);
+            // Exactly the target's tasks minus the withheld ones, each once.
+            let mut given: Vec<TaskId> = out.values().flat_map(|a| a.tasks.clone()).collect();
+            let mut expected: Vec<TaskId> = target
+                .values()
+                .flat_map(|a| a.tasks.clone())
+                .filter(|t| !withheld.contains(t))
+                .collect();
+            given.sort_unstable();
+            expected.sort_unstable();
+            prop_assert_eq!(given, expected);
+            // No member gets a task another member holds; a holder keeps what the target
+            // gives it.
+            for (id, a) in &out {
+                for task in &a.tasks {
+                    prop_assert!(members
+                        .iter()
+                        .all(|m| m.member_id == *id || !m.held_tasks.contains(task)));
+                }
+            }
+        }
     }
 }
