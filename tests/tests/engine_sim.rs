@@ -698,13 +698,13 @@ fn rebalance_in_progress_on_heartbeat() {
         h.sim.group_generation(APP).is_some_and(|g| g >= 2),
         "a rebalance happened"
     );
-    // Cooperative: the members rejoined keeping their tasks; none moved, none was revoked.
+    // Eager (the default): every member revoked its tasks before it rejoined.
     assert!(
-        !h.engines
+        h.engines
             .iter()
             .flat_map(|s| &s.events)
             .any(|(_, e)| matches!(e, Event::TasksRevoked(_))),
-        "no task revoked"
+        "tasks revoked"
     );
     assert_exactly_once(&h.sim, &[60; 4]);
 }

@@ -24,14 +24,16 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Group rebalance timeout: how long a rebalance may take a member (`max.poll.interval.ms`).
     pub rebalance_timeout: Duration,
-    /// The rebalance protocol offered to the group (KIP-429). Cooperative (default, as in
-    /// Kafka Streams) offers `"kstreams-cooperative"` first and eager `"kstreams"` second:
-    /// tasks that stay with an instance keep processing through a rebalance, only the tasks
-    /// that move are committed and revoked, and a follow-up rebalance hands them over. Eager
-    /// offers only `"kstreams"`: every instance revokes every task when a rebalance starts.
-    /// The coordinator selects the first protocol every member offers, so a group with a
-    /// member offering only eager (an older kstreams, or one set to
-    /// [`RebalanceProtocol::Eager`]) rebalances eagerly.
+    /// The rebalance protocol offered to the group (KIP-429). Eager (default) offers
+    /// `"kstreams"`: every instance revokes every task when a rebalance starts. Cooperative
+    /// offers `"kstreams-cooperative"` first and `"kstreams"` second: tasks that stay with an
+    /// instance keep processing through a rebalance, only the tasks that move are committed
+    /// and revoked, and a follow-up rebalance hands them over. The coordinator selects the
+    /// first protocol every member offers, so a group with a member offering only eager (an
+    /// older kstreams, or one left at the default) rebalances eagerly. (Cooperative is not
+    /// the default yet: under exactly-once its transactions stay open through rebalances, and
+    /// a transaction the coordinator times out still stops the engine; see
+    /// `docs/decisions.md`.)
     pub rebalance_protocol: RebalanceProtocol,
     /// How often processed offsets are committed, after the output is acknowledged
     /// (`commit.interval.ms`).
@@ -117,7 +119,7 @@ impl EngineConfig {
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
-            rebalance_protocol: RebalanceProtocol::Cooperative,
+            rebalance_protocol: RebalanceProtocol::Eager,
             commit_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             restore_batch_bytes: 8 * 1024 * 1024,
