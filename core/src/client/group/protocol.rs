@@ -15,7 +15,7 @@
 //!
 //! A subscription's `tasks` are the member's claims for stickiness (with the generation it
 //! owned them in); version 2 adds the tasks it still *holds*, i.e. runs right now through a
-//! cooperative rebalance (see [`super::cooperative`]). A member holding nothing writes
+//! cooperative rebalance (see [`super::assignor`]). A member holding nothing writes
 //! version 1, so an older kstreams leader reads it as before; one that reads a version 2 it
 //! does not know treats the member as owning nothing (a valid, less sticky assignment).
 //!
