@@ -198,6 +198,14 @@ pub const PROPERTIES: &[Property] = &[
         Ok(())
     }),
     property!(
+        "group.instance.id",
+        "static membership: a restart within the session timeout causes no rebalance (threads add -N)",
+        |t, v| {
+            t.config.engine.group_instance_id = Some(non_empty(v)?);
+            Ok(())
+        }
+    ),
+    property!(
         "heartbeat.interval.ms",
         "group heartbeat interval",
         |t, v| {

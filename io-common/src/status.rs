@@ -197,7 +197,10 @@ impl InstanceStatus {
                     let _ = commands.try_send(Input::Close);
                 }
             }
-            Event::Committed(_) | Event::Warning(_) | Event::RestoreBatch { .. } => {}
+            Event::Committed(_)
+            | Event::Warning(_)
+            | Event::RestoreBatch { .. }
+            | Event::GroupSynced { .. } => {}
         }
         self.update(&mut inner);
         drop(inner);

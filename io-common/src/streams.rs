@@ -167,6 +167,10 @@ impl<R: Runtime> KafkaStreams<R> {
             let mut config = self.config.engine.clone();
             config.client_id = name.clone();
             config.random_seed = jitter_seed(n as u64);
+            // One static member per engine, as Kafka Streams names its threads' consumers.
+            if let Some(id) = &mut config.group_instance_id {
+                id.push_str(&format!("-{n}"));
+            }
             if config.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
                 // Stable across restarts on the same state directory (see `process_id`); one
                 // per thread (threads sharing an id would fence each other).
@@ -339,7 +343,8 @@ impl StreamsHandle {
     }
 
     /// Starts a clean shutdown without waiting: every engine commits acknowledged output,
-    /// closes its tasks and leaves the group.
+    /// closes its tasks and leaves the group (a static member, with `group.instance.id`,
+    /// stays in it until its session times out: see `EngineConfig::group_instance_id`).
     pub fn request_close(&self) {
         self.status.request_close();
     }

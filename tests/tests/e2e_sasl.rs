@@ -22,7 +22,7 @@ use kstreams_core::engine::EngineError;
 use kstreams_core::sasl::{
     OAuthBearerToken, OAuthBearerTokenProvider, SaslConfig, SaslError, SaslMechanism, Secret,
 };
-use kstreams_io_common::{Stores, StreamsConfig, StreamsError, StreamsHandle};
+use kstreams_io_common::{MetricsSnapshot, Stores, StreamsConfig, StreamsError, StreamsHandle};
 use kstreams_tests::crabka_secured::{SecuredCrabka, SecuredListener, SecuredOptions};
 use kstreams_tests::e2e_config::fast_engine_config;
 
@@ -71,24 +71,32 @@ fn config(
 }
 
 fn passthrough(adapter: Adapter, app: &str, sasl: impl FnOnce(&SecuredCrabka) -> SaslConfig) {
-    passthrough_with(
+    let metrics = passthrough_with(
         adapter,
         app,
         SecuredOptions::default(),
         Duration::ZERO,
         sasl,
+        |_| {},
+    );
+    assert_eq!(
+        metrics.reauthentications(),
+        0,
+        "no session lifetime, no re-authentication"
     );
 }
 
 /// A passthrough of 1,000 records; a second batch follows after `pause` (to run across
-/// session lifetimes).
+/// session lifetimes); `tune` adjusts the application's config. Returns the application's
+/// metrics just before its close.
 fn passthrough_with(
     adapter: Adapter,
     app: &str,
     options: SecuredOptions,
     pause: Duration,
     sasl: impl FnOnce(&SecuredCrabka) -> SaslConfig,
-) {
+    tune: impl FnOnce(&mut StreamsConfig),
+) -> MetricsSnapshot {
     let broker = broker(options);
     broker.create_topic(INPUT, PARTITIONS).expect("input topic");
     broker
@@ -99,11 +107,9 @@ fn passthrough_with(
     let state = tempfile::tempdir().expect("state dir");
     let mut input = numbered_input(0, 500, 17);
     let mut ends = end_offsets(&input, &produce(&admin, INPUT, &input));
-    let handle = adapter.start(
-        passthrough_topology(INPUT, OUTPUT),
-        config(&broker, app, sasl, state.path()),
-        Stores::Memory,
-    );
+    let mut config = config(&broker, app, sasl, state.path());
+    tune(&mut config);
+    let handle = adapter.start(passthrough_topology(INPUT, OUTPUT), config, Stores::Memory);
     if !pause.is_zero() {
         read_exactly(&admin, OUTPUT, input.len(), Duration::ZERO);
         std::thread::sleep(pause);
@@ -113,8 +119,10 @@ fn passthrough_with(
     }
     let output = read_exactly(&admin, OUTPUT, input.len(), SETTLE);
     assert_passthrough_exact(&input, &output);
+    let metrics = handle.metrics();
     close(&handle);
     assert_committed_at_end(&admin, app, INPUT, &ends);
+    metrics
 }
 
 fn scram(mechanism: SaslMechanism) -> impl FnOnce(&SecuredCrabka) -> SaslConfig {
@@ -195,21 +203,43 @@ impl OAuthBearerTokenProvider for UnsecuredJwt {
     }
 }
 
-/// The broker caps OAUTHBEARER sessions at 2 s: the application re-authenticates each
-/// connection several times while it waits and passes the second batch.
+/// The broker caps OAUTHBEARER sessions at 4 s: the application re-authenticates each
+/// connection (at 85–95 % of the lifetime, once its requests in flight are answered) while it
+/// waits and passes the second batch. crabka closes a connection whose session expired, and
+/// the engine would silently reconnect: so the metrics must show re-authentications and no
+/// connection the broker closed. (Fetches wait at most 100 ms here, well inside the 200 ms
+/// or more a session has left when its re-authentication comes due: a fetch still held by the
+/// broker at the expiry would lose its connection to the race, not to a broken
+/// re-authentication.)
 #[test]
 fn crabka_sasl_oauthbearer_reauthenticates_passthrough_tokio() {
     bounded(|| {
-        passthrough_with(
+        let metrics = passthrough_with(
             Adapter::Tokio,
             "sasl-oauth-tokio",
             SecuredOptions {
-                oauthbearer_max_session_lifetime_seconds: Some(2),
+                oauthbearer_max_session_lifetime_seconds: Some(4),
                 ..SecuredOptions::default()
             },
             Duration::from_secs(7),
             |_| SaslConfig::oauthbearer(Arc::new(UnsecuredJwt)),
-        )
+            |config| config.engine.fetch.max_wait = Duration::from_millis(100).into(),
+        );
+        let connections: Vec<_> = metrics
+            .threads
+            .iter()
+            .map(|t| t.engine.connections)
+            .collect();
+        // Over 7 s and more of 4 s sessions, each connection open throughout re-authenticates
+        // at least once.
+        assert!(
+            metrics.reauthentications() >= 2,
+            "re-authentications: {connections:?}"
+        );
+        assert!(
+            connections.iter().all(|c| c.lost == 0),
+            "a connection was closed by the broker (an expired session?): {connections:?}"
+        );
     });
 }
 

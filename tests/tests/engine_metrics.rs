@@ -9,7 +9,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use kstreams_core::engine::{
-    BATCH_SIZE_BOUNDS, Engine, EngineMetrics, EngineState, Event, RebalanceProtocol,
+    BATCH_SIZE_BOUNDS, Engine, EngineState, Event, ProcessingGuarantee, RebalanceProtocol,
 };
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::time::Instant;
@@ -88,6 +88,11 @@ fn records_batches_commits_and_lags_match_what_the_cluster_saw() {
     for lag in &lags {
         assert_eq!(lag.position, Some(PER_PARTITION), "{lag:?}");
         assert_eq!(lag.high_watermark, Some(PER_PARTITION), "{lag:?}");
+        assert_eq!(
+            lag.end_offset,
+            Some(PER_PARTITION),
+            "read_uncommitted: the high watermark"
+        );
         assert_eq!(lag.records_lag(), Some(0));
         assert_eq!(lag.queued, 0);
     }
@@ -140,10 +145,8 @@ fn produce_retries_are_counted() {
     assert_eq!(produced, (PARTITIONS as i64 * PER_PARTITION) as u64);
 }
 
-/// A second engine joins one running every task: the rebalances each counts, and the tasks
-/// the first revoked (eager: all; cooperative: only the two that moved, in one more
-/// rebalance, the follow-up that hands them over).
-fn late_joiner(protocol: RebalanceProtocol) -> (EngineMetrics, EngineMetrics) {
+/// A second engine joins one that ran every task, until each runs two: the harness then.
+fn late_joiner(protocol: RebalanceProtocol) -> Harness {
     let mut config = flow_config();
     config.rebalance_protocol = protocol;
     let mut sim = cluster(3, PARTITIONS);
@@ -161,29 +164,147 @@ fn late_joiner(protocol: RebalanceProtocol) -> (EngineMetrics, EngineMetrics) {
             .all(|s| s.engine.state() == EngineState::Running && s.engine.tasks().count() == 2)
     });
     assert!(split, "{}", describe(&h, PARTITIONS));
-    (
-        h.engines[0].engine.metrics().clone(),
-        h.engines[1].engine.metrics().clone(),
-    )
+    h
 }
 
+/// Eager: the first engine revokes all four tasks and runs two of them again as new
+/// instances, which start from 0 while the totals of the revoked instances stay.
 #[test]
 fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
-    let (first, second) = late_joiner(RebalanceProtocol::Eager);
+    let h = late_joiner(RebalanceProtocol::Eager);
+    let first = h.engines[0].engine.metrics();
     assert_eq!(first.rebalance_total, 2);
     assert_eq!(
         first.tasks_revoked_total, PARTITIONS as u64,
         "eager: all revoked"
     );
-    assert_eq!(second.rebalance_total, 1);
-    let (first, second) = late_joiner(RebalanceProtocol::Cooperative);
+    assert_eq!(h.engines[1].engine.metrics().rebalance_total, 1);
+    let total = (PARTITIONS as i64 * PER_PARTITION) as u64;
+    let first = &h.engines[0].engine;
+    let running: u64 = first.tasks().map(|t| t.metrics().consumed_records).sum();
+    assert_eq!(running, 0, "new instances: {}", describe(&h, PARTITIONS));
+    let closed: u64 = first
+        .metrics()
+        .closed_tasks
+        .values()
+        .map(|c| c.consumed_records)
+        .sum();
+    assert_eq!(closed, total);
+    assert_task_totals(first, total);
+}
+
+/// Cooperative: one more rebalance (the follow-up that hands the moved tasks over), only
+/// the two moved tasks revoked; the staying ones keep their instances and counts.
+#[test]
+fn a_cooperative_late_joiner_revokes_only_the_moved_tasks() {
+    let h = late_joiner(RebalanceProtocol::Cooperative);
+    let first = h.engines[0].engine.metrics();
     assert_eq!(first.rebalance_total, 3);
     assert_eq!(
         first.tasks_revoked_total,
         PARTITIONS as u64 / 2,
         "cooperative: the moved ones"
     );
-    assert_eq!(second.rebalance_total, 2);
+    assert_eq!(h.engines[1].engine.metrics().rebalance_total, 2);
+    let total = (PARTITIONS as i64 * PER_PARTITION) as u64;
+    let first = &h.engines[0].engine;
+    let running: u64 = first.tasks().map(|t| t.metrics().consumed_records).sum();
+    assert_eq!(
+        running,
+        total / 2,
+        "the staying instances kept their counts: {}",
+        describe(&h, PARTITIONS)
+    );
+    assert_task_totals(first, total);
+}
+
+/// Every task the engine ever ran counted its partition's records once, and the thread total
+/// agrees.
+fn assert_task_totals(engine: &Engine, total: u64) {
+    let totals = engine.task_totals();
+    assert_eq!(totals.len(), PARTITIONS as usize, "every task it ever ran");
+    assert!(
+        totals
+            .values()
+            .all(|c| c.consumed_records == PER_PARTITION as u64
+                && c.received_records == PER_PARTITION as u64
+                && c.produced_records == PER_PARTITION as u64),
+        "{totals:?}"
+    );
+    assert_eq!(
+        engine.metrics().process_total,
+        total,
+        "the thread total agrees"
+    );
+}
+
+/// A producer id no coordinator of the simulated cluster hands out.
+const HANGING_PRODUCER: i64 = 900_000;
+
+#[test]
+fn under_exactly_once_the_lag_ends_at_the_last_stable_offset() {
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, PER_PARTITION);
+    // Behind the committed records of partition 0, a transaction that never ends: a
+    // read_committed consumer cannot read past its start, so it is not lag.
+    let open = sim
+        .produce_open_transaction(
+            INPUT,
+            0,
+            HANGING_PRODUCER,
+            input_records(0, PER_PARTITION, 5),
+        )
+        .unwrap();
+    assert_eq!(open, PER_PARTITION);
+    let mut h = Harness::new(sim, T0);
+    let mut config = flow_config();
+    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    h.add(engine(config, h.now));
+    let done = h.run_until(60_000, |h| {
+        all_committed(&h.sim, &[PER_PARTITION; PARTITIONS as usize])
+    });
+    assert_run(&h, done);
+    h.run_until(1_000, |_| false);
+    let engine = &h.engines[0].engine;
+    let lag = engine
+        .partition_lags()
+        .find(|l| l.partition.partition == 0)
+        .expect("partition 0 is assigned");
+    assert_eq!(lag.high_watermark, Some(PER_PARTITION + 5), "{lag:?}");
+    assert_eq!(lag.end_offset, Some(PER_PARTITION), "{lag:?}");
+    assert_eq!(lag.position, Some(PER_PARTITION), "{lag:?}");
+    assert_eq!(
+        lag.records_lag(),
+        Some(0),
+        "Kafka's records-lag: to the LSO"
+    );
+    assert!(engine.partition_lags().all(|l| l.records_lag() == Some(0)));
+    assert_eq!(
+        engine.metrics().process_total,
+        (PARTITIONS as i64 * PER_PARTITION) as u64
+    );
+}
+
+/// `commit_total` counts the commits that sent something: a close with everything committed
+/// already commits nothing and is not counted (see its docs).
+#[test]
+fn a_close_with_nothing_to_commit_is_not_counted() {
+    let mut h = processed(|_| {});
+    let before = h.engines[0].engine.metrics().commit_total;
+    assert!(before >= 1);
+    h.close_engine(0);
+    let stopped = h.run_until(30_000, |h| {
+        h.engines[0].engine.state() == EngineState::NotRunning
+    });
+    assert!(stopped, "{}", describe(&h, PARTITIONS));
+    let m = h.engines[0].engine.metrics();
+    assert_eq!(m.commit_total, before, "nothing was left to commit");
+    assert_eq!(m.commit_failed_total, 0);
+    assert_eq!(
+        m.closed_tasks.len(),
+        PARTITIONS as usize,
+        "the close closed every task"
+    );
 }
 
 #[test]

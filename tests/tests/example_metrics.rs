@@ -2,7 +2,9 @@
 //! `--metrics-addr` and scrapes the metrics over HTTP while it runs: the Prometheus text must
 //! show every sample record consumed and processed, one output record per input record
 //! acknowledged (record mode) and no lag. (It commits only when it closes, after 3 s without
-//! output: the commit interval is 30 s.)
+//! output: the commit interval is 30 s.) The HTTP responder cannot be held by its clients: one
+//! that never sends or never reads does not delay the server's drop past its bound, and an
+//! overlong request is refused once its limit is read.
 
 #[allow(dead_code)]
 #[path = "../examples/batch_count.rs"]
@@ -12,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use batch_count::support::metrics::{MAX_REQUEST, MetricsServer, STOP_WAIT};
 use batch_count::support::{self, Args};
 
 /// Bound of the run.
@@ -152,4 +155,42 @@ fn batch_count_serves_its_metrics_over_http_while_it_runs() {
         .expect("the example failed");
     assert_eq!(counts.values().sum::<i64>(), expected as i64);
     assert!(scrape(port).is_none(), "the server stops with the run");
+}
+
+#[test]
+fn clients_that_never_send_nor_read_do_not_hold_the_server_drop() {
+    let server = MetricsServer::start("127.0.0.1:0").expect("metrics server");
+    let addr = server.addr();
+    // One sends nothing (the server waits for its request), one never reads its answer.
+    let silent = TcpStream::connect(addr).expect("connect");
+    let mut deaf = TcpStream::connect(addr).expect("connect");
+    deaf.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    drop(server);
+    let took = started.elapsed();
+    assert!(
+        took <= STOP_WAIT + Duration::from_millis(500),
+        "the drop waited {took:?}"
+    );
+    drop((silent, deaf));
+}
+
+#[test]
+fn an_overlong_request_is_refused_once_its_limit_is_read() {
+    let server = MetricsServer::start("127.0.0.1:0").expect("metrics server");
+    let mut client = TcpStream::connect(server.addr()).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    // No line end: without the limit the server would wait for one.
+    client
+        .write_all(&vec![b'a'; MAX_REQUEST as usize])
+        .expect("request");
+    let mut response = String::new();
+    client
+        .read_to_string(&mut response)
+        .expect("answered within 1 s");
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
 }

@@ -1,6 +1,7 @@
 //! The metrics snapshot of a running application ([`StreamsHandle::metrics`]) on librdkafka's
-//! mock cluster: the records in and out equal what was produced, the lag reaches 0 when idle,
-//! and the final snapshot after the close keeps the totals.
+//! mock cluster: the records in and out equal what was produced, per thread and per task,
+//! the lag reaches 0 when idle, the rates rise with the processing and fall back to 0, and the
+//! final snapshot after the close keeps the totals.
 
 mod e2e_support;
 
@@ -12,13 +13,17 @@ use kstreams_io_common::{MetricsSnapshot, Stores, StreamsHandle};
 const INPUT: &str = "metrics-in";
 const OUTPUT: &str = "metrics-out";
 
-/// Waits until `done(snapshot)` holds; panics with the last snapshot after [`WAIT`].
-fn wait_for_metrics(handle: &StreamsHandle, done: impl Fn(&MetricsSnapshot) -> bool) {
+/// Waits until `done(snapshot)` holds and returns that snapshot; panics with the last one
+/// after [`WAIT`].
+fn wait_for_metrics(
+    handle: &StreamsHandle,
+    done: impl Fn(&MetricsSnapshot) -> bool,
+) -> MetricsSnapshot {
     let deadline = Instant::now() + WAIT;
     loop {
         let snapshot = handle.metrics();
         if done(&snapshot) {
-            return;
+            return snapshot;
         }
         assert!(
             Instant::now() < deadline,
@@ -26,6 +31,14 @@ fn wait_for_metrics(handle: &StreamsHandle, done: impl Fn(&MetricsSnapshot) -> b
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether every assigned input partition has a known lag of 0.
+fn all_lags_zero(m: &MetricsSnapshot) -> bool {
+    m.threads
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .all(|p| p.records_lag() == Some(0))
 }
 
 fn counts_in_out_and_lag(adapter: Adapter) {
@@ -36,34 +49,47 @@ fn counts_in_out_and_lag(adapter: Adapter) {
     let state_dir = tempfile::tempdir().unwrap();
     let mut config = streams_config(&broker, "metrics-app", state_dir.path());
     config.num_stream_threads = 2;
-    let first = numbered_input(0, 200, 5);
-    produce(&broker.bootstrap(), INPUT, &first);
     let handle = adapter.start(passthrough_topology(INPUT, OUTPUT), config, Stores::Memory);
     wait_running(&handle);
-    // More input while it runs: the rates see it.
+    // The input comes once both threads share the partitions and know where to read: a
+    // rebalance while records flow (the second thread joining late) could process some twice
+    // (at least once), and the counts below are exact.
+    wait_for_metrics(&handle, |m| {
+        m.threads.len() == 2
+            && m.threads.iter().all(|t| !t.partitions.is_empty())
+            && m.threads.iter().map(|t| t.partitions.len()).sum::<usize>() == PARTITIONS as usize
+            && all_lags_zero(m)
+    });
+    let first = numbered_input(0, 200, 5);
+    produce(&broker.bootstrap(), INPUT, &first);
+    wait_for_metrics(&handle, |m| m.process_total() == first.len() as u64);
+    // More input while it runs.
     let second = numbered_input(200, 200, 5);
     produce(&broker.bootstrap(), INPUT, &second);
     let total = (first.len() + second.len()) as u64;
-    wait_for_metrics(&handle, |m| {
+    // Every partition is assigned, with its lag known: the assertions below hold on this one
+    // snapshot (and the per-task totals would survive a revocation, where the running tasks'
+    // counters start over).
+    let snapshot = wait_for_metrics(&handle, |m| {
         m.process_total() == total
             && m.records_produced_to(OUTPUT) == total
-            && m.max_records_lag() == Some(0)
+            && m.threads.iter().map(|t| t.partitions.len()).sum::<usize>() == PARTITIONS as usize
+            && all_lags_zero(m)
     });
-    let snapshot = handle.metrics();
-    assert_eq!(snapshot.threads.len(), 2, "one per stream thread");
     assert_eq!(snapshot.records_consumed_total(), total);
-    let partitions: usize = snapshot.threads.iter().map(|t| t.partitions.len()).sum();
     assert_eq!(
-        partitions, PARTITIONS as usize,
-        "every input partition has a lag"
+        snapshot.task_process_total(),
+        total,
+        "the tasks' totals over each thread's life add up to the threads' totals"
     );
-    let task_processed: u64 = snapshot
-        .threads
-        .iter()
-        .flat_map(|t| &t.tasks)
-        .map(|t| t.counters.consumed_records)
-        .sum();
-    assert_eq!(task_processed, total);
+    for thread in &snapshot.threads {
+        let tasks: u64 = thread
+            .task_totals()
+            .values()
+            .map(|c| c.consumed_records)
+            .sum();
+        assert_eq!(tasks, thread.engine.process_total, "{thread:#?}");
+    }
     let batches: u64 = snapshot
         .threads
         .iter()
@@ -81,6 +107,16 @@ fn counts_in_out_and_lag(adapter: Adapter) {
         snapshot.threads.iter().any(|t| t.process_latency.count > 0),
         "the processing latency was measured"
     );
+    // The rates: the processing shows as a positive rate over a window of at least 1 s (so
+    // at most the records processed), and an idle window brings it back to 0.
+    let busy = wait_for_metrics(&handle, |m| m.threads.iter().any(|t| t.rates.process > 0.0));
+    let rate: f64 = busy.threads.iter().map(|t| t.rates.process).sum();
+    assert!(rate > 0.0 && rate <= total as f64, "{busy:#?}");
+    let consumed: f64 = busy.threads.iter().map(|t| t.rates.records_consumed).sum();
+    assert!(consumed <= total as f64, "{busy:#?}");
+    wait_for_metrics(&handle, |m| {
+        m.threads.iter().all(|t| t.rates.process == 0.0)
+    });
     let output = read_exactly(
         &broker.bootstrap(),
         OUTPUT,

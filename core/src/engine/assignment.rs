@@ -27,6 +27,10 @@ impl Engine {
                 protocol,
                 generation,
             } => {
+                self.outputs.push_back(Output::Event(Event::GroupSynced {
+                    generation,
+                    member_id: self.group.member_id().to_owned(),
+                }));
                 self.metrics.rebalance_total += 1;
                 self.assignment = Some((tasks.clone(), partitions.clone()));
                 if !revoked.is_empty() {
@@ -323,6 +327,7 @@ impl Engine {
             self.backlog.remove(id);
             let restoring = self.restoring.remove(id).map(|r| r.task);
             for task in self.tasks.remove(id).into_iter().chain(restoring) {
+                self.count_closed_task(*id, task.metrics());
                 if let Err(error) = task.close() {
                     self.warn(error.into());
                 }
@@ -342,7 +347,8 @@ impl Engine {
         let restoring = std::mem::take(&mut self.restoring)
             .into_values()
             .map(|r| (r.task.id(), r.task));
-        for (_, mut task) in std::mem::take(&mut self.tasks).into_iter().chain(restoring) {
+        for (id, mut task) in std::mem::take(&mut self.tasks).into_iter().chain(restoring) {
+            self.count_closed_task(id, task.metrics());
             if !committed {
                 task.rollback_stores();
             }

@@ -3,6 +3,7 @@
 
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 
+use super::fencing;
 use super::shared::{Component, Routed};
 use super::{Engine, EngineError};
 use crate::client::fetcher::{FetchError, FetchEvent};
@@ -221,6 +222,16 @@ impl Engine {
                     ..
                 } if self.exactly_once() => {
                     // Unsent records of an aborted transaction: they are processed again.
+                }
+                ProducerEvent::Failed {
+                    owner,
+                    topic_partition,
+                    error,
+                    count,
+                } if self.exactly_once() && fencing::failed_with_the_producer(&error) => {
+                    // The producer's fencing (or fatal error): its event follows and decides.
+                    tracing::debug!(task = %owner, %topic_partition, %error, "records failed with the producer");
+                    self.count_produced(owner, &topic_partition.topic, count, true);
                 }
                 ProducerEvent::Failed {
                     owner,

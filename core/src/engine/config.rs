@@ -35,6 +35,26 @@ pub struct EngineConfig {
     /// a transaction the coordinator times out still stops the engine; see
     /// `docs/decisions.md`.)
     pub rebalance_protocol: RebalanceProtocol,
+    /// Static membership (KIP-345, Kafka's `group.instance.id`): this engine's member is known
+    /// to the coordinator by this id across restarts. An engine closed and started again under
+    /// the same id within [`session_timeout`](Self::session_timeout) gets its tasks back with
+    /// no rebalance: the closing engine sends no LeaveGroup (unless
+    /// [`static_leave_on_close`](Self::static_leave_on_close)), the group keeps its generation
+    /// and assignment, and the restarted member receives the same assignment. Its tasks do not
+    /// run while it is away; an instance that stays away longer than the session timeout is
+    /// removed and its tasks are reassigned. Two running engines with the same id fence each
+    /// other: the older one stops with
+    /// [`GroupError::FencedInstance`](crate::client::group::GroupError::FencedInstance).
+    /// Needs brokers with JoinGroup v5 (Kafka 2.3+), else the engine stops at its first join
+    /// with [`GroupError::StaticMembershipUnsupported`](crate::client::group::GroupError::StaticMembershipUnsupported).
+    /// At most 249 characters of `[a-zA-Z0-9._-]`, as Kafka requires. Each engine needs its own
+    /// id: the adapters' stream threads append `-<thread index>` (as Kafka Streams does).
+    /// `None` (default): dynamic membership.
+    pub group_instance_id: Option<String>,
+    /// Whether a static member ([`group_instance_id`](Self::group_instance_id)) sends
+    /// LeaveGroup when it closes, so its tasks move at once instead of after the session
+    /// timeout. Default `false` (Kafka Streams' behaviour). Dynamic members always leave.
+    pub static_leave_on_close: bool,
     /// How often processed offsets are committed, after the output is acknowledged
     /// (`commit.interval.ms`).
     pub commit_interval: Duration,
@@ -120,6 +140,8 @@ impl EngineConfig {
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
             rebalance_protocol: RebalanceProtocol::Eager,
+            group_instance_id: None,
+            static_leave_on_close: false,
             commit_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             restore_batch_bytes: 8 * 1024 * 1024,
@@ -163,7 +185,35 @@ impl EngineConfig {
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.rebalance_timeout;
         group.rebalance_protocol = self.rebalance_protocol;
+        group.group_instance_id = self.group_instance_id.clone();
+        group.static_leave_on_close = self.static_leave_on_close;
         group
+    }
+
+    /// `Err` naming the problem when [`group_instance_id`](Self::group_instance_id) is not a
+    /// valid Kafka instance id (non-empty, at most 249 characters of `[a-zA-Z0-9._-]`).
+    pub(crate) fn check_group_instance_id(&self) -> Result<(), String> {
+        let Some(id) = &self.group_instance_id else {
+            return Ok(());
+        };
+        if id.is_empty() {
+            return Err("group.instance.id is empty".into());
+        }
+        if id.len() > 249 {
+            return Err(format!(
+                "group.instance.id is {} characters long, at most 249 are allowed",
+                id.len()
+            ));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(format!(
+                "group.instance.id `{id}` contains {c:?}; only [a-zA-Z0-9._-] are allowed"
+            ));
+        }
+        Ok(())
     }
 
     /// The bootstrap servers as (host, port); a malformed entry is an error naming it. An

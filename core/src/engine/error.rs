@@ -40,8 +40,10 @@ pub enum EngineError {
     #[error(transparent)]
     Task(#[from] TaskError),
     /// Exactly-once: the transaction failed (a warning: it is aborted and the tasks start
-    /// again from the committed offsets) or the producer cannot go on (fenced by a newer
-    /// instance, not authorized, brokers without transactions: the engine stops).
+    /// again from the committed offsets), the producer was fenced (a warning: the tasks are
+    /// re-created from the committed offsets under a new epoch; the engine stops only when
+    /// fenced again and again, by a twin with the same transactional id) or the producer
+    /// cannot go on (not authorized, brokers without transactions: the engine stops).
     #[error("transaction: {0}")]
     Transaction(TransactionError),
     /// A changelog holds what cannot be restored (a record without a key).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::record::TopicPartition;
-use crate::task::TaskId;
+use crate::task::{TaskId, TaskMetrics};
 use crate::time::Duration;
 
 /// Upper bounds (inclusive) of the [`BatchSizes`] buckets; the last bucket takes every larger
@@ -104,8 +104,25 @@ pub struct ProducedRecords {
     pub errors: u64,
 }
 
+/// The engine's connections to the brokers, counted by its router (Kafka's client
+/// `connection-creation-total`, `connection-close-total`, `successful-reauthentication-total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionMetrics {
+    /// Sockets opened (the adapter reported them connected).
+    pub created: u64,
+    /// Open sockets closed, by the engine or by the other side (not the attempts that never
+    /// connected).
+    pub closed: u64,
+    /// Of those, the ones the broker or the network closed (the engine did not): e.g. a
+    /// broker ending a SASL session that was not re-authenticated in time.
+    pub lost: u64,
+    /// SASL re-authentications (KIP-368) completed on open connections.
+    pub reauthentications: u64,
+}
+
 /// The counters of one engine (stream thread). All only grow over the engine's life; the
-/// per-task counters of the running tasks are [`Task::metrics`](crate::task::Task::metrics).
+/// per-task counters of the running tasks are [`Task::metrics`](crate::task::Task::metrics),
+/// and [`Engine::task_totals`] adds those of the task instances closed before.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineMetrics {
     /// Records fetched from input partitions into the tasks' queues (Kafka's consumer
@@ -123,7 +140,10 @@ pub struct EngineMetrics {
     /// wrote or failed to write (Kafka's producer `record-send-total`, `record-error-total`).
     pub produced: BTreeMap<(TaskId, Arc<str>), ProducedRecords>,
     /// Commits that completed: offsets accepted by the coordinator, a transaction committed,
-    /// or a commit with no offsets to send (Kafka Streams' `commit-total`).
+    /// or a commit that only flushed the producer and the stores (no new offsets to send)
+    /// (Kafka Streams' `commit-total`). A commit with nothing at all to do (no new offsets, no
+    /// record or changelog write waiting, no open transaction) sends nothing and is not
+    /// counted, whatever asked for it (the interval, a revocation or the close).
     pub commit_total: u64,
     /// Commits the coordinator or the transaction refused.
     pub commit_failed_total: u64,
@@ -149,6 +169,13 @@ pub struct EngineMetrics {
     pub produce_retry_records: u64,
     /// Warnings: problems the engine recovered from.
     pub warnings_total: u64,
+    /// The counters of the task instances this engine closed (revoked, lost, or at the
+    /// close), summed per task: a task assigned again starts its own counters from 0, so its
+    /// totals over the engine's life are these plus the running instance's
+    /// ([`Engine::task_totals`]).
+    pub closed_tasks: BTreeMap<TaskId, TaskMetrics>,
+    /// The connections to the brokers.
+    pub connections: ConnectionMetrics,
 }
 
 /// Consumer lag of one input partition (Kafka's consumer `records-lag`).
@@ -162,15 +189,19 @@ pub struct PartitionLag {
     pub position: Option<i64>,
     /// The high watermark of the last fetch answer (`None` before the first).
     pub high_watermark: Option<i64>,
+    /// The end a consumer can read up to, from the last fetch answer: the high watermark, or
+    /// under read_committed (exactly-once) the last stable offset (`None` before the first).
+    pub end_offset: Option<i64>,
     /// Records fetched and still queued in the task.
     pub queued: usize,
 }
 
 impl PartitionLag {
-    /// `high_watermark - position` (Kafka's `records-lag`: records not fetched yet), when
-    /// both are known.
+    /// `end_offset - position` (Kafka's `records-lag`: records not fetched yet that the
+    /// consumer could read; under read_committed the records of open transactions are not
+    /// counted), when both are known.
     pub fn records_lag(&self) -> Option<i64> {
-        Some((self.high_watermark? - self.position?).max(0))
+        Some((self.end_offset? - self.position?).max(0))
     }
 }
 
@@ -209,9 +240,21 @@ impl Engine {
                 task: task.id(),
                 position: self.fetcher.position(tp),
                 high_watermark: self.fetcher.high_watermark(tp),
+                end_offset: self.fetcher.end_offset(tp),
                 queued: task.queued(tp),
             })
         })
+    }
+
+    /// Each task's counters over the engine's life: those of its closed instances
+    /// ([`EngineMetrics::closed_tasks`]) plus the running one's; tasks no longer assigned
+    /// keep their last totals.
+    pub fn task_totals(&self) -> BTreeMap<TaskId, TaskMetrics> {
+        let mut totals = self.metrics.closed_tasks.clone();
+        for task in self.tasks.values() {
+            *totals.entry(task.id()).or_default() += task.metrics();
+        }
+        totals
     }
 
     /// The restore progress of every store of the tasks being restored.
@@ -253,11 +296,18 @@ impl Engine {
         }
     }
 
-    /// Copies the producer's retry counters (it keeps them itself: retries happen inside it).
-    pub(super) fn sync_producer_metrics(&mut self) {
+    /// Copies the counters the producer and the router keep themselves (retries happen
+    /// inside the producer, connections in the router).
+    pub(super) fn sync_component_metrics(&mut self) {
         let retries = self.producer.retries();
         self.metrics.produce_retry_batches = retries.batches;
         self.metrics.produce_retry_records = retries.records;
+        self.metrics.connections = self.router.connection_metrics();
+    }
+
+    /// Adds the counters of a task instance being closed to [`EngineMetrics::closed_tasks`].
+    pub(super) fn count_closed_task(&mut self, id: TaskId, counters: TaskMetrics) {
+        *self.metrics.closed_tasks.entry(id).or_default() += counters;
     }
 
     /// Counts `records` acknowledged (or, with `failed`, lost) for `task` on `topic`.

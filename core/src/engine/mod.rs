@@ -66,7 +66,8 @@
 //! # Layout
 //! `router/` (connections), `components.rs` (requests out, responses and events in),
 //! `assignment.rs` (group events, tasks in and out), `processing.rs` (records through tasks),
-//! `commit.rs` (the commit cycle), `internal_topics.rs` (changelogs), `deadline.rs`
+//! `commit.rs` (the commit cycle), `transaction.rs`/`fencing.rs` (exactly-once's transactions
+//! and fenced producers), `internal_topics.rs` (changelogs), `deadline.rs`
 //! (`poll_timeout`'s fold), `metrics.rs` (the counters and their getters), `output.rs`/`error.rs`/`shared.rs` (the types).
 
 mod assignment;
@@ -75,6 +76,7 @@ mod components;
 mod config;
 mod deadline;
 mod error;
+mod fencing;
 mod internal_topics;
 mod metrics;
 mod output;
@@ -97,8 +99,8 @@ pub use config::{EngineConfig, ProcessingGuarantee};
 pub use deadline::TimeoutReason;
 pub use error::EngineError;
 pub use metrics::{
-    BATCH_SIZE_BOUNDS, BatchSizes, EngineMetrics, LatencyStats, PartitionLag, ProducedRecords,
-    RestoreProgress,
+    BATCH_SIZE_BOUNDS, BatchSizes, ConnectionMetrics, EngineMetrics, LatencyStats, PartitionLag,
+    ProducedRecords, RestoreProgress,
 };
 pub use output::{EngineState, Event, Input, Output};
 pub use shared::ConnectionId;
@@ -151,6 +153,8 @@ pub struct Engine {
     assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
     /// Exactly-once: the error that stops the engine once the open transaction is aborted.
     failing: Option<EngineError>,
+    /// Exactly-once: the recent recoveries from a fenced producer.
+    fencings: fencing::FencingHistory,
     /// An assignment waiting for its changelogs, or for the partition counts of the sink
     /// topics (their partitioners need them when the tasks are created): tasks and partitions.
     pending_assignment: Option<(Vec<TaskId>, Vec<TopicPartition>)>,
@@ -203,6 +207,9 @@ impl Engine {
         if config.application_id.is_empty() {
             return Err(EngineError::Config("the application id is empty".into()));
         }
+        config
+            .check_group_instance_id()
+            .map_err(EngineError::Config)?;
         let mut metadata = Metadata::new(config.metadata.clone(), bootstrap, now);
         let mut topics: BTreeSet<String> = topology.source_topics().into_iter().collect();
         topics.extend(topology.sink_topics());
@@ -299,6 +306,7 @@ impl Engine {
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
+            fencings: fencing::FencingHistory::default(),
             pending_assignment: None,
             sink_wait_since: None,
             backlog: BTreeMap::new(),
@@ -407,7 +415,8 @@ impl Engine {
     }
 
     /// [`Input::Close`]: starts a clean shutdown: commit acknowledged output, close tasks,
-    /// leave the group. The engine reaches [`EngineState::NotRunning`] through
+    /// leave the group (a static member sends no LeaveGroup, see
+    /// [`EngineConfig::group_instance_id`]). The engine reaches [`EngineState::NotRunning`] through
     /// [`Engine::poll_output`].
     pub fn close(&mut self, now: Instant) {
         self.handle_input(Input::Close, now);
@@ -428,7 +437,7 @@ impl Engine {
         self.advance_time(now);
         if self.outputs.is_empty() && self.router.transport_len() == 0 {
             self.drive();
-            self.sync_producer_metrics();
+            self.sync_component_metrics();
         }
         self.outputs
             .pop_front()

@@ -37,7 +37,8 @@ pub enum Input {
     /// Time passed: the deadline [`Engine::poll_timeout`](super::Engine::poll_timeout) gave,
     /// or any time.
     Timeout,
-    /// Start a clean shutdown: commit acknowledged output, close tasks, leave the group.
+    /// Start a clean shutdown: commit acknowledged output, close tasks, leave the group (a
+    /// static member stays in it until its session times out).
     Close,
 }
 
@@ -96,6 +97,15 @@ pub enum Event {
         from: EngineState,
         /// After.
         to: EngineState,
+    },
+    /// The member synced generation `generation` of the group (the assignment follows as
+    /// [`TasksAssigned`](Self::TasksAssigned) once its tasks can start). A static member
+    /// restarted within the session timeout syncs the generation it left: no rebalance.
+    GroupSynced {
+        /// The group generation.
+        generation: i32,
+        /// The member id the coordinator gave this member.
+        member_id: String,
     },
     /// These tasks now run here.
     TasksAssigned(Vec<TaskId>),

@@ -126,6 +126,12 @@ impl Engine {
                     | ProducerError::TransactionAbortable(_) => {
                         self.backlog.insert(id, refused.records);
                     }
+                    // Fenced: its event (not handled yet) closes the tasks with their backlog.
+                    ProducerError::TransactionFatal(ref fenced)
+                        if fenced.is_fencing() && self.exactly_once() =>
+                    {
+                        self.backlog.insert(id, refused.records);
+                    }
                     error => {
                         self.fail(EngineError::Producer { task: id, error });
                         return true;

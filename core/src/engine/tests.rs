@@ -92,6 +92,39 @@ fn a_broker_that_never_answers_the_handshake_is_dropped_after_the_request_timeou
 }
 
 #[test]
+fn invalid_group_instance_ids_are_a_config_error() {
+    let mut tb = TopologyBuilder::new();
+    let src = tb
+        .add_source("src", &["in"], BytesSerde, BytesSerde)
+        .unwrap();
+    tb.add_sink("sink", "out", &[&src], BytesSerde, BytesSerde)
+        .unwrap();
+    let topology = Arc::new(tb.build().unwrap());
+    let long = "x".repeat(250);
+    for (id, ok) in [
+        ("app-a_1.x", true),
+        ("", false),
+        ("has space", false),
+        ("a/b", false),
+        (long.as_str(), false),
+    ] {
+        let mut config = EngineConfig::new("app", ["localhost:9092"]);
+        config.group_instance_id = Some(id.to_owned());
+        let result = Engine::new(
+            topology.clone(),
+            config,
+            Box::new(MemoryStoreFactory),
+            Instant::EPOCH,
+        );
+        match result {
+            Ok(_) => assert!(ok, "{id:?} accepted"),
+            Err(EngineError::Config(m)) => assert!(!ok && m.contains("group.instance.id"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
 fn invalid_bootstrap_servers_are_a_config_error() {
     let mut tb = TopologyBuilder::new();
     let src = tb

@@ -185,9 +185,13 @@ impl Engine {
         }
     }
 
-    /// A producer event of the transaction's life.
+    /// A producer event of the transaction's life: a failed transaction is aborted and
+    /// retried, a fenced producer gets a new epoch (see `fencing`), anything else fatal
+    /// stops the engine.
     pub(super) fn handle_transaction_failure(&mut self, error: TransactionError, fatal: bool) {
-        if fatal {
+        if fatal && error.is_fencing() && self.exactly_once() {
+            self.recover_from_fencing(error);
+        } else if fatal {
             self.fail(EngineError::Transaction(error));
         } else {
             self.warn(EngineError::Transaction(error));

@@ -76,6 +76,18 @@ pub struct TaskMetrics {
     pub produced_records: u64,
 }
 
+impl std::ops::AddAssign for TaskMetrics {
+    /// Adds `other`'s counters (e.g. another instance's of the same task).
+    fn add_assign(&mut self, other: Self) {
+        self.received_records += other.received_records;
+        self.consumed_records += other.consumed_records;
+        self.batches += other.batches;
+        self.skipped_records += other.skipped_records;
+        self.dead_lettered_records += other.dead_lettered_records;
+        self.produced_records += other.produced_records;
+    }
+}
+
 /// What one call of [`Task::process_next_batch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {

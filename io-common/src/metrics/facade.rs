@@ -1,10 +1,15 @@
 //! Publishing a [`ThreadMetrics`] to the `metrics` facade: totals as counters (set to the
-//! engine's total with `absolute`), rates, averages, lags and restore progress as gauges, batch
-//! sizes as a histogram. Without an installed recorder every call is a no-op.
+//! engine's total with `absolute`: the totals only grow, per-task ones too, as they are the
+//! task's over the thread's life, not its running instance's), rates, averages, lags and
+//! restore progress as gauges, batch sizes as a histogram. A per-task or per-partition gauge
+//! whose task or partition the thread no longer has is set to 0 (the facade cannot remove a
+//! series). Without an installed recorder every call is a no-op.
 //!
 //! Names are `kstreams_` and Kafka Streams' (or the Kafka clients') metric name with `_` for
 //! `-` (exporters such as Prometheus' take no `-` in names or labels); labels are `thread_id`,
 //! `task_id`, `topic`, `partition` and `store`. `docs/decisions.md` ("Metrics") lists them all.
+
+use std::collections::HashSet;
 
 use metrics::{Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
@@ -13,7 +18,7 @@ use super::snapshot::ThreadMetrics;
 /// Counters of a thread: name, help, value.
 type Total = (&'static str, &'static str, fn(&ThreadMetrics) -> u64);
 
-const THREAD_TOTALS: [Total; 15] = [
+const THREAD_TOTALS: [Total; 19] = [
     (
         "kstreams_records_consumed_total",
         "Records fetched from input partitions into the tasks",
@@ -86,6 +91,26 @@ const THREAD_TOTALS: [Total; 15] = [
         "kstreams_warnings_total",
         "Problems the engine recovered from",
         |t| t.engine.warnings_total,
+    ),
+    (
+        "kstreams_connection_creation_total",
+        "Connections to brokers opened",
+        |t| t.engine.connections.created,
+    ),
+    (
+        "kstreams_connection_close_total",
+        "Open connections to brokers closed, by either side",
+        |t| t.engine.connections.closed,
+    ),
+    (
+        "kstreams_connection_lost_total",
+        "Open connections the broker or the network closed",
+        |t| t.engine.connections.lost,
+    ),
+    (
+        "kstreams_reauthentication_total",
+        "SASL re-authentications completed (KIP-368)",
+        |t| t.engine.connections.reauthentications,
     ),
 ];
 
@@ -161,7 +186,7 @@ fn describe() {
     describe_counter!(
         "kstreams_task_process_total",
         Unit::Count,
-        "Records a task processed"
+        "Records a task processed (over the thread's life)"
     );
     describe_gauge!(
         "kstreams_task_process_rate",
@@ -196,7 +221,7 @@ fn describe() {
     describe_gauge!(
         "kstreams_records_lag",
         Unit::Count,
-        "High watermark minus fetch position of an input partition"
+        "End offset (last stable offset under read_committed) minus fetch position of an input partition"
     );
     describe_gauge!(
         "kstreams_store_restore_total",
@@ -210,14 +235,59 @@ fn describe() {
     );
 }
 
+/// The gauges of one name whose series belong to a task, partition or restore: a series
+/// published before whose owner is gone is set to 0 once.
+struct GaugeSeries {
+    name: &'static str,
+    last: HashSet<Vec<Label>>,
+    current: HashSet<Vec<Label>>,
+}
+
+impl GaugeSeries {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            last: HashSet::new(),
+            current: HashSet::new(),
+        }
+    }
+
+    fn set(&mut self, labels: Vec<Label>, value: f64) {
+        gauge!(self.name, labels.iter()).set(value);
+        self.current.insert(labels);
+    }
+
+    /// Sets to 0 the series published last time and not this time.
+    fn zero_departed(&mut self) {
+        for gone in self.last.difference(&self.current) {
+            gauge!(self.name, gone.iter()).set(0.0);
+        }
+        self.last = std::mem::take(&mut self.current);
+    }
+}
+
 /// What a thread published before, for what takes differences.
-#[derive(Default)]
 pub(crate) struct Published {
     /// The batch size bucket counts, then their sums (the histogram takes their growth).
     batch_buckets: Vec<u64>,
-    /// The labels of the restores under way: one that ended (or whose task went) gets its
-    /// remaining records set to 0.
-    restores: Vec<Vec<Label>>,
+    /// `kstreams_task_process_rate` of the running tasks.
+    task_rates: GaugeSeries,
+    /// `kstreams_records_lag` of the assigned input partitions.
+    lags: GaugeSeries,
+    /// `kstreams_store_restore_remaining_records_total` of the restores under way: one that
+    /// ended (or whose task went) gets 0.
+    restores_remaining: GaugeSeries,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self {
+            batch_buckets: Vec::new(),
+            task_rates: GaugeSeries::new("kstreams_task_process_rate"),
+            lags: GaugeSeries::new("kstreams_records_lag"),
+            restores_remaining: GaugeSeries::new("kstreams_store_restore_remaining_records_total"),
+        }
+    }
 }
 
 /// Publishes `metrics`; `published` is what this thread published before, updated.
@@ -246,11 +316,13 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
             sums[i] = sum;
         }
     }
-    for task in &metrics.tasks {
-        let labels = [thread.clone(), Label::new("task_id", task.task.to_string())];
-        let c = &task.counters;
+    let task_labels = |task: &kstreams_core::task::TaskId| {
+        vec![thread.clone(), Label::new("task_id", task.to_string())]
+    };
+    // Over the thread's life: a task revoked and assigned again continues from its total.
+    for (task, c) in metrics.task_totals() {
+        let labels = task_labels(&task);
         counter!("kstreams_task_process_total", labels.iter()).absolute(c.consumed_records);
-        gauge!("kstreams_task_process_rate", labels.iter()).set(task.process_rate);
         counter!("kstreams_task_records_received_total", labels.iter())
             .absolute(c.received_records);
         counter!("kstreams_task_records_produced_total", labels.iter())
@@ -258,6 +330,12 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
         counter!("kstreams_task_dropped_records_total", labels.iter())
             .absolute(c.skipped_records + c.dead_lettered_records);
     }
+    for task in &metrics.tasks {
+        published
+            .task_rates
+            .set(task_labels(&task.task), task.process_rate);
+    }
+    published.task_rates.zero_departed();
     for ((task, topic), counts) in &metrics.engine.produced {
         let labels = [
             thread.clone(),
@@ -271,15 +349,15 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
         let Some(records_lag) = lag.records_lag() else {
             continue;
         };
-        let labels = [
+        let labels = vec![
             thread.clone(),
             Label::new("task_id", lag.task.to_string()),
             Label::new("topic", lag.partition.topic.to_string()),
             Label::new("partition", lag.partition.partition.to_string()),
         ];
-        gauge!("kstreams_records_lag", labels.iter()).set(records_lag as f64);
+        published.lags.set(labels, records_lag as f64);
     }
-    let mut restores = Vec::with_capacity(metrics.restores.len());
+    published.lags.zero_departed();
     for restore in &metrics.restores {
         let labels = vec![
             thread.clone(),
@@ -290,20 +368,11 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
         ];
         gauge!("kstreams_store_restore_total", labels.iter()).set(restore.restored as f64);
         if let Some(remaining) = restore.remaining {
-            gauge!(
-                "kstreams_store_restore_remaining_records_total",
-                labels.iter()
-            )
-            .set(remaining as f64);
+            published.restores_remaining.set(labels, remaining as f64);
         }
-        restores.push(labels);
     }
-    for ended in published.restores.iter().filter(|l| !restores.contains(l)) {
-        gauge!(
-            "kstreams_store_restore_remaining_records_total",
-            ended.iter()
-        )
-        .set(0.0);
-    }
-    published.restores = restores;
+    published.restores_remaining.zero_departed();
 }
+
+#[cfg(test)]
+mod tests;

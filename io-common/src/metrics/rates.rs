@@ -16,7 +16,8 @@ pub(crate) struct Totals {
     pub(crate) process_total: u64,
     pub(crate) records_sent: u64,
     pub(crate) commit_total: u64,
-    /// Records processed per running task.
+    /// Records processed per task over the engine's life ([`Engine::task_totals`]), so a task
+    /// revoked and assigned again within a window keeps its count.
     pub(crate) tasks: BTreeMap<TaskId, u64>,
 }
 
@@ -30,8 +31,9 @@ impl Totals {
             records_sent: m.records_sent,
             commit_total: m.commit_total,
             tasks: engine
-                .tasks()
-                .map(|t| (t.id(), t.metrics().consumed_records))
+                .task_totals()
+                .into_iter()
+                .map(|(id, counters)| (id, counters.consumed_records))
                 .collect(),
         }
     }
@@ -43,7 +45,7 @@ pub(crate) struct RateWindow {
     start: Option<(Instant, Totals)>,
     /// The thread's rates.
     pub(crate) rates: Rates,
-    /// Each running task's `process-rate`.
+    /// Each task's `process-rate` (0 for the tasks the engine no longer runs).
     pub(crate) tasks: BTreeMap<TaskId, f64>,
 }
 

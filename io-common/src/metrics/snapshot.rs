@@ -1,6 +1,7 @@
 //! The snapshot types: [`MetricsSnapshot`] of an instance, [`ThreadMetrics`] of one stream
 //! thread.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kstreams_core::engine::{EngineMetrics, PartitionLag, RestoreProgress};
@@ -32,6 +33,25 @@ impl MetricsSnapshot {
             .flat_map(|t| &t.engine.produced)
             .filter(|((_, t), _)| &**t == topic)
             .map(|(_, counts)| counts.records)
+            .sum()
+    }
+
+    /// Records processed by the tasks of all threads, from their counters over each thread's
+    /// life ([`ThreadMetrics::task_totals`]): equals [`MetricsSnapshot::process_total`] across
+    /// rebalances, where the running tasks' own counters start over with each assignment.
+    pub fn task_process_total(&self) -> u64 {
+        self.threads
+            .iter()
+            .flat_map(|t| t.task_totals().into_values())
+            .map(|counters| counters.consumed_records)
+            .sum()
+    }
+
+    /// SASL re-authentications completed by all threads' connections.
+    pub fn reauthentications(&self) -> u64 {
+        self.threads
+            .iter()
+            .map(|t| t.engine.connections.reauthentications)
             .sum()
     }
 
@@ -98,7 +118,9 @@ impl TimeStats {
 pub struct TaskMetricsSnapshot {
     /// The task.
     pub task: TaskId,
-    /// Its counters (records received, processed, skipped, dead-lettered, produced; batches).
+    /// The counters of its running instance, from its assignment on (records received,
+    /// processed, skipped, dead-lettered, produced; batches); over the thread's life:
+    /// [`ThreadMetrics::task_totals`].
     pub counters: TaskMetrics,
     /// Records processed per second over the last window (the task's `process-rate`).
     pub process_rate: f64,
@@ -116,10 +138,24 @@ pub struct ThreadMetrics {
     pub rates: Rates,
     /// How long the polls of the engine that ran batches took (`process-latency-avg/max`).
     pub process_latency: TimeStats,
-    /// The running tasks (a revoked task's counters go with it).
+    /// The running tasks (a revoked task's counters stay in
+    /// [`EngineMetrics::closed_tasks`]).
     pub tasks: Vec<TaskMetricsSnapshot>,
     /// Consumer lag of the running tasks' input partitions.
     pub partitions: Vec<PartitionLag>,
     /// Restores under way, per store partition.
     pub restores: Vec<RestoreProgress>,
+}
+
+impl ThreadMetrics {
+    /// Each task's counters over the thread's life: its closed instances'
+    /// ([`EngineMetrics::closed_tasks`]) plus the running one's. They only grow, across
+    /// revocations and reassignments; a task the thread no longer runs keeps its totals.
+    pub fn task_totals(&self) -> BTreeMap<TaskId, TaskMetrics> {
+        let mut totals = self.engine.closed_tasks.clone();
+        for task in &self.tasks {
+            *totals.entry(task.task).or_default() += task.counters;
+        }
+        totals
+    }
 }

@@ -74,6 +74,9 @@ fn every_supported_property_sets_its_field() {
         ("session.timeout.ms", "10000", |c| {
             c.engine.session_timeout == Duration::from_millis(10_000)
         }),
+        ("group.instance.id", "instance-a", |c| {
+            c.engine.group_instance_id.as_deref() == Some("instance-a")
+        }),
         ("heartbeat.interval.ms", "500", |c| {
             c.engine.heartbeat_interval == Duration::from_millis(500)
         }),

@@ -4,14 +4,17 @@
 //! `metrics-exporter-prometheus` is the recorder the stream threads publish into (installed
 //! once per process; a later server shares it); its own HTTP listener would bring hyper and a
 //! tokio server, so a small std responder serves its rendering instead: one thread, one
-//! request per connection, `Connection: close`.
+//! request per connection, `Connection: close`. A client cannot hold it: the request head is
+//! read within [`READ_TIMEOUT`] and up to [`MAX_REQUEST`] bytes, the answer written within
+//! [`WRITE_TIMEOUT`], and dropping the server waits at most [`STOP_WAIT`] for its thread (a
+//! thread still busy with a client then ends on its own, within those timeouts).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -19,7 +22,16 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 static RECORDER: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long writing the answer may block on a client that does not read it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most bytes of a request read (its line and headers); a longer one gets `431`.
+pub const MAX_REQUEST: u64 = 8 * 1024;
+
+/// The longest a drop of the server waits for its thread.
+pub const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves the metrics until dropped.
 pub struct MetricsServer {
@@ -74,12 +86,23 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
+        let deadline = Instant::now() + STOP_WAIT;
         self.stop.store(true, Ordering::Release);
-        // Wakes the blocking accept, which then sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Wakes the blocking accept, which then sees the flag (queued in the listener's
+        // backlog if the thread is busy with a client: it stops after that one).
+        let _ = TcpStream::connect_timeout(&self.addr, STOP_WAIT / 2);
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                // Detached: it ends once its client's read or write times out.
+                tracing::debug!("metrics server still busy with a client; not waited for");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let _ = thread.join();
     }
 }
 
@@ -108,17 +131,29 @@ fn recorder() -> Result<PrometheusHandle, String> {
 /// Reads one request's head and answers it with the rendered metrics.
 fn respond(stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
     let mut line = String::new();
-    // The request line and headers, up to the blank line (bounded).
-    for _ in 0..100 {
+    let mut complete = false;
+    // The request line and headers, up to the blank line, in at most MAX_REQUEST bytes.
+    loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        if line == "\r\n" || line == "\n" {
+            complete = true;
             break;
         }
     }
+    let mut stream = &stream;
+    if !complete && reader.into_inner().limit() == 0 {
+        return write!(
+            stream,
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
     let body = handle.render();
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

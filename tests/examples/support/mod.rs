@@ -77,7 +77,7 @@ pub struct Args {
     /// `--config FILE`: Kafka-style properties (`security.protocol`, `sasl.*`, `ssl.*`,
     /// `commit.interval.ms`, …) read from FILE, in file order. The flags above win over the
     /// properties they correspond to (`bootstrap.servers`, `application.id`, `state.dir`,
-    /// `processing.guarantee`).
+    /// `processing.guarantee`), as does `--group-instance-id ID` (`group.instance.id`).
     pub properties: Vec<(String, String)>,
     /// `--metrics-addr HOST:PORT`: serve the metrics there (see [`metrics`]).
     pub metrics_addr: Option<String>,
@@ -126,7 +126,8 @@ impl Args {
             "usage: {program} [--bootstrap HOST:PORT --input TOPIC --output TOPIC \
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
              [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
-             [--processing-guarantee at-least-once|exactly-once] [--config FILE] [--metrics-addr HOST:PORT]"
+             [--processing-guarantee at-least-once|exactly-once] [--config FILE] [--metrics-addr HOST:PORT] \
+             [--group-instance-id ID]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -145,6 +146,7 @@ impl Args {
                 "--processing-guarantee",
                 "--config",
                 "--metrics-addr",
+                "--group-instance-id",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -259,6 +261,11 @@ impl Args {
                     "--processing-guarantee: `{other}` is not at-least-once or exactly-once"
                 ));
             }
+        }
+        // Static membership: the flag replaces the property (threads add `-N`).
+        if let Some(id) = flags.remove("--group-instance-id") {
+            properties.retain(|(key, _)| key != "group.instance.id");
+            properties.push(("group.instance.id".into(), id));
         }
         let mut parsed = Self {
             bootstrap,

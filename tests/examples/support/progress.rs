@@ -70,6 +70,13 @@ impl Progress {
         });
         let progress = self.clone();
         streams.set_event_listener(move |thread, event| match event {
+            Event::GroupSynced {
+                generation,
+                member_id,
+            } => eprintln!(
+                "{} {thread}: group generation {generation} (member {member_id})",
+                progress.stamp()
+            ),
             Event::TasksAssigned(tasks) => progress.tasks(thread, "assigned", tasks),
             Event::TasksRevoked(tasks) => progress.tasks(thread, "revoked", tasks),
             Event::TasksLost(tasks) => progress.tasks(thread, "lost", tasks),

@@ -6,8 +6,9 @@
 //! responses are delayed until the leader sends the assignment. Delayed responses are returned
 //! as [`Delivery`] values for the cluster to put on the right connection.
 //!
-//! Static membership (`group.instance.id`) is not modelled: instance ids are echoed back but a
-//! member is always identified by its member id.
+//! Static membership (`group.instance.id`, see `static_members`): a static member joins
+//! without MEMBER_ID_REQUIRED, a restarted one takes over its old member's assignment with no
+//! rebalance in a stable group, and requests of the replaced member are fenced.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::ConnId;
+
+mod static_members;
 
 /// Where a delayed response goes: the connection, the request's correlation id and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,9 +272,17 @@ impl Group {
                 request.member_id.clone(),
             ));
         }
+        let mut new_member_id = Some(new_member_id);
+        let mut next_id = || new_member_id.take().map_or_else(String::new, |f| f());
+        match self.static_join(request, origin, &mut next_id, config, now, out) {
+            static_members::StaticJoin::Respond(response) => return Some(*response),
+            static_members::StaticJoin::Parked => return None,
+            static_members::StaticJoin::Ordinary => {}
+        }
         let member_id = if member_id_in.is_empty() {
-            let id = new_member_id();
-            if version >= 4 {
+            let id = next_id();
+            // Static members skip the member id round trip (KIP-394 needs it of dynamic ones).
+            if version >= 4 && request.group_instance_id.is_none() {
                 let expiry = now + i64::from(request.session_timeout_ms);
                 self.pending_members.insert(id.clone(), expiry);
                 return Some(join_error(

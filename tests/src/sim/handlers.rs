@@ -621,6 +621,9 @@ impl SimCluster {
         let Some(group) = self.groups.get_mut(&group_id) else {
             return error(ResponseError::UnknownMemberId);
         };
+        if let Err(e) = group.check_instance(r.group_instance_id.as_ref(), r.member_id.as_str()) {
+            return error(e);
+        }
         match group.sync(r, ctx.origin(), now, &mut self.deliveries) {
             Some(response) => Reply::respond(response),
             None => Reply::ParkGroup,
@@ -634,7 +637,12 @@ impl SimCluster {
         } else {
             let now = self.now;
             match self.groups.get_mut(&group_id) {
-                Some(group) => group.heartbeat(r.member_id.as_str(), r.generation_id, now),
+                Some(group) => {
+                    match group.check_instance(r.group_instance_id.as_ref(), r.member_id.as_str()) {
+                        Err(e) => e.code(),
+                        Ok(()) => group.heartbeat(r.member_id.as_str(), r.generation_id, now),
+                    }
+                }
                 None => ResponseError::UnknownMemberId.code(),
             }
         };
@@ -693,7 +701,10 @@ impl SimCluster {
         } else {
             match self.groups.get(&group_id) {
                 Some(group) => group
-                    .check_commit(r.generation_id_or_member_epoch, r.member_id.as_str())
+                    .check_instance(r.group_instance_id.as_ref(), r.member_id.as_str())
+                    .and_then(|()| {
+                        group.check_commit(r.generation_id_or_member_epoch, r.member_id.as_str())
+                    })
                     .err(),
                 None if r.generation_id_or_member_epoch < 0 => None,
                 None => Some(ResponseError::IllegalGeneration),

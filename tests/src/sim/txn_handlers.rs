@@ -20,11 +20,12 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId, RequestKind, ResponseKind, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
+use kafka_protocol::records::Compression;
 
 use super::group::CommittedOffset;
-use super::log::IncomingBatch;
+use super::log::{AppendOutcome, IncomingBatch};
 use super::txn::{Ending, Transaction, TransactionInfo};
-use super::{Reply, RequestCtx, SimCluster, SimError, StoredRecord};
+use super::{Reply, RequestCtx, SimCluster, SimError, SimRecord, StoredRecord};
 
 /// The response to a transaction API request when all of it fails with `code` (fault
 /// injection and coordinator errors). `None` for other APIs.
@@ -114,6 +115,34 @@ impl SimCluster {
     /// The partition's last stable offset: where read_committed consumers stop.
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<i64, SimError> {
         Ok(self.partition(topic, partition)?.last_stable_offset())
+    }
+
+    /// Appends `records` as the first batch of a transaction of `producer_id` (a producer no
+    /// coordinator knows) that is never ended: the partition's last stable offset stays at its
+    /// first offset, as behind a transactional producer that hangs. Returns that offset.
+    pub fn produce_open_transaction(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        records: Vec<SimRecord>,
+    ) -> Result<i64, SimError> {
+        let outcome = self.partition_mut(topic, partition)?.append(IncomingBatch {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+            compression: Compression::None,
+            records,
+        });
+        let result = match outcome {
+            AppendOutcome::Appended { base_offset } => Ok(base_offset),
+            AppendOutcome::Duplicate { base_offset } => Ok(base_offset),
+            AppendOutcome::Rejected(error) => Err(SimError::Append(error)),
+        };
+        self.wake_fetches();
+        self.pump();
+        result
     }
 
     /// The records a read_committed consumer of the partition sees, in offset order: below the

@@ -60,6 +60,17 @@ pub struct GroupConfig {
     pub retry_backoff: Duration,
     /// Largest backoff (Kafka's `retry.backoff.max.ms`).
     pub retry_backoff_max: Duration,
+    /// Static membership (KIP-345, Kafka's `group.instance.id`): the coordinator knows the
+    /// member by this id across restarts. A member rejoining under it within the session
+    /// timeout gets its assignment back without a rebalance; another member joining under it
+    /// fences this one ([`GroupError::FencedInstance`]). Needs JoinGroup v5+ (Kafka 2.3).
+    /// `None` (default): a dynamic member.
+    pub group_instance_id: Option<String>,
+    /// Whether [`GroupMember::leave`] sends LeaveGroup. Always for a dynamic member; a static
+    /// member sends it only when this is set: by default it closes silently and the group
+    /// keeps its assignment until the session timeout, so a restart within it rebalances
+    /// nothing (as Kafka Streams does).
+    pub static_leave_on_close: bool,
 }
 
 impl GroupConfig {
@@ -74,6 +85,8 @@ impl GroupConfig {
             heartbeat_interval: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            group_instance_id: None,
+            static_leave_on_close: false,
         }
     }
 }
@@ -246,4 +259,34 @@ pub enum GroupError {
     /// A response type the group member never requests.
     #[error("response of an API the group member does not use")]
     ForeignResponse,
+    /// Static membership needs `api` at `needed` or later (JoinGroup v5, SyncGroup v3,
+    /// Heartbeat v3, OffsetCommit v7: Kafka 2.3); the broker (or a version cap) offers less.
+    /// Refused before the first JoinGroup: the member never joins as a dynamic one instead.
+    #[error(
+        "static membership (group.instance.id `{instance_id}`) needs {api:?} v{needed}+, \
+         the broker offers {version:?}"
+    )]
+    StaticMembershipUnsupported {
+        /// The configured instance id.
+        instance_id: String,
+        /// The API.
+        api: ApiKey,
+        /// The version offered, if any.
+        version: Option<i16>,
+        /// The first version that carries the instance id.
+        needed: i16,
+    },
+    /// The coordinator answered `api` with FENCED_INSTANCE_ID: another member joined with our
+    /// `group.instance.id` and took over its assignment. Fatal: this instance must stop (two
+    /// running instances share an id, a configuration error).
+    #[error(
+        "group.instance.id `{instance_id}` was fenced ({api:?}): another instance joined the \
+         group with the same id"
+    )]
+    FencedInstance {
+        /// The instance id.
+        instance_id: String,
+        /// The API whose answer fenced us.
+        api: ApiKey,
+    },
 }

@@ -107,6 +107,7 @@ pub enum CommitOutcome {
 #[derive(Debug)]
 pub struct OffsetClient {
     group_id: String,
+    group_instance_id: Option<String>,
     fetch_queue: BTreeSet<TopicPartition>,
     fetch_in_flight: Option<BTreeSet<TopicPartition>>,
     fetch_retry_at: Instant,
@@ -117,10 +118,12 @@ pub struct OffsetClient {
 }
 
 impl OffsetClient {
-    /// A client for `group_id` with nothing queued.
-    pub fn new(group_id: impl Into<String>) -> Self {
+    /// A client for `group_id` with nothing queued; its commits carry `group_instance_id`
+    /// (a static member's, OffsetCommit v7+).
+    pub fn new(group_id: impl Into<String>, group_instance_id: Option<String>) -> Self {
         Self {
             group_id: group_id.into(),
+            group_instance_id,
             fetch_queue: BTreeSet::new(),
             fetch_in_flight: None,
             fetch_retry_at: Instant::MIN,
@@ -232,7 +235,8 @@ impl OffsetClient {
             let version = commit_version
                 .filter(|v| OFFSET_COMMIT_VERSIONS.contains(v))
                 .ok_or(ApiKey::OffsetCommit)?;
-            let request = commit_request(&self.group_id, commit);
+            let instance_id = self.group_instance_id.as_deref().filter(|_| version >= 7);
+            let request = commit_request(&self.group_id, instance_id, commit);
             self.commit_in_flight = true;
             return Ok(Some(Outbound {
                 target: Target::Coordinator,
@@ -436,7 +440,11 @@ pub(crate) fn is_coordinator_error(error: ResponseError) -> bool {
     )
 }
 
-fn commit_request(group_id: &str, commit: &PendingCommit) -> OffsetCommitRequest {
+fn commit_request(
+    group_id: &str,
+    group_instance_id: Option<&str>,
+    commit: &PendingCommit,
+) -> OffsetCommitRequest {
     let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
     for (tp, &offset) in &commit.offsets {
         by_topic.entry(&tp.topic).or_default().push(
@@ -449,6 +457,7 @@ fn commit_request(group_id: &str, commit: &PendingCommit) -> OffsetCommitRequest
         .with_group_id(StrBytes::from_string(group_id.to_owned()).into())
         .with_generation_id_or_member_epoch(commit.generation)
         .with_member_id(StrBytes::from_string(commit.member_id.clone()))
+        .with_group_instance_id(group_instance_id.map(|id| StrBytes::from_string(id.to_owned())))
         .with_topics(
             by_topic
                 .into_iter()

@@ -113,14 +113,19 @@ struct Harness {
 
 impl Harness {
     fn new(versions: HashMap<ApiKey, i16>) -> Self {
-        Self::with_protocol(versions, RebalanceProtocol::Eager)
+        Self::with_config(versions, |_| {})
     }
 
     fn with_protocol(versions: HashMap<ApiKey, i16>, protocol: RebalanceProtocol) -> Self {
+        Self::with_config(versions, |config| config.rebalance_protocol = protocol)
+    }
+
+    /// A harness whose member's config is the default one changed by `adjust`.
+    fn with_config(versions: HashMap<ApiKey, i16>, adjust: impl FnOnce(&mut GroupConfig)) -> Self {
         let mut config = GroupConfig::new("app");
         config.heartbeat_interval = HEARTBEAT;
         config.session_timeout = SESSION;
-        config.rebalance_protocol = protocol;
+        adjust(&mut config);
         Self {
             member: GroupMember::new(config, subtopologies(), Instant::EPOCH),
             versions,
@@ -206,6 +211,10 @@ impl Harness {
         assert_eq!(join.protocol_type, s("consumer"));
         assert_eq!(join.protocols[0].name, s("kstreams"));
         assert_eq!(join.session_timeout_ms, SESSION.as_millis_i32());
+        assert_eq!(
+            join.group_instance_id.as_ref().map(|i| i.as_str()),
+            self.member.group_instance_id()
+        );
         self.respond(
             ApiKey::JoinGroup,
             JoinGroupResponse::default()
@@ -940,3 +949,5 @@ fn group_metadata_names_the_current_generation_and_member() {
         }
     );
 }
+
+mod static_membership;

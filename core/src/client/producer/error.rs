@@ -87,8 +87,9 @@ pub enum ProducerError {
         /// Who sent it.
         broker: BrokerId,
     },
-    /// The transactional producer is unusable (fenced by a newer instance, not authorized,
-    /// transactions unsupported, ...): build a new one.
+    /// The transactional producer is unusable (fenced, not authorized, transactions
+    /// unsupported, ...): build a new one, or after a fencing
+    /// [`Producer::restart_after_fencing`].
     #[error("transactional producer failed: {0}")]
     TransactionFatal(TransactionError),
     /// The open transaction failed: [`Producer::abort_transaction`] before anything else.

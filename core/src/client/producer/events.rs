@@ -76,10 +76,12 @@ pub enum ProducerEvent<O> {
         /// Why.
         error: TransactionError,
     },
-    /// The transactional producer is unusable for good: a newer instance with the same
-    /// transactional id fenced it (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH), or the brokers
-    /// refused its transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-    /// INVALID_TXN_STATE, ...). Everything unacknowledged failed; build a new producer.
+    /// The transactional producer is unusable: its epoch was fenced (PRODUCER_FENCED,
+    /// INVALID_PRODUCER_EPOCH: a newer instance with the same transactional id, or the
+    /// coordinator aborted a transaction open past its timeout), or the brokers refused its
+    /// transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_TXN_STATE, ...).
+    /// Everything unacknowledged failed; a fencing may start over with
+    /// [`Producer::restart_after_fencing`], anything else needs a new producer.
     Fenced {
         /// Why.
         error: TransactionError,

@@ -92,9 +92,11 @@
 //!   coordinator refuses (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, ...) and other abortable
 //!   errors give [`ProducerEvent::TransactionFailed`]: the producer then takes nothing but
 //!   `abort_transaction`. PRODUCER_FENCED and INVALID_PRODUCER_EPOCH (a newer instance took
-//!   over), TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_TXN_STATE and unexpected errors
-//!   give [`ProducerEvent::Fenced`]: everything unacknowledged fails and the producer is
-//!   done.
+//!   over, or the coordinator aborted a transaction open past its timeout),
+//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, INVALID_TXN_STATE and unexpected errors give
+//!   [`ProducerEvent::Fenced`]: everything unacknowledged fails and the producer is done,
+//!   except that a fencing may start over under a new epoch
+//!   ([`Producer::restart_after_fencing`]).
 //!
 //! # Headers
 //! The wire gets every header of a [`ProducerRecord`] in order, duplicate keys included

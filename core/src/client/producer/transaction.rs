@@ -104,6 +104,39 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         Ok(())
     }
 
+    /// Starts a producer fenced by [`TransactionError::Fenced`] over as a new instance with
+    /// the same transactional id would (Kafka Streams builds a new producer after a task
+    /// migration): its transaction is gone (the coordinator aborted it when it bumped the
+    /// epoch), so it asks for a new epoch with a plain InitProducerId (naming no identity:
+    /// the current epoch is no longer ours to name), which fences whoever holds the id now.
+    /// Every batch already failed with the fencing; answers to what the fenced producer had
+    /// in flight are dropped. The coordinator stays as found. Refused (with the producer's
+    /// error) when it is not fenced, or unusable for another reason (not authorized,
+    /// transactions unsupported): those cannot heal.
+    pub fn restart_after_fencing(&mut self) -> Result<(), ProducerError> {
+        match &self.fatal {
+            Some(ProducerError::TransactionFatal(error)) if error.is_fencing() => {}
+            Some(other) => return Err(other.clone()),
+            None => return Err(self.invalid_state("restart_after_fencing")),
+        }
+        let txn = self
+            .txn
+            .as_mut()
+            .expect("only a transactional producer is fenced");
+        tracing::info!(identity = ?self.identity, "fenced producer starting over for a new epoch");
+        txn.end();
+        txn.stale_request = txn.request.is_some();
+        txn.fatal = None;
+        txn.new_epoch_needed = false;
+        txn.previous_identity = None;
+        self.fatal = None;
+        self.identity = None;
+        debug_assert!(self.is_flushed(), "fencing failed every batch");
+        // The fencing's own delivery failures must not fail the next transaction.
+        let _ = self.ledger.take_failure();
+        Ok(())
+    }
+
     /// The transactions of a usable transactional producer.
     fn usable_transactions(&mut self) -> Result<&mut Transactions, ProducerError> {
         if let Some(fatal) = &self.fatal {

@@ -10,9 +10,13 @@ use crate::record::TopicPartition;
 /// Why a transaction, or the transactional producer as a whole, failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TransactionError {
-    /// A newer producer with the same transactional id took over (PRODUCER_FENCED,
-    /// INVALID_PRODUCER_EPOCH): this producer instance is done.
-    #[error("fenced by a newer producer with the same transactional id ({api:?}: {error})")]
+    /// The coordinator bumped the producer's epoch (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH):
+    /// a newer producer with the same transactional id took over, or the coordinator aborted
+    /// a transaction left open past its timeout. This epoch is done; see
+    /// [`TransactionError::is_fencing`].
+    #[error(
+        "producer fenced: a newer producer with the same transactional id, or a transaction timed out ({api:?}: {error})"
+    )]
     Fenced {
         /// The request that said so.
         api: ApiKey,
@@ -46,6 +50,17 @@ pub enum TransactionError {
         /// The API missing.
         missing_api: ApiKey,
     },
+}
+
+impl TransactionError {
+    /// Whether this is a fencing ([`TransactionError::Fenced`]): the coordinator bumped the
+    /// producer's epoch, because a newer instance initialised the transactional id or because
+    /// it aborted a transaction open past its timeout. Unlike the other fatal errors, a new
+    /// epoch ([`Producer::restart_after_fencing`](super::Producer::restart_after_fencing))
+    /// may heal it.
+    pub fn is_fencing(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
+    }
 }
 
 /// What to do about a broker error in the answer to a transactional request.

@@ -36,8 +36,10 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         if self.txn.is_none() {
             return Err(ProducerError::UnexpectedResponse { broker: from });
         }
-        if self.fatal.is_some() {
-            // Answers to what was in flight when the producer became unusable.
+        if self.fatal.is_some() || self.txn.as_ref().is_some_and(|txn| txn.stale_request) {
+            // Answers to what was in flight when the producer became unusable (or to its
+            // fenced incarnation): dropped, but nothing is in flight any more.
+            self.drop_answer(&response);
             return Ok(());
         }
         match response {
@@ -107,6 +109,10 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             return;
         }
         let request = txn.request.take();
+        if std::mem::take(&mut txn.stale_request) {
+            tracing::debug!(?request, "a fenced producer's request got no answer");
+            return;
+        }
         tracing::debug!(?request, "transactional request got no answer; retrying");
         match request {
             Some(TxnRequest::CommitOffsets(_)) => txn.retry_at = now + backoff,
@@ -119,6 +125,36 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 txn.lose_coordinator(now + backoff);
             }
             None => {}
+        }
+    }
+
+    /// Forgets the request an answer dropped unread was for: a FindCoordinator is sent again
+    /// (after a restart, the coordinator may have moved), any other request is no longer in
+    /// flight.
+    fn drop_answer(&mut self, response: &ResponseKind) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if let ResponseKind::FindCoordinator(_) = response {
+            if txn.coordinator == CoordinatorState::Finding {
+                txn.coordinator = CoordinatorState::Unknown {
+                    retry_at: Instant::MIN,
+                };
+            }
+            return;
+        }
+        let api = match response {
+            ResponseKind::InitProducerId(_) => ApiKey::InitProducerId,
+            ResponseKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+            ResponseKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+            ResponseKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+            ResponseKind::EndTxn(_) => ApiKey::EndTxn,
+            _ => return,
+        };
+        if txn.request.as_ref().is_some_and(|r| api_of(r) == api) {
+            tracing::debug!(?api, "answer to a fenced producer's request dropped");
+            txn.request = None;
+            txn.stale_request = false;
         }
     }
 

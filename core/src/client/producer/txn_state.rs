@@ -131,6 +131,10 @@ pub(super) struct Transactions {
     pub phase: Phase,
     /// The transactional request in flight.
     pub request: Option<TxnRequest>,
+    /// The request in flight was sent by the producer's fenced incarnation (see
+    /// [`Producer::restart_after_fencing`]): its answer is dropped, and nothing is sent
+    /// before it came (or failed).
+    pub stale_request: bool,
     /// No transactional request before this time (backoff after a retriable error).
     pub retry_at: Instant,
     /// Partitions the coordinator confirmed in the current transaction.
@@ -163,6 +167,7 @@ impl Transactions {
             },
             phase: Phase::Idle,
             request: None,
+            stale_request: false,
             retry_at: Instant::MIN,
             added: BTreeSet::new(),
             unconfirmed: BTreeSet::new(),

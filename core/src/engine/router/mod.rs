@@ -48,6 +48,7 @@ use self::jitter::Jitter;
 use self::peer::{Peer, PeerKey};
 use super::deadline::{Earliest, TimeoutReason};
 use super::error::EngineError;
+use super::metrics::ConnectionMetrics;
 use super::output::Output;
 use super::shared::{Component, ConnectionId, Routed};
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
@@ -99,6 +100,8 @@ pub(crate) struct Router {
     transport: VecDeque<Output>,
     routed: VecDeque<Routed>,
     now: Instant,
+    /// Sockets opened and closed, sessions re-authenticated.
+    counters: ConnectionMetrics,
 }
 
 impl Router {
@@ -123,6 +126,7 @@ impl Router {
             transport: VecDeque::new(),
             routed: VecDeque::new(),
             now,
+            counters: ConnectionMetrics::default(),
         };
         for (broker, host, port) in addresses {
             router.set_address(broker, host, port);
@@ -184,6 +188,11 @@ impl Router {
             .filter_map(|(_, p)| p.retry_at())
             .min()
             .map(|at| at.max(self.now))
+    }
+
+    /// The connection counters (they only grow).
+    pub(crate) fn connection_metrics(&self) -> ConnectionMetrics {
+        self.counters
     }
 
     /// How many transport outputs wait for the adapter.

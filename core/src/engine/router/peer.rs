@@ -72,6 +72,8 @@ pub(crate) struct Socket {
     /// Re-authentication is due: no new request goes out until the ones in flight are
     /// answered and the exchange is over (Kafka needs the connection idle for it).
     pub(crate) reauth_due: bool,
+    /// A re-authentication exchange is under way (its end is counted).
+    pub(crate) reauthenticating: bool,
 }
 
 impl Socket {
@@ -188,7 +190,13 @@ impl Peer {
             sent: VecDeque::from([(deadline, ApiKey::ApiVersions)]),
             reauth_at: None,
             reauth_due: false,
+            reauthenticating: false,
         }));
+    }
+
+    /// Whether the socket is open (not down, not being opened).
+    pub(crate) fn is_up(&self) -> bool {
+        matches!(self.state, PeerState::Up(_))
     }
 
     /// Drops the socket; returns the tokens of requests that will never be answered, oldest

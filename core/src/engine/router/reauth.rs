@@ -15,7 +15,7 @@ use crate::time::Duration;
 
 impl Router {
     /// The connection of `key` authenticated, with the broker's session lifetime (0: none):
-    /// schedule its re-authentication.
+    /// count it if it re-authenticated, and schedule its (next) re-authentication.
     pub(super) fn authenticated(&mut self, key: PeerKey, session_lifetime_ms: i64) {
         let reauth_at = u64::try_from(session_lifetime_ms)
             .ok()
@@ -25,6 +25,9 @@ impl Router {
         if let Some(socket) = self.peer_mut(key).socket_mut() {
             socket.reauth_at = reauth_at;
             socket.reauth_due = false;
+            if std::mem::take(&mut socket.reauthenticating) {
+                self.counters.reauthentications += 1;
+            }
         }
     }
 
@@ -62,6 +65,7 @@ impl Router {
         match socket.conn.start_reauthentication() {
             Ok(()) => {
                 socket.reauth_due = false;
+                socket.reauthenticating = true;
                 socket.sent.push_back((deadline, ApiKey::SaslHandshake));
                 tracing::debug!(broker = key.broker, lane = ?key.lane, "SASL re-authentication");
             }

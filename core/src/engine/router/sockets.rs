@@ -32,6 +32,7 @@ impl Router {
                 // The ApiVersions exchange that opens the connection is timed like any
                 // request: a broker that accepts the socket but never answers must not hang it.
                 peer.open(id, config, deadline);
+                self.counters.created += 1;
             }
             _ => {
                 debug_assert!(false, "{id} reported connected twice");
@@ -157,6 +158,7 @@ impl Router {
             .map(|(&key, _)| key)
             .collect();
         let now = self.now;
+        self.counters.closed += idle.len() as u64;
         for &key in &idle {
             let peer = self.peer_mut(key);
             let id = peer.connection_id();
@@ -182,6 +184,9 @@ impl Router {
             }
         }
         for peer in self.peers.values_mut() {
+            if peer.is_up() {
+                self.counters.closed += 1;
+            }
             peer.close(now);
         }
         self.sockets.clear();
@@ -363,6 +368,7 @@ impl Router {
         let peer = self.peer_mut(key);
         let id = peer.connection_id();
         let connect_failed = matches!(peer.state, PeerState::Connecting { .. }) && !we_close;
+        let was_up = peer.is_up();
         peer.failures = peer.failures.saturating_add(1);
         let failures = peer.failures;
         let address = (peer.host.clone(), peer.port);
@@ -374,6 +380,10 @@ impl Router {
         let delay = self.jitter.scale(backoff);
         tracing::debug!(broker = key.broker, lane = ?key.lane, failures, %delay, "reconnect scheduled");
         let unanswered = self.peer_mut(key).close(now + delay);
+        if was_up {
+            self.counters.closed += 1;
+            self.counters.lost += u64::from(!we_close);
+        }
         if let Some(id) = id {
             self.sockets.remove(&id);
             if self.forget_transport(id) && we_close {

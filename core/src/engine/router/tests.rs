@@ -686,3 +686,44 @@ fn a_fallback_cap_lowers_the_version_components_build_for_every_broker() {
 }
 
 mod sasl;
+
+#[test]
+fn connections_are_counted_when_opened_closed_and_lost() {
+    let mut r = bootstrap_only();
+    assert!(r.ensure_general_connection());
+    let (failed, _) = connects(&transports(&mut r))[0].clone();
+    r.handle_disconnected(failed, at(0));
+    assert_eq!(
+        r.connection_metrics(),
+        ConnectionMetrics::default(),
+        "a connect that failed opened and closed nothing"
+    );
+    r.handle_timeout(at(1_000));
+    assert!(r.ensure_general_connection());
+    let (id, _) = connects(&transports(&mut r))[0].clone();
+    routed(&mut r);
+    open(&mut r, id, at(1_000));
+    let opened = r.connection_metrics();
+    assert_eq!((opened.created, opened.closed, opened.lost), (1, 0, 0));
+    // The broker closes it: closed and lost.
+    r.handle_disconnected(id, at(1_001));
+    let dropped = r.connection_metrics();
+    assert_eq!((dropped.created, dropped.closed, dropped.lost), (1, 1, 1));
+    r.handle_timeout(at(2_000));
+    assert!(r.ensure_general_connection());
+    let (id, _) = connects(&transports(&mut r))[0].clone();
+    routed(&mut r);
+    open(&mut r, id, at(2_000));
+    // The engine closes it: closed, not lost.
+    r.close_all();
+    let closed = r.connection_metrics();
+    assert_eq!(
+        closed,
+        ConnectionMetrics {
+            created: 2,
+            closed: 2,
+            lost: 1,
+            reauthentications: 0,
+        }
+    );
+}

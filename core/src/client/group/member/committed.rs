@@ -103,10 +103,11 @@ impl GroupMember {
                     {
                         self.start_rebalance(now)
                     }
+                    CommitError::Rejected(ResponseError::FencedInstanceId) => {
+                        self.fenced(ApiKey::OffsetCommit);
+                    }
                     CommitError::Rejected(
-                        e @ (ResponseError::IllegalGeneration
-                        | ResponseError::UnknownMemberId
-                        | ResponseError::FencedInstanceId),
+                        e @ (ResponseError::IllegalGeneration | ResponseError::UnknownMemberId),
                     ) if current
                         && matches!(self.phase, Phase::Stable | Phase::Revoking { .. }) =>
                     {

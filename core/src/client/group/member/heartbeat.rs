@@ -22,7 +22,8 @@ impl GroupMember {
         let request = HeartbeatRequest::default()
             .with_group_id(self.group_id().into())
             .with_generation_id(self.generation)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()));
+            .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_group_instance_id(self.instance_id_at(version, 3));
         Some(self.send(ApiKey::Heartbeat, RequestKind::Heartbeat(request), version))
     }
 
@@ -39,11 +40,10 @@ impl GroupMember {
         match ResponseError::try_from_code(r.error_code) {
             None => self.last_heartbeat_ok = now,
             Some(ResponseError::RebalanceInProgress) => self.start_rebalance(now),
-            Some(
-                error @ (ResponseError::UnknownMemberId
-                | ResponseError::IllegalGeneration
-                | ResponseError::FencedInstanceId),
-            ) => self.lose_membership(error, now),
+            Some(error @ (ResponseError::UnknownMemberId | ResponseError::IllegalGeneration)) => {
+                self.lose_membership(error, now)
+            }
+            Some(ResponseError::FencedInstanceId) => return Err(self.fenced(ApiKey::Heartbeat)),
             Some(
                 ResponseError::NotCoordinator
                 | ResponseError::CoordinatorNotAvailable

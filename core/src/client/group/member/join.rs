@@ -46,6 +46,9 @@ impl GroupMember {
     /// ended generation still queued fail first.
     pub(super) fn join_request(&mut self, versions: &dyn ApiVersionLookup) -> Option<Outbound> {
         let version = self.version(versions, ApiKey::JoinGroup, JOIN_GROUP_VERSIONS)?;
+        if !self.static_versions_usable(versions) {
+            return None;
+        }
         // Commits of an ended generation that were never sent cannot succeed any more. (A
         // member rejoining cooperatively is still in its generation: the coordinator takes
         // its commits until the JoinGroup completes.)
@@ -77,6 +80,7 @@ impl GroupMember {
             .with_session_timeout_ms(self.config.session_timeout.as_millis_i32())
             .with_rebalance_timeout_ms(self.config.rebalance_timeout.as_millis_i32())
             .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_group_instance_id(self.instance_id_at(version, 5))
             .with_protocol_type(StrBytes::from_static_str(protocol::PROTOCOL_TYPE))
             .with_protocols(
                 self.config
@@ -104,6 +108,7 @@ impl GroupMember {
             .with_group_id(self.group_id().into())
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_group_instance_id(self.instance_id_at(version, 3))
             .with_assignments(
                 assignments
                     .into_iter()
@@ -148,6 +153,9 @@ impl GroupMember {
                         error: CommitError::GenerationEnded(c.generation),
                     });
                 }
+                // A static leader rejoining a stable group is told `skip_assignment` (v9+):
+                // the coordinator keeps the assignment it has, so the member syncs with none,
+                // as a follower does (see `instance`).
                 if r.leader.as_str() == self.member_id && !r.skip_assignment {
                     let members = r
                         .members
@@ -257,6 +265,7 @@ impl GroupMember {
             }
             ResponseError::IllegalGeneration => self.generation = -1,
             ResponseError::RebalanceInProgress => {}
+            ResponseError::FencedInstanceId => return Err(self.fenced(api)),
             ResponseError::NotCoordinator
             | ResponseError::CoordinatorNotAvailable
             | ResponseError::CoordinatorLoadInProgress => self.coordinator_lost(now),

@@ -21,19 +21,24 @@
 //!      tasks the new assignment lacks (`revoked`): once the engine committed and closed them
 //!      ([`GroupMember::revoke_done`]) the member, stable and heartbeating meanwhile, rejoins
 //!      for the follow-up rebalance that gives them to their new owner.
-//! 5. `UNKNOWN_MEMBER_ID` / `ILLEGAL_GENERATION` / `FENCED_INSTANCE_ID`, or no successful
-//!    heartbeat for [`GroupConfig::session_timeout`]: membership is lost → [`GroupEvent::Lost`] (no commit
+//! 5. `UNKNOWN_MEMBER_ID` / `ILLEGAL_GENERATION`, or no successful heartbeat for
+//!    [`GroupConfig::session_timeout`]: membership is lost → [`GroupEvent::Lost`] (no commit
 //!    possible), member id (for unknown member and session expiry) and generation reset, rejoin.
+//!    `FENCED_INSTANCE_ID` (a static member replaced by another instance with its id) is
+//!    fatal: [`GroupError::FencedInstance`].
 //! 6. `NOT_COORDINATOR` / `COORDINATOR_NOT_AVAILABLE` / `COORDINATOR_LOAD_IN_PROGRESS`, or a
 //!    request to the coordinator that got no answer: the coordinator is rediscovered after an
 //!    exponential backoff (no jitter) and the interrupted work resumes.
-//! 7. [`GroupMember::leave`] → LeaveGroup → [`GroupEvent::Left`].
+//! 7. [`GroupMember::leave`] → LeaveGroup → [`GroupEvent::Left`]. A static member
+//!    ([`GroupConfig::group_instance_id`]) leaves without LeaveGroup unless
+//!    [`GroupConfig::static_leave_on_close`]: see `instance` for static membership.
 //!
 //! # Files
 //! - `coordinator`: FindCoordinator and rediscovery;
 //! - `join`: JoinGroup, the leader's assignment, SyncGroup, revoke and lost membership;
 //! - `heartbeat`: heartbeats and the session timeout;
 //! - `leave`: LeaveGroup;
+//! - `instance`: static membership (versions, the instance id in requests, fencing);
 //! - `committed`: offset fetches and commits through the [`OffsetClient`], and what their
 //!   outcomes mean for membership.
 //!
@@ -47,6 +52,7 @@
 mod committed;
 mod coordinator;
 mod heartbeat;
+mod instance;
 mod join;
 mod leave;
 
@@ -68,6 +74,8 @@ use crate::record::TopicPartition;
 use crate::task::TaskId;
 use crate::time::Instant;
 use crate::topology::Subtopology;
+
+pub use instance::STATIC_MEMBERSHIP_VERSIONS;
 
 /// FindCoordinator versions we build.
 pub const FIND_COORDINATOR_VERSIONS: RangeInclusive<i16> = 0..=6;
@@ -166,7 +174,7 @@ impl GroupMember {
         topics.sort();
         topics.dedup();
         Self {
-            offsets: OffsetClient::new(config.group_id.clone()),
+            offsets: OffsetClient::new(config.group_id.clone(), config.group_instance_id.clone()),
             config,
             subtopologies,
             topics,
@@ -204,14 +212,14 @@ impl GroupMember {
 
     /// What a transactional producer commits this member's offsets with
     /// ([`Producer::commit_transaction`](crate::client::producer::Producer::commit_transaction)):
-    /// the group id, the current generation and member id (no static membership, so no
-    /// instance id).
+    /// the group id, the current generation and member id, and the instance id of a static
+    /// member.
     pub fn group_metadata(&self) -> GroupMetadata {
         GroupMetadata {
             group_id: self.config.group_id.clone(),
             generation_id: self.generation,
             member_id: self.member_id.clone(),
-            group_instance_id: None,
+            group_instance_id: self.config.group_instance_id.clone(),
         }
     }
 

@@ -324,4 +324,5 @@ fn ack_all(producer: &mut Producer<u32>, requests: &[Outbound]) {
 }
 
 mod failures;
+mod fencing;
 mod lifecycle;

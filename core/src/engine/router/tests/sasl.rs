@@ -137,6 +137,11 @@ fn reauthentication_waits_for_an_idle_connection_and_holds_new_requests() {
     let mut r = sasl_router();
     let (id, auth) = up_to_authenticate(&mut r, at(0));
     r.handle_received(id, &response(&auth, &authenticated(10_000)), at(0));
+    assert_eq!(
+        r.connection_metrics().reauthentications,
+        0,
+        "the first authentication is not a re-authentication"
+    );
     let due = earliest(&r).expect("a deadline");
     assert_eq!(due.reason, TimeoutReason::Reauthentication);
     assert!(
@@ -164,7 +169,11 @@ fn reauthentication_waits_for_an_idle_connection_and_holds_new_requests() {
     assert_eq!(routed(&mut r).len(), 1, "the answer is routed");
     let auth = handshake(&mut r, id, due.at);
     assert!(!r.flush(None), "still waiting during the exchange");
+    assert_eq!(r.connection_metrics().reauthentications, 0, "not over yet");
     r.handle_received(id, &response(&auth, &authenticated(10_000)), due.at);
+    let counted = r.connection_metrics();
+    assert_eq!(counted.reauthentications, 1);
+    assert_eq!((counted.created, counted.closed), (1, 0), "{counted:?}");
     assert!(r.flush(None));
     let (header, _) = next_request(&mut r, id);
     assert_api(&header, ApiKey::Metadata);
