@@ -24,16 +24,13 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Group rebalance timeout: how long a rebalance may take a member (`max.poll.interval.ms`).
     pub rebalance_timeout: Duration,
-    /// The rebalance protocol offered to the group (KIP-429). Eager (default) offers
-    /// `"kstreams"`: every instance revokes every task when a rebalance starts. Cooperative
-    /// offers `"kstreams-cooperative"` first and `"kstreams"` second: tasks that stay with an
-    /// instance keep processing through a rebalance, only the tasks that move are committed
-    /// and revoked, and a follow-up rebalance hands them over. The coordinator selects the
-    /// first protocol every member offers, so a group with a member offering only eager (an
-    /// older kstreams, or one left at the default) rebalances eagerly. (Cooperative is not
-    /// the default yet: under exactly-once its transactions stay open through rebalances, and
-    /// a transaction the coordinator times out still stops the engine; see
-    /// `docs/decisions.md`.)
+    /// The rebalance protocol offered to the group (KIP-429). Cooperative (default, as in
+    /// Kafka Streams) offers `"kstreams-cooperative"` first and `"kstreams"` second: tasks
+    /// that stay with an instance keep processing through a rebalance, only the tasks that
+    /// move are committed and revoked, and a follow-up rebalance hands them over. Eager offers
+    /// only `"kstreams"`: every instance revokes every task when a rebalance starts. The
+    /// coordinator selects the first protocol every member offers, so a group with a member
+    /// offering only eager (an older kstreams, or one configured so) rebalances eagerly.
     pub rebalance_protocol: RebalanceProtocol,
     /// Static membership (KIP-345, Kafka's `group.instance.id`): this engine's member is known
     /// to the coordinator by this id across restarts. An engine closed and started again under
@@ -139,7 +136,7 @@ impl EngineConfig {
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
-            rebalance_protocol: RebalanceProtocol::Eager,
+            rebalance_protocol: RebalanceProtocol::Cooperative,
             group_instance_id: None,
             static_leave_on_close: false,
             commit_interval: Duration::from_secs(30),
