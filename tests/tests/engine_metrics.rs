@@ -8,7 +8,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
-use kstreams_core::engine::{BATCH_SIZE_BOUNDS, Engine, EngineState, Event, ProcessingGuarantee};
+use kstreams_core::engine::{
+    BATCH_SIZE_BOUNDS, Engine, EngineState, Event, ProcessingGuarantee, RebalanceProtocol,
+};
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::time::Instant;
 use kstreams_tests::harness::Harness;
@@ -143,23 +145,33 @@ fn produce_retries_are_counted() {
     assert_eq!(produced, (PARTITIONS as i64 * PER_PARTITION) as u64);
 }
 
-#[test]
-fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
+/// A second engine joins one that ran every task, until each runs two: the harness then.
+fn late_joiner(protocol: RebalanceProtocol) -> Harness {
+    let mut config = flow_config();
+    config.rebalance_protocol = protocol;
     let mut sim = cluster(3, PARTITIONS);
     produce_all(&mut sim, PARTITIONS, PER_PARTITION);
     let mut h = Harness::new(sim, T0);
-    h.add(engine(flow_config(), h.now));
+    h.add(engine(config.clone(), h.now));
     let done = h.run_until(60_000, |h| {
         all_committed(&h.sim, &[PER_PARTITION; PARTITIONS as usize])
     });
     assert_run(&h, done);
-    h.add(engine(flow_config(), h.now));
+    h.add(engine(config, h.now));
     let split = h.run_until(60_000, |h| {
         h.engines
             .iter()
             .all(|s| s.engine.state() == EngineState::Running && s.engine.tasks().count() == 2)
     });
     assert!(split, "{}", describe(&h, PARTITIONS));
+    h
+}
+
+/// Eager: the first engine revokes all four tasks and runs two of them again as new
+/// instances, which start from 0 while the totals of the revoked instances stay.
+#[test]
+fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
+    let h = late_joiner(RebalanceProtocol::Eager);
     let first = h.engines[0].engine.metrics();
     assert_eq!(first.rebalance_total, 2);
     assert_eq!(
@@ -167,8 +179,6 @@ fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
         "eager: all revoked"
     );
     assert_eq!(h.engines[1].engine.metrics().rebalance_total, 1);
-    // The first engine processed everything before the split: the two tasks it runs again
-    // start from 0, the totals of their revoked instances stay.
     let total = (PARTITIONS as i64 * PER_PARTITION) as u64;
     let first = &h.engines[0].engine;
     let running: u64 = first.tasks().map(|t| t.metrics().consumed_records).sum();
@@ -180,7 +190,38 @@ fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
         .map(|c| c.consumed_records)
         .sum();
     assert_eq!(closed, total);
-    let totals = first.task_totals();
+    assert_task_totals(first, total);
+}
+
+/// Cooperative: one more rebalance (the follow-up that hands the moved tasks over), only
+/// the two moved tasks revoked; the staying ones keep their instances and counts.
+#[test]
+fn a_cooperative_late_joiner_revokes_only_the_moved_tasks() {
+    let h = late_joiner(RebalanceProtocol::Cooperative);
+    let first = h.engines[0].engine.metrics();
+    assert_eq!(first.rebalance_total, 3);
+    assert_eq!(
+        first.tasks_revoked_total,
+        PARTITIONS as u64 / 2,
+        "cooperative: the moved ones"
+    );
+    assert_eq!(h.engines[1].engine.metrics().rebalance_total, 2);
+    let total = (PARTITIONS as i64 * PER_PARTITION) as u64;
+    let first = &h.engines[0].engine;
+    let running: u64 = first.tasks().map(|t| t.metrics().consumed_records).sum();
+    assert_eq!(
+        running,
+        total / 2,
+        "the staying instances kept their counts: {}",
+        describe(&h, PARTITIONS)
+    );
+    assert_task_totals(first, total);
+}
+
+/// Every task the engine ever ran counted its partition's records once, and the thread total
+/// agrees.
+fn assert_task_totals(engine: &Engine, total: u64) {
+    let totals = engine.task_totals();
     assert_eq!(totals.len(), PARTITIONS as usize, "every task it ever ran");
     assert!(
         totals
@@ -191,7 +232,7 @@ fn a_late_joiner_counts_a_rebalance_and_the_revoked_tasks() {
         "{totals:?}"
     );
     assert_eq!(
-        first.metrics().process_total,
+        engine.metrics().process_total,
         total,
         "the thread total agrees"
     );

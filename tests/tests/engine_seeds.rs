@@ -38,6 +38,11 @@
 //! committed offsets never ahead of that output; stateful: every visible count exact, and the
 //! read_committed changelog ends with every key's exact count.
 //!
+//! Engines run cooperative rebalancing ([`RebalanceProtocol::Cooperative`], the default);
+//! every 5th seed (`seed % 5 == 2`) mixes in engines offering only eager (each start has a
+//! 30 % chance), so the group falls back to eager and back while members come and go.
+//! `ENGINE_PROTOCOL=eager|cooperative|mixed` forces one for every seed.
+//!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
 //! with `ENGINE_TRACE=1` (and `RUST_LOG`) what happened in it (see `trace_cluster`);
@@ -49,7 +54,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use kstreams_core::engine::{Engine, EngineConfig, EngineState, Event, ProcessingGuarantee};
+use kstreams_core::engine::{
+    Engine, EngineConfig, EngineState, Event, ProcessingGuarantee, RebalanceProtocol,
+};
 use kstreams_core::record::TopicPartition;
 use kstreams_core::time::{Duration, Instant};
 use kstreams_tests::harness::Harness;
@@ -189,6 +196,9 @@ struct Scenario {
     transaction_timeout_ms: i64,
     /// Chance in percent that a starting engine takes the machine of a stopped or dropped one.
     reuse_machine_percent: u64,
+    /// The engines' rebalance protocols; `None`: by seed and guarantee (see
+    /// `Protocols::of_seed`). Literal old scenarios replay eager, as recorded.
+    protocols: Option<Protocols>,
 }
 
 impl Scenario {
@@ -291,6 +301,7 @@ impl Scenario {
             stateful: false,
             transaction_timeout_ms: 0,
             reuse_machine_percent: 0,
+            protocols: None,
         };
         // Drawn last, so the at-least-once stateless scenarios stay those of the seeds before.
         scenario.stateful = r.chance(50);
@@ -350,6 +361,29 @@ struct Machine {
     engine: Option<usize>,
 }
 
+/// Which rebalance protocol the engines of a run offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocols {
+    /// This one for every engine.
+    All(RebalanceProtocol),
+    /// Cooperative, but each engine started offers only eager with a 30 % chance.
+    Mixed,
+}
+
+impl Protocols {
+    /// `ENGINE_PROTOCOL`, else by seed (see the module docs).
+    fn of_seed(seed: u64) -> Self {
+        match std::env::var("ENGINE_PROTOCOL").as_deref() {
+            Ok("eager") => Self::All(RebalanceProtocol::Eager),
+            Ok("cooperative") => Self::All(RebalanceProtocol::Cooperative),
+            Ok("mixed") => Self::Mixed,
+            Ok(other) => panic!("ENGINE_PROTOCOL is eager, cooperative or mixed, not {other}"),
+            Err(_) if seed % 5 == 2 => Self::Mixed,
+            Err(_) => Self::All(RebalanceProtocol::Cooperative),
+        }
+    }
+}
+
 /// Starts the engines of a run, each on a machine.
 struct Fleet {
     config: EngineConfig,
@@ -360,6 +394,10 @@ struct Fleet {
     rng: Rng,
     seed: u64,
     committed: Option<Rc<RefCell<CommittedAudit>>>,
+    protocols: Protocols,
+    /// Draws the protocols of a mixed run (apart from `rng`, so the other draws stay those
+    /// of the seeds before).
+    protocol_rng: Rng,
 }
 
 impl Fleet {
@@ -383,6 +421,16 @@ impl Fleet {
         };
         let m = &mut self.machines[machine];
         let mut config = self.config.clone();
+        match self.protocols {
+            Protocols::All(protocol) => config.rebalance_protocol = protocol,
+            Protocols::Mixed => {
+                config.rebalance_protocol = if self.protocol_rng.chance(30) {
+                    RebalanceProtocol::Eager
+                } else {
+                    RebalanceProtocol::Cooperative
+                };
+            }
+        }
         if self.exactly_once {
             config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
             config.random_seed = m.random_seed;
@@ -631,6 +679,8 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         rng: Rng(seed ^ 0x3C3C_C3C3_6969_9696),
         seed,
         committed: committed_audit.clone(),
+        protocols: s.protocols.unwrap_or_else(|| Protocols::of_seed(seed)),
+        protocol_rng: Rng(seed ^ 0x5A5A_A5A5_1234_4321),
     };
     let mut pending_starts: Vec<i64> = s.engine_starts.iter().map(|&t| T0 + t).collect();
     // Membership changes and chaos events (with broker restarts) by time, latest first.
@@ -885,6 +935,7 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         stateful: false,
         transaction_timeout_ms: 60_000,
         reuse_machine_percent: 0,
+        protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
     };
     let logs = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::fmt()

@@ -44,6 +44,13 @@ fn count_topology() -> Arc<Topology> {
     Arc::new(b.build().unwrap())
 }
 
+/// [`flow_config`] with eager rebalancing (the flows written for it).
+fn eager_config() -> EngineConfig {
+    let mut config = flow_config();
+    config.rebalance_protocol = kstreams_core::engine::RebalanceProtocol::Eager;
+    config
+}
+
 fn count_engine(now: i64) -> Engine {
     let mut config = EngineConfig::new(COUNTER_APP, ["sim-0:9092"]);
     config.commit_interval = kstreams_core::time::Duration::from_millis(1_000);
@@ -172,9 +179,9 @@ fn two_engines_split_four_partitions() {
     audit.borrow().assert_complete(&[n; 4]);
 }
 
-/// A second engine joining later: the first revokes every task, commits what it processed
-/// before it rejoins, and the two continue 2/2 from the committed offsets: no record lost, none
-/// processed twice.
+/// A second engine joining later, eager rebalancing: the first revokes every task, commits what
+/// it processed before it rejoins, and the two continue 2/2 from the committed offsets: no
+/// record lost, none processed twice. (Cooperative: `engine_cooperative.rs`.)
 #[test]
 fn late_joiner_triggers_rebalance_with_commit_first() {
     let mut sim = cluster(3, 4);
@@ -183,12 +190,12 @@ fn late_joiner_triggers_rebalance_with_commit_first() {
     let mut h = Harness::new(sim, T0);
     let audit = install_audit(&mut h, 4, 4);
     let mut feeder = Feeder::new(4, 10, n, 5, 200).one_per_step();
-    let a = h.add(engine(flow_config(), h.now));
+    let a = h.add(engine(eager_config(), h.now));
     assert!(h.run_until(30_000, |h| {
         feeder.feed(h);
         committed_at_least(&h.sim, &[10; 4])
     }));
-    let b = h.add(engine(flow_config(), h.now));
+    let b = h.add(engine(eager_config(), h.now));
     let done = h.run_until(60_000, |h| {
         feeder.feed(h);
         feeder.finished()
@@ -407,7 +414,8 @@ fn removed_member_late_output_is_a_duplicate_not_a_replay_of_committed_input() {
     let audit = install_audit(&mut h, 2, 2);
     // As in the seed, the session outlasts the rebalance timeout (10 s): the coordinator
     // removes A for not rejoining in time, not for missing heartbeats.
-    let mut config = flow_config();
+    // Eager: A must commit before it rejoins (cooperative, it would rejoin at once).
+    let mut config = eager_config();
     config.session_timeout = kstreams_core::time::Duration::from_secs(15);
     let first = h.add(engine(config.clone(), h.now));
     let second = h.add(engine(config.clone(), h.now));
@@ -687,11 +695,17 @@ fn rebalance_in_progress_on_heartbeat() {
     );
     assert_eq!(h.sim.pending_faults(ApiKey::Heartbeat), 0);
     assert!(
-        h.engines
+        h.sim.group_generation(APP).is_some_and(|g| g >= 2),
+        "a rebalance happened"
+    );
+    // Cooperative (the default): the same members rejoined keeping their tasks, and no task
+    // moved, so none was revoked.
+    assert!(
+        !h.engines
             .iter()
             .flat_map(|s| &s.events)
             .any(|(_, e)| matches!(e, Event::TasksRevoked(_))),
-        "a rebalance happened"
+        "no task revoked"
     );
     assert_exactly_once(&h.sim, &[60; 4]);
 }

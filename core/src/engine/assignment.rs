@@ -23,6 +23,8 @@ impl Engine {
             GroupEvent::Assigned {
                 tasks,
                 partitions,
+                revoked,
+                protocol,
                 generation,
             } => {
                 self.outputs.push_back(Output::Event(Event::GroupSynced {
@@ -31,6 +33,21 @@ impl Engine {
                 }));
                 self.metrics.rebalance_total += 1;
                 self.assignment = Some((tasks.clone(), partitions.clone()));
+                if !revoked.is_empty() {
+                    tracing::info!(
+                        generation,
+                        ?protocol,
+                        ?revoked,
+                        "cooperative rebalance: committing and closing the tasks that move; the others keep running"
+                    );
+                    if !self.closing {
+                        // They stop processing (as every task does during a commit) until the
+                        // commit is done, then only they close (see `commit_done`).
+                        self.metrics.tasks_revoked_total += revoked.len() as u64;
+                        self.revoking = Some(revoked);
+                        self.commit_reason = Some(CommitReason::CooperativeRevoke);
+                    }
+                }
                 self.assign(tasks, partitions);
             }
             GroupEvent::OffsetsFetched { offsets } => {
@@ -95,6 +112,13 @@ impl Engine {
                     self.abort_transaction(AbortCause::Discard);
                 }
                 self.revoking = None;
+                if matches!(
+                    self.commit_reason,
+                    Some(CommitReason::Revoke | CommitReason::CooperativeRevoke)
+                ) {
+                    // The revoked tasks are gone with the others: nothing to commit for them.
+                    self.commit_reason = None;
+                }
                 self.outputs
                     .push_back(Output::Event(Event::TasksLost(tasks)));
                 if self.closing {
@@ -174,20 +198,19 @@ impl Engine {
             .filter_map(|t| self.metadata.partition_count(&t).map(|n| (t, n)))
             .collect();
         let mut ready_partitions = Vec::new();
+        let mut started = Vec::new();
         for &id in &tasks {
+            // Kept running through a cooperative rebalance: untouched (its partitions go on
+            // from where they are).
+            if self.tasks.contains_key(&id) || self.restoring.contains_key(&id) {
+                continue;
+            }
             let own: Vec<TopicPartition> = partitions
                 .iter()
                 .filter(|tp| self.task_of(tp) == Some(id))
                 .cloned()
                 .collect();
-            // Kept from before (an assignment that waited for sink topics is retried whole).
-            if self.tasks.contains_key(&id) {
-                ready_partitions.extend(own);
-                continue;
-            }
-            if self.restoring.contains_key(&id) {
-                continue;
-            }
+            started.push(id);
             let task = match Task::new(
                 &self.topology,
                 id,
@@ -218,11 +241,13 @@ impl Engine {
         self.start_fetching(ready_partitions);
         self.last_commit = now;
         self.outputs
-            .push_back(Output::Event(Event::TasksAssigned(tasks)));
+            .push_back(Output::Event(Event::TasksAssigned(started)));
         // As in Kafka Streams, a thread whose tasks restore stays Rebalancing until they
-        // run (see `drive_restore`).
-        if !self.closing && self.restoring.is_empty() {
+        // run (see `drive_restore`), and one revoking tasks until they are closed.
+        if !self.closing && self.restoring.is_empty() && self.revoking.is_none() {
             self.set_state(EngineState::Running);
+        } else if !self.closing {
+            self.set_state(EngineState::Rebalancing);
         }
     }
 
@@ -273,6 +298,39 @@ impl Engine {
             pending => {
                 self.pending_assignment = pending;
                 false
+            }
+        }
+    }
+
+    /// Closes the tasks `ids` after their commit (a cooperative revoke); every other task goes
+    /// on untouched.
+    pub(super) fn close_revoked(&mut self, ids: &[TaskId]) {
+        let mut changelogs: Vec<TopicPartition> = Vec::new();
+        for id in ids {
+            if let Some(r) = self.restoring.get(id) {
+                changelogs.extend(r.stores().map(|s| s.changelog().clone()));
+            }
+        }
+        let partitions: Vec<TopicPartition> = self
+            .fetcher
+            .assigned()
+            .filter(|tp| {
+                changelogs.contains(tp) || self.task_of(tp).is_some_and(|id| ids.contains(&id))
+            })
+            .cloned()
+            .collect();
+        for tp in &partitions {
+            self.fetcher.unassign(tp);
+            self.awaiting_committed.remove(tp);
+        }
+        for id in ids {
+            self.backlog.remove(id);
+            let restoring = self.restoring.remove(id).map(|r| r.task);
+            for task in self.tasks.remove(id).into_iter().chain(restoring) {
+                self.count_closed_task(*id, task.metrics());
+                if let Err(error) = task.close() {
+                    self.warn(error.into());
+                }
             }
         }
     }

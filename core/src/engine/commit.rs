@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::ResponseError;
+
 use super::transaction::AbortCause;
-use super::{Engine, EngineError, Event, Output};
+use super::{Engine, EngineError, EngineState, Event, Output};
 use crate::client::group::{CommitError, CommitId};
 use crate::record::{ProducerRecord, TopicPartition};
 use crate::state::Checkpoint;
@@ -35,7 +37,11 @@ pub(super) enum CommitPhase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CommitReason {
     Interval,
+    /// Eager: every task is revoked after the commit.
     Revoke,
+    /// Cooperative: the tasks in `Engine::revoking` are closed after the commit, the others
+    /// go on.
+    CooperativeRevoke,
     Close,
 }
 
@@ -47,14 +53,23 @@ impl Engine {
             // the producer takes no new commit before its outcome.
             CommitPhase::Idle if self.transaction_ending() => false,
             CommitPhase::Idle => {
+                // A commit refused by a cooperative rebalance is retried as soon as the new
+                // generation takes commits.
+                let retry = self.commit_after_rebalance && self.group.is_stable();
                 let reason = self.commit_reason.or_else(|| {
                     (!self.tasks.is_empty()
-                        && now >= self.last_commit + self.config.commit_interval)
+                        && (retry || now >= self.last_commit + self.config.commit_interval))
                         .then_some(CommitReason::Interval)
                 });
                 let Some(reason) = reason else {
                     return false;
                 };
+                // Between the JoinGroup and SyncGroup answers of a cooperative rebalance the
+                // coordinator refuses commits: the tasks go on processing, the commit waits.
+                if reason != CommitReason::CooperativeRevoke && self.commit_waits_for_rebalance() {
+                    return false;
+                }
+                self.commit_after_rebalance = false;
                 let offsets: BTreeMap<TopicPartition, i64> = self
                     .tasks
                     .values()
@@ -81,6 +96,9 @@ impl Engine {
                 self.commit = CommitPhase::Flushing { offsets };
                 true
             }
+            // The offsets (or the transaction's TxnOffsetCommit) would carry a generation the
+            // coordinator refuses until the cooperative rebalance's assignment is in.
+            CommitPhase::Flushing { .. } if self.commit_waits_for_rebalance() => false,
             CommitPhase::Flushing { .. } if self.exactly_once() => {
                 // The producer waits for the acknowledgements itself, inside the commit.
                 if !self.backlog.is_empty() {
@@ -120,6 +138,13 @@ impl Engine {
             | CommitPhase::Transaction
             | CommitPhase::Aborting { .. } => false,
         }
+    }
+
+    /// Whether a commit must wait: between the JoinGroup and SyncGroup answers of a
+    /// cooperative rebalance the coordinator refuses commits (`REBALANCE_IN_PROGRESS`), while
+    /// the tasks go on processing. The SyncGroup answer (or a lost membership) ends the wait.
+    pub(super) fn commit_waits_for_rebalance(&self) -> bool {
+        self.group.is_rebalancing_cooperatively() && !self.group.may_commit()
     }
 
     /// Commits every task's stores, each logged store with its changelog checkpoint: every
@@ -215,6 +240,23 @@ impl Engine {
                     .push_back(Output::Event(Event::TasksRevoked(revoked)));
                 self.group.revoke_done(now);
             }
+            Some(CommitReason::CooperativeRevoke) => {
+                let revoked = self
+                    .revoking
+                    .take()
+                    .expect("a revoke commit is started only with tasks to revoke");
+                self.close_revoked(&revoked);
+                tracing::info!(
+                    ?revoked,
+                    "cooperative rebalance: moved tasks committed and closed"
+                );
+                self.outputs
+                    .push_back(Output::Event(Event::TasksRevoked(revoked)));
+                self.group.revoke_done(now);
+                if !self.closing && self.restoring.is_empty() {
+                    self.set_state(EngineState::Running);
+                }
+            }
             Some(CommitReason::Close) => {
                 self.close_tasks(true);
                 self.group.leave(now);
@@ -238,8 +280,21 @@ impl Engine {
         }
     }
 
-    /// The coordinator refused commit `id` (the offsets stay uncommitted).
+    /// The coordinator refused commit `id` (the offsets stay uncommitted). Refused because a
+    /// cooperative rebalance moved the generation on while the tasks kept running, it is
+    /// retried under the new generation once that takes commits (as Kafka's consumer does).
     pub(super) fn commit_rejected(&mut self, id: CommitId, error: CommitError) {
+        let generation_moved = matches!(
+            error,
+            CommitError::GenerationEnded(_)
+                | CommitError::NotMember
+                | CommitError::Rejected(
+                    ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration
+                )
+        );
+        if generation_moved && !self.tasks.is_empty() {
+            self.commit_after_rebalance = true;
+        }
         if matches!(self.commit, CommitPhase::Committing { id: ours } if ours == id) {
             self.commit = CommitPhase::Idle;
             self.last_commit = self.now;

@@ -2,7 +2,7 @@
 
 use crate::client::admin::InternalTopicsConfig;
 use crate::client::fetcher::{FetcherConfig, OffsetResetPolicy};
-use crate::client::group::GroupConfig;
+use crate::client::group::{GroupConfig, RebalanceProtocol};
 use crate::client::metadata::MetadataConfig;
 use crate::client::producer::ProducerConfig;
 use crate::task::ErrorPolicy;
@@ -24,6 +24,14 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Group rebalance timeout: how long a rebalance may take a member (`max.poll.interval.ms`).
     pub rebalance_timeout: Duration,
+    /// The rebalance protocol offered to the group (KIP-429). Cooperative (default, as in
+    /// Kafka Streams) offers `"kstreams-cooperative"` first and `"kstreams"` second: tasks
+    /// that stay with an instance keep processing through a rebalance, only the tasks that
+    /// move are committed and revoked, and a follow-up rebalance hands them over. Eager offers
+    /// only `"kstreams"`: every instance revokes every task when a rebalance starts. The
+    /// coordinator selects the first protocol every member offers, so a group with a member
+    /// offering only eager (an older kstreams, or one configured so) rebalances eagerly.
+    pub rebalance_protocol: RebalanceProtocol,
     /// Static membership (KIP-345, Kafka's `group.instance.id`): this engine's member is known
     /// to the coordinator by this id across restarts. An engine closed and started again under
     /// the same id within [`session_timeout`](Self::session_timeout) gets its tasks back with
@@ -128,6 +136,7 @@ impl EngineConfig {
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
             rebalance_timeout: Duration::from_secs(300),
+            rebalance_protocol: RebalanceProtocol::Cooperative,
             group_instance_id: None,
             static_leave_on_close: false,
             commit_interval: Duration::from_secs(30),
@@ -172,6 +181,7 @@ impl EngineConfig {
         group.session_timeout = self.session_timeout;
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.rebalance_timeout;
+        group.rebalance_protocol = self.rebalance_protocol;
         group.group_instance_id = self.group_instance_id.clone();
         group.static_leave_on_close = self.static_leave_on_close;
         group

@@ -7,6 +7,7 @@
 //!
 //! # Methods, by kind
 //! - **Getters**: [`state`](Engine::state), [`tasks`](Engine::tasks),
+//!   [`rebalance_protocol`](Engine::rebalance_protocol),
 //!   [`restoring`](Engine::restoring),
 //!   [`committed_offsets`](Engine::committed_offsets),
 //!   [`last_timeout_reason`](Engine::last_timeout_reason),
@@ -93,6 +94,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
 
+pub use crate::client::group::RebalanceProtocol;
 pub use config::{EngineConfig, ProcessingGuarantee};
 pub use deadline::TimeoutReason;
 pub use error::EngineError;
@@ -174,6 +176,9 @@ pub struct Engine {
     /// When the commit under way started (for its latency).
     commit_started: Option<Instant>,
     revoking: Option<Vec<TaskId>>,
+    /// A commit was refused because a cooperative rebalance moved the generation on: commit
+    /// again as soon as the member is stable in the new one.
+    commit_after_rebalance: bool,
     closing: bool,
     /// Closing, the tasks were lost while a transaction was open or ending (exactly-once):
     /// the engine leaves the group once the producer ended it, so no transaction of ours
@@ -313,6 +318,7 @@ impl Engine {
             last_commit: now,
             commit_started: None,
             revoking: None,
+            commit_after_rebalance: false,
             closing: false,
             leave_after_transaction: false,
             outputs: VecDeque::new(),
@@ -337,6 +343,13 @@ impl Engine {
     /// (they are not in [`Engine::tasks`] until restored).
     pub fn restoring(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.restoring_tasks()
+    }
+
+    /// The rebalance protocol the group coordinator selected for the current (or last)
+    /// generation: cooperative only when every member offers it (see
+    /// [`EngineConfig::rebalance_protocol`]).
+    pub fn rebalance_protocol(&self) -> RebalanceProtocol {
+        self.group.rebalance_protocol()
     }
 
     /// The offsets this engine committed, per input partition.
@@ -473,7 +486,10 @@ impl Engine {
         );
         // A commit under way waits for answers, not for time: offering its (past) interval
         // deadline would make the adapter spin.
-        if !self.tasks.is_empty() && matches!(self.commit, CommitPhase::Idle) {
+        if !self.tasks.is_empty()
+            && matches!(self.commit, CommitPhase::Idle)
+            && !self.commit_waits_for_rebalance()
+        {
             earliest.offer(
                 Some(self.last_commit + self.config.commit_interval),
                 TimeoutReason::Commit,

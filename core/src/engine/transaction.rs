@@ -132,6 +132,20 @@ impl Engine {
                     .push_back(Output::Event(Event::TasksRevoked(revoked)));
                 self.group.revoke_done(self.now);
             }
+            Some(CommitReason::CooperativeRevoke) => {
+                // The moved tasks are revoked (uncommitted); the kept ones start again from
+                // their committed offsets, as after any failed transaction.
+                let revoked = self
+                    .revoking
+                    .take()
+                    .expect("a revoke commit is started only with tasks to revoke");
+                self.outputs
+                    .push_back(Output::Event(Event::TasksRevoked(revoked)));
+                self.group.revoke_done(self.now);
+                if let Some((tasks, partitions)) = assignment {
+                    self.assign(tasks, partitions);
+                }
+            }
             Some(CommitReason::Close) => self.group.leave(self.now),
             Some(CommitReason::Interval) | None => {
                 if cause == AbortCause::Retry

@@ -41,6 +41,8 @@ fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -
         stateful: true,
         transaction_timeout_ms: 60_000,
         reuse_machine_percent: 0,
+        // Recorded eager: replayed eager, so they keep covering what they found.
+        protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
     }
 }
 

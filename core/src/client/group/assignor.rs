@@ -20,6 +20,21 @@
 //!
 //! Every member is assumed to run the same topology (as Kafka Streams assumes); the topics in
 //! a subscription are not used to restrict which member may run a task.
+//!
+//! # Cooperative rebalancing: two phases (KIP-429)
+//! Under the cooperative protocol a member keeps running its tasks while the group rebalances
+//! and lists them as *held* in its subscription. The leader computes the balanced, sticky
+//! target above, then [`withhold_held_elsewhere`] takes out of it every task that another
+//! member still holds: that task goes to nobody in this generation.
+//! 1. First rebalance: members that keep a task keep running it untouched; a member whose
+//!    assignment lacks a task it holds commits it, closes it (revokes it) and at once rejoins.
+//! 2. Follow-up rebalance (triggered by that rejoin): no member holds the task any more, so
+//!    the target gives it to its new owner, which restores and starts it.
+//!
+//! A task therefore never runs on two members at once, and only the tasks that move stop.
+//! Held tasks are withheld whatever protocol the coordinator selected: after a group falls
+//! back to eager (a member without cooperative support joined), the members that were
+//! cooperative still hold their tasks through that one rebalance.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +53,9 @@ pub struct MemberSubscription {
     pub owned_tasks: Vec<TaskId>,
     /// The generation of that ownership (`-1` when unknown); resolves conflicting claims.
     pub generation: i32,
+    /// Tasks it still runs during this rebalance (cooperative): withheld from any other
+    /// member until it revoked them (see [`withhold_held_elsewhere`]).
+    pub held_tasks: Vec<TaskId>,
 }
 
 /// One member's output of the assignor.
@@ -206,6 +224,51 @@ pub fn assign(
         .collect())
 }
 
+/// Cooperative rebalancing, first phase (see the module docs): takes out of `target` every
+/// task that a member other than its target owner still holds, and returns those tasks
+/// (sorted). They are assigned to nobody in this generation; the holders revoke them and
+/// rejoin, and the follow-up rebalance assigns them.
+pub fn withhold_held_elsewhere(
+    target: &mut BTreeMap<String, MemberAssignment>,
+    members: &[MemberSubscription],
+    subtopologies: &[Subtopology],
+) -> Vec<TaskId> {
+    let mut holders: BTreeMap<TaskId, BTreeSet<&str>> = BTreeMap::new();
+    for m in members {
+        for task in &m.held_tasks {
+            holders
+                .entry(*task)
+                .or_default()
+                .insert(m.member_id.as_str());
+        }
+    }
+    let mut withheld = Vec::new();
+    for (member_id, assignment) in target.iter_mut() {
+        let before = assignment.tasks.len();
+        assignment.tasks.retain(|task| {
+            let elsewhere = holders
+                .get(task)
+                .is_some_and(|h| h.iter().any(|holder| *holder != member_id.as_str()));
+            if elsewhere {
+                withheld.push(*task);
+            }
+            !elsewhere
+        });
+        if assignment.tasks.len() != before {
+            let mut partitions: Vec<TopicPartition> = assignment
+                .tasks
+                .iter()
+                .flat_map(|&t| task_partitions(subtopologies, t))
+                .collect();
+            partitions.sort();
+            partitions.dedup();
+            assignment.partitions = partitions;
+        }
+    }
+    withheld.sort_unstable();
+    withheld
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,7 +290,62 @@ mod tests {
             topics: Vec::new(),
             owned_tasks: owned.to_vec(),
             generation,
+            held_tasks: Vec::new(),
         }
+    }
+
+    fn holding(id: &str, held: &[TaskId], generation: i32) -> MemberSubscription {
+        MemberSubscription {
+            held_tasks: held.to_vec(),
+            ..member(id, held, generation)
+        }
+    }
+
+    #[test]
+    fn a_joiner_gets_moved_tasks_only_after_their_holder_revoked_them() {
+        let subs = [sub(0, &["a", "b"])];
+        let all: Vec<TaskId> = (0..4).map(|p| t(0, p)).collect();
+        // Phase 1: "a" holds all four; "b" joins. The target moves two to "b": withheld.
+        let members = [holding("a", &all, 3), member("b", &[], -1)];
+        let mut out = assign(&members, &subs, |_| Some(4)).unwrap();
+        assert_eq!(out["b"].tasks, vec![t(0, 2), t(0, 3)]);
+        let withheld = withhold_held_elsewhere(&mut out, &members, &subs);
+        assert_eq!(withheld, vec![t(0, 2), t(0, 3)]);
+        assert_eq!(out["a"].tasks, vec![t(0, 0), t(0, 1)]);
+        assert!(out["b"].tasks.is_empty());
+        assert!(out["b"].partitions.is_empty());
+        // Phase 2: "a" revoked them and holds only what it kept: "b" gets them.
+        let members = [holding("a", &[t(0, 0), t(0, 1)], 4), member("b", &[], 4)];
+        let mut out = assign(&members, &subs, |_| Some(4)).unwrap();
+        assert!(withhold_held_elsewhere(&mut out, &members, &subs).is_empty());
+        assert_eq!(out["a"].tasks, vec![t(0, 0), t(0, 1)]);
+        assert_eq!(out["b"].tasks, vec![t(0, 2), t(0, 3)]);
+        assert_eq!(
+            out["b"].partitions,
+            vec![
+                TopicPartition::new("a", 2),
+                TopicPartition::new("a", 3),
+                TopicPartition::new("b", 2),
+                TopicPartition::new("b", 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn weak_claims_are_not_withheld_and_double_holders_both_revoke() {
+        let subs = [sub(0, &["a"])];
+        // "a" lost its membership (claims, holds nothing): nothing is withheld.
+        let members = [member("a", &[t(0, 0), t(0, 1)], -1), member("b", &[], -1)];
+        let mut out = assign(&members, &subs, |_| Some(2)).unwrap();
+        assert!(withhold_held_elsewhere(&mut out, &members, &subs).is_empty());
+        // Two members hold the same task (never in a sane group): it goes to neither.
+        let members = [holding("a", &[t(0, 0)], 2), holding("b", &[t(0, 0)], 1)];
+        let mut out = assign(&members, &subs, |_| Some(2)).unwrap();
+        assert_eq!(
+            withhold_held_elsewhere(&mut out, &members, &subs),
+            vec![t(0, 0)]
+        );
+        assert!(out.values().all(|a| !a.tasks.contains(&t(0, 0))));
     }
 
     fn t(s: usize, p: i32) -> TaskId {
@@ -432,6 +550,44 @@ mod tests {
             }
             let out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
             check_valid(&out, &subs, &counts, n)?;
+        }
+
+        #[test]
+        fn withheld_tasks_never_go_to_a_member_other_than_their_holder(
+            (shape, n) in arb_case(),
+            held in proptest::collection::vec((0usize..8, 0usize..5, 0i32..14), 0..40),
+        ) {
+            let (subs, counts) = topology(&shape);
+            let mut members: Vec<MemberSubscription> =
+                (0..n).map(|i| member(&format!("m{i}"), &[], 1)).collect();
+            for (m, s, p) in held {
+                if let Some(member) = members.get_mut(m) {
+                    member.held_tasks.push(t(s, p));
+                    member.owned_tasks.push(t(s, p));
+                }
+            }
+            let mut out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
+            let target = out.clone();
+            let withheld = withhold_held_elsewhere(&mut out, &members, &subs);
+            // Exactly the target's tasks minus the withheld ones, each once.
+            let mut given: Vec<TaskId> = out.values().flat_map(|a| a.tasks.clone()).collect();
+            let mut expected: Vec<TaskId> = target
+                .values()
+                .flat_map(|a| a.tasks.clone())
+                .filter(|t| !withheld.contains(t))
+                .collect();
+            given.sort_unstable();
+            expected.sort_unstable();
+            prop_assert_eq!(given, expected);
+            // No member gets a task another member holds; a holder keeps what the target
+            // gives it.
+            for (id, a) in &out {
+                for task in &a.tasks {
+                    prop_assert!(members
+                        .iter()
+                        .all(|m| m.member_id == *id || !m.held_tasks.contains(task)));
+                }
+            }
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   Heartbeat and LeaveGroup, which also owns the offset requests;
 //! - [`assignor`]: the leader's balanced, sticky task assignment (pure functions);
 //! - [`protocol`]: subscription and assignment bytes (standard `"consumer"` embedded protocol
-//!   with our task ids in `user_data`);
+//!   with our task ids in `user_data`), and the two JoinGroup protocols: eager `"kstreams"`
+//!   and cooperative `"kstreams-cooperative"` (see [`RebalanceProtocol`]);
 //! - [`offsets`]: OffsetFetch and OffsetCommit requests and their outcomes.
 //!
 //! The engine drives one [`GroupMember`] like every client component (see
@@ -25,7 +26,9 @@ use std::collections::BTreeMap;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
-pub use assignor::{AssignError, MemberAssignment, MemberSubscription, assign};
+pub use assignor::{
+    AssignError, MemberAssignment, MemberSubscription, assign, withhold_held_elsewhere,
+};
 pub use member::GroupMember;
 pub use offsets::{CommitError, CommitId, OffsetFetchError};
 pub use protocol::ProtocolError;
@@ -40,8 +43,10 @@ use crate::time::Duration;
 pub struct GroupConfig {
     /// The group id (the application id in Kafka Streams).
     pub group_id: String,
-    /// The JoinGroup protocol name (our assignor), [`protocol::DEFAULT_PROTOCOL_NAME`] by default.
-    pub protocol_name: String,
+    /// The rebalance protocols offered in JoinGroup (eager by default): cooperative offers
+    /// [`protocol::COOPERATIVE_PROTOCOL_NAME`] first and [`protocol::DEFAULT_PROTOCOL_NAME`]
+    /// second, so a group with a member offering only eager falls back to eager.
+    pub rebalance_protocol: RebalanceProtocol,
     /// The coordinator evicts the member after this long without a heartbeat (Kafka's
     /// `session.timeout.ms`; sent in JoinGroup, saturating at `i32::MAX` ms).
     pub session_timeout: Duration,
@@ -74,7 +79,7 @@ impl GroupConfig {
     pub fn new(group_id: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
-            protocol_name: protocol::DEFAULT_PROTOCOL_NAME.to_owned(),
+            rebalance_protocol: RebalanceProtocol::Eager,
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(3),
@@ -82,6 +87,46 @@ impl GroupConfig {
             retry_backoff_max: Duration::from_secs(1),
             group_instance_id: None,
             static_leave_on_close: false,
+        }
+    }
+}
+
+/// How a member behaves when a rebalance starts (KIP-429). A member configured cooperative
+/// offers both protocols; the coordinator selects the first one every member offers, and
+/// that choice (per generation) decides what the member does at the next rebalance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RebalanceProtocol {
+    /// Every member revokes (commits and closes) every task before it rejoins.
+    #[default]
+    Eager,
+    /// Members keep running their tasks while they rejoin; only the tasks that move are
+    /// revoked, after the assignment, and assigned in a follow-up rebalance.
+    Cooperative,
+}
+
+impl RebalanceProtocol {
+    /// The JoinGroup protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Eager => protocol::DEFAULT_PROTOCOL_NAME,
+            Self::Cooperative => protocol::COOPERATIVE_PROTOCOL_NAME,
+        }
+    }
+
+    /// The protocol a coordinator selected, by name: anything but the cooperative name is
+    /// treated as eager (the safe reading).
+    pub fn from_selected(name: Option<&str>) -> Self {
+        match name {
+            Some(protocol::COOPERATIVE_PROTOCOL_NAME) => Self::Cooperative,
+            _ => Self::Eager,
+        }
+    }
+
+    /// The protocols a member configured with `self` offers, most preferred first.
+    pub fn offered(self) -> &'static [RebalanceProtocol] {
+        match self {
+            Self::Eager => &[Self::Eager],
+            Self::Cooperative => &[Self::Cooperative, Self::Eager],
         }
     }
 }
@@ -106,7 +151,8 @@ pub enum GroupEvent {
         topics: Vec<String>,
     },
     /// The member joined generation `generation` and owns these tasks: fetch their committed
-    /// offsets ([`GroupMember::fetch_committed`]) and start them.
+    /// offsets ([`GroupMember::fetch_committed`]) and start the ones not running yet. Tasks it
+    /// kept running through a cooperative rebalance and still owns continue untouched.
     Assigned {
         /// Tasks assigned to this member.
         tasks: Vec<TaskId>,
@@ -114,11 +160,20 @@ pub enum GroupEvent {
         partitions: Vec<TopicPartition>,
         /// The generation.
         generation: i32,
+        /// Tasks the member kept running through the rebalance (cooperative) that this
+        /// assignment does not give it: commit them, close them, then call
+        /// [`GroupMember::revoke_done`]; the member then rejoins at once (the follow-up
+        /// rebalance that gives them to their new owner). Always empty after an eager
+        /// rebalance.
+        revoked: Vec<TaskId>,
+        /// The protocol the coordinator selected for this generation.
+        protocol: RebalanceProtocol,
     },
-    /// A rebalance started: commit what these tasks processed (acknowledged output only), close
-    /// them, then call [`GroupMember::revoke_done`]; the member rejoins only after that (the
-    /// classic eager protocol revokes every task). Emitted at every rebalance of a joined
-    /// member, even with no tasks.
+    /// A rebalance of an eager generation started: commit what these tasks processed
+    /// (acknowledged output only), close them, then call [`GroupMember::revoke_done`]; the
+    /// member rejoins only after that (the eager protocol revokes every task). Emitted at every
+    /// eager rebalance of a joined member, even with no tasks. (Under the cooperative protocol
+    /// the member rejoins keeping its tasks, and [`GroupEvent::Assigned`] says which to revoke.)
     Revoke {
         /// Every task the member owned.
         tasks: Vec<TaskId>,

@@ -8,8 +8,16 @@
 //! data (task ids) travels in their `user_data`:
 //!
 //! ```text
-//! user_data := version:u8 (= 1) count:i32 { subtopology:i32 partition:i32 }*count
+//! user_data := version:u8 (= 1) tasks
+//!            | version:u8 (= 2) tasks held:tasks      (subscriptions of members holding tasks)
+//! tasks     := count:i32 { subtopology:i32 partition:i32 }*count
 //! ```
+//!
+//! A subscription's `tasks` are the member's claims for stickiness (with the generation it
+//! owned them in); version 2 adds the tasks it still *holds*, i.e. runs right now through a
+//! cooperative rebalance (see [`super::assignor`]). A member holding nothing writes
+//! version 1, so an older kstreams leader reads it as before; one that reads a version 2 it
+//! does not know treats the member as owning nothing (a valid, less sticky assignment).
 //!
 //! Every decoder here is total: garbage gives a [`ProtocolError`], never a panic or an
 //! allocation sized by an untrusted length.
@@ -25,10 +33,16 @@ use crate::task::TaskId;
 
 /// The JoinGroup protocol type: the standard consumer embedded protocol.
 pub const PROTOCOL_TYPE: &str = "consumer";
-/// The default JoinGroup protocol (assignor) name.
+/// The eager JoinGroup protocol (assignor) name: every member revokes every task when a
+/// rebalance starts.
 pub const DEFAULT_PROTOCOL_NAME: &str = "kstreams";
-/// The version of our `user_data` layout.
+/// The cooperative JoinGroup protocol name (KIP-429): members keep their tasks through a
+/// rebalance; only the tasks that move are revoked, and given out in a follow-up rebalance.
+pub const COOPERATIVE_PROTOCOL_NAME: &str = "kstreams-cooperative";
+/// The version of our `user_data` layout without held tasks.
 pub const USER_DATA_VERSION: u8 = 1;
+/// The version of our `user_data` layout with held tasks.
+pub const USER_DATA_VERSION_HELD: u8 = 2;
 /// The `ConsumerProtocolSubscription` version we write (the crate's highest).
 pub const SUBSCRIPTION_VERSION: i16 = 3;
 /// The `ConsumerProtocolAssignment` version we write (the crate's highest).
@@ -89,6 +103,9 @@ pub struct Subscription {
     pub owned_partitions: Vec<TopicPartition>,
     /// The generation in which it owned them, `-1` if none.
     pub generation: i32,
+    /// Tasks the member still runs while it rejoins (cooperative rebalancing): the leader
+    /// must not give them to another member before this one revoked them.
+    pub held_tasks: Vec<TaskId>,
 }
 
 /// What the leader gives a member in SyncGroup.
@@ -100,12 +117,34 @@ pub struct Assignment {
     pub partitions: Vec<TopicPartition>,
 }
 
-/// Encodes task ids as our `user_data`.
+/// Encodes task ids as our `user_data` (version 1).
 pub fn encode_task_user_data(tasks: &[TaskId]) -> Result<Bytes, ProtocolError> {
     let mut buf = BytesMut::with_capacity(5 + tasks.len() * 8);
     buf.put_u8(USER_DATA_VERSION);
+    put_tasks(&mut buf, tasks, 1)?;
+    Ok(buf.freeze())
+}
+
+/// Encodes claimed and held task ids as our `user_data`: version 1 when nothing is held,
+/// else version 2.
+pub fn encode_subscription_user_data(
+    tasks: &[TaskId],
+    held: &[TaskId],
+) -> Result<Bytes, ProtocolError> {
+    if held.is_empty() {
+        return encode_task_user_data(tasks);
+    }
+    let mut buf = BytesMut::with_capacity(9 + (tasks.len() + held.len()) * 8);
+    buf.put_u8(USER_DATA_VERSION_HELD);
+    put_tasks(&mut buf, tasks, 1)?;
+    let at = buf.len();
+    put_tasks(&mut buf, held, at)?;
+    Ok(buf.freeze())
+}
+
+fn put_tasks(buf: &mut BytesMut, tasks: &[TaskId], offset: usize) -> Result<(), ProtocolError> {
     let count = i32::try_from(tasks.len()).map_err(|_| ProtocolError::InvalidLength {
-        offset: 1,
+        offset,
         length: i32::MAX,
     })?;
     buf.put_i32(count);
@@ -117,46 +156,39 @@ pub fn encode_task_user_data(tasks: &[TaskId]) -> Result<Bytes, ProtocolError> {
         buf.put_i32(sub);
         buf.put_i32(task.partition);
     }
-    Ok(buf.freeze())
+    Ok(())
 }
 
-/// Decodes our `user_data` into task ids.
+/// Decodes our `user_data` (version 1) into task ids.
 pub fn decode_task_user_data(data: &[u8]) -> Result<Vec<TaskId>, ProtocolError> {
+    let (tasks, held) = decode_subscription_user_data(data)?;
+    if !held.is_empty() {
+        return Err(ProtocolError::UnknownUserDataVersion(
+            USER_DATA_VERSION_HELD,
+        ));
+    }
+    Ok(tasks)
+}
+
+/// Decodes our `user_data`, version 1 or 2, into claimed and held task ids.
+pub fn decode_subscription_user_data(
+    data: &[u8],
+) -> Result<(Vec<TaskId>, Vec<TaskId>), ProtocolError> {
     let mut reader = Reader { data, pos: 0 };
     let version = reader.u8()?;
-    if version != USER_DATA_VERSION {
+    if version != USER_DATA_VERSION && version != USER_DATA_VERSION_HELD {
         return Err(ProtocolError::UnknownUserDataVersion(version));
     }
-    let count_at = reader.pos;
-    let count = reader.i32()?;
-    let fits = usize::try_from(count)
-        .ok()
-        .filter(|&n| n.checked_mul(8).is_some_and(|b| b <= reader.remaining()));
-    let Some(count) = fits else {
-        return Err(ProtocolError::InvalidLength {
-            offset: count_at,
-            length: count,
-        });
+    let tasks = reader.tasks()?;
+    let held = if version == USER_DATA_VERSION_HELD {
+        reader.tasks()?
+    } else {
+        Vec::new()
     };
-    let mut tasks = Vec::with_capacity(count);
-    for _ in 0..count {
-        let sub = reader.i32()?;
-        let partition = reader.i32()?;
-        let subtopology = usize::try_from(sub).ok().filter(|_| partition >= 0).ok_or(
-            ProtocolError::InvalidTaskId {
-                subtopology: i64::from(sub),
-                partition,
-            },
-        )?;
-        tasks.push(TaskId {
-            subtopology,
-            partition,
-        });
-    }
     if reader.remaining() > 0 {
         return Err(ProtocolError::TrailingBytes(reader.remaining()));
     }
-    Ok(tasks)
+    Ok((tasks, held))
 }
 
 /// Encodes a subscription as versioned `ConsumerProtocolSubscription` bytes.
@@ -168,7 +200,10 @@ pub fn encode_subscription(sub: &Subscription) -> Result<Bytes, ProtocolError> {
                 .map(|t| StrBytes::from_string(t.clone()))
                 .collect(),
         )
-        .with_user_data(Some(encode_task_user_data(&sub.owned_tasks)?))
+        .with_user_data(Some(encode_subscription_user_data(
+            &sub.owned_tasks,
+            &sub.held_tasks,
+        )?))
         .with_owned_partitions(
             group_by_topic(&sub.owned_partitions)
                 .into_iter()
@@ -194,9 +229,11 @@ pub fn decode_subscription(data: &[u8]) -> Result<Subscription, ProtocolError> {
     let message = ConsumerProtocolSubscription::decode(&mut buf, version)
         .map_err(|e| ProtocolError::Message(e.to_string()))?;
     let user_data = message.user_data.ok_or(ProtocolError::MissingUserData)?;
+    let (owned_tasks, held_tasks) = decode_subscription_user_data(&user_data)?;
     Ok(Subscription {
         topics: message.topics.iter().map(|t| t.to_string()).collect(),
-        owned_tasks: decode_task_user_data(&user_data)?,
+        owned_tasks,
+        held_tasks,
         owned_partitions: message
             .owned_partitions
             .iter()
@@ -345,6 +382,38 @@ impl Reader<'_> {
         Ok(i32::from_be_bytes(self.take::<4>()?))
     }
 
+    /// `count:i32 { subtopology:i32 partition:i32 }*count`, the count checked against the
+    /// bytes that remain.
+    fn tasks(&mut self) -> Result<Vec<TaskId>, ProtocolError> {
+        let count_at = self.pos;
+        let count = self.i32()?;
+        let fits = usize::try_from(count)
+            .ok()
+            .filter(|&n| n.checked_mul(8).is_some_and(|b| b <= self.remaining()));
+        let Some(count) = fits else {
+            return Err(ProtocolError::InvalidLength {
+                offset: count_at,
+                length: count,
+            });
+        };
+        let mut tasks = Vec::with_capacity(count);
+        for _ in 0..count {
+            let sub = self.i32()?;
+            let partition = self.i32()?;
+            let subtopology = usize::try_from(sub).ok().filter(|_| partition >= 0).ok_or(
+                ProtocolError::InvalidTaskId {
+                    subtopology: i64::from(sub),
+                    partition,
+                },
+            )?;
+            tasks.push(TaskId {
+                subtopology,
+                partition,
+            });
+        }
+        Ok(tasks)
+    }
+
     fn skip(&mut self, n: usize, offset: usize, length: i32) -> Result<(), ProtocolError> {
         if n > self.remaining() {
             return Err(ProtocolError::InvalidLength { offset, length });
@@ -402,163 +471,5 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn task(s: usize, p: i32) -> TaskId {
-        TaskId {
-            subtopology: s,
-            partition: p,
-        }
-    }
-
-    #[test]
-    fn subscription_round_trip() {
-        let sub = Subscription {
-            topics: vec!["a".into(), "b".into()],
-            owned_tasks: vec![task(0, 1), task(1, 3)],
-            owned_partitions: vec![TopicPartition::new("a", 1), TopicPartition::new("b", 3)],
-            generation: 7,
-        };
-        let bytes = encode_subscription(&sub).unwrap();
-        assert_eq!(&bytes[..2], &SUBSCRIPTION_VERSION.to_be_bytes());
-        assert_eq!(decode_subscription(&bytes).unwrap(), sub);
-    }
-
-    #[test]
-    fn subscription_is_a_standard_consumer_subscription() {
-        let sub = Subscription {
-            topics: vec!["in".into()],
-            owned_tasks: vec![task(2, 0)],
-            owned_partitions: vec![TopicPartition::new("in", 0)],
-            generation: 3,
-        };
-        let bytes = encode_subscription(&sub).unwrap();
-        let mut body = bytes.slice(2..);
-        let decoded = ConsumerProtocolSubscription::decode(&mut body, 3).unwrap();
-        assert_eq!(decoded.topics, vec![StrBytes::from_static_str("in")]);
-        assert_eq!(decoded.generation_id, 3);
-        assert_eq!(decoded.owned_partitions.len(), 1);
-        assert_eq!(
-            decode_task_user_data(decoded.user_data.as_deref().unwrap()).unwrap(),
-            vec![task(2, 0)]
-        );
-    }
-
-    #[test]
-    fn assignment_round_trip_and_standard_fields() {
-        let a = Assignment {
-            tasks: vec![task(0, 0), task(0, 2)],
-            partitions: vec![
-                TopicPartition::new("x", 0),
-                TopicPartition::new("x", 2),
-                TopicPartition::new("y", 0),
-            ],
-        };
-        let bytes = encode_assignment(&a).unwrap();
-        assert_eq!(decode_assignment(&bytes).unwrap(), a);
-        let decoded = ConsumerProtocolAssignment::decode(&mut bytes.slice(2..), 3).unwrap();
-        assert_eq!(decoded.assigned_partitions.len(), 2);
-        assert_eq!(decoded.assigned_partitions[0].partitions, vec![0, 2]);
-    }
-
-    #[test]
-    fn older_versions_written_by_others_decode() {
-        // A v0 subscription (no owned partitions, no generation) with our user data.
-        let msg = ConsumerProtocolSubscription::default()
-            .with_topics(vec![StrBytes::from_static_str("t")])
-            .with_user_data(Some(encode_task_user_data(&[task(1, 1)]).unwrap()));
-        let bytes = encode_versioned(&msg, 0).unwrap();
-        let sub = decode_subscription(&bytes).unwrap();
-        assert_eq!(sub.owned_tasks, vec![task(1, 1)]);
-        assert_eq!(sub.generation, -1);
-        // A future version is read as the highest we know.
-        let mut future = BytesMut::new();
-        future.put_i16(9);
-        future.extend_from_slice(&encode_subscription(&sub).unwrap()[2..]);
-        assert_eq!(
-            decode_subscription(&future).unwrap().owned_tasks,
-            vec![task(1, 1)]
-        );
-    }
-
-    #[test]
-    fn empty_assignment_bytes_are_an_empty_assignment() {
-        assert_eq!(decode_assignment(&[]).unwrap(), Assignment::default());
-    }
-
-    #[test]
-    fn foreign_and_garbled_user_data_are_typed_errors() {
-        // A plain Java consumer's subscription: no user data.
-        let msg = ConsumerProtocolSubscription::default()
-            .with_topics(vec![StrBytes::from_static_str("t")]);
-        let bytes = encode_versioned(&msg, 1).unwrap();
-        assert_eq!(
-            decode_subscription(&bytes),
-            Err(ProtocolError::MissingUserData)
-        );
-
-        let with = |user_data: &'static [u8]| {
-            let msg = ConsumerProtocolSubscription::default()
-                .with_user_data(Some(Bytes::from_static(user_data)));
-            decode_subscription(&encode_versioned(&msg, 3).unwrap())
-        };
-        assert_eq!(with(&[9]), Err(ProtocolError::UnknownUserDataVersion(9)));
-        assert!(matches!(
-            with(&[1, 0, 0]),
-            Err(ProtocolError::Truncated { .. })
-        ));
-        assert!(matches!(
-            with(&[1, 0x7f, 0xff, 0xff, 0xff]),
-            Err(ProtocolError::InvalidLength { .. })
-        ));
-        assert!(matches!(
-            with(&[1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
-            Err(ProtocolError::InvalidTaskId { .. })
-        ));
-        assert_eq!(
-            with(&[1, 0, 0, 0, 0, 42]),
-            Err(ProtocolError::TrailingBytes(1))
-        );
-    }
-
-    #[test]
-    fn garbage_never_panics_nor_allocates_by_untrusted_lengths() {
-        // Huge array lengths right after the version.
-        assert!(matches!(
-            decode_subscription(&[0, 3, 0x7f, 0xff, 0xff, 0xff]),
-            Err(ProtocolError::InvalidLength { .. })
-        ));
-        assert!(matches!(
-            decode_assignment(&[0, 0, 0x7f, 0xff, 0xff, 0xff]),
-            Err(ProtocolError::InvalidLength { .. })
-        ));
-        assert_eq!(
-            decode_subscription(&[0xff, 0xff]),
-            Err(ProtocolError::InvalidVersion(-1))
-        );
-        assert!(matches!(
-            decode_subscription(&[1]),
-            Err(ProtocolError::Truncated { .. })
-        ));
-        // Every prefix of a valid message fails cleanly.
-        let bytes = encode_subscription(&Subscription {
-            topics: vec!["topic".into()],
-            owned_tasks: vec![task(0, 0)],
-            owned_partitions: vec![TopicPartition::new("topic", 0)],
-            generation: 1,
-        })
-        .unwrap();
-        for cut in 0..bytes.len() {
-            assert!(decode_subscription(&bytes[..cut]).is_err(), "prefix {cut}");
-        }
-        let bytes = encode_assignment(&Assignment {
-            tasks: vec![task(0, 0)],
-            partitions: vec![TopicPartition::new("topic", 0)],
-        })
-        .unwrap();
-        for cut in 1..bytes.len() {
-            assert!(decode_assignment(&bytes[..cut]).is_err(), "prefix {cut}");
-        }
-    }
-}
+#[path = "protocol_tests.rs"]
+mod tests;

@@ -31,6 +31,9 @@ use crate::client::{Outbound, Target};
 use crate::time::Instant;
 use crate::topology::Subtopology;
 
+#[path = "tests_cooperative.rs"]
+mod cooperative;
+
 const HEARTBEAT: Duration = Duration::from_millis(3_000);
 const SESSION: Duration = Duration::from_millis(10_000);
 
@@ -111,6 +114,10 @@ struct Harness {
 impl Harness {
     fn new(versions: HashMap<ApiKey, i16>) -> Self {
         Self::with_config(versions, |_| {})
+    }
+
+    fn with_protocol(versions: HashMap<ApiKey, i16>, protocol: RebalanceProtocol) -> Self {
+        Self::with_config(versions, |config| config.rebalance_protocol = protocol)
     }
 
     /// A harness whose member's config is the default one changed by `adjust`.
@@ -285,6 +292,7 @@ fn join_as_leader_with_two_members_computes_and_sends_the_assignment() {
         owned_tasks: vec![t(0, 3)],
         owned_partitions: Vec::new(),
         generation: 1,
+        held_tasks: Vec::new(),
     })
     .unwrap();
     h.respond(
@@ -365,7 +373,9 @@ fn join_as_leader_with_two_members_computes_and_sends_the_assignment() {
                 tp("payments", 0),
                 tp("payments", 1)
             ],
-            generation: 2
+            generation: 2,
+            revoked: Vec::new(),
+            protocol: RebalanceProtocol::Eager,
         }]
     );
     assert!(h.member.is_stable());

@@ -204,7 +204,7 @@ impl Router {
 
     /// Records (or updates) the address of `broker`.
     pub(crate) fn set_address(&mut self, broker: BrokerId, host: String, port: i32) {
-        for lane in [Lane::General, Lane::Fetch] {
+        for lane in [Lane::General, Lane::Fetch, Lane::Group] {
             if let Some(peer) = self.peers.get_mut(&PeerKey { broker, lane })
                 && (peer.host != host || peer.port != port)
             {

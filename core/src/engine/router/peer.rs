@@ -1,4 +1,4 @@
-//! One endpoint the router keeps a connection to (a broker's general or fetch lane, or a
+//! One endpoint the router keeps a connection to (a broker's general, fetch or group lane, or a
 //! bootstrap server): its address, its reconnect state and, while a socket is open, the
 //! protocol state machine and framing of that socket.
 
@@ -21,6 +21,11 @@ pub(crate) enum Lane {
     /// Fetch only: a long-polling Fetch holds a connection's later requests back (brokers
     /// answer a connection's requests in order), so it gets a connection of its own.
     Fetch,
+    /// JoinGroup and SyncGroup only: the coordinator holds them until every member rejoined
+    /// (up to the rebalance timeout) or the leader assigned, and a cooperative member keeps
+    /// producing and committing meanwhile, so they get a connection of their own (as Kafka's
+    /// consumer keeps a separate connection to its coordinator).
+    Group,
 }
 
 /// A peer's identity: the broker (negative: a bootstrap server) and the lane.

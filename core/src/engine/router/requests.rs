@@ -1,5 +1,6 @@
 //! The router's requests: queued until their peer is ready, resolved to a peer (a broker's
-//! fetch lane for Fetch), encoded on its socket, and moved to the transport queue.
+//! fetch lane for Fetch, its group lane for JoinGroup and SyncGroup), encoded on its socket, and
+//! moved to the transport queue.
 
 use std::collections::VecDeque;
 
@@ -77,7 +78,7 @@ impl Router {
         progress
     }
 
-    /// The peer a request goes to, creating a broker's fetch lane on first use.
+    /// The peer a request goes to, creating a broker's fetch or group lane on first use.
     pub(super) fn resolve(
         &mut self,
         pending: &Pending,
@@ -100,13 +101,13 @@ impl Router {
             let peer = self.peers.get(&general)?;
             (peer.host.clone(), peer.port)
         };
-        if pending.component != Component::Fetcher || general.is_bootstrap() {
-            return Some(general);
-        }
-        let lane = PeerKey {
-            broker,
-            lane: Lane::Fetch,
+        let lane = match pending.api {
+            _ if general.is_bootstrap() => return Some(general),
+            _ if pending.component == Component::Fetcher => Lane::Fetch,
+            ApiKey::JoinGroup | ApiKey::SyncGroup => Lane::Group,
+            _ => return Some(general),
         };
+        let lane = PeerKey { broker, lane };
         self.peers
             .entry(lane)
             .or_insert_with(|| Peer::new(host, port));

@@ -4,8 +4,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiVersionsResponse, FetchRequest, FetchResponse, HeartbeatRequest, JoinGroupRequest,
-    JoinGroupResponse, MetadataRequest, MetadataResponse, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind,
+    JoinGroupResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest, RequestHeader,
+    RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Encodable, decode_request_header_from_buffer};
 
@@ -235,6 +235,52 @@ fn fetch_requests_get_a_connection_of_their_own() {
     let fetches = requests_to(&out, fetch_lane);
     assert_eq!(fetches.len(), 1);
     assert_eq!(fetches[0].0.request_api_key, ApiKey::Fetch as i16);
+}
+
+#[test]
+fn join_and_sync_group_get_a_connection_of_their_own_and_commits_do_not_wait_behind_them() {
+    let mut r = router();
+    assert!(r.ensure_general_connection());
+    let (general, _) = connects(&transports(&mut r))[0].clone();
+    open(&mut r, general, at(0));
+    let to_coordinator = |request| Outbound {
+        target: Target::Coordinator,
+        request,
+        version: 5,
+    };
+    r.send(
+        Component::Group,
+        to_coordinator(RequestKind::JoinGroup(JoinGroupRequest::default())),
+        at(0),
+    );
+    r.send(
+        Component::Group,
+        to_coordinator(RequestKind::OffsetCommit(OffsetCommitRequest::default())),
+        at(0),
+    );
+    assert!(r.flush(Some(0)));
+    r.transmit();
+    let out = transports(&mut r);
+    // The commit goes out at once on the general connection; the JoinGroup waits for its own.
+    let general_requests = requests_to(&out, general);
+    assert_eq!(general_requests.len(), 1);
+    assert_eq!(
+        general_requests[0].0.request_api_key,
+        ApiKey::OffsetCommit as i16
+    );
+    let lanes = connects(&out);
+    assert_eq!(lanes.len(), 1, "{out:?}");
+    let (group_lane, host) = lanes[0].clone();
+    assert_ne!(group_lane, general);
+    assert_eq!(host, "b0");
+    open(&mut r, group_lane, at(0));
+    r.flush(Some(0));
+    r.transmit();
+    let out = transports(&mut r);
+    assert_eq!(requests_to(&out, general).len(), 0);
+    let joins = requests_to(&out, group_lane);
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].0.request_api_key, ApiKey::JoinGroup as i16);
 }
 
 #[test]

@@ -21,13 +21,11 @@ impl GroupMember {
 
     /// Commits `offsets` (the next offset to read, per partition) under the current generation
     /// → [`GroupEvent::CommitSucceeded`] or [`GroupEvent::CommitFailed`] with the returned id.
-    /// Outside a generation (not joined, rebalancing after revoke, lost) it fails at once.
+    /// When no commit can be accepted now (see [`may_commit`](Self::may_commit): not joined,
+    /// rebalancing after an eager revoke, waiting for the assignment, lost) it fails at once.
     pub fn commit(&mut self, offsets: BTreeMap<TopicPartition, i64>, now: Instant) -> CommitId {
         self.observe(now);
-        let member = self.generation >= 0
-            && !self.member_id.is_empty()
-            && matches!(self.phase, Phase::Stable | Phase::Revoking { .. });
-        if member {
+        if self.may_commit() {
             return self
                 .offsets
                 .commit(offsets, self.generation, self.member_id.clone());
@@ -103,7 +101,7 @@ impl GroupMember {
                     CommitError::Rejected(ResponseError::RebalanceInProgress)
                         if current && self.phase == Phase::Stable =>
                     {
-                        self.start_revoke()
+                        self.start_rebalance(now)
                     }
                     CommitError::Rejected(ResponseError::FencedInstanceId) => {
                         self.fenced(ApiKey::OffsetCommit);

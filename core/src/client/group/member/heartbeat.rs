@@ -39,7 +39,7 @@ impl GroupMember {
         }
         match ResponseError::try_from_code(r.error_code) {
             None => self.last_heartbeat_ok = now,
-            Some(ResponseError::RebalanceInProgress) => self.start_revoke(),
+            Some(ResponseError::RebalanceInProgress) => self.start_rebalance(now),
             Some(error @ (ResponseError::UnknownMemberId | ResponseError::IllegalGeneration)) => {
                 self.lose_membership(error, now)
             }

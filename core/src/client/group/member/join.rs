@@ -1,5 +1,6 @@
 //! Joining and rebalancing: JoinGroup, the leader's assignment, SyncGroup, and the
-//! transitions out of a generation (revoke on rebalance, membership lost).
+//! transitions out of a generation (eager revoke or cooperative rejoin on rebalance, the
+//! cooperative follow-up rebalance, membership lost).
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -13,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{GroupMember, JOIN_GROUP_VERSIONS, Phase, Previous, SYNC_GROUP_VERSIONS};
 use crate::client::group::assignor::{self, MemberAssignment, MemberSubscription};
 use crate::client::group::protocol::{self, Assignment, Subscription};
-use crate::client::group::{CommitError, GroupError, GroupEvent};
+use crate::client::group::{CommitError, GroupError, GroupEvent, RebalanceProtocol};
 use crate::client::{ApiVersionLookup, Outbound};
 use crate::time::Instant;
 
@@ -28,12 +29,16 @@ impl GroupMember {
         }
     }
 
-    /// The engine committed and closed the tasks of the last [`GroupEvent::Revoke`]: the member
-    /// may rejoin (once its queued commits are answered).
+    /// The engine committed and closed the tasks of the last [`GroupEvent::Revoke`] (or the
+    /// `revoked` tasks of a cooperative [`GroupEvent::Assigned`]): the member may rejoin (once
+    /// its queued commits are answered).
     pub fn revoke_done(&mut self, now: Instant) {
         self.observe(now);
         if let Phase::Revoking { done } = &mut self.phase {
             *done = true;
+        }
+        if self.revoke_pending == Some(false) {
+            self.revoke_pending = Some(true);
         }
     }
 
@@ -44,19 +49,24 @@ impl GroupMember {
         if !self.static_versions_usable(versions) {
             return None;
         }
-        // Commits of an ended generation that were never sent cannot succeed any more.
-        for c in self.offsets.take_unsent_commits() {
-            self.events.push_back(GroupEvent::CommitFailed {
-                id: c.id,
-                offsets: c.offsets,
-                error: CommitError::GenerationEnded(c.generation),
-            });
+        // Commits of an ended generation that were never sent cannot succeed any more. (A
+        // member rejoining cooperatively is still in its generation: the coordinator takes
+        // its commits until the JoinGroup completes.)
+        if self.previous.held.is_empty() {
+            for c in self.offsets.take_unsent_commits() {
+                self.events.push_back(GroupEvent::CommitFailed {
+                    id: c.id,
+                    offsets: c.offsets,
+                    error: CommitError::GenerationEnded(c.generation),
+                });
+            }
         }
         let subscription = Subscription {
             topics: self.topics.clone(),
             owned_tasks: self.previous.tasks.clone(),
             owned_partitions: self.previous.partitions.clone(),
             generation: self.previous.generation,
+            held_tasks: self.previous.held.clone(),
         };
         let metadata = match protocol::encode_subscription(&subscription) {
             Ok(m) => m,
@@ -72,11 +82,18 @@ impl GroupMember {
             .with_member_id(StrBytes::from_string(self.member_id.clone()))
             .with_group_instance_id(self.instance_id_at(version, 5))
             .with_protocol_type(StrBytes::from_static_str(protocol::PROTOCOL_TYPE))
-            .with_protocols(vec![
-                JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_string(self.config.protocol_name.clone()))
-                    .with_metadata(metadata),
-            ]);
+            .with_protocols(
+                self.config
+                    .rebalance_protocol
+                    .offered()
+                    .iter()
+                    .map(|p| {
+                        JoinGroupRequestProtocol::default()
+                            .with_name(StrBytes::from_static_str(p.name()))
+                            .with_metadata(metadata.clone())
+                    })
+                    .collect(),
+            );
         Some(self.send(ApiKey::JoinGroup, RequestKind::JoinGroup(request), version))
     }
 
@@ -105,9 +122,7 @@ impl GroupMember {
         if version >= 5 {
             request = request
                 .with_protocol_type(Some(StrBytes::from_static_str(protocol::PROTOCOL_TYPE)))
-                .with_protocol_name(Some(StrBytes::from_string(
-                    self.config.protocol_name.clone(),
-                )));
+                .with_protocol_name(Some(StrBytes::from_static_str(self.protocol.name())));
         }
         Some(self.send(ApiKey::SyncGroup, RequestKind::SyncGroup(request), version))
     }
@@ -129,6 +144,8 @@ impl GroupMember {
             None => {
                 self.member_id = r.member_id.to_string();
                 self.generation = r.generation_id;
+                self.protocol =
+                    RebalanceProtocol::from_selected(r.protocol_name.as_ref().map(|n| n.as_str()));
                 for c in self.offsets.take_stale_commits(self.generation) {
                     self.events.push_back(GroupEvent::CommitFailed {
                         id: c.id,
@@ -179,6 +196,25 @@ impl GroupMember {
         match ResponseError::try_from_code(r.error_code) {
             None => match protocol::decode_assignment(&r.assignment) {
                 Ok(Assignment { tasks, partitions }) => {
+                    let held = std::mem::take(&mut self.previous.held);
+                    let revoked: Vec<_> = held
+                        .iter()
+                        .filter(|t| !tasks.contains(t))
+                        .copied()
+                        .collect();
+                    if !held.is_empty() {
+                        tracing::info!(
+                            generation = self.generation,
+                            protocol = self.protocol.name(),
+                            kept = held.len() - revoked.len(),
+                            added = tasks.iter().filter(|t| !held.contains(t)).count(),
+                            revoked = revoked.len(),
+                            "cooperative rebalance: tasks kept running through it"
+                        );
+                    }
+                    if !revoked.is_empty() {
+                        self.revoke_pending = Some(false);
+                    }
                     self.tasks = tasks.clone();
                     self.partitions = partitions.clone();
                     self.phase = Phase::Stable;
@@ -189,6 +225,8 @@ impl GroupMember {
                         tasks,
                         partitions,
                         generation: self.generation,
+                        revoked,
+                        protocol: self.protocol,
                     });
                     Ok(())
                 }
@@ -210,6 +248,16 @@ impl GroupMember {
         now: Instant,
     ) -> Result<(), GroupError> {
         tracing::debug!(?api, %error, "rejoining");
+        if !self.previous.held.is_empty()
+            && matches!(
+                error,
+                ResponseError::UnknownMemberId | ResponseError::IllegalGeneration
+            )
+        {
+            // Rejoining cooperatively: the tasks kept running may run elsewhere already.
+            self.lose_membership(error, now);
+            return Ok(());
+        }
         match error {
             ResponseError::UnknownMemberId => {
                 self.member_id.clear();
@@ -249,6 +297,7 @@ impl GroupMember {
                     topics: s.topics,
                     owned_tasks: s.owned_tasks,
                     generation: s.generation,
+                    held_tasks: s.held_tasks,
                 },
                 Err(error) => {
                     tracing::warn!(member_id, %error, "unreadable subscription; assuming it owned nothing");
@@ -257,6 +306,7 @@ impl GroupMember {
                         topics: Vec::new(),
                         owned_tasks: Vec::new(),
                         generation: -1,
+                        held_tasks: Vec::new(),
                     }
                 }
             })
@@ -265,7 +315,20 @@ impl GroupMember {
         let per_member = match assignor::assign(&subscriptions, &self.subtopologies, |t| {
             counts.get(t).copied()
         }) {
-            Ok(m) => m,
+            Ok(mut m) => {
+                // Whatever the protocol: members that were cooperative in the last generation
+                // still run their held tasks (see the assignor's module docs).
+                let withheld =
+                    assignor::withhold_held_elsewhere(&mut m, &subscriptions, &self.subtopologies);
+                if !withheld.is_empty() {
+                    tracing::info!(
+                        generation = self.generation,
+                        ?withheld,
+                        "tasks still held by another member withheld until the follow-up rebalance"
+                    );
+                }
+                m
+            }
             Err(error) => {
                 tracing::warn!(%error, "assignment failed; every member gets nothing");
                 self.events
@@ -293,14 +356,58 @@ impl GroupMember {
         self.phase = Phase::Syncing { assignments };
     }
 
-    /// A rebalance started: every task is revoked ([`GroupEvent::Revoke`]) and remembered for
-    /// the next subscription.
-    pub(super) fn start_revoke(&mut self) {
+    /// A rebalance started (`REBALANCE_IN_PROGRESS`): eager or cooperative by the current
+    /// generation's protocol. After a cooperative assignment that revoked tasks the member
+    /// rejoins anyway once they are closed ([`Self::revoke_done`]).
+    pub(super) fn start_rebalance(&mut self, now: Instant) {
+        if self.revoke_pending.is_some() {
+            return;
+        }
+        match self.protocol {
+            RebalanceProtocol::Cooperative => self.start_cooperative_rejoin(now),
+            RebalanceProtocol::Eager => self.start_revoke(),
+        }
+    }
+
+    /// The rebalance after a cooperative assignment revoked tasks, which gives them to their
+    /// new owner. In a generation that fell back to eager it revokes the rest too (eager).
+    pub(super) fn follow_up_rebalance(&mut self, now: Instant) {
+        tracing::info!(
+            generation = self.generation,
+            "rejoining for the follow-up rebalance of revoked tasks"
+        );
+        match self.protocol {
+            RebalanceProtocol::Cooperative => self.start_cooperative_rejoin(now),
+            RebalanceProtocol::Eager => self.start_revoke(),
+        }
+    }
+
+    /// Cooperative: rejoin at once, keeping every task running; they are held (listed in the
+    /// subscription) until the new assignment says which to revoke.
+    fn start_cooperative_rejoin(&mut self, now: Instant) {
+        tracing::info!(
+            generation = self.generation,
+            tasks = self.tasks.len(),
+            "cooperative rebalance: rejoining without revoking"
+        );
+        self.previous = Previous {
+            tasks: self.tasks.clone(),
+            partitions: self.partitions.clone(),
+            generation: self.generation,
+            held: self.tasks.clone(),
+        };
+        self.phase = Phase::Joining { at: now };
+    }
+
+    /// Eager: every task is revoked ([`GroupEvent::Revoke`]) and remembered for the next
+    /// subscription.
+    fn start_revoke(&mut self) {
         let tasks = std::mem::take(&mut self.tasks);
         self.previous = Previous {
             tasks: tasks.clone(),
             partitions: std::mem::take(&mut self.partitions),
             generation: self.generation,
+            held: Vec::new(),
         };
         self.phase = Phase::Revoking { done: false };
         self.events.push_back(GroupEvent::Revoke { tasks });
@@ -318,7 +425,9 @@ impl GroupMember {
             tasks: tasks.clone(),
             partitions: std::mem::take(&mut self.partitions),
             generation: -1,
+            held: Vec::new(),
         };
+        self.revoke_pending = None;
         if error != ResponseError::IllegalGeneration {
             self.member_id.clear();
         }

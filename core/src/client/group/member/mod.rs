@@ -8,11 +8,19 @@
 //!    [`assignor`] and sends the assignments in SyncGroup; followers send an
 //!    empty SyncGroup. Our assignment → [`GroupEvent::Assigned`].
 //! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`].
-//! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit): eager protocol, so the member
-//!    emits [`GroupEvent::Revoke`] with every task and waits for
-//!    [`GroupMember::revoke_done`] and for its queued commits to finish before it sends
-//!    JoinGroup: revoked tasks commit first, under the old generation (which the coordinator
-//!    accepts while the group prepares the rebalance).
+//! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit). What the member does depends
+//!    on the protocol the coordinator selected for the current generation
+//!    ([`RebalanceProtocol`]; JoinGroup offers the cooperative one first when configured):
+//!    - eager: the member emits [`GroupEvent::Revoke`] with every task and waits for
+//!      [`GroupMember::revoke_done`] and for its queued commits to finish before it sends
+//!      JoinGroup: revoked tasks commit first, under the old generation (which the coordinator
+//!      accepts while the group prepares the rebalance);
+//!    - cooperative (KIP-429): the member rejoins at once, keeps its tasks (they go on
+//!      processing and committing under the old generation until the JoinGroup answer) and
+//!      lists them as held in its subscription. [`GroupEvent::Assigned`] then names the held
+//!      tasks the new assignment lacks (`revoked`): once the engine committed and closed them
+//!      ([`GroupMember::revoke_done`]) the member, stable and heartbeating meanwhile, rejoins
+//!      for the follow-up rebalance that gives them to their new owner.
 //! 5. `UNKNOWN_MEMBER_ID` / `ILLEGAL_GENERATION`, or no successful heartbeat for
 //!    [`GroupConfig::session_timeout`]: membership is lost → [`GroupEvent::Lost`] (no commit
 //!    possible), member id (for unknown member and session expiry) and generation reset, rejoin.
@@ -59,7 +67,7 @@ use kafka_protocol::protocol::StrBytes;
 #[cfg(doc)]
 use super::assignor;
 use super::offsets::OffsetClient;
-use super::{GroupConfig, GroupError, GroupEvent};
+use super::{GroupConfig, GroupError, GroupEvent, RebalanceProtocol};
 use crate::client::producer::GroupMetadata;
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
@@ -121,9 +129,12 @@ struct Previous {
     tasks: Vec<TaskId>,
     partitions: Vec<TopicPartition>,
     generation: i32,
+    /// The tasks it keeps running through this rebalance (cooperative; empty after an eager
+    /// revoke or a lost membership).
+    held: Vec<TaskId>,
 }
 
-/// One member of the consumer group (classic protocol, eager rebalancing).
+/// One member of the consumer group (classic protocol, eager or cooperative rebalancing).
 #[derive(Debug)]
 pub struct GroupMember {
     config: GroupConfig,
@@ -140,6 +151,12 @@ pub struct GroupMember {
     tasks: Vec<TaskId>,
     partitions: Vec<TopicPartition>,
     previous: Previous,
+    /// The protocol the coordinator selected for the current generation.
+    protocol: RebalanceProtocol,
+    /// After a cooperative assignment that revoked tasks: `Some(false)` until the engine
+    /// closed them ([`GroupMember::revoke_done`]), then `Some(true)` until the follow-up
+    /// JoinGroup is sent.
+    revoke_pending: Option<bool>,
     last_heartbeat_ok: Instant,
     next_heartbeat_at: Instant,
     offsets: OffsetClient,
@@ -175,6 +192,8 @@ impl GroupMember {
                 generation: -1,
                 ..Previous::default()
             },
+            protocol: RebalanceProtocol::Eager,
+            revoke_pending: None,
             last_heartbeat_ok: now,
             next_heartbeat_at: now,
             events: VecDeque::new(),
@@ -212,9 +231,45 @@ impl GroupMember {
         }
     }
 
-    /// The tasks currently assigned (empty while rebalancing).
+    /// The tasks currently assigned (empty during an eager rebalance; kept through a
+    /// cooperative one).
     pub fn tasks(&self) -> &[TaskId] {
         &self.tasks
+    }
+
+    /// The protocol the coordinator selected for the current (or last) generation.
+    pub fn rebalance_protocol(&self) -> RebalanceProtocol {
+        self.protocol
+    }
+
+    /// Whether the member rejoins while keeping its tasks running (a cooperative rebalance
+    /// between the rebalance's start and the new assignment).
+    pub fn is_rebalancing_cooperatively(&self) -> bool {
+        !self.previous.held.is_empty()
+            && matches!(
+                self.phase,
+                Phase::Joining { .. }
+                    | Phase::AwaitingPartitionCounts { .. }
+                    | Phase::Syncing { .. }
+            )
+    }
+
+    /// Whether a [`commit`](Self::commit) now can be accepted: stable, revoking, or rejoining
+    /// cooperatively before the JoinGroup answer (the coordinator takes commits of the current
+    /// generation while it prepares the rebalance). Between the JoinGroup and the SyncGroup
+    /// answers it cannot (the coordinator answers `REBALANCE_IN_PROGRESS`): a commit waits.
+    pub fn may_commit(&self) -> bool {
+        self.generation >= 0
+            && !self.member_id.is_empty()
+            && match self.phase {
+                Phase::Stable | Phase::Revoking { .. } => true,
+                // Still in the generation the held tasks belong to: once a JoinGroup answer
+                // moved it on, the coordinator refuses commits until the assignment.
+                Phase::Joining { .. } => {
+                    !self.previous.held.is_empty() && self.generation == self.previous.generation
+                }
+                _ => false,
+            }
     }
 
     /// Whether the member holds an assignment and heartbeats.
@@ -391,6 +446,11 @@ impl GroupMember {
             Phase::Revoking { done: true } if self.offsets.commits_idle() => {
                 self.phase = Phase::Joining { at: now };
                 self.join_request(versions)
+            }
+            Phase::Stable if self.revoke_pending == Some(true) && self.offsets.commits_idle() => {
+                self.revoke_pending = None;
+                self.follow_up_rebalance(now);
+                self.poll_membership(now, versions)
             }
             Phase::Syncing { assignments } => {
                 let assignments = std::mem::take(assignments);
