@@ -300,3 +300,26 @@ fn the_leader_withholds_tasks_another_member_still_holds() {
     assert!(decoded["m-a"].tasks.is_empty(), "{decoded:?}");
     assert_eq!(decoded["m-b"].tasks.len(), 2);
 }
+
+/// A JoinGroup answer below v7 names no selected protocol: SyncGroup v5+ then names none
+/// either (a guessed name could be refused as INCONSISTENT_GROUP_PROTOCOL), and the member
+/// behaves eagerly, which is safe whatever was selected.
+#[test]
+fn sync_group_echoes_no_protocol_when_join_group_named_none() {
+    let mut versions = max_versions();
+    versions.insert(ApiKey::JoinGroup, 6);
+    let mut h = Harness::with_protocol(versions, RebalanceProtocol::Cooperative);
+    h.find_coordinator();
+    h.expect(ApiKey::JoinGroup);
+    let answer = JoinGroupResponse::default()
+        .with_generation_id(3)
+        .with_protocol_name(None)
+        .with_leader(s("the-leader"))
+        .with_member_id(s("m-1"));
+    h.respond(ApiKey::JoinGroup, answer.into()).unwrap();
+    let RequestKind::SyncGroup(sync) = h.expect(ApiKey::SyncGroup) else {
+        unreachable!()
+    };
+    assert_eq!(sync.protocol_name, None);
+    assert_eq!(sync.protocol_type, Some(s(protocol::PROTOCOL_TYPE)));
+}

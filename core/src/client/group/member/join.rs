@@ -122,7 +122,13 @@ impl GroupMember {
         if version >= 5 {
             request = request
                 .with_protocol_type(Some(StrBytes::from_static_str(protocol::PROTOCOL_TYPE)))
-                .with_protocol_name(Some(StrBytes::from_static_str(self.protocol.name())));
+                // Exactly what the coordinator selected (nothing when its JoinGroup answer was
+                // below v7 and named none): a guessed name could be refused as inconsistent.
+                .with_protocol_name(
+                    self.selected_protocol_name
+                        .clone()
+                        .map(StrBytes::from_string),
+                );
         }
         Some(self.send(ApiKey::SyncGroup, RequestKind::SyncGroup(request), version))
     }
@@ -146,6 +152,7 @@ impl GroupMember {
                 self.generation = r.generation_id;
                 self.protocol =
                     RebalanceProtocol::from_selected(r.protocol_name.as_ref().map(|n| n.as_str()));
+                self.selected_protocol_name = r.protocol_name.as_ref().map(|n| n.to_string());
                 for c in self.offsets.take_stale_commits(self.generation) {
                     self.events.push_back(GroupEvent::CommitFailed {
                         id: c.id,

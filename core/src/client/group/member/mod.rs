@@ -153,6 +153,9 @@ pub struct GroupMember {
     previous: Previous,
     /// The protocol the coordinator selected for the current generation.
     protocol: RebalanceProtocol,
+    /// The protocol name the coordinator selected for the current generation, as it said it
+    /// (JoinGroup v7+; `None` before): echoed in SyncGroup v5+, which the coordinator checks.
+    selected_protocol_name: Option<String>,
     /// After a cooperative assignment that revoked tasks: `Some(false)` until the engine
     /// closed them ([`GroupMember::revoke_done`]), then `Some(true)` until the follow-up
     /// JoinGroup is sent.
@@ -193,6 +196,7 @@ impl GroupMember {
                 ..Previous::default()
             },
             protocol: RebalanceProtocol::Eager,
+            selected_protocol_name: None,
             revoke_pending: None,
             last_heartbeat_ok: now,
             next_heartbeat_at: now,
