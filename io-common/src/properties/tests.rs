@@ -1,7 +1,9 @@
 use std::io::Write;
 use std::time::Duration as StdDuration;
 
+use kstreams_core::client::fetcher::OffsetResetPolicy;
 use kstreams_core::client::producer::Compression;
+use kstreams_core::task::ErrorPolicy;
 
 use super::*;
 

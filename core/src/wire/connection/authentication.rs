@@ -6,7 +6,8 @@ use kafka_protocol::messages::{
     ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 
-use super::{Connection, ConnectionError, Purpose, Received, State, decode_body};
+use super::codec::decode_body;
+use super::{Connection, ConnectionError, Purpose, Received, State};
 use crate::wire::sasl::SaslError;
 use crate::wire::sasl::exchange::{Authenticator, Next};
 use crate::wire::versions::NegotiatedVersions;
