@@ -66,17 +66,24 @@ fn no_bootstrap_record_mode_in_memory_on_smol_prints_exact_counts() {
     assert_eq!(counts, expected());
 }
 
+/// A Tansu broker with topics `input` and `output` (3 partitions) and the sample produced to
+/// `input` by rdkafka; its bootstrap address.
+fn tansu_with_sample(input: &str, output: &str) -> (kstreams_tests::tansu::Tansu, String) {
+    let tansu = kstreams_tests::tansu::Tansu::start()
+        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
+    let bootstrap = tansu.bootstrap();
+    for topic in [input, output] {
+        support::create_topic(&bootstrap, topic, 3).expect("create topic");
+    }
+    support::produce(&bootstrap, input, &batch_count::sample()).expect("produce");
+    (tansu, bootstrap)
+}
+
 /// With `--bootstrap` against a Tansu broker (topics made and input produced beforehand by
 /// rdkafka), in record mode on the memory store under smol: the printed counts are exact.
 #[test]
 fn with_bootstrap_against_tansu_counts_exactly() {
-    let tansu = kstreams_tests::tansu::Tansu::start()
-        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
-    let bootstrap = tansu.bootstrap();
-    for topic in ["lines-in", "counts-out"] {
-        support::create_topic(&bootstrap, topic, 3).expect("create topic");
-    }
-    support::produce(&bootstrap, "lines-in", &batch_count::sample()).expect("produce");
+    let (_tansu, bootstrap) = tansu_with_sample("lines-in", "counts-out");
     let state_dir = tempfile::tempdir().unwrap();
     let counts = run_bounded(vec![
         "--bootstrap",
@@ -263,13 +270,7 @@ fn config_files_are_read_and_checked() {
 /// printed counts are exact.
 #[test]
 fn with_a_config_file_against_tansu_counts_exactly() {
-    let tansu = kstreams_tests::tansu::Tansu::start()
-        .unwrap_or_else(|e| panic!("the Tansu broker this test needs did not start: {e}"));
-    let bootstrap = tansu.bootstrap();
-    for topic in ["conf-in", "conf-out"] {
-        support::create_topic(&bootstrap, topic, 3).expect("create topic");
-    }
-    support::produce(&bootstrap, "conf-in", &batch_count::sample()).expect("produce");
+    let (_tansu, bootstrap) = tansu_with_sample("conf-in", "conf-out");
     let state_dir = tempfile::tempdir().unwrap();
     let config = properties_file(&format!(
         "# the example's connection\nbootstrap.servers={bootstrap}\n\
