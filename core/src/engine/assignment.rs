@@ -8,7 +8,7 @@ use super::transaction::AbortCause;
 use super::{Engine, EngineError, EngineState, Event, Output};
 use crate::client::group::GroupEvent;
 use crate::record::TopicPartition;
-use crate::task::{Task, TaskConfig, TaskId};
+use crate::task::{TaskConfig, TaskId};
 
 impl Engine {
     pub(super) fn handle_group_event(&mut self, event: GroupEvent) {
@@ -211,17 +211,11 @@ impl Engine {
                 .cloned()
                 .collect();
             started.push(id);
-            let task = match Task::new(
-                &self.topology,
-                id,
-                self.stores.as_ref(),
-                config.clone(),
-                sink_counts.clone(),
-                now,
-            ) {
+            // From its standby here, if any (restoring only the changelog's tail).
+            let task = match self.create_task(id, config.clone(), sink_counts.clone()) {
                 Ok(task) => task,
                 Err(error) => {
-                    self.fail(error.into());
+                    self.fail(error);
                     return;
                 }
             };
@@ -239,6 +233,8 @@ impl Engine {
             }
         }
         self.start_fetching(ready_partitions);
+        self.task_offsets_dirty = true;
+        self.standbys_dirty = true;
         self.last_commit = now;
         self.outputs
             .push_back(Output::Event(Event::TasksAssigned(started)));
@@ -323,13 +319,27 @@ impl Engine {
             self.fetcher.unassign(tp);
             self.awaiting_committed.remove(tp);
         }
+        self.task_offsets_dirty = true;
+        self.standbys_dirty = true;
         for id in ids {
             self.backlog.remove(id);
             let restoring = self.restoring.remove(id).map(|r| r.task);
             for task in self.tasks.remove(id).into_iter().chain(restoring) {
                 self.count_closed_task(*id, task.metrics());
-                if let Err(error) = task.close() {
+                if self.closing || !self.standby_assignment.contains(id) {
+                    if let Err(error) = task.close() {
+                        self.warn(error.into());
+                    }
+                    continue;
+                }
+                // A standby here from now on: it keeps the committed stores, open.
+                let (closed, stores) = task.close_keeping_stores();
+                if let Err(error) = closed {
                     self.warn(error.into());
+                }
+                if let Err(error) = self.open_standby(*id, stores) {
+                    self.fail(error);
+                    return;
                 }
             }
         }
@@ -339,7 +349,15 @@ impl Engine {
     pub(super) fn close_tasks(&mut self, committed: bool) {
         self.pending_assignment = None;
         self.sink_wait_since = None;
-        for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
+        self.task_offsets_dirty = true;
+        self.standbys_dirty = true;
+        let partitions: Vec<TopicPartition> = self
+            .fetcher
+            .assigned()
+            .filter(|tp| !self.is_standby_changelog(tp))
+            .cloned()
+            .collect();
+        for tp in partitions {
             self.fetcher.unassign(&tp);
         }
         self.awaiting_committed.clear();

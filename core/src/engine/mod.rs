@@ -84,6 +84,8 @@ mod processing;
 mod restore;
 mod router;
 mod shared;
+mod standby;
+mod task_offsets;
 #[cfg(test)]
 mod tests;
 mod transaction;
@@ -102,8 +104,9 @@ pub use metrics::{
     BATCH_SIZE_BOUNDS, BatchSizes, ConnectionMetrics, EngineMetrics, LatencyStats, PartitionLag,
     ProducedRecords, RestoreProgress,
 };
-pub use output::{EngineState, Event, Input, Output};
+pub use output::{EngineState, Event, Input, Output, StandbySuspendReason};
 pub use shared::ConnectionId;
+pub use standby::StandbyProgress;
 
 use self::commit::{CommitPhase, CommitReason};
 use self::deadline::Earliest;
@@ -145,6 +148,14 @@ pub struct Engine {
     tasks: BTreeMap<TaskId, Task>,
     /// Assigned tasks whose logged stores are being restored (they join `tasks` after).
     restoring: BTreeMap<TaskId, restore::Restoring>,
+    /// Standby tasks: other members' task state kept warm here (see `standby`).
+    standbys: BTreeMap<TaskId, standby::Standby>,
+    /// The standby tasks the member's assignment names.
+    standby_assignment: BTreeSet<TaskId>,
+    /// The standbys may differ from the assignment's (see `Engine::reconcile_standbys`).
+    standbys_dirty: bool,
+    /// The local task offsets may have changed since the member was told (see `task_offsets`).
+    task_offsets_dirty: bool,
     /// Per changelog partition, the offset after the last changelog write the broker
     /// acknowledged: the checkpoint of the store's next commit.
     changelog_acked: HashMap<TopicPartition, i64>,
@@ -303,6 +314,10 @@ impl Engine {
             changelogs,
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
+            standbys: BTreeMap::new(),
+            standby_assignment: BTreeSet::new(),
+            standbys_dirty: false,
+            task_offsets_dirty: false,
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
@@ -518,6 +533,10 @@ impl Engine {
         self.closing = true;
         self.set_state(EngineState::PendingShutdown);
         self.commit_reason = Some(CommitReason::Close);
+        if let Err(error) = self.close_standbys() {
+            self.fail(error);
+            return;
+        }
         // Nothing fetched from now on would be processed: stop fetching, so no long-poll Fetch
         // delays the final commit and the LeaveGroup on a shared connection.
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
@@ -599,8 +618,11 @@ impl Engine {
                     return;
                 }
             }
-            match self.drive_restore() {
-                Ok(restored) => progress |= restored,
+            let state_work = self
+                .drive_restore()
+                .and_then(|restored| Ok(self.drive_standbys()? || restored));
+            match state_work {
+                Ok(worked) => progress |= worked,
                 Err(error) => {
                     self.fail(error);
                     return;
@@ -608,6 +630,7 @@ impl Engine {
             }
             progress |= self.run_tasks();
             progress |= self.drive_commit();
+            self.report_task_offsets();
             progress |= self.router.release_bootstrap_connections();
             progress |= self.router.transmit();
             if !progress {
