@@ -26,6 +26,7 @@ impl Engine {
                 revoked,
                 protocol,
                 generation,
+                standbys: _,
             } => {
                 self.outputs.push_back(Output::Event(Event::GroupSynced {
                     generation,

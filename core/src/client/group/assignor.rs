@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Duration;
 use crate::topology::Subtopology;
 
 /// One member's input to the assignor.
@@ -56,6 +57,14 @@ pub struct MemberSubscription {
     /// Tasks it still runs during this rebalance (cooperative): withheld from any other
     /// member until it revoked them (see [`withhold_held_elsewhere`]).
     pub held_tasks: Vec<TaskId>,
+    /// Its process id (`""`: unknown, a process of its own).
+    pub process_id: String,
+    /// Per task whose state it has locally, the sum of its logged stores' changelog
+    /// positions.
+    pub task_offsets: BTreeMap<TaskId, i64>,
+    /// Whether it reads assignments with standbys and follow-ups (it sent `user_data`
+    /// version 3); the others get neither.
+    pub state_aware: bool,
 }
 
 /// One member's output of the assignor.
@@ -65,6 +74,10 @@ pub struct MemberAssignment {
     pub tasks: Vec<TaskId>,
     /// The partitions those tasks read, sorted.
     pub partitions: Vec<TopicPartition>,
+    /// Its standby and warm-up tasks, sorted (never one of `tasks`).
+    pub standbys: Vec<TaskId>,
+    /// Rejoin after this long (probing rebalance, follow-up of a withheld task).
+    pub followup: Option<Duration>,
 }
 
 /// Why no assignment could be computed.
@@ -219,7 +232,14 @@ pub fn assign(
                 .collect();
             partitions.sort();
             partitions.dedup();
-            (m.member_id.clone(), MemberAssignment { tasks, partitions })
+            (
+                m.member_id.clone(),
+                MemberAssignment {
+                    tasks,
+                    partitions,
+                    ..MemberAssignment::default()
+                },
+            )
         })
         .collect())
 }
@@ -291,6 +311,9 @@ mod tests {
             owned_tasks: owned.to_vec(),
             generation,
             held_tasks: Vec::new(),
+            process_id: String::new(),
+            task_offsets: BTreeMap::new(),
+            state_aware: true,
         }
     }
 

@@ -40,7 +40,9 @@
 //! - `leave`: LeaveGroup;
 //! - `instance`: static membership (versions, the instance id in requests, fencing);
 //! - `committed`: offset fetches and commits through the [`OffsetClient`], and what their
-//!   outcomes mean for membership.
+//!   outcomes mean for membership;
+//! - `standbys`: the task offsets reported in subscriptions, the standbys of an assignment,
+//!   and the follow-up rejoin an assignment asks for.
 //!
 //! This file holds the member's state and dispatches inputs to them.
 //!
@@ -55,6 +57,7 @@ mod heartbeat;
 mod instance;
 mod join;
 mod leave;
+mod standbys;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -162,6 +165,13 @@ pub struct GroupMember {
     revoke_pending: Option<bool>,
     last_heartbeat_ok: Instant,
     next_heartbeat_at: Instant,
+    /// The engine's latest task offsets ([`GroupMember::set_task_offsets`]), sent in every
+    /// subscription.
+    task_offsets: BTreeMap<TaskId, i64>,
+    /// The standbys of the current assignment.
+    standbys: Vec<TaskId>,
+    /// When to rejoin for the follow-up the current assignment asked for.
+    followup_at: Option<Instant>,
     offsets: OffsetClient,
     events: VecDeque<GroupEvent>,
 }
@@ -200,6 +210,9 @@ impl GroupMember {
             revoke_pending: None,
             last_heartbeat_ok: now,
             next_heartbeat_at: now,
+            task_offsets: BTreeMap::new(),
+            standbys: Vec::new(),
+            followup_at: None,
             events: VecDeque::new(),
         }
     }
@@ -287,7 +300,7 @@ impl GroupMember {
     }
 
     /// The next time [`handle_timeout`](Self::handle_timeout) (or `poll_request`) has timed
-    /// work: a retry after backoff, a heartbeat, the session deadline.
+    /// work: a retry after backoff, a heartbeat, the session deadline, a follow-up rejoin.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.phase, Phase::Left | Phase::Failed) {
             return None;
@@ -304,7 +317,12 @@ impl GroupMember {
                 }
                 match self.phase {
                     Phase::Joining { at } if self.in_flight.is_none() => offer(at),
-                    Phase::Stable if self.in_flight.is_none() => offer(self.next_heartbeat_at),
+                    Phase::Stable if self.in_flight.is_none() => {
+                        offer(self.next_heartbeat_at);
+                        if let Some(t) = self.followup_deadline() {
+                            offer(t);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -444,6 +462,9 @@ impl GroupMember {
     ) -> Option<Outbound> {
         if self.in_flight.is_some() {
             return None;
+        }
+        if self.followup_due(now) {
+            self.start_followup(now);
         }
         match &mut self.phase {
             Phase::Joining { at } if now >= *at => self.join_request(versions),
