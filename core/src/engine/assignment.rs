@@ -26,7 +26,7 @@ impl Engine {
                 revoked,
                 protocol,
                 generation,
-                standbys: _,
+                standbys,
             } => {
                 self.outputs.push_back(Output::Event(Event::GroupSynced {
                     generation,
@@ -49,6 +49,9 @@ impl Engine {
                         self.commit_reason = Some(CommitReason::CooperativeRevoke);
                     }
                 }
+                // Before the tasks: a task that was a standby here and becomes active is
+                // promoted in `assign` (its standby is kept while the assignment waits).
+                self.standbys_assigned(standbys);
                 self.assign(tasks, partitions);
             }
             GroupEvent::OffsetsFetched { offsets } => {

@@ -209,8 +209,16 @@ impl EngineConfig {
         config
     }
 
-    pub(crate) fn group_config(&self) -> GroupConfig {
+    /// The member's settings; `stateful_subtopologies`: those with logged stores (their
+    /// tasks get standbys and report offsets).
+    pub(crate) fn group_config(&self, stateful_subtopologies: Vec<usize>) -> GroupConfig {
         let mut group = GroupConfig::new(self.application_id.clone());
+        group.num_standby_replicas = self.num_standby_replicas;
+        group.acceptable_recovery_lag = self.acceptable_recovery_lag;
+        group.max_warmup_replicas = self.max_warmup_replicas;
+        group.probing_rebalance_interval = self.probing_rebalance_interval;
+        group.process_id = self.process_id.clone();
+        group.stateful_subtopologies = stateful_subtopologies;
         group.session_timeout = self.session_timeout;
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.rebalance_timeout;

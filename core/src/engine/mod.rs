@@ -259,8 +259,10 @@ impl Engine {
                 .map(|(&id, addr)| (id, addr.host.clone(), addr.port)),
             now,
         );
+        let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
+        let stateful: BTreeSet<usize> = changelogs.iter().map(|(sub, _, _)| *sub).collect();
         let group = GroupMember::new(
-            config.group_config(),
+            config.group_config(stateful.into_iter().collect()),
             topology.subtopologies().to_vec(),
             now,
         );
@@ -297,7 +299,6 @@ impl Engine {
         let fetcher = Fetcher::new(fetch);
         let producer = Producer::new(producer_config, now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
-        let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
         Ok(Self {
             config,
             topology,

@@ -21,7 +21,7 @@ impl Engine {
         }
         self.task_offsets_dirty = false;
         let offsets = self.task_offsets();
-        let _ = offsets; // TEMP until the group interface is merged
+        self.group.set_task_offsets(offsets);
     }
 
     /// Per local task with logged stores, the sum of their checkpoints (see the module docs).

@@ -1,0 +1,349 @@
+//! Standby replicas against the simulated cluster (real members, real assignor): a standby
+//! follows its task's changelog on another engine; when the active's engine crashes the
+//! survivor promotes its standby and restores only the changelog's tail after the standby's
+//! checkpoint (with durable stores, and with memory stores, which keep their checkpoint while
+//! open); under exactly-once a standby never holds records of a transaction that is not
+//! committed; a standby never runs in its active's process; a task moves to a new member only
+//! after a warm-up there caught up, through the probing rebalance.
+
+use std::collections::BTreeMap;
+
+use kstreams_core::engine::{
+    Engine, EngineConfig, Event, ProcessingGuarantee, StandbySuspendReason,
+};
+use kstreams_core::state::{MemoryStoreFactory, StoreFactory};
+use kstreams_core::task::TaskId;
+use kstreams_core::time::Instant;
+use kstreams_tests::harness::Harness;
+use kstreams_tests::harness::committed::{CommittedAudit, transactional_id};
+use kstreams_tests::harness::durable_store::{DiskStoreFactory, SimDisk};
+use kstreams_tests::harness::tagged::*;
+
+/// Input partitions (= tasks).
+const PARTITIONS: i32 = 2;
+
+/// What stores an engine's machine keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stores {
+    /// Durable (as LMDB): a [`SimDisk`] per machine.
+    Disk,
+    /// Memory stores: nothing survives a store's close.
+    Memory,
+}
+
+fn config(process: &str, standbys: usize, guarantee: ProcessingGuarantee) -> EngineConfig {
+    let mut c = flow_config();
+    c.num_standby_replicas = standbys;
+    c.process_id = process.to_owned();
+    c.processing_guarantee = guarantee;
+    c.client_id = format!("{APP}-{process}");
+    c
+}
+
+/// An engine of the stateful (counting) topology on a machine with `stores`.
+fn stateful_engine(config: EngineConfig, stores: Stores, now: i64) -> Engine {
+    let factory: Box<dyn StoreFactory> = match stores {
+        Stores::Disk => Box::new(DiskStoreFactory::new(SimDisk::new())),
+        Stores::Memory => Box::new(MemoryStoreFactory),
+    };
+    Engine::new(
+        tag_count_topology(),
+        config,
+        factory,
+        Instant::from_millis(now),
+    )
+    .expect("engine")
+}
+
+/// The live engines running each task actively, and those keeping a standby of it.
+fn placement(h: &Harness) -> BTreeMap<TaskId, (Vec<usize>, Vec<usize>)> {
+    let mut placed: BTreeMap<TaskId, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (i, slot) in h.engines.iter().enumerate().filter(|(_, s)| s.is_live()) {
+        for id in slot.task_ids() {
+            placed.entry(id).or_default().0.push(i);
+        }
+        for id in slot.engine.standby_tasks() {
+            placed.entry(id).or_default().1.push(i);
+        }
+    }
+    placed
+}
+
+/// Whether every task runs on one live engine and has `standbys` standbys on others, each
+/// caught up with the task's changelog (its checkpoint at the changelog's end).
+fn standbys_caught_up(h: &Harness, standbys: usize) -> bool {
+    let placed = placement(h);
+    placed.len() == PARTITIONS as usize
+        && placed.values().all(|(active, standby)| {
+            active.len() == 1 && standby.len() == standbys && !standby.contains(&active[0])
+        })
+        && h.engines
+            .iter()
+            .filter(|s| s.is_live())
+            .flat_map(|s| s.engine.standby_progress())
+            .all(|p| {
+                p.position.is_some()
+                    && p.position
+                        == h.sim
+                            .high_watermark(&p.changelog.topic, p.changelog.partition)
+                            .ok()
+            })
+}
+
+/// A promotion of a standby as the promoted engine reported it.
+#[derive(Debug)]
+struct Promotion {
+    /// The standby's checkpoint when it stopped following the changelog.
+    suspended_at: Option<i64>,
+    /// The checkpoint the task's restore started from.
+    restore_from: Option<i64>,
+    /// Records the restore wrote, and the position it reached.
+    restored: u64,
+    restored_to: i64,
+}
+
+/// The promotion of `task`'s standby on engine `index` after time `since`.
+fn promotion(h: &Harness, index: usize, task: TaskId, since: i64) -> Promotion {
+    let events = || {
+        h.engines[index]
+            .events
+            .iter()
+            .filter(move |(at, _)| *at >= since)
+            .map(|(_, e)| e)
+    };
+    let suspended_at = events()
+        .find_map(|e| match e {
+            Event::StandbySuspended {
+                task: t,
+                position,
+                reason: StandbySuspendReason::Promoted,
+                ..
+            } if *t == task => Some(*position),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{task}'s standby on engine {index} was not promoted"));
+    let restore_from = events()
+        .find_map(|e| match e {
+            Event::RestoreStarted {
+                task: t,
+                checkpoint,
+                ..
+            } if *t == task => Some(*checkpoint),
+            _ => None,
+        })
+        .expect("the promoted task restored");
+    let (restored, restored_to) = events()
+        .find_map(|e| match e {
+            Event::RestoreEnded {
+                task: t,
+                records,
+                position,
+                ..
+            } if *t == task => Some((*records, *position)),
+            _ => None,
+        })
+        .expect("the promoted task's restore ended");
+    Promotion {
+        suspended_at,
+        restore_from,
+        restored,
+        restored_to,
+    }
+}
+
+/// Two engines in two processes with one standby each: once every standby caught up, the
+/// engine of task 0's active crashes; the survivor promotes its standby of task 0. Returns the
+/// harness after all input was committed, the crashed engine's index, the survivor's, and
+/// the crash time, with the audits' final checks done.
+fn crash_the_active(
+    stores: Stores,
+    guarantee: ProcessingGuarantee,
+) -> (Harness, usize, usize, i64) {
+    let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
+    let n = 400;
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = std::rc::Rc::new(std::cell::RefCell::new(Audit::new(PARTITIONS, PARTITIONS)));
+    let committed = exactly_once.then(|| {
+        std::rc::Rc::new(std::cell::RefCell::new(CommittedAudit::new(
+            PARTITIONS, PARTITIONS, true,
+        )))
+    });
+    let configs = [
+        config("process-a", 1, guarantee),
+        config("process-b", 1, guarantee),
+    ];
+    if let Some(c) = &committed {
+        for config in &configs {
+            c.borrow_mut().watch(transactional_id(config));
+        }
+    }
+    {
+        let (audit, committed) = (audit.clone(), committed.clone());
+        h.set_observer(Box::new(move |sim| {
+            audit.borrow_mut().check(sim)?;
+            match &committed {
+                Some(c) => c.borrow_mut().check(sim),
+                None => Ok(()),
+            }
+        }));
+    }
+    let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
+    let [a_config, b_config] = configs;
+    h.add(stateful_engine(a_config, stores, h.now));
+    h.add(stateful_engine(b_config, stores, h.now));
+    // Under exactly-once: a standby's checkpoint never passes the last stable offset of its
+    // changelog (it holds no record of a transaction that may still abort); counted while a
+    // transaction is open on it, to show the check saw that case.
+    let mut checked_while_open = 0;
+    let mut standby_bounded = |h: &Harness| {
+        for p in h
+            .engines
+            .iter()
+            .filter(|s| s.is_live())
+            .flat_map(|s| s.engine.standby_progress())
+        {
+            let (topic, partition) = (&p.changelog.topic, p.changelog.partition);
+            let lso = h
+                .sim
+                .last_stable_offset(topic, partition)
+                .expect("changelog");
+            let hw = h.sim.high_watermark(topic, partition).expect("changelog");
+            assert!(
+                p.position.is_none_or(|at| at <= lso),
+                "standby of {} at {:?}, past the last stable offset {lso}",
+                p.task,
+                p.position
+            );
+            if lso < hw {
+                checked_while_open += 1;
+            }
+        }
+    };
+    let caught_up = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        if exactly_once {
+            standby_bounded(h);
+        }
+        standbys_caught_up(h, 1) && committed_at_least(&h.sim, &[100; PARTITIONS as usize])
+    });
+    assert_run(&h, caught_up);
+    let task0 = TaskId {
+        subtopology: 0,
+        partition: 0,
+    };
+    let (active, standby) = placement(&h)[&task0].clone();
+    let (crashed, survivor) = (active[0], standby[0]);
+    let crash_at = h.now;
+    h.drop_engine(crashed);
+    let done = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        if exactly_once {
+            standby_bounded(h);
+        }
+        let finished = match &committed {
+            Some(c) => c.borrow().complete(&h.sim, &[n; PARTITIONS as usize]),
+            None => all_committed(&h.sim, &[n; PARTITIONS as usize]),
+        };
+        feeder.finished() && finished && h.engines[survivor].task_ids().len() == 2
+    });
+    assert_run(&h, done);
+    if exactly_once {
+        assert!(
+            checked_while_open > 0,
+            "no standby seen while a transaction was open"
+        );
+    }
+    let mut audit = audit.borrow_mut();
+    audit.excuse_zombies(&h.engines);
+    audit.assert_complete(&[n; PARTITIONS as usize]);
+    if let Some(c) = &committed {
+        c.borrow().assert_complete(&[n; PARTITIONS as usize]);
+    }
+    (h, crashed, survivor, crash_at)
+}
+
+/// The survivor's promotion of task 0: its restore starts at the standby's checkpoint and
+/// reads only the tail after it.
+fn assert_tail_only(h: &Harness, survivor: usize, crash_at: i64) {
+    let task0 = TaskId {
+        subtopology: 0,
+        partition: 0,
+    };
+    let promoted = promotion(h, survivor, task0, crash_at);
+    eprintln!("{promoted:?}");
+    let from = promoted
+        .restore_from
+        .expect("the restore starts at a checkpoint");
+    assert_eq!(
+        promoted.suspended_at,
+        Some(from),
+        "the restore starts where the standby stopped"
+    );
+    assert!(
+        promoted.restored <= (promoted.restored_to - from) as u64,
+        "{promoted:?}"
+    );
+    assert!(
+        (promoted.restored as i64) < from,
+        "only the tail: fewer records restored than the standby held ({promoted:?})"
+    );
+}
+
+#[test]
+fn the_survivor_of_a_crash_promotes_its_standby_and_restores_only_the_tail() {
+    let (h, _, survivor, crash_at) =
+        crash_the_active(Stores::Disk, ProcessingGuarantee::AtLeastOnce);
+    assert_tail_only(&h, survivor, crash_at);
+}
+
+#[test]
+fn a_memory_store_standby_promotes_with_only_the_tail() {
+    let (h, _, survivor, crash_at) =
+        crash_the_active(Stores::Memory, ProcessingGuarantee::AtLeastOnce);
+    assert_tail_only(&h, survivor, crash_at);
+}
+
+#[test]
+fn under_exactly_once_a_standby_never_holds_uncommitted_records_and_counts_stay_exact() {
+    let (h, _, survivor, crash_at) =
+        crash_the_active(Stores::Disk, ProcessingGuarantee::ExactlyOnce);
+    assert_tail_only(&h, survivor, crash_at);
+}
+
+#[test]
+fn the_metadata_and_metrics_show_standbys() {
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, 50);
+    let mut h = Harness::new(sim, T0);
+    let guarantee = ProcessingGuarantee::AtLeastOnce;
+    let a = h.add(stateful_engine(
+        config("process-a", 1, guarantee),
+        Stores::Disk,
+        h.now,
+    ));
+    let b = h.add(stateful_engine(
+        config("process-b", 1, guarantee),
+        Stores::Disk,
+        h.now,
+    ));
+    let done = h.run_until(60_000, |h| {
+        standbys_caught_up(h, 1) && all_committed(&h.sim, &[50; PARTITIONS as usize])
+    });
+    assert_run(&h, done);
+    for index in [a, b] {
+        let engine = &h.engines[index].engine;
+        assert_eq!(engine.standby_tasks().count(), 1);
+        let progress: Vec<_> = engine.standby_progress().collect();
+        assert_eq!(progress.len(), 1, "one logged store");
+        assert_eq!(progress[0].lag(), Some(0));
+        assert!(engine.metrics().standby_records_total > 0);
+        assert!(
+            h.engines[index]
+                .events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::StandbyStarted { .. })),
+        );
+    }
+}
