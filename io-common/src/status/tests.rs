@@ -212,3 +212,109 @@ fn restoring_tasks_show_until_their_last_store_is_restored_and_the_listener_hear
         ]
     );
 }
+
+#[test]
+fn standby_tasks_show_while_a_store_follows_and_the_listener_hears_it() {
+    use kstreams_core::engine::StandbySuspendReason;
+    use kstreams_core::record::TopicPartition;
+
+    #[derive(Default)]
+    struct Heard(Arc<Mutex<Vec<String>>>);
+    impl StandbyUpdateListener for Heard {
+        fn on_update_start(
+            &mut self,
+            task: TaskId,
+            store: &str,
+            _: &TopicPartition,
+            checkpoint: Option<i64>,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {task} {store} {checkpoint:?}"));
+        }
+        fn on_batch_loaded(
+            &mut self,
+            task: TaskId,
+            store: &str,
+            _: &TopicPartition,
+            records: usize,
+            position: i64,
+            end: Option<i64>,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("batch {task} {store} {records} {position} {end:?}"));
+        }
+        fn on_update_suspended(
+            &mut self,
+            task: TaskId,
+            store: &str,
+            _: &TopicPartition,
+            position: Option<i64>,
+            _: Option<i64>,
+            reason: StandbySuspendReason,
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("suspended {task} {store} {position:?} {reason:?}"));
+        }
+    }
+
+    let status = InstanceStatus::new();
+    let heard = Heard::default();
+    let log = heard.0.clone();
+    status.set_standby_listener(Box::new(heard));
+    let (tx, _rx) = async_channel::unbounded();
+    status.start(vec![("t-1".into(), tx)]).unwrap();
+    let task = TaskId {
+        subtopology: 0,
+        partition: 2,
+    };
+    let changelog = TopicPartition::new("app-a-changelog", 2);
+    status.on_event(
+        0,
+        Event::StandbyStarted {
+            task,
+            store: "a".into(),
+            changelog: changelog.clone(),
+            checkpoint: None,
+        },
+    );
+    status.on_event(
+        0,
+        Event::StandbyBatch {
+            task,
+            store: "a".into(),
+            changelog: changelog.clone(),
+            records: 4,
+            bytes: 40,
+            position: 9,
+            end: Some(9),
+        },
+    );
+    assert_eq!(status.threads()[0].standby_tasks, [task]);
+    assert!(status.threads()[0].active_tasks.is_empty());
+    status.on_event(
+        0,
+        Event::StandbySuspended {
+            task,
+            store: "a".into(),
+            changelog,
+            position: Some(9),
+            end: Some(9),
+            reason: StandbySuspendReason::Promoted,
+        },
+    );
+    assert!(status.threads()[0].standby_tasks.is_empty());
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "start 0_2 a None",
+            "batch 0_2 a 4 9 Some(9)",
+            "suspended 0_2 a Some(9) Promoted",
+        ]
+    );
+}
