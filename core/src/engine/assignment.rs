@@ -238,7 +238,7 @@ impl Engine {
         }
         self.start_fetching(ready_partitions);
         self.task_offsets_dirty = true;
-        self.standbys_dirty = true;
+        self.standbys.dirty = true;
         self.last_commit = now;
         self.outputs
             .push_back(Output::Event(Event::TasksAssigned(started)));
@@ -324,13 +324,13 @@ impl Engine {
             self.awaiting_committed.remove(tp);
         }
         self.task_offsets_dirty = true;
-        self.standbys_dirty = true;
+        self.standbys.dirty = true;
         for id in ids {
             self.backlog.remove(id);
             let restoring = self.restoring.remove(id).map(|r| r.task);
             for task in self.tasks.remove(id).into_iter().chain(restoring) {
                 self.count_closed_task(*id, task.metrics());
-                if self.closing || !self.standby_assignment.contains(id) {
+                if self.closing || !self.standbys.assigned.contains(id) {
                     if let Err(error) = task.close() {
                         self.warn(error.into());
                     }
@@ -354,7 +354,7 @@ impl Engine {
         self.pending_assignment = None;
         self.sink_wait_since = None;
         self.task_offsets_dirty = true;
-        self.standbys_dirty = true;
+        self.standbys.dirty = true;
         let partitions: Vec<TopicPartition> = self
             .fetcher
             .assigned()

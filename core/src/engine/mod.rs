@@ -149,11 +149,7 @@ pub struct Engine {
     /// Assigned tasks whose logged stores are being restored (they join `tasks` after).
     restoring: BTreeMap<TaskId, restore::Restoring>,
     /// Standby tasks: other members' task state kept warm here (see `standby`).
-    standbys: BTreeMap<TaskId, standby::Standby>,
-    /// The standby tasks the member's assignment names.
-    standby_assignment: BTreeSet<TaskId>,
-    /// The standbys may differ from the assignment's (see `Engine::reconcile_standbys`).
-    standbys_dirty: bool,
+    standbys: standby::Standbys,
     /// The local task offsets may have changed since the member was told (see `task_offsets`).
     task_offsets_dirty: bool,
     /// Per changelog partition, the offset after the last changelog write the broker
@@ -315,9 +311,7 @@ impl Engine {
             changelogs,
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
-            standbys: BTreeMap::new(),
-            standby_assignment: BTreeSet::new(),
-            standbys_dirty: false,
+            standbys: standby::Standbys::default(),
             task_offsets_dirty: false,
             changelog_acked: HashMap::new(),
             assignment: None,

@@ -23,7 +23,7 @@
 //!   written and the backends are closed. A lost membership or an eager revocation leaves
 //!   standbys alone (as Kafka Streams does): the next assignment decides.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use super::{Engine, EngineError, Event, Output, StandbySuspendReason};
@@ -33,8 +33,20 @@ use crate::record::{RawRecord, TopicPartition};
 use crate::state::{Checkpoint, KvBackend, StoreError, StoreFactory, WriteBatch};
 use crate::task::{Task, TaskConfig, TaskId};
 
+/// The standby tasks of an engine, and the assignment's.
+#[derive(Default)]
+pub(super) struct Standbys {
+    /// The standbys running here.
+    running: BTreeMap<TaskId, Standby>,
+    /// The standby tasks the member's assignment names.
+    pub(super) assigned: BTreeSet<TaskId>,
+    /// The running standbys may differ from the assignment's (see
+    /// `Engine::reconcile_standbys`).
+    pub(super) dirty: bool,
+}
+
 /// A standby task: its logged stores, each following its changelog partition.
-pub(super) struct Standby {
+struct Standby {
     stores: Vec<StandbyStore>,
 }
 
@@ -139,15 +151,15 @@ impl Engine {
     /// The standby tasks the group assigned to this engine (the member's assignment):
     /// reconciled with the running standbys by [`Engine::reconcile_standbys`].
     pub(super) fn standbys_assigned(&mut self, standbys: Vec<TaskId>) {
-        self.standby_assignment = standbys.into_iter().collect();
-        self.standbys_dirty = true;
+        self.standbys.assigned = standbys.into_iter().collect();
+        self.standbys.dirty = true;
     }
 
     /// Closes the standbys the assignment no longer names and opens the ones it names that
     /// do not run here yet (once the changelogs exist, and not while the task is still active
     /// here, e.g. during its cooperative revocation, which opens it after).
     fn reconcile_standbys(&mut self) -> Result<bool, EngineError> {
-        if !self.standbys_dirty || self.stopped() {
+        if !self.standbys.dirty || self.stopped() {
             return Ok(false);
         }
         // A task the pending assignment makes active here keeps its standby until promoted.
@@ -159,8 +171,9 @@ impl Engine {
         let mut progress = false;
         let gone: Vec<TaskId> = self
             .standbys
+            .running
             .keys()
-            .filter(|id| !self.standby_assignment.contains(id) && !promoting.contains(id))
+            .filter(|id| !self.standbys.assigned.contains(id) && !promoting.contains(id))
             .copied()
             .collect();
         for id in gone {
@@ -168,7 +181,7 @@ impl Engine {
             progress = true;
         }
         if self.closing {
-            self.standbys_dirty = false;
+            self.standbys.dirty = false;
             return Ok(progress);
         }
         if !self.changelogs_ready() {
@@ -176,10 +189,11 @@ impl Engine {
             return Ok(progress);
         }
         let new: Vec<TaskId> = self
-            .standby_assignment
+            .standbys
+            .assigned
             .iter()
             .filter(|id| {
-                !self.standbys.contains_key(id)
+                !self.standbys.running.contains_key(id)
                     && !self.tasks.contains_key(id)
                     && !self.restoring.contains_key(id)
                     && !promoting.contains(id)
@@ -190,7 +204,7 @@ impl Engine {
             self.open_standby(id, Vec::new())?;
             progress = true;
         }
-        self.standbys_dirty = false;
+        self.standbys.dirty = false;
         Ok(progress)
     }
 
@@ -262,7 +276,7 @@ impl Engine {
             });
         }
         self.fetcher.update_leaders(&self.metadata);
-        self.standbys.insert(id, Standby { stores });
+        self.standbys.running.insert(id, Standby { stores });
         self.task_offsets_dirty = true;
         Ok(())
     }
@@ -278,8 +292,8 @@ impl Engine {
 
     /// Closes every standby (the engine closes).
     pub(super) fn close_standbys(&mut self) -> Result<(), EngineError> {
-        self.standby_assignment.clear();
-        let ids: Vec<TaskId> = self.standbys.keys().copied().collect();
+        self.standbys.assigned.clear();
+        let ids: Vec<TaskId> = self.standbys.running.keys().copied().collect();
         for id in ids {
             self.close_standby(id, StandbySuspendReason::Closed)?;
         }
@@ -296,7 +310,7 @@ impl Engine {
         sink_counts: HashMap<String, i32>,
     ) -> Result<Task, EngineError> {
         let now = self.now;
-        if !self.standbys.contains_key(&id) {
+        if !self.standbys.running.contains_key(&id) {
             return Ok(Task::new(
                 &self.topology,
                 id,
@@ -329,7 +343,7 @@ impl Engine {
         id: TaskId,
         reason: StandbySuspendReason,
     ) -> Result<HashMap<String, Box<dyn KvBackend>>, EngineError> {
-        let Some(standby) = self.standbys.remove(&id) else {
+        let Some(standby) = self.standbys.running.remove(&id) else {
             return Ok(HashMap::new());
         };
         self.task_offsets_dirty = true;
@@ -365,6 +379,7 @@ impl Engine {
         };
         let slot = self
             .standbys
+            .running
             .get(&id)?
             .stores
             .iter()
@@ -393,6 +408,7 @@ impl Engine {
         let limit = self.config.restore_batch_bytes;
         let store = &mut self
             .standbys
+            .running
             .get_mut(&id)
             .expect("standby_slot found it")
             .stores[slot];
@@ -436,7 +452,7 @@ impl Engine {
     /// behind it: the standby's position follows a quiet changelog exactly.
     fn write_caught_up_standbys(&mut self) -> Result<bool, EngineError> {
         let mut written = Vec::new();
-        for (&id, standby) in &mut self.standbys {
+        for (&id, standby) in &mut self.standbys.running {
             for store in &mut standby.stores {
                 let (Some(position), Some(end)) = (
                     self.fetcher.position(&store.changelog),
@@ -474,6 +490,7 @@ impl Engine {
         };
         let store = &mut self
             .standbys
+            .running
             .get_mut(&id)
             .expect("standby_slot found it")
             .stores[slot];
@@ -493,26 +510,29 @@ impl Engine {
 
     /// The standby tasks running here, sorted.
     pub fn standby_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
-        self.standbys.keys().copied()
+        self.standbys.running.keys().copied()
     }
 
     /// The progress of every store of the standby tasks: checkpoint, changelog end, lag.
     pub fn standby_progress(&self) -> impl Iterator<Item = StandbyProgress> + '_ {
-        self.standbys.iter().flat_map(move |(&task, standby)| {
-            standby.stores.iter().map(move |store| StandbyProgress {
-                task,
-                store: store.store.clone(),
-                changelog: store.changelog.clone(),
-                position: store.position,
-                end: self.fetcher.end_offset(&store.changelog),
-                applied: store.applied,
+        self.standbys
+            .running
+            .iter()
+            .flat_map(move |(&task, standby)| {
+                standby.stores.iter().map(move |store| StandbyProgress {
+                    task,
+                    store: store.store.clone(),
+                    changelog: store.changelog.clone(),
+                    position: store.position,
+                    end: self.fetcher.end_offset(&store.changelog),
+                    applied: store.applied,
+                })
             })
-        })
     }
 
     /// The checkpoint of every store of standby `id` (`None` for a store without one).
     pub(super) fn standby_checkpoints(&self, id: TaskId) -> Option<Vec<Option<i64>>> {
-        let standby = self.standbys.get(&id)?;
+        let standby = self.standbys.running.get(&id)?;
         Some(standby.stores.iter().map(|s| s.position).collect())
     }
 
