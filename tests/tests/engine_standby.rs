@@ -347,3 +347,128 @@ fn the_metadata_and_metrics_show_standbys() {
         );
     }
 }
+
+#[test]
+fn a_standby_never_runs_in_the_process_of_its_active() {
+    let partitions = 4;
+    let mut sim = cluster(3, partitions);
+    produce_all(&mut sim, partitions, 20);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, partitions, partitions);
+    let guarantee = ProcessingGuarantee::AtLeastOnce;
+    // Two engines of one process (two stream threads of an instance) and one of another.
+    let processes = ["process-1", "process-1", "process-2"];
+    for process in processes {
+        h.add(stateful_engine(
+            config(process, 1, guarantee),
+            Stores::Disk,
+            h.now,
+        ));
+    }
+    // By harness index.
+    let process = processes;
+    let mut violations = Vec::new();
+    let mut complete_since = None;
+    let done = h.run_until(60_000, |h| {
+        for (task, (active, standby)) in placement(h) {
+            for s in &standby {
+                if active.iter().any(|a| process[*a] == process[*s]) {
+                    violations.push(format!(
+                        "{}: {task} active on {active:?}, standby on {s}",
+                        h.now
+                    ));
+                }
+            }
+        }
+        let placed = placement(h);
+        let complete = placed.len() == partitions as usize
+            && placed
+                .values()
+                .all(|(active, standby)| active.len() == 1 && standby.len() == 1);
+        complete_since = complete.then(|| complete_since.unwrap_or(h.now));
+        // Complete for a while (several heartbeats), every input committed.
+        complete_since.is_some_and(|since| h.now - since > 5_000) && all_committed(&h.sim, &[20; 4])
+    });
+    assert_run(&h, done);
+    assert!(violations.is_empty(), "{violations:#?}");
+    audit.borrow().assert_complete(&[20; 4]);
+}
+
+#[test]
+fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, PARTITIONS, PARTITIONS);
+    let n = 600;
+    let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
+    let warm_up = |process: &str| {
+        // No standbys: the only standbys are warm-ups.
+        let mut c = config(process, 0, ProcessingGuarantee::AtLeastOnce);
+        c.acceptable_recovery_lag = 5;
+        c.probing_rebalance_interval = kstreams_core::time::Duration::from_secs(5);
+        c
+    };
+    let a = h.add(stateful_engine(warm_up("process-a"), Stores::Disk, h.now));
+    // A alone builds up state: its changelogs run far beyond the acceptable lag.
+    let alone = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[150; PARTITIONS as usize])
+    });
+    assert_run(&h, alone);
+    assert_eq!(h.engines[a].task_ids().len(), 2);
+    let joined_at = h.now;
+    let b = h.add(stateful_engine(warm_up("process-b"), Stores::Disk, h.now));
+    let done = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[n; PARTITIONS as usize])
+            && h.engines[b].task_ids().len() == 1
+    });
+    assert_run(&h, done);
+    let moved = h.engines[b].task_ids()[0];
+    let events = |i: usize| {
+        h.engines[i]
+            .events
+            .iter()
+            .filter(move |(at, _)| *at >= joined_at)
+    };
+    let warm_up_started = events(b)
+        .find_map(|(at, e)| {
+            matches!(e, Event::StandbyStarted { task, .. } if *task == moved).then_some(*at)
+        })
+        .expect("B warmed the moved task up first");
+    let assigned = events(b)
+        .find_map(|(at, e)| {
+            matches!(e, Event::TasksAssigned(t) if t.contains(&moved)).then_some(*at)
+        })
+        .expect("B got the task");
+    let revoked = events(a)
+        .find_map(|(at, e)| {
+            matches!(e, Event::TasksRevoked(t) if t.contains(&moved)).then_some(*at)
+        })
+        .expect("A gave the task up");
+    eprintln!(
+        "joined {joined_at}, warm-up from {warm_up_started}, A revoked at {revoked}, B assigned at {assigned}"
+    );
+    assert!(
+        warm_up_started < revoked,
+        "A kept the task while B warmed up"
+    );
+    assert!(revoked <= assigned);
+    // The probing rebalance moved it, after the warm-up caught up: B's restore read only the
+    // tail after the warm-up's checkpoint.
+    let promoted = promotion(&h, b, moved, joined_at);
+    eprintln!("{promoted:?}");
+    let from = promoted
+        .restore_from
+        .expect("restored from the warm-up's checkpoint");
+    assert_eq!(promoted.suspended_at, Some(from));
+    assert!(
+        (promoted.restored as i64) < from,
+        "only the tail: {promoted:?}"
+    );
+    let mut audit = audit.borrow_mut();
+    audit.excuse_zombies(&h.engines);
+    audit.assert_complete(&[n; PARTITIONS as usize]);
+}

@@ -230,7 +230,17 @@ impl Engine {
         let mut stores = Vec::with_capacity(logged.len());
         for (store, topic) in logged {
             let mut backend = match kept.remove(&store) {
-                Some(backend) => backend,
+                // Committed before it was handed over: nothing may be pending (a changelog
+                // batch is refused over uncommitted writes).
+                Some(mut backend) => {
+                    debug_assert_eq!(
+                        backend.uncommitted_len(),
+                        0,
+                        "a store handed over uncommitted"
+                    );
+                    backend.rollback();
+                    backend
+                }
                 None => self
                     .stores
                     .open(&store, id.partition)
