@@ -3,7 +3,8 @@
 //!
 //! - [`member`]: [`GroupMember`], the state machine for FindCoordinator, JoinGroup, SyncGroup,
 //!   Heartbeat and LeaveGroup, which also owns the offset requests;
-//! - [`assignor`]: the leader's balanced, sticky task assignment (pure functions);
+//! - [`assignor`]: the leader's balanced, sticky, state-aware task assignment with standbys
+//!   and warm-ups (pure functions);
 //! - [`protocol`]: subscription and assignment bytes (standard `"consumer"` embedded protocol
 //!   with our task ids in `user_data`), and the two JoinGroup protocols: eager `"kstreams"`
 //!   and cooperative `"kstreams-cooperative"` (see [`RebalanceProtocol`]);
@@ -27,7 +28,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 pub use assignor::{
-    AssignError, MemberAssignment, MemberSubscription, assign, withhold_held_elsewhere,
+    AssignError, AssignmentPlan, AssignorConfig, MemberAssignment, MemberSubscription, Placement,
+    assign, place_by_state, plan, withhold_held_elsewhere,
 };
 pub use member::GroupMember;
 pub use offsets::{CommitError, CommitId, OffsetFetchError};

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{GroupMember, JOIN_GROUP_VERSIONS, Phase, Previous, SYNC_GROUP_VERSIONS};
-use crate::client::group::assignor::{self, MemberAssignment, MemberSubscription};
+use crate::client::group::assignor::{self, AssignorConfig, MemberAssignment, MemberSubscription};
 use crate::client::group::protocol::{self, Assignment, Subscription};
 use crate::client::group::{CommitError, GroupError, GroupEvent, RebalanceProtocol};
 use crate::client::{ApiVersionLookup, Outbound};
@@ -340,22 +340,35 @@ impl GroupMember {
             })
             .collect();
         let counts = &self.partition_counts;
-        let per_member = match assignor::assign(&subscriptions, &self.subtopologies, |t| {
-            counts.get(t).copied()
-        }) {
-            Ok(mut m) => {
+        let config = AssignorConfig::from(&self.config);
+        let per_member = match assignor::plan(
+            &subscriptions,
+            &self.subtopologies,
+            |t| counts.get(t).copied(),
+            &config,
+            &self.member_id,
+        ) {
+            Ok(plan) => {
                 // Whatever the protocol: members that were cooperative in the last generation
                 // still run their held tasks (see the assignor's module docs).
-                let withheld =
-                    assignor::withhold_held_elsewhere(&mut m, &subscriptions, &self.subtopologies);
-                if !withheld.is_empty() {
+                if !plan.withheld.is_empty() {
                     tracing::info!(
                         generation = self.generation,
-                        ?withheld,
+                        withheld = ?plan.withheld,
                         "tasks still held by another member withheld until the follow-up rebalance"
                     );
                 }
-                m
+                let placement = &plan.placement;
+                if !placement.kept_caught_up.is_empty() {
+                    tracing::info!(
+                        generation = self.generation,
+                        kept = ?placement.kept_caught_up,
+                        warmups = ?placement.warmups,
+                        probing_in_ms = config.probing_rebalance_interval.as_millis(),
+                        "stateful tasks kept where their state is caught up; their target owners warm up"
+                    );
+                }
+                plan.members
             }
             Err(error) => {
                 tracing::warn!(%error, "assignment failed; every member gets nothing");
