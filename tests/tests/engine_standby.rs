@@ -6,7 +6,12 @@
 //! committed; a standby never runs in its active's process; a task moves to a new member only
 //! after a warm-up there caught up, through the probing rebalance.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
 
 use kstreams_core::engine::{
     Engine, EngineConfig, Event, ProcessingGuarantee, StandbySuspendReason,
@@ -164,9 +169,9 @@ fn crash_the_active(
     let mut sim = cluster(3, PARTITIONS);
     produce_all(&mut sim, PARTITIONS, 10);
     let mut h = Harness::new(sim, T0);
-    let audit = std::rc::Rc::new(std::cell::RefCell::new(Audit::new(PARTITIONS, PARTITIONS)));
+    let audit = Rc::new(RefCell::new(Audit::new(PARTITIONS, PARTITIONS)));
     let committed = exactly_once.then(|| {
-        std::rc::Rc::new(std::cell::RefCell::new(CommittedAudit::new(
+        Rc::new(RefCell::new(CommittedAudit::new(
             PARTITIONS, PARTITIONS, true,
         )))
     });
@@ -179,53 +184,58 @@ fn crash_the_active(
             c.borrow_mut().watch(transactional_id(config));
         }
     }
+    // Under exactly-once a standby's checkpoint never passes the last stable offset of its
+    // changelog (it holds no record of a transaction that may still abort): the cluster's
+    // (last stable offset, high watermark) per changelog partition after every request it
+    // serves, checked against every standby after every output of its engine, and counted
+    // while a transaction is open on the changelog (to show the check met that case).
+    let ends: Rc<RefCell<BTreeMap<i32, (i64, i64)>>> = Rc::default();
+    let checked_while_open = Rc::new(Cell::new(0usize));
     {
-        let (audit, committed) = (audit.clone(), committed.clone());
+        let (audit, committed, ends) = (audit.clone(), committed.clone(), ends.clone());
         h.set_observer(Box::new(move |sim| {
             audit.borrow_mut().check(sim)?;
+            for p in 0..sim.partition_count(COUNTS_CHANGELOG).unwrap_or(0) {
+                let lso = sim
+                    .last_stable_offset(COUNTS_CHANGELOG, p)
+                    .map_err(|e| e.to_string())?;
+                let hw = sim
+                    .high_watermark(COUNTS_CHANGELOG, p)
+                    .map_err(|e| e.to_string())?;
+                ends.borrow_mut().insert(p, (lso, hw));
+            }
             match &committed {
                 Some(c) => c.borrow_mut().check(sim),
                 None => Ok(()),
             }
         }));
     }
+    if exactly_once {
+        let (ends, checked_while_open) = (ends.clone(), checked_while_open.clone());
+        h.set_engine_observer(Box::new(move |index, engine| {
+            for p in engine.standby_progress() {
+                let Some(&(lso, hw)) = ends.borrow().get(&p.changelog.partition) else {
+                    continue;
+                };
+                if p.position.is_some_and(|at| at > lso) {
+                    return Err(format!(
+                        "engine {index}: standby of {} at {:?}, past the last stable offset {lso}",
+                        p.task, p.position
+                    ));
+                }
+                if lso < hw {
+                    checked_while_open.set(checked_while_open.get() + 1);
+                }
+            }
+            Ok(())
+        }));
+    }
     let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
     let [a_config, b_config] = configs;
     h.add(stateful_engine(a_config, stores, h.now));
     h.add(stateful_engine(b_config, stores, h.now));
-    // Under exactly-once: a standby's checkpoint never passes the last stable offset of its
-    // changelog (it holds no record of a transaction that may still abort); counted while a
-    // transaction is open on it, to show the check saw that case.
-    let mut checked_while_open = 0;
-    let mut standby_bounded = |h: &Harness| {
-        for p in h
-            .engines
-            .iter()
-            .filter(|s| s.is_live())
-            .flat_map(|s| s.engine.standby_progress())
-        {
-            let (topic, partition) = (&p.changelog.topic, p.changelog.partition);
-            let lso = h
-                .sim
-                .last_stable_offset(topic, partition)
-                .expect("changelog");
-            let hw = h.sim.high_watermark(topic, partition).expect("changelog");
-            assert!(
-                p.position.is_none_or(|at| at <= lso),
-                "standby of {} at {:?}, past the last stable offset {lso}",
-                p.task,
-                p.position
-            );
-            if lso < hw {
-                checked_while_open += 1;
-            }
-        }
-    };
     let caught_up = h.run_until(60_000, |h| {
         feeder.feed(h);
-        if exactly_once {
-            standby_bounded(h);
-        }
         standbys_caught_up(h, 1) && committed_at_least(&h.sim, &[100; PARTITIONS as usize])
     });
     assert_run(&h, caught_up);
@@ -235,13 +245,28 @@ fn crash_the_active(
     };
     let (active, standby) = placement(&h)[&task0].clone();
     let (crashed, survivor) = (active[0], standby[0]);
+    let crashed_changelog_partition = task0.partition;
+    if exactly_once {
+        // The active's transaction stays open while its EndTxn is refused (retriably), with
+        // changelog records in it: the engine crashes then, so they are aborted (by the
+        // coordinator's timeout) and the standby, which follows meanwhile, must skip them.
+        h.sim.inject_error(
+            ApiKey::EndTxn,
+            ResponseError::ConcurrentTransactions.code(),
+            20,
+        );
+        let changelog = crashed_changelog_partition;
+        let open = h.run_until(30_000, |h| {
+            feeder.feed(h);
+            let lso = h.sim.last_stable_offset(COUNTS_CHANGELOG, changelog);
+            lso.is_ok() && lso.ok() < h.sim.high_watermark(COUNTS_CHANGELOG, changelog).ok()
+        });
+        assert_run(&h, open);
+    }
     let crash_at = h.now;
     h.drop_engine(crashed);
     let done = h.run_until(120_000, |h| {
         feeder.feed(h);
-        if exactly_once {
-            standby_bounded(h);
-        }
         let finished = match &committed {
             Some(c) => c.borrow().complete(&h.sim, &[n; PARTITIONS as usize]),
             None => all_committed(&h.sim, &[n; PARTITIONS as usize]),
@@ -251,7 +276,7 @@ fn crash_the_active(
     assert_run(&h, done);
     if exactly_once {
         assert!(
-            checked_while_open > 0,
+            checked_while_open.get() > 0,
             "no standby seen while a transaction was open"
         );
     }
@@ -394,8 +419,10 @@ fn a_standby_never_runs_in_the_process_of_its_active() {
     audit.borrow().assert_complete(&[20; 4]);
 }
 
-#[test]
-fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
+/// One engine (A) alone builds up state, then a second (B, another process) joins: with no
+/// standbys configured, B's copies are warm-ups only. Returns the harness once B runs one task
+/// and all input is committed, A's and B's indices, when B joined and the task it got.
+fn scale_out(stores: Stores) -> (Harness, usize, usize, i64, TaskId) {
     let mut sim = cluster(3, PARTITIONS);
     produce_all(&mut sim, PARTITIONS, 10);
     let mut h = Harness::new(sim, T0);
@@ -403,14 +430,13 @@ fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
     let n = 600;
     let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
     let warm_up = |process: &str| {
-        // No standbys: the only standbys are warm-ups.
         let mut c = config(process, 0, ProcessingGuarantee::AtLeastOnce);
         c.acceptable_recovery_lag = 5;
         c.probing_rebalance_interval = kstreams_core::time::Duration::from_secs(5);
         c
     };
-    let a = h.add(stateful_engine(warm_up("process-a"), Stores::Disk, h.now));
-    // A alone builds up state: its changelogs run far beyond the acceptable lag.
+    let a = h.add(stateful_engine(warm_up("process-a"), stores, h.now));
+    // A alone: its changelogs run far beyond the acceptable lag.
     let alone = h.run_until(60_000, |h| {
         feeder.feed(h);
         committed_at_least(&h.sim, &[150; PARTITIONS as usize])
@@ -418,7 +444,7 @@ fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
     assert_run(&h, alone);
     assert_eq!(h.engines[a].task_ids().len(), 2);
     let joined_at = h.now;
-    let b = h.add(stateful_engine(warm_up("process-b"), Stores::Disk, h.now));
+    let b = h.add(stateful_engine(warm_up("process-b"), stores, h.now));
     let done = h.run_until(120_000, |h| {
         feeder.feed(h);
         feeder.finished()
@@ -426,49 +452,109 @@ fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
             && h.engines[b].task_ids().len() == 1
     });
     assert_run(&h, done);
+    {
+        let mut audit = audit.borrow_mut();
+        audit.excuse_zombies(&h.engines);
+        audit.assert_complete(&[n; PARTITIONS as usize]);
+    }
     let moved = h.engines[b].task_ids()[0];
-    let events = |i: usize| {
-        h.engines[i]
+    for (i, slot) in h.engines.iter().enumerate() {
+        for (at, e) in slot.events.iter().filter(|(at, _)| *at >= joined_at) {
+            if matches!(
+                e,
+                Event::GroupSynced { .. }
+                    | Event::TasksAssigned(_)
+                    | Event::TasksRevoked(_)
+                    | Event::RestoreStarted { .. }
+                    | Event::StandbyStarted { .. }
+                    | Event::StandbySuspended { .. }
+            ) {
+                eprintln!("engine {i} at +{} ms: {e:?}", at - joined_at);
+            }
+        }
+    }
+    (h, a, b, joined_at, moved)
+}
+
+/// When engine `index` first had `task` revoked after `since`.
+fn first_revocation(h: &Harness, index: usize, task: TaskId, since: i64) -> i64 {
+    h.engines[index]
+        .events
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .find_map(|(at, e)| matches!(e, Event::TasksRevoked(t) if t.contains(&task)).then_some(*at))
+        .expect("the task was revoked")
+}
+
+#[test]
+fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
+    let (h, a, b, joined_at, moved) = scale_out(Stores::Disk);
+    let b_events = || {
+        h.engines[b]
             .events
             .iter()
-            .filter(move |(at, _)| *at >= joined_at)
+            .filter(|(at, _)| *at >= joined_at)
     };
-    let warm_up_started = events(b)
+    let warm_up_started = b_events()
         .find_map(|(at, e)| {
             matches!(e, Event::StandbyStarted { task, .. } if *task == moved).then_some(*at)
         })
-        .expect("B warmed the moved task up first");
-    let assigned = events(b)
-        .find_map(|(at, e)| {
-            matches!(e, Event::TasksAssigned(t) if t.contains(&moved)).then_some(*at)
-        })
-        .expect("B got the task");
-    let revoked = events(a)
-        .find_map(|(at, e)| {
-            matches!(e, Event::TasksRevoked(t) if t.contains(&moved)).then_some(*at)
-        })
-        .expect("A gave the task up");
-    eprintln!(
-        "joined {joined_at}, warm-up from {warm_up_started}, A revoked at {revoked}, B assigned at {assigned}"
-    );
+        .expect("B warmed the task up first");
     assert!(
-        warm_up_started < revoked,
+        warm_up_started < first_revocation(&h, a, moved, joined_at),
         "A kept the task while B warmed up"
     );
-    assert!(revoked <= assigned);
-    // The probing rebalance moved it, after the warm-up caught up: B's restore read only the
-    // tail after the warm-up's checkpoint.
+    // B's restore of the task (its last) started where B's copy was: the tail only.
+    let mut copy_at = None;
+    let mut restore = None;
+    for (_, e) in b_events() {
+        match e {
+            Event::StandbySuspended { task, position, .. } if *task == moved => {
+                copy_at = *position;
+            }
+            Event::RestoreStarted {
+                task, checkpoint, ..
+            } if *task == moved => restore = Some((*checkpoint, None)),
+            Event::RestoreEnded { task, records, .. } if *task == moved => {
+                restore = restore.map(|(from, _)| (from, Some(*records)));
+            }
+            _ => {}
+        }
+    }
+    let (from, restored) = restore.expect("B restored the task");
+    let (from, restored) = (
+        from.expect("from a checkpoint"),
+        restored.expect("restore ended"),
+    );
+    assert_eq!(Some(from), copy_at, "from the warm-up's checkpoint");
+    assert!(
+        (restored as i64) < from,
+        "only the tail: {restored} of {from}"
+    );
+}
+
+/// Kafka Streams' handover: the probing rebalance withholds the task from A, and B, still
+/// warming it up in that generation, gets it in the follow-up and promotes its warm-up. Here
+/// the assignor names B's warm-up in neither assignment of the withholding generation, so B
+/// closes it, no longer reports its offset, and the follow-up gives the task back to A (the
+/// last active counts as caught up) until the next probing rebalance: with memory stores B's
+/// warm-up starts over from the changelog's start. Left for the assignor (see the report).
+#[test]
+#[ignore = "the assignor drops the target owner's warm-up while it withholds the task"]
+fn a_warm_up_is_promoted_in_the_follow_up_of_the_withholding_rebalance() {
+    let (h, a, b, joined_at, moved) = scale_out(Stores::Memory);
+    let revocations = h.engines[a]
+        .events
+        .iter()
+        .filter(|(at, e)| {
+            *at >= joined_at && matches!(e, Event::TasksRevoked(t) if t.contains(&moved))
+        })
+        .count();
+    assert_eq!(revocations, 1, "one handover");
     let promoted = promotion(&h, b, moved, joined_at);
-    eprintln!("{promoted:?}");
     let from = promoted
         .restore_from
-        .expect("restored from the warm-up's checkpoint");
+        .expect("from the warm-up's checkpoint");
     assert_eq!(promoted.suspended_at, Some(from));
-    assert!(
-        (promoted.restored as i64) < from,
-        "only the tail: {promoted:?}"
-    );
-    let mut audit = audit.borrow_mut();
-    audit.excuse_zombies(&h.engines);
-    audit.assert_complete(&[n; PARTITIONS as usize]);
+    assert!((promoted.restored as i64) < from, "{promoted:?}");
 }
