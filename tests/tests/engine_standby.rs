@@ -165,7 +165,7 @@ fn crash_the_active(
     guarantee: ProcessingGuarantee,
 ) -> (Harness, usize, usize, i64) {
     let exactly_once = guarantee == ProcessingGuarantee::ExactlyOnce;
-    let n = 400;
+    let n = 250;
     let mut sim = cluster(3, PARTITIONS);
     produce_all(&mut sim, PARTITIONS, 10);
     let mut h = Harness::new(sim, T0);
@@ -274,6 +274,11 @@ fn crash_the_active(
         feeder.finished() && finished && h.engines[survivor].task_ids().len() == 2
     });
     assert_run(&h, done);
+    eprintln!(
+        "simulated {} ms, crash at +{} ms",
+        h.now - T0,
+        crash_at - T0
+    );
     if exactly_once {
         assert!(
             checked_while_open.get() > 0,
