@@ -31,7 +31,7 @@ use crate::client::fetcher::OffsetResetPolicy;
 use crate::error::TaskError;
 use crate::record::{RawRecord, TopicPartition};
 use crate::state::{Checkpoint, KvBackend, StoreError, StoreFactory, WriteBatch};
-use crate::task::{Task, TaskConfig, TaskId};
+use crate::task::{OpenStores, Task, TaskConfig, TaskId};
 
 /// The standby tasks of an engine, and the assignment's.
 #[derive(Default)]
@@ -210,11 +210,7 @@ impl Engine {
 
     /// Starts standby `id`: its logged stores from `kept` (backends of the task that just ran
     /// here) or opened now, each following its changelog from its checkpoint.
-    pub(super) fn open_standby(
-        &mut self,
-        id: TaskId,
-        kept: Vec<(String, Box<dyn KvBackend>)>,
-    ) -> Result<(), EngineError> {
+    pub(super) fn open_standby(&mut self, id: TaskId, kept: OpenStores) -> Result<(), EngineError> {
         let mut kept: HashMap<String, Box<dyn KvBackend>> = kept.into_iter().collect();
         let logged: Vec<(String, String)> = self
             .changelogs

@@ -37,6 +37,9 @@ use crate::time::Instant;
 use crate::topology::Topology;
 use queue::InputQueue;
 
+/// A task's stores, open, as (store name, backend) (see [`Task::close_keeping_stores`]).
+pub type OpenStores = Vec<(String, Box<dyn KvBackend>)>;
+
 /// Settings of a task.
 #[derive(Debug, Clone)]
 pub struct TaskConfig {
@@ -522,9 +525,7 @@ impl Task {
     /// open, as (store name, backend) in topology order: for a standby that keeps the state
     /// (a memory store keeps its data and checkpoint only while open). Commit or roll back
     /// the stores first: their pending writes go with them.
-    pub fn close_keeping_stores(
-        mut self,
-    ) -> (Result<(), TaskError>, Vec<(String, Box<dyn KvBackend>)>) {
+    pub fn close_keeping_stores(mut self) -> (Result<(), TaskError>, OpenStores) {
         let closed = self.close_processors();
         let backends = std::mem::take(&mut self.state.stores);
         let stores = self
