@@ -13,7 +13,8 @@
 //!   [`last_timeout_reason`](Engine::last_timeout_reason),
 //!   [`has_pending_work`](Engine::has_pending_work); metrics:
 //!   [`metrics`](Engine::metrics), [`partition_lags`](Engine::partition_lags),
-//!   [`restore_progress`](Engine::restore_progress).
+//!   [`restore_progress`](Engine::restore_progress); standbys:
+//!   [`standby_tasks`](Engine::standby_tasks), [`standby_progress`](Engine::standby_progress).
 //! - **Inputs**: [`handle_input`](Engine::handle_input) with an [`Input`], or its thin
 //!   wrappers [`handle_connected`](Engine::handle_connected),
 //!   [`handle_received`](Engine::handle_received),
@@ -66,7 +67,8 @@
 //! # Layout
 //! `router/` (connections), `components.rs` (requests out, responses and events in),
 //! `assignment.rs` (group events, tasks in and out), `processing.rs` (records through tasks),
-//! `commit.rs` (the commit cycle), `transaction.rs`/`fencing.rs` (exactly-once's transactions
+//! `commit.rs` (the commit cycle), `standby.rs` (standby tasks), `task_offsets.rs` (the local
+//! state's offsets for the assignor), `transaction.rs`/`fencing.rs` (exactly-once's transactions
 //! and fenced producers), `internal_topics.rs` (changelogs), `deadline.rs`
 //! (`poll_timeout`'s fold), `metrics.rs` (the counters and their getters), `output.rs`/`error.rs`/`shared.rs` (the types).
 
