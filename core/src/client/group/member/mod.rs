@@ -175,6 +175,9 @@ pub struct GroupMember {
     standbys: Vec<TaskId>,
     /// When to rejoin for the follow-up the current assignment asked for.
     followup_at: Option<Instant>,
+    /// The generation whose follow-up last fired: an assignment of that same generation again
+    /// (the coordinator answered the rejoin without a rebalance) does not schedule it again.
+    followup_fired_in: Option<i32>,
     offsets: OffsetClient,
     events: VecDeque<GroupEvent>,
 }
@@ -216,6 +219,7 @@ impl GroupMember {
             task_offsets: BTreeMap::new(),
             standbys: Vec::new(),
             followup_at: None,
+            followup_fired_in: None,
             events: VecDeque::new(),
         }
     }
