@@ -60,6 +60,17 @@ fn stateful_engine(config: EngineConfig, stores: Stores, now: i64) -> Engine {
     .expect("engine")
 }
 
+/// An engine of the stateful topology with its stores on `disk`.
+fn engine_on(config: EngineConfig, disk: &SimDisk, now: i64) -> Engine {
+    Engine::new(
+        tag_count_topology(),
+        config,
+        Box::new(DiskStoreFactory::new(disk.clone())),
+        Instant::from_millis(now),
+    )
+    .expect("engine")
+}
+
 /// The live engines running each task actively, and those keeping a standby of it.
 fn placement(h: &Harness) -> BTreeMap<TaskId, (Vec<usize>, Vec<usize>)> {
     let mut placed: BTreeMap<TaskId, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
@@ -78,7 +89,8 @@ fn placement(h: &Harness) -> BTreeMap<TaskId, (Vec<usize>, Vec<usize>)> {
 /// caught up with the task's changelog (its checkpoint at the changelog's end).
 fn standbys_caught_up(h: &Harness, standbys: usize) -> bool {
     let placed = placement(h);
-    placed.len() == PARTITIONS as usize
+    let tasks = h.sim.partition_count(INPUT).expect("input topic");
+    placed.len() == tasks as usize
         && placed.values().all(|(active, standby)| {
             active.len() == 1 && standby.len() == standbys && !standby.contains(&active[0])
         })
@@ -562,4 +574,75 @@ fn a_warm_up_is_promoted_in_the_follow_up_of_the_withholding_rebalance() {
         .expect("from the warm-up's checkpoint");
     assert_eq!(promoted.suspended_at, Some(from));
     assert!((promoted.restored as i64) < from, "{promoted:?}");
+}
+
+/// Two stream threads of one process share its store (as LMDB's environment: a store
+/// partition open in one is in use for the other): a standby placed on one thread while the
+/// other still commits the task it gives away, and a task made active on one thread while the
+/// other still follows it as a standby, wait for the store instead of failing the engine.
+#[test]
+fn stream_threads_of_one_process_take_a_store_over_in_turn() {
+    kstreams_tests::bounded::init_test_logging();
+    let partitions = 4;
+    let mut sim = cluster(3, partitions);
+    produce_all(&mut sim, partitions, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, partitions, partitions);
+    let n = 300;
+    let mut feeder = Feeder::new(partitions, 10, n, 2, 50);
+    let guarantee = ProcessingGuarantee::AtLeastOnce;
+    let process_disk = SimDisk::shared_by_threads();
+    let thread_config = |thread: &str| {
+        let mut c = config("process-1", 1, guarantee);
+        c.client_id = format!("{APP}-process-1-{thread}");
+        c
+    };
+    // Polled in the other order than their member ids sort.
+    let second = h.add(engine_on(thread_config("2"), &process_disk, h.now));
+    let first = h.add(engine_on(thread_config("1"), &process_disk, h.now));
+    let alone = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[50; 4])
+    });
+    assert_run(&h, alone);
+    // Another process joins: tasks move to it, their standbys to the first process.
+    let other = h.add(stateful_engine(
+        config("process-2", 1, guarantee),
+        Stores::Disk,
+        h.now,
+    ));
+    let caught_up = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        standbys_caught_up(h, 1) && !h.engines[other].task_ids().is_empty()
+    });
+
+    assert_run(&h, caught_up);
+    // It crashes: its tasks come back to the first process's threads.
+    let crash_at = h.now;
+    h.drop_engine(other);
+    let done = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[n; 4])
+            && h.engines[first].task_ids().len() + h.engines[second].task_ids().len() == 4
+    });
+    assert_run(&h, done);
+    // The crashed engine's task went to one thread while the other still followed it; it
+    // restored from the standby's checkpoint, which the store kept.
+    let restored_from: Vec<Option<i64>> = [first, second]
+        .iter()
+        .flat_map(|&i| &h.engines[i].events)
+        .filter(|(at, _)| *at >= crash_at)
+        .filter_map(|(_, e)| match e {
+            Event::RestoreStarted { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !restored_from.is_empty() && restored_from.iter().all(Option::is_some),
+        "{restored_from:?}"
+    );
+    let mut audit = audit.borrow_mut();
+    audit.excuse_zombies(&h.engines);
+    audit.assert_complete(&[n; 4]);
 }

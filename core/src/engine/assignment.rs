@@ -203,6 +203,8 @@ impl Engine {
             .collect();
         let mut ready_partitions = Vec::new();
         let mut started = Vec::new();
+        // Tasks whose stores another stream thread of the process still has open.
+        let mut blocked = Vec::new();
         for &id in &tasks {
             // Kept running through a cooperative rebalance: untouched (its partitions go on
             // from where they are).
@@ -214,15 +216,22 @@ impl Engine {
                 .filter(|tp| self.task_of(tp) == Some(id))
                 .cloned()
                 .collect();
-            started.push(id);
             // From its standby here, if any (restoring only the changelog's tail).
             let task = match self.create_task(id, config.clone(), sink_counts.clone()) {
                 Ok(task) => task,
+                Err(error) if error.is_store_in_use() => {
+                    // That thread closes them once it took its own assignment in: the task
+                    // starts on a later poll (see `resume_assignment`).
+                    tracing::debug!(task = %id, %error, "stores still open in another stream thread; starting the task later");
+                    blocked.push(id);
+                    continue;
+                }
                 Err(error) => {
                     self.fail(error);
                     return;
                 }
             };
+            started.push(id);
             // A task with logged stores starts fetching its input once they are restored.
             match self.start_restore(task, own.clone()) {
                 Ok(Some(task)) => {
@@ -239,12 +248,19 @@ impl Engine {
         self.start_fetching(ready_partitions);
         self.task_offsets_dirty = true;
         self.standbys.dirty = true;
-        self.last_commit = now;
-        self.outputs
-            .push_back(Output::Event(Event::TasksAssigned(started)));
+        let retry = !blocked.is_empty();
+        if retry {
+            self.pending_assignment = Some((tasks, partitions));
+        }
+        // A retry that started nothing is no news.
+        if !(retry && started.is_empty()) {
+            self.last_commit = now;
+            self.outputs
+                .push_back(Output::Event(Event::TasksAssigned(started)));
+        }
         // As in Kafka Streams, a thread whose tasks restore stays Rebalancing until they
         // run (see `drive_restore`), and one revoking tasks until they are closed.
-        if !self.closing && self.restoring.is_empty() && self.revoking.is_none() {
+        if !self.closing && self.restoring.is_empty() && self.revoking.is_none() && !retry {
             self.set_state(EngineState::Running);
         } else if !self.closing {
             self.set_state(EngineState::Rebalancing);
@@ -292,8 +308,12 @@ impl Engine {
             && (sinks_known || sinks_overdue);
         match self.pending_assignment.take() {
             Some((tasks, partitions)) if ready => {
+                let running = self.tasks.len() + self.restoring.len();
                 self.assign(tasks, partitions);
-                true
+                // Progress unless it waits again with nothing started (its tasks' stores still
+                // open in another stream thread): then it is tried on the next poll.
+                self.pending_assignment.is_none()
+                    || self.tasks.len() + self.restoring.len() != running
             }
             pending => {
                 self.pending_assignment = pending;

@@ -200,11 +200,20 @@ impl Engine {
             })
             .copied()
             .collect();
+        let mut blocked = false;
         for id in new {
-            self.open_standby(id, Vec::new())?;
-            progress = true;
+            match self.open_standby(id, Vec::new()) {
+                Ok(()) => progress = true,
+                // Another stream thread of the process still has the task (it gives it up,
+                // or its standby moves here): tried again on the next poll.
+                Err(error) if error.is_store_in_use() => {
+                    tracing::debug!(task = %id, %error, "standby's stores still open in another stream thread; starting it later");
+                    blocked = true;
+                }
+                Err(error) => return Err(error),
+            }
         }
-        self.standbys.dirty = false;
+        self.standbys.dirty = blocked;
         Ok(progress)
     }
 
@@ -223,6 +232,8 @@ impl Engine {
             return Ok(());
         }
         let store_error = |source| EngineError::from(TaskError::Store { task: id, source });
+        // Every store first (one may be in use by another stream thread: then nothing of the
+        // standby exists yet), then their changelogs.
         let mut stores = Vec::with_capacity(logged.len());
         for (store, topic) in logged {
             let mut backend = match kept.remove(&store) {
@@ -257,29 +268,31 @@ impl Engine {
                 // Nothing to trust without a checkpoint (as for a restore).
                 backend.wipe().map_err(store_error)?;
             }
-            let from = checkpoint.map(|cp| cp.changelog_offset);
-            self.fetcher.assign_to_follow(changelog.clone(), from);
-            if from.is_none() {
-                self.fetcher
-                    .reset_position(&changelog, OffsetResetPolicy::Earliest);
-            }
-            tracing::info!(task = %id, %store, %changelog, checkpoint = ?from, "standby started");
-            self.outputs.push_back(Output::Event(Event::StandbyStarted {
-                task: id,
-                store: store.clone(),
-                changelog: changelog.clone(),
-                checkpoint: from,
-            }));
             stores.push(StandbyStore {
                 store,
                 backend,
                 changelog,
-                position: from,
+                position: checkpoint.map(|cp| cp.changelog_offset),
                 pending: WriteBatch::new(),
                 pending_bytes: 0,
                 pending_position: None,
                 applied: 0,
             });
+        }
+        for store in &stores {
+            let (changelog, from) = (&store.changelog, store.position);
+            self.fetcher.assign_to_follow(changelog.clone(), from);
+            if from.is_none() {
+                self.fetcher
+                    .reset_position(changelog, OffsetResetPolicy::Earliest);
+            }
+            tracing::info!(task = %id, store = %store.store, %changelog, checkpoint = ?from, "standby started");
+            self.outputs.push_back(Output::Event(Event::StandbyStarted {
+                task: id,
+                store: store.store.clone(),
+                changelog: changelog.clone(),
+                checkpoint: from,
+            }));
         }
         self.fetcher.update_leaders(&self.metadata);
         self.standbys.running.insert(id, Standby { stores });
