@@ -218,6 +218,22 @@ mod tests {
     }
 
     #[test]
+    fn the_standby_builders_set_the_engine_settings() {
+        let config = StreamsConfig::new("app", ["a:1"])
+            .with_num_standby_replicas(2)
+            .with_acceptable_recovery_lag(500)
+            .with_max_warmup_replicas(4)
+            .with_probing_rebalance_interval(Duration::from_secs(90));
+        assert_eq!(config.engine.num_standby_replicas, 2);
+        assert_eq!(config.engine.acceptable_recovery_lag, 500);
+        assert_eq!(config.engine.max_warmup_replicas, 4);
+        assert_eq!(
+            config.engine.probing_rebalance_interval,
+            kstreams_core::time::Duration::from_secs(90)
+        );
+    }
+
+    #[test]
     fn lmdb_lives_under_the_application_id() {
         let mut config = StreamsConfig::new("my-app", ["a:1"]);
         config.state_dir = PathBuf::from("/var/lib/kstreams");
