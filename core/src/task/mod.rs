@@ -26,19 +26,17 @@ pub use crate::ids::TaskId;
 pub use policy::{
     DLQ_HEADER_ERROR, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC, ErrorPolicy,
 };
+pub use stores::OpenStores;
 
 use crate::error::{DeserializationError, ProcessError, TaskError};
 use crate::processor::graph::{ErasedNode, Graph, SourceFailure};
 use crate::processor::task_state::TaskState;
 use crate::processor::{PunctuationType, with_processor};
 use crate::record::{ProducerRecord, RawRecord, TopicPartition};
-use crate::state::{KeyValueStore, KvBackend, KvSerdes, StateError, StoreFactory};
+use crate::state::{KeyValueStore, KvSerdes, StateError, StoreFactory};
 use crate::time::Instant;
 use crate::topology::Topology;
 use queue::InputQueue;
-
-/// A task's stores, open, as (store name, backend) (see [`Task::close_keeping_stores`]).
-pub type OpenStores = Vec<(String, Box<dyn KvBackend>)>;
 
 /// Settings of a task.
 #[derive(Debug, Clone)]
@@ -519,23 +517,6 @@ impl Task {
     /// Closes the processors (in topology order) and returns the first error.
     pub fn close(mut self) -> Result<(), TaskError> {
         self.close_processors()
-    }
-
-    /// Closes the processors like [`Task::close`] and hands back the task's stores, still
-    /// open, as (store name, backend) in topology order: for a standby that keeps the state
-    /// (a memory store keeps its data and checkpoint only while open). Commit or roll back
-    /// the stores first: their pending writes go with them.
-    pub fn close_keeping_stores(mut self) -> (Result<(), TaskError>, OpenStores) {
-        let closed = self.close_processors();
-        let backends = std::mem::take(&mut self.state.stores);
-        let stores = self
-            .graph
-            .stores
-            .iter()
-            .map(|def| def.name.clone())
-            .zip(backends)
-            .collect();
-        (closed, stores)
     }
 
     fn close_processors(&mut self) -> Result<(), TaskError> {
