@@ -66,6 +66,37 @@ impl StreamsConfig {
         self
     }
 
+    /// Keeps `replicas` standby copies of each stateful task's stores on other instances
+    /// (`num.standby.replicas`; see `EngineConfig::num_standby_replicas`), so a failover
+    /// restores only the changelog's tail.
+    pub fn with_num_standby_replicas(mut self, replicas: usize) -> Self {
+        self.engine.num_standby_replicas = replicas;
+        self
+    }
+
+    /// How many changelog records behind the most caught-up copy a task's state may be and
+    /// still count as caught up (`acceptable.recovery.lag`; see
+    /// `EngineConfig::acceptable_recovery_lag`).
+    pub fn with_acceptable_recovery_lag(mut self, records: i64) -> Self {
+        self.engine.acceptable_recovery_lag = records;
+        self
+    }
+
+    /// Most warm-up replicas in the group at a time (`max.warmup.replicas`; see
+    /// `EngineConfig::max_warmup_replicas`).
+    pub fn with_max_warmup_replicas(mut self, replicas: usize) -> Self {
+        self.engine.max_warmup_replicas = replicas;
+        self
+    }
+
+    /// How long after an assignment with warm-ups the group rebalances to move the tasks
+    /// whose warm-ups caught up (`probing.rebalance.interval.ms`; see
+    /// `EngineConfig::probing_rebalance_interval`).
+    pub fn with_probing_rebalance_interval(mut self, interval: Duration) -> Self {
+        self.engine.probing_rebalance_interval = interval.into();
+        self
+    }
+
     /// Dial `dial` (`host:port`) whenever the engine asks for `advertised` (`host:port`, as a
     /// broker advertises itself in Metadata or as written in `bootstrap_servers`).
     ///
@@ -184,6 +215,22 @@ mod tests {
         let mut zero = StreamsConfig::new("app", ["a:1"]);
         zero.num_stream_threads = 0;
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn the_standby_builders_set_the_engine_settings() {
+        let config = StreamsConfig::new("app", ["a:1"])
+            .with_num_standby_replicas(2)
+            .with_acceptable_recovery_lag(500)
+            .with_max_warmup_replicas(4)
+            .with_probing_rebalance_interval(Duration::from_secs(90));
+        assert_eq!(config.engine.num_standby_replicas, 2);
+        assert_eq!(config.engine.acceptable_recovery_lag, 500);
+        assert_eq!(config.engine.max_warmup_replicas, 4);
+        assert_eq!(
+            config.engine.probing_rebalance_interval,
+            kstreams_core::time::Duration::from_secs(90)
+        );
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub use properties::{PROPERTIES, PropertiesError, Property, read_properties_file
 pub use runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 pub use security::SecurityProtocol;
 pub use state::{
-    EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
-    aggregate,
+    EventListener, StandbyUpdateListener, StateListener, StateRestoreListener, StreamsState,
+    ThreadMetadata, ThreadState, aggregate,
 };
 pub use streams::{KafkaStreams, StreamsHandle};
 pub use tls::{PemSource, TlsConfig, TlsConfigError, TlsErrorKind};

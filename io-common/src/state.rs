@@ -3,7 +3,7 @@
 //!
 //! A leaf module: it imports nothing else of this crate.
 
-use kstreams_core::engine::{EngineState, Event};
+use kstreams_core::engine::{EngineState, Event, StandbySuspendReason};
 use kstreams_core::record::TopicPartition;
 use kstreams_core::task::TaskId;
 use kstreams_core::time::Duration;
@@ -120,6 +120,9 @@ pub struct ThreadMetadata {
     /// The assigned tasks whose stores are still being restored from their changelogs (they
     /// process nothing yet), sorted.
     pub restoring_tasks: Vec<TaskId>,
+    /// The standby tasks it keeps warm (copies of other instances' task state, following
+    /// their changelogs; see `EngineConfig::num_standby_replicas`), sorted.
+    pub standby_tasks: Vec<TaskId>,
 }
 
 /// A state-change listener: `(new, old)`, as Kafka Streams' `StateListener.onChange`.
@@ -168,6 +171,80 @@ pub trait StateRestoreListener: Send {
         duration: Duration,
     ) {
         let _ = (task, store, records, bytes, position, duration);
+    }
+}
+
+/// Told how standby tasks follow their changelogs, as Kafka Streams' `StandbyUpdateListener`
+/// (KIP-988): see `KafkaStreams::set_standby_listener`. Every method has an empty default.
+pub trait StandbyUpdateListener: Send {
+    /// A store of standby `task` starts following `changelog` from `checkpoint` (`None`: from
+    /// the changelog's start, the store empty).
+    fn on_update_start(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        checkpoint: Option<i64>,
+    ) {
+        let _ = (task, store, changelog, checkpoint);
+    }
+
+    /// A batch of `records` was written into the standby's store, now up to changelog offset
+    /// `position` (exclusive, its checkpoint); `end` is the changelog's end as last fetched.
+    fn on_batch_loaded(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        records: usize,
+        position: i64,
+        end: Option<i64>,
+    ) {
+        let _ = (task, store, changelog, records, position, end);
+    }
+
+    /// The standby's store stopped following its changelog at `position` (its checkpoint),
+    /// for `reason`: promoted to an active task here, moved away, or the instance closed.
+    fn on_update_suspended(
+        &mut self,
+        task: TaskId,
+        store: &str,
+        changelog: &TopicPartition,
+        position: Option<i64>,
+        end: Option<i64>,
+        reason: StandbySuspendReason,
+    ) {
+        let _ = (task, store, changelog, position, end, reason);
+    }
+}
+
+/// Hands a standby event to `listener`; other events are not its business.
+pub(crate) fn tell_standby_listener(listener: &mut dyn StandbyUpdateListener, event: &Event) {
+    match event {
+        Event::StandbyStarted {
+            task,
+            store,
+            changelog,
+            checkpoint,
+        } => listener.on_update_start(*task, store, changelog, *checkpoint),
+        Event::StandbyBatch {
+            task,
+            store,
+            changelog,
+            records,
+            position,
+            end,
+            ..
+        } => listener.on_batch_loaded(*task, store, changelog, *records, *position, *end),
+        Event::StandbySuspended {
+            task,
+            store,
+            changelog,
+            position,
+            end,
+            reason,
+        } => listener.on_update_suspended(*task, store, changelog, *position, *end, *reason),
+        _ => {}
     }
 }
 

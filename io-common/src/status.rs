@@ -14,8 +14,8 @@ use crate::error::StreamsError;
 use crate::message::Input;
 use crate::metrics::{MetricsSnapshot, ThreadMetrics};
 use crate::state::{
-    EventListener, StateListener, StateRestoreListener, StreamsState, ThreadMetadata, ThreadState,
-    aggregate, tell_restore_listener,
+    EventListener, StandbyUpdateListener, StateListener, StateRestoreListener, StreamsState,
+    ThreadMetadata, ThreadState, aggregate, tell_restore_listener, tell_standby_listener,
 };
 
 struct Thread {
@@ -25,6 +25,8 @@ struct Thread {
     tasks: BTreeSet<TaskId>,
     /// Tasks restoring, with how many of their stores are not restored yet.
     restoring: BTreeMap<TaskId, usize>,
+    /// Standby tasks, with how many of their stores follow their changelogs.
+    standbys: BTreeMap<TaskId, usize>,
 }
 
 struct Inner {
@@ -53,6 +55,8 @@ pub(crate) struct InstanceStatus {
     event_listener: Mutex<Option<EventListener>>,
     /// Called with every restore event, like the event listener.
     restore_listener: Mutex<Option<Box<dyn StateRestoreListener>>>,
+    /// Called with every standby event, like the event listener.
+    standby_listener: Mutex<Option<Box<dyn StandbyUpdateListener>>>,
     /// Each thread's last published metrics, by thread index.
     metrics: Mutex<Vec<Option<ThreadMetrics>>>,
 }
@@ -74,6 +78,7 @@ impl InstanceStatus {
             listener: Mutex::new(None),
             event_listener: Mutex::new(None),
             restore_listener: Mutex::new(None),
+            standby_listener: Mutex::new(None),
             metrics: Mutex::new(Vec::new()),
         })
     }
@@ -104,6 +109,13 @@ impl InstanceStatus {
             .unwrap_or_else(PoisonError::into_inner) = Some(listener);
     }
 
+    pub(crate) fn set_standby_listener(&self, listener: Box<dyn StandbyUpdateListener>) {
+        *self
+            .standby_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    }
+
     /// Records the threads about to start; `false` if the instance was closed or started.
     pub(crate) fn start(
         &self,
@@ -121,6 +133,7 @@ impl InstanceStatus {
                 finished: false,
                 tasks: BTreeSet::new(),
                 restoring: BTreeMap::new(),
+                standbys: BTreeMap::new(),
             });
             inner.commands.push(commands);
         }
@@ -183,6 +196,21 @@ impl InstanceStatus {
                     }
                 }
             }
+            Event::StandbyStarted { task, .. } => {
+                if let Some(t) = inner.threads.get_mut(index) {
+                    *t.standbys.entry(task).or_default() += 1;
+                }
+            }
+            Event::StandbySuspended { task, .. } => {
+                if let Some(t) = inner.threads.get_mut(index)
+                    && let Some(stores) = t.standbys.get_mut(&task)
+                {
+                    *stores -= 1;
+                    if *stores == 0 {
+                        t.standbys.remove(&task);
+                    }
+                }
+            }
             Event::Failed(error) => {
                 let thread = thread_name(&inner, index);
                 tracing::error!(%thread, %error, "stream thread failed; closing the others");
@@ -200,6 +228,7 @@ impl InstanceStatus {
             Event::Committed(_)
             | Event::Warning(_)
             | Event::RestoreBatch { .. }
+            | Event::StandbyBatch { .. }
             | Event::GroupSynced { .. } => {}
         }
         self.update(&mut inner);
@@ -216,6 +245,14 @@ impl InstanceStatus {
             .as_mut()
         {
             tell_restore_listener(listener.as_mut(), event);
+        }
+        if let Some(listener) = self
+            .standby_listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            tell_standby_listener(listener.as_mut(), event);
         }
         let mut listener = self
             .event_listener
@@ -245,6 +282,7 @@ impl InstanceStatus {
             t.finished = true;
             t.tasks.clear();
             t.restoring.clear();
+            t.standbys.clear();
         }
         self.update(&mut inner);
         drop(inner);
@@ -311,6 +349,7 @@ impl InstanceStatus {
                 state: t.state,
                 active_tasks: t.tasks.iter().copied().collect(),
                 restoring_tasks: t.restoring.keys().copied().collect(),
+                standby_tasks: t.standbys.keys().copied().collect(),
             })
             .collect()
     }
@@ -371,217 +410,4 @@ fn thread_name(inner: &Inner, index: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use EngineState as E;
-    use StreamsState as S;
-
-    #[test]
-    fn a_listener_may_close_the_instance_it_listens_to() {
-        let status = InstanceStatus::new();
-        let weak = Arc::downgrade(&status);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        status.set_listener(Box::new(move |new, old| {
-            log.lock().unwrap().push((old, new));
-            if new == S::Running
-                && let Some(status) = weak.upgrade()
-            {
-                status.request_close(); // re-enters: delivered after this call returns
-            }
-        }));
-        let (tx, _rx) = async_channel::unbounded();
-        status.start(vec![("t-1".into(), tx)]).unwrap();
-        status.on_event(
-            0,
-            Event::StateChanged {
-                from: E::Created,
-                to: E::Running,
-            },
-        );
-        assert_eq!(status.state(), S::PendingShutdown);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![
-                (S::Created, S::Rebalancing),
-                (S::Rebalancing, S::Running),
-                (S::Running, S::PendingShutdown),
-            ]
-        );
-    }
-
-    #[test]
-    fn listener_sees_every_change_and_waiters_wake() {
-        let status = InstanceStatus::new();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        status.set_listener(Box::new(move |new, old| {
-            log.lock().unwrap().push((old, new))
-        }));
-        let (tx, rx) = async_channel::unbounded();
-        status.start(vec![("t-1".into(), tx)]).unwrap();
-        status.on_event(
-            0,
-            Event::StateChanged {
-                from: E::Created,
-                to: E::Rebalancing,
-            },
-        );
-        status.on_event(
-            0,
-            Event::TasksAssigned(vec![TaskId {
-                subtopology: 0,
-                partition: 1,
-            }]),
-        );
-        status.on_event(
-            0,
-            Event::StateChanged {
-                from: E::Rebalancing,
-                to: E::Running,
-            },
-        );
-        assert_eq!(status.state(), S::Running);
-        assert_eq!(status.threads()[0].active_tasks.len(), 1);
-        status.request_close();
-        assert!(matches!(rx.try_recv(), Ok(Input::Close)));
-        status.on_event(
-            0,
-            Event::StateChanged {
-                from: E::Running,
-                to: E::NotRunning,
-            },
-        );
-        status.finish(0, None);
-        let state = futures_lite::future::block_on(status.wait_for(S::is_terminal));
-        assert_eq!(state, S::NotRunning);
-        assert!(status.outcome().is_ok());
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![
-                (S::Created, S::Rebalancing),
-                (S::Rebalancing, S::Running),
-                (S::Running, S::PendingShutdown),
-                (S::PendingShutdown, S::NotRunning),
-            ]
-        );
-    }
-
-    #[test]
-    fn the_event_listener_sees_every_event_with_its_thread() {
-        let status = InstanceStatus::new();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        status.set_event_listener(Box::new(move |thread, event| {
-            log.lock().unwrap().push(format!("{thread}: {event:?}"))
-        }));
-        let (tx, _rx) = async_channel::unbounded();
-        let (tx2, _rx2) = async_channel::unbounded();
-        status
-            .start(vec![("t-1".into(), tx), ("t-2".into(), tx2)])
-            .unwrap();
-        let task = TaskId {
-            subtopology: 0,
-            partition: 3,
-        };
-        status.on_event(1, Event::TasksAssigned(vec![task]));
-        status.on_event(0, Event::Committed(Default::default()));
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [
-                "t-2: TasksAssigned([TaskId { subtopology: 0, partition: 3 }])",
-                "t-1: Committed({})",
-            ]
-        );
-        // The event was also applied.
-        assert_eq!(status.threads()[1].active_tasks, [task]);
-    }
-
-    #[test]
-    fn restoring_tasks_show_until_their_last_store_is_restored_and_the_listener_hears_it() {
-        use kstreams_core::record::TopicPartition;
-        use kstreams_core::time::Duration;
-
-        #[derive(Default)]
-        struct Heard(Arc<Mutex<Vec<String>>>);
-        impl StateRestoreListener for Heard {
-            fn on_restore_start(
-                &mut self,
-                task: TaskId,
-                store: &str,
-                _: &TopicPartition,
-                checkpoint: Option<i64>,
-            ) {
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push(format!("start {task} {store} {checkpoint:?}"));
-            }
-            fn on_restore_end(
-                &mut self,
-                task: TaskId,
-                store: &str,
-                records: u64,
-                _: u64,
-                position: i64,
-                _: Duration,
-            ) {
-                self.0
-                    .lock()
-                    .unwrap()
-                    .push(format!("end {task} {store} {records} {position}"));
-            }
-        }
-
-        let status = InstanceStatus::new();
-        let heard = Heard::default();
-        let log = heard.0.clone();
-        status.set_restore_listener(Box::new(heard));
-        let (tx, _rx) = async_channel::unbounded();
-        status.start(vec![("t-1".into(), tx)]).unwrap();
-        let task = TaskId {
-            subtopology: 0,
-            partition: 1,
-        };
-        let changelog = TopicPartition::new("app-a-changelog", 1);
-        status.on_event(0, Event::TasksAssigned(vec![task]));
-        for store in ["a", "b"] {
-            status.on_event(
-                0,
-                Event::RestoreStarted {
-                    task,
-                    store: store.into(),
-                    changelog: changelog.clone(),
-                    checkpoint: Some(7),
-                },
-            );
-        }
-        assert_eq!(status.threads()[0].restoring_tasks, [task]);
-        let end = |store: &str| Event::RestoreEnded {
-            task,
-            store: store.into(),
-            records: 3,
-            bytes: 30,
-            position: 10,
-            duration: Duration::from_millis(5),
-        };
-        status.on_event(0, end("a"));
-        assert_eq!(
-            status.threads()[0].restoring_tasks,
-            [task],
-            "b restores still"
-        );
-        status.on_event(0, end("b"));
-        assert!(status.threads()[0].restoring_tasks.is_empty());
-        assert_eq!(status.threads()[0].active_tasks, [task]);
-        assert_eq!(
-            *log.lock().unwrap(),
-            [
-                "start 0_1 a Some(7)",
-                "start 0_1 b Some(7)",
-                "end 0_1 a 3 10",
-                "end 0_1 b 3 10"
-            ]
-        );
-    }
-}
+mod tests;

@@ -20,7 +20,7 @@ use crate::message::{CONNECTION_REPORT_CAPACITY, Input, Report};
 use crate::metrics::{MetricsPublisher, MetricsSnapshot};
 use crate::process_id;
 use crate::runtime::Runtime;
-use crate::state::{StateRestoreListener, StreamsState, ThreadMetadata};
+use crate::state::{StandbyUpdateListener, StateRestoreListener, StreamsState, ThreadMetadata};
 use crate::status::InstanceStatus;
 
 /// A kstreams application instance: `num_stream_threads` engines, each on its own OS thread
@@ -147,6 +147,13 @@ impl<R: Runtime> KafkaStreams<R> {
         self.handle.status.set_restore_listener(Box::new(listener));
     }
 
+    /// Tells `listener` how standby tasks follow their changelogs (start, each batch,
+    /// suspension), like Kafka Streams' `StandbyUpdateListener` (KIP-988). Called on the
+    /// stream thread, like the event listener (and before it): return quickly.
+    pub fn set_standby_listener(&mut self, listener: impl StandbyUpdateListener + 'static) {
+        self.handle.status.set_standby_listener(Box::new(listener));
+    }
+
     /// The current state.
     pub fn state(&self) -> StreamsState {
         self.handle.state()
@@ -167,6 +174,10 @@ impl<R: Runtime> KafkaStreams<R> {
             let mut config = self.config.engine.clone();
             config.client_id = name.clone();
             config.random_seed = jitter_seed(n as u64);
+            // The assignor keeps a task's standbys out of its active's process.
+            if config.process_id.is_empty() {
+                config.process_id = self.process_id.clone();
+            }
             // One static member per engine, as Kafka Streams names its threads' consumers.
             if let Some(id) = &mut config.group_instance_id {
                 id.push_str(&format!("-{n}"));

@@ -49,6 +49,17 @@ pub enum StoreError {
         /// The store's checkpoint, if it has one.
         checkpoint: Option<Checkpoint>,
     },
+    /// The (store, partition) is open already, through another backend of the same storage
+    /// (e.g. another stream thread of the process has the task, or a standby of it, on the
+    /// same LMDB environment). Nothing was opened; it can be opened once the other backend is
+    /// dropped: the engine retries.
+    #[error("store `{store}`: partition {partition} is open already (by another stream thread)")]
+    InUse {
+        /// Store name.
+        store: String,
+        /// The partition.
+        partition: i32,
+    },
     /// The store's configuration or name is invalid.
     #[error("store `{store}`: invalid configuration: {detail}")]
     Config {

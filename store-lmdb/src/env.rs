@@ -157,8 +157,9 @@ impl LmdbEnvironment {
     ///
     /// Store names are 1 to [`MAX_STORE_NAME_LEN`] characters of `[A-Za-z0-9._-]` (the characters
     /// Kafka allows in the store's changelog topic name) and partitions are non-negative;
-    /// anything else, a (store, partition) that is already open, or too many databases for
-    /// [`LmdbConfig::max_dbs`] is a [`StoreError::Config`].
+    /// anything else, or too many databases for [`LmdbConfig::max_dbs`] is a
+    /// [`StoreError::Config`]; a (store, partition) that is already open is
+    /// [`StoreError::InUse`] (until its store is dropped).
     pub fn open_store(&self, store: &str, partition: i32) -> Result<LmdbStore, StoreError> {
         validate_store_name(store, partition)?;
         let db_name = format!("{store}.{partition}");
@@ -166,10 +167,10 @@ impl LmdbEnvironment {
         {
             let mut open = lock(&shared.open_stores);
             if !open.insert(db_name.clone()) {
-                return Err(error::config(
-                    store,
-                    format!("partition {partition} is already open in this environment"),
-                ));
+                return Err(StoreError::InUse {
+                    store: store.to_owned(),
+                    partition,
+                });
             }
         }
         let run_prefix = runs::run_prefix(&db_name);

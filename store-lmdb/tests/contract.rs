@@ -263,7 +263,10 @@ fn one_store_partition_cannot_be_open_twice_at_once() {
     let env = env(dir.path());
     let first = env.open_store("s", 0).unwrap();
     let err = env.open_store("s", 0).unwrap_err();
-    assert!(matches!(err, StoreError::Config { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::InUse { partition: 0, .. }),
+        "{err:?}"
+    );
     // Another partition and the same partition through a clone of the handle.
     let _other = env.open_store("s", 1).unwrap();
     assert!(env.clone().open_store("s", 0).is_err());

@@ -12,6 +12,11 @@
 //! [`KvBackend::restore_batch`] applies a changelog batch to the committed map; the store's
 //! checkpoint is then the one that batch carried.
 //!
+//! While a store stays open it keeps its data **and its checkpoint** in memory, like a durable
+//! store: a standby task keeps its memory stores open as it follows their changelogs, and when
+//! it is promoted to an active task the engine hands the same open stores to the task, whose
+//! restore then reads only the changelog's tail after that checkpoint.
+//!
 //! A bulk restore ([`KvBackend::restore_run`]) applies its runs in order to a staging map that
 //! reads do not see (puts insert, deletes remove: the store starts empty, so that is the merge);
 //! [`KvBackend::finish_restore_runs`] makes the staging map the store's state, with its
@@ -199,7 +204,8 @@ impl KvBackend for MemoryStore {
 }
 
 /// Opens a fresh, empty [`MemoryStore`] (no data, no checkpoint) for every (store, partition),
-/// on every call: a memory store restores fully from its changelog on each assignment.
+/// on every call: a memory store restores fully from its changelog on each assignment, unless
+/// the engine hands an open one over (a promoted standby).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryStoreFactory;
 

@@ -43,6 +43,12 @@
 //! 30 % chance), so the group falls back to eager and back while members come and go.
 //! `ENGINE_PROTOCOL=eager|cooperative|mixed` forces one for every seed.
 //!
+//! Stateful seeds with `seed % 3 == 1` run with one standby replica per task
+//! (`num_standby_replicas`, each machine a process of its own): standbys follow the
+//! changelogs on other engines and are promoted, moved and dropped as members come, go and
+//! crash, under the same invariants. `ENGINE_STANDBYS=<n>` sets the count for every stateful
+//! seed.
+//!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
 //! with `ENGINE_TRACE=1` (and `RUST_LOG`) what happened in it (see `trace_cluster`);
@@ -56,6 +62,7 @@ use std::sync::{Arc, Mutex};
 
 use kstreams_core::engine::{
     Engine, EngineConfig, EngineState, Event, ProcessingGuarantee, RebalanceProtocol,
+    StandbySuspendReason,
 };
 use kstreams_core::record::TopicPartition;
 use kstreams_core::time::{Duration, Instant};
@@ -199,6 +206,8 @@ struct Scenario {
     /// The engines' rebalance protocols; `None`: by seed and guarantee (see
     /// `Protocols::of_seed`). Literal old scenarios replay eager, as recorded.
     protocols: Option<Protocols>,
+    /// Standby replicas per task (stateful seeds only; see the module docs).
+    standbys: usize,
 }
 
 impl Scenario {
@@ -302,6 +311,7 @@ impl Scenario {
             transaction_timeout_ms: 0,
             reuse_machine_percent: 0,
             protocols: None,
+            standbys: 0,
         };
         // Drawn last, so the at-least-once stateless scenarios stay those of the seeds before.
         scenario.stateful = r.chance(50);
@@ -312,6 +322,8 @@ impl Scenario {
         // back that long. Kafka Streams' default is 10 s, the producer's 60 s.
         scenario.transaction_timeout_ms = r.range(25_000, 45_000);
         scenario.reuse_machine_percent = r.range(0, 100) as u64;
+        // By seed, not drawn: the other draws stay those of the seeds before.
+        scenario.standbys = usize::from(scenario.stateful && seed % 3 == 1);
         scenario
     }
 }
@@ -421,6 +433,10 @@ impl Fleet {
         };
         let m = &mut self.machines[machine];
         let mut config = self.config.clone();
+        if config.num_standby_replicas > 0 {
+            // A machine is a process: standbys go to other machines than their active.
+            config.process_id = format!("machine-{machine}");
+        }
         match self.protocols {
             Protocols::All(protocol) => config.rebalance_protocol = protocol,
             Protocols::Mixed => {
@@ -593,6 +609,10 @@ fn scenario(seed: u64, volume: Volume) -> Scenario {
         Ok(other) => panic!("ENGINE_GUARANTEE is exactly-once or at-least-once, not {other}"),
         Err(_) => {}
     }
+    if let Ok(n) = std::env::var("ENGINE_STANDBYS") {
+        let n: usize = n.parse().expect("ENGINE_STANDBYS is a number");
+        s.standbys = if s.stateful { n } else { 0 };
+    }
     if let Ok(ms) = std::env::var("ENGINE_TXN_TIMEOUT_MS") {
         s.transaction_timeout_ms = ms.parse().expect("ENGINE_TXN_TIMEOUT_MS is a number");
     }
@@ -670,6 +690,7 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         .map(|b| format!("sim-{b}:{}", 9092 + b))
         .collect();
     config.producer.transaction_timeout = Duration::from_millis_i64(s.transaction_timeout_ms);
+    config.num_standby_replicas = s.standbys;
     let mut fleet = Fleet {
         config,
         exactly_once: s.exactly_once,
@@ -794,6 +815,7 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     stats.machines = fleet.machines.len();
     stats.exactly_once = usize::from(s.exactly_once);
     stats.stateful = usize::from(s.stateful);
+    stats.standby_seeds = usize::from(s.standbys > 0);
     if let Some(committed) = &committed_audit {
         let txns = committed.borrow().stats();
         stats.txn_commits = txns.committed;
@@ -815,6 +837,11 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
             Event::Committed(_) => stats.commits += 1,
             Event::RestoreStarted { .. } => stats.restores += 1,
             Event::RestoreEnded { records, .. } => stats.restored_records += *records as usize,
+            Event::StandbySuspended {
+                reason: StandbySuspendReason::Promoted,
+                ..
+            } => stats.promotions += 1,
+            Event::StandbyBatch { records, .. } => stats.standby_records += *records,
             _ => {}
         }
     }
@@ -862,6 +889,11 @@ struct Stats {
     /// Store restores started, and changelog records they restored.
     restores: usize,
     restored_records: usize,
+    /// Seeds run with standbys; standbys promoted to active tasks, and changelog records
+    /// standbys wrote.
+    standby_seeds: usize,
+    promotions: usize,
+    standby_records: usize,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -889,6 +921,9 @@ impl std::ops::AddAssign for Stats {
         self.longest_txn_ms = self.longest_txn_ms.max(o.longest_txn_ms);
         self.restores += o.restores;
         self.restored_records += o.restored_records;
+        self.standby_seeds += o.standby_seeds;
+        self.promotions += o.promotions;
+        self.standby_records += o.standby_records;
     }
 }
 
@@ -936,6 +971,7 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         transaction_timeout_ms: 60_000,
         reuse_machine_percent: 0,
         protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
+        standbys: 0,
     };
     let logs = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::fmt()

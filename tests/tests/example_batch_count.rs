@@ -153,6 +153,28 @@ fn bad_arguments_are_refused() {
     assert!(parse(vec!["--runtime", "glommio"]).is_err());
 }
 
+/// `--num-standby-replicas N` sets `num.standby.replicas`, over `--config`'s, and is checked
+/// as the property is.
+#[test]
+fn the_standby_replicas_flag_sets_the_property() {
+    let standbys = |args: &Args| {
+        args.properties
+            .iter()
+            .filter(|(key, _)| key == "num.standby.replicas")
+            .map(|(_, value)| value.clone())
+            .collect::<Vec<_>>()
+    };
+    let args = parse(vec!["--num-standby-replicas", "1"]).unwrap();
+    assert_eq!(standbys(&args), ["1"]);
+    let file = properties_file("num.standby.replicas=2\n");
+    let path = file.path().to_str().unwrap();
+    assert_eq!(standbys(&parse(vec!["--config", path]).unwrap()), ["2"]);
+    let args = parse(vec!["--config", path, "--num-standby-replicas", "1"]).unwrap();
+    assert_eq!(standbys(&args), ["1"], "the flag wins");
+    let error = parse(vec!["--num-standby-replicas", "-1"]).unwrap_err();
+    assert!(error.contains("num.standby.replicas"), "{error}");
+}
+
 fn properties_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();

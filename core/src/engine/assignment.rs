@@ -8,7 +8,7 @@ use super::transaction::AbortCause;
 use super::{Engine, EngineError, EngineState, Event, Output};
 use crate::client::group::GroupEvent;
 use crate::record::TopicPartition;
-use crate::task::{Task, TaskConfig, TaskId};
+use crate::task::{TaskConfig, TaskId};
 
 impl Engine {
     pub(super) fn handle_group_event(&mut self, event: GroupEvent) {
@@ -26,6 +26,7 @@ impl Engine {
                 revoked,
                 protocol,
                 generation,
+                standbys,
             } => {
                 self.outputs.push_back(Output::Event(Event::GroupSynced {
                     generation,
@@ -48,6 +49,9 @@ impl Engine {
                         self.commit_reason = Some(CommitReason::CooperativeRevoke);
                     }
                 }
+                // Before the tasks: a task that was a standby here and becomes active is
+                // promoted in `assign` (its standby is kept while the assignment waits).
+                self.standbys_assigned(standbys);
                 self.assign(tasks, partitions);
             }
             GroupEvent::OffsetsFetched { offsets } => {
@@ -199,6 +203,8 @@ impl Engine {
             .collect();
         let mut ready_partitions = Vec::new();
         let mut started = Vec::new();
+        // Tasks whose stores another stream thread of the process still has open.
+        let mut blocked = Vec::new();
         for &id in &tasks {
             // Kept running through a cooperative rebalance: untouched (its partitions go on
             // from where they are).
@@ -210,21 +216,22 @@ impl Engine {
                 .filter(|tp| self.task_of(tp) == Some(id))
                 .cloned()
                 .collect();
-            started.push(id);
-            let task = match Task::new(
-                &self.topology,
-                id,
-                self.stores.as_ref(),
-                config.clone(),
-                sink_counts.clone(),
-                now,
-            ) {
+            // From its standby here, if any (restoring only the changelog's tail).
+            let task = match self.create_task(id, config.clone(), sink_counts.clone()) {
                 Ok(task) => task,
+                Err(error) if error.is_store_in_use() => {
+                    // That thread closes them once it took its own assignment in: the task
+                    // starts on a later poll (see `resume_assignment`).
+                    tracing::debug!(task = %id, %error, "stores still open in another stream thread; starting the task later");
+                    blocked.push(id);
+                    continue;
+                }
                 Err(error) => {
-                    self.fail(error.into());
+                    self.fail(error);
                     return;
                 }
             };
+            started.push(id);
             // A task with logged stores starts fetching its input once they are restored.
             match self.start_restore(task, own.clone()) {
                 Ok(Some(task)) => {
@@ -239,12 +246,21 @@ impl Engine {
             }
         }
         self.start_fetching(ready_partitions);
-        self.last_commit = now;
-        self.outputs
-            .push_back(Output::Event(Event::TasksAssigned(started)));
+        self.task_offsets_dirty = true;
+        self.standbys.dirty = true;
+        let retry = !blocked.is_empty();
+        if retry {
+            self.pending_assignment = Some((tasks, partitions));
+        }
+        // A retry that started nothing is no news.
+        if !(retry && started.is_empty()) {
+            self.last_commit = now;
+            self.outputs
+                .push_back(Output::Event(Event::TasksAssigned(started)));
+        }
         // As in Kafka Streams, a thread whose tasks restore stays Rebalancing until they
         // run (see `drive_restore`), and one revoking tasks until they are closed.
-        if !self.closing && self.restoring.is_empty() && self.revoking.is_none() {
+        if !self.closing && self.restoring.is_empty() && self.revoking.is_none() && !retry {
             self.set_state(EngineState::Running);
         } else if !self.closing {
             self.set_state(EngineState::Rebalancing);
@@ -292,8 +308,12 @@ impl Engine {
             && (sinks_known || sinks_overdue);
         match self.pending_assignment.take() {
             Some((tasks, partitions)) if ready => {
+                let running = self.tasks.len() + self.restoring.len();
                 self.assign(tasks, partitions);
-                true
+                // Progress unless it waits again with nothing started (its tasks' stores still
+                // open in another stream thread): then it is tried on the next poll.
+                self.pending_assignment.is_none()
+                    || self.tasks.len() + self.restoring.len() != running
             }
             pending => {
                 self.pending_assignment = pending;
@@ -323,13 +343,27 @@ impl Engine {
             self.fetcher.unassign(tp);
             self.awaiting_committed.remove(tp);
         }
+        self.task_offsets_dirty = true;
+        self.standbys.dirty = true;
         for id in ids {
             self.backlog.remove(id);
             let restoring = self.restoring.remove(id).map(|r| r.task);
             for task in self.tasks.remove(id).into_iter().chain(restoring) {
                 self.count_closed_task(*id, task.metrics());
-                if let Err(error) = task.close() {
+                if self.closing || !self.standbys.assigned.contains(id) {
+                    if let Err(error) = task.close() {
+                        self.warn(error.into());
+                    }
+                    continue;
+                }
+                // A standby here from now on: it keeps the committed stores, open.
+                let (closed, stores) = task.close_keeping_stores();
+                if let Err(error) = closed {
                     self.warn(error.into());
+                }
+                if let Err(error) = self.open_standby(*id, stores) {
+                    self.fail(error);
+                    return;
                 }
             }
         }
@@ -339,7 +373,15 @@ impl Engine {
     pub(super) fn close_tasks(&mut self, committed: bool) {
         self.pending_assignment = None;
         self.sink_wait_since = None;
-        for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
+        self.task_offsets_dirty = true;
+        self.standbys.dirty = true;
+        let partitions: Vec<TopicPartition> = self
+            .fetcher
+            .assigned()
+            .filter(|tp| !self.is_standby_changelog(tp))
+            .cloned()
+            .collect();
+        for tp in partitions {
             self.fetcher.unassign(&tp);
         }
         self.awaiting_committed.clear();

@@ -168,6 +168,7 @@ impl Engine {
                 return false;
             }
         }
+        self.task_offsets_dirty = true;
         true
     }
 

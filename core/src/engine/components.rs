@@ -193,6 +193,14 @@ impl Engine {
                         return true;
                     }
                 }
+                FetchEvent::Error(FetchError::OffsetOutOfRange { partition, offset })
+                    if self.is_standby_changelog(&partition) =>
+                {
+                    if let Err(error) = self.standby_out_of_range(&partition, offset) {
+                        self.fail(error);
+                        return true;
+                    }
+                }
                 FetchEvent::Error(error) => match error {
                     FetchError::NoOffset { .. }
                     | FetchError::OffsetOutOfRange { .. }

@@ -52,6 +52,34 @@ pub struct EngineConfig {
     /// LeaveGroup when it closes, so its tasks move at once instead of after the session
     /// timeout. Default `false` (Kafka Streams' behaviour). Dynamic members always leave.
     pub static_leave_on_close: bool,
+    /// Standby replicas per stateful task (`num.standby.replicas`, default 0): other members
+    /// (of other processes, see [`process_id`](Self::process_id)) keep a copy of each task's
+    /// logged stores warm by following their changelogs, so when the active member fails the
+    /// task moves to the most caught-up copy and restores only the changelog's tail. Each
+    /// costs one copy of the state and the changelog reads; with too few processes a task
+    /// gets fewer. Only tasks with logged stores get standbys.
+    pub num_standby_replicas: usize,
+    /// How far (changelog records, summed over a task's logged stores) a member's copy of a
+    /// task's state may be behind the most caught-up one and still count as caught up
+    /// (`acceptable.recovery.lag`, default 10,000, as Kafka Streams): the assignor moves a
+    /// stateful task only to a caught-up member, and warms a copy up on the member it wants
+    /// the task on before moving it (KIP-441).
+    pub acceptable_recovery_lag: i64,
+    /// Most warm-up replicas in the whole group at a time (`max.warmup.replicas`, default 2,
+    /// as Kafka Streams): copies of a task's state built on the member the assignor wants
+    /// to move the task to, while it keeps running where its state is caught up. More move
+    /// tasks sooner after a scale-out, at the cost of more changelog reading at once.
+    pub max_warmup_replicas: usize,
+    /// How long after an assignment with warm-up replicas the group rebalances again to
+    /// move the tasks whose warm-ups caught up (`probing.rebalance.interval.ms`, default 10
+    /// min, as Kafka Streams).
+    pub probing_rebalance_interval: Duration,
+    /// The identity of the process this engine runs in, shared by its stream threads
+    /// (Kafka Streams' process id): the assignor never puts a standby in the process of its
+    /// task's active, nor two standbys of a task in one process. The adapters set it (with
+    /// LMDB stores, kept in the state directory, so a restarted instance keeps it). Empty
+    /// (default): unknown, every member counts as a process of its own.
+    pub process_id: String,
     /// How often processed offsets are committed, after the output is acknowledged
     /// (`commit.interval.ms`).
     pub commit_interval: Duration,
@@ -139,6 +167,11 @@ impl EngineConfig {
             rebalance_protocol: RebalanceProtocol::Cooperative,
             group_instance_id: None,
             static_leave_on_close: false,
+            num_standby_replicas: 0,
+            acceptable_recovery_lag: 10_000,
+            max_warmup_replicas: 2,
+            probing_rebalance_interval: Duration::from_secs(600),
+            process_id: String::new(),
             commit_interval: Duration::from_secs(30),
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             restore_batch_bytes: 8 * 1024 * 1024,
@@ -176,8 +209,16 @@ impl EngineConfig {
         config
     }
 
-    pub(crate) fn group_config(&self) -> GroupConfig {
+    /// The member's settings; `stateful_subtopologies`: those with logged stores (their
+    /// tasks get standbys and report offsets).
+    pub(crate) fn group_config(&self, stateful_subtopologies: Vec<usize>) -> GroupConfig {
         let mut group = GroupConfig::new(self.application_id.clone());
+        group.num_standby_replicas = self.num_standby_replicas;
+        group.acceptable_recovery_lag = self.acceptable_recovery_lag;
+        group.max_warmup_replicas = self.max_warmup_replicas;
+        group.probing_rebalance_interval = self.probing_rebalance_interval;
+        group.process_id = self.process_id.clone();
+        group.stateful_subtopologies = stateful_subtopologies;
         group.session_timeout = self.session_timeout;
         group.heartbeat_interval = self.heartbeat_interval;
         group.rebalance_timeout = self.rebalance_timeout;

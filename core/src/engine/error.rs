@@ -201,3 +201,18 @@ pub enum EngineError {
         failures: u32,
     },
 }
+
+impl EngineError {
+    /// Whether a task's store could not be opened because another backend has it open (another
+    /// stream thread of the process still runs the task or a standby of it): not a failure,
+    /// the engine tries again on a later poll.
+    pub(super) fn is_store_in_use(&self) -> bool {
+        matches!(
+            self,
+            Self::Task(TaskError::Store {
+                source: crate::state::StoreError::InUse { .. },
+                ..
+            })
+        )
+    }
+}

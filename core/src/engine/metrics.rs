@@ -162,6 +162,8 @@ pub struct EngineMetrics {
     pub restore_total: u64,
     /// Stores whose restore ended.
     pub restores_completed_total: u64,
+    /// Changelog records written into the stores of standby tasks.
+    pub standby_records_total: u64,
     /// Produce batches sent again after a retriable error (Kafka's producer
     /// `record-retry-total` counts records; see [`EngineMetrics::produce_retry_records`]).
     pub produce_retry_batches: u64,

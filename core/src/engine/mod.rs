@@ -13,7 +13,8 @@
 //!   [`last_timeout_reason`](Engine::last_timeout_reason),
 //!   [`has_pending_work`](Engine::has_pending_work); metrics:
 //!   [`metrics`](Engine::metrics), [`partition_lags`](Engine::partition_lags),
-//!   [`restore_progress`](Engine::restore_progress).
+//!   [`restore_progress`](Engine::restore_progress); standbys:
+//!   [`standby_tasks`](Engine::standby_tasks), [`standby_progress`](Engine::standby_progress).
 //! - **Inputs**: [`handle_input`](Engine::handle_input) with an [`Input`], or its thin
 //!   wrappers [`handle_connected`](Engine::handle_connected),
 //!   [`handle_received`](Engine::handle_received),
@@ -66,7 +67,8 @@
 //! # Layout
 //! `router/` (connections), `components.rs` (requests out, responses and events in),
 //! `assignment.rs` (group events, tasks in and out), `processing.rs` (records through tasks),
-//! `commit.rs` (the commit cycle), `transaction.rs`/`fencing.rs` (exactly-once's transactions
+//! `commit.rs` (the commit cycle), `standby.rs` (standby tasks), `task_offsets.rs` (the local
+//! state's offsets for the assignor), `transaction.rs`/`fencing.rs` (exactly-once's transactions
 //! and fenced producers), `internal_topics.rs` (changelogs), `deadline.rs`
 //! (`poll_timeout`'s fold), `metrics.rs` (the counters and their getters), `output.rs`/`error.rs`/`shared.rs` (the types).
 
@@ -84,6 +86,8 @@ mod processing;
 mod restore;
 mod router;
 mod shared;
+mod standby;
+mod task_offsets;
 #[cfg(test)]
 mod tests;
 mod transaction;
@@ -102,8 +106,9 @@ pub use metrics::{
     BATCH_SIZE_BOUNDS, BatchSizes, ConnectionMetrics, EngineMetrics, LatencyStats, PartitionLag,
     ProducedRecords, RestoreProgress,
 };
-pub use output::{EngineState, Event, Input, Output};
+pub use output::{EngineState, Event, Input, Output, StandbySuspendReason};
 pub use shared::ConnectionId;
+pub use standby::StandbyProgress;
 
 use self::commit::{CommitPhase, CommitReason};
 use self::deadline::Earliest;
@@ -145,6 +150,10 @@ pub struct Engine {
     tasks: BTreeMap<TaskId, Task>,
     /// Assigned tasks whose logged stores are being restored (they join `tasks` after).
     restoring: BTreeMap<TaskId, restore::Restoring>,
+    /// Standby tasks: other members' task state kept warm here (see `standby`).
+    standbys: standby::Standbys,
+    /// The local task offsets may have changed since the member was told (see `task_offsets`).
+    task_offsets_dirty: bool,
     /// Per changelog partition, the offset after the last changelog write the broker
     /// acknowledged: the checkpoint of the store's next commit.
     changelog_acked: HashMap<TopicPartition, i64>,
@@ -248,8 +257,10 @@ impl Engine {
                 .map(|(&id, addr)| (id, addr.host.clone(), addr.port)),
             now,
         );
+        let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
+        let stateful: BTreeSet<usize> = changelogs.iter().map(|(sub, _, _)| *sub).collect();
         let group = GroupMember::new(
-            config.group_config(),
+            config.group_config(stateful.into_iter().collect()),
             topology.subtopologies().to_vec(),
             now,
         );
@@ -286,7 +297,6 @@ impl Engine {
         let fetcher = Fetcher::new(fetch);
         let producer = Producer::new(producer_config, now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
-        let changelogs = internal_topics::changelogs_of(&topology, &config.application_id);
         Ok(Self {
             config,
             topology,
@@ -303,6 +313,8 @@ impl Engine {
             changelogs,
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
+            standbys: standby::Standbys::default(),
+            task_offsets_dirty: false,
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
@@ -518,6 +530,10 @@ impl Engine {
         self.closing = true;
         self.set_state(EngineState::PendingShutdown);
         self.commit_reason = Some(CommitReason::Close);
+        if let Err(error) = self.close_standbys() {
+            self.fail(error);
+            return;
+        }
         // Nothing fetched from now on would be processed: stop fetching, so no long-poll Fetch
         // delays the final commit and the LeaveGroup on a shared connection.
         for tp in self.fetcher.assigned().cloned().collect::<Vec<_>>() {
@@ -599,8 +615,11 @@ impl Engine {
                     return;
                 }
             }
-            match self.drive_restore() {
-                Ok(restored) => progress |= restored,
+            let state_work = self
+                .drive_restore()
+                .and_then(|restored| Ok(self.drive_standbys()? || restored));
+            match state_work {
+                Ok(worked) => progress |= worked,
                 Err(error) => {
                     self.fail(error);
                     return;
@@ -608,6 +627,7 @@ impl Engine {
             }
             progress |= self.run_tasks();
             progress |= self.drive_commit();
+            self.report_task_offsets();
             progress |= self.router.release_bootstrap_connections();
             progress |= self.router.transmit();
             if !progress {

@@ -156,8 +156,69 @@ pub enum Event {
         /// How long it took.
         duration: Duration,
     },
+    /// A store of a standby task starts following its changelog (Kafka Streams'
+    /// `StandbyUpdateListener.onUpdateStart`, KIP-988): the task's state is kept warm here for
+    /// a faster failover; it processes nothing.
+    StandbyStarted {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Its changelog partition.
+        changelog: TopicPartition,
+        /// The checkpoint it starts from (`None`: from the changelog's start, the store
+        /// empty).
+        checkpoint: Option<i64>,
+    },
+    /// A batch of a changelog was written into a standby's store with its checkpoint
+    /// (`onBatchLoaded`).
+    StandbyBatch {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Its changelog partition.
+        changelog: TopicPartition,
+        /// Records in this batch.
+        records: usize,
+        /// Key and value bytes in this batch.
+        bytes: usize,
+        /// The changelog offset the store is now up to (exclusive): its checkpoint.
+        position: i64,
+        /// The changelog's end as last fetched (the high watermark; the last stable offset
+        /// under exactly-once): `end - position` is the standby's lag.
+        end: Option<i64>,
+    },
+    /// A standby's store stopped following its changelog (`onUpdateSuspended`).
+    StandbySuspended {
+        /// The task.
+        task: TaskId,
+        /// The store.
+        store: String,
+        /// Its changelog partition.
+        changelog: TopicPartition,
+        /// The store's checkpoint then (`None`: it has none).
+        position: Option<i64>,
+        /// The changelog's end as last fetched.
+        end: Option<i64>,
+        /// Why.
+        reason: StandbySuspendReason,
+    },
     /// A problem the engine recovers from (retries, rejoins); for logs and metrics.
     Warning(EngineError),
     /// The engine stopped: [`EngineState::Error`].
     Failed(EngineError),
+}
+
+/// Why a standby task stopped following its changelogs ([`Event::StandbySuspended`], as
+/// Kafka Streams' `StandbyUpdateListener.SuspendReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StandbySuspendReason {
+    /// It became an active task here: its stores, open, restore only the changelog's tail
+    /// after their checkpoint.
+    Promoted,
+    /// The assignment no longer gives it to this engine.
+    Migrated,
+    /// The engine closes (or stopped).
+    Closed,
 }

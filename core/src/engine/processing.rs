@@ -19,8 +19,15 @@ impl Engine {
                 }
                 continue;
             }
-            // The fetcher holds only partitions of running tasks and changelogs of restoring
-            // ones: `close_tasks` unassigns a task's partitions (dropping their buffered
+            if self.is_standby_changelog(&tp) {
+                if let Err(error) = self.standby_records(&tp, batch.records) {
+                    self.fail(error);
+                    return true;
+                }
+                continue;
+            }
+            // The fetcher holds only partitions of running tasks, changelogs of restoring
+            // ones and of standbys: `close_tasks` unassigns a task's partitions (dropping their buffered
             // records) when it drops the task, and a restored changelog is unassigned.
             self.metrics.records_consumed += batch.records.len() as u64;
             let task = self

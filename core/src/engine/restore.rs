@@ -330,6 +330,7 @@ impl Engine {
                     store.position = Some(position);
                 }
                 store.done = true;
+                self.task_offsets_dirty = true;
                 self.fetcher.unassign(&store.changelog);
                 self.metrics.restores_completed_total += 1;
                 let duration = self.now - store.started;

@@ -26,6 +26,7 @@ pub use crate::ids::TaskId;
 pub use policy::{
     DLQ_HEADER_ERROR, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC, ErrorPolicy,
 };
+pub use stores::OpenStores;
 
 use crate::error::{DeserializationError, ProcessError, TaskError};
 use crate::processor::graph::{ErasedNode, Graph, SourceFailure};
@@ -515,6 +516,10 @@ impl Task {
 
     /// Closes the processors (in topology order) and returns the first error.
     pub fn close(mut self) -> Result<(), TaskError> {
+        self.close_processors()
+    }
+
+    fn close_processors(&mut self) -> Result<(), TaskError> {
         let mut first_error = None;
         for node in 0..self.graph.names.len() {
             if matches!(self.state.nodes[node], Some(ErasedNode::Processor(_))) {

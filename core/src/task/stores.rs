@@ -5,7 +5,27 @@ use super::Task;
 use crate::error::TaskError;
 use crate::state::{Checkpoint, KvBackend, WriteBatch, WriteOp};
 
+/// A task's stores, open, as (store name, backend) (see [`Task::close_keeping_stores`]).
+pub type OpenStores = Vec<(String, Box<dyn KvBackend>)>;
+
 impl Task {
+    /// Closes the processors like [`Task::close`] and hands back the task's stores, still
+    /// open, as (store name, backend) in topology order: for a standby that keeps the state
+    /// (a memory store keeps its data and checkpoint only while open). Commit or roll back
+    /// the stores first: their pending writes go with them.
+    pub fn close_keeping_stores(mut self) -> (Result<(), TaskError>, OpenStores) {
+        let closed = self.close_processors();
+        let backends = std::mem::take(&mut self.state.stores);
+        let stores = self
+            .graph
+            .stores
+            .iter()
+            .map(|def| def.name.clone())
+            .zip(backends)
+            .collect();
+        (closed, stores)
+    }
+
     /// Makes the stores' writes since the last commit durable, each store's with no new
     /// checkpoint (it keeps its last). Call after the output up to now is acknowledged and
     /// before committing [`Task::committable_offsets`].

@@ -824,3 +824,41 @@ fn add_record_checks_partition_and_offset_order_like_add_records() {
         "not after the committed offset"
     );
 }
+
+#[test]
+fn a_task_closed_keeping_its_stores_hands_them_back_open_with_their_committed_state() {
+    let mut b = TopologyBuilder::new();
+    let src = b
+        .add_source("src", &["a"], StringSerde, StringSerde)
+        .unwrap();
+    b.add_processor("user", &[&src], || StoreUser("counts"))
+        .unwrap();
+    b.add_store(
+        StoreBuilder::key_value("counts", StringSerde, I64Serde),
+        &["user"],
+    )
+    .unwrap();
+    let topology = b.build().unwrap();
+    let mut t = task(&topology, 0, TaskConfig::default());
+    t.store::<String, i64>("counts")
+        .unwrap()
+        .put(&"k".to_owned(), &7)
+        .unwrap();
+    t.commit_stores_with(|_| Some(crate::state::Checkpoint::new(12, None)))
+        .unwrap();
+    let (closed, stores) = t.close_keeping_stores();
+    closed.unwrap();
+    assert_eq!(stores.len(), 1);
+    let (name, backend) = &stores[0];
+    assert_eq!(name, "counts");
+    assert_eq!(
+        backend.checkpoint().unwrap(),
+        Some(crate::state::Checkpoint::new(12, None)),
+        "a memory store keeps its checkpoint while open"
+    );
+    let entries = backend
+        .range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .unwrap();
+    assert_eq!(entries.len(), 1, "the committed entry is there");
+    assert_eq!(backend.uncommitted_len(), 0);
+}

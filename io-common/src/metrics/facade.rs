@@ -18,7 +18,7 @@ use super::snapshot::ThreadMetrics;
 /// Counters of a thread: name, help, value.
 type Total = (&'static str, &'static str, fn(&ThreadMetrics) -> u64);
 
-const THREAD_TOTALS: [Total; 19] = [
+const THREAD_TOTALS: [Total; 20] = [
     (
         "kstreams_records_consumed_total",
         "Records fetched from input partitions into the tasks",
@@ -78,6 +78,11 @@ const THREAD_TOTALS: [Total; 19] = [
         |t| t.engine.restores_completed_total,
     ),
     (
+        "kstreams_standby_records_total",
+        "Changelog records written into the stores of standby tasks",
+        |t| t.engine.standby_records_total,
+    ),
+    (
         "kstreams_record_retry_total",
         "Records in produce batches sent again after a retriable error",
         |t| t.engine.produce_retry_records,
@@ -117,7 +122,7 @@ const THREAD_TOTALS: [Total; 19] = [
 /// Gauges of a thread: name, help, unit, value.
 type Level = (&'static str, &'static str, Unit, fn(&ThreadMetrics) -> f64);
 
-const THREAD_GAUGES: [Level; 8] = [
+const THREAD_GAUGES: [Level; 9] = [
     (
         "kstreams_records_consumed_rate",
         "Records fetched per second",
@@ -141,6 +146,12 @@ const THREAD_GAUGES: [Level; 8] = [
         "Commits per second",
         Unit::CountPerSecond,
         |t| t.rates.commit,
+    ),
+    (
+        "kstreams_standby_tasks",
+        "Standby tasks the thread keeps warm",
+        Unit::Count,
+        |t| t.standby_tasks() as f64,
     ),
     (
         "kstreams_process_latency_avg",
@@ -233,6 +244,11 @@ fn describe() {
         Unit::Count,
         "Changelog records a store partition has still to restore"
     );
+    describe_gauge!(
+        "kstreams_standby_lag",
+        Unit::Count,
+        "Changelog records a standby's store partition is behind the changelog's end"
+    );
 }
 
 /// The gauges of one name whose series belong to a task, partition or restore: a series
@@ -277,6 +293,8 @@ pub(crate) struct Published {
     /// `kstreams_store_restore_remaining_records_total` of the restores under way: one that
     /// ended (or whose task went) gets 0.
     restores_remaining: GaugeSeries,
+    /// `kstreams_standby_lag` of the standbys' stores: one that stopped gets 0.
+    standby_lags: GaugeSeries,
 }
 
 impl Default for Published {
@@ -286,6 +304,7 @@ impl Default for Published {
             task_rates: GaugeSeries::new("kstreams_task_process_rate"),
             lags: GaugeSeries::new("kstreams_records_lag"),
             restores_remaining: GaugeSeries::new("kstreams_store_restore_remaining_records_total"),
+            standby_lags: GaugeSeries::new("kstreams_standby_lag"),
         }
     }
 }
@@ -372,6 +391,20 @@ pub(crate) fn publish(metrics: &ThreadMetrics, published: &mut Published) {
         }
     }
     published.restores_remaining.zero_departed();
+    for standby in &metrics.standbys {
+        let Some(lag) = standby.lag() else {
+            continue;
+        };
+        let labels = vec![
+            thread.clone(),
+            Label::new("task_id", standby.task.to_string()),
+            Label::new("store", standby.store.clone()),
+            Label::new("topic", standby.changelog.topic.to_string()),
+            Label::new("partition", standby.changelog.partition.to_string()),
+        ];
+        published.standby_lags.set(labels, lag as f64);
+    }
+    published.standby_lags.zero_departed();
 }
 
 #[cfg(test)]

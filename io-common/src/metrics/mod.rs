@@ -96,6 +96,7 @@ impl MetricsPublisher {
                 .collect(),
             partitions: engine.partition_lags().collect(),
             restores: engine.restore_progress().collect(),
+            standbys: engine.standby_progress().collect(),
         }
     }
 }

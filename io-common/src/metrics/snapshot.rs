@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kstreams_core::engine::{EngineMetrics, PartitionLag, RestoreProgress};
+use kstreams_core::engine::{EngineMetrics, PartitionLag, RestoreProgress, StandbyProgress};
 use kstreams_core::task::{TaskId, TaskMetrics};
 
 /// The metrics of every stream thread of an instance, as each last published them (see the
@@ -145,9 +145,18 @@ pub struct ThreadMetrics {
     pub partitions: Vec<PartitionLag>,
     /// Restores under way, per store partition.
     pub restores: Vec<RestoreProgress>,
+    /// The standby tasks' stores: checkpoint, changelog end, records applied.
+    pub standbys: Vec<StandbyProgress>,
 }
 
 impl ThreadMetrics {
+    /// The standby tasks of the thread.
+    pub fn standby_tasks(&self) -> usize {
+        let mut tasks: Vec<TaskId> = self.standbys.iter().map(|s| s.task).collect();
+        tasks.dedup();
+        tasks.len()
+    }
+
     /// Each task's counters over the thread's life: its closed instances'
     /// ([`EngineMetrics::closed_tasks`]) plus the running one's. They only grow, across
     /// revocations and reassignments; a task the thread no longer runs keeps its totals.

@@ -103,6 +103,38 @@ pub const PROPERTIES: &[Property] = &[
             Ok(())
         }
     ),
+    property!(
+        "num.standby.replicas",
+        "standby copies of each stateful task's stores on other instances (failover restores only the tail)",
+        |t, v| {
+            t.config.engine.num_standby_replicas = int(v)?;
+            Ok(())
+        }
+    ),
+    property!(
+        "acceptable.recovery.lag",
+        "changelog records a task's state may be behind and still count as caught up",
+        |t, v| {
+            t.config.engine.acceptable_recovery_lag = non_negative(v)?;
+            Ok(())
+        }
+    ),
+    property!(
+        "max.warmup.replicas",
+        "most warm-up copies in the group at a time (a task moves once its warm-up caught up)",
+        |t, v| {
+            t.config.engine.max_warmup_replicas = positive(v)?;
+            Ok(())
+        }
+    ),
+    property!(
+        "probing.rebalance.interval.ms",
+        "rebalance this long after an assignment with warm-ups, to move the caught-up ones",
+        |t, v| {
+            t.config.engine.probing_rebalance_interval = positive_millis(v)?;
+            Ok(())
+        }
+    ),
     property!("state.dir", "root directory of the local state", |t, v| {
         t.config.state_dir = PathBuf::from(non_empty(v)?);
         Ok(())
@@ -473,6 +505,19 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, S
         return Err(format!("`{v}` is not positive"));
     }
     Ok(n)
+}
+
+fn non_negative(v: &str) -> Result<i64, String> {
+    let n: i64 = int(v)?;
+    if n < 0 {
+        return Err(format!("`{v}` is negative"));
+    }
+    Ok(n)
+}
+
+fn positive_millis(v: &str) -> Result<Duration, String> {
+    positive::<u64>(v)?;
+    millis(v)
 }
 
 fn millis(v: &str) -> Result<Duration, String> {

@@ -64,6 +64,18 @@ fn every_supported_property_sets_its_field() {
         }),
         ("client.id", "me", |c| c.engine.client_id == "me"),
         ("num.stream.threads", "3", |c| c.num_stream_threads == 3),
+        ("num.standby.replicas", "2", |c| {
+            c.engine.num_standby_replicas == 2
+        }),
+        ("acceptable.recovery.lag", "500", |c| {
+            c.engine.acceptable_recovery_lag == 500
+        }),
+        ("max.warmup.replicas", "4", |c| {
+            c.engine.max_warmup_replicas == 4
+        }),
+        ("probing.rebalance.interval.ms", "60000", |c| {
+            c.engine.probing_rebalance_interval == Duration::from_millis(60_000)
+        }),
         ("state.dir", "/var/state", |c| {
             c.state_dir == Path::new("/var/state")
         }),
@@ -219,6 +231,10 @@ fn invalid_values_are_errors_naming_the_property() {
         ("commit.interval.ms", "soon"),
         ("commit.interval.ms", "-5"),
         ("num.stream.threads", "0"),
+        ("num.standby.replicas", "-1"),
+        ("acceptable.recovery.lag", "-1"),
+        ("max.warmup.replicas", "0"),
+        ("probing.rebalance.interval.ms", "0"),
         ("processing.guarantee", "exactly_once"),
         ("processing.guarantee", "sometimes"),
         ("auto.offset.reset", "smallest"),

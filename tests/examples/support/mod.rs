@@ -77,7 +77,8 @@ pub struct Args {
     /// `--config FILE`: Kafka-style properties (`security.protocol`, `sasl.*`, `ssl.*`,
     /// `commit.interval.ms`, …) read from FILE, in file order. The flags above win over the
     /// properties they correspond to (`bootstrap.servers`, `application.id`, `state.dir`,
-    /// `processing.guarantee`), as does `--group-instance-id ID` (`group.instance.id`).
+    /// `processing.guarantee`), as do `--group-instance-id ID` (`group.instance.id`) and
+    /// `--num-standby-replicas N` (`num.standby.replicas`).
     pub properties: Vec<(String, String)>,
     /// `--metrics-addr HOST:PORT`: serve the metrics there (see [`metrics`]).
     pub metrics_addr: Option<String>,
@@ -127,7 +128,7 @@ impl Args {
              --application-id ID --state-dir DIR] [--store lmdb|memory] [--mode batch|record] \
              [--runtime tokio|smol] [--exit-when-idle SECS] [--logging on|off] \
              [--processing-guarantee at-least-once|exactly-once] [--config FILE] [--metrics-addr HOST:PORT] \
-             [--group-instance-id ID]"
+             [--group-instance-id ID] [--num-standby-replicas N]"
         );
         let mut flags: BTreeMap<String, String> = BTreeMap::new();
         let mut args = args.into_iter();
@@ -147,6 +148,7 @@ impl Args {
                 "--config",
                 "--metrics-addr",
                 "--group-instance-id",
+                "--num-standby-replicas",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(format!("unknown argument `{flag}`\n{usage}"));
@@ -266,6 +268,11 @@ impl Args {
         if let Some(id) = flags.remove("--group-instance-id") {
             properties.retain(|(key, _)| key != "group.instance.id");
             properties.push(("group.instance.id".into(), id));
+        }
+        // Standby replicas: the flag replaces the property (checked with --config below).
+        if let Some(n) = flags.remove("--num-standby-replicas") {
+            properties.retain(|(key, _)| key != "num.standby.replicas");
+            properties.push(("num.standby.replicas".into(), n));
         }
         let mut parsed = Self {
             bootstrap,

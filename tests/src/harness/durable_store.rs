@@ -10,7 +10,7 @@
 //! loses an LMDB write transaction that never committed. Like a state directory, a disk must
 //! serve one live engine at a time (the harness's job; real stores take a lock).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
@@ -27,14 +27,32 @@ struct Saved {
     checkpoint: Option<Checkpoint>,
 }
 
-/// One machine's durable state, shared by the engines that run on it one after the other.
+/// One machine's durable state, shared by the engines that run on it one after the other
+/// (or, [`shared_by_threads`](SimDisk::shared_by_threads), at once).
 #[derive(Debug, Default, Clone)]
-pub struct SimDisk(Arc<Mutex<BTreeMap<(String, i32), Saved>>>);
+pub struct SimDisk {
+    saved: Arc<Mutex<BTreeMap<(String, i32), Saved>>>,
+    /// The (store, partition)s open now, when the disk refuses a second open.
+    open: Option<OpenStores>,
+}
+
+/// The (store, partition)s open on a disk shared by threads.
+type OpenStores = Arc<Mutex<BTreeSet<(String, i32)>>>;
 
 impl SimDisk {
     /// An empty disk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty disk shared by the engines of one process at once, as their stream threads
+    /// share one LMDB environment: a (store, partition) open in one is
+    /// [`StoreError::InUse`] for the others until its store is dropped.
+    pub fn shared_by_threads() -> Self {
+        Self {
+            saved: Arc::default(),
+            open: Some(Arc::default()),
+        }
     }
 
     /// The committed checkpoint of `store` on `partition`, if any.
@@ -45,7 +63,7 @@ impl SimDisk {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), Saved>> {
-        self.0
+        self.saved
             .lock()
             .expect("a store panicked while it saved its state: the test failed already")
     }
@@ -77,6 +95,15 @@ impl DiskStoreFactory {
 
 impl StoreFactory for DiskStoreFactory {
     fn open(&self, store: &str, partition: i32) -> Result<Box<dyn KvBackend>, StoreError> {
+        if let Some(open) = &self.disk.open {
+            let mut open = open.lock().expect("no panic while the set is locked");
+            if !open.insert((store.to_owned(), partition)) {
+                return Err(StoreError::InUse {
+                    store: store.to_owned(),
+                    partition,
+                });
+            }
+        }
         let saved = self.disk.load(store, partition);
         let mut inner = MemoryStore::new(store);
         let batch: WriteBatch = saved
@@ -108,6 +135,16 @@ struct DiskStore {
     inner: MemoryStore,
     disk: SimDisk,
     partition: i32,
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if let Some(open) = &self.disk.open
+            && let Ok(mut open) = open.lock()
+        {
+            open.remove(&(self.inner.name().to_owned(), self.partition));
+        }
+    }
 }
 
 impl DiskStore {
@@ -250,5 +287,22 @@ mod tests {
                 .expect("get")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_disk_shared_by_threads_opens_a_store_partition_once_at_a_time() {
+        let factory = DiskStoreFactory::new(SimDisk::shared_by_threads());
+        let first = factory.open("s", 0).expect("open");
+        assert!(matches!(
+            factory.open("s", 0),
+            Err(StoreError::InUse { partition: 0, .. })
+        ));
+        factory.open("s", 1).expect("another partition");
+        drop(first);
+        factory.open("s", 0).expect("free again");
+        // A plain disk (one engine at a time, crashed ones kept) does not track.
+        let plain = DiskStoreFactory::new(SimDisk::new());
+        let _a = plain.open("s", 0).expect("open");
+        plain.open("s", 0).expect("open again");
     }
 }

@@ -43,6 +43,8 @@ fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -
         reuse_machine_percent: 0,
         // Recorded eager: replayed eager, so they keep covering what they found.
         protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
+        // Recorded before standbys existed.
+        standbys: 0,
     }
 }
 

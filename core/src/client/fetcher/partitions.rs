@@ -59,6 +59,16 @@ impl Fetcher {
         self.insert_partition(tp, position, OffsetResetPolicy::None, true);
     }
 
+    /// Assigns a partition to be followed from `position` (`None`: not fetched until a seek
+    /// or reset), as a standby task follows a changelog: fetched like any assigned partition
+    /// (with the long-poll wait: it has no end to reach), but OFFSET_OUT_OF_RANGE is reported
+    /// ([`FetchError::OffsetOutOfRange`]) instead of moving the position by the config's
+    /// policy, as for [`assign_to_read_to_end`](Self::assign_to_read_to_end), so a checkpoint
+    /// outside the log is noticed.
+    pub fn assign_to_follow(&mut self, tp: TopicPartition, position: Option<i64>) {
+        self.insert_partition(tp, position, OffsetResetPolicy::None, false);
+    }
+
     fn insert_partition(
         &mut self,
         tp: TopicPartition,

@@ -1095,3 +1095,35 @@ fn a_partition_read_to_its_end_does_not_wait_reports_its_end_and_never_resets_si
     );
     assert_eq!(fetcher.position(&tp("log", 0)), Some(500), "not moved");
 }
+
+#[test]
+fn a_followed_partition_waits_like_any_other_and_never_resets_silently() {
+    let md = metadata(&[("log", 0, 1, 0)]);
+    let mut fetcher = Fetcher::new(FetcherConfig::default());
+    fetcher.assign_to_follow(tp("log", 0), Some(500));
+    fetcher.update_leaders(&md);
+    let out = fetcher.poll_request(T0, &max_versions()).unwrap();
+    assert_eq!(
+        decoded_fetch(&out).max_wait_ms,
+        FetcherConfig::default().max_wait.as_millis_i32(),
+        "a standby has no end to reach: it long-polls"
+    );
+    fetcher
+        .handle_response(
+            1,
+            fetch_response(
+                12,
+                vec![failed(tp("log", 0), ResponseError::OffsetOutOfRange)],
+            ),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(
+        events(&mut fetcher),
+        [FetchEvent::Error(FetchError::OffsetOutOfRange {
+            partition: tp("log", 0),
+            offset: 500
+        })]
+    );
+    assert_eq!(fetcher.position(&tp("log", 0)), Some(500), "not moved");
+}

@@ -21,11 +21,38 @@
 //! Every member is assumed to run the same topology (as Kafka Streams assumes); the topics in
 //! a subscription are not used to restrict which member may run a task.
 //!
+//! # State-aware placement, standbys, warm-ups (KIP-441, simplified)
+//! Members report, per task whose state they have locally, the sum of its logged stores'
+//! changelog positions; [`place_by_state`] turns them into lags (module `lags`: the
+//! reference is the largest sum reported, the task's last active counts as caught up, lags
+//! are per process) and adjusts the target. Only tasks of the sub-topologies with logged
+//! stores ([`AssignorConfig::stateful_subtopologies`]) take part; stateless tasks keep the
+//! balanced target and never get standbys.
+//! 1. A member is *caught up* for a task when its lag is at most
+//!    [`AssignorConfig::acceptable_recovery_lag`]; a member without the task's state lags by
+//!    the largest offset sum reported for it (it would restore the whole changelog).
+//! 2. When a stateful task's target owner is not caught up but some member is, the task
+//!    stays on (goes to) the most caught-up member (ties: its last active, then the smaller
+//!    id), and the target owner gets a *warm-up replica* of it (a standby), at most
+//!    [`AssignorConfig::max_warmup_replicas`] in the group (in task-id order); beyond that the
+//!    task simply stays. When nobody is caught up (no state anywhere) the target stands. This
+//!    gives up balance for a while: the leader then asks for a *probing rebalance* (its own
+//!    follow-up after [`AssignorConfig::probing_rebalance_interval`]), in which a warm-up
+//!    that caught up makes its member caught up and the task moves.
+//! 3. Every stateful task gets [`AssignorConfig::num_standby_replicas`] standby replicas, a
+//!    warm-up counting as one: on members of processes other than its active's and each
+//!    other's (two members of one process share its state directory), preferring the lowest
+//!    lag (members that already have the state), then the fewest standbys so far, then the
+//!    smaller id. Too few processes give fewer standbys.
+//! 4. A member never gets a task both as active and as standby; members whose subscription
+//!    cannot say they read standbys (a kstreams before them) keep the balanced target and
+//!    get no standbys, warm-ups nor follow-ups.
+//!
 //! # Cooperative rebalancing: two phases (KIP-429)
 //! Under the cooperative protocol a member keeps running its tasks while the group rebalances
-//! and lists them as *held* in its subscription. The leader computes the balanced, sticky
-//! target above, then [`withhold_held_elsewhere`] takes out of it every task that another
-//! member still holds: that task goes to nobody in this generation.
+//! and lists them as *held* in its subscription. The leader computes the target above (step
+//! 1-4, then the state-aware placement), then [`withhold_held_elsewhere`] takes out of it
+//! every task that another member still holds: that task goes to nobody in this generation.
 //! 1. First rebalance: members that keep a task keep running it untouched; a member whose
 //!    assignment lacks a task it holds commits it, closes it (revokes it) and at once rejoins.
 //! 2. Follow-up rebalance (triggered by that rejoin): no member holds the task any more, so
@@ -35,12 +62,78 @@
 //! Held tasks are withheld whatever protocol the coordinator selected: after a group falls
 //! back to eager (a member without cooperative support joined), the members that were
 //! cooperative still hold their tasks through that one rebalance.
+//!
+//! Should the holder never rejoin (a static member that crashed or closed between its
+//! assignment and its rejoin, and came back within the session timeout: the coordinator
+//! gives it back its assignment without a rebalance), nobody would start the follow-up
+//! rebalance and the task would run nowhere. So the target owner of every withheld task
+//! also gets a short follow-up ([`AssignorConfig::withheld_followup`]); the holder's own
+//! rejoin normally starts the next generation first, which cancels it.
+//!
+//! [`plan`] runs all of it: balanced and sticky, state-aware placement, withholding, the
+//! follow-ups.
+
+mod lags;
+mod state_aware;
+
+pub use state_aware::{Placement, place_by_state};
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::client::group::GroupConfig;
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Duration;
 use crate::topology::Subtopology;
+
+/// The leader's settings for standbys, warm-ups and follow-ups (from its [`GroupConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignorConfig {
+    /// Standby replicas per stateful task.
+    pub num_standby_replicas: usize,
+    /// The largest lag (changelog records) at which a member is caught up.
+    pub acceptable_recovery_lag: i64,
+    /// At most this many warm-up replicas in the group.
+    pub max_warmup_replicas: usize,
+    /// The leader's follow-up when warm-ups were placed.
+    pub probing_rebalance_interval: Duration,
+    /// The follow-up of the target owner of a withheld task: the leader's heartbeat interval
+    /// (a holder rejoins within a commit; a holder that never does is replaced by it).
+    pub withheld_followup: Duration,
+    /// The sub-topologies with logged stores.
+    pub stateful_subtopologies: Vec<usize>,
+}
+
+impl From<&GroupConfig> for AssignorConfig {
+    fn from(config: &GroupConfig) -> Self {
+        Self {
+            num_standby_replicas: config.num_standby_replicas,
+            acceptable_recovery_lag: config.acceptable_recovery_lag,
+            max_warmup_replicas: config.max_warmup_replicas,
+            probing_rebalance_interval: config.probing_rebalance_interval,
+            withheld_followup: config.heartbeat_interval,
+            stateful_subtopologies: config.stateful_subtopologies.clone(),
+        }
+    }
+}
+
+impl Default for AssignorConfig {
+    /// [`GroupConfig::new`]'s settings: no standbys, no stateful sub-topologies.
+    fn default() -> Self {
+        Self::from(&GroupConfig::new(""))
+    }
+}
+
+/// The leader's whole assignment ([`plan`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AssignmentPlan {
+    /// One assignment per distinct member id.
+    pub members: BTreeMap<String, MemberAssignment>,
+    /// Tasks assigned to nobody in this generation (still held by another member).
+    pub withheld: Vec<TaskId>,
+    /// What the state-aware placement changed.
+    pub placement: Placement,
+}
 
 /// One member's input to the assignor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +149,14 @@ pub struct MemberSubscription {
     /// Tasks it still runs during this rebalance (cooperative): withheld from any other
     /// member until it revoked them (see [`withhold_held_elsewhere`]).
     pub held_tasks: Vec<TaskId>,
+    /// Its process id (`""`: unknown, a process of its own).
+    pub process_id: String,
+    /// Per task whose state it has locally, the sum of its logged stores' changelog
+    /// positions.
+    pub task_offsets: BTreeMap<TaskId, i64>,
+    /// Whether it reads assignments with standbys and follow-ups (it sent `user_data`
+    /// version 3); the others get neither.
+    pub state_aware: bool,
 }
 
 /// One member's output of the assignor.
@@ -65,6 +166,17 @@ pub struct MemberAssignment {
     pub tasks: Vec<TaskId>,
     /// The partitions those tasks read, sorted.
     pub partitions: Vec<TopicPartition>,
+    /// Its standby and warm-up tasks, sorted (never one of `tasks`).
+    pub standbys: Vec<TaskId>,
+    /// Rejoin after this long (probing rebalance, follow-up of a withheld task).
+    pub followup: Option<Duration>,
+}
+
+impl MemberAssignment {
+    /// Asks the member to rejoin after `delay`, or sooner if it already must.
+    pub fn request_followup(&mut self, delay: Duration) {
+        self.followup = Some(self.followup.map_or(delay, |d| d.min(delay)));
+    }
 }
 
 /// Why no assignment could be computed.
@@ -142,24 +254,31 @@ pub fn task_partitions(subtopologies: &[Subtopology], task: TaskId) -> Vec<Topic
         .collect()
 }
 
-/// Assigns every task to exactly one member, balanced and sticky (see the module docs).
-/// Returns one entry per distinct member id; no members gives an empty map.
-pub fn assign(
-    members: &[MemberSubscription],
-    subtopologies: &[Subtopology],
-    partitions_of: impl Fn(&str) -> Option<i32>,
-) -> Result<BTreeMap<String, MemberAssignment>, AssignError> {
-    let tasks = all_tasks(subtopologies, partitions_of)?;
+/// The partitions `tasks` read, sorted, without duplicates.
+pub fn tasks_partitions(subtopologies: &[Subtopology], tasks: &[TaskId]) -> Vec<TopicPartition> {
+    let mut partitions: Vec<TopicPartition> = tasks
+        .iter()
+        .flat_map(|&t| task_partitions(subtopologies, t))
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    partitions
+}
+
+/// The members sorted by id, duplicates dropped: the order every step works in.
+fn sorted_members(members: &[MemberSubscription]) -> Vec<&MemberSubscription> {
     let mut sorted: Vec<&MemberSubscription> = members.iter().collect();
     sorted.sort_by(|a, b| a.member_id.cmp(&b.member_id));
     sorted.dedup_by(|a, b| a.member_id == b.member_id);
-    let n = sorted.len();
-    if n == 0 {
-        return Ok(BTreeMap::new());
-    }
+    sorted
+}
 
-    // Resolve previous ownership: highest generation wins, then the smaller member id.
-    let existing: BTreeSet<TaskId> = tasks.iter().copied().collect();
+/// Previous ownership of the `existing` tasks (indices into `sorted`): the claim with the
+/// highest generation wins, then the smaller member id.
+fn previous_owners(
+    sorted: &[&MemberSubscription],
+    existing: &BTreeSet<TaskId>,
+) -> BTreeMap<TaskId, usize> {
     let mut owner: BTreeMap<TaskId, usize> = BTreeMap::new();
     for (i, m) in sorted.iter().enumerate() {
         for task in m.owned_tasks.iter().filter(|t| existing.contains(t)) {
@@ -171,6 +290,25 @@ pub fn assign(
             }
         }
     }
+    owner
+}
+
+/// Assigns every task to exactly one member, balanced and sticky (see the module docs).
+/// Returns one entry per distinct member id; no members gives an empty map.
+pub fn assign(
+    members: &[MemberSubscription],
+    subtopologies: &[Subtopology],
+    partitions_of: impl Fn(&str) -> Option<i32>,
+) -> Result<BTreeMap<String, MemberAssignment>, AssignError> {
+    let tasks = all_tasks(subtopologies, partitions_of)?;
+    let sorted = sorted_members(members);
+    let n = sorted.len();
+    if n == 0 {
+        return Ok(BTreeMap::new());
+    }
+
+    let existing: BTreeSet<TaskId> = tasks.iter().copied().collect();
+    let owner = previous_owners(&sorted, &existing);
     let mut claims: Vec<Vec<TaskId>> = vec![Vec::new(); n];
     for (task, &i) in &owner {
         if let Some(c) = claims.get_mut(i) {
@@ -213,13 +351,15 @@ pub fn assign(
         .zip(assigned)
         .map(|(m, mut tasks)| {
             tasks.sort_unstable();
-            let mut partitions: Vec<TopicPartition> = tasks
-                .iter()
-                .flat_map(|&t| task_partitions(subtopologies, t))
-                .collect();
-            partitions.sort();
-            partitions.dedup();
-            (m.member_id.clone(), MemberAssignment { tasks, partitions })
+            let partitions = tasks_partitions(subtopologies, &tasks);
+            (
+                m.member_id.clone(),
+                MemberAssignment {
+                    tasks,
+                    partitions,
+                    ..MemberAssignment::default()
+                },
+            )
         })
         .collect())
 }
@@ -255,339 +395,57 @@ pub fn withhold_held_elsewhere(
             !elsewhere
         });
         if assignment.tasks.len() != before {
-            let mut partitions: Vec<TopicPartition> = assignment
-                .tasks
-                .iter()
-                .flat_map(|&t| task_partitions(subtopologies, t))
-                .collect();
-            partitions.sort();
-            partitions.dedup();
-            assignment.partitions = partitions;
+            assignment.partitions = tasks_partitions(subtopologies, &assignment.tasks);
         }
     }
     withheld.sort_unstable();
     withheld
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn sub(id: usize, topics: &[&str]) -> Subtopology {
-        Subtopology {
-            id,
-            nodes: Vec::new(),
-            source_topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-            sink_topics: Vec::new(),
-            stores: Vec::new(),
-        }
-    }
-
-    fn member(id: &str, owned: &[TaskId], generation: i32) -> MemberSubscription {
-        MemberSubscription {
-            member_id: id.to_owned(),
-            topics: Vec::new(),
-            owned_tasks: owned.to_vec(),
-            generation,
-            held_tasks: Vec::new(),
-        }
-    }
-
-    fn holding(id: &str, held: &[TaskId], generation: i32) -> MemberSubscription {
-        MemberSubscription {
-            held_tasks: held.to_vec(),
-            ..member(id, held, generation)
-        }
-    }
-
-    #[test]
-    fn a_joiner_gets_moved_tasks_only_after_their_holder_revoked_them() {
-        let subs = [sub(0, &["a", "b"])];
-        let all: Vec<TaskId> = (0..4).map(|p| t(0, p)).collect();
-        // Phase 1: "a" holds all four; "b" joins. The target moves two to "b": withheld.
-        let members = [holding("a", &all, 3), member("b", &[], -1)];
-        let mut out = assign(&members, &subs, |_| Some(4)).unwrap();
-        assert_eq!(out["b"].tasks, vec![t(0, 2), t(0, 3)]);
-        let withheld = withhold_held_elsewhere(&mut out, &members, &subs);
-        assert_eq!(withheld, vec![t(0, 2), t(0, 3)]);
-        assert_eq!(out["a"].tasks, vec![t(0, 0), t(0, 1)]);
-        assert!(out["b"].tasks.is_empty());
-        assert!(out["b"].partitions.is_empty());
-        // Phase 2: "a" revoked them and holds only what it kept: "b" gets them.
-        let members = [holding("a", &[t(0, 0), t(0, 1)], 4), member("b", &[], 4)];
-        let mut out = assign(&members, &subs, |_| Some(4)).unwrap();
-        assert!(withhold_held_elsewhere(&mut out, &members, &subs).is_empty());
-        assert_eq!(out["a"].tasks, vec![t(0, 0), t(0, 1)]);
-        assert_eq!(out["b"].tasks, vec![t(0, 2), t(0, 3)]);
-        assert_eq!(
-            out["b"].partitions,
-            vec![
-                TopicPartition::new("a", 2),
-                TopicPartition::new("a", 3),
-                TopicPartition::new("b", 2),
-                TopicPartition::new("b", 3)
-            ]
-        );
-    }
-
-    #[test]
-    fn weak_claims_are_not_withheld_and_double_holders_both_revoke() {
-        let subs = [sub(0, &["a"])];
-        // "a" lost its membership (claims, holds nothing): nothing is withheld.
-        let members = [member("a", &[t(0, 0), t(0, 1)], -1), member("b", &[], -1)];
-        let mut out = assign(&members, &subs, |_| Some(2)).unwrap();
-        assert!(withhold_held_elsewhere(&mut out, &members, &subs).is_empty());
-        // Two members hold the same task (never in a sane group): it goes to neither.
-        let members = [holding("a", &[t(0, 0)], 2), holding("b", &[t(0, 0)], 1)];
-        let mut out = assign(&members, &subs, |_| Some(2)).unwrap();
-        assert_eq!(
-            withhold_held_elsewhere(&mut out, &members, &subs),
-            vec![t(0, 0)]
-        );
-        assert!(out.values().all(|a| !a.tasks.contains(&t(0, 0))));
-    }
-
-    fn t(s: usize, p: i32) -> TaskId {
-        TaskId {
-            subtopology: s,
-            partition: p,
-        }
-    }
-
-    #[test]
-    fn co_partitioned_topics_go_together() {
-        let subs = [sub(0, &["a", "b"]), sub(1, &["c"])];
-        let out = assign(
-            &[member("m1", &[], -1), member("m2", &[], -1)],
-            &subs,
-            |topic| Some(if topic == "c" { 1 } else { 2 }),
-        )
-        .unwrap();
-        assert_eq!(out["m1"].tasks, vec![t(0, 0), t(1, 0)]);
-        assert_eq!(out["m2"].tasks, vec![t(0, 1)]);
-        assert_eq!(
-            out["m2"].partitions,
-            vec![TopicPartition::new("a", 1), TopicPartition::new("b", 1)]
-        );
-    }
-
-    #[test]
-    fn topology_errors_are_typed() {
-        let subs = [sub(0, &["a", "b"])];
-        let m = [member("m", &[], -1)];
-        assert_eq!(
-            assign(&m, &subs, |t| (t == "a").then_some(1)),
-            Err(AssignError::MissingSourceTopic("b".into()))
-        );
-        assert!(matches!(
-            assign(&m, &subs, |t| Some(if t == "a" { 1 } else { 2 })),
-            Err(AssignError::NotCoPartitioned { subtopology: 0, .. })
-        ));
-    }
-
-    #[test]
-    fn conflicting_claims_go_to_the_newer_generation() {
-        let subs = [sub(0, &["a"])];
-        let out = assign(
-            &[member("a", &[t(0, 0)], 1), member("b", &[t(0, 0)], 2)],
-            &subs,
-            |_| Some(2),
-        )
-        .unwrap();
-        assert_eq!(out["b"].tasks, vec![t(0, 0)]);
-        assert_eq!(out["a"].tasks, vec![t(0, 1)]);
-    }
-
-    fn arb_case() -> impl Strategy<Value = (Vec<(usize, i32)>, usize)> {
-        // (topics per sub-topology, partitions) for up to 4 sub-topologies, up to 8 members.
-        (
-            proptest::collection::vec((1usize..4, 0i32..13), 1..5),
-            1usize..9,
-        )
-    }
-
-    fn topology(shape: &[(usize, i32)]) -> (Vec<Subtopology>, BTreeMap<String, i32>) {
-        let mut subs = Vec::new();
-        let mut counts = BTreeMap::new();
-        for (id, &(topics, partitions)) in shape.iter().enumerate() {
-            let names: Vec<String> = (0..topics).map(|j| format!("s{id}t{j}")).collect();
-            for name in &names {
-                counts.insert(name.clone(), partitions);
-            }
-            subs.push(Subtopology {
-                id,
-                nodes: Vec::new(),
-                source_topics: names,
-                sink_topics: Vec::new(),
-                stores: Vec::new(),
-            });
-        }
-        (subs, counts)
-    }
-
-    fn owners(out: &BTreeMap<String, MemberAssignment>) -> BTreeMap<TaskId, String> {
-        out.iter()
-            .flat_map(|(m, a)| a.tasks.iter().map(move |t| (*t, m.clone())))
-            .collect()
-    }
-
-    fn check_valid(
-        out: &BTreeMap<String, MemberAssignment>,
-        subs: &[Subtopology],
-        counts: &BTreeMap<String, i32>,
-        members: usize,
-    ) -> Result<(), TestCaseError> {
-        let tasks = all_tasks(subs, |t| counts.get(t).copied()).unwrap();
-        prop_assert_eq!(out.len(), members);
-        // Every task exactly once.
-        let mut seen: Vec<TaskId> = out.values().flat_map(|a| a.tasks.clone()).collect();
-        seen.sort_unstable();
-        prop_assert_eq!(&seen, &tasks);
-        // Balanced.
-        let sizes: Vec<usize> = out.values().map(|a| a.tasks.len()).collect();
-        let (min, max) = (sizes.iter().min(), sizes.iter().max());
-        prop_assert!(max.zip(min).is_none_or(|(a, b)| a - b <= 1), "{:?}", sizes);
-        // Co-partitioned partitions together, and partitions are exactly the tasks'.
-        for a in out.values() {
-            let mut expected: Vec<TopicPartition> = a
-                .tasks
-                .iter()
-                .flat_map(|&t| {
-                    subs[t.subtopology]
-                        .source_topics
-                        .iter()
-                        .map(move |topic| TopicPartition::new(topic.as_str(), t.partition))
-                })
-                .collect();
-            expected.sort();
-            prop_assert_eq!(&a.partitions, &expected);
-        }
-        Ok(())
-    }
-
-    /// The fewest tasks that must move away from the `current` owners when `n` members share
-    /// `total` tasks: every member keeps at most its quota.
-    fn minimal_moves(current: &[usize], n: usize, total: usize) -> usize {
-        let (base, extra) = (total / n, total % n);
-        let claimed: usize = current.iter().sum();
-        let keep_base: usize = current.iter().map(|&c| c.min(base)).sum();
-        let above = current.iter().filter(|&&c| c > base).count();
-        claimed - keep_base - above.min(extra)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
-        #[test]
-        fn balanced_complete_and_minimal_moves(
-            (shape, n) in arb_case(),
-            leave in any::<prop::sample::Index>(),
-        ) {
-            let (subs, counts) = topology(&shape);
-            let lookup = |t: &str| counts.get(t).copied();
-            let total = all_tasks(&subs, lookup).unwrap().len();
-            let names: Vec<String> = (0..n).map(|i| format!("member-{i:02}")).collect();
-            let fresh: Vec<MemberSubscription> =
-                names.iter().map(|m| member(m, &[], -1)).collect();
-            let first = assign(&fresh, &subs, lookup).unwrap();
-            check_valid(&first, &subs, &counts, n)?;
-
-            // Deterministic regardless of input order.
-            let mut reversed = fresh.clone();
-            reversed.reverse();
-            prop_assert_eq!(&assign(&reversed, &subs, lookup).unwrap(), &first);
-
-            let previous = |name: &str| first.get(name).map(|a| a.tasks.clone()).unwrap_or_default();
-            let before = owners(&first);
-
-            // One member joins.
-            let mut grown: Vec<MemberSubscription> =
-                names.iter().map(|m| member(m, &previous(m), 1)).collect();
-            grown.push(member("member-zz", &[], -1));
-            let after = assign(&grown, &subs, lookup).unwrap();
-            check_valid(&after, &subs, &counts, n + 1)?;
-            let moved = owners(&after)
-                .iter()
-                .filter(|(t, m)| before.get(t).is_some_and(|old| old != *m))
-                .count();
-            let current: Vec<usize> = names.iter().map(|m| previous(m).len()).collect();
-            prop_assert_eq!(moved, minimal_moves(&current, n + 1, total));
-            prop_assert!(moved <= total.div_ceil(n + 1));
-
-            // One member leaves: only its tasks move.
-            if n > 1 {
-                let gone = &names[leave.index(n)];
-                let shrunk: Vec<MemberSubscription> = names
-                    .iter()
-                    .filter(|m| *m != gone)
-                    .map(|m| member(m, &previous(m), 1))
-                    .collect();
-                let after = assign(&shrunk, &subs, lookup).unwrap();
-                check_valid(&after, &subs, &counts, n - 1)?;
-                let moved = owners(&after)
-                    .iter()
-                    .filter(|(t, m)| before.get(t).is_some_and(|old| old != *m && old != gone))
-                    .count();
-                prop_assert_eq!(moved, 0);
-            }
-        }
-
-        #[test]
-        fn arbitrary_previous_claims_still_give_a_valid_assignment(
-            (shape, n) in arb_case(),
-            claims in proptest::collection::vec(
-                (0usize..8, 0usize..5, 0i32..14, -1i32..3), 0..40),
-        ) {
-            let (subs, counts) = topology(&shape);
-            let mut members: Vec<MemberSubscription> =
-                (0..n).map(|i| member(&format!("m{i}"), &[], -1)).collect();
-            for (m, s, p, generation) in claims {
-                if let Some(member) = members.get_mut(m) {
-                    member.owned_tasks.push(t(s, p));
-                    member.generation = generation;
+/// The leader's assignment: the balanced, sticky target ([`assign`]), placed by state
+/// ([`place_by_state`]), held tasks withheld ([`withhold_held_elsewhere`]) with a follow-up
+/// for their target owners, as the module docs describe. `leader` is the member computing it
+/// (it gets the probing follow-up).
+pub fn plan(
+    members: &[MemberSubscription],
+    subtopologies: &[Subtopology],
+    partitions_of: impl Fn(&str) -> Option<i32>,
+    config: &AssignorConfig,
+    leader: &str,
+) -> Result<AssignmentPlan, AssignError> {
+    let mut target = assign(members, subtopologies, partitions_of)?;
+    let placement = place_by_state(&mut target, members, subtopologies, config, leader);
+    let target_owner: BTreeMap<TaskId, String> = target
+        .iter()
+        .flat_map(|(id, a)| a.tasks.iter().map(move |&t| (t, id.clone())))
+        .collect();
+    let withheld = withhold_held_elsewhere(&mut target, members, subtopologies);
+    let state_aware: BTreeSet<&str> = members
+        .iter()
+        .filter(|m| m.state_aware)
+        .map(|m| m.member_id.as_str())
+        .collect();
+    for task in &withheld {
+        let owner = target_owner.get(task).map(String::as_str);
+        match owner.filter(|id| state_aware.contains(id)) {
+            Some(id) => {
+                if let Some(assignment) = target.get_mut(id) {
+                    assignment.request_followup(config.withheld_followup);
                 }
             }
-            let out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
-            check_valid(&out, &subs, &counts, n)?;
-        }
-
-        #[test]
-        fn withheld_tasks_never_go_to_a_member_other_than_their_holder(
-            (shape, n) in arb_case(),
-            held in proptest::collection::vec((0usize..8, 0usize..5, 0i32..14), 0..40),
-        ) {
-            let (subs, counts) = topology(&shape);
-            let mut members: Vec<MemberSubscription> =
-                (0..n).map(|i| member(&format!("m{i}"), &[], 1)).collect();
-            for (m, s, p) in held {
-                if let Some(member) = members.get_mut(m) {
-                    member.held_tasks.push(t(s, p));
-                    member.owned_tasks.push(t(s, p));
-                }
-            }
-            let mut out = assign(&members, &subs, |t| counts.get(t).copied()).unwrap();
-            let target = out.clone();
-            let withheld = withhold_held_elsewhere(&mut out, &members, &subs);
-            // Exactly the target's tasks minus the withheld ones, each once.
-            let mut given: Vec<TaskId> = out.values().flat_map(|a| a.tasks.clone()).collect();
-            let mut expected: Vec<TaskId> = target
-                .values()
-                .flat_map(|a| a.tasks.clone())
-                .filter(|t| !withheld.contains(t))
-                .collect();
-            given.sort_unstable();
-            expected.sort_unstable();
-            prop_assert_eq!(given, expected);
-            // No member gets a task another member holds; a holder keeps what the target
-            // gives it.
-            for (id, a) in &out {
-                for task in &a.tasks {
-                    prop_assert!(members
-                        .iter()
-                        .all(|m| m.member_id == *id || !m.held_tasks.contains(task)));
-                }
-            }
+            None => tracing::debug!(
+                %task,
+                ?owner,
+                "the target owner of a withheld task reads no follow-up: only the holder's rejoin assigns it"
+            ),
         }
     }
+    Ok(AssignmentPlan {
+        members: target,
+        withheld,
+        placement,
+    })
 }
+
+#[cfg(test)]
+mod tests;

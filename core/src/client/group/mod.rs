@@ -3,7 +3,8 @@
 //!
 //! - [`member`]: [`GroupMember`], the state machine for FindCoordinator, JoinGroup, SyncGroup,
 //!   Heartbeat and LeaveGroup, which also owns the offset requests;
-//! - [`assignor`]: the leader's balanced, sticky task assignment (pure functions);
+//! - [`assignor`]: the leader's balanced, sticky, state-aware task assignment with standbys
+//!   and warm-ups (pure functions);
 //! - [`protocol`]: subscription and assignment bytes (standard `"consumer"` embedded protocol
 //!   with our task ids in `user_data`), and the two JoinGroup protocols: eager `"kstreams"`
 //!   and cooperative `"kstreams-cooperative"` (see [`RebalanceProtocol`]);
@@ -27,7 +28,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 pub use assignor::{
-    AssignError, MemberAssignment, MemberSubscription, assign, withhold_held_elsewhere,
+    AssignError, AssignmentPlan, AssignorConfig, MemberAssignment, MemberSubscription, Placement,
+    assign, place_by_state, plan, withhold_held_elsewhere,
 };
 pub use member::GroupMember;
 pub use offsets::{CommitError, CommitId, OffsetFetchError};
@@ -71,11 +73,31 @@ pub struct GroupConfig {
     /// keeps its assignment until the session timeout, so a restart within it rebalances
     /// nothing (as Kafka Streams does).
     pub static_leave_on_close: bool,
+    /// Standby replicas per stateful task (Kafka's `num.standby.replicas`), placed by the
+    /// leader on members of other processes than the task's active. Default 0.
+    pub num_standby_replicas: usize,
+    /// A member whose copy of a task's state is at most this many changelog records behind the
+    /// most advanced copy is caught up (Kafka's `acceptable.recovery.lag`): the leader moves a
+    /// stateful task only to a caught-up member. Default 10,000.
+    pub acceptable_recovery_lag: i64,
+    /// At most this many warm-up replicas in the whole group at once (Kafka's
+    /// `max.warmup.replicas`). Default 2.
+    pub max_warmup_replicas: usize,
+    /// After assigning warm-ups the leader rejoins after this long, to move the tasks whose
+    /// warm-up caught up (the probing rebalance, Kafka's `probing.rebalance.interval.ms`).
+    /// Default 10 minutes.
+    pub probing_rebalance_interval: Duration,
+    /// The id of this member's process, sent in the subscription: standbys go to other
+    /// processes than their active. `""` (default): unknown, a process of its own.
+    pub process_id: String,
+    /// The sub-topologies with logged stores: only their tasks get standbys and have lags.
+    pub stateful_subtopologies: Vec<usize>,
 }
 
 impl GroupConfig {
     /// Kafka's defaults for `group_id`: 45 s session, 5 min rebalance, 3 s heartbeat, backoff
-    /// 100 ms doubling up to 1 s.
+    /// 100 ms doubling up to 1 s; Kafka Streams' for standbys and warm-ups (none, 10,000
+    /// records, 2 warm-ups, 10 min probing).
     pub fn new(group_id: impl Into<String>) -> Self {
         Self {
             group_id: group_id.into(),
@@ -87,6 +109,12 @@ impl GroupConfig {
             retry_backoff_max: Duration::from_secs(1),
             group_instance_id: None,
             static_leave_on_close: false,
+            num_standby_replicas: 0,
+            acceptable_recovery_lag: 10_000,
+            max_warmup_replicas: 2,
+            probing_rebalance_interval: Duration::from_secs(600),
+            process_id: String::new(),
+            stateful_subtopologies: Vec::new(),
         }
     }
 }
@@ -168,6 +196,9 @@ pub enum GroupEvent {
         revoked: Vec<TaskId>,
         /// The protocol the coordinator selected for this generation.
         protocol: RebalanceProtocol,
+        /// The member's standby and warm-up tasks, sorted (never one of `tasks`): keep their
+        /// stores warm from their changelogs. A standby not listed any more is dropped.
+        standbys: Vec<TaskId>,
     },
     /// A rebalance of an eager generation started: commit what these tasks processed
     /// (acknowledged output only), close them, then call [`GroupMember::revoke_done`]; the

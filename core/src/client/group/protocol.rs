@@ -8,19 +8,37 @@
 //! data (task ids) travels in their `user_data`:
 //!
 //! ```text
-//! user_data := version:u8 (= 1) tasks
-//!            | version:u8 (= 2) tasks held:tasks      (subscriptions of members holding tasks)
-//! tasks     := count:i32 { subtopology:i32 partition:i32 }*count
+//! subscription user_data
+//!   := version:u8 (= 1) tasks
+//!    | version:u8 (= 2) tasks held:tasks
+//!    | version:u8 (= 3) tasks held:tasks process:string offsets
+//! assignment user_data
+//!   := version:u8 (= 1) tasks
+//!    | version:u8 (= 2) tasks standby:tasks followup_ms:i32   (-1: none; ≥ 0: rejoin after)
+//! tasks   := count:i32 { subtopology:i32 partition:i32 }*count
+//! string  := len:i16 utf8-bytes                                (len ≥ 0)
+//! offsets := count:i32 { subtopology:i32 partition:i32 offset_sum:i64 }*count  (sum ≥ 0)
 //! ```
 //!
 //! A subscription's `tasks` are the member's claims for stickiness (with the generation it
-//! owned them in); version 2 adds the tasks it still *holds*, i.e. runs right now through a
-//! cooperative rebalance (see [`super::assignor`]). A member holding nothing writes
-//! version 1, so an older kstreams leader reads it as before; one that reads a version 2 it
-//! does not know treats the member as owning nothing (a valid, less sticky assignment).
+//! owned them in); `held` the tasks it still runs right now through a cooperative rebalance
+//! (see [`super::assignor`]); `process` the id of its process (`""` when unknown) and
+//! `offsets`, per task whose state it has locally, the sum of the changelog positions its
+//! copies of the task's logged stores reached (the leader derives lags from them).
+//!
+//! Every member of this version writes version 3; it also announces that the member reads
+//! assignment version 2, so a leader writes that version (standbys, follow-up) only to members
+//! that sent version 3, and version 1 (which every kstreams reads) to the others. A kstreams
+//! before standbys writes version 1 (nothing held) or 2; one reading a version it does not
+//! know treats that member as owning (and holding) nothing.
 //!
 //! Every decoder here is total: garbage gives a [`ProtocolError`], never a panic or an
 //! allocation sized by an untrusted length.
+
+mod reader;
+mod user_data;
+
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment as cpa;
@@ -30,6 +48,15 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::record::TopicPartition;
 use crate::task::TaskId;
+use crate::time::Duration;
+use reader::Reader;
+
+pub use user_data::{
+    ASSIGNMENT_USER_DATA_VERSION_STANDBYS, AssignmentUserData, SubscriptionUserData,
+    USER_DATA_VERSION, USER_DATA_VERSION_HELD, USER_DATA_VERSION_STATE,
+    decode_assignment_user_data, decode_subscription_user_data, decode_task_user_data,
+    encode_assignment_user_data, encode_subscription_user_data, encode_task_user_data,
+};
 
 /// The JoinGroup protocol type: the standard consumer embedded protocol.
 pub const PROTOCOL_TYPE: &str = "consumer";
@@ -39,10 +66,6 @@ pub const DEFAULT_PROTOCOL_NAME: &str = "kstreams";
 /// The cooperative JoinGroup protocol name (KIP-429): members keep their tasks through a
 /// rebalance; only the tasks that move are revoked, and given out in a follow-up rebalance.
 pub const COOPERATIVE_PROTOCOL_NAME: &str = "kstreams-cooperative";
-/// The version of our `user_data` layout without held tasks.
-pub const USER_DATA_VERSION: u8 = 1;
-/// The version of our `user_data` layout with held tasks.
-pub const USER_DATA_VERSION_HELD: u8 = 2;
 /// The `ConsumerProtocolSubscription` version we write (the crate's highest).
 pub const SUBSCRIPTION_VERSION: i16 = 3;
 /// The `ConsumerProtocolAssignment` version we write (the crate's highest).
@@ -90,6 +113,30 @@ pub enum ProtocolError {
     /// Bytes left over after the `user_data`.
     #[error("{0} trailing bytes in user data")]
     TrailingBytes(usize),
+    /// A string that is not UTF-8.
+    #[error("invalid UTF-8 in the string at offset {offset}")]
+    InvalidUtf8 {
+        /// Where the string's length field starts.
+        offset: usize,
+    },
+    /// A negative changelog offset sum.
+    #[error("invalid offset sum {offset_sum} for task {task}")]
+    InvalidOffsetSum {
+        /// The task.
+        task: TaskId,
+        /// The sum as sent.
+        offset_sum: i64,
+    },
+    /// A task listed twice in the task offsets.
+    #[error("task {0} listed twice")]
+    DuplicateTask(TaskId),
+    /// A `followup_ms` below `-1`.
+    #[error("invalid follow-up delay {0} ms")]
+    InvalidFollowup(i32),
+    /// A process id or task offsets in a subscription whose `user_data` version cannot carry
+    /// them (encoding only).
+    #[error("process id and task offsets do not fit user data version {0}")]
+    NotInUserDataVersion(u8),
 }
 
 /// What a member tells the leader in JoinGroup.
@@ -106,6 +153,17 @@ pub struct Subscription {
     /// Tasks the member still runs while it rejoins (cooperative rebalancing): the leader
     /// must not give them to another member before this one revoked them.
     pub held_tasks: Vec<TaskId>,
+    /// The id of the member's process (`""`: unknown); standbys go to other processes than
+    /// their active.
+    pub process_id: String,
+    /// Per task whose state the member has locally (active or standby): the sum over the
+    /// task's logged stores of the changelog position its copy reached.
+    pub task_offsets: BTreeMap<TaskId, i64>,
+    /// Whether the subscription is `user_data` version 3 (process id and offsets), which
+    /// every member of this version writes: it then reads assignments with standbys and
+    /// follow-ups. Decoding a version 1 or 2 (a kstreams before standbys) gives `false`;
+    /// encoding with `false` writes those versions (no process id nor offsets allowed).
+    pub state_aware: bool,
 }
 
 /// What the leader gives a member in SyncGroup.
@@ -115,80 +173,10 @@ pub struct Assignment {
     pub tasks: Vec<TaskId>,
     /// Every partition of those tasks.
     pub partitions: Vec<TopicPartition>,
-}
-
-/// Encodes task ids as our `user_data` (version 1).
-pub fn encode_task_user_data(tasks: &[TaskId]) -> Result<Bytes, ProtocolError> {
-    let mut buf = BytesMut::with_capacity(5 + tasks.len() * 8);
-    buf.put_u8(USER_DATA_VERSION);
-    put_tasks(&mut buf, tasks, 1)?;
-    Ok(buf.freeze())
-}
-
-/// Encodes claimed and held task ids as our `user_data`: version 1 when nothing is held,
-/// else version 2.
-pub fn encode_subscription_user_data(
-    tasks: &[TaskId],
-    held: &[TaskId],
-) -> Result<Bytes, ProtocolError> {
-    if held.is_empty() {
-        return encode_task_user_data(tasks);
-    }
-    let mut buf = BytesMut::with_capacity(9 + (tasks.len() + held.len()) * 8);
-    buf.put_u8(USER_DATA_VERSION_HELD);
-    put_tasks(&mut buf, tasks, 1)?;
-    let at = buf.len();
-    put_tasks(&mut buf, held, at)?;
-    Ok(buf.freeze())
-}
-
-fn put_tasks(buf: &mut BytesMut, tasks: &[TaskId], offset: usize) -> Result<(), ProtocolError> {
-    let count = i32::try_from(tasks.len()).map_err(|_| ProtocolError::InvalidLength {
-        offset,
-        length: i32::MAX,
-    })?;
-    buf.put_i32(count);
-    for task in tasks {
-        let sub = i32::try_from(task.subtopology).map_err(|_| ProtocolError::InvalidTaskId {
-            subtopology: i64::try_from(task.subtopology).unwrap_or(i64::MAX),
-            partition: task.partition,
-        })?;
-        buf.put_i32(sub);
-        buf.put_i32(task.partition);
-    }
-    Ok(())
-}
-
-/// Decodes our `user_data` (version 1) into task ids.
-pub fn decode_task_user_data(data: &[u8]) -> Result<Vec<TaskId>, ProtocolError> {
-    let (tasks, held) = decode_subscription_user_data(data)?;
-    if !held.is_empty() {
-        return Err(ProtocolError::UnknownUserDataVersion(
-            USER_DATA_VERSION_HELD,
-        ));
-    }
-    Ok(tasks)
-}
-
-/// Decodes our `user_data`, version 1 or 2, into claimed and held task ids.
-pub fn decode_subscription_user_data(
-    data: &[u8],
-) -> Result<(Vec<TaskId>, Vec<TaskId>), ProtocolError> {
-    let mut reader = Reader { data, pos: 0 };
-    let version = reader.u8()?;
-    if version != USER_DATA_VERSION && version != USER_DATA_VERSION_HELD {
-        return Err(ProtocolError::UnknownUserDataVersion(version));
-    }
-    let tasks = reader.tasks()?;
-    let held = if version == USER_DATA_VERSION_HELD {
-        reader.tasks()?
-    } else {
-        Vec::new()
-    };
-    if reader.remaining() > 0 {
-        return Err(ProtocolError::TrailingBytes(reader.remaining()));
-    }
-    Ok((tasks, held))
+    /// The member's standby (and warm-up) tasks: it keeps their state warm, never runs them.
+    pub standbys: Vec<TaskId>,
+    /// Rejoin after this long (a probing rebalance, or the follow-up of a withheld task).
+    pub followup: Option<Duration>,
 }
 
 /// Encodes a subscription as versioned `ConsumerProtocolSubscription` bytes.
@@ -201,8 +189,13 @@ pub fn encode_subscription(sub: &Subscription) -> Result<Bytes, ProtocolError> {
                 .collect(),
         )
         .with_user_data(Some(encode_subscription_user_data(
-            &sub.owned_tasks,
-            &sub.held_tasks,
+            &SubscriptionUserData {
+                tasks: sub.owned_tasks.clone(),
+                held: sub.held_tasks.clone(),
+                process_id: sub.process_id.clone(),
+                offsets: sub.task_offsets.clone(),
+                state_aware: sub.state_aware,
+            },
         )?))
         .with_owned_partitions(
             group_by_topic(&sub.owned_partitions)
@@ -229,11 +222,14 @@ pub fn decode_subscription(data: &[u8]) -> Result<Subscription, ProtocolError> {
     let message = ConsumerProtocolSubscription::decode(&mut buf, version)
         .map_err(|e| ProtocolError::Message(e.to_string()))?;
     let user_data = message.user_data.ok_or(ProtocolError::MissingUserData)?;
-    let (owned_tasks, held_tasks) = decode_subscription_user_data(&user_data)?;
+    let user_data = decode_subscription_user_data(&user_data)?;
     Ok(Subscription {
         topics: message.topics.iter().map(|t| t.to_string()).collect(),
-        owned_tasks,
-        held_tasks,
+        owned_tasks: user_data.tasks,
+        held_tasks: user_data.held,
+        process_id: user_data.process_id,
+        task_offsets: user_data.offsets,
+        state_aware: user_data.state_aware,
         owned_partitions: message
             .owned_partitions
             .iter()
@@ -260,7 +256,11 @@ pub fn encode_assignment(assignment: &Assignment) -> Result<Bytes, ProtocolError
                 })
                 .collect(),
         )
-        .with_user_data(Some(encode_task_user_data(&assignment.tasks)?));
+        .with_user_data(Some(encode_assignment_user_data(&AssignmentUserData {
+            tasks: assignment.tasks.clone(),
+            standbys: assignment.standbys.clone(),
+            followup: assignment.followup,
+        })?));
     encode_versioned(&message, ASSIGNMENT_VERSION)
 }
 
@@ -276,8 +276,11 @@ pub fn decode_assignment(data: &[u8]) -> Result<Assignment, ProtocolError> {
     let message = ConsumerProtocolAssignment::decode(&mut buf, version)
         .map_err(|e| ProtocolError::Message(e.to_string()))?;
     let user_data = message.user_data.ok_or(ProtocolError::MissingUserData)?;
+    let user_data = decode_assignment_user_data(&user_data)?;
     Ok(Assignment {
-        tasks: decode_task_user_data(&user_data)?,
+        tasks: user_data.tasks,
+        standbys: user_data.standbys,
+        followup: user_data.followup,
         partitions: message
             .assigned_partitions
             .iter()
@@ -301,7 +304,7 @@ fn encode_versioned<M: Encodable>(message: &M, version: i16) -> Result<Bytes, Pr
 
 /// Splits off the `i16` version, capping it at `max` as Kafka does.
 fn split_version(data: &[u8], max: i16) -> Result<(i16, &[u8]), ProtocolError> {
-    let mut reader = Reader { data, pos: 0 };
+    let mut reader = Reader::new(data);
     let version = reader.i16()?;
     if version < 0 {
         return Err(ProtocolError::InvalidVersion(version));
@@ -329,7 +332,7 @@ fn group_by_topic(partitions: &[TopicPartition]) -> Vec<(String, Vec<i32>)> {
 // bytes that remain before the crate decodes anything.
 
 fn check_subscription_layout(body: &[u8], version: i16) -> Result<(), ProtocolError> {
-    let mut r = Reader { data: body, pos: 0 };
+    let mut r = Reader::new(body);
     let topics = r.array_len(2)?;
     for _ in 0..topics {
         r.string()?;
@@ -342,132 +345,9 @@ fn check_subscription_layout(body: &[u8], version: i16) -> Result<(), ProtocolEr
 }
 
 fn check_assignment_layout(body: &[u8]) -> Result<(), ProtocolError> {
-    let mut r = Reader { data: body, pos: 0 };
+    let mut r = Reader::new(body);
     r.topic_partitions()?;
     Ok(())
-}
-
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
-        let bytes = self
-            .data
-            .get(self.pos..self.pos + N)
-            .and_then(|s| <[u8; N]>::try_from(s).ok())
-            .ok_or(ProtocolError::Truncated {
-                offset: self.pos,
-                needed: N.saturating_sub(self.remaining()),
-            })?;
-        self.pos += N;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self) -> Result<u8, ProtocolError> {
-        Ok(u8::from_be_bytes(self.take::<1>()?))
-    }
-
-    fn i16(&mut self) -> Result<i16, ProtocolError> {
-        Ok(i16::from_be_bytes(self.take::<2>()?))
-    }
-
-    fn i32(&mut self) -> Result<i32, ProtocolError> {
-        Ok(i32::from_be_bytes(self.take::<4>()?))
-    }
-
-    /// `count:i32 { subtopology:i32 partition:i32 }*count`, the count checked against the
-    /// bytes that remain.
-    fn tasks(&mut self) -> Result<Vec<TaskId>, ProtocolError> {
-        let count_at = self.pos;
-        let count = self.i32()?;
-        let fits = usize::try_from(count)
-            .ok()
-            .filter(|&n| n.checked_mul(8).is_some_and(|b| b <= self.remaining()));
-        let Some(count) = fits else {
-            return Err(ProtocolError::InvalidLength {
-                offset: count_at,
-                length: count,
-            });
-        };
-        let mut tasks = Vec::with_capacity(count);
-        for _ in 0..count {
-            let sub = self.i32()?;
-            let partition = self.i32()?;
-            let subtopology = usize::try_from(sub).ok().filter(|_| partition >= 0).ok_or(
-                ProtocolError::InvalidTaskId {
-                    subtopology: i64::from(sub),
-                    partition,
-                },
-            )?;
-            tasks.push(TaskId {
-                subtopology,
-                partition,
-            });
-        }
-        Ok(tasks)
-    }
-
-    fn skip(&mut self, n: usize, offset: usize, length: i32) -> Result<(), ProtocolError> {
-        if n > self.remaining() {
-            return Err(ProtocolError::InvalidLength { offset, length });
-        }
-        self.pos += n;
-        Ok(())
-    }
-
-    /// An array length (`-1` = null = 0 elements) whose elements take at least `min_size` bytes.
-    fn array_len(&mut self, min_size: usize) -> Result<usize, ProtocolError> {
-        let offset = self.pos;
-        let length = self.i32()?;
-        if length == -1 {
-            return Ok(0);
-        }
-        usize::try_from(length)
-            .ok()
-            .filter(|&n| n.saturating_mul(min_size) <= self.remaining())
-            .ok_or(ProtocolError::InvalidLength { offset, length })
-    }
-
-    fn string(&mut self) -> Result<(), ProtocolError> {
-        let offset = self.pos;
-        let length = self.i16()?;
-        if length == -1 {
-            return Ok(());
-        }
-        let n = usize::try_from(length).map_err(|_| ProtocolError::InvalidLength {
-            offset,
-            length: i32::from(length),
-        })?;
-        self.skip(n, offset, i32::from(length))
-    }
-
-    fn bytes(&mut self) -> Result<(), ProtocolError> {
-        let offset = self.pos;
-        let length = self.i32()?;
-        if length == -1 {
-            return Ok(());
-        }
-        let n =
-            usize::try_from(length).map_err(|_| ProtocolError::InvalidLength { offset, length })?;
-        self.skip(n, offset, length)
-    }
-
-    fn topic_partitions(&mut self) -> Result<(), ProtocolError> {
-        let topics = self.array_len(6)?;
-        for _ in 0..topics {
-            self.string()?;
-            let partitions = self.array_len(4)?;
-            self.skip(partitions * 4, self.pos, 0)?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -258,6 +258,7 @@ fn assignment_for(tasks: &[TaskId]) -> Assignment {
             .iter()
             .flat_map(|task| [tp("orders", task.partition), tp("payments", task.partition)])
             .collect(),
+        ..Assignment::default()
     }
 }
 
@@ -293,6 +294,7 @@ fn join_as_leader_with_two_members_computes_and_sends_the_assignment() {
         owned_partitions: Vec::new(),
         generation: 1,
         held_tasks: Vec::new(),
+        ..Subscription::default()
     })
     .unwrap();
     h.respond(
@@ -376,6 +378,7 @@ fn join_as_leader_with_two_members_computes_and_sends_the_assignment() {
             generation: 2,
             revoked: Vec::new(),
             protocol: RebalanceProtocol::Eager,
+            standbys: Vec::new(),
         }]
     );
     assert!(h.member.is_stable());
@@ -951,3 +954,5 @@ fn group_metadata_names_the_current_generation_and_member() {
 }
 
 mod static_membership;
+
+mod standbys;

@@ -125,6 +125,7 @@ fn cooperative_rebalance_keeps_the_tasks_and_revokes_only_the_moved_ones() {
             generation: 6,
             revoked: vec![t(0, 2)],
             protocol: RebalanceProtocol::Cooperative,
+            standbys: Vec::new(),
         }]
     );
     assert!(h.member.is_stable() && h.member.may_commit());
@@ -263,6 +264,7 @@ fn the_leader_withholds_tasks_another_member_still_holds() {
         owned_partitions: Vec::new(),
         generation: 3,
         held_tasks: all,
+        ..Subscription::default()
     })
     .unwrap();
     h.respond(

@@ -2,7 +2,7 @@
 //! per-task counters never go back nor stall across a revocation and reassignment, and the
 //! gauges of tasks and partitions the thread no longer has fall to 0.
 
-use kstreams_core::engine::{EngineMetrics, PartitionLag};
+use kstreams_core::engine::{EngineMetrics, PartitionLag, StandbyProgress};
 use kstreams_core::record::TopicPartition;
 use kstreams_core::task::{TaskId, TaskMetrics};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -52,6 +52,7 @@ fn thread(closed: u64, running: Option<u64>) -> ThreadMetrics {
         tasks: tasks.into_iter().collect(),
         partitions: partitions.into_iter().collect(),
         restores: Vec::new(),
+        standbys: Vec::new(),
     }
 }
 
@@ -124,4 +125,33 @@ fn connections_and_reauthentications_are_thread_counters() {
     ] {
         assert_eq!(sample(&text, name), value, "{name}");
     }
+}
+
+#[test]
+fn standby_tasks_records_and_lag_are_published_and_a_gone_standby_lag_falls_to_zero() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let mut published = Published::default();
+    let mut metrics = thread(0, None);
+    metrics.engine.standby_records_total = 900;
+    metrics.standbys = vec![StandbyProgress {
+        task: TASK,
+        store: "counts".into(),
+        changelog: TopicPartition::new("app-counts-changelog", 3),
+        position: Some(900),
+        end: Some(950),
+        applied: 900,
+    }];
+    metrics::with_local_recorder(&recorder, || publish(&metrics, &mut published));
+    let text = handle.render();
+    assert_eq!(sample(&text, "kstreams_standby_tasks"), 1.0);
+    assert_eq!(sample(&text, "kstreams_standby_records_total"), 900.0);
+    assert_eq!(sample(&text, "kstreams_standby_lag"), 50.0);
+
+    // Promoted (or moved away): no standby left, its lag series falls to 0.
+    metrics.standbys.clear();
+    metrics::with_local_recorder(&recorder, || publish(&metrics, &mut published));
+    let text = handle.render();
+    assert_eq!(sample(&text, "kstreams_standby_tasks"), 0.0);
+    assert_eq!(sample(&text, "kstreams_standby_lag"), 0.0);
 }

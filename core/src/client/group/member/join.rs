@@ -2,6 +2,8 @@
 //! transitions out of a generation (eager revoke or cooperative rejoin on rebalance, the
 //! cooperative follow-up rebalance, membership lost).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -12,7 +14,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{GroupMember, JOIN_GROUP_VERSIONS, Phase, Previous, SYNC_GROUP_VERSIONS};
-use crate::client::group::assignor::{self, MemberAssignment, MemberSubscription};
+use crate::client::group::assignor::{self, AssignorConfig, MemberAssignment, MemberSubscription};
 use crate::client::group::protocol::{self, Assignment, Subscription};
 use crate::client::group::{CommitError, GroupError, GroupEvent, RebalanceProtocol};
 use crate::client::{ApiVersionLookup, Outbound};
@@ -67,6 +69,9 @@ impl GroupMember {
             owned_partitions: self.previous.partitions.clone(),
             generation: self.previous.generation,
             held_tasks: self.previous.held.clone(),
+            process_id: self.config.process_id.clone(),
+            task_offsets: self.task_offsets.clone(),
+            state_aware: true,
         };
         let metadata = match protocol::encode_subscription(&subscription) {
             Ok(m) => m,
@@ -150,6 +155,8 @@ impl GroupMember {
             None => {
                 self.member_id = r.member_id.to_string();
                 self.generation = r.generation_id;
+                // A new generation: a follow-up asked for by the last one is moot.
+                self.followup_at = None;
                 self.protocol =
                     RebalanceProtocol::from_selected(r.protocol_name.as_ref().map(|n| n.as_str()));
                 self.selected_protocol_name = r.protocol_name.as_ref().map(|n| n.to_string());
@@ -202,7 +209,13 @@ impl GroupMember {
         }
         match ResponseError::try_from_code(r.error_code) {
             None => match protocol::decode_assignment(&r.assignment) {
-                Ok(Assignment { tasks, partitions }) => {
+                Ok(Assignment {
+                    tasks,
+                    partitions,
+                    standbys,
+                    followup,
+                }) => {
+                    let standbys = self.take_standbys(&tasks, standbys);
                     let held = std::mem::take(&mut self.previous.held);
                     let revoked: Vec<_> = held
                         .iter()
@@ -225,6 +238,7 @@ impl GroupMember {
                     self.tasks = tasks.clone();
                     self.partitions = partitions.clone();
                     self.phase = Phase::Stable;
+                    self.schedule_followup(followup, now);
                     self.failures = 0;
                     self.last_heartbeat_ok = now;
                     self.next_heartbeat_at = now + self.config.heartbeat_interval;
@@ -234,6 +248,7 @@ impl GroupMember {
                         generation: self.generation,
                         revoked,
                         protocol: self.protocol,
+                        standbys,
                     });
                     Ok(())
                 }
@@ -305,6 +320,9 @@ impl GroupMember {
                     owned_tasks: s.owned_tasks,
                     generation: s.generation,
                     held_tasks: s.held_tasks,
+                    process_id: s.process_id,
+                    task_offsets: s.task_offsets,
+                    state_aware: s.state_aware,
                 },
                 Err(error) => {
                     tracing::warn!(member_id, %error, "unreadable subscription; assuming it owned nothing");
@@ -314,27 +332,43 @@ impl GroupMember {
                         owned_tasks: Vec::new(),
                         generation: -1,
                         held_tasks: Vec::new(),
+                        process_id: String::new(),
+                        task_offsets: BTreeMap::new(),
+                        state_aware: false,
                     }
                 }
             })
             .collect();
         let counts = &self.partition_counts;
-        let per_member = match assignor::assign(&subscriptions, &self.subtopologies, |t| {
-            counts.get(t).copied()
-        }) {
-            Ok(mut m) => {
+        let config = AssignorConfig::from(&self.config);
+        let per_member = match assignor::plan(
+            &subscriptions,
+            &self.subtopologies,
+            |t| counts.get(t).copied(),
+            &config,
+            &self.member_id,
+        ) {
+            Ok(plan) => {
                 // Whatever the protocol: members that were cooperative in the last generation
                 // still run their held tasks (see the assignor's module docs).
-                let withheld =
-                    assignor::withhold_held_elsewhere(&mut m, &subscriptions, &self.subtopologies);
-                if !withheld.is_empty() {
+                if !plan.withheld.is_empty() {
                     tracing::info!(
                         generation = self.generation,
-                        ?withheld,
+                        withheld = ?plan.withheld,
                         "tasks still held by another member withheld until the follow-up rebalance"
                     );
                 }
-                m
+                let placement = &plan.placement;
+                if !placement.kept_caught_up.is_empty() {
+                    tracing::info!(
+                        generation = self.generation,
+                        kept = ?placement.kept_caught_up,
+                        warmups = ?placement.warmups,
+                        probing_in_ms = config.probing_rebalance_interval.as_millis(),
+                        "stateful tasks kept where their state is caught up; their target owners warm up"
+                    );
+                }
+                plan.members
             }
             Err(error) => {
                 tracing::warn!(%error, "assignment failed; every member gets nothing");
@@ -351,6 +385,8 @@ impl GroupMember {
             let assignment = Assignment {
                 tasks: a.tasks,
                 partitions: a.partitions,
+                standbys: a.standbys,
+                followup: a.followup,
             };
             match protocol::encode_assignment(&assignment) {
                 Ok(bytes) => assignments.push((member_id, bytes)),
@@ -440,6 +476,8 @@ impl GroupMember {
         }
         self.generation = -1;
         self.tasks.clear();
+        self.standbys.clear();
+        self.followup_at = None;
         self.phase = Phase::Joining { at: now };
         self.events.push_back(GroupEvent::Lost { tasks });
     }

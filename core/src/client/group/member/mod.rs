@@ -6,8 +6,11 @@
 //! 2. JoinGroup (member id `""` first; `MEMBER_ID_REQUIRED` → again at once with the id the
 //!    coordinator returned). The leader decodes every member's subscription, runs the
 //!    [`assignor`] and sends the assignments in SyncGroup; followers send an
-//!    empty SyncGroup. Our assignment → [`GroupEvent::Assigned`].
-//! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`].
+//!    empty SyncGroup. Our assignment (active and standby tasks) → [`GroupEvent::Assigned`].
+//! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`]. An assignment may ask
+//!    for a follow-up rejoin after a delay (the leader's probing rebalance, or the target
+//!    owner of a withheld task): the member rejoins by itself then, as at a rebalance,
+//!    unless a new generation came first (see `standbys`).
 //! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit). What the member does depends
 //!    on the protocol the coordinator selected for the current generation
 //!    ([`RebalanceProtocol`]; JoinGroup offers the cooperative one first when configured):
@@ -40,7 +43,9 @@
 //! - `leave`: LeaveGroup;
 //! - `instance`: static membership (versions, the instance id in requests, fencing);
 //! - `committed`: offset fetches and commits through the [`OffsetClient`], and what their
-//!   outcomes mean for membership.
+//!   outcomes mean for membership;
+//! - `standbys`: the task offsets reported in subscriptions, the standbys of an assignment,
+//!   and the follow-up rejoin an assignment asks for.
 //!
 //! This file holds the member's state and dispatches inputs to them.
 //!
@@ -55,6 +60,7 @@ mod heartbeat;
 mod instance;
 mod join;
 mod leave;
+mod standbys;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -162,6 +168,16 @@ pub struct GroupMember {
     revoke_pending: Option<bool>,
     last_heartbeat_ok: Instant,
     next_heartbeat_at: Instant,
+    /// The engine's latest task offsets ([`GroupMember::set_task_offsets`]), sent in every
+    /// subscription.
+    task_offsets: BTreeMap<TaskId, i64>,
+    /// The standbys of the current assignment.
+    standbys: Vec<TaskId>,
+    /// When to rejoin for the follow-up the current assignment asked for.
+    followup_at: Option<Instant>,
+    /// The generation whose follow-up last fired: an assignment of that same generation again
+    /// (the coordinator answered the rejoin without a rebalance) does not schedule it again.
+    followup_fired_in: Option<i32>,
     offsets: OffsetClient,
     events: VecDeque<GroupEvent>,
 }
@@ -200,6 +216,10 @@ impl GroupMember {
             revoke_pending: None,
             last_heartbeat_ok: now,
             next_heartbeat_at: now,
+            task_offsets: BTreeMap::new(),
+            standbys: Vec::new(),
+            followup_at: None,
+            followup_fired_in: None,
             events: VecDeque::new(),
         }
     }
@@ -287,7 +307,7 @@ impl GroupMember {
     }
 
     /// The next time [`handle_timeout`](Self::handle_timeout) (or `poll_request`) has timed
-    /// work: a retry after backoff, a heartbeat, the session deadline.
+    /// work: a retry after backoff, a heartbeat, the session deadline, a follow-up rejoin.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if matches!(self.phase, Phase::Left | Phase::Failed) {
             return None;
@@ -304,7 +324,12 @@ impl GroupMember {
                 }
                 match self.phase {
                     Phase::Joining { at } if self.in_flight.is_none() => offer(at),
-                    Phase::Stable if self.in_flight.is_none() => offer(self.next_heartbeat_at),
+                    Phase::Stable if self.in_flight.is_none() => {
+                        offer(self.next_heartbeat_at);
+                        if let Some(t) = self.followup_deadline() {
+                            offer(t);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -444,6 +469,9 @@ impl GroupMember {
     ) -> Option<Outbound> {
         if self.in_flight.is_some() {
             return None;
+        }
+        if self.followup_due(now) {
+            self.start_followup(now);
         }
         match &mut self.phase {
             Phase::Joining { at } if now >= *at => self.join_request(versions),

@@ -281,6 +281,7 @@ fn a_leader_told_to_skip_the_assignment_syncs_with_none() {
                         owned_partitions: Vec::new(),
                         generation: -1,
                         held_tasks: Vec::new(),
+                        ..Subscription::default()
                     })
                     .unwrap(),
                 )
