@@ -425,11 +425,33 @@ pub fn plan(
         .filter(|m| m.state_aware)
         .map(|m| m.member_id.as_str())
         .collect();
+    let stateful: BTreeSet<usize> = config.stateful_subtopologies.iter().copied().collect();
+    let process_of: BTreeMap<&str, &str> = members
+        .iter()
+        .map(|m| (m.member_id.as_str(), m.process_id.as_str()))
+        .collect();
     for task in &withheld {
         let owner = target_owner.get(task).map(String::as_str);
         match owner.filter(|id| state_aware.contains(id)) {
             Some(id) => {
+                // The target owner keeps (or starts) a standby of a stateful task while its
+                // holder revokes it: a caught-up warm-up must not be closed in the very
+                // generation that hands its task over (it would stop counting as caught up
+                // and the follow-up would give the task back). Not in a holder's process:
+                // the holder's thread has the store open.
+                let process = process_of.get(id).copied().unwrap_or_default();
+                let holder_process = members
+                    .iter()
+                    .filter(|m| m.member_id != id && m.held_tasks.contains(task))
+                    .any(|m| !process.is_empty() && m.process_id == process);
                 if let Some(assignment) = target.get_mut(id) {
+                    if stateful.contains(&task.subtopology)
+                        && !holder_process
+                        && !assignment.standbys.contains(task)
+                    {
+                        assignment.standbys.push(*task);
+                        assignment.standbys.sort_unstable();
+                    }
                     assignment.request_followup(config.withheld_followup);
                 }
             }

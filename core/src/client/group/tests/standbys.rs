@@ -277,9 +277,10 @@ fn the_leader_places_standbys_probes_and_writes_old_layouts_for_older_members() 
         c.num_standby_replicas = 1;
         c.stateful_subtopologies = vec![0];
     });
-    // The leader has all four tasks' state and held nothing (a restart).
+    // The leader has all four tasks' state, more than the acceptable recovery lag, and held
+    // nothing (a restart).
     h.member
-        .set_task_offsets((0..4).map(|p| (t(0, p), 1_000)).collect());
+        .set_task_offsets((0..4).map(|p| (t(0, p), 100_000)).collect());
     h.find_coordinator();
     let RequestKind::JoinGroup(join) = h.expect(ApiKey::JoinGroup) else {
         unreachable!()
