@@ -242,3 +242,88 @@ fn a_broker_without_join_group_v5_stops_a_static_engine_before_it_joins() {
     }
     assert!(h.sim.group_members(APP).is_empty(), "it never joined");
 }
+
+/// The liveness gap of decisions §18, closed by the leader's follow-up for the target owner
+/// of a withheld task: a static holder crashes between the assignment that revokes tasks
+/// (withheld from their new owner until it revoked them) and its rejoin, and restarts within
+/// the session timeout. The coordinator gives the restarted instance its stored assignment
+/// without a rebalance, so the holder never starts the follow-up rebalance; the new owner's
+/// own follow-up does, one heartbeat interval after its assignment.
+#[test]
+fn a_static_holder_crashing_before_its_follow_up_does_not_leave_withheld_tasks_unassigned() {
+    let mut sim = cluster(3, 4);
+    produce_all(&mut sim, 4, 10);
+    let mut h = Harness::new(sim, T0);
+    let n = 200;
+    let mut feeder = Feeder::new(4, 10, n, 2, 50).one_per_step();
+    let a = h.add(engine(static_config("instance-a"), h.now));
+    assert!(h.run_until(30_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[10; 4]) && h.engines[a].task_ids().len() == 4
+    }));
+    let generation = h.sim.group_generation(APP).expect("group");
+    // A reaches only the coordinator from now on: its output cannot be flushed, so the
+    // revoke of the tasks that move (which commits first) does not finish and A does not
+    // rejoin for the follow-up rebalance.
+    let coordinator = h.sim.coordinator_of(APP).expect("coordinator");
+    for broker in (0..3).filter(|&b| b != coordinator) {
+        h.cut(a, broker);
+    }
+    let b = h.add(engine(static_config("instance-b"), h.now));
+    let synced = |h: &Harness, index: usize| {
+        h.engines[index]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::GroupSynced { generation: g, .. } if *g > generation))
+    };
+    assert!(h.run_until(10_000, |h| {
+        feeder.feed(h);
+        synced(h, a) && synced(h, b)
+    }));
+    let moved = h.sim.group_generation(APP).expect("group");
+    assert_eq!(
+        h.engines[a].task_ids().len(),
+        4,
+        "A still revoking the moved tasks"
+    );
+    assert!(
+        h.engines[b].task_ids().is_empty(),
+        "withheld until A revoked them"
+    );
+    // A crashes and restarts at once under the same id: no rebalance, its stored assignment.
+    h.drop_engine(a);
+    let restart = h.add(engine(static_config("instance-a"), h.now));
+    let restarted_at = h.now;
+    assert!(h.run_until(5_000, |h| {
+        feeder.feed(h);
+        h.engines[restart].task_ids().len() == 2
+    }));
+    assert_eq!(
+        h.sim.group_generation(APP),
+        Some(moved),
+        "the restart did not rebalance"
+    );
+    // B's follow-up starts the rebalance that gives it the withheld tasks, well before the
+    // session timeout (which would not end the gap: the restarted instance is alive).
+    assert!(h.run_until(i64::from(SESSION_TIMEOUT_MS), |h| {
+        feeder.feed(h);
+        h.engines[b].task_ids().len() == 2
+    }));
+    assert!(
+        h.now - restarted_at < 3 * HEARTBEAT_MS,
+        "withheld tasks assigned {} ms after the restart",
+        h.now - restarted_at
+    );
+    assert!(h.sim.group_generation(APP) > Some(moved));
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[n; 4])
+    });
+    assert_run(&h, done);
+    let mut running: Vec<TaskId> = [restart, b]
+        .iter()
+        .flat_map(|&i| h.engines[i].task_ids())
+        .collect();
+    running.sort();
+    assert_eq!(running.len(), 4, "{running:?}");
+}

@@ -29,7 +29,8 @@
 //! stores ([`AssignorConfig::stateful_subtopologies`]) take part; stateless tasks keep the
 //! balanced target and never get standbys.
 //! 1. A member is *caught up* for a task when its lag is at most
-//!    [`AssignorConfig::acceptable_recovery_lag`].
+//!    [`AssignorConfig::acceptable_recovery_lag`]; a member without the task's state lags by
+//!    the largest offset sum reported for it (it would restore the whole changelog).
 //! 2. When a stateful task's target owner is not caught up but some member is, the task
 //!    stays on (goes to) the most caught-up member (ties: its last active, then the smaller
 //!    id), and the target owner gets a *warm-up replica* of it (a standby), at most

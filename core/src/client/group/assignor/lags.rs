@@ -5,7 +5,10 @@
 //!   The leader asks no broker for changelog end offsets: the task's active reports its own
 //!   position after its last commit, so the reference is the changelog's end up to that
 //!   commit (or further, when a standby read records written since).
-//! - A member's own lag is the reference minus its sum; no sum means no state (infinite lag).
+//! - A member's own lag is the reference minus its sum. No sum means no state: it would
+//!   restore the whole changelog, so its lag is the reference itself (Kafka Streams counts a
+//!   client without the task's state as lagging by the changelog's end). A task whose
+//!   changelog holds at most the acceptable recovery lag is therefore caught up everywhere.
 //!   The task's last active (the member that held it, else its previous owner), when it
 //!   reports a sum, has lag 0: its position is that of its last commit, which a standby can
 //!   pass by reading the records written since (Kafka Streams' running actives report
@@ -60,6 +63,8 @@ pub(super) struct Lags {
     /// Per stateful task with a sum anywhere, per member: its process's lag, `None` without
     /// state.
     by_task: BTreeMap<TaskId, Vec<Option<i64>>>,
+    /// Per stateful task with a sum anywhere: the largest sum (the reference position).
+    reference: BTreeMap<TaskId, i64>,
     stateful: BTreeSet<usize>,
 }
 
@@ -83,6 +88,10 @@ impl Lags {
                 }
             }
         }
+        let reference: BTreeMap<TaskId, i64> = sums
+            .iter()
+            .map(|(task, row)| (*task, row.iter().flatten().copied().max().unwrap_or(0)))
+            .collect();
         let by_task = sums
             .into_iter()
             .map(|(task, row)| {
@@ -115,6 +124,7 @@ impl Lags {
             .collect();
         Self {
             by_task,
+            reference,
             stateful: stateful.clone(),
         }
     }
@@ -133,5 +143,17 @@ impl Lags {
         self.by_task
             .get(&task)
             .and_then(|row| row.get(member).copied().flatten())
+    }
+
+    /// How many changelog records member `member` would restore to run `task`: its lag, or
+    /// for a member without the task's state the whole changelog up to the reference
+    /// position; `None` when no member reported a sum for the task (nobody has state, or
+    /// no record was ever logged).
+    pub(super) fn restore_lag(&self, task: TaskId, member: usize) -> Option<i64> {
+        if !self.is_stateful(task) {
+            return Some(0);
+        }
+        let reference = *self.reference.get(&task)?;
+        Some(self.of(task, member).unwrap_or(reference))
     }
 }

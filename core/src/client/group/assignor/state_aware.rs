@@ -49,7 +49,8 @@ pub fn place_by_state(
     let last_active = last_actives(&sorted, &existing);
     let lags = Lags::new(&sorted, &processes, &stateful, &last_active);
     let acceptable = config.acceptable_recovery_lag.max(0);
-    let caught_up = |task: TaskId, i: usize| lags.of(task, i).is_some_and(|l| l <= acceptable);
+    let caught_up =
+        |task: TaskId, i: usize| lags.restore_lag(task, i).is_some_and(|l| l <= acceptable);
     let stateful_tasks: Vec<TaskId> = owner
         .keys()
         .copied()
@@ -68,7 +69,13 @@ pub fn place_by_state(
         }
         let best = (0..sorted.len())
             .filter(|&i| sorted[i].state_aware && caught_up(task, i))
-            .min_by_key(|&i| (lags.of(task, i), last_active.get(&task) != Some(&i), i));
+            .min_by_key(|&i| {
+                (
+                    lags.restore_lag(task, i),
+                    last_active.get(&task) != Some(&i),
+                    i,
+                )
+            });
         let Some(best) = best else {
             // Nobody has the state: the balanced target stands (a fresh start).
             continue;

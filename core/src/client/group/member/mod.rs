@@ -6,8 +6,11 @@
 //! 2. JoinGroup (member id `""` first; `MEMBER_ID_REQUIRED` → again at once with the id the
 //!    coordinator returned). The leader decodes every member's subscription, runs the
 //!    [`assignor`] and sends the assignments in SyncGroup; followers send an
-//!    empty SyncGroup. Our assignment → [`GroupEvent::Assigned`].
-//! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`].
+//!    empty SyncGroup. Our assignment (active and standby tasks) → [`GroupEvent::Assigned`].
+//! 3. Stable: a Heartbeat every [`GroupConfig::heartbeat_interval`]. An assignment may ask
+//!    for a follow-up rejoin after a delay (the leader's probing rebalance, or the target
+//!    owner of a withheld task): the member rejoins by itself then, as at a rebalance,
+//!    unless a new generation came first (see `standbys`).
 //! 4. Rebalance (`REBALANCE_IN_PROGRESS` on heartbeat or commit). What the member does depends
 //!    on the protocol the coordinator selected for the current generation
 //!    ([`RebalanceProtocol`]; JoinGroup offers the cooperative one first when configured):
@@ -172,6 +175,9 @@ pub struct GroupMember {
     standbys: Vec<TaskId>,
     /// When to rejoin for the follow-up the current assignment asked for.
     followup_at: Option<Instant>,
+    /// The generation whose follow-up last fired: an assignment of that same generation again
+    /// (the coordinator answered the rejoin without a rebalance) does not schedule it again.
+    followup_fired_in: Option<i32>,
     offsets: OffsetClient,
     events: VecDeque<GroupEvent>,
 }
@@ -213,6 +219,7 @@ impl GroupMember {
             task_offsets: BTreeMap::new(),
             standbys: Vec::new(),
             followup_at: None,
+            followup_fired_in: None,
             events: VecDeque::new(),
         }
     }

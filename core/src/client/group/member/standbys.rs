@@ -7,7 +7,9 @@
 //! revoked it, see [`assignor`](crate::client::group::assignor)). The member then rejoins by
 //! itself once the delay passed, as at a rebalance of its generation's protocol. Any new
 //! generation cancels it (every assignment sets it again or not), and it waits while the
-//! member is not stable or a cooperative revoke is pending (that revoke rejoins anyway).
+//! member is not stable or a cooperative revoke is pending (that revoke rejoins anyway). A
+//! follow-up fires once per generation: should the coordinator answer the rejoin with the
+//! same generation and assignment (no rebalance), the member does not loop.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +62,19 @@ impl GroupMember {
     }
 
     /// Schedules (or cancels, with `None`) the follow-up rejoin of the assignment just taken.
+    /// Not again for a generation whose follow-up already fired: the coordinator answered
+    /// that rejoin with the same generation (no rebalance), and would again.
     pub(super) fn schedule_followup(&mut self, followup: Option<Duration>, now: Instant) {
-        self.followup_at = followup.map(|delay| now.saturating_add(delay));
+        let repeated = self.followup_fired_in == Some(self.generation);
+        if repeated && followup.is_some() {
+            tracing::debug!(
+                generation = self.generation,
+                "follow-up of this generation already done: not scheduled again"
+            );
+        }
+        self.followup_at = followup
+            .filter(|_| !repeated)
+            .map(|delay| now.saturating_add(delay));
         if let Some(at) = self.followup_at {
             tracing::info!(
                 generation = self.generation,
@@ -88,6 +101,7 @@ impl GroupMember {
     /// Rejoins for the follow-up, as at a rebalance of the generation's protocol.
     pub(super) fn start_followup(&mut self, now: Instant) {
         self.followup_at = None;
+        self.followup_fired_in = Some(self.generation);
         tracing::info!(
             generation = self.generation,
             "rejoining for the follow-up rebalance the assignment asked for"

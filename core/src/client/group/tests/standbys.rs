@@ -364,3 +364,32 @@ fn the_leader_places_standbys_probes_and_writes_old_layouts_for_older_members() 
         Some(h.now + Duration::from_secs(600))
     );
 }
+
+#[test]
+fn a_followup_answered_without_a_rebalance_does_not_loop() {
+    let mut h = stable_with_followup(RebalanceProtocol::Cooperative, &[t(0, 0)], Some(ms(500)));
+    h.now = at(ms(500));
+    h.expect(ApiKey::JoinGroup);
+    // The coordinator answers with the same generation and the stored assignment.
+    h.respond(
+        ApiKey::JoinGroup,
+        JoinGroupResponse::default()
+            .with_generation_id(5)
+            .with_protocol_name(Some(s(protocol::COOPERATIVE_PROTOCOL_NAME)))
+            .with_leader(s("the-leader"))
+            .with_member_id(s("m-1"))
+            .into(),
+    )
+    .unwrap();
+    h.expect(ApiKey::SyncGroup);
+    h.respond(
+        ApiKey::SyncGroup,
+        synced_with(&[t(0, 0)], &[], Some(ms(500))),
+    )
+    .unwrap();
+    assert_eq!(h.member.followup_at(), None);
+    h.now = at(ms(1_500));
+    assert!(h.poll().is_none());
+    h.now = at(ms(500)) + HEARTBEAT;
+    h.expect(ApiKey::Heartbeat);
+}

@@ -130,6 +130,33 @@ fn scaling_out_keeps_tasks_where_their_state_is_and_warms_up_the_joiner() {
 }
 
 #[test]
+fn a_joiner_without_state_is_caught_up_when_the_changelogs_hold_little() {
+    // The tasks' changelogs hold at most the acceptable lag (here: nothing logged yet, and
+    // 100 records): a member without the state restores that much, so it takes its
+    // balanced share at once, without a warm-up (as Kafka Streams, where a client without a
+    // task's state lags by the changelog's end).
+    let all = tasks0(4);
+    for sum in [0, 100] {
+        let members = [
+            state("a", "p1", &all, true, &full(&all, sum)),
+            state("b", "p2", &[], false, &[]),
+        ];
+        let out = plan_with_stateless(&members, 4, 0, &config(0), "a");
+        assert!(out.placement.kept_caught_up.is_empty(), "sum {sum}");
+        assert!(out.placement.warmups.is_empty(), "sum {sum}");
+        // b's share is withheld while a still holds it (cooperative), then b gets it.
+        assert_eq!(out.withheld, vec![t(0, 2), t(0, 3)], "sum {sum}");
+    }
+    // One record more than acceptable: the joiner warms up first.
+    let members = [
+        state("a", "p1", &all, true, &full(&all, 101)),
+        state("b", "p2", &[], false, &[]),
+    ];
+    let out = plan_with_stateless(&members, 4, 0, &config(0), "a");
+    assert_eq!(out.members["b"].standbys, vec![t(0, 2), t(0, 3)]);
+}
+
+#[test]
 fn a_caught_up_warmup_takes_its_task_at_the_probing_rebalance() {
     let all = tasks0(4);
     let moving = [t(0, 2), t(0, 3)];
