@@ -8,6 +8,8 @@
 //! e2e_count_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR
 //!     at-least-once|exactly-once COMMIT_INTERVAL_MS
 //!     [--fail-on-key KEY] [--session-timeout-ms MS] [--transactional-id ID]
+//!     [--num-standby-replicas N] [--acceptable-recovery-lag RECORDS]
+//!     [--probing-rebalance-ms MS]
 //! ```
 //!
 //! - `--fail-on-key KEY`: a processor after the count fails with a processing error on the
@@ -16,10 +18,15 @@
 //! - `--session-timeout-ms MS`: the group session timeout (heartbeats every sixth of it).
 //! - `--transactional-id ID`: the exactly-once producer's transactional id (default: the
 //!   engine's, which differs between processes).
+//! - `--num-standby-replicas N`, `--acceptable-recovery-lag RECORDS`,
+//!   `--probing-rebalance-ms MS`: standby replicas and warm-up (the engine's settings of the
+//!   same names).
 //!
 //! Prints one line per event on stdout, for the tests to follow:
 //! `running` (the instance reached Running), `assigned|revoked|lost TASK…`, `committed`,
-//! `restored TASK STORE RECORDS`, `warning MESSAGE`, `failed KIND MESSAGE` (KIND:
+//! `restored TASK STORE RECORDS`, `restore-start TASK STORE CHECKPOINT|none EPOCH_MS`,
+//! `restored-at TASK EPOCH_MS`, `revoked-at EPOCH_MS TASK…`,
+//! `standby TASK STORE POSITION END|none`, `warning MESSAGE`, `failed KIND MESSAGE` (KIND:
 //! `processing`, `fenced`, `transaction`, `other`), and at the end `exit ok` or
 //! `exit error KIND MESSAGE` (then exits 1). Runs until killed, closed by the group, or failed.
 //! The engine's log goes to stderr (`RUST_LOG`, default `warn`).
@@ -36,7 +43,9 @@ use kstreams_tokio::{KafkaStreams, Stores, StreamsConfig, StreamsError, StreamsS
 
 const USAGE: &str = "usage: e2e_count_instance BOOTSTRAP INPUT OUTPUT APPLICATION_ID STATE_DIR \
                      at-least-once|exactly-once COMMIT_INTERVAL_MS [--fail-on-key KEY] \
-                     [--session-timeout-ms MS] [--transactional-id ID]";
+                     [--session-timeout-ms MS] [--transactional-id ID] \
+                     [--num-standby-replicas N] [--acceptable-recovery-lag RECORDS] \
+                     [--probing-rebalance-ms MS]";
 
 /// What the command line asks for.
 struct Args {
@@ -50,6 +59,9 @@ struct Args {
     fail_on_key: Option<String>,
     session_timeout_ms: Option<u64>,
     transactional_id: Option<String>,
+    num_standby_replicas: Option<usize>,
+    acceptable_recovery_lag: Option<i64>,
+    probing_rebalance_ms: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -87,6 +99,9 @@ fn parse_args() -> Result<Args, String> {
         fail_on_key: None,
         session_timeout_ms: None,
         transactional_id: None,
+        num_standby_replicas: None,
+        acceptable_recovery_lag: None,
+        probing_rebalance_ms: None,
     };
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
@@ -95,6 +110,13 @@ fn parse_args() -> Result<Args, String> {
             "--fail-on-key" => parsed.fail_on_key = Some(value.clone()),
             "--session-timeout-ms" => parsed.session_timeout_ms = Some(number(value)?),
             "--transactional-id" => parsed.transactional_id = Some(value.clone()),
+            "--num-standby-replicas" => {
+                parsed.num_standby_replicas = Some(number(value)? as usize);
+            }
+            "--acceptable-recovery-lag" => {
+                parsed.acceptable_recovery_lag = Some(number(value)? as i64);
+            }
+            "--probing-rebalance-ms" => parsed.probing_rebalance_ms = Some(number(value)?),
             other => return Err(format!("unknown flag `{other}`")),
         }
     }
@@ -146,6 +168,15 @@ fn run(args: &Args) -> Result<(), StreamsError> {
         engine.heartbeat_interval = Duration::from_millis((ms / 6).max(100));
     }
     engine.producer.transactional_id = args.transactional_id.clone();
+    if let Some(n) = args.num_standby_replicas {
+        engine.num_standby_replicas = n;
+    }
+    if let Some(lag) = args.acceptable_recovery_lag {
+        engine.acceptable_recovery_lag = lag;
+    }
+    if let Some(ms) = args.probing_rebalance_ms {
+        engine.probing_rebalance_interval = Duration::from_millis(ms);
+    }
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = (&args.state_dir).into();
     let mut streams = KafkaStreams::new(topology, config, Stores::Lmdb)?;
@@ -231,7 +262,11 @@ fn event_line(event: &Event) -> Option<String> {
     };
     Some(match event {
         Event::TasksAssigned(t) => format!("assigned {}", tasks(t)),
-        Event::TasksRevoked(t) => format!("revoked {}", tasks(t)),
+        Event::TasksRevoked(t) => {
+            // Two lines: `revoked TASK…` as before, then when it happened.
+            say(&format!("revoked {}", tasks(t)));
+            format!("revoked-at {} {}", epoch_ms(), tasks(t))
+        }
         Event::TasksLost(t) => format!("lost {}", tasks(t)),
         Event::Committed(_) => "committed".to_owned(),
         Event::RestoreEnded {
@@ -239,11 +274,41 @@ fn event_line(event: &Event) -> Option<String> {
             store,
             records,
             ..
-        } => format!("restored {task} {store} {records}"),
+        } => {
+            say(&format!("restored {task} {store} {records}"));
+            format!("restored-at {task} {}", epoch_ms())
+        }
+        Event::RestoreStarted {
+            task,
+            store,
+            checkpoint,
+            ..
+        } => format!(
+            "restore-start {task} {store} {} {}",
+            checkpoint.map_or("none".to_owned(), |c| c.to_string()),
+            epoch_ms()
+        ),
+        Event::StandbyBatch {
+            task,
+            store,
+            position,
+            end,
+            ..
+        } => format!(
+            "standby {task} {store} {position} {}",
+            end.map_or("none".to_owned(), |e| e.to_string())
+        ),
         Event::Warning(error) => format!("warning {}", one_line(&error.to_string())),
         Event::Failed(error) => format!("failed {}", describe_engine_error(error)),
         _ => return None,
     })
+}
+
+/// Milliseconds since the Unix epoch: lines of two instances compare on one clock.
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// `KIND MESSAGE` of an engine error.

@@ -34,6 +34,12 @@ pub struct CountInstanceArgs {
     pub session_timeout_ms: Option<u64>,
     /// The transactional id (default: the engine's, different in every process).
     pub transactional_id: Option<String>,
+    /// Standby replicas per stateful task (default: the engine's, 0).
+    pub num_standby_replicas: Option<usize>,
+    /// The caught-up threshold of the state-aware assignor (default: the engine's).
+    pub acceptable_recovery_lag: Option<i64>,
+    /// The probing rebalance interval (default: the engine's, 10 min).
+    pub probing_rebalance_ms: Option<u64>,
 }
 
 impl CountInstanceArgs {
@@ -58,6 +64,9 @@ impl CountInstanceArgs {
             fail_on_key: None,
             session_timeout_ms: None,
             transactional_id: None,
+            num_standby_replicas: None,
+            acceptable_recovery_lag: None,
+            probing_rebalance_ms: None,
         }
     }
 }
@@ -90,6 +99,15 @@ impl CountInstance {
         }
         if let Some(id) = &args.transactional_id {
             command.args(["--transactional-id", id]);
+        }
+        if let Some(n) = args.num_standby_replicas {
+            command.args(["--num-standby-replicas", &n.to_string()]);
+        }
+        if let Some(lag) = args.acceptable_recovery_lag {
+            command.args(["--acceptable-recovery-lag", &lag.to_string()]);
+        }
+        if let Some(ms) = args.probing_rebalance_ms {
+            command.args(["--probing-rebalance-ms", &ms.to_string()]);
         }
         let mut child = command
             .stdout(Stdio::piped())
