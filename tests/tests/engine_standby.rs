@@ -551,13 +551,12 @@ fn a_task_moves_to_a_new_member_only_after_its_warm_up_caught_up() {
 }
 
 /// Kafka Streams' handover: the probing rebalance withholds the task from A, and B, still
-/// warming it up in that generation, gets it in the follow-up and promotes its warm-up. Here
-/// the assignor names B's warm-up in neither assignment of the withholding generation, so B
-/// closes it, no longer reports its offset, and the follow-up gives the task back to A (the
-/// last active counts as caught up) until the next probing rebalance: with memory stores B's
-/// warm-up starts over from the changelog's start. Left for the assignor (see the report).
+/// warming it up in that generation (the assignor's handover standby, decisions §19), gets it
+/// in the follow-up and promotes its warm-up. Before the handover standby, B closed its
+/// warm-up in the withholding generation, no longer reported its offset, and the follow-up
+/// gave the task back to A until the next probing rebalance (with memory stores B's warm-up
+/// then started over from the changelog's start).
 #[test]
-#[ignore = "the assignor drops the target owner's warm-up while it withholds the task"]
 fn a_warm_up_is_promoted_in_the_follow_up_of_the_withholding_rebalance() {
     let (h, a, b, joined_at, moved) = scale_out(Stores::Memory);
     let revocations = h.engines[a]
