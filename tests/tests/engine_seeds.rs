@@ -895,6 +895,9 @@ impl std::ops::AddAssign for Stats {
 #[path = "engine_seeds/regressions.rs"]
 mod regressions;
 
+#[path = "engine_seeds/twins.rs"]
+mod twins;
+
 /// Seed 47106 (full volume) of the generator as it was when it failed, kept literally so a
 /// change of the generator does not lose it. An OffsetFetch queued for one assignment (engine
 /// 1 owned input 1 and 3; the request failed and was queued again) was answered after the next
@@ -958,71 +961,6 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         "the scenario no longer answers a committed offset twice for one assignment: it no \
          longer covers the bug; find another way to reproduce it"
     );
-}
-
-/// Two engines with one transactional id (a copied state directory): each one's
-/// InitProducerId fences the other. A fencing is a task migration, but not forever: an engine
-/// fenced a third time within one transaction timeout stops with the typed error, and the
-/// other takes its tasks over and delivers every record exactly once to read_committed
-/// readers.
-#[test]
-fn twins_with_one_transactional_id_do_not_fence_each_other_forever() {
-    let partitions = 2;
-    let n = 300;
-    let mut sim = cluster(3, partitions);
-    produce_all(&mut sim, partitions, n);
-    let mut h = Harness::new(sim, T0);
-    let mut config = flow_config();
-    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
-    config.producer.transactional_id = Some("twin".into());
-    config.max_batch_records = 1;
-    config.max_batches_per_poll = 1;
-    h.add(engine(config.clone(), h.now));
-    h.add(engine(config, h.now));
-    let stopped = h.run_until(60_000, |h| {
-        h.engines
-            .iter()
-            .any(|e| e.engine.state() == EngineState::Error)
-    });
-    assert!(stopped, "the twins fenced each other for a minute");
-    let failures: Vec<String> = h
-        .engines
-        .iter()
-        .flat_map(|e| &e.events)
-        .filter_map(|(_, e)| match e {
-            Event::Failed(error) => Some(error.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(failures.len(), 1, "one twin stops: {failures:?}");
-    assert!(failures[0].contains("fenced"), "{failures:?}");
-    let stopped = h
-        .engines
-        .iter()
-        .find(|e| e.engine.state() == EngineState::Error)
-        .expect("the twin that stopped");
-    let recovered = stopped
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::Warning(w) if w.to_string().contains("fenced")))
-        .count();
-    assert_eq!(recovered, 2, "two fencings recovered, the third stops it");
-    let done = h.run_until(120_000, |h| all_committed(&h.sim, &[n; 2]));
-    assert!(done, "the other twin took every task over");
-    let mut got = vec![Vec::new(); partitions as usize];
-    for q in 0..partitions {
-        for r in h.sim.read_committed(OUTPUT, q).expect("output") {
-            let (p, o) = tag_of(&r).expect("tagged output");
-            got[p as usize].push(o);
-        }
-    }
-    for (p, got) in got.into_iter().enumerate() {
-        assert_eq!(
-            got,
-            (0..n).collect::<Vec<_>>(),
-            "read_committed output of input {p}"
-        );
-    }
 }
 
 /// A log sink shared with the test that reads it.
