@@ -6,14 +6,18 @@
 use super::*;
 
 /// Runs a literal scenario and fails with its description.
-fn replay(seed: u64, scenario: Scenario) {
+pub(super) fn replay(seed: u64, scenario: Scenario) {
     if let Err(e) = run_scenario(seed, scenario) {
         panic!("{e}");
     }
 }
 
 /// A scenario with the fields these regressions share.
-fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -> Scenario {
+pub(super) fn exactly_once(
+    brokers: usize,
+    input_partitions: i32,
+    output_partitions: i32,
+) -> Scenario {
     Scenario {
         brokers,
         input_partitions,
@@ -43,6 +47,7 @@ fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -
         reuse_machine_percent: 0,
         // Recorded eager: replayed eager, so they keep covering what they found.
         protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
+        static_members: None,
     }
 }
 
