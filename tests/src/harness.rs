@@ -19,6 +19,7 @@ use crate::sim::{ConnId, SimCluster};
 
 pub mod committed;
 pub mod durable_store;
+pub mod ownership;
 
 /// A callback checking the cluster; `Err` describes a violated invariant.
 pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
@@ -26,6 +27,12 @@ pub type Observer = Box<dyn FnMut(&SimCluster) -> Result<(), String>>;
 /// A callback checking an engine (its index and the engine) after every output it gives;
 /// `Err` describes a violated invariant.
 pub type EngineObserver = Box<dyn FnMut(usize, &Engine) -> Result<(), String>>;
+
+/// A callback checking each event an engine reports, as it reports it: the engine's index,
+/// the simulated time, the event, the engine and the cluster as they are then; `Err`
+/// describes a violated invariant.
+pub type EventObserver =
+    Box<dyn FnMut(usize, i64, &Event, &Engine, &SimCluster) -> Result<(), String>>;
 
 /// One engine and its connections to the simulator.
 pub struct EngineSlot {
@@ -194,6 +201,7 @@ pub struct Harness {
     pub now: i64,
     observer: Option<Observer>,
     engine_observer: Option<EngineObserver>,
+    event_observer: Option<EventObserver>,
     /// The first invariant violation the observer reported, with the time it was seen.
     pub violation: Option<(i64, String)>,
 }
@@ -207,6 +215,7 @@ impl Harness {
             now,
             observer: None,
             engine_observer: None,
+            event_observer: None,
             violation: None,
         }
     }
@@ -247,6 +256,12 @@ impl Harness {
     /// none); a violation is kept like the cluster observer's.
     pub fn set_engine_observer(&mut self, observer: EngineObserver) {
         self.engine_observer = Some(observer);
+    }
+
+    /// Checks every event of every engine with `observer` as the engine reports it (before
+    /// the harness serves anything else); a violation is kept like the cluster observer's.
+    pub fn set_event_observer(&mut self, observer: EventObserver) {
+        self.event_observer = Some(observer);
     }
 
     /// Checks the cluster with `observer` after every served request and every time step.
@@ -323,6 +338,7 @@ impl Harness {
                 let mut check = Check {
                     observer: &mut self.observer,
                     engine_observer: &mut self.engine_observer,
+                    event_observer: &mut self.event_observer,
                     violation: &mut self.violation,
                 };
                 progress |= pump_engine(&mut self.sim, (index, slot), self.now, &mut check);
@@ -414,6 +430,7 @@ impl Harness {
 struct Check<'a> {
     observer: &'a mut Option<Observer>,
     engine_observer: &'a mut Option<EngineObserver>,
+    event_observer: &'a mut Option<EventObserver>,
     violation: &'a mut Option<(i64, String)>,
 }
 
@@ -424,6 +441,17 @@ impl Check<'_> {
         }
         if let Some(check) = self.engine_observer.as_mut()
             && let Err(message) = check(index, engine)
+        {
+            *self.violation = Some((now, format!("engine {index}: {message}")));
+        }
+    }
+
+    fn event(&mut self, index: usize, event: &Event, engine: &Engine, sim: &SimCluster, now: i64) {
+        if self.violation.is_some() {
+            return;
+        }
+        if let Some(check) = self.event_observer.as_mut()
+            && let Err(message) = check(index, now, event, engine, sim)
         {
             *self.violation = Some((now, format!("engine {index}: {message}")));
         }
@@ -521,7 +549,10 @@ fn pump_engine(
                     });
                 }
             }
-            Output::Event(event) => slot.events.push((now, event)),
+            Output::Event(event) => {
+                check.event(index, &event, &slot.engine, sim, now);
+                slot.events.push((now, event));
+            }
         }
     }
     let sockets: Vec<(ConnectionId, ConnId, BrokerId)> =
@@ -586,6 +617,7 @@ pub mod tagged {
     use kstreams_core::time::{Duration, Instant};
     use kstreams_core::topology::Upstream;
 
+    use super::ownership::TaskOwnership;
     use super::{EngineSlot, Harness};
     use crate::sim::{SimCluster, SimRecord, StoredRecord};
 
@@ -906,6 +938,12 @@ pub mod tagged {
         changelog_max: std::collections::BTreeMap<(i32, Bytes), i64>,
         /// Whether a count below the truth is excused after a stale changelog write.
         excuse_stale_changelog: bool,
+        /// Who runs which task (see [`Audit::watch_zombies`]).
+        ownership: Option<Rc<RefCell<TaskOwnership>>>,
+        /// Records a zombie processed: an engine still running a task after the coordinator
+        /// removed its membership (at-least-once allows the duplicates; see
+        /// [`ownership`](super::ownership)). Counted with [`Audit::watch_zombies`].
+        pub zombie_processed: usize,
     }
 
     impl Audit {
@@ -930,7 +968,15 @@ pub mod tagged {
                 changelog_read: vec![0; n],
                 changelog_max: std::collections::BTreeMap::new(),
                 excuse_stale_changelog: false,
+                ownership: None,
+                zombie_processed: 0,
             }
+        }
+
+        /// Counts the records processed by zombies in [`Audit::zombie_processed`], as
+        /// `ownership` tells them.
+        pub fn watch_zombies(&mut self, ownership: Rc<RefCell<TaskOwnership>>) {
+            self.ownership = Some(ownership);
         }
 
         /// At-least-once: a count below the truth in an input partition whose changelog had a
@@ -1004,6 +1050,11 @@ pub mod tagged {
                 else {
                     return Err(format!("processed a record of unknown input partition {p}"));
                 };
+                if let Some(ownership) = &self.ownership
+                    && ownership.borrow_mut().zombie_runs(sim, engine, p)
+                {
+                    self.zombie_processed += 1;
+                }
                 if let Some(c) = before
                     && c > o
                 {

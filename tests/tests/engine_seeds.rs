@@ -27,6 +27,13 @@
 //!   fences zombies);
 //! - eventually every input offset is committed, and no engine failed;
 //! - a closing engine only stops (PendingShutdown → NotRunning or Error);
+//! - a task never runs on two members at once ([`TaskOwnership`], from the engines' events and
+//!   the coordinator's removals): a task starts on a member only once every other member that
+//!   ran it revoked it, lost it or stopped — or was removed from the group by the coordinator
+//!   (session expired, not rejoined in time, replaced by a restarted static member). Such a
+//!   zombie may still run the task until it learns; at-least-once allows its duplicates and
+//!   counts them (`zombie_overlaps`, `zombie_processed`); under exactly-once none of its
+//!   records may ever become visible (`zombie_records`, checked by the [`CommittedAudit`]);
 //! - stateful: no output count below its true count (a lost store update) — under
 //!   at-least-once, unless a member that lost the task had changelog writes in flight that
 //!   landed after the new owner's (a stale count the next restore brings back: at-least-once
@@ -48,6 +55,8 @@
 //! changelogs on other engines and are promoted, moved and dropped as members come, go and
 //! crash, under the same invariants. `ENGINE_STANDBYS=<n>` sets the count for every stateful
 //! seed.
+//! Every 3rd seed (`seed % 3 == 1`) has static members and process restarts within and beyond
+//! the session timeout (see [`StaticMembers`]); `ENGINE_MEMBERS=static|dynamic` forces it.
 //!
 //! `ENGINE_SEEDS=<n>` changes the number of seeds (default 1000), `ENGINE_SEED_START=<s>` the
 //! first one (default 0); `ENGINE_SEED=<s>` runs one seed and prints its description, and
@@ -56,6 +65,7 @@
 //! `ENGINE_TXN_TIMEOUT_MS=<ms>` override what the seed drew.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -69,6 +79,7 @@ use kstreams_core::time::{Duration, Instant};
 use kstreams_tests::harness::Harness;
 use kstreams_tests::harness::committed::{CommittedAudit, transactional_id};
 use kstreams_tests::harness::durable_store::{DiskStoreFactory, SimDisk};
+use kstreams_tests::harness::ownership::TaskOwnership;
 use kstreams_tests::harness::tagged::*;
 use kstreams_tests::sim::{DuplicateReply, RandomFaults, SimCluster};
 
@@ -123,6 +134,11 @@ enum Membership {
     Drop(usize),
     /// Every engine closes; as many new ones start (same application id) 2 s later.
     RestartAll,
+    /// A running engine (the `n`-th live one, modulo their number) closes, or vanishes
+    /// without a close (`crash`), and a new one starts on its machine (same disk,
+    /// transactional id and `group.instance.id`) `down_ms` later, once the old one stopped:
+    /// a process restart (see [`StaticMembers`]).
+    Restart { n: usize, crash: bool, down_ms: i64 },
 }
 
 /// At most this many engines run at once (a `Start` beyond it is skipped).
@@ -208,6 +224,8 @@ struct Scenario {
     protocols: Option<Protocols>,
     /// Standby replicas per task (stateful seeds only; see the module docs).
     standbys: usize,
+    /// Static members and process restarts (`None`: dynamic members only).
+    static_members: Option<StaticMembers>,
 }
 
 impl Scenario {
@@ -312,6 +330,7 @@ impl Scenario {
             reuse_machine_percent: 0,
             protocols: None,
             standbys: 0,
+            static_members: None,
         };
         // Drawn last, so the at-least-once stateless scenarios stay those of the seeds before.
         scenario.stateful = r.chance(50);
@@ -324,6 +343,9 @@ impl Scenario {
         scenario.reuse_machine_percent = r.range(0, 100) as u64;
         // By seed, not drawn: the other draws stay those of the seeds before.
         scenario.standbys = usize::from(scenario.stateful && seed % 3 == 1);
+        // From a generator of its own, so the other draws stay those of the seeds before.
+        scenario.static_members = StaticMembers::of_seed(seed)
+            .then(|| StaticMembers::draw(seed, feed_ms, scenario.session_timeout_ms.into()));
         scenario
     }
 }
@@ -371,6 +393,9 @@ struct Machine {
     random_seed: u64,
     /// The harness slot of the last engine started here.
     engine: Option<usize>,
+    /// The `group.instance.id` of the engines started here (a static member), and whether
+    /// they leave the group on close (`static_leave_on_close`).
+    instance: Option<(String, bool)>,
 }
 
 /// Which rebalance protocol the engines of a run offer.
@@ -410,27 +435,60 @@ struct Fleet {
     /// Draws the protocols of a mixed run (apart from `rng`, so the other draws stay those
     /// of the seeds before).
     protocol_rng: Rng,
+    /// Static members, if the run has them.
+    static_members: Option<StaticMembers>,
+    /// Draws the machines' instance ids (apart from `rng`, as `protocol_rng`).
+    static_rng: Rng,
+    /// Who runs which task (the invariant of [`TaskOwnership`]).
+    ownership: Rc<RefCell<TaskOwnership>>,
+    /// Machines kept for a pending restart (no other engine starts there meanwhile).
+    reserved: BTreeSet<usize>,
 }
 
 impl Fleet {
-    /// Starts an engine on a machine whose engine stopped or was dropped (now and then) or on
-    /// a new one.
-    fn start(&mut self, h: &mut Harness) {
-        let free = self
-            .machines
-            .iter()
-            .position(|m| m.engine.is_none_or(|slot| !h.engines[slot].is_live()));
-        let machine = match free {
-            Some(m) if self.rng.chance(self.reuse_machine_percent) => m,
+    /// Whether the engine last started on `machine` stopped or was dropped.
+    fn is_free(&self, h: &Harness, machine: usize) -> bool {
+        self.machines[machine]
+            .engine
+            .is_none_or(|slot| !h.engines[slot].is_live())
+    }
+
+    /// The machine the engine at harness slot `slot` runs on.
+    fn machine_of(&self, slot: usize) -> Option<usize> {
+        self.machines.iter().position(|m| m.engine == Some(slot))
+    }
+
+    /// Starts an engine on machine `on`, which must be free; or, with `None`, on a machine
+    /// whose engine stopped or was dropped (now and then) or on a new one.
+    fn start(&mut self, h: &mut Harness, on: Option<usize>) {
+        let free =
+            (0..self.machines.len()).find(|&m| !self.reserved.contains(&m) && self.is_free(h, m));
+        let machine = match (on, free) {
+            (Some(m), _) => m,
+            (None, Some(m)) if self.rng.chance(self.reuse_machine_percent) => m,
             _ => {
+                let index = self.machines.len();
+                let instance = self.static_members.as_ref().and_then(|s| {
+                    self.static_rng.chance(s.percent).then(|| {
+                        let leave = self.static_rng.chance(s.leave_on_close_percent);
+                        (format!("{APP}-machine-{index}"), leave)
+                    })
+                });
                 self.machines.push(Machine {
                     disk: SimDisk::new(),
-                    random_seed: (self.seed << 8) | self.machines.len() as u64,
+                    random_seed: (self.seed << 8) | index as u64,
                     engine: None,
+                    instance,
                 });
-                self.machines.len() - 1
+                index
             }
         };
+        debug_assert!(
+            self.is_free(h, machine),
+            "machine {machine} still runs an engine"
+        );
+        self.reserved.remove(&machine);
+        let slot = h.engines.len();
         let m = &mut self.machines[machine];
         let mut config = self.config.clone();
         if config.num_standby_replicas > 0 {
@@ -447,11 +505,17 @@ impl Fleet {
                 };
             }
         }
+        if let Some((id, leave_on_close)) = &m.instance {
+            config.group_instance_id = Some(id.clone());
+            config.static_leave_on_close = *leave_on_close;
+        }
         if self.exactly_once {
             config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
             config.random_seed = m.random_seed;
             if let Some(audit) = &self.committed {
-                audit.borrow_mut().watch(transactional_id(&config));
+                let id = transactional_id(&config);
+                audit.borrow_mut().run_by(&id, slot);
+                audit.borrow_mut().watch(id);
             }
         }
         let engine = if self.stateful {
@@ -469,18 +533,21 @@ impl Fleet {
     }
 }
 
+/// An engine due to start: when, and on which machine (`None`: any, see [`Fleet::start`]).
+type PendingStart = (i64, Option<usize>);
+
 /// Applies a membership change; engines due to start later go to `pending_starts`.
 fn change_membership(
     h: &mut Harness,
     change: Membership,
     fleet: &mut Fleet,
-    pending_starts: &mut Vec<i64>,
+    pending_starts: &mut Vec<PendingStart>,
 ) {
     let running = running_engines(h);
     match change {
         Membership::Start => {
             if running.len() + pending_starts.len() < MAX_LIVE_ENGINES {
-                fleet.start(h);
+                fleet.start(h, None);
             }
         }
         Membership::Close(n) | Membership::Drop(n) if !running.is_empty() => {
@@ -489,19 +556,34 @@ fn change_membership(
                 h.close_engine(slot);
             } else {
                 h.drop_engine(slot);
+                fleet.ownership.borrow_mut().dropped(slot);
             }
         }
         Membership::Close(_) | Membership::Drop(_) => {}
         Membership::RestartAll => {
             for slot in running {
                 h.close_engine(slot);
-                pending_starts.push(h.now + 2_000);
+                pending_starts.push((h.now + 2_000, None));
             }
         }
+        Membership::Restart { n, crash, down_ms } if !running.is_empty() => {
+            let slot = running[n % running.len()];
+            if crash {
+                h.drop_engine(slot);
+                fleet.ownership.borrow_mut().dropped(slot);
+            } else {
+                h.close_engine(slot);
+            }
+            let machine = fleet.machine_of(slot);
+            debug_assert!(machine.is_some(), "every engine runs on a machine");
+            fleet.reserved.extend(machine);
+            pending_starts.push((h.now + down_ms, machine));
+        }
+        Membership::Restart { .. } => {}
     }
     // With no engine left or coming, a replacement starts.
     if running_engines(h).is_empty() && pending_starts.is_empty() {
-        pending_starts.push(h.now + 1_000);
+        pending_starts.push((h.now + 1_000, None));
     }
 }
 
@@ -642,15 +724,24 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         s.input_partitions,
         s.output_partitions,
     )));
+    let ownership = Rc::new(RefCell::new(TaskOwnership::new(APP)));
+    audit.borrow_mut().watch_zombies(Rc::clone(&ownership));
     if !s.exactly_once {
         audit.borrow_mut().excuse_stale_changelog_writes();
     }
     let committed_audit = s.exactly_once.then(|| {
-        Rc::new(RefCell::new(CommittedAudit::new(
-            s.input_partitions,
-            s.output_partitions,
-            s.stateful,
-        )))
+        let audit = CommittedAudit::new(s.input_partitions, s.output_partitions, s.stateful);
+        let audit = Rc::new(RefCell::new(audit));
+        audit.borrow_mut().watch_zombies(Rc::clone(&ownership));
+        audit
+    });
+    h.set_event_observer({
+        let ownership = Rc::clone(&ownership);
+        Box::new(move |engine, at, event, running, sim| {
+            ownership
+                .borrow_mut()
+                .observe(engine, at, event, running, sim)
+        })
     });
     if std::env::var("ENGINE_TRACE").is_ok() {
         if let Some(c) = &committed_audit {
@@ -702,15 +793,24 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         committed: committed_audit.clone(),
         protocols: s.protocols.unwrap_or_else(|| Protocols::of_seed(seed)),
         protocol_rng: Rng(seed ^ 0x5A5A_A5A5_1234_4321),
+        static_members: s.static_members.clone(),
+        static_rng: Rng(seed ^ 0x0D15_EA5E_5717_1C00),
+        ownership: Rc::clone(&ownership),
+        reserved: BTreeSet::new(),
     };
-    let mut pending_starts: Vec<i64> = s.engine_starts.iter().map(|&t| T0 + t).collect();
-    // Membership changes and chaos events (with broker restarts) by time, latest first.
+    let mut pending_starts: Vec<PendingStart> =
+        s.engine_starts.iter().map(|&t| (T0 + t, None)).collect();
+    // Membership changes (process restarts of static runs among them) and chaos events (with
+    // broker restarts) by time, latest first.
+    let restarts = s.static_members.iter().flat_map(|m| &m.restarts);
     let mut membership: Vec<(i64, Membership)> = s
         .membership
         .iter()
-        .rev()
+        .chain(restarts)
         .map(|&(t, m)| (T0 + t, m))
         .collect();
+    membership.sort_by_key(|&(at, _)| at);
+    membership.reverse();
     let n = vec![s.target; s.input_partitions as usize];
     let mut chaos: Vec<(i64, Chaos)> = Vec::new();
     for &(at, c) in &s.chaos {
@@ -722,10 +822,17 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
     chaos.sort_by_key(|&(at, _)| std::cmp::Reverse(at));
     let done = h.run_until(600_000, |h| {
         feeder.feed(h);
-        let due = pending_starts.iter().filter(|&&at| h.now >= at).count();
-        pending_starts.retain(|&at| h.now < at);
-        for _ in 0..due {
-            fleet.start(h);
+        // A restart waits until its machine's engine stopped.
+        let mut due = Vec::new();
+        pending_starts.retain(|&(at, on)| {
+            let start = h.now >= at && on.is_none_or(|m| fleet.is_free(h, m));
+            if start {
+                due.push(on);
+            }
+            !start
+        });
+        for on in due {
+            fleet.start(h, on);
         }
         while membership.last().is_some_and(|&(at, _)| h.now >= at) {
             if let Some((_, change)) = membership.pop() {
@@ -810,6 +917,14 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         records: s.target * i64::from(s.input_partitions),
         ..Stats::default()
     };
+    stats.zombie_processed = audit.zombie_processed;
+    let owners = ownership.borrow().stats();
+    stats.zombie_overlaps = owners.zombie_overlaps;
+    stats.resumed_without_rebalance = owners.resumed_without_rebalance;
+    stats.expired = owners.expired;
+    stats.not_rejoined = owners.not_rejoined;
+    stats.replaced = owners.replaced;
+    stats.static_seeds = usize::from(s.static_members.is_some());
     stats.disconnects = h.engines.iter().map(|e| e.disconnects).sum();
     stats.engines = h.engines.len();
     stats.machines = fleet.machines.len();
@@ -823,6 +938,7 @@ fn run_scenario(seed: u64, s: Scenario) -> Result<Stats, String> {
         stats.aborted_records = txns.aborted_records;
         stats.txns_fenced = txns.fenced;
         stats.longest_txn_ms = txns.longest_ms;
+        stats.zombie_records = txns.zombie_records;
     }
     for (_, e) in h.engines.iter().flat_map(|e| &e.events) {
         match e {
@@ -862,6 +978,23 @@ struct Stats {
     /// `Audit::stale_changelog_writes`).
     stale_changelog_writes: usize,
     excused_counts: usize,
+    /// Records processed by a zombie: a member still running a task after the coordinator
+    /// removed its membership (see `TaskOwnership`).
+    zombie_processed: usize,
+    /// Tasks started while a zombie still ran them.
+    zombie_overlaps: usize,
+    /// Exactly-once: records a zombie appended (all in aborted transactions).
+    zombie_records: usize,
+    /// Memberships the coordinator removed: session expired, not rejoined in time, replaced
+    /// by a restarted static member.
+    expired: usize,
+    not_rejoined: usize,
+    replaced: usize,
+    /// Engines whose first sync was of a generation synced before they started: static
+    /// members restarted within the session timeout, back with no rebalance.
+    resumed_without_rebalance: usize,
+    /// Seeds with static members.
+    static_seeds: usize,
     warnings: usize,
     /// Engines started.
     engines: usize,
@@ -905,6 +1038,14 @@ impl std::ops::AddAssign for Stats {
         self.zombie_replays += o.zombie_replays;
         self.stale_changelog_writes += o.stale_changelog_writes;
         self.excused_counts += o.excused_counts;
+        self.zombie_processed += o.zombie_processed;
+        self.zombie_overlaps += o.zombie_overlaps;
+        self.zombie_records += o.zombie_records;
+        self.expired += o.expired;
+        self.not_rejoined += o.not_rejoined;
+        self.replaced += o.replaced;
+        self.resumed_without_rebalance += o.resumed_without_rebalance;
+        self.static_seeds += o.static_seeds;
         self.warnings += o.warnings;
         self.engines += o.engines;
         self.commits += o.commits;
@@ -929,6 +1070,19 @@ impl std::ops::AddAssign for Stats {
 
 #[path = "engine_seeds/regressions.rs"]
 mod regressions;
+
+#[path = "engine_seeds/closing.rs"]
+mod closing;
+
+#[path = "engine_seeds/static_regressions.rs"]
+mod static_regressions;
+
+#[path = "engine_seeds/twins.rs"]
+mod twins;
+
+#[path = "engine_seeds/static_members.rs"]
+mod static_members;
+use static_members::StaticMembers;
 
 /// Seed 47106 (full volume) of the generator as it was when it failed, kept literally so a
 /// change of the generator does not lose it. An OffsetFetch queued for one assignment (engine
@@ -972,6 +1126,7 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         reuse_machine_percent: 0,
         protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
         standbys: 0,
+        static_members: None,
     };
     let logs = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::fmt()
@@ -994,71 +1149,6 @@ fn seed_47106_a_second_committed_offset_answer_does_not_move_a_started_partition
         "the scenario no longer answers a committed offset twice for one assignment: it no \
          longer covers the bug; find another way to reproduce it"
     );
-}
-
-/// Two engines with one transactional id (a copied state directory): each one's
-/// InitProducerId fences the other. A fencing is a task migration, but not forever: an engine
-/// fenced a third time within one transaction timeout stops with the typed error, and the
-/// other takes its tasks over and delivers every record exactly once to read_committed
-/// readers.
-#[test]
-fn twins_with_one_transactional_id_do_not_fence_each_other_forever() {
-    let partitions = 2;
-    let n = 300;
-    let mut sim = cluster(3, partitions);
-    produce_all(&mut sim, partitions, n);
-    let mut h = Harness::new(sim, T0);
-    let mut config = flow_config();
-    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
-    config.producer.transactional_id = Some("twin".into());
-    config.max_batch_records = 1;
-    config.max_batches_per_poll = 1;
-    h.add(engine(config.clone(), h.now));
-    h.add(engine(config, h.now));
-    let stopped = h.run_until(60_000, |h| {
-        h.engines
-            .iter()
-            .any(|e| e.engine.state() == EngineState::Error)
-    });
-    assert!(stopped, "the twins fenced each other for a minute");
-    let failures: Vec<String> = h
-        .engines
-        .iter()
-        .flat_map(|e| &e.events)
-        .filter_map(|(_, e)| match e {
-            Event::Failed(error) => Some(error.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(failures.len(), 1, "one twin stops: {failures:?}");
-    assert!(failures[0].contains("fenced"), "{failures:?}");
-    let stopped = h
-        .engines
-        .iter()
-        .find(|e| e.engine.state() == EngineState::Error)
-        .expect("the twin that stopped");
-    let recovered = stopped
-        .events
-        .iter()
-        .filter(|(_, e)| matches!(e, Event::Warning(w) if w.to_string().contains("fenced")))
-        .count();
-    assert_eq!(recovered, 2, "two fencings recovered, the third stops it");
-    let done = h.run_until(120_000, |h| all_committed(&h.sim, &[n; 2]));
-    assert!(done, "the other twin took every task over");
-    let mut got = vec![Vec::new(); partitions as usize];
-    for q in 0..partitions {
-        for r in h.sim.read_committed(OUTPUT, q).expect("output") {
-            let (p, o) = tag_of(&r).expect("tagged output");
-            got[p as usize].push(o);
-        }
-    }
-    for (p, got) in got.into_iter().enumerate() {
-        assert_eq!(
-            got,
-            (0..n).collect::<Vec<_>>(),
-            "read_committed output of input {p}"
-        );
-    }
 }
 
 /// A log sink shared with the test that reads it.

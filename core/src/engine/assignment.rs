@@ -152,6 +152,11 @@ impl Engine {
     }
 
     pub(super) fn assign(&mut self, tasks: Vec<TaskId>, partitions: Vec<TopicPartition>) {
+        if self.closing {
+            // Its tasks close (or were closed, or lost) and it leaves: an assignment the member
+            // synced meanwhile starts nothing (`seed_143…`, `seed_1891…`).
+            return;
+        }
         if self.transaction_ending() {
             // Tasks restore their changelogs and fetch their committed offsets: both must see
             // the outcome of a transaction still ending (see `transaction_ending`).

@@ -6,13 +6,14 @@
 //! re-creates them from the committed offsets and checkpoints: nothing is lost, nothing of
 //! the aborted transaction is visible to read_committed readers.
 //!
-//! Only a fencing within one transaction timeout of two earlier ones stops the engine (with
-//! the typed error): after a new epoch, the coordinator can time a transaction out only once
-//! it has been open for the whole timeout, so fencings that close together come from a twin
-//! with the same transactional id (e.g. a copied state directory), which would otherwise
-//! fence this engine and be fenced by it in turn forever.
-
-use std::collections::VecDeque;
+//! A fencing that cannot be the coordinator's timeout is a twin's: the coordinator aborts a
+//! transaction on its timeout only once it has been open for the whole timeout, so a fencing
+//! of a producer whose transaction began less than the timeout before (or that had none open
+//! at the coordinator) came from another producer initialising our transactional id — a twin
+//! with the same id (e.g. a copied state directory), which would otherwise fence this engine
+//! and be fenced by it in turn forever, however sparse the input that makes each learn of it.
+//! The third twin fencing stops the engine with the typed error; fencings by the timeout
+//! never do (each needs a transaction open for the whole timeout).
 
 use super::commit::CommitPhase;
 use super::transaction::AbortCause;
@@ -20,31 +21,35 @@ use super::{Engine, EngineError};
 use crate::client::producer::{DeliveryError, ProducerError, TransactionError};
 use crate::time::{Duration, Instant};
 
-/// Earlier fencings within one transaction timeout that the engine still recovers from.
-pub(super) const FENCINGS_TOLERATED_PER_TIMEOUT: usize = 2;
+/// Twin fencings (see the module documentation) the engine still recovers from; the next
+/// one stops it.
+pub(super) const TWIN_FENCINGS_TOLERATED: usize = 2;
 
-/// When the engine recovered from its recent fencings.
+/// The twin fencings the engine recovered from.
 #[derive(Debug, Default)]
 pub(super) struct FencingHistory {
-    recoveries: VecDeque<Instant>,
+    twins: usize,
 }
 
 impl FencingHistory {
-    /// A fencing at `now`: whether the engine recovers from it (fewer than
-    /// [`FENCINGS_TOLERATED_PER_TIMEOUT`] recoveries in the `window` before it). A recovery is
-    /// remembered.
-    pub(super) fn admit(&mut self, now: Instant, window: Duration) -> bool {
-        while self
-            .recoveries
-            .front()
-            .is_some_and(|&at| at.saturating_add(window) <= now)
-        {
-            self.recoveries.pop_front();
+    /// A fencing at `now` of a producer whose transaction may have opened at the
+    /// coordinator at `began` (`None`: it holds none of ours), with transaction timeout
+    /// `timeout`: whether the engine recovers from it. A fencing that may be the timeout's
+    /// (the transaction began `timeout` or more before) always is; one that cannot is a
+    /// twin's, recovered from [`TWIN_FENCINGS_TOLERATED`] times, and counted.
+    pub(super) fn admit(
+        &mut self,
+        now: Instant,
+        began: Option<Instant>,
+        timeout: Duration,
+    ) -> bool {
+        if began.is_some_and(|began| began.saturating_add(timeout) <= now) {
+            return true;
         }
-        if self.recoveries.len() >= FENCINGS_TOLERATED_PER_TIMEOUT {
+        if self.twins >= TWIN_FENCINGS_TOLERATED {
             return false;
         }
-        self.recoveries.push_back(now);
+        self.twins += 1;
         true
     }
 }
@@ -77,9 +82,10 @@ impl Engine {
             self.fail(failing);
             return;
         }
-        let window = self.producer.config().transaction_timeout;
-        if !self.fencings.admit(self.now, window) {
-            tracing::error!(%error, tolerated = FENCINGS_TOLERATED_PER_TIMEOUT, %window, "fenced again within one transaction timeout: another producer uses this transactional id");
+        let timeout = self.producer.config().transaction_timeout;
+        let began = self.producer.transaction_began();
+        if !self.fencings.admit(self.now, began, timeout) {
+            tracing::error!(%error, tolerated = TWIN_FENCINGS_TOLERATED, ?began, %timeout, "fenced again before the transaction could time out: another producer uses this transactional id");
             self.fail(EngineError::Transaction(error));
             return;
         }
@@ -106,24 +112,38 @@ impl Engine {
 mod tests {
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_millis(10_000);
+
+    fn at(ms: i64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
     #[test]
-    fn fencings_a_transaction_timeout_apart_are_all_recovered() {
+    fn fencings_of_transactions_open_for_the_timeout_are_all_recovered() {
         let mut history = FencingHistory::default();
-        let window = Duration::from_millis(10_000);
         for i in 0..10 {
-            assert!(history.admit(Instant::from_millis(i * 10_000), window));
+            // Back to back: each transaction began as the previous fencing was recovered.
+            let now = (i + 1) * 10_000;
+            assert!(history.admit(at(now), Some(at(now - 10_000)), TIMEOUT));
         }
     }
 
     #[test]
-    fn the_third_fencing_within_a_transaction_timeout_is_not() {
+    fn the_third_fencing_of_a_young_transaction_is_not_recovered_however_far_apart() {
         let mut history = FencingHistory::default();
-        let window = Duration::from_millis(10_000);
-        assert!(history.admit(Instant::from_millis(0), window));
-        assert!(history.admit(Instant::from_millis(4_000), window));
-        assert!(!history.admit(Instant::from_millis(9_999), window));
-        // A refused one is not remembered; the first left the window.
-        assert!(history.admit(Instant::from_millis(10_000), window));
-        assert!(!history.admit(Instant::from_millis(10_001), window));
+        // Sparse input: a twin fences each transaction at its first request, minutes apart.
+        assert!(history.admit(at(0), Some(at(0)), TIMEOUT));
+        assert!(history.admit(at(120_000), Some(at(119_990)), TIMEOUT));
+        assert!(!history.admit(at(240_000), Some(at(239_990)), TIMEOUT));
+    }
+
+    #[test]
+    fn a_fencing_with_no_transaction_at_the_coordinator_is_a_twins() {
+        let mut history = FencingHistory::default();
+        assert!(history.admit(at(0), None, TIMEOUT));
+        // A timeout between does not count, nor forgive.
+        assert!(history.admit(at(50_000), Some(at(40_000)), TIMEOUT));
+        assert!(history.admit(at(100_000), None, TIMEOUT));
+        assert!(!history.admit(at(200_000), Some(at(199_999)), TIMEOUT));
     }
 }

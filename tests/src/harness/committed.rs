@@ -18,16 +18,21 @@
 //! - in the visible output, every input partition's records appear once each, in input order,
 //!   from offset 0 without a gap (no duplicate, nothing lost) — and, for the stateful topology,
 //!   each with its exact count;
+//! - no record a zombie appended (an engine still running a task after the coordinator
+//!   removed its membership, see [`ownership`](super::ownership)) is ever visible;
 //! - the group's committed offsets never go back, and are never ahead of the visible output:
 //!   committed `C` for an input partition means its records below `C` are visible, checked
 //!   whenever no transaction is open on its output partition (while one is, a transaction that
 //!   committed after it opened may legitimately have its output held back by the last stable
 //!   offset).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use kstreams_core::engine::EngineConfig;
 
+use super::ownership::TaskOwnership;
 use super::tagged::{COUNTS_CHANGELOG, OUTPUT, committed, count_of, tag_of, true_count};
 use crate::sim::{SimCluster, StoredRecord, TransactionInfo, TxnState};
 
@@ -62,6 +67,9 @@ pub struct TxnStats {
     /// The longest a transaction was seen open before its producer ended it (commit or
     /// abort by EndTxn; fenced ones not counted), in ms.
     pub longest_ms: i64,
+    /// Records a zombie appended (see [`CommittedAudit::watch_zombies`]): none may become
+    /// visible.
+    pub zombie_records: usize,
 }
 
 /// The transactions of the watched transactional ids, from the records they append to the
@@ -85,6 +93,13 @@ struct TxnWatch {
     stats: TxnStats,
     /// Print every change of a watched transaction.
     trace: bool,
+    /// The harness index of the engine running each transactional id (the last one started
+    /// with it: an engine takes a machine's id only once the one before stopped or vanished).
+    engines: BTreeMap<String, usize>,
+    /// Who runs which task, to tell a zombie's records.
+    ownership: Option<Rc<RefCell<TaskOwnership>>>,
+    /// Per partition, offsets of records a zombie appended (never to be shown).
+    zombie: BTreeMap<Partition, BTreeMap<i64, usize>>,
 }
 
 impl TxnWatch {
@@ -119,6 +134,11 @@ impl TxnWatch {
                         tp.0, tp.1, r.offset, r.producer_id
                     )
                 })?;
+                if let Some(engine) = zombie_engine(&self.ownership, &self.engines, sim, id, tp, &r)
+                {
+                    self.stats.zombie_records += 1;
+                    self.zombie.entry(*tp).or_default().insert(r.offset, engine);
+                }
                 self.open
                     .entry(id.clone())
                     .or_default()
@@ -189,6 +209,13 @@ impl TxnWatch {
 
     /// A record the read_committed view shows: it must be one of a committed transaction.
     fn shown(&mut self, tp: &Partition, r: &StoredRecord) -> Result<(), String> {
+        if let Some(engine) = self.zombie.get(tp).and_then(|z| z.get(&r.offset)) {
+            return Err(format!(
+                "{}-{}@{}: read_committed shows a record engine {engine} appended as a zombie \
+                 (its membership removed by the coordinator; producer {} epoch {}, value {:?})",
+                tp.0, tp.1, r.offset, r.producer_id, r.producer_epoch, r.value
+            ));
+        }
         if self
             .expected
             .get_mut(tp)
@@ -223,6 +250,25 @@ impl TxnWatch {
             None => Ok(()),
         }
     }
+}
+
+/// The engine that appended `r` (of transactional id `id`, run by `engines`) to `tp`, if it
+/// ran the task of the record's input partition as a zombie (as `ownership` tells).
+fn zombie_engine(
+    ownership: &Option<Rc<RefCell<TaskOwnership>>>,
+    engines: &BTreeMap<String, usize>,
+    sim: &SimCluster,
+    id: &str,
+    tp: &Partition,
+    r: &StoredRecord,
+) -> Option<usize> {
+    let ownership = ownership.as_ref()?;
+    let engine = *engines.get(id)?;
+    let partition = if tp.0 == OUTPUT { tag_of(r)?.0 } else { tp.1 };
+    ownership
+        .borrow_mut()
+        .zombie_runs(sim, engine, partition)
+        .then_some(engine)
 }
 
 /// Checks the read_committed view after every served request (see the module docs).
@@ -266,6 +312,19 @@ impl CommittedAudit {
     /// Watches the transactions of `transactional_id` (an engine about to start).
     pub fn watch(&mut self, transactional_id: String) {
         self.txns.last.entry(transactional_id).or_insert(None);
+    }
+
+    /// `transactional_id` is run by the engine at harness index `engine` from now on.
+    pub fn run_by(&mut self, transactional_id: &str, engine: usize) {
+        self.txns
+            .engines
+            .insert(transactional_id.to_owned(), engine);
+    }
+
+    /// Tells the records zombies append with `ownership` (the engines named by
+    /// [`run_by`](Self::run_by)); read_committed must never show one.
+    pub fn watch_zombies(&mut self, ownership: Rc<RefCell<TaskOwnership>>) {
+        self.txns.ownership = Some(ownership);
     }
 
     /// How the transactions went so far.

@@ -113,6 +113,30 @@ impl Member {
     }
 }
 
+/// Why the coordinator removed a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    /// Its session timed out.
+    SessionExpired,
+    /// It did not rejoin before the rebalance timeout.
+    NotRejoined,
+    /// It left (LeaveGroup).
+    Left,
+    /// A restarted static member under its `group.instance.id` took its place.
+    Replaced,
+}
+
+/// A member the coordinator removed, as the tests see it (see [`Group::removals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRemoval {
+    /// Simulated time of the removal.
+    pub at: i64,
+    /// The member id removed.
+    pub member_id: String,
+    /// Why.
+    pub reason: RemovalReason,
+}
+
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
@@ -138,6 +162,8 @@ pub struct Group {
     rebalance_deadline: Option<i64>,
     initial_delay_until: Option<i64>,
     next_join_seq: u64,
+    /// Every member removed so far, in order.
+    removals: Vec<MemberRemoval>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
@@ -155,6 +181,7 @@ impl Default for Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             next_join_seq: 0,
+            removals: Vec::new(),
             offsets: BTreeMap::new(),
         }
     }
@@ -193,6 +220,21 @@ impl Group {
     /// The current generation.
     pub fn generation(&self) -> i32 {
         self.generation
+    }
+
+    /// Every member removed so far (session expired, not rejoined in time, left, replaced by
+    /// a restarted static member), in the order of removal.
+    pub fn removals(&self) -> &[MemberRemoval] {
+        &self.removals
+    }
+
+    /// Notes a removal (see [`removals`](Self::removals)).
+    fn note_removal(&mut self, member_id: &str, reason: RemovalReason, now: i64) {
+        self.removals.push(MemberRemoval {
+            at: now,
+            member_id: member_id.to_owned(),
+            reason,
+        });
     }
 
     /// Whether `member_id` is a current member.
@@ -449,7 +491,16 @@ impl Group {
                 return;
             }
         }
-        self.members.retain(|_, m| m.pending_join.is_some());
+        let laggards: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.pending_join.is_none())
+            .map(|m| m.member_id.clone())
+            .collect();
+        for id in laggards {
+            self.members.remove(&id);
+            self.note_removal(&id, RemovalReason::NotRejoined, now);
+        }
         self.initial_delay_until = None;
         self.rebalance_deadline = None;
         self.generation += 1;
@@ -656,6 +707,7 @@ impl Group {
         if self.members.remove(member_id).is_none() {
             return false;
         }
+        self.note_removal(member_id, RemovalReason::Left, now);
         self.after_removal(config, now, out);
         true
     }
@@ -695,6 +747,7 @@ impl Group {
         for id in expired {
             tracing::debug!(member = %id, "simulated coordinator: session expired");
             self.members.remove(&id);
+            self.note_removal(&id, RemovalReason::SessionExpired, now);
             self.after_removal(config, now, out);
         }
         if self.state == GroupState::PreparingRebalance {

@@ -87,7 +87,7 @@ use kafka_protocol::records::Compression;
 use kstreams_core::record::TopicPartition;
 
 pub use faults::{Fault, RandomFaults, retriable_errors};
-pub use group::{GroupConfig, GroupMemberInfo, GroupState};
+pub use group::{GroupConfig, GroupMemberInfo, GroupState, MemberRemoval, RemovalReason};
 pub use log::{NO_PRODUCER_ID, RETAINED_PRODUCER_BATCHES, SimRecord, StoredRecord};
 pub use txn::{DEFAULT_MAX_TRANSACTION_TIMEOUT_MS, TransactionInfo, TxnState};
 pub use versions::{ApiVersionTable, TRANSACTION_APIS};
@@ -546,6 +546,12 @@ impl SimCluster {
             .get(group)
             .map(Group::members)
             .unwrap_or_default()
+    }
+
+    /// The members the coordinator of `group` removed so far, in order (empty for an unknown
+    /// group): see [`Group::removals`].
+    pub fn group_removals(&self, group: &str) -> &[MemberRemoval] {
+        self.groups.get(group).map_or(&[], Group::removals)
     }
 
     /// The group's state, `None` for an unknown group.

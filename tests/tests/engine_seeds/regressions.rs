@@ -1,19 +1,22 @@
 //! Exactly-once seeds that failed, kept literally (a change of the generator must not lose
 //! them; they are at full volume, as found by the long run). Each names the engine bug it
-//! found; they are ignored until the engine fix lands (`cargo test -p kstreams-tests --test
-//! engine_seeds -- --ignored` runs them).
+//! found (each was ignored until its engine fix landed; none is ignored now).
 
 use super::*;
 
 /// Runs a literal scenario and fails with its description.
-fn replay(seed: u64, scenario: Scenario) {
+pub(super) fn replay(seed: u64, scenario: Scenario) {
     if let Err(e) = run_scenario(seed, scenario) {
         panic!("{e}");
     }
 }
 
 /// A scenario with the fields these regressions share.
-fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -> Scenario {
+pub(super) fn exactly_once(
+    brokers: usize,
+    input_partitions: i32,
+    output_partitions: i32,
+) -> Scenario {
     Scenario {
         brokers,
         input_partitions,
@@ -45,6 +48,7 @@ fn exactly_once(brokers: usize, input_partitions: i32, output_partitions: i32) -
         protocols: Some(Protocols::All(RebalanceProtocol::Eager)),
         // Recorded before standbys existed.
         standbys: 0,
+        static_members: None,
     }
 }
 

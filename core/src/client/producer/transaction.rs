@@ -19,6 +19,7 @@ use super::{
 };
 use crate::client::BrokerId;
 use crate::record::TopicPartition;
+use crate::time::Instant;
 
 impl<O: Clone + Eq + Hash + Debug> Producer<O> {
     /// Whether the producer has a `transactional_id`.
@@ -47,6 +48,16 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 Phase::Failed(_) => TransactionState::AbortableError,
             }
         })
+    }
+
+    /// When the current transaction may have opened at the coordinator: when its first
+    /// AddPartitionsToTxn or AddOffsetsToTxn was sent (`None`: no transaction, or none sent
+    /// yet, so the coordinator holds none of ours). The coordinator can abort a transaction
+    /// on its timeout only once it was open that long: a fencing before could not come from
+    /// the timeout. Kept while the producer is fenced, until
+    /// [`restart_after_fencing`](Self::restart_after_fencing).
+    pub fn transaction_began(&self) -> Option<Instant> {
+        self.txn.as_ref().and_then(|txn| txn.began)
     }
 
     /// Commits the open transaction together with the group's input `offsets` (the next

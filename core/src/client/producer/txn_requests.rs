@@ -111,6 +111,12 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         let request = request?;
         let txn = self.txn.as_mut()?;
         tracing::debug!(request = ?next, ?target, "sending transactional request");
+        if matches!(
+            next,
+            TxnRequest::AddPartitions(_) | TxnRequest::AddOffsets { .. }
+        ) {
+            txn.began.get_or_insert(now);
+        }
         txn.request = Some(next);
         Some(Outbound {
             target,

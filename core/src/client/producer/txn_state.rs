@@ -146,6 +146,10 @@ pub(super) struct Transactions {
     /// The coordinator holds an open transaction of ours (a partition or the offsets were
     /// added): the transaction ends with EndTxn, not silently.
     pub started: bool,
+    /// When the first request that may have opened the current transaction at the
+    /// coordinator (AddPartitionsToTxn or AddOffsetsToTxn) was sent: the coordinator's own
+    /// clock for the transaction timeout starts no earlier.
+    pub began: Option<Instant>,
     /// A batch with sequence numbers was dropped unacknowledged: after the abort, the
     /// producer gets a new epoch (sequences restart).
     pub new_epoch_needed: bool,
@@ -173,6 +177,7 @@ impl Transactions {
             unconfirmed: BTreeSet::new(),
             unconfirmed_offsets: None,
             started: false,
+            began: None,
             new_epoch_needed: false,
             previous_identity: None,
             versions_checked: false,
@@ -196,6 +201,7 @@ impl Transactions {
         self.unconfirmed.clear();
         self.unconfirmed_offsets = None;
         self.started = false;
+        self.began = None;
     }
 
     /// The coordinator is to be found again at `retry_at`.

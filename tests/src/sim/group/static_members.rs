@@ -76,6 +76,7 @@ impl Group {
         let Some(mut member) = self.members.remove(&old_id) else {
             unreachable!("member_of_instance found it");
         };
+        self.note_removal(&old_id, super::RemovalReason::Replaced, now);
         // The old instance's parked requests: it was fenced.
         let fenced = ResponseError::FencedInstanceId;
         if let Some(reply) = member.pending_join.take() {

@@ -103,7 +103,12 @@ impl GroupMember {
                     {
                         self.start_rebalance(now)
                     }
-                    CommitError::Rejected(ResponseError::FencedInstanceId) => {
+                    // Only under the current member id: a commit of a membership this member
+                    // lost, answered after it rejoined under its instance id, names the member
+                    // id it replaced itself (`seed_4549…`).
+                    CommitError::Rejected(ResponseError::FencedInstanceId)
+                        if c.member_id == self.member_id =>
+                    {
                         self.fenced(ApiKey::OffsetCommit);
                     }
                     CommitError::Rejected(

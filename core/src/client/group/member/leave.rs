@@ -32,7 +32,12 @@ impl GroupMember {
                 error: CommitError::Left,
             });
         }
-        let silent = self.config.group_instance_id.is_some() && !self.config.static_leave_on_close;
+        // Not while it owes the group the follow-up rebalance of a cooperative revoke: restarted
+        // within the session, it would take the stored assignment back without one, and the
+        // tasks withheld for others would run nowhere (`seed_7564…`).
+        let silent = self.config.group_instance_id.is_some()
+            && !self.config.static_leave_on_close
+            && self.revoke_pending.is_none();
         if silent {
             tracing::info!(
                 group_instance_id = self.config.group_instance_id.as_deref(),
