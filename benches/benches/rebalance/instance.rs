@@ -32,18 +32,6 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Sets `replicas` standby replicas per task in `config`; an error while this build has no
-/// such setting (the mode `cooperative-standby` is then skipped, with this reason).
-pub(crate) fn set_standby_replicas(
-    config: &mut StreamsConfig,
-    replicas: u32,
-) -> Result<(), String> {
-    let _ = (&config, replicas);
-    // The one line to change once the setting lands (e.g. to
-    // `{ config.engine.num_standby_replicas = replicas; Ok(()) }`, wherever it lives):
-    Err("this build has no `num_standby_replicas` setting yet (issue 11, item 3)".into()) // STANDBY:
-}
-
 /// What the parent tells an instance, as its command line.
 #[derive(Debug, Clone)]
 pub(crate) struct InstanceArgs {
@@ -212,14 +200,14 @@ pub(crate) fn run_instance(args: &[String]) {
     engine.rebalance_protocol = args.mode.protocol();
     // crabka-broker 0.3.0 refuses CreateTopics with the broker's default (-1).
     engine.internal_topics.replication_factor = 1;
+    // A restarted instance reports no state until it follows its tasks again: the
+    // state-aware assignor gives it warm-ups and moves its tasks back at the next probing
+    // rebalance (decisions §19). Probe every second (Kafka Streams: 10 min), so a restart
+    // ends within the measured window.
+    engine.probing_rebalance_interval = kstreams_core::time::Duration::from_secs(1);
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = args.state_dir.clone();
-    if args.mode.standby_replicas() > 0
-        && let Err(e) = set_standby_replicas(&mut config, args.mode.standby_replicas())
-    {
-        emit(format_args!("exit error {e}"));
-        std::process::exit(2);
-    }
+    config.engine.num_standby_replicas = args.mode.standby_replicas() as usize;
     let progress = Arc::new(Progress::default());
     let topology = topology(&args, progress).expect("the topology");
     let stores = match args.store {

@@ -16,8 +16,7 @@
 //! members. Each mode gets its own topics and application id on the one broker:
 //! - `eager`: `RebalanceProtocol::Eager`, every instance revokes every task at each rebalance;
 //! - `cooperative`: `RebalanceProtocol::Cooperative`, only the moved tasks stop;
-//! - `cooperative-standby`: cooperative with one standby replica per task (skipped, with the
-//!   reason, while the build has no standby setting: `instance::set_standby_replicas`).
+//! - `cooperative-standby`: cooperative with one standby replica per task.
 //!
 //! The state: `--keys` (1,000,000) distinct 16-byte keys written once each to the input by an
 //! rdkafka producer before the instances start; the instances count them (the stores then hold
@@ -57,21 +56,11 @@ mod rolling;
 mod run;
 mod timeline;
 
-use kstreams_io_common::StreamsConfig;
 use kstreams_tests::crabka::Crabka;
 
 use failover::{FailoverFigures, failover};
 use options::{Mode, Options, Scenario};
 use rolling::{RollingFigures, rolling_restart};
-
-/// Whether this build can run `mode` (standby replicas need their setting).
-fn unavailable(mode: Mode) -> Option<String> {
-    if mode.standby_replicas() == 0 {
-        return None;
-    }
-    let mut config = StreamsConfig::new("rebalance-bench-check", ["localhost:9092"]);
-    instance::set_standby_replicas(&mut config, mode.standby_replicas()).err()
-}
 
 fn seconds(ms: u64) -> String {
     format!("{:.2}", ms as f64 / 1000.0)
@@ -174,13 +163,7 @@ fn print_failover(options: &Options, results: &[FailoverFigures]) {
 fn parent(options: Options) {
     let broker = Crabka::start().unwrap_or_else(|e| panic!("starting crabka-broker: {e}"));
     eprintln!("broker: crabka-broker 0.3.0 at {}", broker.bootstrap());
-    let mut modes = Vec::new();
-    for mode in &options.modes {
-        match unavailable(*mode) {
-            Some(reason) => eprintln!("mode {}: skipped: {reason}", mode.name()),
-            None => modes.push(*mode),
-        }
-    }
+    let modes = options.modes.clone();
     match options.scenario {
         Scenario::Rolling => {
             let results: Vec<RollingFigures> = modes

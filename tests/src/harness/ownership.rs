@@ -11,9 +11,10 @@
 //! no longer in the engine at the engine's next event.
 //!
 //! Invariant, checked as each event is reported ([`TaskOwnership::observe`]): when a task
-//! starts on one member, no other member runs it, unless the coordinator removed the other
-//! one's membership before (its session expired, it did not rejoin in time, or a restarted
-//! static member took its place: [`SimCluster::group_removals`]). Such a member is a
+//! starts on one member, no other member runs it, unless the coordinator removed one of the
+//! two memberships before (its session expired, it did not rejoin in time, or a restarted
+//! static member took its place: [`SimCluster::group_removals`]; the starting one is a
+//! zombie re-creating its tasks after an aborted transaction before it learns it lost them). Such a member is a
 //! *zombie* until it learns it lost its tasks: it may still process and produce.
 //! - Under at-least-once that is allowed (duplicates), and counted: the overlaps in
 //!   [`OwnershipStats::zombie_overlaps`], the records a zombie processed by the
@@ -252,7 +253,14 @@ impl TaskOwnership {
             let Some(run) = member.runs.get(&task) else {
                 continue;
             };
-            match self.removed.get(&run.member_id) {
+            // Either side may be the zombie: the other run's member was removed, or this one
+            // was and re-creates its tasks (after an aborted transaction) before it learns
+            // it lost them.
+            match self
+                .removed
+                .get(&run.member_id)
+                .or_else(|| self.removed.get(member_id))
+            {
                 Some(_) => self.stats.zombie_overlaps += 1,
                 None => {
                     return Err(format!(
