@@ -59,7 +59,7 @@ mod timeline;
 use kstreams_tests::crabka::Crabka;
 
 use failover::{FailoverFigures, failover};
-use options::{Mode, Options, Scenario};
+use options::{Options, Scenario};
 use rolling::{RollingFigures, rolling_restart};
 
 fn seconds(ms: u64) -> String {
