@@ -49,6 +49,11 @@ impl Engine {
                         self.commit_reason = Some(CommitReason::CooperativeRevoke);
                     }
                 }
+                // A new generation replaces an assignment still waiting (changelogs, sink
+                // counts, a transaction ending, a store in use by another stream thread):
+                // starting the old one later would run tasks this generation moved away.
+                self.pending_assignment = None;
+                self.sink_wait_since = None;
                 // Before the tasks: a task that was a standby here and becomes active is
                 // promoted in `assign` (its standby is kept while the assignment waits).
                 self.standbys_assigned(standbys);

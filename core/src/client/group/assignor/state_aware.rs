@@ -119,7 +119,10 @@ pub fn place_by_state(
                 })
                 .min_by_key(|&i| {
                     let lag = lags.of(task, i);
-                    (lag.is_none(), lag, standby_count[i], i)
+                    // Lags are per process: among its threads, the task's last active has
+                    // the copy open (memory stores: the only copy; LMDB: no store handover).
+                    let not_last = last_active.get(&task) != Some(&i);
+                    (lag.is_none(), lag, not_last, standby_count[i], i)
                 });
             let Some(next) = next else {
                 tracing::debug!(
