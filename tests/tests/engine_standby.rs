@@ -645,3 +645,133 @@ fn stream_threads_of_one_process_take_a_store_over_in_turn() {
     audit.excuse_zombies(&h.engines);
     audit.assert_complete(&[n; 4]);
 }
+
+/// An instance restarted on its own disk reports the checkpoints of the state its previous run
+/// left there (decisions §19, "Offsets for the assignor"): A runs both tasks alone and
+/// crashes; B (a fresh disk) takes both over and processes a little more input (far below the
+/// acceptable recovery lag); A restarts on its disk and gets one of its tasks back at once: B
+/// revokes it in the first rebalance A joins, A follows it meanwhile as the handover standby
+/// from the checkpoint on its disk and runs it from the follow-up on, restoring only the tail,
+/// long before a probing rebalance. Without the report A would count as stateless: B would
+/// keep both tasks and A warm one up until the probing rebalance (10 minutes here).
+#[test]
+fn an_instance_restarted_on_its_disk_gets_its_tasks_back_without_a_warm_up() {
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, PARTITIONS, PARTITIONS);
+    let n = 400;
+    let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
+    let guarantee = ProcessingGuarantee::AtLeastOnce;
+    // No standbys: a copy the assignor places on A before handing it a task is a warm-up.
+    let a_config = || config("process-a", 0, guarantee);
+    let a_disk = SimDisk::new();
+    let a = h.add(engine_on(a_config(), &a_disk, h.now));
+    let alone = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[150; PARTITIONS as usize])
+            && h.engines[a].task_ids().len() == 2
+    });
+    assert_run(&h, alone);
+    h.drop_engine(a);
+    let b = h.add(stateful_engine(
+        config("process-b", 0, guarantee),
+        Stores::Disk,
+        h.now,
+    ));
+    let taken_over = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        h.engines[b].task_ids().len() == 2
+            && committed_at_least(&h.sim, &[200; PARTITIONS as usize])
+    });
+    assert_run(&h, taken_over);
+    let on_disk: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| {
+            let checkpoint = a_disk.checkpoint(COUNTS, p).expect("A's checkpoint");
+            (p, checkpoint.changelog_offset)
+        })
+        .collect();
+    let restarted_at = h.now;
+    let a = h.add(engine_on(a_config(), &a_disk, h.now));
+    let done = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        feeder.finished()
+            && all_committed(&h.sim, &[n; PARTITIONS as usize])
+            && h.engines[a].task_ids().len() == 1
+            && h.engines[b].task_ids().len() == 1
+    });
+    assert_run(&h, done);
+    let a_events = || h.engines[a].events.iter();
+    for (at, e) in a_events() {
+        eprintln!("restarted A at +{} ms: {e:?}", at - restarted_at);
+    }
+    let task = h.engines[a].task_ids()[0];
+    let at_restart = on_disk[&task.partition];
+    // B gives the task up in the first rebalance A joins (cooperatively: A follows it as the
+    // handover standby meanwhile, from the checkpoint on its disk) ...
+    let first_sync = a_events()
+        .find_map(|(at, e)| matches!(e, Event::GroupSynced { .. }).then_some(*at))
+        .expect("A joined");
+    let revoked = first_revocation(&h, b, task, restarted_at);
+    assert!(
+        revoked <= first_sync,
+        "B kept the task past A's first rebalance"
+    );
+    for (_, e) in a_events() {
+        match e {
+            Event::StandbyStarted {
+                task: t,
+                checkpoint,
+                ..
+            } => {
+                assert_eq!(*t, task, "A followed a task it did not get");
+                assert_eq!(*checkpoint, Some(at_restart), "from A's disk");
+            }
+            Event::StandbySuspended { reason, .. } => {
+                assert_eq!(*reason, StandbySuspendReason::Promoted, "{e:?}");
+            }
+            _ => {}
+        }
+    }
+    // ... and A runs it from the follow-up on, restoring only the tail after its checkpoint.
+    let (got_at, from, restored) = {
+        let started = a_events().find_map(|(at, e)| match e {
+            Event::RestoreStarted {
+                task: t,
+                checkpoint,
+                ..
+            } if *t == task => Some((*at, *checkpoint)),
+            _ => None,
+        });
+        let (at, from) = started.expect("A restored its task");
+        let restored = a_events().find_map(|(_, e)| match e {
+            Event::RestoreEnded {
+                task: t, records, ..
+            } if *t == task => Some(*records),
+            _ => None,
+        });
+        (at, from, restored.expect("A's restore ended"))
+    };
+    let from = from.expect("A's restore starts at a checkpoint");
+    assert!(from >= at_restart, "{from} < {at_restart}");
+    assert!(
+        (restored as i64) < at_restart,
+        "only the tail: {restored} records"
+    );
+    let syncs_before = a_events()
+        .filter(|(at, e)| *at <= got_at && matches!(e, Event::GroupSynced { .. }))
+        .count();
+    assert_eq!(
+        syncs_before, 2,
+        "A got the task in the follow-up of its first rebalance"
+    );
+    let probing = a_config().probing_rebalance_interval.as_millis_i64();
+    assert!(
+        got_at - restarted_at < probing / 10,
+        "A got its task {} ms after its restart",
+        got_at - restarted_at
+    );
+    let mut audit = audit.borrow_mut();
+    audit.excuse_zombies(&h.engines);
+    audit.assert_complete(&[n; PARTITIONS as usize]);
+}

@@ -154,6 +154,8 @@ pub struct Engine {
     standbys: standby::Standbys,
     /// The local task offsets may have changed since the member was told (see `task_offsets`).
     task_offsets_dirty: bool,
+    /// The store factory's local checkpoints (state of tasks not here, see `task_offsets`).
+    local_checkpoints: task_offsets::LocalCheckpoints,
     /// Per changelog partition, the offset after the last changelog write the broker
     /// acknowledged: the checkpoint of the store's next commit.
     changelog_acked: HashMap<TopicPartition, i64>,
@@ -314,7 +316,9 @@ impl Engine {
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
             standbys: standby::Standbys::default(),
-            task_offsets_dirty: false,
+            // The first report lists the state the store factory holds locally.
+            task_offsets_dirty: true,
+            local_checkpoints: task_offsets::LocalCheckpoints::default(),
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
