@@ -299,7 +299,7 @@ impl Engine {
         let fetcher = Fetcher::new(fetch);
         let producer = Producer::new(producer_config, now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
-        Ok(Self {
+        let mut engine = Self {
             config,
             topology,
             stores,
@@ -316,7 +316,6 @@ impl Engine {
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
             standbys: standby::Standbys::default(),
-            // The first report lists the state the store factory holds locally.
             task_offsets_dirty: true,
             local_checkpoints: task_offsets::LocalCheckpoints::default(),
             changelog_acked: HashMap::new(),
@@ -340,7 +339,10 @@ impl Engine {
             outputs: VecDeque::new(),
             last_timeout_reason: None,
             metrics: EngineMetrics::default(),
-        })
+        };
+        // The state the store factory holds goes into the member's first subscription.
+        engine.report_task_offsets();
+        Ok(engine)
     }
 
     // ---- getters ---------------------------------------------------------------------------

@@ -94,51 +94,15 @@ impl Engine {
         offsets
     }
 
-    /// Per task with a checkpoint of every logged store in the factory's listing (of the
-    /// changelog incarnation metadata knows, if it knows one), their sum; live tasks included.
+    /// Per task with a checkpoint of every logged store in the factory's listing, their sum
+    /// (see [`listed_task_offsets`]); live tasks included.
     fn disk_task_offsets(&self) -> BTreeMap<TaskId, i64> {
-        let Some(listed) = &self.local_checkpoints.listed else {
-            return BTreeMap::new();
-        };
-        // Per task, per logged store (index into `changelogs`), its offset.
-        let mut found: BTreeMap<TaskId, BTreeMap<usize, i64>> = BTreeMap::new();
-        for local in listed {
-            let Some(index) = self
-                .changelogs
-                .iter()
-                .position(|(_, store, _)| *store == local.store)
-            else {
-                continue; // not a logged store of this topology
-            };
-            let (subtopology, _, topic) = &self.changelogs[index];
-            let current = self.metadata.topic_id(topic);
-            if let (Some(current), Some(theirs)) = (current, local.checkpoint.topic_id)
-                && current != theirs
-            {
-                tracing::debug!(store = %local.store, partition = local.partition, "local checkpoint of an older changelog incarnation not reported");
-                continue;
+        match &self.local_checkpoints.listed {
+            Some(listed) => {
+                listed_task_offsets(listed, &self.changelogs, |t| self.metadata.topic_id(t))
             }
-            let task = TaskId {
-                subtopology: *subtopology,
-                partition: local.partition,
-            };
-            found
-                .entry(task)
-                .or_default()
-                .insert(index, local.checkpoint.changelog_offset);
+            None => BTreeMap::new(),
         }
-        found
-            .into_iter()
-            .filter_map(|(task, stores)| {
-                let logged = self
-                    .changelogs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (sub, _, _))| *sub == task.subtopology)
-                    .map(|(index, _)| stores.get(&index).copied());
-                Some((task, checked_sum(logged)?))
-            })
-            .collect()
     }
 
     /// The sum of `task`'s logged stores' checkpoints (`None` without logged stores, or when
@@ -161,6 +125,57 @@ impl Engine {
     }
 }
 
+/// Per task with a checkpoint in `listed` for every logged store of its sub-topology (the
+/// `changelogs`: sub-topology, store, changelog topic), the sum of their offsets. A
+/// checkpoint of another changelog incarnation than `topic_id` knows (both ids known and
+/// different) does not count; stores not in `changelogs` are ignored.
+fn listed_task_offsets(
+    listed: &[LocalCheckpoint],
+    changelogs: &[(usize, String, String)],
+    topic_id: impl Fn(&str) -> Option<[u8; 16]>,
+) -> BTreeMap<TaskId, i64> {
+    // Per task, per logged store (index into `changelogs`), its offset.
+    let mut found: BTreeMap<TaskId, BTreeMap<usize, i64>> = BTreeMap::new();
+    for local in listed {
+        let Some(index) = changelogs
+            .iter()
+            .position(|(_, store, _)| *store == local.store)
+        else {
+            continue; // not a logged store of this topology
+        };
+        let (subtopology, _, topic) = &changelogs[index];
+        if let (Some(current), Some(theirs)) = (topic_id(topic), local.checkpoint.topic_id)
+            && current != theirs
+        {
+            tracing::debug!(
+                store = %local.store,
+                partition = local.partition,
+                "local checkpoint of another changelog incarnation not reported"
+            );
+            continue;
+        }
+        let task = TaskId {
+            subtopology: *subtopology,
+            partition: local.partition,
+        };
+        found
+            .entry(task)
+            .or_default()
+            .insert(index, local.checkpoint.changelog_offset);
+    }
+    found
+        .into_iter()
+        .filter_map(|(task, stores)| {
+            let logged = changelogs
+                .iter()
+                .enumerate()
+                .filter(|(_, (sub, _, _))| *sub == task.subtopology)
+                .map(|(index, _)| stores.get(&index).copied());
+            Some((task, checked_sum(logged)?))
+        })
+        .collect()
+}
+
 /// The sum of `offsets`, `None` when one is `None` or the sum leaves `i64`.
 fn checked_sum(offsets: impl IntoIterator<Item = Option<i64>>) -> Option<i64> {
     offsets
@@ -170,7 +185,56 @@ fn checked_sum(offsets: impl IntoIterator<Item = Option<i64>>) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::checked_sum;
+    use std::collections::BTreeMap;
+
+    use super::{checked_sum, listed_task_offsets};
+    use crate::state::{Checkpoint, LocalCheckpoint};
+    use crate::task::TaskId;
+
+    #[test]
+    fn a_listed_task_needs_every_logged_store_of_the_current_incarnation() {
+        let (current, older) = ([1; 16], [2; 16]);
+        let changelogs: Vec<(usize, String, String)> = [
+            (0, "a", "app-a-changelog"),
+            (0, "b", "app-b-changelog"),
+            (1, "c", "app-c-changelog"),
+        ]
+        .iter()
+        .map(|(sub, store, topic)| (*sub, (*store).to_owned(), (*topic).to_owned()))
+        .collect();
+        let local = |store: &str, partition, offset, id| LocalCheckpoint {
+            store: store.to_owned(),
+            partition,
+            checkpoint: Checkpoint::new(offset, id),
+        };
+        let listed = [
+            // Task 0_0: both stores (one without a topic id): reported.
+            local("a", 0, 10, Some(current)),
+            local("b", 0, 5, None),
+            // Task 0_1: store `b` missing: not reported.
+            local("a", 1, 7, Some(current)),
+            // Task 0_2: store `b` of an older incarnation: not reported.
+            local("a", 2, 7, Some(current)),
+            local("b", 2, 7, Some(older)),
+            // Task 1_3: its one store, the topic id unknown to metadata: reported.
+            local("c", 3, 4, Some(older)),
+            // Not a logged store of this topology.
+            local("unlogged", 0, 1, None),
+        ];
+        let topic_id = |topic: &str| (topic != "app-c-changelog").then_some(current);
+        let task = |subtopology, partition| TaskId {
+            subtopology,
+            partition,
+        };
+        assert_eq!(
+            listed_task_offsets(&listed, &changelogs, topic_id),
+            BTreeMap::from([(task(0, 0), 15), (task(1, 3), 4)])
+        );
+        assert_eq!(
+            listed_task_offsets(&[], &changelogs, topic_id),
+            BTreeMap::new()
+        );
+    }
 
     #[test]
     fn a_sum_needs_every_checkpoint_and_never_overflows() {
