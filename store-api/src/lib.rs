@@ -285,4 +285,27 @@ pub fn is_empty_range(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
 pub trait StoreFactory: Send + Sync {
     /// Opens (creating if needed) the backend for `store` on `partition`.
     fn open(&self, store: &str, partition: i32) -> Result<Box<dyn KvBackend>, StoreError>;
+
+    /// The (store, partition)s this factory holds locally with a checkpoint, and their
+    /// checkpoints: state a task left behind (e.g. before a restart) that
+    /// [`open`](StoreFactory::open) would find again. The engine reports it to the group's
+    /// state-aware assignor, as Kafka Streams reads the checkpoints of every task directory.
+    ///
+    /// Listing opens nothing for writing and takes no store away from an open elsewhere (a
+    /// store open now is listed with its last committed checkpoint). The default lists
+    /// nothing, right for factories whose state does not outlive their stores (memory).
+    fn local_checkpoints(&self) -> Result<Vec<LocalCheckpoint>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A checkpoint a [`StoreFactory`] holds locally ([`StoreFactory::local_checkpoints`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCheckpoint {
+    /// The store's name.
+    pub store: String,
+    /// The store's partition.
+    pub partition: i32,
+    /// Its last committed checkpoint.
+    pub checkpoint: Checkpoint,
 }

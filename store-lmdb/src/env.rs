@@ -12,7 +12,7 @@ use heed::{
     CommitOrAbort, CommitToken, Database, Env, EnvFlags, EnvOpenOptions, MdbError, OnCommit,
     WithoutTls,
 };
-use kstreams_store_api::{KvBackend, StoreError, StoreFactory};
+use kstreams_store_api::{KvBackend, LocalCheckpoint, StoreError, StoreFactory};
 use tracing::{debug, info, warn};
 
 use crate::config::{LmdbConfig, MAP_SIZE_GRANULE, SyncMode};
@@ -240,6 +240,10 @@ impl fmt::Debug for LmdbEnvironment {
 impl StoreFactory for LmdbEnvironment {
     fn open(&self, store: &str, partition: i32) -> Result<Box<dyn KvBackend>, StoreError> {
         Ok(Box::new(self.open_store(store, partition)?))
+    }
+
+    fn local_checkpoints(&self) -> Result<Vec<LocalCheckpoint>, StoreError> {
+        LmdbEnvironment::local_checkpoints(self)
     }
 }
 

@@ -141,6 +141,7 @@ mod checkpoint;
 mod config;
 mod env;
 mod error;
+mod listing;
 mod merge;
 mod runs;
 mod store;

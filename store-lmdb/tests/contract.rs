@@ -1107,3 +1107,64 @@ fn restore_grows_the_map_and_fails_cleanly_past_its_maximum() {
     assert_eq!(store.checkpoint().unwrap(), cp(7));
     assert_eq!(store.get(b"big-00000").unwrap(), None);
 }
+
+#[test]
+fn local_checkpoints_list_every_store_partition_with_a_checkpoint_without_opening_it() {
+    use kstreams_store_api::LocalCheckpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let id = Some(*b"0123456789abcdef");
+    let listed = |env: &LmdbEnvironment| {
+        let mut all = StoreFactory::local_checkpoints(env).unwrap();
+        all.sort_by(|a, b| (&a.store, a.partition).cmp(&(&b.store, b.partition)));
+        all
+    };
+    let local = |store: &str, partition, offset, topic_id| LocalCheckpoint {
+        store: store.to_owned(),
+        partition,
+        checkpoint: Checkpoint::new(offset, topic_id),
+    };
+    {
+        let env = env(dir.path());
+        assert_eq!(listed(&env), []);
+        for (store, partition, offset) in [("counts", 0, 5), ("counts", 1, 7), ("counts", 10, 9)] {
+            let mut s = env.open_store(store, partition).unwrap();
+            put(&mut s, "k", "v");
+            s.commit(Some(Checkpoint::new(offset, id))).unwrap();
+        }
+        // A store name with a dot, committed without a topic id.
+        let mut s = env.open_store("app.totals", 2).unwrap();
+        put(&mut s, "k", "v");
+        s.commit(cp(3)).unwrap();
+        drop(s);
+        // Data without a checkpoint is no state to report.
+        let mut s = env.open_store("counts", 4).unwrap();
+        put(&mut s, "k", "v");
+        s.commit(None).unwrap();
+    }
+    // After a restart.
+    let env = env(dir.path());
+    let expected = vec![
+        local("app.totals", 2, 3, None),
+        local("counts", 0, 5, id),
+        local("counts", 1, 7, id),
+        local("counts", 10, 9, id),
+    ];
+    assert_eq!(listed(&env), expected);
+    // A store open elsewhere (another clone of the environment, as another stream thread) is
+    // listed with its committed checkpoint and stays open there: its uncommitted writes and
+    // its next commit are untouched, and it cannot be opened twice.
+    let other = env.clone();
+    let mut open = other.open_store("counts", 1).unwrap();
+    put(&mut open, "k2", "uncommitted");
+    assert_eq!(listed(&env), expected);
+    assert!(matches!(
+        env.open_store("counts", 1),
+        Err(StoreError::InUse { .. })
+    ));
+    assert_eq!(open.uncommitted_len(), 1);
+    open.commit(Some(Checkpoint::new(8, id))).unwrap();
+    assert_eq!(listed(&env)[2], local("counts", 1, 8, id));
+    // A wiped store drops out.
+    open.wipe().unwrap();
+    assert_eq!(listed(&env).len(), 3);
+}

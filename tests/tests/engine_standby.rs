@@ -645,3 +645,220 @@ fn stream_threads_of_one_process_take_a_store_over_in_turn() {
     audit.excuse_zombies(&h.engines);
     audit.assert_complete(&[n; 4]);
 }
+
+/// A's stores on its disk, without the listing of their checkpoints (the default
+/// `StoreFactory::local_checkpoints`): what an engine knew of its disk before it reported it.
+struct Unlisted(DiskStoreFactory);
+
+impl StoreFactory for Unlisted {
+    fn open(
+        &self,
+        store: &str,
+        partition: i32,
+    ) -> Result<Box<dyn kstreams_core::state::KvBackend>, kstreams_core::state::StoreError> {
+        self.0.open(store, partition)
+    }
+}
+
+/// A task's lag below which a copy counts as caught up, in the restart scenario: below the
+/// changelogs' lengths when A crashes, above what B adds to them before A restarts.
+const RESTART_RECOVERY_LAG: i64 = 8;
+
+/// A runs both tasks alone and crashes; B (a fresh disk) takes both over and processes a
+/// little more input (less than [`RESTART_RECOVERY_LAG`]); A restarts on its disk, its
+/// factory listing the checkpoints there when `listed`. Runs `after_restart` ms (fed) or until
+/// every input is committed and A and B run a task each. Returns the harness, A's and B's
+/// indices, the restart time and the checkpoints on A's disk at the restart per partition.
+fn restart_on_disk(listed: bool, after_restart: Option<i64>) -> Restart {
+    let mut sim = cluster(3, PARTITIONS);
+    produce_all(&mut sim, PARTITIONS, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = install_audit(&mut h, PARTITIONS, PARTITIONS);
+    let n = 400;
+    let mut feeder = Feeder::new(PARTITIONS, 10, n, 2, 50);
+    // No standbys: a copy the assignor places on A before handing it a task is a warm-up.
+    let config = |process: &str| {
+        let mut c = config(process, 0, ProcessingGuarantee::AtLeastOnce);
+        c.acceptable_recovery_lag = RESTART_RECOVERY_LAG;
+        c
+    };
+    let a_disk = SimDisk::new();
+    let a_engine = |now| {
+        let disk = DiskStoreFactory::new(a_disk.clone());
+        let stores: Box<dyn StoreFactory> = match listed {
+            true => Box::new(disk),
+            false => Box::new(Unlisted(disk)),
+        };
+        Engine::new(
+            tag_count_topology(),
+            config("process-a"),
+            stores,
+            Instant::from_millis(now),
+        )
+        .expect("engine")
+    };
+    let a = h.add(a_engine(h.now));
+    let alone = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        committed_at_least(&h.sim, &[150; PARTITIONS as usize])
+            && h.engines[a].task_ids().len() == 2
+    });
+    assert_run(&h, alone);
+    h.drop_engine(a);
+    let b = h.add(stateful_engine(config("process-b"), Stores::Disk, h.now));
+    let taken_over = h.run_until(120_000, |h| {
+        feeder.feed(h);
+        h.engines[b].task_ids().len() == 2
+            && committed_at_least(&h.sim, &[170; PARTITIONS as usize])
+    });
+    assert_run(&h, taken_over);
+    let on_disk: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|p| {
+            let checkpoint = a_disk.checkpoint(COUNTS, p).expect("A's checkpoint");
+            let end = h
+                .sim
+                .high_watermark(COUNTS_CHANGELOG, p)
+                .expect("changelog");
+            eprintln!("partition {p}: A's checkpoint {checkpoint:?}, changelog end {end}");
+            // The scenario's premise: A's copy is caught up, an empty one is not.
+            assert!(
+                end - checkpoint.changelog_offset < RESTART_RECOVERY_LAG
+                    && checkpoint.changelog_offset > RESTART_RECOVERY_LAG,
+                "partition {p}: checkpoint {checkpoint:?}, changelog end {end}"
+            );
+            (p, checkpoint.changelog_offset)
+        })
+        .collect();
+    let restarted_at = h.now;
+    let a = h.add(a_engine(h.now));
+    match after_restart {
+        Some(ms) => {
+            let _ = h.run_until(ms, |h| {
+                feeder.feed(h);
+                false
+            });
+        }
+        None => {
+            let done = h.run_until(120_000, |h| {
+                feeder.feed(h);
+                feeder.finished()
+                    && all_committed(&h.sim, &[n; PARTITIONS as usize])
+                    && h.engines[a].task_ids().len() == 1
+                    && h.engines[b].task_ids().len() == 1
+            });
+            assert_run(&h, done);
+            let mut audit = audit.borrow_mut();
+            audit.excuse_zombies(&h.engines);
+            audit.assert_complete(&[n; PARTITIONS as usize]);
+        }
+    }
+    for (at, e) in &h.engines[a].events {
+        eprintln!("restarted A at +{} ms: {e:?}", at - restarted_at);
+    }
+    Restart {
+        h,
+        a,
+        b,
+        restarted_at,
+        on_disk,
+    }
+}
+
+/// What [`restart_on_disk`] returns.
+struct Restart {
+    h: Harness,
+    a: usize,
+    b: usize,
+    restarted_at: i64,
+    on_disk: BTreeMap<i32, i64>,
+}
+
+/// An instance restarted on its own disk reports the checkpoints of the state its previous run
+/// left there (decisions §19, "Offsets for the assignor"), so it gets one of its tasks back at
+/// once: B revokes it in the first rebalance A joins, A follows it meanwhile as the handover
+/// standby from the checkpoint on its disk and runs it from the follow-up on, restoring only
+/// the tail, long before a probing rebalance.
+#[test]
+fn an_instance_restarted_on_its_disk_gets_its_tasks_back_without_a_warm_up() {
+    let Restart {
+        h,
+        a,
+        b,
+        restarted_at,
+        on_disk,
+    } = restart_on_disk(true, None);
+    let a_events = || h.engines[a].events.iter();
+    let task = h.engines[a].task_ids()[0];
+    let at_restart = on_disk[&task.partition];
+    let first_sync = a_events()
+        .find_map(|(at, e)| matches!(e, Event::GroupSynced { .. }).then_some(*at))
+        .expect("A joined");
+    let revoked = first_revocation(&h, b, task, restarted_at);
+    assert!(
+        revoked <= first_sync,
+        "B kept the task past A's first rebalance"
+    );
+    for (_, e) in a_events() {
+        match e {
+            Event::StandbyStarted {
+                task: t,
+                checkpoint,
+                ..
+            } => {
+                assert_eq!(*t, task, "A followed a task it did not get");
+                assert_eq!(*checkpoint, Some(at_restart), "from A's disk");
+            }
+            Event::StandbySuspended { reason, .. } => {
+                assert_eq!(*reason, StandbySuspendReason::Promoted, "{e:?}");
+            }
+            _ => {}
+        }
+    }
+    let (got_at, from, restored) = {
+        let started = a_events().find_map(|(at, e)| match e {
+            Event::RestoreStarted {
+                task: t,
+                checkpoint,
+                ..
+            } if *t == task => Some((*at, *checkpoint)),
+            _ => None,
+        });
+        let (at, from) = started.expect("A restored its task");
+        let restored = a_events().find_map(|(_, e)| match e {
+            Event::RestoreEnded {
+                task: t, records, ..
+            } if *t == task => Some(*records),
+            _ => None,
+        });
+        (at, from, restored.expect("A's restore ended"))
+    };
+    let from = from.expect("A's restore starts at a checkpoint");
+    assert!(from >= at_restart, "{from} < {at_restart}");
+    assert!(
+        (restored as i64) < RESTART_RECOVERY_LAG,
+        "only the tail: {restored} records"
+    );
+    let syncs_before = a_events()
+        .filter(|(at, e)| *at <= got_at && matches!(e, Event::GroupSynced { .. }))
+        .count();
+    assert_eq!(
+        syncs_before, 2,
+        "A got the task in the follow-up of its first rebalance"
+    );
+}
+
+/// The same restart when A's factory does not list its checkpoints: A counts as stateless, B
+/// keeps both tasks and A only warms one up (until a probing rebalance, 10 minutes away).
+#[test]
+fn without_the_listing_a_restarted_instance_only_warms_its_tasks_up() {
+    let Restart { h, a, b, .. } = restart_on_disk(false, Some(30_000));
+    assert!(h.engines[a].task_ids().is_empty(), "A got a task");
+    assert_eq!(h.engines[b].task_ids().len(), 2);
+    assert!(
+        h.engines[a]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::StandbyStarted { .. })),
+        "A warms a task up"
+    );
+}

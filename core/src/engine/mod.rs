@@ -154,6 +154,8 @@ pub struct Engine {
     standbys: standby::Standbys,
     /// The local task offsets may have changed since the member was told (see `task_offsets`).
     task_offsets_dirty: bool,
+    /// The store factory's local checkpoints (state of tasks not here, see `task_offsets`).
+    local_checkpoints: task_offsets::LocalCheckpoints,
     /// Per changelog partition, the offset after the last changelog write the broker
     /// acknowledged: the checkpoint of the store's next commit.
     changelog_acked: HashMap<TopicPartition, i64>,
@@ -297,7 +299,7 @@ impl Engine {
         let fetcher = Fetcher::new(fetch);
         let producer = Producer::new(producer_config, now);
         let internal_topics = InternalTopics::new(config.internal_topics_config(), now);
-        Ok(Self {
+        let mut engine = Self {
             config,
             topology,
             stores,
@@ -314,7 +316,8 @@ impl Engine {
             tasks: BTreeMap::new(),
             restoring: BTreeMap::new(),
             standbys: standby::Standbys::default(),
-            task_offsets_dirty: false,
+            task_offsets_dirty: true,
+            local_checkpoints: task_offsets::LocalCheckpoints::default(),
             changelog_acked: HashMap::new(),
             assignment: None,
             failing: None,
@@ -336,7 +339,10 @@ impl Engine {
             outputs: VecDeque::new(),
             last_timeout_reason: None,
             metrics: EngineMetrics::default(),
-        })
+        };
+        // The state the store factory holds goes into the member's first subscription.
+        engine.report_task_offsets();
+        Ok(engine)
     }
 
     // ---- getters ---------------------------------------------------------------------------

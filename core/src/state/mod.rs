@@ -9,7 +9,8 @@ mod kv;
 mod spec;
 
 pub use kstreams_store_api::{
-    Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer, WriteOp,
+    Checkpoint, KeyValue, KvBackend, LocalCheckpoint, StoreError, StoreFactory, WriteBatch,
+    WriteBuffer, WriteOp,
 };
 pub use kstreams_store_mem::{MemoryStore, MemoryStoreFactory};
 pub use kv::KeyValueStore;

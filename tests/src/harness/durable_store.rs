@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kstreams_store_api::{
-    Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteOp,
+    Checkpoint, KeyValue, KvBackend, LocalCheckpoint, StoreError, StoreFactory, WriteBatch, WriteOp,
 };
 use kstreams_store_mem::MemoryStore;
 
@@ -127,6 +127,23 @@ impl StoreFactory for DiskStoreFactory {
             disk: self.disk.clone(),
             partition,
         }))
+    }
+
+    /// Every (store, partition) on the disk with a committed checkpoint, open or not (as
+    /// LMDB's listing, which reads the checkpoints table).
+    fn local_checkpoints(&self) -> Result<Vec<LocalCheckpoint>, StoreError> {
+        Ok(self
+            .disk
+            .lock()
+            .iter()
+            .filter_map(|((store, partition), saved)| {
+                Some(LocalCheckpoint {
+                    store: store.clone(),
+                    partition: *partition,
+                    checkpoint: saved.checkpoint?,
+                })
+            })
+            .collect())
     }
 }
 
