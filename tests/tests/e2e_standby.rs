@@ -205,7 +205,7 @@ fn crabka_failover_promotes_the_standby_and_restores_only_the_tail() {
             i.owned_tasks().len() == PARTITIONS as usize
                 && a_tasks
                     .iter()
-                    .all(|t| restored_records(i).contains_key(t.as_str()))
+                    .all(|t| moment(i, "restored-at", t).is_some())
         });
         let starts = restore_starts(&b);
         let restored = restored_records(&b);
@@ -270,10 +270,9 @@ fn crabka_scale_out_warms_up_before_moving_tasks() {
         let mut b = CountInstance::spawn("instance B", &warming(&dir_b));
         wait_for(&mut b, "B runs half the tasks", |i| {
             let owned = i.owned_tasks();
+            // `restored-at` follows `restored`: both lines of every moved task are in.
             owned.len() == PARTITIONS as usize / 2
-                && owned
-                    .iter()
-                    .all(|t| restored_records(i).contains_key(t.as_str()))
+                && owned.iter().all(|t| moment(i, "restored-at", t).is_some())
         });
         a.drain();
         let moved = b.owned_tasks();

@@ -200,10 +200,9 @@ pub(crate) fn run_instance(args: &[String]) {
     engine.rebalance_protocol = args.mode.protocol();
     // crabka-broker 0.3.0 refuses CreateTopics with the broker's default (-1).
     engine.internal_topics.replication_factor = 1;
-    // A restarted instance reports no state until it follows its tasks again: the
-    // state-aware assignor gives it warm-ups and moves its tasks back at the next probing
-    // rebalance (decisions §19). Probe every second (Kafka Streams: 10 min), so a restart
-    // ends within the measured window.
+    // A task moves to an instance without a caught-up copy only at a probing rebalance,
+    // once its warm-up caught up (decisions §19): probe every second (Kafka Streams:
+    // 10 min), so a restart of an instance whose state is behind ends within the window.
     engine.probing_rebalance_interval = kstreams_core::time::Duration::from_secs(1);
     let mut config = StreamsConfig::from_engine_config(engine);
     config.state_dir = args.state_dir.clone();
