@@ -174,9 +174,17 @@ impl<R: Runtime> KafkaStreams<R> {
             let mut config = self.config.engine.clone();
             config.client_id = name.clone();
             config.random_seed = jitter_seed(n as u64);
-            // The assignor keeps a task's standbys out of its active's process.
+            // The assignor keeps a task's standbys out of its active's process. A static
+            // instance without a kept state directory (memory stores) is named by its
+            // `group.instance.id`, unique per instance and stable across restarts: its
+            // subscription stays the same, so a restart within the session is not taken for
+            // a changed member (Tansu then sometimes held the rejoin until the old session
+            // expired).
             if config.process_id.is_empty() {
-                config.process_id = self.process_id.clone();
+                config.process_id = match (&self.stores, &config.group_instance_id) {
+                    (StoreChoice::Memory, Some(instance)) => format!("static-{instance}"),
+                    _ => self.process_id.clone(),
+                };
             }
             // One static member per engine, as Kafka Streams names its threads' consumers.
             if let Some(id) = &mut config.group_instance_id {
