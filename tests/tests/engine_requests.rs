@@ -248,29 +248,85 @@ fn show_bytes(bytes: Option<&Bytes>) -> String {
     }
 }
 
-/// Our task ids in consumer protocol `user_data`: `version:u8 count:i32 {subtopology:i32
-/// partition:i32}*count`, decoded independently of the engine's decoder.
-fn show_user_data(data: Option<&Bytes>) -> String {
+/// Our consumer protocol `user_data`, decoded independently of the engine's decoder:
+/// `version:u8 tasks` (v1), then `held:tasks` (v2 subscriptions, v2 assignments: standbys),
+/// then for v3 subscriptions `process:i16-string offsets:(count:i32 {subtopology:i32
+/// partition:i32 sum:i64}*)` and for v2 assignments `followup_ms:i32`. Which one a v2 is
+/// (held or standbys) the caller says with `assignment`.
+fn show_user_data(data: Option<&Bytes>, assignment: bool) -> String {
     let Some(data) = data else {
         return "null".into();
     };
+    let undecodable = || format!("undecodable {}", show_bytes(Some(data)));
     let mut b = data.clone();
-    if b.remaining() < 5 {
-        return format!("undecodable {}", show_bytes(Some(data)));
+    let tasks = |b: &mut Bytes| -> Option<Vec<String>> {
+        if b.remaining() < 4 {
+            return None;
+        }
+        let count = b.get_i32();
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            if b.remaining() < 8 {
+                return None;
+            }
+            tasks.push(format!("{}_{}", b.get_i32(), b.get_i32()));
+        }
+        Some(tasks)
+    };
+    if b.remaining() < 1 {
+        return undecodable();
     }
     let version = b.get_u8();
-    let count = b.get_i32();
-    let mut tasks = Vec::new();
-    for _ in 0..count {
-        if b.remaining() < 8 {
-            return format!("undecodable {}", show_bytes(Some(data)));
+    let Some(first) = tasks(&mut b) else {
+        return undecodable();
+    };
+    let mut shown = format!("v{version} tasks [{}]", first.join(", "));
+    if version >= 2 {
+        let Some(second) = tasks(&mut b) else {
+            return undecodable();
+        };
+        let name = if assignment { "standbys" } else { "held" };
+        shown.push_str(&format!(" {name} [{}]", second.join(", ")));
+    }
+    if assignment && version >= 2 {
+        if b.remaining() < 4 {
+            return undecodable();
         }
-        tasks.push(format!("{}_{}", b.get_i32(), b.get_i32()));
+        shown.push_str(&format!(" followup_ms {}", b.get_i32()));
+    }
+    if !assignment && version >= 3 {
+        if b.remaining() < 2 {
+            return undecodable();
+        }
+        let len = b.get_i16();
+        let Ok(len) = usize::try_from(len) else {
+            return undecodable();
+        };
+        if b.remaining() < len {
+            return undecodable();
+        }
+        let process = b.split_to(len);
+        if b.remaining() < 4 {
+            return undecodable();
+        }
+        let count = b.get_i32();
+        let mut offsets = Vec::new();
+        for _ in 0..count {
+            if b.remaining() < 16 {
+                return undecodable();
+            }
+            offsets.push(format!("{}_{}={}", b.get_i32(), b.get_i32(), b.get_i64()));
+        }
+        shown.push_str(&format!(
+            " process {:?} offsets [{}]",
+            String::from_utf8_lossy(&process),
+            offsets.join(", ")
+        ));
     }
     if b.has_remaining() {
-        return format!("undecodable {}", show_bytes(Some(data)));
+        return undecodable();
     }
-    format!("v{version} tasks [{}]", tasks.join(", "))
+    shown
 }
 
 /// Embedded consumer protocol bytes: `version:i16` then the message.
@@ -296,7 +352,7 @@ fn show_subscription(bytes: &Bytes) -> String {
         owned.join(", "),
         s.generation_id,
         s.rack_id.as_deref(),
-        show_user_data(s.user_data.as_ref()),
+        show_user_data(s.user_data.as_ref(), false),
     )
 }
 
@@ -315,7 +371,7 @@ fn show_assignment(bytes: &Bytes) -> String {
     format!(
         "ConsumerProtocolAssignment v{version} {{ assigned_partitions: [{}], user_data: {} }}",
         assigned.join(", "),
-        show_user_data(a.user_data.as_ref()),
+        show_user_data(a.user_data.as_ref(), true),
     )
 }
 
