@@ -180,13 +180,18 @@ impl Engine {
         Ok(None)
     }
 
-    /// The restoring task and store that read changelog partition `tp`, if any.
-    fn restore_slot(&self, tp: &TopicPartition) -> Option<(TaskId, usize)> {
+    /// The task whose logged store changelog partition `tp` is, if it is one.
+    pub(super) fn changelog_task(&self, tp: &TopicPartition) -> Option<TaskId> {
         let (sub, _, _) = self.changelogs.iter().find(|(_, _, t)| **t == *tp.topic)?;
-        let id = TaskId {
+        Some(TaskId {
             subtopology: *sub,
             partition: tp.partition,
-        };
+        })
+    }
+
+    /// The restoring task and store that read changelog partition `tp`, if any.
+    fn restore_slot(&self, tp: &TopicPartition) -> Option<(TaskId, usize)> {
+        let id = self.changelog_task(tp)?;
         let slot = self
             .restoring
             .get(&id)?
@@ -221,27 +226,19 @@ impl Engine {
             .get_mut(&id)
             .expect("restore_slot found the task");
         let progress = &mut restoring.stores[slot];
-        let Some(last) = records.last().map(|r| r.offset) else {
-            return Ok(());
-        };
-        for record in records {
-            let Some(key) = record.key else {
+        match stage_changelog_records(records, &mut progress.pending, &mut progress.pending_bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(position)) => progress.pending_position = Some(position),
+            Err(offset) => {
                 return Err(EngineError::CorruptChangelog {
                     task: id,
                     store: progress.store.clone(),
                     changelog: tp.clone(),
-                    offset: record.offset,
+                    offset,
                     detail: "a record without a key".into(),
                 });
-            };
-            progress.pending_bytes += key.len() + record.value.as_ref().map_or(0, |v| v.len());
-            match record.value {
-                Some(value) => progress.pending.put(key, value),
-                None => progress.pending.delete(key),
             }
         }
-        // Offsets are checked increasing by the fetcher, so `last + 1` cannot overflow.
-        progress.pending_position = Some(last + 1);
         if progress.pending_bytes >= limit
             && let Some(event) = progress.write_pending(&mut restoring.task, topic_id)?
         {
@@ -378,6 +375,32 @@ impl Engine {
     pub(super) fn restoring_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.restoring.keys().copied()
     }
+}
+
+/// Adds fetched changelog records (offsets increasing, as the fetcher checks) to a store's
+/// pending writes, puts and tombstones, counting their key and value bytes; restore and
+/// standbys share it. Returns the position after them (`None` for no records), or the offset
+/// of a record without a key (a corrupt changelog).
+pub(super) fn stage_changelog_records(
+    records: Vec<RawRecord>,
+    pending: &mut WriteBatch,
+    pending_bytes: &mut usize,
+) -> Result<Option<i64>, i64> {
+    let Some(last) = records.last().map(|r| r.offset) else {
+        return Ok(None);
+    };
+    for record in records {
+        let Some(key) = record.key else {
+            return Err(record.offset);
+        };
+        *pending_bytes += key.len() + record.value.as_ref().map_or(0, |v| v.len());
+        match record.value {
+            Some(value) => pending.put(key, value),
+            None => pending.delete(key),
+        }
+    }
+    // Offsets are checked increasing by the fetcher, so `last + 1` cannot overflow.
+    Ok(Some(last + 1))
 }
 
 /// The records of a [`Event::RestoreBatch`] (0 for any other event).

@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use super::restore::stage_changelog_records;
 use super::{Engine, EngineError, Event, Output, StandbySuspendReason};
 use crate::client::fetcher::OffsetResetPolicy;
 use crate::error::TaskError;
@@ -391,11 +392,7 @@ impl Engine {
 
     /// The standby and store that follow changelog partition `tp`, if any.
     fn standby_slot(&self, tp: &TopicPartition) -> Option<(TaskId, usize)> {
-        let (sub, _, _) = self.changelogs.iter().find(|(_, _, t)| **t == *tp.topic)?;
-        let id = TaskId {
-            subtopology: *sub,
-            partition: tp.partition,
-        };
+        let id = self.changelog_task(tp)?;
         let slot = self
             .standbys
             .running
@@ -431,27 +428,19 @@ impl Engine {
             .get_mut(&id)
             .expect("standby_slot found it")
             .stores[slot];
-        let Some(last) = records.last().map(|r| r.offset) else {
-            return Ok(());
-        };
-        for record in records {
-            let Some(key) = record.key else {
+        match stage_changelog_records(records, &mut store.pending, &mut store.pending_bytes) {
+            Ok(None) => return Ok(()),
+            Ok(Some(position)) => store.pending_position = Some(position),
+            Err(offset) => {
                 return Err(EngineError::CorruptChangelog {
                     task: id,
                     store: store.store.clone(),
                     changelog: tp.clone(),
-                    offset: record.offset,
+                    offset,
                     detail: "a record without a key".into(),
                 });
-            };
-            store.pending_bytes += key.len() + record.value.as_ref().map_or(0, |v| v.len());
-            match record.value {
-                Some(value) => store.pending.put(key, value),
-                None => store.pending.delete(key),
             }
         }
-        // Offsets are checked increasing by the fetcher, so `last + 1` cannot overflow.
-        store.pending_position = Some(last + 1);
         if store.pending_bytes >= limit
             && let Some(event) = store.write_pending(id, topic_id, end)?
         {
