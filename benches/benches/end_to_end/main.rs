@@ -105,7 +105,19 @@ struct Measurement {
 
 fn spawn_child(contender: Contender, args: &[String]) -> (Child, ChildStdin) {
     let exe = std::env::current_exe().expect("the bench binary's path");
-    let mut child = Command::new(exe)
+    // `E2E_CHILD_WRAPPER="valgrind --tool=massif"` (for example) runs each contender under a
+    // profiler: the wrapper's words, then this binary and its child arguments.
+    let wrapper = std::env::var("E2E_CHILD_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    let mut child = command
         .arg(CHILD)
         .arg(contender.name())
         .args(args)

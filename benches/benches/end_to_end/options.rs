@@ -198,6 +198,28 @@ impl Options {
                 c.name()
             ));
         }
+        // librdkafka's mock cluster keeps at most 5 MiB of record batches per partition
+        // (`rdkafka_mock.c`, `rd_kafka_mock_partition_init`: `max_size`, not configurable) and
+        // deletes the oldest beyond that, so a larger input loses its head before any
+        // contender reads it (at 1M records 322,145 survived).
+        let input_per_partition = options.records / crate::PARTITIONS as usize
+            * (crate::VALUE_BYTES + MOCK_RECORD_OVERHEAD_BYTES);
+        if options.broker == BrokerKind::Mock && input_per_partition > MOCK_PARTITION_RETENTION {
+            return Err(format!(
+                "--broker mock keeps only the last 5 MiB of each partition (librdkafka's mock \
+                 cluster deletes older batches): {} records are ~{} KiB per partition; use at \
+                 most {} records, or --broker crabka",
+                options.records,
+                input_per_partition / 1024,
+                MOCK_PARTITION_RETENTION / (crate::VALUE_BYTES + MOCK_RECORD_OVERHEAD_BYTES)
+                    * crate::PARTITIONS as usize
+            ));
+        }
         Ok(options)
     }
 }
+
+/// What librdkafka's mock cluster retains per partition (`max_size` in `rdkafka_mock.c`).
+const MOCK_PARTITION_RETENTION: usize = 5 * 1024 * 1024;
+/// A 16-byte key, the record's varint fields and its share of the batch header, rounded up.
+const MOCK_RECORD_OVERHEAD_BYTES: usize = 32;
