@@ -99,9 +99,11 @@ pub struct EngineConfig {
     /// Records per batch handed to processors.
     pub max_batch_records: usize,
     /// A partition whose task holds this many unprocessed records is left out of fetches.
-    /// Default 10,000: above what one fetch brings (up to `fetch.partition_max_bytes`, 1 MiB),
-    /// so the next fetch is on the wire while the last one is processed. (Kafka Streams'
-    /// `buffered.records.per.partition` is 1,000, but its consumer buffers a fetch on top.)
+    /// Default 2,000 (Kafka Streams' `buffered.records.per.partition` is 1,000, with its
+    /// consumer's fetch buffer on top): enough that the next fetch is on the wire while the
+    /// last one is processed. Queued records are views into the fetched responses, so a
+    /// deeper queue keeps more whole responses alive: at 10,000 the end-to-end bench peaked
+    /// ~50 MiB higher at the same throughput (docs/decisions.md §20).
     pub max_queued_records_per_partition: usize,
     /// A partition whose task holds this many bytes of unprocessed records (keys, values,
     /// headers) is left out of fetches too. Default 32 MiB: with large records the record
@@ -177,7 +179,7 @@ impl EngineConfig {
             restore_batch_bytes: 8 * 1024 * 1024,
             fetch: FetcherConfig::default(),
             max_batch_records: 1_000,
-            max_queued_records_per_partition: 10_000,
+            max_queued_records_per_partition: 2_000,
             max_queued_bytes_per_partition: 32 * 1024 * 1024,
             producer: ProducerConfig::default(),
             metadata: MetadataConfig::default(),
