@@ -53,6 +53,12 @@
 //! crabka-broker its end offsets move (see [`FirstOutputWatch`](workload::FirstOutputWatch)); under exactly-once that is
 //! before read_committed readers see it.
 //!
+//! "All output" is when the output topic's end offsets first cover one output record per input
+//! record (polled with the committed offsets; not on Tansu, whose end offsets are wrong): the
+//! records/s from first to last output is the processing rate whatever the commit interval,
+//! which compares commit intervals fairly (completion waits for a commit, up to a whole
+//! interval). CPU µs per record is the contender's user + system CPU over the input records.
+//!
 //! The broker is Tansu 0.6.0 (a separate process, see `kstreams_tests::tansu`) by default,
 //! librdkafka's mock cluster (in this process, three brokers) with `--broker mock`, or
 //! crabka-broker 0.3.0 (a separate process with transactions, see `kstreams_tests::crabka`)
@@ -73,7 +79,9 @@ use std::time::{Duration, Instant};
 use broker::{Broker, cpu_seconds, peak_rss_kib, rss_kib};
 use contenders::{ChildArgs, DEFAULT_REPLICATION, KstreamsSetup, run_kstreams, run_rdkafka};
 use options::{Contender, Options};
-use workload::{FirstOutputWatch, check_output, committed, end_offsets, observer, produce_input};
+use workload::{
+    FirstOutputWatch, check_output, committed, end_offset_sum, end_offsets, observer, produce_input,
+};
 
 /// Partitions of the input and every output topic.
 pub(crate) const PARTITIONS: i32 = 8;
@@ -95,6 +103,10 @@ struct Measurement {
     /// From spawning the process until its first output record reached the broker (group
     /// join, restore, first fetch; sampled every 20 ms).
     startup: f64,
+    /// From spawning the process until the output topic's end offsets cover one output record
+    /// per input record (`None` on Tansu, whose end offsets are wrong): the processing
+    /// throughput whatever the commit interval (completion waits for a commit).
+    last_output: Option<f64>,
     /// User + system CPU of the contender's process until it was done.
     cpu: f64,
     /// CPU of the broker (the Tansu or crabka-broker process, or this process for the mock)
@@ -162,6 +174,8 @@ fn run_contender(
     let pid = child.id();
     let mut last_report = Instant::now();
     let mut first_output: Option<f64> = None;
+    let mut last_output: Option<f64> = None;
+    let output_offsets_valid = !matches!(broker, Broker::Tansu(_));
     loop {
         std::thread::sleep(PROGRESS_POLL);
         if let Ok(Some(status)) = child.try_wait() {
@@ -174,6 +188,15 @@ fn run_contender(
         );
         if first_output.is_none() && watch.output_seen() {
             first_output = Some(started.elapsed().as_secs_f64());
+        }
+        // Under exactly-once, transaction markers count too (one per partition and commit):
+        // the output is complete at most a few markers early.
+        if output_offsets_valid
+            && last_output.is_none()
+            && first_output.is_some()
+            && end_offset_sum(&observer, &output).is_some_and(|sum| sum >= options.records as i64)
+        {
+            last_output = Some(started.elapsed().as_secs_f64());
         }
         let committed = committed(&observer);
         if committed == ends {
@@ -232,18 +255,20 @@ fn run_contender(
     let measurement = Measurement {
         seconds,
         startup,
+        last_output,
         cpu: user + sys,
         broker_cpu: (broker_user1 - broker_user0) + (broker_sys1 - broker_sys0),
         peak_rss_mib: peak as f64 / 1024.0,
     };
     eprintln!(
         "  round {round} {:<10} {:>7.2} s {:>10.0} rec/s  (first output at {startup:.2} s, \
-         {:.0} rec/s after it)  cpu {:>6.2} s (user {user:.2}, sys {sys:.2})  \
+         {:.0} rec/s after it; all output at {})  cpu {:>6.2} s (user {user:.2}, sys {sys:.2})  \
          broker cpu {:>6.2} s  peak RSS {:>6.1} MiB  output {outputs} records OK",
         contender.name(),
         seconds,
         options.records as f64 / seconds,
         options.records as f64 / (seconds - startup),
+        last_output.map_or("-".to_owned(), |s| format!("{s:.2} s")),
         measurement.cpu,
         measurement.broker_cpu,
         measurement.peak_rss_mib,
@@ -334,14 +359,35 @@ fn parent(options: Options) {
     );
     println!();
     println!(
-        "| contender | seconds | records/s | vs rdkafka loop | first output s | records/s after first output | vs rdkafka loop | peak RSS MiB | CPU s (user+sys) | broker CPU s |"
+        "| contender | seconds | records/s | vs rdkafka loop | first output s | records/s after first output | vs rdkafka loop | all output s | records/s first to last output | peak RSS MiB | CPU s (user+sys) | CPU µs per record | broker CPU s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (contender, ms) in &results {
         let r = rate(ms);
         let steady = steady_rate(ms);
+        // Every round's output completion seen, or the column says "-".
+        let last: Option<Vec<(f64, f64)>> = ms
+            .iter()
+            .map(|m| m.last_output.map(|last| (last, m.startup)))
+            .collect();
+        let (last_s, output_rate) = match last {
+            Some(pairs) if !pairs.is_empty() => (
+                format!("{:.2}", median(pairs.iter().map(|(l, _)| *l).collect())),
+                format!(
+                    "{:.0}",
+                    median(
+                        pairs
+                            .iter()
+                            .map(|(l, f)| options.records as f64 / (l - f))
+                            .collect()
+                    )
+                ),
+            ),
+            _ => ("-".to_owned(), "-".to_owned()),
+        };
+        let cpu = median(ms.iter().map(|m| m.cpu).collect());
         println!(
-            "| {} | {:.2} | {:.0} | {} | {:.2} | {:.0} | {} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.0} | {} | {:.2} | {:.0} | {} | {last_s} | {output_rate} | {:.1} | {:.2} | {:.2} | {:.2} |",
             contender.description(),
             median(ms.iter().map(|m| m.seconds).collect()),
             r,
@@ -350,7 +396,8 @@ fn parent(options: Options) {
             steady,
             reference.map_or("-".to_owned(), |(_, base)| format!("{:.2}x", steady / base)),
             median(ms.iter().map(|m| m.peak_rss_mib).collect()),
-            median(ms.iter().map(|m| m.cpu).collect()),
+            cpu,
+            cpu * 1e6 / options.records as f64,
             median(ms.iter().map(|m| m.broker_cpu).collect()),
         );
     }
