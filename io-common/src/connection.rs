@@ -11,16 +11,15 @@ use kstreams_core::engine::ConnectionId;
 use crate::message::{Input, Report};
 use crate::runtime::{ReadHalf, Runtime, SplitStream, TcpSocket, WriteHalf};
 use crate::tls::{TlsErrorKind, TlsFailure, failure_of_io};
+use frame_reads::FrameReads;
 use plaintext_probe::Verdict;
 
+mod frame_reads;
 mod plaintext_probe;
 mod tls;
 
 pub(crate) use tls::TlsSetup;
 use tls::{HandshakeError, TlsSocket};
-
-/// Size of one socket read.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// One connection task's job (see [`run`]).
 pub(crate) struct ConnectionSpec {
@@ -272,17 +271,17 @@ async fn exchange<R: Runtime>(
 
 /// Forwards reads until the stream ends or breaks, or the loop is gone.
 async fn read_loop(mut reader: impl ReadHalf, reports: &ConnectionReports) -> Ended {
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut reads = FrameReads::default();
     let mut answered = false;
     loop {
-        match reader.read(&mut buf).await {
+        match reader.read(reads.room()).await {
             Ok(0) => return Ended::Broken,
             Ok(n) => {
                 answered = true;
-                let read = buf
-                    .get(..n)
-                    .expect("ReadHalf::read reports no more bytes than the buffer holds");
-                if !reports.received(Bytes::copy_from_slice(read)).await {
+                // Whole frames only, so the engine slices them without copying.
+                if let Some(chunk) = reads.filled(n)
+                    && !reports.received(chunk).await
+                {
                     return Ended::Quietly;
                 }
             }

@@ -402,7 +402,7 @@ impl Engine {
         match input {
             Input::Connected { connection } => self.router.handle_connected(connection, now),
             Input::Received { connection, bytes } => {
-                self.router.handle_received(connection, &bytes, now)
+                self.router.handle_received_chunk(connection, bytes, now)
             }
             Input::Disconnected { connection } => self.router.handle_disconnected(connection, now),
             Input::Timeout => self.router.handle_timeout(now),

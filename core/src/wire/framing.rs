@@ -9,6 +9,8 @@
 //! start at the request/response header. Everything above this module (the connection, the
 //! engine's `handle_received`) works on stripped frames.
 
+use std::collections::VecDeque;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Size of the big-endian `i32` length prefix in front of every frame.
@@ -47,14 +49,19 @@ pub enum FrameError {
 
 /// Splits a byte stream into length-prefixed frames, whatever the read boundaries.
 ///
-/// Feed bytes with [`push`](Self::push) as they arrive, then call
-/// [`next_frame`](Self::next_frame) until it returns `Ok(None)`. Returned frames are zero-copy
-/// [`Bytes`] views of the internal buffer, without the length prefix.
+/// Feed bytes with [`push`](Self::push) (borrowed: copied in) or
+/// [`push_chunk`](Self::push_chunk) (owned: whole frames in it are handed out without a copy)
+/// as they arrive, then call [`next_frame`](Self::next_frame) until it returns `Ok(None)`.
+/// Returned frames are zero-copy [`Bytes`] views of the received chunks or of the internal
+/// buffer, without the length prefix.
 ///
 /// The decoder never reserves memory for a frame based on its announced length; the buffer
 /// grows only with bytes actually received, so a lying length prefix cannot make it allocate.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Frames cut out of owned chunks, oldest first; they come before `buffer`'s bytes.
+    ready: VecDeque<Bytes>,
+    /// Received bytes of frames not complete yet (or not split off yet).
     buffer: BytesMut,
     max_frame_len: usize,
     failed: Option<FrameError>,
@@ -70,6 +77,7 @@ impl FrameDecoder {
     /// Creates a decoder that rejects frames longer than `max_frame_len` bytes (prefix excluded).
     pub fn new(max_frame_len: usize) -> Self {
         Self {
+            ready: VecDeque::new(),
             buffer: BytesMut::new(),
             max_frame_len,
             failed: None,
@@ -86,30 +94,66 @@ impl FrameDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
+    /// Appends a chunk read from the socket, taking ownership: while no partial frame is
+    /// buffered, the whole frames at its start are handed out as views of `chunk` (no copy);
+    /// only a trailing partial frame is copied into the buffer. An adapter that sends chunks of
+    /// whole frames makes every frame zero-copy.
+    pub fn push_chunk(&mut self, mut chunk: Bytes) {
+        if self.buffer.is_empty() && self.failed.is_none() {
+            // A bad prefix stops the cut: the rest goes to the buffer, where `next_frame`
+            // reports it in order.
+            while let Ok(Some(len)) = self.frame_len(&chunk) {
+                if chunk.len() - LENGTH_PREFIX_LEN < len {
+                    break;
+                }
+                chunk.advance(LENGTH_PREFIX_LEN);
+                self.ready.push_back(chunk.split_to(len));
+            }
+        }
+        if !chunk.is_empty() {
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
     /// Number of received bytes not yet returned as part of a frame.
     pub fn buffered_len(&self) -> usize {
-        self.buffer.len()
+        self.ready
+            .iter()
+            .map(|frame| LENGTH_PREFIX_LEN + frame.len())
+            .sum::<usize>()
+            + self.buffer.len()
+    }
+
+    /// The payload length announced by the prefix at the start of `bytes` (`None`: fewer than
+    /// four bytes), or why it is invalid.
+    fn frame_len(&self, bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = bytes.get(..LENGTH_PREFIX_LEN) else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        match usize::try_from(len) {
+            Ok(len) if len <= self.max_frame_len => Ok(Some(len)),
+            Ok(len) => Err(FrameError::Oversized {
+                len,
+                max: self.max_frame_len,
+            }),
+            Err(_) => Err(FrameError::NegativeLength { len }),
+        }
     }
 
     /// Returns the next complete frame (length prefix stripped), `Ok(None)` if more bytes are
     /// needed, or the framing error that broke the stream (sticky: returned on every later call).
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if let Some(frame) = self.ready.pop_front() {
+            return Ok(Some(frame));
+        }
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        let Some(prefix) = self.buffer.get(..LENGTH_PREFIX_LEN) else {
-            return Ok(None);
-        };
-        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-        let len = match usize::try_from(len) {
-            Ok(len) if len <= self.max_frame_len => len,
-            Ok(len) => {
-                return Err(self.fail(FrameError::Oversized {
-                    len,
-                    max: self.max_frame_len,
-                }));
-            }
-            Err(_) => return Err(self.fail(FrameError::NegativeLength { len })),
+        let len = match self.frame_len(&self.buffer) {
+            Ok(Some(len)) => len,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(self.fail(error)),
         };
         if self.buffer.len() - LENGTH_PREFIX_LEN < len {
             return Ok(None);
@@ -283,15 +327,65 @@ mod tests {
             cut_points.push(0);
             cut_points.push(stream.len());
             cut_points.sort_unstable();
-            let mut decoder = FrameDecoder::default();
-            let mut frames = Vec::new();
-            for window in cut_points.windows(2) {
-                decoder.push(&stream[window[0]..window[1]]);
-                frames.extend(drain(&mut decoder));
+            // Borrowed, owned and alternating pushes decode the same frames.
+            for mode in 0..3 {
+                let mut decoder = FrameDecoder::default();
+                let mut frames = Vec::new();
+                for (i, window) in cut_points.windows(2).enumerate() {
+                    let piece = &stream[window[0]..window[1]];
+                    if mode == 0 || (mode == 2 && i % 2 == 0) {
+                        decoder.push(piece);
+                    } else {
+                        decoder.push_chunk(Bytes::copy_from_slice(piece));
+                    }
+                    frames.extend(drain(&mut decoder));
+                }
+                let expected: Vec<Bytes> = payloads.iter().cloned().map(Bytes::from).collect();
+                prop_assert_eq!(frames, expected);
+                prop_assert_eq!(decoder.buffered_len(), 0);
             }
-            let expected: Vec<Bytes> = payloads.into_iter().map(Bytes::from).collect();
-            prop_assert_eq!(frames, expected);
-            prop_assert_eq!(decoder.buffered_len(), 0);
         }
+    }
+
+    #[test]
+    fn whole_frames_of_an_owned_chunk_are_views_of_it() {
+        let chunk = Bytes::from(stream_of(&[b"first", b"second", b"thi"]));
+        let (start, end) = (
+            chunk.as_ptr() as usize,
+            chunk.as_ptr() as usize + chunk.len(),
+        );
+        let mut decoder = FrameDecoder::default();
+        // The third frame is cut short: only it is copied.
+        decoder.push_chunk(chunk.slice(..chunk.len() - 1));
+        let first = decoder.next_frame().unwrap().unwrap();
+        let second = decoder.next_frame().unwrap().unwrap();
+        assert_eq!((&first[..], &second[..]), (&b"first"[..], &b"second"[..]));
+        for frame in [&first, &second] {
+            let at = frame.as_ptr() as usize;
+            assert!(at >= start && at + frame.len() <= end, "a copy, not a view");
+        }
+        assert_eq!(decoder.next_frame(), Ok(None));
+        assert_eq!(decoder.buffered_len(), 4 + 2);
+        decoder.push_chunk(chunk.slice(chunk.len() - 1..));
+        assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"thi"))));
+    }
+
+    #[test]
+    fn a_bad_prefix_in_an_owned_chunk_comes_after_the_good_frames() {
+        let mut stream = stream_of(&[b"ok"]);
+        stream.extend_from_slice(&(-1i32).to_be_bytes());
+        let mut decoder = FrameDecoder::default();
+        decoder.push_chunk(Bytes::from(stream));
+        assert_eq!(decoder.next_frame(), Ok(Some(Bytes::from_static(b"ok"))));
+        assert_eq!(
+            decoder.next_frame(),
+            Err(FrameError::NegativeLength { len: -1 })
+        );
+        decoder.push_chunk(Bytes::from(stream_of(&[b"late"])));
+        assert_eq!(
+            decoder.next_frame(),
+            Err(FrameError::NegativeLength { len: -1 }),
+            "the error is sticky"
+        );
     }
 }

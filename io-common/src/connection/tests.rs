@@ -232,16 +232,24 @@ fn frames_are_written_whole_in_order_and_a_closed_outgoing_ends_quietly() {
 }
 
 #[test]
-fn reads_are_forwarded_and_the_end_of_the_stream_reports_closed() {
+fn reads_are_forwarded_as_whole_frames_and_the_end_of_the_stream_reports_closed() {
     let h = harness(Connect::Accept, false);
-    for chunk in ["abc", "de"] {
-        h.peer.try_send(Ok(chunk.as_bytes().to_vec())).unwrap();
+    // Frames "abc" and "de" (4-byte length prefixes) cut across three reads, and a partial
+    // frame the stream ends in.
+    let reads: [&[u8]; 4] = [b"\0\0\0\x03a", b"bc\0\0\0\x02d", b"e", b"\0\0\0\x09xy"];
+    for read in reads {
+        h.peer.try_send(Ok(read.to_vec())).unwrap();
     }
     drop(h.peer); // the broker closed the socket
     future::block_on(run::<Scripted>(h.spec));
     assert_eq!(
         reports(&h.reports),
-        ["connected", "received:abc", "received:de", "closed"]
+        [
+            "connected",
+            "received:\0\0\0\x03abc",
+            "received:\0\0\0\x02de",
+            "closed"
+        ]
     );
     drop(h.frames);
 }

@@ -76,10 +76,21 @@ pub(crate) struct Socket {
     pub(crate) reauthenticating: bool,
 }
 
+/// Bytes read from a socket, as the adapter handed them over.
+pub(crate) enum Received<'a> {
+    /// Copied into the frame decoder.
+    Borrowed(&'a [u8]),
+    /// Whole frames in it become frames without a copy.
+    Owned(Bytes),
+}
+
 impl Socket {
     /// Feeds bytes read from the socket; returns the complete frames.
-    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, FrameError> {
-        self.frames.push(bytes);
+    pub(crate) fn push_bytes(&mut self, bytes: Received<'_>) -> Result<Vec<Bytes>, FrameError> {
+        match bytes {
+            Received::Borrowed(bytes) => self.frames.push(bytes),
+            Received::Owned(chunk) => self.frames.push_chunk(chunk),
+        }
         let mut frames = Vec::new();
         while let Some(frame) = self.frames.next_frame()? {
             frames.push(frame);

@@ -8,7 +8,7 @@ use kafka_protocol::messages::ApiKey;
 use super::Router;
 use super::codec::decode_response;
 use super::fallback::{DROP_WINDOW, Verdict, VersionFailure};
-use super::peer::{PeerKey, PeerState, Token};
+use super::peer::{PeerKey, PeerState, Received as ReceivedBytes, Token};
 use crate::client::BrokerId;
 use crate::engine::error::EngineError;
 use crate::engine::output::Output;
@@ -52,6 +52,15 @@ impl Router {
 
     /// Bytes read from the socket `id`, in any chunking.
     pub(crate) fn handle_received(&mut self, id: ConnectionId, bytes: &[u8], now: Instant) {
+        self.receive(id, ReceivedBytes::Borrowed(bytes), now);
+    }
+
+    /// An owned chunk read from the socket `id`: whole frames in it are not copied.
+    pub(crate) fn handle_received_chunk(&mut self, id: ConnectionId, chunk: Bytes, now: Instant) {
+        self.receive(id, ReceivedBytes::Owned(chunk), now);
+    }
+
+    fn receive(&mut self, id: ConnectionId, bytes: ReceivedBytes<'_>, now: Instant) {
         self.advance(now);
         // Unknown: late bytes of a socket the engine closed.
         let Some(&key) = self.sockets.get(&id) else {
