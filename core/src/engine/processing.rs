@@ -1,9 +1,10 @@
 //! Records through tasks: fetched batches into the tasks' queues, batches through the
 //! topology, and the tasks' output to the producer.
 
+use super::commit::OutputOwner;
 use super::{Engine, EngineConfig, EngineError};
 use crate::client::producer::ProducerError;
-use crate::record::TopicPartition;
+use crate::record::{ProducerRecord, TopicPartition};
 use crate::task::{Task, TaskId};
 
 impl Engine {
@@ -112,42 +113,88 @@ impl Engine {
         progress
     }
 
-    /// Hands held-back task output to the producer, as far as it takes it.
+    /// Hands held-back task output to the producer, as far as it takes it. The records a
+    /// pipelined commit marked in a backlog go first, tagged with that commit (and make the
+    /// producer send at once: the commit waits for them); the rest are tagged with the next.
     fn deliver_backlog(&mut self) -> bool {
-        let now = self.now;
         let mut progress = false;
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {
             // A refused batch goes back in; each task is tried once per call.
-            let records = self
+            let mut records = self
                 .backlog
                 .remove(&id)
                 .expect("ids were just read from the map");
-            match self.producer.send_batch(id, records, now) {
-                Ok(_) => progress = true,
-                Err(refused) => match refused.error {
-                    ProducerError::BufferFull { .. }
-                    | ProducerError::UnknownPartitionCount { .. }
-                    // Exactly-once: a commit or abort under way; its end takes them.
-                    | ProducerError::TransactionEnding
-                    | ProducerError::TransactionAbortable(_) => {
-                        self.backlog.insert(id, refused.records);
+            if let Some(marked) = self.backlog_marked.remove(&id) {
+                let rest = records.split_off(marked.min(records.len()));
+                // The commit under way is the one before the output's current commit.
+                let commit = self
+                    .output_commit
+                    .checked_sub(1)
+                    .expect("a backlog is marked only while a pipelined commit is under way");
+                match self.send_output(id, commit, records) {
+                    Delivery::Sent => {
+                        progress = true;
+                        self.producer.flush();
+                        records = rest;
                     }
-                    // Fenced: its event (not handled yet) closes the tasks with their backlog.
-                    ProducerError::TransactionFatal(ref fenced)
-                        if fenced.is_fencing() && self.exactly_once() =>
-                    {
-                        self.backlog.insert(id, refused.records);
+                    Delivery::Refused(mut refused) => {
+                        refused.extend(rest);
+                        self.backlog.insert(id, refused);
+                        self.backlog_marked.insert(id, marked);
+                        continue;
                     }
-                    error => {
-                        self.fail(EngineError::Producer { task: id, error });
-                        return true;
-                    }
-                },
+                    Delivery::Failed => return true,
+                }
+                if records.is_empty() {
+                    continue;
+                }
+            }
+            match self.send_output(id, self.output_commit, records) {
+                Delivery::Sent => progress = true,
+                Delivery::Refused(refused) => {
+                    self.backlog.insert(id, refused);
+                }
+                Delivery::Failed => return true,
             }
         }
         progress
     }
+
+    /// Hands `records` of task `id` to the producer, tagged with `commit`.
+    fn send_output(&mut self, id: TaskId, commit: u64, records: Vec<ProducerRecord>) -> Delivery {
+        let owner = OutputOwner { task: id, commit };
+        match self.producer.send_batch(owner, records, self.now) {
+            Ok(_) => Delivery::Sent,
+            Err(refused) => match refused.error {
+                ProducerError::BufferFull { .. }
+                | ProducerError::UnknownPartitionCount { .. }
+                // Exactly-once: a commit or abort under way; its end takes them.
+                | ProducerError::TransactionEnding
+                | ProducerError::TransactionAbortable(_) => Delivery::Refused(refused.records),
+                // Fenced: its event (not handled yet) closes the tasks with their backlog.
+                ProducerError::TransactionFatal(ref fenced)
+                    if fenced.is_fencing() && self.exactly_once() =>
+                {
+                    Delivery::Refused(refused.records)
+                }
+                error => {
+                    self.fail(EngineError::Producer { task: id, error });
+                    Delivery::Failed
+                }
+            },
+        }
+    }
+}
+
+/// What became of output handed to the producer.
+enum Delivery {
+    /// Taken.
+    Sent,
+    /// Not now (no room, ...): the records back, for the backlog.
+    Refused(Vec<ProducerRecord>),
+    /// The engine stopped.
+    Failed,
 }
 
 /// Whether the queue of input partition `tp` of `task` holds as many records or bytes as

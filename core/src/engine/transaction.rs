@@ -83,7 +83,7 @@ impl Engine {
         self.outputs
             .push_back(Output::Event(Event::Committed(offsets)));
         self.count_commit(true);
-        self.commit_done();
+        self.commit_done(false);
     }
 
     /// Starts aborting the open transaction; `cause` says what follows.

@@ -48,6 +48,11 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
         self.unacked.get(owner).copied().unwrap_or(0)
     }
 
+    /// Whether a record of an owner matching `owner` is neither acknowledged nor failed yet.
+    pub(super) fn any_unacked(&self, owner: impl Fn(&O) -> bool) -> bool {
+        self.unacked.keys().any(owner)
+    }
+
     /// Bytes of records neither acknowledged nor failed yet.
     pub(super) fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
