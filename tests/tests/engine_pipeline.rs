@@ -7,7 +7,9 @@
 //! input and the group coordinator stay reachable, so every commit started meanwhile waits
 //! for acknowledgements that cannot come.
 
-use kstreams_core::engine::{Engine, EngineConfig, Event};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::ApiKey;
+use kstreams_core::engine::{Engine, EngineConfig, Event, ProcessingGuarantee};
 use kstreams_core::record::TopicPartition;
 use kstreams_core::state::MemoryStoreFactory;
 use kstreams_core::time::Instant;
@@ -186,4 +188,125 @@ fn a_cooperative_rebalance_while_a_commit_waits_does_not_stop_processing() {
     });
     assert_run(&h, done);
     audit.borrow().assert_complete(&[N; 4]);
+}
+
+/// The read_committed output: per input partition, (input offset, count) in output order.
+fn committed_outputs(h: &Harness, input_partitions: usize) -> Vec<Vec<(i64, i64)>> {
+    let mut out = vec![Vec::new(); input_partitions];
+    let n = h.sim.partition_count(OUTPUT).unwrap_or(0);
+    for q in 0..n {
+        for r in h.sim.read_committed_from(OUTPUT, q, 0).expect("output") {
+            let (p, o) = tag_of(&r).expect("tagged output");
+            out[p as usize].push((o, count_of(&r).expect("counted output")));
+        }
+    }
+    out
+}
+
+#[test]
+fn exactly_once_holds_the_output_of_a_waiting_transaction_out_of_it_and_an_abort_rolls_it_back() {
+    const N: i64 = 120;
+    let mut sim = placed_cluster(2);
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    h.sim
+        .move_coordinator(APP, 0)
+        .expect("group coordinator on broker 0");
+    let mut config = flow_config();
+    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    let mut feeder = Feeder::new(2, 10, N, 2, 50);
+    let a = h.add(counting_engine(config, h.now));
+    assert!(h.run_until(30_000, |h| {
+        committed_at_least(&h.sim, &[10; 2]) && h.engines[a].task_ids().len() == 2
+    }));
+    h.cut(a, 1);
+    let before = processed(&h, a);
+    let commits_before = commits(&h, a).len();
+    h.run_until(3_000, |h| {
+        feeder.feed(h);
+        false
+    });
+    assert_eq!(
+        commits(&h, a).len(),
+        commits_before,
+        "no transaction can end"
+    );
+    let during = processed(&h, a) - before;
+    assert!(
+        during >= 150,
+        "the tasks processed only {during} records in the 3 s after the cut (their output \
+         waits for the next transaction)"
+    );
+    // The waiting transaction fails at its TxnOffsetCommit: it aborts, and everything since
+    // the last committed transaction (its records, the output held for the next one, the
+    // store writes of both) is rolled back and processed again.
+    h.sim.inject_error(
+        ApiKey::TxnOffsetCommit,
+        ResponseError::UnknownMemberId.code(),
+        1,
+    );
+    h.heal(a, 1);
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[N; 2])
+    });
+    assert_run(&h, done);
+    assert_eq!(
+        h.sim.pending_faults(ApiKey::TxnOffsetCommit),
+        0,
+        "the fault was served"
+    );
+    for (p, got) in committed_outputs(&h, 2).into_iter().enumerate() {
+        let want: Vec<(i64, i64)> = (0..N).map(|o| (o, true_count(o))).collect();
+        assert_eq!(got, want, "read_committed outputs of input partition {p}");
+    }
+}
+
+#[test]
+fn exactly_once_commits_a_waiting_transaction_without_the_records_processed_meanwhile() {
+    const N: i64 = 120;
+    let mut sim = placed_cluster(2);
+    produce_all(&mut sim, 2, 10);
+    let mut h = Harness::new(sim, T0);
+    h.sim
+        .move_coordinator(APP, 0)
+        .expect("group coordinator on broker 0");
+    let mut config = flow_config();
+    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    let mut feeder = Feeder::new(2, 10, N, 2, 50);
+    let a = h.add(counting_engine(config, h.now));
+    assert!(h.run_until(30_000, |h| {
+        committed_at_least(&h.sim, &[10; 2]) && h.engines[a].task_ids().len() == 2
+    }));
+    h.cut(a, 1);
+    h.run_until(3_000, |h| {
+        feeder.feed(h);
+        false
+    });
+    let before = processed(&h, a);
+    let commits_before = commits(&h, a).len();
+    h.heal(a, 1);
+    // The waiting transaction commits: its offsets are the snapshot of its start, and the
+    // read_committed output holds exactly the records below them, none processed since.
+    assert!(h.run_until(30_000, |h| commits(h, a).len() > commits_before));
+    let (_, offsets) = commits(&h, a).pop().expect("a commit");
+    let total: i64 = offsets.iter().sum();
+    assert!(
+        (total as u64) < before,
+        "the transaction carries its start's offsets ({offsets:?}), not the {before} records \
+         processed by now"
+    );
+    for (p, got) in committed_outputs(&h, 2).into_iter().enumerate() {
+        let want: Vec<(i64, i64)> = (0..offsets[p]).map(|o| (o, true_count(o))).collect();
+        assert_eq!(got, want, "read_committed outputs of input partition {p}");
+    }
+    let done = h.run_until(60_000, |h| {
+        feeder.feed(h);
+        feeder.finished() && all_committed(&h.sim, &[N; 2])
+    });
+    assert_run(&h, done);
+    for (p, got) in committed_outputs(&h, 2).into_iter().enumerate() {
+        let want: Vec<(i64, i64)> = (0..N).map(|o| (o, true_count(o))).collect();
+        assert_eq!(got, want, "read_committed outputs of input partition {p}");
+    }
 }

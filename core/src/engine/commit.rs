@@ -61,8 +61,11 @@ pub(super) enum CommitPhase {
         pipelined: bool,
     },
     /// Exactly-once: the producer commits the transaction (its offsets come back with
-    /// [`ProducerEvent::TransactionCommitted`](crate::client::producer::ProducerEvent)).
-    Transaction,
+    /// [`ProducerEvent::TransactionCommitted`](crate::client::producer::ProducerEvent)); when
+    /// pipelined, the output produced meanwhile waits in the backlog for the next one.
+    Transaction {
+        pipelined: Option<Pipelined>,
+    },
     /// Exactly-once: the producer aborts the transaction.
     Aborting {
         cause: AbortCause,
@@ -92,7 +95,7 @@ impl CommitPhase {
             } | Self::Committing {
                 pipelined: true,
                 ..
-            }
+            } | Self::Transaction { pipelined: Some(_) }
         )
     }
 }
@@ -143,8 +146,8 @@ impl Engine {
                     }
                     return reason != CommitReason::Interval;
                 }
-                let pipelined = (reason == CommitReason::Interval && !self.exactly_once())
-                    .then(|| self.start_pipelined_commit());
+                let pipelined =
+                    (reason == CommitReason::Interval).then(|| self.start_pipelined_commit());
                 self.producer.flush();
                 self.commit_started = Some(now);
                 self.commit = CommitPhase::Flushing { offsets, pipelined };
@@ -153,17 +156,23 @@ impl Engine {
             // The offsets (or the transaction's TxnOffsetCommit) would carry a generation the
             // coordinator refuses until the cooperative rebalance's assignment is in.
             CommitPhase::Flushing { .. } if self.commit_waits_for_rebalance() => false,
-            CommitPhase::Flushing { .. } if self.exactly_once() => {
-                // The producer waits for the acknowledgements itself, inside the commit.
-                if !self.backlog.is_empty() {
+            CommitPhase::Flushing { pipelined, .. } if self.exactly_once() => {
+                // The producer waits for the acknowledgements itself, inside the commit. A
+                // pipelined commit hands over only its own records: the output produced since
+                // its start waits in the backlog for the next transaction.
+                let handed_over = match pipelined {
+                    Some(_) => self.backlog_marked.is_empty(),
+                    None => self.backlog.is_empty(),
+                };
+                if !handed_over {
                     return false;
                 }
-                let CommitPhase::Flushing { offsets, .. } =
+                let CommitPhase::Flushing { offsets, pipelined } =
                     std::mem::replace(&mut self.commit, CommitPhase::Idle)
                 else {
                     unreachable!("this arm matched Flushing");
                 };
-                self.commit_transaction(offsets);
+                self.commit_transaction(offsets, pipelined);
                 true
             }
             CommitPhase::Flushing { pipelined, .. } => {
@@ -202,7 +211,7 @@ impl Engine {
                 true
             }
             CommitPhase::Committing { .. }
-            | CommitPhase::Transaction
+            | CommitPhase::Transaction { .. }
             | CommitPhase::Aborting { .. } => false,
         }
     }
@@ -220,6 +229,7 @@ impl Engine {
     fn start_pipelined_commit(&mut self) -> Pipelined {
         let commit = self.output_commit;
         self.output_commit += 1;
+        self.held_bytes = 0;
         let mut tasks = BTreeSet::new();
         for (id, task) in &mut self.tasks {
             task.freeze_stores();
@@ -250,7 +260,7 @@ impl Engine {
 
     /// [`Engine::commit_stores`] for a pipelined commit: only the frozen layers of the tasks
     /// it froze (the writes since stay pending).
-    fn commit_frozen_stores(&mut self, tasks: &BTreeSet<TaskId>) -> bool {
+    pub(super) fn commit_frozen_stores(&mut self, tasks: &BTreeSet<TaskId>) -> bool {
         self.commit_stores_of(Some(tasks))
     }
 

@@ -184,6 +184,10 @@ pub struct Engine {
     /// The number of the commit the output produced now belongs to (the next commit to
     /// start): a pipelined commit N waits for the records tagged N or less only.
     output_commit: u64,
+    /// Exactly-once, a pipelined commit under way: bytes (by the producer's size bound) of
+    /// output held in the backlog for the next transaction since it started; processing
+    /// pauses when they reach the producer's buffer size.
+    held_bytes: usize,
     /// Source topic → sub-topology.
     subtopology_of: HashMap<String, usize>,
     committed: BTreeMap<TopicPartition, i64>,
@@ -338,6 +342,7 @@ impl Engine {
             backlog: BTreeMap::new(),
             backlog_marked: BTreeMap::new(),
             output_commit: 0,
+            held_bytes: 0,
             subtopology_of,
             committed: BTreeMap::new(),
             awaiting_committed: BTreeSet::new(),
@@ -403,7 +408,7 @@ impl Engine {
             && self
                 .tasks
                 .iter()
-                .any(|(id, t)| t.queued_total() > 0 && !self.backlog.contains_key(id))
+                .any(|(id, t)| t.queued_total() > 0 && self.task_may_run(*id))
     }
 
     // ---- inputs ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 use super::commit::OutputOwner;
 use super::{Engine, EngineConfig, EngineError};
-use crate::client::producer::ProducerError;
+use crate::client::producer::{ProducerError, record_size_bound};
 use crate::record::{ProducerRecord, TopicPartition};
 use crate::task::{Task, TaskId};
 
@@ -60,10 +60,12 @@ impl Engine {
         }
         let now = self.now;
         let mut budget = self.config.max_batches_per_poll;
+        let holding = self.holds_output();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
-            // Its output waits for room in the producer: it must not produce more first.
-            if self.backlog.contains_key(&id) {
+            // Its output waits for room in the producer: it must not produce more first
+            // (unless the backlog holds it for the next transaction, up to a bound).
+            if !self.task_may_run(id) {
                 continue;
             }
             let task = self
@@ -95,13 +97,21 @@ impl Engine {
                 let output = task.take_output();
                 self.metrics.records_sent += output.len() as u64;
                 if !output.is_empty() {
-                    self.backlog.insert(id, output);
-                    break;
+                    if holding {
+                        self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                    }
+                    self.backlog.entry(id).or_default().extend(output);
+                    if !holding || self.held_bytes >= self.config.producer.buffer_memory {
+                        break;
+                    }
                 }
             }
             let output = task.take_output();
             self.metrics.records_sent += output.len() as u64;
             if !output.is_empty() {
+                if holding {
+                    self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                }
                 self.backlog.entry(id).or_default().extend(output);
             }
             for tp in task.partitions() {
@@ -113,11 +123,27 @@ impl Engine {
         progress
     }
 
+    /// Whether a task may run a batch now: not while its output waits in the backlog, unless
+    /// the backlog holds it for the next transaction (exactly-once, a pipelined commit under
+    /// way) and the held output is below the producer's buffer size.
+    pub(super) fn task_may_run(&self, id: TaskId) -> bool {
+        !self.backlog.contains_key(&id)
+            || (self.holds_output() && self.held_bytes < self.config.producer.buffer_memory)
+    }
+
+    /// Exactly-once with a pipelined commit under way: the output produced since its start
+    /// must not enter its transaction, so the backlog holds it until the transaction ended.
+    fn holds_output(&self) -> bool {
+        self.exactly_once() && self.commit.is_pipelined()
+    }
+
     /// Hands held-back task output to the producer, as far as it takes it. The records a
     /// pipelined commit marked in a backlog go first, tagged with that commit (and make the
-    /// producer send at once: the commit waits for them); the rest are tagged with the next.
+    /// producer send at once: the commit waits for them); the rest are tagged with the next
+    /// (under exactly-once they wait until the commit's transaction ended).
     fn deliver_backlog(&mut self) -> bool {
         let mut progress = false;
+        let holding = self.holds_output();
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {
             // A refused batch goes back in; each task is tried once per call.
@@ -149,6 +175,10 @@ impl Engine {
                 if records.is_empty() {
                     continue;
                 }
+            }
+            if holding {
+                self.backlog.insert(id, records);
+                continue;
             }
             match self.send_output(id, self.output_commit, records) {
                 Delivery::Sent => progress = true,
