@@ -11,9 +11,14 @@
 //! store writes go to the new pending layer. Once no record tagged N or less is unacknowledged
 //! (nor marked in the backlog), the stores commit their frozen layers with the changelog
 //! checkpoints, then the snapshot's offsets are committed. Commit N+1 starts only once N
-//! ended (accepted or refused). Revoke, cooperative revoke and close commits, and every commit
-//! under exactly-once, stop processing as before; one requested while a pipelined commit is
-//! under way starts after it ended, as a commit of its own.
+//! ended (accepted or refused). Revoke, cooperative revoke and close commits stop processing
+//! as before; one requested while a pipelined commit is under way starts after it ended, as a
+//! commit of its own.
+//!
+//! Under exactly-once the commit is transaction N (`transaction.rs`): its records are those
+//! marked, and the output produced after its start is held in the backlog
+//! (`Engine::holds_output`) until the transaction ended, since the open transaction would
+//! take anything handed to the producer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -53,9 +53,12 @@
 //! freezes their stores' writes and marks the output so far, and **goes on processing** while
 //! it waits until every marked record is acknowledged; then it commits the frozen store writes
 //! and only then the snapshot's offsets (a *pipelined* commit; the next one starts only after
-//! it ended). Before tasks are revoked and on close it stops processing for the commit. Under
-//! exactly-once every commit stops processing until its transaction committed. An offset is
-//! reported in [`Event::Committed`] only after the coordinator accepted it.
+//! it ended). Before tasks are revoked and on close it stops processing for the commit.
+//!
+//! Exactly-once: an interval commit is one transaction with the same snapshot; the output
+//! produced while it ends is held back (bounded by the producer's buffer size) for the next
+//! transaction. An offset is reported in [`Event::Committed`] only after the coordinator
+//! accepted it.
 //!
 //! # Internal topics
 //! Each logged store has a compacted changelog topic `<application_id>-<store>-changelog` with

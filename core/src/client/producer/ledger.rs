@@ -234,6 +234,28 @@ mod tests {
     }
 
     #[test]
+    fn any_unacked_asks_about_the_owners_with_records_left() {
+        let mut ledger = Ledger::new();
+        let first = accepted_batch(&mut ledger, &[1, 2]);
+        let second = accepted_batch(&mut ledger, &[3]);
+        assert!(ledger.any_unacked(|owner| *owner <= 2));
+        ledger.ack(&tp(), first, Some(0));
+        assert!(
+            !ledger.any_unacked(|owner| *owner <= 2),
+            "1 and 2 are acknowledged"
+        );
+        assert!(ledger.any_unacked(|owner| *owner <= 3));
+        ledger.fail(
+            &tp(),
+            second,
+            DeliveryError::DeliveryTimeout {
+                timeout: Duration::from_millis(5),
+            },
+        );
+        assert!(!ledger.any_unacked(|_| true), "a failure settles too");
+    }
+
+    #[test]
     fn accepting_no_records_adds_no_owner() {
         let mut ledger: Ledger<u32> = Ledger::new();
         ledger.accept(3, 0, 0);
