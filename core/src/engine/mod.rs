@@ -187,6 +187,9 @@ pub struct Engine {
     /// The number of the commit the output produced now belongs to (the next commit to
     /// start): a pipelined commit N waits for the records tagged N or less only.
     output_commit: u64,
+    /// Per task whose backlog the producer refused for want of room: its buffered bytes then
+    /// (the backlog is not offered again before they dropped).
+    backlog_full_at: BTreeMap<TaskId, usize>,
     /// Exactly-once, a pipelined commit under way: bytes (by the producer's size bound) of
     /// output held in the backlog for the next transaction since it started; processing
     /// pauses when they reach the producer's buffer size.
@@ -345,6 +348,7 @@ impl Engine {
             backlog: BTreeMap::new(),
             backlog_marked: BTreeMap::new(),
             output_commit: 0,
+            backlog_full_at: BTreeMap::new(),
             held_bytes: 0,
             subtopology_of,
             committed: BTreeMap::new(),

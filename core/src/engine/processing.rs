@@ -146,6 +146,19 @@ impl Engine {
         let holding = self.holds_output();
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {
+            // Refused for want of room at this fill level: it cannot fit before acks free
+            // some (trying again would check every record of a large backlog for nothing).
+            if self
+                .backlog_full_at
+                .get(&id)
+                .is_some_and(|&at| self.producer.buffered_bytes() >= at)
+            {
+                continue;
+            }
+            // Held for the next transaction, nothing of the commit under way in it.
+            if holding && !self.backlog_marked.contains_key(&id) {
+                continue;
+            }
             // A refused batch goes back in; each task is tried once per call.
             let mut records = self
                 .backlog
@@ -195,10 +208,17 @@ impl Engine {
     fn send_output(&mut self, id: TaskId, commit: u64, records: Vec<ProducerRecord>) -> Delivery {
         let owner = OutputOwner { task: id, commit };
         match self.producer.send_batch(owner, records, self.now) {
-            Ok(_) => Delivery::Sent,
+            Ok(_) => {
+                self.backlog_full_at.remove(&id);
+                Delivery::Sent
+            }
             Err(refused) => match refused.error {
-                ProducerError::BufferFull { .. }
-                | ProducerError::UnknownPartitionCount { .. }
+                ProducerError::BufferFull { .. } => {
+                    self.backlog_full_at
+                        .insert(id, self.producer.buffered_bytes());
+                    Delivery::Refused(refused.records)
+                }
+                ProducerError::UnknownPartitionCount { .. }
                 // Exactly-once: a commit or abort under way; its end takes them.
                 | ProducerError::TransactionEnding
                 | ProducerError::TransactionAbortable(_) => Delivery::Refused(refused.records),
