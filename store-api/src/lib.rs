@@ -16,6 +16,10 @@
 //! record without its partial writes leaking into the store. The pending writes are kept in a
 //! [`WriteBuffer`], which backends share.
 //!
+//! A commit can also be *pipelined*: [`KvBackend::freeze`] turns the pending writes into a
+//! read-only frozen layer that the next `commit` persists, while new writes go to a new
+//! pending layer (see [`layers`]).
+//!
 //! # Changelog and restore
 //!
 //! A logged store sends its writes to a changelog topic at each commit:
@@ -49,6 +53,7 @@
 
 mod buffer;
 mod error;
+pub mod layers;
 
 use std::ops::Bound;
 
@@ -184,12 +189,36 @@ pub trait KvBackend: Send {
     fn range(&self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<Vec<KeyValue>, StoreError>;
 
     /// Makes every write since the previous commit durable, atomically with `checkpoint` (when
-    /// given). After an error nothing of this commit is durable and the pending writes are kept,
-    /// so the commit can be retried.
+    /// given); with a frozen layer ([`KvBackend::freeze`]), exactly the frozen writes (the
+    /// pending ones stay pending). After an error nothing of this commit is durable and the
+    /// writes are kept, so the commit can be retried.
     fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError>;
 
-    /// Discards every write since the previous commit.
+    /// Discards every write since the previous commit: the pending writes and the frozen
+    /// ones ([`KvBackend::freeze`]).
     fn rollback(&mut self);
+
+    /// Freezes the writes since the previous commit, so that a commit can be under way while
+    /// the store takes new writes (a pipelined commit: the owner sends the frozen writes to
+    /// the changelog, waits for their acknowledgement, and only then commits).
+    ///
+    /// Contract:
+    /// - the pending writes become a read-only *frozen* layer and a new, empty pending layer
+    ///   takes every later write; reads see the pending layer, then the frozen one, then the
+    ///   durable state (nothing a read returns changes by freezing);
+    /// - [`KvBackend::commit`] then persists **exactly the frozen layer** (with its
+    ///   checkpoint) and drops it; the pending layer stays pending. Without a frozen layer,
+    ///   `commit` persists the pending writes, as it always did;
+    /// - [`KvBackend::pending_writes`] and the savepoint calls see only the pending layer; a
+    ///   savepoint set before the freeze is released by it (freeze between batches);
+    /// - freezing while a frozen layer exists applies the pending writes over it (the frozen
+    ///   layer is every write up to the last freeze);
+    /// - [`KvBackend::rollback`] and [`KvBackend::wipe`] discard both layers;
+    ///   [`KvBackend::uncommitted_len`] counts both, and restores refuse while either holds
+    ///   writes.
+    ///
+    /// Never fails: it moves buffers, nothing durable changes.
+    fn freeze(&mut self);
 
     /// Marks the current state so that [`KvBackend::rollback_to_savepoint`] can undo every
     /// write after it (and only those). One savepoint at a time: a new one replaces the old.
@@ -206,10 +235,12 @@ pub trait KvBackend: Send {
     /// The checkpoint stored by the last commit that carried one.
     fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
 
-    /// Number of distinct keys written since the previous commit.
+    /// Number of distinct keys written since the previous commit (with a frozen layer, the
+    /// keys of both layers: a key written in both counts twice).
     fn uncommitted_len(&self) -> usize;
 
-    /// Every write since the previous commit, one per key (the latest), in key order, deletes as
+    /// Every write since the previous commit (since the last [`KvBackend::freeze`], when a
+    /// frozen layer exists), one per key (the latest), in key order, deletes as
     /// `value: None`: what the store's changelog must carry at the next commit. Cheap: the keys
     /// and values are reference-counted [`Bytes`] clones.
     fn pending_writes(&self) -> Vec<WriteOp>;

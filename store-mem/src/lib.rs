@@ -28,6 +28,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use kstreams_store_api::{
     Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer, WriteOp,
+    layers,
 };
 
 /// An ordered in-memory store for one (store, partition).
@@ -36,6 +37,8 @@ pub struct MemoryStore {
     name: String,
     committed: BTreeMap<Bytes, Bytes>,
     pending: WriteBuffer,
+    /// The writes of a commit under way ([`KvBackend::freeze`]): what the next commit applies.
+    frozen: Option<WriteBuffer>,
     checkpoint: Option<Checkpoint>,
     /// The restore runs staged so far, applied in order (invisible to reads).
     staged: BTreeMap<Bytes, Bytes>,
@@ -55,10 +58,15 @@ impl MemoryStore {
         self.committed.len()
     }
 
+    /// The committed entries in key order (pending and frozen writes not seen).
+    pub fn committed_entries(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.committed.iter()
+    }
+
     /// Refuses a bulk restore step unless the store is empty, without checkpoint and without
     /// uncommitted writes.
     fn check_bulk_restore(&self) -> Result<(), StoreError> {
-        self.pending.refuse_if_pending(&self.name)?;
+        layers::refuse_if_uncommitted(&self.pending, self.frozen.as_ref(), &self.name)?;
         if !self.committed.is_empty() || self.checkpoint.is_some() {
             return Err(StoreError::NotEmpty {
                 store: self.name.clone(),
@@ -76,10 +84,12 @@ impl KvBackend for MemoryStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(match self.pending.lookup(key) {
-            Some(pending) => pending.cloned(),
-            None => self.committed.get(key).cloned(),
-        })
+        Ok(
+            match layers::lookup(&self.pending, self.frozen.as_ref(), key) {
+                Some(pending) => pending.cloned(),
+                None => self.committed.get(key).cloned(),
+            },
+        )
     }
 
     fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
@@ -99,11 +109,21 @@ impl KvBackend for MemoryStore {
             .committed
             .range::<[u8], _>((from, to))
             .map(|(k, v)| (k.clone(), v.clone()));
-        Ok(self.pending.merge_range(committed, from, to))
+        Ok(layers::merge_range(
+            &self.pending,
+            self.frozen.as_ref(),
+            committed,
+            from,
+            to,
+        ))
     }
 
     fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError> {
-        for (key, value) in self.pending.take() {
+        let writes = match self.frozen.take() {
+            Some(mut frozen) => frozen.take(),
+            None => self.pending.take(),
+        };
+        for (key, value) in writes {
             match value {
                 Some(v) => {
                     self.committed.insert(key, v);
@@ -121,6 +141,11 @@ impl KvBackend for MemoryStore {
 
     fn rollback(&mut self) {
         self.pending.clear();
+        self.frozen = None;
+    }
+
+    fn freeze(&mut self) {
+        layers::freeze(&mut self.pending, &mut self.frozen);
     }
 
     fn set_savepoint(&mut self) {
@@ -140,7 +165,7 @@ impl KvBackend for MemoryStore {
     }
 
     fn uncommitted_len(&self) -> usize {
-        self.pending.len()
+        layers::uncommitted_len(&self.pending, self.frozen.as_ref())
     }
 
     fn pending_writes(&self) -> Vec<WriteOp> {
@@ -152,7 +177,7 @@ impl KvBackend for MemoryStore {
         batch: WriteBatch,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        self.pending.refuse_if_pending(&self.name)?;
+        layers::refuse_if_uncommitted(&self.pending, self.frozen.as_ref(), &self.name)?;
         for op in batch.into_ops() {
             match op.value {
                 Some(value) => {
@@ -172,6 +197,7 @@ impl KvBackend for MemoryStore {
         self.checkpoint = None;
         self.pending.clear();
         self.pending.release_savepoint();
+        self.frozen = None;
         self.staged.clear();
         Ok(())
     }
@@ -476,5 +502,82 @@ mod tests {
         store.write_batch(batch).unwrap();
         let got = store.get_batch(&[b"c", b"b", b"a"]).unwrap();
         assert_eq!(got, vec![Some(b("3")), None, Some(b("1"))]);
+    }
+
+    #[test]
+    fn a_commit_after_freeze_persists_exactly_the_frozen_writes() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        batch.put("d", "1");
+        store.write_batch(batch).unwrap();
+        store.commit(None).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put("a", "2");
+        batch.put("b", "2");
+        batch.delete("d");
+        store.write_batch(batch).unwrap();
+        store.freeze();
+        assert!(
+            store.pending_writes().is_empty(),
+            "the frozen writes are not pending"
+        );
+        let mut batch = WriteBatch::new();
+        batch.put("a", "3");
+        batch.put("c", "3");
+        store.write_batch(batch).unwrap();
+        assert_eq!(store.get(b"a").unwrap(), Some(b("3")));
+        assert_eq!(store.get(b"b").unwrap(), Some(b("2")));
+        assert_eq!(store.get(b"d").unwrap(), None);
+        assert_eq!(
+            store.range(Bound::Unbounded, Bound::Unbounded).unwrap(),
+            vec![(b("a"), b("3")), (b("b"), b("2")), (b("c"), b("3"))]
+        );
+        assert!(
+            store
+                .restore_batch(WriteBatch::new(), Checkpoint::new(1, None))
+                .is_err()
+        );
+        store.commit(Some(Checkpoint::new(5, None))).unwrap();
+        let committed: Vec<_> = store
+            .committed_entries()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(committed, vec![(b("a"), b("2")), (b("b"), b("2"))]);
+        assert_eq!(store.checkpoint().unwrap(), Some(Checkpoint::new(5, None)));
+        let pending: Vec<_> = store
+            .pending_writes()
+            .into_iter()
+            .map(|op| op.key)
+            .collect();
+        assert_eq!(pending, vec![b("a"), b("c")]);
+        // The writes after the freeze are still uncommitted.
+        store.rollback();
+        assert_eq!(store.get(b"a").unwrap(), Some(b("2")));
+        assert_eq!(store.get(b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn rollback_and_wipe_discard_the_frozen_writes_too() {
+        let mut store = MemoryStore::new("s");
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        store.write_batch(batch).unwrap();
+        store.freeze();
+        let mut batch = WriteBatch::new();
+        batch.put("b", "1");
+        store.write_batch(batch).unwrap();
+        assert_eq!(store.uncommitted_len(), 2);
+        store.rollback();
+        assert_eq!(store.uncommitted_len(), 0);
+        assert_eq!(store.get(b"a").unwrap(), None);
+        let mut batch = WriteBatch::new();
+        batch.put("a", "1");
+        store.write_batch(batch).unwrap();
+        store.freeze();
+        store.wipe().unwrap();
+        assert_eq!(store.get(b"a").unwrap(), None);
+        store.commit(None).unwrap();
+        assert_eq!(store.committed_len(), 0);
     }
 }

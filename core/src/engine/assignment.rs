@@ -357,6 +357,8 @@ impl Engine {
         self.standbys.dirty = true;
         for id in ids {
             self.backlog.remove(id);
+            self.backlog_marked.remove(id);
+            self.backlog_full_at.remove(id);
             let restoring = self.restoring.remove(id).map(|r| r.task);
             for task in self.tasks.remove(id).into_iter().chain(restoring) {
                 self.count_closed_task(*id, task.metrics());
@@ -396,6 +398,8 @@ impl Engine {
         }
         self.awaiting_committed.clear();
         self.backlog.clear();
+        self.backlog_marked.clear();
+        self.backlog_full_at.clear();
         let restoring = std::mem::take(&mut self.restoring)
             .into_values()
             .map(|r| (r.task.id(), r.task));

@@ -222,7 +222,7 @@ impl Engine {
                     base_offset,
                     count,
                 } => {
-                    self.count_produced(owner, &topic_partition.topic, count, false);
+                    self.count_produced(owner.task, &topic_partition.topic, count, false);
                     self.changelog_write_acked(topic_partition, base_offset, count)
                 }
                 ProducerEvent::Failed {
@@ -238,8 +238,8 @@ impl Engine {
                     count,
                 } if self.exactly_once() && fencing::failed_with_the_producer(&error) => {
                     // The producer's fencing (or fatal error): its event follows and decides.
-                    tracing::debug!(task = %owner, %topic_partition, %error, "records failed with the producer");
-                    self.count_produced(owner, &topic_partition.topic, count, true);
+                    tracing::debug!(task = %owner.task, %topic_partition, %error, "records failed with the producer");
+                    self.count_produced(owner.task, &topic_partition.topic, count, true);
                 }
                 ProducerEvent::Failed {
                     owner,
@@ -247,9 +247,9 @@ impl Engine {
                     error,
                     count,
                 } => {
-                    self.count_produced(owner, &topic_partition.topic, count, true);
+                    self.count_produced(owner.task, &topic_partition.topic, count, true);
                     self.fail(EngineError::Delivery {
-                        task: owner,
+                        task: owner.task,
                         topic_partition,
                         error,
                     });

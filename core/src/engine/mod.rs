@@ -49,10 +49,16 @@
 //! answer changes after any input and any `poll_output`: ask it again each time round.
 //!
 //! # Delivery
-//! At-least-once: on the commit interval (and before tasks are revoked, and on close) the
-//! engine stops processing, waits until every record the tasks produced is acknowledged, commits
-//! the stores, and only then commits the tasks' committable offsets. An offset is reported in
-//! [`Event::Committed`] only after the coordinator accepted it.
+//! At-least-once: on the commit interval the engine snapshots the tasks' committable offsets,
+//! freezes their stores' writes and marks the output so far, and **goes on processing** while
+//! it waits until every marked record is acknowledged; then it commits the frozen store writes
+//! and only then the snapshot's offsets (a *pipelined* commit; the next one starts only after
+//! it ended). Before tasks are revoked and on close it stops processing for the commit.
+//!
+//! Exactly-once: an interval commit is one transaction with the same snapshot; the output
+//! produced while it ends is held back (bounded by the producer's buffer size) for the next
+//! transaction. An offset is reported in [`Event::Committed`] only after the coordinator
+//! accepted it.
 //!
 //! # Internal topics
 //! Each logged store has a compacted changelog topic `<application_id>-<store>-changelog` with
@@ -110,7 +116,7 @@ pub use output::{EngineState, Event, Input, Output, StandbySuspendReason};
 pub use shared::ConnectionId;
 pub use standby::StandbyProgress;
 
-use self::commit::{CommitPhase, CommitReason};
+use self::commit::{CommitPhase, CommitReason, OutputOwner};
 use self::deadline::Earliest;
 use self::router::{Router, RouterConfig};
 use crate::client::admin::InternalTopics;
@@ -142,7 +148,8 @@ pub struct Engine {
     metadata_generation: u64,
     fetcher: Fetcher,
     group: GroupMember,
-    producer: Producer<TaskId>,
+    /// Output is tagged with its task and the commit it belongs to (see `commit`).
+    producer: Producer<OutputOwner>,
     /// Creates the changelog topics of logged stores.
     internal_topics: InternalTopics,
     /// Logged stores: (sub-topology, store, changelog topic).
@@ -173,6 +180,20 @@ pub struct Engine {
     sink_wait_since: Option<Instant>,
     /// Task output the producer could not take yet (buffer full, partition count unknown).
     backlog: BTreeMap<TaskId, Vec<ProducerRecord>>,
+    /// While a pipelined commit is under way: per task, how many records at the front of its
+    /// backlog belong to that commit (they were there, or were its changelog writes, when it
+    /// started).
+    backlog_marked: BTreeMap<TaskId, usize>,
+    /// The number of the commit the output produced now belongs to (the next commit to
+    /// start): a pipelined commit N waits for the records tagged N or less only.
+    output_commit: u64,
+    /// Per task whose backlog the producer refused for want of room: its buffered bytes then
+    /// (the backlog is not offered again before they dropped).
+    backlog_full_at: BTreeMap<TaskId, usize>,
+    /// Exactly-once, a pipelined commit under way: bytes (by the producer's size bound) of
+    /// output held in the backlog for the next transaction since it started; processing
+    /// pauses when they reach the producer's buffer size.
+    held_bytes: usize,
     /// Source topic → sub-topology.
     subtopology_of: HashMap<String, usize>,
     committed: BTreeMap<TopicPartition, i64>,
@@ -325,6 +346,10 @@ impl Engine {
             pending_assignment: None,
             sink_wait_since: None,
             backlog: BTreeMap::new(),
+            backlog_marked: BTreeMap::new(),
+            output_commit: 0,
+            backlog_full_at: BTreeMap::new(),
+            held_bytes: 0,
             subtopology_of,
             committed: BTreeMap::new(),
             awaiting_committed: BTreeSet::new(),
@@ -390,7 +415,7 @@ impl Engine {
             && self
                 .tasks
                 .iter()
-                .any(|(id, t)| t.queued_total() > 0 && !self.backlog.contains_key(id))
+                .any(|(id, t)| t.queued_total() > 0 && self.task_may_run(*id))
     }
 
     // ---- inputs ----------------------------------------------------------------------------
@@ -582,13 +607,14 @@ impl Engine {
         matches!(self.state, EngineState::NotRunning | EngineState::Error)
     }
 
-    /// Whether tasks may run batches now: not while a commit, a revocation or the close waits
-    /// for the output so far, nor while a failure waits for its transaction's abort.
+    /// Whether tasks may run batches now: not while a stop-and-wait commit, a revocation or
+    /// the close waits for the output so far, nor while a failure waits for its transaction's
+    /// abort. A pipelined interval commit lets them run (see `commit`).
     fn may_process(&self) -> bool {
         !self.stopped()
             && self.failing.is_none()
             && !self.closing
-            && matches!(self.commit, CommitPhase::Idle)
+            && (matches!(self.commit, CommitPhase::Idle) || self.commit.is_pipelined())
             && self.revoking.is_none()
     }
 

@@ -1,9 +1,10 @@
 //! Records through tasks: fetched batches into the tasks' queues, batches through the
 //! topology, and the tasks' output to the producer.
 
+use super::commit::OutputOwner;
 use super::{Engine, EngineConfig, EngineError};
-use crate::client::producer::ProducerError;
-use crate::record::TopicPartition;
+use crate::client::producer::{ProducerError, record_size_bound};
+use crate::record::{ProducerRecord, TopicPartition};
 use crate::task::{Task, TaskId};
 
 impl Engine {
@@ -59,10 +60,12 @@ impl Engine {
         }
         let now = self.now;
         let mut budget = self.config.max_batches_per_poll;
+        let holding = self.holds_output();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
-            // Its output waits for room in the producer: it must not produce more first.
-            if self.backlog.contains_key(&id) {
+            // Its output waits for room in the producer: it must not produce more first
+            // (unless the backlog holds it for the next transaction, up to a bound).
+            if !self.task_may_run(id) {
                 continue;
             }
             let task = self
@@ -94,13 +97,21 @@ impl Engine {
                 let output = task.take_output();
                 self.metrics.records_sent += output.len() as u64;
                 if !output.is_empty() {
-                    self.backlog.insert(id, output);
-                    break;
+                    if holding {
+                        self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                    }
+                    self.backlog.entry(id).or_default().extend(output);
+                    if !holding || self.held_bytes >= self.config.producer.buffer_memory {
+                        break;
+                    }
                 }
             }
             let output = task.take_output();
             self.metrics.records_sent += output.len() as u64;
             if !output.is_empty() {
+                if holding {
+                    self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                }
                 self.backlog.entry(id).or_default().extend(output);
             }
             for tp in task.partitions() {
@@ -112,42 +123,128 @@ impl Engine {
         progress
     }
 
-    /// Hands held-back task output to the producer, as far as it takes it.
+    /// Whether a task may run a batch now: not while its output waits in the backlog, unless
+    /// the backlog holds it for the next transaction (exactly-once, a pipelined commit under
+    /// way) and the held output is below the producer's buffer size.
+    pub(super) fn task_may_run(&self, id: TaskId) -> bool {
+        !self.backlog.contains_key(&id)
+            || (self.holds_output() && self.held_bytes < self.config.producer.buffer_memory)
+    }
+
+    /// Exactly-once with a pipelined commit under way: the output produced since its start
+    /// must not enter its transaction, so the backlog holds it until the transaction ended.
+    fn holds_output(&self) -> bool {
+        self.exactly_once() && self.commit.is_pipelined()
+    }
+
+    /// Hands held-back task output to the producer, as far as it takes it. The records a
+    /// pipelined commit marked in a backlog go first, tagged with that commit (and make the
+    /// producer send at once: the commit waits for them); the rest are tagged with the next
+    /// (under exactly-once they wait until the commit's transaction ended).
     fn deliver_backlog(&mut self) -> bool {
-        let now = self.now;
         let mut progress = false;
+        let holding = self.holds_output();
         let ids: Vec<TaskId> = self.backlog.keys().copied().collect();
         for id in ids {
+            // Refused for want of room at this fill level: it cannot fit before acks free
+            // some (trying again would check every record of a large backlog for nothing).
+            if self
+                .backlog_full_at
+                .get(&id)
+                .is_some_and(|&at| self.producer.buffered_bytes() >= at)
+            {
+                continue;
+            }
+            // Held for the next transaction, nothing of the commit under way in it.
+            if holding && !self.backlog_marked.contains_key(&id) {
+                continue;
+            }
             // A refused batch goes back in; each task is tried once per call.
-            let records = self
+            let mut records = self
                 .backlog
                 .remove(&id)
                 .expect("ids were just read from the map");
-            match self.producer.send_batch(id, records, now) {
-                Ok(_) => progress = true,
-                Err(refused) => match refused.error {
-                    ProducerError::BufferFull { .. }
-                    | ProducerError::UnknownPartitionCount { .. }
-                    // Exactly-once: a commit or abort under way; its end takes them.
-                    | ProducerError::TransactionEnding
-                    | ProducerError::TransactionAbortable(_) => {
-                        self.backlog.insert(id, refused.records);
+            if let Some(marked) = self.backlog_marked.remove(&id) {
+                let rest = records.split_off(marked.min(records.len()));
+                // The commit under way is the one before the output's current commit.
+                let commit = self
+                    .output_commit
+                    .checked_sub(1)
+                    .expect("a backlog is marked only while a pipelined commit is under way");
+                match self.send_output(id, commit, records) {
+                    Delivery::Sent => {
+                        progress = true;
+                        self.producer.flush();
+                        records = rest;
                     }
-                    // Fenced: its event (not handled yet) closes the tasks with their backlog.
-                    ProducerError::TransactionFatal(ref fenced)
-                        if fenced.is_fencing() && self.exactly_once() =>
-                    {
-                        self.backlog.insert(id, refused.records);
+                    Delivery::Refused(mut refused) => {
+                        refused.extend(rest);
+                        self.backlog.insert(id, refused);
+                        self.backlog_marked.insert(id, marked);
+                        continue;
                     }
-                    error => {
-                        self.fail(EngineError::Producer { task: id, error });
-                        return true;
-                    }
-                },
+                    Delivery::Failed => return true,
+                }
+                if records.is_empty() {
+                    continue;
+                }
+            }
+            if holding {
+                self.backlog.insert(id, records);
+                continue;
+            }
+            match self.send_output(id, self.output_commit, records) {
+                Delivery::Sent => progress = true,
+                Delivery::Refused(refused) => {
+                    self.backlog.insert(id, refused);
+                }
+                Delivery::Failed => return true,
             }
         }
         progress
     }
+
+    /// Hands `records` of task `id` to the producer, tagged with `commit`.
+    fn send_output(&mut self, id: TaskId, commit: u64, records: Vec<ProducerRecord>) -> Delivery {
+        let owner = OutputOwner { task: id, commit };
+        match self.producer.send_batch(owner, records, self.now) {
+            Ok(_) => {
+                self.backlog_full_at.remove(&id);
+                Delivery::Sent
+            }
+            Err(refused) => match refused.error {
+                ProducerError::BufferFull { .. } => {
+                    self.backlog_full_at
+                        .insert(id, self.producer.buffered_bytes());
+                    Delivery::Refused(refused.records)
+                }
+                ProducerError::UnknownPartitionCount { .. }
+                // Exactly-once: a commit or abort under way; its end takes them.
+                | ProducerError::TransactionEnding
+                | ProducerError::TransactionAbortable(_) => Delivery::Refused(refused.records),
+                // Fenced: its event (not handled yet) closes the tasks with their backlog.
+                ProducerError::TransactionFatal(ref fenced)
+                    if fenced.is_fencing() && self.exactly_once() =>
+                {
+                    Delivery::Refused(refused.records)
+                }
+                error => {
+                    self.fail(EngineError::Producer { task: id, error });
+                    Delivery::Failed
+                }
+            },
+        }
+    }
+}
+
+/// What became of output handed to the producer.
+enum Delivery {
+    /// Taken.
+    Sent,
+    /// Not now (no room, ...): the records back, for the backlog.
+    Refused(Vec<ProducerRecord>),
+    /// The engine stopped.
+    Failed,
 }
 
 /// Whether the queue of input partition `tp` of `task` holds as many records or bytes as

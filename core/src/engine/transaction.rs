@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::commit::{CommitPhase, CommitReason};
+use super::commit::{CommitPhase, CommitReason, Pipelined};
 use super::{Engine, EngineError, Event, Output, ProcessingGuarantee};
 use crate::client::producer::{ProducerError, TransactionError, TransactionState};
 use crate::record::TopicPartition;
@@ -49,12 +49,16 @@ impl Engine {
             )
     }
 
-    /// Flushing is over under exactly-once (every record handed to the producer): commits
-    /// the transaction with `offsets`.
-    pub(super) fn commit_transaction(&mut self, offsets: BTreeMap<TopicPartition, i64>) {
+    /// Flushing is over under exactly-once (every record of the commit handed to the
+    /// producer): commits the transaction with `offsets`.
+    pub(super) fn commit_transaction(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, i64>,
+        pipelined: Option<Pipelined>,
+    ) {
         let group = self.group.group_metadata();
         match self.producer.commit_transaction(offsets, group) {
-            Ok(()) => self.commit = CommitPhase::Transaction,
+            Ok(()) => self.commit = CommitPhase::Transaction { pipelined },
             Err(ProducerError::TransactionAbortable(error)) => {
                 self.warn(EngineError::Transaction(error));
                 self.abort_transaction(AbortCause::Retry);
@@ -64,26 +68,35 @@ impl Engine {
     }
 
     /// The transaction of the commit under way committed: the stores commit with their
-    /// checkpoints, then the commit is done as an accepted offset commit.
+    /// checkpoints (a pipelined commit: their frozen writes), then the commit is done as an
+    /// accepted offset commit.
     pub(super) fn transaction_committed(&mut self, offsets: BTreeMap<TopicPartition, i64>) {
-        if !matches!(self.commit, CommitPhase::Transaction) {
+        if !matches!(self.commit, CommitPhase::Transaction { .. }) {
             // Its tasks were lost while it committed (its offsets went with the generation
             // they were processed in): the stores restore the committed tail when the tasks
             // come back.
             tracing::debug!("a transaction of lost tasks committed");
             return;
         }
-        if !self.commit_stores() {
+        let CommitPhase::Transaction { pipelined } =
+            std::mem::replace(&mut self.commit, CommitPhase::Idle)
+        else {
+            unreachable!("checked above");
+        };
+        let stored = match &pipelined {
+            Some(p) => self.commit_frozen_stores(&p.tasks),
+            None => self.commit_stores(),
+        };
+        if !stored {
             return;
         }
-        self.commit = CommitPhase::Idle;
         self.last_commit = self.now;
         self.committed
             .extend(offsets.iter().map(|(tp, o)| (tp.clone(), *o)));
         self.outputs
             .push_back(Output::Event(Event::Committed(offsets)));
         self.count_commit(true);
-        self.commit_done();
+        self.commit_done(pipelined.is_some());
     }
 
     /// Starts aborting the open transaction; `cause` says what follows.

@@ -35,8 +35,32 @@ impl Task {
 
     /// [`Task::commit_stores`] with a checkpoint per store: `checkpoint(store)` is the
     /// changelog position the store's state corresponds to after this commit (`None`: keep
-    /// the last one). Each store commits its writes and its checkpoint atomically.
+    /// the last one). Each store commits its writes (frozen or not) and its checkpoint
+    /// atomically.
     pub fn commit_stores_with(
+        &mut self,
+        checkpoint: impl Fn(&str) -> Option<Checkpoint>,
+    ) -> Result<(), TaskError> {
+        for store in &mut self.state.stores {
+            // Everything: a frozen layer and the writes after it together.
+            store.freeze();
+        }
+        self.commit_frozen_stores_with(checkpoint)
+    }
+
+    /// Freezes every store's writes since the last commit (see
+    /// [`KvBackend::freeze`](crate::state::KvBackend::freeze)): a pipelined commit persists
+    /// them with [`Task::commit_frozen_stores_with`] once their changelog writes are
+    /// acknowledged, while the task goes on writing. Take [`Task::changelog_writes`] first.
+    pub fn freeze_stores(&mut self) {
+        for store in &mut self.state.stores {
+            store.freeze();
+        }
+    }
+
+    /// Commits each store's frozen writes (only those; a store without a frozen layer
+    /// commits its pending writes) with `checkpoint(store)`, atomically per store.
+    pub fn commit_frozen_stores_with(
         &mut self,
         checkpoint: impl Fn(&str) -> Option<Checkpoint>,
     ) -> Result<(), TaskError> {
@@ -50,7 +74,7 @@ impl Task {
         Ok(())
     }
 
-    /// Discards the stores' writes since the last commit (after a failure).
+    /// Discards the stores' writes since the last commit, frozen or not (after a failure).
     pub fn rollback_stores(&mut self) {
         for store in &mut self.state.stores {
             store.rollback();

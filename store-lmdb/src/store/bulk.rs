@@ -25,7 +25,7 @@ use std::io;
 
 use heed::types::Bytes as RawBytes;
 use heed::{CommitOrAbort, CommitToken, Database, DatabaseOpener, Env, OnCommit, RwTxn};
-use kstreams_store_api::{Checkpoint, StoreError, WriteBatch};
+use kstreams_store_api::{Checkpoint, StoreError, WriteBatch, layers};
 use tracing::{debug, warn};
 
 use super::LmdbStore;
@@ -175,7 +175,7 @@ impl LmdbStore {
     /// Refuses a bulk-restore step unless the store has no uncommitted writes, no checkpoint
     /// and no data (for `finish`, data of its own interrupted merge is allowed).
     fn check_bulk_restore(&self, finish: bool) -> Result<(), StoreError> {
-        self.pending.refuse_if_pending(&self.name)?;
+        layers::refuse_if_uncommitted(&self.pending, self.frozen.as_ref(), &self.name)?;
         let has_data = {
             let reader = self.shared().reader(&self.name)?;
             self.db

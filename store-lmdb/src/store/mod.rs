@@ -9,7 +9,7 @@ use std::sync::RwLockReadGuard;
 use bytes::Bytes;
 use heed::{RoTxn, RwTxn, WithoutTls};
 use kstreams_store_api::{
-    Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer, WriteOp,
+    Checkpoint, KeyValue, KvBackend, StoreError, WriteBatch, WriteBuffer, WriteOp, layers,
 };
 use tracing::{debug, trace, warn};
 
@@ -29,7 +29,10 @@ use crate::write::{WriteMode, sorted_unique, write_sorted};
 /// * [`commit`](KvBackend::commit) writes every pending entry and the checkpoint in **one**
 ///   LMDB write transaction, growing the map and retrying on `MDB_MAP_FULL`; on any failure
 ///   nothing is durable and the buffer is kept for a retry;
-/// * [`rollback`](KvBackend::rollback) clears the buffer;
+/// * [`rollback`](KvBackend::rollback) clears the buffer (and the frozen one);
+/// * [`freeze`](KvBackend::freeze) makes the buffer a frozen layer that the next `commit`
+///   writes (alone), a new buffer taking later writes; reads see the buffer, the frozen layer,
+///   then LMDB;
 /// * [`pending_writes`](KvBackend::pending_writes) lists the buffer (what the changelog must
 ///   carry at the next commit);
 /// * [`restore_batch`](KvBackend::restore_batch) sorts and deduplicates a changelog batch and
@@ -67,6 +70,8 @@ pub struct LmdbStore {
     db_name: String,
     db: RawDb,
     pending: WriteBuffer,
+    /// The writes of a commit under way ([`KvBackend::freeze`]): what the next commit writes.
+    frozen: Option<WriteBuffer>,
     /// Restore runs staged by `restore_run`.
     runs: StagedRuns,
 }
@@ -101,6 +106,7 @@ impl LmdbStore {
             db_name,
             db,
             pending: WriteBuffer::new(),
+            frozen: None,
             runs: StagedRuns::default(),
         }
     }
@@ -139,14 +145,20 @@ impl LmdbStore {
         &self.env.shared
     }
 
-    /// Writes the pending entries (see [`write_sorted`]) and `checkpoint` into `wtxn`.
+    /// The layer a commit writes: the frozen one when there is one, else the pending one.
+    fn committing(&self) -> &WriteBuffer {
+        self.frozen.as_ref().unwrap_or(&self.pending)
+    }
+
+    /// Writes the committing layer's entries (see [`write_sorted`]) and `checkpoint` into
+    /// `wtxn`.
     fn write_pending(
         &self,
         wtxn: &mut RwTxn<'_>,
         checkpoint: Option<Checkpoint>,
     ) -> heed::Result<WriteMode> {
         let entries = self
-            .pending
+            .committing()
             .iter()
             .map(|(key, value)| (key.as_ref(), value.map(|v| v.as_ref())));
         let mode = write_sorted(&self.db, wtxn, entries)?;
@@ -187,7 +199,7 @@ impl fmt::Debug for LmdbStore {
             .field("name", &self.name)
             .field("partition", &self.partition)
             .field("path", &self.env.path())
-            .field("uncommitted", &self.pending.len())
+            .field("uncommitted", &self.uncommitted_len())
             .finish_non_exhaustive()
     }
 }
@@ -196,11 +208,11 @@ impl Drop for LmdbStore {
     fn drop(&mut self) {
         // Best effort: what cannot be dropped now, the next open of the store drops.
         self.discard_runs();
-        if !self.pending.is_empty() {
+        if self.uncommitted_len() > 0 {
             trace!(
                 store = %self.name,
                 partition = self.partition,
-                uncommitted = self.pending.len(),
+                uncommitted = self.uncommitted_len(),
                 "dropping LMDB store with uncommitted writes"
             );
         }
@@ -214,7 +226,7 @@ impl KvBackend for LmdbStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        if let Some(pending) = self.pending.lookup(key) {
+        if let Some(pending) = layers::lookup(&self.pending, self.frozen.as_ref(), key) {
             return Ok(pending.cloned());
         }
         if !self.shared().key_is_valid(key) {
@@ -234,7 +246,7 @@ impl KvBackend for LmdbStore {
         // Opened at the first key the buffer does not answer; one transaction for all keys.
         let mut reader: Option<Reader<'_>> = None;
         for &key in keys {
-            let value = match self.pending.lookup(key) {
+            let value = match layers::lookup(&self.pending, self.frozen.as_ref(), key) {
                 Some(pending) => pending.cloned(),
                 None if !shared.key_is_valid(key) => None,
                 None => {
@@ -276,11 +288,18 @@ impl KvBackend for LmdbStore {
                 committed.push((Bytes::copy_from_slice(key), Bytes::copy_from_slice(value)));
             }
         }
-        Ok(self.pending.merge_range(committed, from, to))
+        Ok(layers::merge_range(
+            &self.pending,
+            self.frozen.as_ref(),
+            committed,
+            from,
+            to,
+        ))
     }
 
     fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError> {
-        if self.pending.is_empty() && checkpoint.is_none() {
+        if self.committing().is_empty() && checkpoint.is_none() {
+            self.frozen = None;
             return Ok(());
         }
         let this = &*self;
@@ -295,19 +314,21 @@ impl KvBackend for LmdbStore {
                 trace!(
                     store = %self.name,
                     partition = self.partition,
-                    entries = self.pending.len(),
+                    entries = self.committing().len(),
                     ?mode,
                     ?checkpoint,
                     "committed"
                 );
-                self.pending.clear();
+                if self.frozen.take().is_none() {
+                    self.pending.clear();
+                }
                 Ok(())
             }
             Err(e) => {
                 warn!(
                     store = %self.name,
                     partition = self.partition,
-                    entries = self.pending.len(),
+                    entries = self.committing().len(),
                     error = %e,
                     "commit failed; pending writes kept for a retry"
                 );
@@ -318,6 +339,11 @@ impl KvBackend for LmdbStore {
 
     fn rollback(&mut self) {
         self.pending.clear();
+        self.frozen = None;
+    }
+
+    fn freeze(&mut self) {
+        layers::freeze(&mut self.pending, &mut self.frozen);
     }
 
     fn set_savepoint(&mut self) {
@@ -351,7 +377,7 @@ impl KvBackend for LmdbStore {
     }
 
     fn uncommitted_len(&self) -> usize {
-        self.pending.len()
+        layers::uncommitted_len(&self.pending, self.frozen.as_ref())
     }
 
     fn pending_writes(&self) -> Vec<WriteOp> {
@@ -363,7 +389,7 @@ impl KvBackend for LmdbStore {
         batch: WriteBatch,
         checkpoint: Checkpoint,
     ) -> Result<(), StoreError> {
-        self.pending.refuse_if_pending(&self.name)?;
+        layers::refuse_if_uncommitted(&self.pending, self.frozen.as_ref(), &self.name)?;
         self.check_keys(batch.ops())?;
         let records = batch.len();
         let ops = sorted_unique(batch.into_ops());
@@ -402,12 +428,13 @@ impl KvBackend for LmdbStore {
         debug!(
             store = %self.name,
             partition = self.partition,
-            dropped_uncommitted = self.pending.len(),
+            dropped_uncommitted = self.uncommitted_len(),
             dropped_runs = self.runs.runs().len(),
             "wiped the store's data and checkpoint"
         );
         self.pending.clear();
         self.pending.release_savepoint();
+        self.frozen = None;
         self.runs.clear();
         Ok(())
     }

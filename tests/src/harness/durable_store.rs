@@ -165,13 +165,13 @@ impl Drop for DiskStore {
 }
 
 impl DiskStore {
-    /// Copies the committed state to the disk (called when nothing is pending).
+    /// Copies the committed state to the disk (pending writes, e.g. those after a freeze,
+    /// stay out).
     fn save(&self) -> Result<(), StoreError> {
-        debug_assert_eq!(self.inner.uncommitted_len(), 0, "saving pending writes");
         let entries = self
             .inner
-            .range(Bound::Unbounded, Bound::Unbounded)?
-            .into_iter()
+            .committed_entries()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let saved = Saved {
             entries,
@@ -210,6 +210,10 @@ impl KvBackend for DiskStore {
 
     fn rollback(&mut self) {
         self.inner.rollback();
+    }
+
+    fn freeze(&mut self) {
+        self.inner.freeze();
     }
 
     fn set_savepoint(&mut self) {

@@ -48,6 +48,11 @@ impl<O: Clone + Eq + Hash> Ledger<O> {
         self.unacked.get(owner).copied().unwrap_or(0)
     }
 
+    /// Whether a record of an owner matching `owner` is neither acknowledged nor failed yet.
+    pub(super) fn any_unacked(&self, owner: impl Fn(&O) -> bool) -> bool {
+        self.unacked.keys().any(owner)
+    }
+
     /// Bytes of records neither acknowledged nor failed yet.
     pub(super) fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
@@ -226,6 +231,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn any_unacked_asks_about_the_owners_with_records_left() {
+        let mut ledger = Ledger::new();
+        let first = accepted_batch(&mut ledger, &[1, 2]);
+        let second = accepted_batch(&mut ledger, &[3]);
+        assert!(ledger.any_unacked(|owner| *owner <= 2));
+        ledger.ack(&tp(), first, Some(0));
+        assert!(
+            !ledger.any_unacked(|owner| *owner <= 2),
+            "1 and 2 are acknowledged"
+        );
+        assert!(ledger.any_unacked(|owner| *owner <= 3));
+        ledger.fail(
+            &tp(),
+            second,
+            DeliveryError::DeliveryTimeout {
+                timeout: Duration::from_millis(5),
+            },
+        );
+        assert!(!ledger.any_unacked(|_| true), "a failure settles too");
     }
 
     #[test]

@@ -311,6 +311,13 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         self.ledger.unacked(owner)
     }
 
+    /// Whether records of an owner matching `owner` are neither acknowledged nor failed yet
+    /// (e.g. every owner tagged with a commit up to N: whether that commit's output is
+    /// delivered; an owner's records are settled in any order across partitions).
+    pub fn any_unacked(&self, owner: impl Fn(&O) -> bool) -> bool {
+        self.ledger.any_unacked(owner)
+    }
+
     /// Bytes (by [`record_size_bound`]) of unacknowledged records.
     pub fn buffered_bytes(&self) -> usize {
         self.ledger.buffered_bytes()
