@@ -10,8 +10,9 @@
 //! (`kafka_protocol::compression`), so compressed output is byte-for-byte what that crate
 //! would produce (xerial-framed snappy, LZ4 frame, gzip, zstd).
 //!
-//! Note that readers decoding with `kafka-protocol` (including our fetcher) still collapse
-//! duplicate header keys to the last value; Java and librdkafka consumers see them all.
+//! Our fetcher (`crate::wire::records`), Java and librdkafka consumers see them all; readers
+//! decoding with `kafka-protocol`'s `RecordBatchDecoder` collapse duplicate keys to the last
+//! value.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
