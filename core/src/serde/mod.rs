@@ -81,6 +81,22 @@ pub trait Serializer<T>: Send + Sync + 'static {
         buf: &mut BytesMut,
     ) -> Result<bool, SerdeError>;
 
+    /// The encoding of an owned `value`, split off `buf` (grown a chunk at a time, so a
+    /// batch's encodings share a few allocations); `None` is Kafka's null. Sinks call this.
+    /// A serializer whose value already is its encoding overrides it to hand the value
+    /// through without a copy ([`BytesSerde`] does).
+    fn serialize_owned(
+        &self,
+        topic: &str,
+        value: T,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        reserve_chunk(buf);
+        Ok(self
+            .serialize_into(topic, &value, buf)?
+            .then(|| buf.split().freeze()))
+    }
+
     /// The encoding of `value` as its own buffer; `None` is Kafka's null.
     fn serialize(&self, topic: &str, value: &T) -> Result<Option<Bytes>, SerdeError> {
         let mut buf = BytesMut::new();

@@ -27,6 +27,16 @@ impl Serializer<Bytes> for BytesSerde {
     fn serialize(&self, _: &str, value: &Bytes) -> Result<Option<Bytes>, SerdeError> {
         Ok(Some(value.clone()))
     }
+
+    /// The value itself: a sink forwarding consumed bytes hands the fetched slice on, no copy.
+    fn serialize_owned(
+        &self,
+        _: &str,
+        value: Bytes,
+        _: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        Ok(Some(value))
+    }
 }
 
 impl Deserializer<Bytes> for BytesSerde {
@@ -142,6 +152,17 @@ impl<T, S: Serializer<T>> Serializer<Option<T>> for Nullable<S> {
             None => Ok(false),
         }
     }
+    fn serialize_owned(
+        &self,
+        topic: &str,
+        value: Option<T>,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        match value {
+            Some(v) => self.0.serialize_owned(topic, v, buf),
+            None => Ok(None),
+        }
+    }
 }
 
 impl<T, S: Deserializer<T>> Deserializer<Option<T>> for Nullable<S> {
@@ -249,6 +270,27 @@ mod tests {
         let buf = Bytes::from_static(b"payload");
         let out = BytesSerde.deserialize("t", Some(&buf)).unwrap();
         assert_eq!(out.as_ptr(), buf.as_ptr());
+    }
+
+    #[test]
+    fn bytes_serialize_owned_hands_the_value_through() {
+        let value = Bytes::from_static(b"payload");
+        let mut buf = BytesMut::new();
+        let out = BytesSerde
+            .serialize_owned("t", value.clone(), &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.as_ptr(), value.as_ptr());
+        assert!(buf.is_empty());
+        let nullable = Nullable(BytesSerde);
+        let out = nullable
+            .serialize_owned("t", Some(value.clone()), &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.as_ptr(), value.as_ptr());
+        assert_eq!(nullable.serialize_owned("t", None, &mut buf).unwrap(), None);
+        let copied = I64Serde.serialize_owned("t", 7, &mut buf).unwrap().unwrap();
+        assert_eq!(copied.as_ref(), &7i64.to_be_bytes());
     }
 
     #[test]

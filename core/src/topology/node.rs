@@ -227,7 +227,8 @@ struct SinkNode<K, V> {
     value: Arc<dyn Serializer<V>>,
     partitioner: Option<Partitioner<K, V>>,
     /// Serialization buffer, grown a chunk at a time: a batch's keys and values are slices of
-    /// a few shared allocations.
+    /// a few shared allocations (keys and values that already are bytes pass through instead:
+    /// [`Serializer::serialize_owned`]).
     buf: BytesMut,
 }
 
@@ -257,18 +258,14 @@ impl<K: 'static, V: 'static> SinkNode<K, V> {
             }
             None => None,
         };
-        crate::serde::reserve_chunk(&mut self.buf);
         let key = self
             .key
-            .serialize_into(&self.topic, &record.key, &mut self.buf)
-            .map_err(fail)?
-            .then(|| self.buf.split().freeze());
-        crate::serde::reserve_chunk(&mut self.buf);
+            .serialize_owned(&self.topic, record.key, &mut self.buf)
+            .map_err(fail)?;
         let value = self
             .value
-            .serialize_into(&self.topic, &record.value, &mut self.buf)
-            .map_err(fail)?
-            .then(|| self.buf.split().freeze());
+            .serialize_owned(&self.topic, record.value, &mut self.buf)
+            .map_err(fail)?;
         state.output.push(ProducerRecord {
             topic: self.topic.clone(),
             partition,
