@@ -31,9 +31,10 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                         None => self.sticky_partition(&record.topic, size),
                     };
                     let tp = TopicPartition::new(record.topic.clone(), partition);
-                    self.partitions.entry(tp).or_default().append(
+                    self.partitions.entry(tp).or_default().append_sized(
                         &owner,
-                        record,
+                        &record,
+                        size,
                         self.config.batch_size,
                         &mut self.next_batch_id,
                         now,
