@@ -24,6 +24,17 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         match self.check_batch(&records) {
             Ok((bytes, keyed)) => {
                 let count = records.len();
+                let single_topic = records.first().is_some_and(|first| {
+                    records.iter().all(|r| Arc::ptr_eq(&r.topic, &first.topic))
+                });
+                if single_topic && keyed.iter().all(Option::is_some) {
+                    self.append_by_partition(&owner, &records, &keyed, now);
+                    self.ledger.accept(owner, count, bytes);
+                    if count > 0 {
+                        self.open_transaction();
+                    }
+                    return Ok(count);
+                }
                 for (record, partition) in records.into_iter().zip(keyed) {
                     let size = record_size_bound(&record);
                     let partition = match partition {
@@ -50,6 +61,52 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         }
     }
 
+    /// Appends `records`, all of one topic (one `Arc`) and each with its partition in
+    /// `partitions`, a partition at a time: one queue lookup per partition instead of one per
+    /// record. Records of one partition keep their order.
+    fn append_by_partition(
+        &mut self,
+        owner: &O,
+        records: &[ProducerRecord],
+        partitions: &[Option<i32>],
+        now: Instant,
+    ) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let mut order: Vec<(i32, usize)> = partitions
+            .iter()
+            .enumerate()
+            .map(|(index, partition)| {
+                (
+                    partition.expect("append_by_partition is called with every partition known"),
+                    index,
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        let mut rest = &order[..];
+        while let Some(&(partition, _)) = rest.first() {
+            let run = rest.partition_point(|&(p, _)| p == partition);
+            let queue = self
+                .partitions
+                .entry(TopicPartition::new(first.topic.clone(), partition))
+                .or_default();
+            for &(_, index) in &rest[..run] {
+                let record = &records[index];
+                queue.append_sized(
+                    owner,
+                    record,
+                    record_size_bound(record),
+                    self.config.batch_size,
+                    &mut self.next_batch_id,
+                    now,
+                );
+            }
+            rest = &rest[run..];
+        }
+    }
+
     /// Validates a batch: returns its size bound and each record's partition (`None`: sticky).
     fn check_batch(
         &self,
@@ -61,6 +118,8 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         self.check_transaction_accepts_records()?;
         let mut bytes = 0;
         let mut partitions = Vec::with_capacity(records.len());
+        // A sink's records share its topic's `Arc`: look its partition count up once.
+        let mut counted: Option<(&Arc<str>, Option<i32>)> = None;
         for record in records {
             let size = record_size_bound(record);
             if size + BATCH_HEADER_LEN > self.config.max_request_size {
@@ -70,7 +129,14 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
                 });
             }
             bytes += size;
-            let count = self.partition_counts.get(&record.topic).copied();
+            let count = match counted {
+                Some((topic, count)) if Arc::ptr_eq(topic, &record.topic) => count,
+                _ => {
+                    let count = self.partition_counts.get(&record.topic).copied();
+                    counted = Some((&record.topic, count));
+                    count
+                }
+            };
             let partition = match (record.partition, count, &record.key) {
                 (Some(partition), count, _) => {
                     if partition < 0 || count.is_some_and(|count| partition >= count) {

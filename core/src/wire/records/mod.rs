@@ -461,9 +461,13 @@ pub fn decode_fetched_records_within<R: DecodedRecord>(
             };
             let leader_epoch =
                 (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch);
-            // Each record takes at least 7 bytes: never reserve more than the bytes can hold.
+            // Room for this batch's records and, guessing from its size, those of the batches
+            // after it; each record takes at least 7 bytes, so never more than the bytes left
+            // can hold.
             let count = usize::try_from(header.record_count).unwrap_or(0);
-            out.records.reserve(count.min(section.len() / 7));
+            let left = buffer.len() - position;
+            let expected = count.saturating_mul(left / bytes.len().max(1));
+            out.records.reserve(count.max(expected).min(left / 7));
             let fetch_offset = fetched.fetch_offset;
             let records = &mut out.records;
             walk_section(&section, &header, |record| {
