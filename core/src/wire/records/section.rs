@@ -171,6 +171,7 @@ impl Walker<'_> {
     }
 
     /// The next `len` bytes, as a range of `buf`.
+    #[inline(always)]
     fn take(&mut self, len: usize) -> Result<Range<usize>, String> {
         let start = self.pos;
         let end = start
@@ -184,7 +185,7 @@ impl Walker<'_> {
     /// Unsigned LEB128 of at most `max_bytes` bytes, accumulated like `kafka-protocol` does:
     /// bits beyond the width are dropped, and reading stops after `max_bytes` bytes even if the
     /// last one has its continuation bit set.
-    #[inline]
+    #[inline(always)]
     fn unsigned(&mut self, max_bytes: u32) -> Result<u64, String> {
         // One byte: the common case for lengths, deltas and counts below 64.
         match self.buf.get(self.pos) {
@@ -211,21 +212,21 @@ impl Walker<'_> {
         Ok(value)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, String> {
         // Truncation to 32 bits mirrors the crate's u32 accumulator.
         let zigzag = self.unsigned(5)? as u32;
         Ok(((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32))
     }
 
-    #[inline]
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, String> {
         let zigzag = self.unsigned(10)?;
         Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
     }
 
     /// A length-prefixed byte string (`-1`: null) as a range of `buf`.
-    #[inline]
+    #[inline(always)]
     fn nullable_bytes(&mut self, what: &str) -> Result<Option<Range<usize>>, String> {
         match self.varint()? {
             -1 => Ok(None),
