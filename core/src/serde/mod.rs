@@ -111,6 +111,14 @@ pub trait Deserializer<T>: Send + Sync + 'static {
     /// Decodes `data` read from `topic`. `data` is a slice of the fetched buffer, so a
     /// deserializer producing `Bytes` can keep it without copying.
     fn deserialize(&self, topic: &str, data: Option<&Bytes>) -> Result<T, SerdeError>;
+
+    /// [`deserialize`](Self::deserialize) of data the caller no longer needs: a deserializer
+    /// that keeps the bytes may take them out of `data` instead of cloning (one reference
+    /// count less to raise and to drop later). On an error `data` must be left as it was.
+    /// Sources call this when a failed record fails the task anyway.
+    fn deserialize_owned(&self, topic: &str, data: &mut Option<Bytes>) -> Result<T, SerdeError> {
+        self.deserialize(topic, data.as_ref())
+    }
 }
 
 /// A serializer and deserializer for the same type; implemented for every type that is both.

@@ -43,6 +43,12 @@ impl Deserializer<Bytes> for BytesSerde {
     fn deserialize(&self, _: &str, data: Option<&Bytes>) -> Result<Bytes, SerdeError> {
         non_null::<Bytes>(data).cloned()
     }
+
+    fn deserialize_owned(&self, _: &str, data: &mut Option<Bytes>) -> Result<Bytes, SerdeError> {
+        data.take().ok_or(SerdeError::Null {
+            type_name: std::any::type_name::<Bytes>(),
+        })
+    }
 }
 
 /// UTF-8 strings (Java `StringSerde` with its default UTF-8 encoding).
@@ -169,6 +175,17 @@ impl<T, S: Deserializer<T>> Deserializer<Option<T>> for Nullable<S> {
     fn deserialize(&self, topic: &str, data: Option<&Bytes>) -> Result<Option<T>, SerdeError> {
         data.map(|d| self.0.deserialize(topic, Some(d))).transpose()
     }
+
+    fn deserialize_owned(
+        &self,
+        topic: &str,
+        data: &mut Option<Bytes>,
+    ) -> Result<Option<T>, SerdeError> {
+        if data.is_none() {
+            return Ok(None);
+        }
+        self.0.deserialize_owned(topic, data).map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +287,31 @@ mod tests {
         let buf = Bytes::from_static(b"payload");
         let out = BytesSerde.deserialize("t", Some(&buf)).unwrap();
         assert_eq!(out.as_ptr(), buf.as_ptr());
+    }
+
+    #[test]
+    fn bytes_deserialize_owned_takes_the_bytes_and_leaves_null_alone() {
+        let buf = Bytes::from_static(b"payload");
+        let mut data = Some(buf.clone());
+        let out = BytesSerde.deserialize_owned("t", &mut data).unwrap();
+        assert_eq!(out.as_ptr(), buf.as_ptr());
+        assert_eq!(data, None);
+        assert!(BytesSerde.deserialize_owned("t", &mut None).is_err());
+        let mut data = Some(buf.clone());
+        let out = Nullable(BytesSerde)
+            .deserialize_owned("t", &mut data)
+            .unwrap();
+        assert_eq!(out, Some(buf));
+        assert_eq!(
+            Nullable(BytesSerde)
+                .deserialize_owned("t", &mut None)
+                .unwrap(),
+            None
+        );
+        // A deserializer that copies leaves the data where it was.
+        let mut data = Some(Bytes::from_static(&[0, 0, 0, 7]));
+        assert_eq!(I32Serde.deserialize_owned("t", &mut data).unwrap(), 7);
+        assert!(data.is_some());
     }
 
     #[test]
