@@ -74,17 +74,7 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         let Some(first) = records.first() else {
             return;
         };
-        let mut order: Vec<(i32, usize)> = partitions
-            .iter()
-            .enumerate()
-            .map(|(index, partition)| {
-                (
-                    partition.expect("append_by_partition is called with every partition known"),
-                    index,
-                )
-            })
-            .collect();
-        order.sort_unstable();
+        let order = by_partition(partitions);
         let mut rest = &order[..];
         while let Some(&(partition, _)) = rest.first() {
             let run = rest.partition_point(|&(p, _)| p == partition);
@@ -213,5 +203,59 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+/// Record indices grouped by partition, ascending, each group in record order: a counting
+/// sort (partitions are small numbers), falling back to a comparison sort for partitions far
+/// above the record count (an explicit partition of a topic whose count is unknown).
+fn by_partition(partitions: &[Option<i32>]) -> Vec<(i32, usize)> {
+    let partition_of = |p: &Option<i32>| -> i32 {
+        p.expect("append_by_partition is called with every partition known")
+    };
+    let highest = partitions.iter().map(partition_of).max().unwrap_or(0);
+    let slots = usize::try_from(highest).map_or(usize::MAX, |h| h + 1);
+    if slots > partitions.len().saturating_mul(4).max(64) {
+        let mut order: Vec<(i32, usize)> = partitions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| (partition_of(p), index))
+            .collect();
+        order.sort_unstable();
+        return order;
+    }
+    // Where each partition's group starts.
+    let mut starts = vec![0usize; slots + 1];
+    for p in partitions {
+        starts[partition_of(p) as usize + 1] += 1;
+    }
+    for slot in 1..starts.len() {
+        starts[slot] += starts[slot - 1];
+    }
+    let mut order = vec![(0, 0); partitions.len()];
+    for (index, p) in partitions.iter().enumerate() {
+        let partition = partition_of(p);
+        let at = &mut starts[partition as usize];
+        order[*at] = (partition, index);
+        *at += 1;
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_partition;
+
+    #[test]
+    fn records_are_grouped_by_partition_in_record_order() {
+        let partitions = [Some(2), Some(0), Some(2), Some(1), Some(0)];
+        let expected = vec![(0, 1), (0, 4), (1, 3), (2, 0), (2, 2)];
+        assert_eq!(by_partition(&partitions), expected);
+        // Partitions far above the record count take the comparison sort, same result.
+        let sparse = [Some(1_000_000), Some(3), Some(1_000_000)];
+        assert_eq!(
+            by_partition(&sparse),
+            vec![(3, 1), (1_000_000, 0), (1_000_000, 2)]
+        );
     }
 }
