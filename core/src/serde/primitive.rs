@@ -45,7 +45,7 @@ impl Deserializer<Bytes> for BytesSerde {
     }
 
     fn deserialize_owned(&self, _: &str, data: &mut Option<Bytes>) -> Result<Bytes, SerdeError> {
-        data.take().ok_or(SerdeError::Null {
+        data.take().ok_or_else(|| SerdeError::Null {
             type_name: std::any::type_name::<Bytes>(),
         })
     }

@@ -152,7 +152,9 @@ impl<O> Default for PartitionQueue<O> {
 impl<O: Clone + PartialEq> PartitionQueue<O> {
     /// Appends (encodes) a record to the open batch, or to a new batch when there is none or
     /// the record would overflow `batch_size` (a record larger than `batch_size` gets a batch
-    /// of its own). Returns whether a new batch was started.
+    /// of its own). Returns whether a new batch was started. (The producer appends with
+    /// [`append_sized`](Self::append_sized); tests build queues with this.)
+    #[cfg(test)]
     pub fn append(
         &mut self,
         owner: &O,
