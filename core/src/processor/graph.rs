@@ -47,13 +47,19 @@ pub(crate) trait ErasedSource: Send {
     /// anything is forwarded; otherwise it is left out of the batch and reported in
     /// `undecodable` (index into `records`), and the task applies the policy once it knows
     /// which records the batch consumed.
+    ///
+    /// With `take`, the source may move keys and values out of `records`
+    /// ([`crate::serde::Deserializer::deserialize_owned`]): the task passes it when nothing
+    /// reads the batch's raw records again (no rerun, no dead-letter copy).
+    #[allow(clippy::too_many_arguments)]
     fn process_raw(
         &mut self,
         graph: &Graph,
         state: &mut TaskState,
         node: usize,
         tp: &TopicPartition,
-        records: &[RawRecord],
+        records: &mut [RawRecord],
+        take: bool,
         undecodable: &mut Vec<(usize, DeserializationError)>,
     ) -> Result<(), SourceFailure>;
 }

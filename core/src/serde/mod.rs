@@ -81,6 +81,22 @@ pub trait Serializer<T>: Send + Sync + 'static {
         buf: &mut BytesMut,
     ) -> Result<bool, SerdeError>;
 
+    /// The encoding of an owned `value`, split off `buf` (grown a chunk at a time, so a
+    /// batch's encodings share a few allocations); `None` is Kafka's null. Sinks call this.
+    /// A serializer whose value already is its encoding overrides it to hand the value
+    /// through without a copy ([`BytesSerde`] does).
+    fn serialize_owned(
+        &self,
+        topic: &str,
+        value: T,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        reserve_chunk(buf);
+        Ok(self
+            .serialize_into(topic, &value, buf)?
+            .then(|| buf.split().freeze()))
+    }
+
     /// The encoding of `value` as its own buffer; `None` is Kafka's null.
     fn serialize(&self, topic: &str, value: &T) -> Result<Option<Bytes>, SerdeError> {
         let mut buf = BytesMut::new();
@@ -95,6 +111,14 @@ pub trait Deserializer<T>: Send + Sync + 'static {
     /// Decodes `data` read from `topic`. `data` is a slice of the fetched buffer, so a
     /// deserializer producing `Bytes` can keep it without copying.
     fn deserialize(&self, topic: &str, data: Option<&Bytes>) -> Result<T, SerdeError>;
+
+    /// [`deserialize`](Self::deserialize) of data the caller no longer needs: a deserializer
+    /// that keeps the bytes may take them out of `data` instead of cloning (one reference
+    /// count less to raise and to drop later). On an error `data` must be left as it was.
+    /// Sources call this when a failed record fails the task anyway.
+    fn deserialize_owned(&self, topic: &str, data: &mut Option<Bytes>) -> Result<T, SerdeError> {
+        self.deserialize(topic, data.as_ref())
+    }
 }
 
 /// A serializer and deserializer for the same type; implemented for every type that is both.

@@ -27,11 +27,27 @@ impl Serializer<Bytes> for BytesSerde {
     fn serialize(&self, _: &str, value: &Bytes) -> Result<Option<Bytes>, SerdeError> {
         Ok(Some(value.clone()))
     }
+
+    /// The value itself: a sink forwarding consumed bytes hands the fetched slice on, no copy.
+    fn serialize_owned(
+        &self,
+        _: &str,
+        value: Bytes,
+        _: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        Ok(Some(value))
+    }
 }
 
 impl Deserializer<Bytes> for BytesSerde {
     fn deserialize(&self, _: &str, data: Option<&Bytes>) -> Result<Bytes, SerdeError> {
         non_null::<Bytes>(data).cloned()
+    }
+
+    fn deserialize_owned(&self, _: &str, data: &mut Option<Bytes>) -> Result<Bytes, SerdeError> {
+        data.take().ok_or_else(|| SerdeError::Null {
+            type_name: std::any::type_name::<Bytes>(),
+        })
     }
 }
 
@@ -142,11 +158,33 @@ impl<T, S: Serializer<T>> Serializer<Option<T>> for Nullable<S> {
             None => Ok(false),
         }
     }
+    fn serialize_owned(
+        &self,
+        topic: &str,
+        value: Option<T>,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        match value {
+            Some(v) => self.0.serialize_owned(topic, v, buf),
+            None => Ok(None),
+        }
+    }
 }
 
 impl<T, S: Deserializer<T>> Deserializer<Option<T>> for Nullable<S> {
     fn deserialize(&self, topic: &str, data: Option<&Bytes>) -> Result<Option<T>, SerdeError> {
         data.map(|d| self.0.deserialize(topic, Some(d))).transpose()
+    }
+
+    fn deserialize_owned(
+        &self,
+        topic: &str,
+        data: &mut Option<Bytes>,
+    ) -> Result<Option<T>, SerdeError> {
+        if data.is_none() {
+            return Ok(None);
+        }
+        self.0.deserialize_owned(topic, data).map(Some)
     }
 }
 
@@ -249,6 +287,52 @@ mod tests {
         let buf = Bytes::from_static(b"payload");
         let out = BytesSerde.deserialize("t", Some(&buf)).unwrap();
         assert_eq!(out.as_ptr(), buf.as_ptr());
+    }
+
+    #[test]
+    fn bytes_deserialize_owned_takes_the_bytes_and_leaves_null_alone() {
+        let buf = Bytes::from_static(b"payload");
+        let mut data = Some(buf.clone());
+        let out = BytesSerde.deserialize_owned("t", &mut data).unwrap();
+        assert_eq!(out.as_ptr(), buf.as_ptr());
+        assert_eq!(data, None);
+        assert!(BytesSerde.deserialize_owned("t", &mut None).is_err());
+        let mut data = Some(buf.clone());
+        let out = Nullable(BytesSerde)
+            .deserialize_owned("t", &mut data)
+            .unwrap();
+        assert_eq!(out, Some(buf));
+        assert_eq!(
+            Nullable(BytesSerde)
+                .deserialize_owned("t", &mut None)
+                .unwrap(),
+            None
+        );
+        // A deserializer that copies leaves the data where it was.
+        let mut data = Some(Bytes::from_static(&[0, 0, 0, 7]));
+        assert_eq!(I32Serde.deserialize_owned("t", &mut data).unwrap(), 7);
+        assert!(data.is_some());
+    }
+
+    #[test]
+    fn bytes_serialize_owned_hands_the_value_through() {
+        let value = Bytes::from_static(b"payload");
+        let mut buf = BytesMut::new();
+        let out = BytesSerde
+            .serialize_owned("t", value.clone(), &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.as_ptr(), value.as_ptr());
+        assert!(buf.is_empty());
+        let nullable = Nullable(BytesSerde);
+        let out = nullable
+            .serialize_owned("t", Some(value.clone()), &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.as_ptr(), value.as_ptr());
+        assert_eq!(nullable.serialize_owned("t", None, &mut buf).unwrap(), None);
+        let copied = I64Serde.serialize_owned("t", 7, &mut buf).unwrap().unwrap();
+        assert_eq!(copied.as_ref(), &7i64.to_be_bytes());
     }
 
     #[test]

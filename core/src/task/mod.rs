@@ -286,7 +286,7 @@ impl Task {
         let graph = &*self.graph;
         let queue = &mut self.queues[qi];
         let n = queue.records.len().min(self.config.max_batch_records);
-        let records = &queue.records.make_contiguous()[..n];
+        let records = &mut queue.records.make_contiguous()[..n];
         let tp = queue.tp.clone();
         let batch_max_ts = records.iter().map(|r| r.timestamp).max();
         self.state.stream_time = self.state.stream_time.max(batch_max_ts);
@@ -299,6 +299,16 @@ impl Task {
         // truncation) and the records before the failed one are run again without it, so no
         // record's effects are applied twice and the failed record leaves none behind.
         let guarded = self.config.processing_errors != ErrorPolicy::Fail;
+        // When a failure fails the task (no rerun, no record handed to a policy), the source
+        // may move keys and values out of the queued records instead of cloning them; the
+        // queue's byte count then comes from before the move.
+        let take = !guarded && self.state.fail_on_undecodable;
+        let taken_bytes = take.then(|| {
+            records
+                .iter()
+                .map(RawRecord::payload_len)
+                .fold(0, usize::saturating_add)
+        });
         let output_mark = self.state.output.len();
         let mut end = n;
         let mut failed: Vec<usize> = Vec::new();
@@ -309,8 +319,16 @@ impl Task {
                 self.state.stores.iter_mut().for_each(|s| s.set_savepoint());
             }
             undecodable.clear();
-            let run = &records[..end];
-            match run_source(graph, &mut self.state, source, &tp, run, &mut undecodable) {
+            let run = &mut records[..end];
+            match run_source(
+                graph,
+                &mut self.state,
+                source,
+                &tp,
+                run,
+                take,
+                &mut undecodable,
+            ) {
                 Ok(()) => break failed.first().map_or(end, |&i| i + 1),
                 Err(SourceFailure::Deserialization(source)) => {
                     self.state
@@ -396,7 +414,16 @@ impl Task {
                 err,
             );
         }
-        self.queues[qi].consume(consumed);
+        match taken_bytes {
+            Some(bytes) => {
+                debug_assert_eq!(
+                    consumed, n,
+                    "a run that moved records out either consumes them all or fails the task"
+                );
+                self.queues[qi].consume_taken(consumed, bytes);
+            }
+            None => self.queues[qi].consume(consumed),
+        }
         self.metrics.consumed_records += consumed as u64;
         if let Some(time) = self.state.stream_time {
             self.punctuate(PunctuationType::StreamTime, time)?;
@@ -565,12 +592,13 @@ fn run_source(
     state: &mut TaskState,
     source: usize,
     tp: &TopicPartition,
-    records: &[RawRecord],
+    records: &mut [RawRecord],
+    take: bool,
     undecodable: &mut Vec<(usize, DeserializationError)>,
 ) -> Result<(), SourceFailure> {
     match state.nodes[source].take() {
         Some(ErasedNode::Source(mut s)) => {
-            let result = s.process_raw(graph, state, source, tp, records, undecodable);
+            let result = s.process_raw(graph, state, source, tp, records, take, undecodable);
             state.nodes[source] = Some(ErasedNode::Source(s));
             result
         }

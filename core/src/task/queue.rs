@@ -53,11 +53,20 @@ impl InputQueue {
     /// Drops the first `n` records, which have been processed (or skipped), and moves the
     /// committable offset past them.
     pub(crate) fn consume(&mut self, n: usize) {
-        let mut last = None;
-        for record in self.records.drain(..n) {
-            self.bytes = self.bytes.saturating_sub(record.payload_len());
-            last = Some(record.offset);
-        }
+        let bytes = self
+            .records
+            .iter()
+            .take(n)
+            .map(RawRecord::payload_len)
+            .fold(0, usize::saturating_add);
+        self.consume_taken(n, bytes);
+    }
+
+    /// [`consume`](Self::consume) of records whose keys and values may have been moved out:
+    /// `bytes` is what they counted when queued.
+    pub(crate) fn consume_taken(&mut self, n: usize, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        let last = self.records.drain(..n).last().map(|record| record.offset);
         if let Some(last) = last {
             let next = last
                 .checked_add(1)

@@ -47,27 +47,43 @@ impl<K: Clone + 'static, V: Clone + 'static> ErasedSource for SourceNode<K, V> {
         state: &mut TaskState,
         node: usize,
         tp: &TopicPartition,
-        records: &[RawRecord],
+        records: &mut [RawRecord],
+        take: bool,
         undecodable: &mut Vec<(usize, DeserializationError)>,
     ) -> Result<(), SourceFailure> {
         let mut batch = Vec::with_capacity(records.len());
-        for (index, raw) in records.iter().enumerate() {
-            let decoded = self
-                .key
-                .deserialize(&tp.topic, raw.key.as_ref())
-                .map_err(|e| (RecordPart::Key, e))
-                .and_then(|key| {
-                    self.value
-                        .deserialize(&tp.topic, raw.value.as_ref())
-                        .map(|value| (key, value))
-                        .map_err(|e| (RecordPart::Value, e))
-                });
+        for (index, raw) in records.iter_mut().enumerate() {
+            let decoded = if take {
+                self.key
+                    .deserialize_owned(&tp.topic, &mut raw.key)
+                    .map_err(|e| (RecordPart::Key, e))
+                    .and_then(|key| {
+                        self.value
+                            .deserialize_owned(&tp.topic, &mut raw.value)
+                            .map(|value| (key, value))
+                            .map_err(|e| (RecordPart::Value, e))
+                    })
+            } else {
+                self.key
+                    .deserialize(&tp.topic, raw.key.as_ref())
+                    .map_err(|e| (RecordPart::Key, e))
+                    .and_then(|key| {
+                        self.value
+                            .deserialize(&tp.topic, raw.value.as_ref())
+                            .map(|value| (key, value))
+                            .map_err(|e| (RecordPart::Value, e))
+                    })
+            };
             match decoded {
                 Ok((key, value)) => batch.push(Record {
                     key,
                     value,
                     timestamp: raw.timestamp,
-                    headers: raw.headers.clone(),
+                    headers: if take {
+                        std::mem::take(&mut raw.headers)
+                    } else {
+                        raw.headers.clone()
+                    },
                     metadata: Some(RecordMetadata {
                         topic: tp.topic.clone(),
                         partition: tp.partition,
@@ -227,7 +243,8 @@ struct SinkNode<K, V> {
     value: Arc<dyn Serializer<V>>,
     partitioner: Option<Partitioner<K, V>>,
     /// Serialization buffer, grown a chunk at a time: a batch's keys and values are slices of
-    /// a few shared allocations.
+    /// a few shared allocations (keys and values that already are bytes pass through instead:
+    /// [`Serializer::serialize_owned`]).
     buf: BytesMut,
 }
 
@@ -257,18 +274,14 @@ impl<K: 'static, V: 'static> SinkNode<K, V> {
             }
             None => None,
         };
-        crate::serde::reserve_chunk(&mut self.buf);
         let key = self
             .key
-            .serialize_into(&self.topic, &record.key, &mut self.buf)
-            .map_err(fail)?
-            .then(|| self.buf.split().freeze());
-        crate::serde::reserve_chunk(&mut self.buf);
+            .serialize_owned(&self.topic, record.key, &mut self.buf)
+            .map_err(fail)?;
         let value = self
             .value
-            .serialize_into(&self.topic, &record.value, &mut self.buf)
-            .map_err(fail)?
-            .then(|| self.buf.split().freeze());
+            .serialize_owned(&self.topic, record.value, &mut self.buf)
+            .map_err(fail)?;
         state.output.push(ProducerRecord {
             topic: self.topic.clone(),
             partition,

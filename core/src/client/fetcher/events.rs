@@ -45,8 +45,8 @@ pub struct FetchedBatch {
     /// The partition.
     pub partition: TopicPartition,
     /// User records in offset order (control records and aborted transactions removed). Keys
-    /// and values are slices of the fetched buffer (or of one decompressed batch). Duplicate
-    /// header keys of one record have collapsed (see [`crate::wire::records`]).
+    /// and values are slices of the fetched buffer (or of one decompressed batch). A record's
+    /// headers are all there, in wire order, duplicate keys included.
     pub records: Vec<RawRecord>,
     /// The partition's high watermark in the response.
     pub high_watermark: i64,

@@ -12,8 +12,8 @@ use crate::client::{BrokerId, Target};
 use crate::record::{Header, Headers, RawRecord, TopicPartition};
 use crate::time::Instant;
 use crate::wire::records::{
-    AbortedTransaction, DecompressBudget, FetchedPartition, FetchedRecord, IsolationLevel,
-    decode_fetched_records_within,
+    AbortedTransaction, DecodedRecord, DecompressBudget, FetchedPartition, IsolationLevel,
+    WireRecord, decode_fetched_records_within,
 };
 
 impl Fetcher {
@@ -141,7 +141,7 @@ impl Fetcher {
             .collect();
         let empty = bytes::Bytes::new();
         let records = data.records.as_ref().unwrap_or(&empty);
-        let decoded = decode_fetched_records_within(
+        let decoded = decode_fetched_records_within::<RawRecord>(
             &FetchedPartition {
                 partition: tp.partition,
                 fetch_offset: sent_offset,
@@ -214,7 +214,7 @@ impl Fetcher {
             state.buffered = true;
             self.ready.push_back(FetchedBatch {
                 partition: tp,
-                records: decoded.records.into_iter().map(raw_record).collect(),
+                records: decoded.records,
                 high_watermark: data.high_watermark,
             });
         }
@@ -350,20 +350,28 @@ fn is_leadership_error(error: ResponseError) -> bool {
     )
 }
 
-/// A decoded record as a task takes it (keys and values stay slices, no copy).
-fn raw_record(record: FetchedRecord) -> RawRecord {
-    RawRecord {
-        offset: record.offset,
-        timestamp: record.timestamp,
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|header| Header {
-                key: header.key.to_string(),
-                value: header.value,
-            })
-            .collect::<Headers>(),
+/// A decoded record as a task takes it, built by the decoder itself (keys and values stay
+/// slices, no copy, no conversion pass).
+impl DecodedRecord for RawRecord {
+    fn from_wire(record: WireRecord<'_>) -> Self {
+        let headers = if record.headers.is_empty() {
+            Headers::new()
+        } else {
+            record
+                .headers
+                .iter()
+                .map(|(key, value)| Header {
+                    key: key.as_str().to_owned(),
+                    value,
+                })
+                .collect()
+        };
+        RawRecord {
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers,
+        }
     }
 }

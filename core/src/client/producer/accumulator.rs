@@ -8,9 +8,13 @@
 
 use bytes::Bytes;
 
-use super::batch::record_size_bound;
+use super::BATCH_HEADER_LEN;
+use super::batch::{BatchBuilder, record_size_bound};
 use super::idempotence::ProducerIdentity;
 use crate::record::ProducerRecord;
+
+/// Most bytes a new batch's buffer reserves up front (it grows past them when needed).
+const BATCH_CAPACITY: usize = 64 * 1024;
 use crate::time::{Duration, Instant};
 
 /// Where a batch is in its life.
@@ -24,13 +28,28 @@ pub enum BatchState {
     RetryPending,
 }
 
+/// The records of a batch: encoded as they are appended, then the finished batch.
+#[derive(Debug)]
+pub enum BatchRecords {
+    /// Not sent yet: records are appended to the batch being built.
+    Open(BatchBuilder),
+    /// Encoded (at its first send); a batch sent again under a new producer id is restamped
+    /// from these bytes.
+    Encoded {
+        /// The batch as last encoded.
+        bytes: Bytes,
+        /// Its record count.
+        count: usize,
+    },
+}
+
 /// Records of one partition sent together.
 #[derive(Debug)]
 pub struct ProducerBatch<O> {
     /// Unique over the producer's life.
     pub id: u64,
-    /// Records in order.
-    pub records: Vec<ProducerRecord>,
+    /// The records, encoded as they arrive.
+    pub records: BatchRecords,
     /// Consecutive runs of records per owner: `(owner, count)`, in record order.
     pub owners: Vec<(O, usize)>,
     /// Sum of [`record_size_bound`] of the records.
@@ -52,10 +71,10 @@ pub struct ProducerBatch<O> {
 }
 
 impl<O: Clone + PartialEq> ProducerBatch<O> {
-    fn new(id: u64, now: Instant) -> Self {
+    fn new(id: u64, now: Instant, capacity: usize) -> Self {
         Self {
             id,
-            records: Vec::new(),
+            records: BatchRecords::Open(BatchBuilder::with_capacity(capacity)),
             owners: Vec::new(),
             size: 0,
             created_at: now,
@@ -68,18 +87,24 @@ impl<O: Clone + PartialEq> ProducerBatch<O> {
         }
     }
 
-    fn push(&mut self, owner: &O, record: ProducerRecord, size: usize) {
+    fn push(&mut self, owner: &O, record: &ProducerRecord, size: usize) {
+        let BatchRecords::Open(builder) = &mut self.records else {
+            panic!("records are appended to open batches only (append checks the state)");
+        };
+        builder.push(record);
         match self.owners.last_mut() {
             Some((last, count)) if last == owner => *count += 1,
             _ => self.owners.push((owner.clone(), 1)),
         }
-        self.records.push(record);
         self.size += size;
     }
 
     /// Number of records.
     pub fn record_count(&self) -> usize {
-        self.records.len()
+        match &self.records {
+            BatchRecords::Open(builder) => builder.record_count(),
+            BatchRecords::Encoded { count, .. } => *count,
+        }
     }
 
     /// Whether an unsent batch may be sent at `now`.
@@ -88,7 +113,7 @@ impl<O: Clone + PartialEq> ProducerBatch<O> {
     }
 
     /// Drops the sequence and encoding so the batch is sent again as new (under a new
-    /// producer id).
+    /// producer id: its bytes are restamped then, see [`BatchRecords::Encoded`]).
     pub fn unsequence(&mut self) {
         self.state = BatchState::Unsent;
         self.sequence = None;
@@ -125,9 +150,11 @@ impl<O> Default for PartitionQueue<O> {
 }
 
 impl<O: Clone + PartialEq> PartitionQueue<O> {
-    /// Appends a record to the open batch, or to a new batch when there is none or the
-    /// record would overflow `batch_size` (a record larger than `batch_size` gets a batch of
-    /// its own). Returns whether a new batch was started.
+    /// Appends (encodes) a record to the open batch, or to a new batch when there is none or
+    /// the record would overflow `batch_size` (a record larger than `batch_size` gets a batch
+    /// of its own). Returns whether a new batch was started. (The producer appends with
+    /// [`append_sized`](Self::append_sized); tests build queues with this.)
+    #[cfg(test)]
     pub fn append(
         &mut self,
         owner: &O,
@@ -137,10 +164,30 @@ impl<O: Clone + PartialEq> PartitionQueue<O> {
         now: Instant,
     ) -> bool {
         let size = record_size_bound(&record);
+        self.append_sized(owner, &record, size, batch_size, next_id, now)
+    }
+
+    /// [`append`](Self::append) of a record whose [`record_size_bound`] is `size` (known by
+    /// the caller already).
+    pub fn append_sized(
+        &mut self,
+        owner: &O,
+        record: &ProducerRecord,
+        size: usize,
+        batch_size: usize,
+        next_id: &mut u64,
+        now: Instant,
+    ) -> bool {
+        debug_assert_eq!(
+            size,
+            record_size_bound(record),
+            "size is the record's bound"
+        );
         let fits = self.batches.back().is_some_and(|open| {
             open.state == BatchState::Unsent
                 && !open.closed
-                && (open.records.is_empty() || open.size + size <= batch_size)
+                && matches!(open.records, BatchRecords::Open(_))
+                && (open.record_count() == 0 || open.size + size <= batch_size)
         });
         let mut started = false;
         if !fits {
@@ -148,7 +195,11 @@ impl<O: Clone + PartialEq> PartitionQueue<O> {
                 open.closed = true;
             }
             *next_id += 1;
-            self.batches.push_back(ProducerBatch::new(*next_id, now));
+            // Room for the header and this record, up to 64 KiB ahead; the buffer doubles
+            // beyond that.
+            let capacity = BATCH_CAPACITY.min(batch_size).max(size) + BATCH_HEADER_LEN;
+            self.batches
+                .push_back(ProducerBatch::new(*next_id, now, capacity));
             started = true;
         }
         if let Some(open) = self.batches.back_mut() {

@@ -10,8 +10,9 @@
 //! (`kafka_protocol::compression`), so compressed output is byte-for-byte what that crate
 //! would produce (xerial-framed snappy, LZ4 frame, gzip, zstd).
 //!
-//! Note that readers decoding with `kafka-protocol` (including our fetcher) still collapse
-//! duplicate header keys to the last value; Java and librdkafka consumers see them all.
+//! Our fetcher (`crate::wire::records`), Java and librdkafka consumers see them all; readers
+//! decoding with `kafka-protocol`'s `RecordBatchDecoder` collapse duplicate keys to the last
+//! value.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
@@ -73,6 +74,10 @@ pub fn record_size_bound(record: &ProducerRecord) -> usize {
 
 /// The transactional bit of a record batch's attributes.
 const TRANSACTIONAL_ATTRIBUTE: i16 = 0x10;
+/// Where the attributes, producer id, and CRC-covered bytes start in a batch.
+const ATTRIBUTES_AT: usize = 21;
+const PRODUCER_ID_AT: usize = 43;
+const CRC_AT: usize = 17;
 
 /// Encodes `records` (all of one partition, in order) as one record batch v2 with base offset
 /// 0, create-time timestamps, no partition leader epoch, and the given producer identity.
@@ -100,71 +105,182 @@ fn encode(
     compression: Compression,
     transactional: bool,
 ) -> Result<Bytes, EncodeError> {
-    let first = records.first().ok_or(EncodeError::Empty)?;
-    let count = i32::try_from(records.len()).map_err(|_| EncodeError::TooLarge {
-        bytes: records.len(),
-    })?;
-    let base_timestamp = records
-        .iter()
-        .map(|r| r.timestamp)
-        .min()
-        .unwrap_or(first.timestamp);
-    let max_timestamp = records
-        .iter()
-        .map(|r| r.timestamp)
-        .max()
-        .unwrap_or(first.timestamp);
-
-    let mut section = BytesMut::new();
-    let mut body = BytesMut::new();
-    for (delta, record) in records.iter().enumerate() {
-        body.clear();
-        encode_record(&mut body, record, base_timestamp, delta as i64);
-        put_varlong(&mut section, body.len() as i64);
-        section.put_slice(&body);
+    let capacity = BATCH_HEADER_LEN + records.iter().map(record_size_bound).sum::<usize>();
+    let mut builder = BatchBuilder::with_capacity(capacity);
+    for record in records {
+        builder.push(record);
     }
-
-    let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + section.len());
-    out.put_i64(0); // base offset: the broker assigns offsets
-    out.put_i32(0); // batch length, filled below
-    out.put_i32(-1); // partition leader epoch
-    out.put_i8(2); // magic
-    out.put_u32(0); // crc, filled below
-    // attributes: codec, create time, transactional or not, not a control batch
-    let transactional = if transactional {
-        TRANSACTIONAL_ATTRIBUTE
-    } else {
-        0
-    };
-    out.put_i16(compression as i16 | transactional);
-    out.put_i32(count - 1); // last offset delta
-    out.put_i64(base_timestamp);
-    out.put_i64(max_timestamp);
-    out.put_i64(identity.producer_id);
-    out.put_i16(identity.producer_epoch);
-    out.put_i32(identity.base_sequence);
-    out.put_i32(count);
-    compress_into(&mut out, &section, compression)?;
-
-    let batch_length = out.len() - 12;
-    let batch_length_field =
-        i32::try_from(batch_length).map_err(|_| EncodeError::TooLarge { bytes: out.len() })?;
-    out[8..12].copy_from_slice(&batch_length_field.to_be_bytes());
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out.freeze())
+    builder.finish(identity, compression, transactional)
 }
 
-fn encode_record(buf: &mut BytesMut, record: &ProducerRecord, base_timestamp: i64, delta: i64) {
-    buf.put_i8(0); // attributes (unused in v2)
-    put_varlong(buf, record.timestamp.wrapping_sub(base_timestamp));
-    put_varlong(buf, delta);
-    put_nullable_bytes(buf, record.key.as_deref());
-    put_nullable_bytes(buf, record.value.as_deref());
-    put_varlong(buf, record.headers.len() as i64);
-    for header in &record.headers {
-        put_nullable_bytes(buf, Some(header.key.as_bytes()));
-        put_nullable_bytes(buf, header.value.as_deref());
+/// A record batch v2 being filled: records are encoded into its buffer as they are appended,
+/// behind room for the batch header, so sending an uncompressed batch copies nothing more
+/// (the header is written in place). Timestamp deltas are relative to the first record's
+/// timestamp (as Kafka's Java producer writes them; they may be negative).
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl BatchBuilder {
+    /// An empty batch with room for `capacity` bytes (header included) before it grows.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(capacity.max(BATCH_HEADER_LEN));
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        Self {
+            buf,
+            count: 0,
+            base_timestamp: 0,
+            max_timestamp: i64::MIN,
+        }
+    }
+
+    /// Number of records appended.
+    pub(crate) fn record_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Appends `record` at the next offset delta.
+    pub(crate) fn push(&mut self, record: &ProducerRecord) {
+        if self.count == 0 {
+            self.base_timestamp = record.timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        let timestamp_delta = record.timestamp.wrapping_sub(self.base_timestamp);
+        let offset_delta = i64::from(self.count);
+        let headers: usize = record
+            .headers
+            .iter()
+            .map(|h| {
+                nullable_len(Some(h.key.len())) + nullable_len(h.value.as_ref().map(Bytes::len))
+            })
+            .sum();
+        let body = 1
+            + varlong_len(timestamp_delta)
+            + varlong_len(offset_delta)
+            + nullable_len(record.key.as_ref().map(Bytes::len))
+            + nullable_len(record.value.as_ref().map(Bytes::len))
+            + varlong_len(record.headers.len() as i64)
+            + headers;
+        let buf = &mut self.buf;
+        buf.reserve(body + 5);
+        put_varlong(buf, body as i64);
+        let start = buf.len();
+        buf.put_i8(0); // attributes (unused in v2)
+        put_varlong(buf, timestamp_delta);
+        put_varlong(buf, offset_delta);
+        put_nullable_bytes(buf, record.key.as_deref());
+        put_nullable_bytes(buf, record.value.as_deref());
+        put_varlong(buf, record.headers.len() as i64);
+        for header in &record.headers {
+            put_nullable_bytes(buf, Some(header.key.as_bytes()));
+            put_nullable_bytes(buf, header.value.as_deref());
+        }
+        debug_assert_eq!(
+            buf.len() - start,
+            body,
+            "record length computed before writing"
+        );
+        // A batch of more than i32::MAX records cannot be sent: finish reports it.
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// The finished batch under `identity`, its records compressed with `compression`.
+    pub(crate) fn finish(
+        self,
+        identity: BatchIdentity,
+        compression: Compression,
+        transactional: bool,
+    ) -> Result<Bytes, EncodeError> {
+        if self.count == 0 {
+            return Err(EncodeError::Empty);
+        }
+        if self.count == i32::MAX {
+            return Err(EncodeError::TooLarge {
+                bytes: self.buf.len(),
+            });
+        }
+        let mut out = match compression {
+            Compression::None => self.buf,
+            _ => {
+                let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + self.buf.len() / 2);
+                out.put_bytes(0, BATCH_HEADER_LEN);
+                compress_into(&mut out, &self.buf[BATCH_HEADER_LEN..], compression)?;
+                out
+            }
+        };
+        let batch_length = i32::try_from(out.len() - 12)
+            .map_err(|_| EncodeError::TooLarge { bytes: out.len() })?;
+        let mut header = &mut out[..BATCH_HEADER_LEN];
+        header.put_i64(0); // base offset: the broker assigns offsets
+        header.put_i32(batch_length);
+        header.put_i32(-1); // partition leader epoch
+        header.put_i8(2); // magic
+        header.put_u32(0); // crc, filled below
+        // attributes: codec, create time, transactional or not, not a control batch
+        let transactional = if transactional {
+            TRANSACTIONAL_ATTRIBUTE
+        } else {
+            0
+        };
+        header.put_i16(compression as i16 | transactional);
+        header.put_i32(self.count - 1); // last offset delta
+        header.put_i64(self.base_timestamp);
+        header.put_i64(self.max_timestamp);
+        header.put_i64(identity.producer_id);
+        header.put_i16(identity.producer_epoch);
+        header.put_i32(identity.base_sequence);
+        header.put_i32(self.count);
+        stamp_crc(&mut out);
+        Ok(out.freeze())
+    }
+}
+
+/// A copy of the encoded batch `encoded` under another identity (and transactional
+/// attribute): for a batch sent before under a producer id that is gone. Records, codec and
+/// timestamps stay; the CRC is computed again.
+pub(crate) fn restamp(encoded: &Bytes, identity: BatchIdentity, transactional: bool) -> Bytes {
+    debug_assert!(
+        encoded.len() >= BATCH_HEADER_LEN,
+        "an encoded batch has a header"
+    );
+    let mut out = BytesMut::from(&encoded[..]);
+    let attributes = i16::from_be_bytes([out[ATTRIBUTES_AT], out[ATTRIBUTES_AT + 1]]);
+    let attributes = if transactional {
+        attributes | TRANSACTIONAL_ATTRIBUTE
+    } else {
+        attributes & !TRANSACTIONAL_ATTRIBUTE
+    };
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let mut identity_fields = &mut out[PRODUCER_ID_AT..BATCH_HEADER_LEN - 4];
+    identity_fields.put_i64(identity.producer_id);
+    identity_fields.put_i16(identity.producer_epoch);
+    identity_fields.put_i32(identity.base_sequence);
+    stamp_crc(&mut out);
+    out.freeze()
+}
+
+/// Writes the CRC-32C of attributes..end into the header.
+fn stamp_crc(batch: &mut BytesMut) {
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Encoded length of a zig-zag varlong.
+fn varlong_len(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    // 7 bits per byte; 0 still takes one byte.
+    (64 - (zigzag | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Encoded length of a nullable byte string of `len` bytes (`None`: null).
+fn nullable_len(len: Option<usize>) -> usize {
+    match len {
+        None => 1,
+        Some(len) => varlong_len(len as i64) + len,
     }
 }
 

@@ -13,13 +13,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::accumulator::{BatchState, PartitionQueue};
+use super::accumulator::{BatchRecords, BatchState, PartitionQueue};
+use super::batch::restamp;
 use super::idempotence::increment_sequence;
 use super::inflight::{SentBatch, SentRequest};
 use super::{
     BATCH_HEADER_LEN, BatchIdentity, Compression, DeliveryError, EncodeError, MAX_PRODUCE_VERSION,
     MAX_TRANSACTIONAL_PRODUCE_VERSION, MIN_PRODUCE_VERSION, Producer, ProducerError, ProducerEvent,
-    ProducerIdentity, encode_batch, encode_transactional_batch,
+    ProducerIdentity,
 };
 use crate::client::{ApiVersionLookup, BrokerId, Outbound, Target};
 use crate::record::TopicPartition;
@@ -256,12 +257,26 @@ impl<O: Clone + Eq + Hash + Debug> Producer<O> {
             producer_epoch: identity.producer_epoch,
             base_sequence,
         };
-        let encoded = if transactional {
-            encode_transactional_batch(&batch.records, batch_identity, compression)?
-        } else {
-            encode_batch(&batch.records, batch_identity, compression)?
+        let count = batch.record_count();
+        // Taken out for `finish`; an error fails (drops) the batch, so nothing is lost here.
+        let records = std::mem::replace(
+            &mut batch.records,
+            BatchRecords::Encoded {
+                bytes: Bytes::new(),
+                count,
+            },
+        );
+        let encoded = match records {
+            BatchRecords::Open(builder) => {
+                builder.finish(batch_identity, compression, transactional)?
+            }
+            BatchRecords::Encoded { bytes, .. } => restamp(&bytes, batch_identity, transactional),
         };
-        let count = i32::try_from(batch.record_count()).unwrap_or(i32::MAX);
+        batch.records = BatchRecords::Encoded {
+            bytes: encoded.clone(),
+            count,
+        };
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
         batch.sequence = Some((identity, base_sequence));
         batch.encoded = Some(encoded.clone());
         batch.closed = true;

@@ -994,3 +994,31 @@ fn the_wire_keeps_duplicate_header_keys_in_order() {
         ]
     );
 }
+
+#[test]
+fn a_restamped_batch_equals_one_encoded_under_the_new_identity() {
+    let records = [
+        headed(Some("a"), Some("x"), 1_000),
+        headed(None, Some("y"), 990),
+        headed(Some("c"), None, 1_005),
+    ];
+    let identity = |producer_id, base_sequence| BatchIdentity {
+        producer_id,
+        producer_epoch: 2,
+        base_sequence,
+    };
+    for compression in [Compression::None, Compression::Lz4] {
+        let old = encode_batch(&records, identity(7, 40), compression).unwrap();
+        let new = super::batch::restamp(&old, identity(8, 0), true);
+        let expected = encode_transactional_batch(&records, identity(8, 0), compression).unwrap();
+        assert_eq!(new, expected, "{compression:?}");
+        let set = decode(&new);
+        assert_eq!(set.records.len(), 3);
+        assert_eq!(set.records[1].timestamp, 990, "negative timestamp delta");
+        assert!(
+            set.records
+                .iter()
+                .all(|r| r.transactional && r.producer_id == 8)
+        );
+    }
+}

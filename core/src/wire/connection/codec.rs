@@ -61,7 +61,14 @@ pub fn encode_request<R: Encodable>(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(client_id.clone());
-    let mut builder = FrameBuilder::default();
+    // Sized up front: a Produce request carries whole record batches, and growing the
+    // buffer while encoding would copy them again at every doubling.
+    let header_version = api.request_header_version(version);
+    let size = header
+        .compute_size(header_version)
+        .and_then(|header| Ok(header + request.compute_size(version)?))
+        .map_err(|err| encode_failure(api, version, err))?;
+    let mut builder = FrameBuilder::with_capacity(size);
     header
         .encode(builder.payload_mut(), api.request_header_version(version))
         .map_err(|err| encode_failure(api, version, err))?;

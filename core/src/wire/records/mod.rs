@@ -5,9 +5,10 @@
 //! 1. It splits the buffer into batches by each batch's length field. A trailing batch cut short
 //!    is normal (brokers fill a response up to `max_bytes` and cut the last batch) and is
 //!    reported in [`FetchedRecords::truncated`], not as an error.
-//! 2. It checks each batch's magic and CRC, decompresses it (gzip, snappy, lz4, zstd) with an
-//!    output bound, checks the record section (see `validate`), and decodes it with
-//!    `kafka-protocol`'s `RecordBatchDecoder`.
+//! 2. It checks each batch's magic and CRC (CRC-32C by the `crc32c` crate, which uses the
+//!    SSE 4.2 / ARMv8 instruction when the CPU has it), decompresses it (gzip, snappy, lz4,
+//!    zstd) with an output bound, and checks and decodes the record section in one pass (see
+//!    `section`), building each record directly as the caller's type ([`DecodedRecord`]).
 //! 3. It computes the next fetch offset from the batch header: `base_offset +
 //!    last_offset_delta + 1`. Compaction can remove a batch's last records and control batches
 //!    hold no user records, so the offset of the last returned record is not enough.
@@ -19,34 +20,36 @@
 //!
 //! Keys, values and header values of uncompressed batches are zero-copy slices of the fetched
 //! buffer. A compressed batch is decompressed into one new buffer, and its records' byte fields
-//! are slices of that buffer. `kafka-protocol` builds an `IndexMap` of headers per record
-//! (copied out here into a `Vec` of [`RecordHeader`]).
+//! are slices of that buffer. Nothing is allocated per record beyond the output `Vec`'s slot
+//! (and, for records with headers, the record type's own header list).
 //!
-//! # Headers: duplicate keys collapse
+//! # Headers: duplicates kept
 //!
-//! Kafka allows a record to carry several headers with the same key. `kafka-protocol` 0.18
-//! decodes headers into an `IndexMap`, so only the *last* value of a repeated key survives
-//! (at the position of the first occurrence). [`FetchedRecord::headers`] is a `Vec` so that a
-//! decoder that keeps duplicates can replace this one without an API change.
+//! Kafka allows a record to carry several headers with the same key; every one of them is
+//! decoded, in wire order.
 
 mod batch;
+mod decoded;
 mod decompress;
+mod section;
 mod transactions;
-mod validate;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
+pub use decoded::{DecodedRecord, WireHeaders, WireRecord};
 pub use decompress::Codec;
 
 use batch::{BatchHeader, NO_PRODUCER_ID, Split, V2_HEADER_LEN};
+use section::{RecordSpans, SectionBounds};
 use transactions::AbortedTransactionFilter;
 
 /// Default bound on one batch's decompressed record section: 128 MiB.
@@ -161,7 +164,8 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
-/// A record header. See the module docs: duplicate keys in one record have collapsed.
+/// A record header. A record may hold several headers with the same key (see the module
+/// docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
     /// The header key (valid UTF-8).
@@ -185,7 +189,7 @@ pub struct FetchedRecord {
     pub key: Option<Bytes>,
     /// The value; `None` for a null value (a tombstone).
     pub value: Option<Bytes>,
-    /// Headers in wire order (duplicate keys collapsed; see the module docs).
+    /// Headers in wire order, duplicate keys kept.
     pub headers: Vec<RecordHeader>,
 }
 
@@ -202,11 +206,12 @@ pub struct TruncatedBatch {
     pub base_offset: Option<i64>,
 }
 
-/// The result of decoding one partition's records.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FetchedRecords {
+/// The result of decoding one partition's records, as `R` ([`FetchedRecord`] unless the
+/// caller chose its own [`DecodedRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedRecords<R = FetchedRecord> {
     /// User records at or after the fetch offset, in offset order.
-    pub records: Vec<FetchedRecord>,
+    pub records: Vec<R>,
     /// The offset to fetch next: one past the last complete batch (by its header), and never
     /// below the fetch offset.
     pub next_offset: i64,
@@ -224,7 +229,21 @@ pub struct FetchedRecords {
     pub over_budget: bool,
 }
 
-impl FetchedRecords {
+impl<R> Default for FetchedRecords<R> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            next_offset: 0,
+            complete_bytes: 0,
+            truncated: None,
+            control_batches: 0,
+            aborted_batches: 0,
+            over_budget: false,
+        }
+    }
+}
+
+impl<R> FetchedRecords<R> {
     /// True when the buffer held no complete batch but a partial one: fetching again with the
     /// same size limit returns the same partial batch. The caller must raise the limit (brokers
     /// since KIP-74 always send the first batch whole, so this means an old broker or a limit
@@ -342,12 +361,12 @@ pub fn decode_fetched_records(
 /// partitions of the same response. A compressed batch that does not fit what is left stops
 /// the partition before it ([`FetchedRecords::over_budget`]) if other batches spent the
 /// budget; if it does not fit a budget nothing was spent of, it can never be decoded and is
-/// an error ([`RecordsErrorKind::DecompressedTooLarge`]).
-pub fn decode_fetched_records_within(
+/// an error ([`RecordsErrorKind::DecompressedTooLarge`]). Records are built as `R`.
+pub fn decode_fetched_records_within<R: DecodedRecord>(
     fetched: &FetchedPartition<'_>,
     limits: &DecodeLimits,
     budget: &mut DecompressBudget,
-) -> Result<FetchedRecords, RecordsError> {
+) -> Result<FetchedRecords<R>, RecordsError> {
     let buffer = fetched.records;
     let mut filter = match fetched.isolation {
         IsolationLevel::ReadCommitted => {
@@ -404,13 +423,19 @@ pub fn decode_fetched_records_within(
         {
             filter.advance_to(last_offset);
             if header.is_control() {
-                let Some(records) =
-                    decode_batch(&bytes, &header, limits, budget).map_err(batch_error)?
+                let Some(section) =
+                    decompress_section(&bytes, &header, limits, budget).map_err(batch_error)?
                 else {
                     out.over_budget = true;
                     break;
                 };
-                if is_abort_marker(records.first()).map_err(batch_error)? {
+                let mut first_key: Option<Option<Range<usize>>> = None;
+                walk_section(&section, &header, |record| {
+                    first_key.get_or_insert_with(|| record.key.clone());
+                })
+                .map_err(batch_error)?;
+                let first_key = first_key.flatten().map(|key| &section[key]);
+                if is_abort_marker(first_key).map_err(batch_error)? {
                     filter.end_transaction(header.producer_id);
                 }
             } else {
@@ -423,23 +448,45 @@ pub fn decode_fetched_records_within(
         } else if aborted {
             out.aborted_batches += 1;
         } else if next_offset > fetched.fetch_offset {
-            let Some(records) =
-                decode_batch(&bytes, &header, limits, budget).map_err(batch_error)?
+            let Some(section) =
+                decompress_section(&bytes, &header, limits, budget).map_err(batch_error)?
             else {
                 out.over_budget = true;
                 break;
             };
-            let timestamp_type = if header.is_log_append_time() {
-                TimestampType::LogAppendTime
+            let (timestamp_type, batch_timestamp) = if header.is_log_append_time() {
+                (TimestampType::LogAppendTime, Some(header.max_timestamp))
             } else {
-                TimestampType::CreateTime
+                (TimestampType::CreateTime, None)
             };
-            out.records.extend(
-                records
-                    .into_iter()
-                    .filter(|record| record.offset >= fetched.fetch_offset && !record.control)
-                    .map(|record| to_fetched(record, &header, timestamp_type)),
-            );
+            let leader_epoch =
+                (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch);
+            // Room for this batch's records and, guessing from its size, those of the batches
+            // after it; each record takes at least 7 bytes, so never more than the bytes left
+            // can hold.
+            let count = usize::try_from(header.record_count).unwrap_or(0);
+            let left = buffer.len() - position;
+            let expected = count.saturating_mul(left / bytes.len().max(1));
+            out.records.reserve(count.max(expected).min(left / 7));
+            let fetch_offset = fetched.fetch_offset;
+            let records = &mut out.records;
+            walk_section(&section, &header, |record| {
+                if record.offset >= fetch_offset {
+                    records.push(R::from_wire(WireRecord {
+                        offset: record.offset,
+                        timestamp: batch_timestamp.unwrap_or(record.timestamp),
+                        timestamp_type,
+                        leader_epoch,
+                        key: record.key.clone().map(|key| section.slice(key)),
+                        value: record.value.clone().map(|value| section.slice(value)),
+                        headers: WireHeaders {
+                            section: &section,
+                            spans: record.headers,
+                        },
+                    }));
+                }
+            })
+            .map_err(batch_error)?;
         }
         out.next_offset = out.next_offset.max(next_offset);
         previous_last_offset = Some(last_offset);
@@ -449,15 +496,14 @@ pub fn decode_fetched_records_within(
     Ok(out)
 }
 
-/// Decompresses, checks and decodes one complete batch with `kafka-protocol`; `None` when
-/// its decompressed records do not fit what is left of `budget` (see
-/// [`decode_fetched_records_within`]).
-fn decode_batch(
+/// Decompresses one complete batch's record section; `None` when it does not fit what is
+/// left of `budget` (see [`decode_fetched_records_within`]).
+fn decompress_section(
     bytes: &Bytes,
     header: &BatchHeader,
     limits: &DecodeLimits,
     budget: &mut DecompressBudget,
-) -> Result<Option<Vec<Record>>, RecordsErrorKind> {
+) -> Result<Option<Bytes>, RecordsErrorKind> {
     if header.record_count < 0 {
         return Err(RecordsErrorKind::NegativeRecordCount {
             count: header.record_count,
@@ -481,54 +527,33 @@ fn decode_batch(
         // Uncompressed records are slices of the fetched buffer: nothing new is held.
         budget.spend(records.len());
     }
-    validate::check_records(
-        &records,
-        validate::SectionBounds {
+    Ok(Some(records))
+}
+
+/// Checks and walks a batch's (decompressed) record section; see `section`.
+fn walk_section(
+    section: &[u8],
+    header: &BatchHeader,
+    visit: impl FnMut(&RecordSpans<'_>),
+) -> Result<(), RecordsErrorKind> {
+    section::walk_records(
+        section,
+        SectionBounds {
             record_count: header.record_count,
             base_offset: header.base_offset,
             last_offset_delta: header.last_offset_delta,
             base_timestamp: header.base_timestamp,
         },
+        visit,
     )
-    .map_err(|detail| RecordsErrorKind::InvalidRecords { detail })?;
-    let mut buf = bytes.clone();
-    let already_decompressed = |_: &mut Bytes, _: Compression| Ok(records.clone());
-    RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(already_decompressed))
-        .map(|set| Some(set.records))
-        .map_err(|err| RecordsErrorKind::InvalidRecords {
-            detail: format!("{err:#}"),
-        })
+    .map_err(|detail| RecordsErrorKind::InvalidRecords { detail })
 }
 
 /// Reads a control record's key (`version: i16, type: i16`); type 0 is ABORT, 1 COMMIT. Other
 /// types are future markers and are not aborts.
-fn is_abort_marker(record: Option<&Record>) -> Result<bool, RecordsErrorKind> {
-    let key = record
-        .and_then(|record| record.key.as_ref())
+fn is_abort_marker(first_key: Option<&[u8]>) -> Result<bool, RecordsErrorKind> {
+    let key = first_key
         .and_then(|key| key.get(2..4))
         .ok_or(RecordsErrorKind::InvalidControlRecord)?;
     Ok(i16::from_be_bytes([key[0], key[1]]) == 0)
-}
-
-fn to_fetched(
-    record: Record,
-    header: &BatchHeader,
-    timestamp_type: TimestampType,
-) -> FetchedRecord {
-    FetchedRecord {
-        offset: record.offset,
-        timestamp: match timestamp_type {
-            TimestampType::LogAppendTime => header.max_timestamp,
-            TimestampType::CreateTime => record.timestamp,
-        },
-        timestamp_type,
-        leader_epoch: (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch),
-        key: record.key,
-        value: record.value,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|(key, value)| RecordHeader { key, value })
-            .collect(),
-    }
 }

@@ -373,7 +373,7 @@ fn log_append_time_uses_the_batch_max_timestamp() {
 }
 
 #[test]
-fn duplicate_header_keys_collapse_to_the_last_value() {
+fn duplicate_header_keys_are_all_kept_in_order() {
     // One record: no key, value "v", headers h=1, h=2 (legal in Kafka).
     let body = [
         0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x04, 0x02, b'h', 0x02, b'1', 0x02, b'h', 0x02, b'2',
@@ -383,10 +383,16 @@ fn duplicate_header_keys_collapse_to_the_last_value() {
     let fetched = decode(&raw_batch(0, 0, 1, &section), 0).unwrap();
     assert_eq!(
         fetched.records[0].headers,
-        vec![RecordHeader {
-            key: StrBytes::from_static_str("h"),
-            value: Some(Bytes::from_static(b"2")),
-        }]
+        vec![
+            RecordHeader {
+                key: StrBytes::from_static_str("h"),
+                value: Some(Bytes::from_static(b"1")),
+            },
+            RecordHeader {
+                key: StrBytes::from_static_str("h"),
+                value: Some(Bytes::from_static(b"2")),
+            },
+        ]
     );
 }
 
