@@ -16,8 +16,9 @@ use tracing::{debug, trace, warn};
 use crate::checkpoint::{self, EncodedCheckpoint};
 use crate::env::{LmdbEnvironment, RawDb, Shared};
 use crate::error::{self, LmdbError};
+use crate::read::read_sorted;
 use crate::runs::StagedRuns;
-use crate::write::{WriteMode, sorted_unique, write_sorted};
+use crate::write::{WriteMode, key_order, sorted_unique, write_sorted};
 
 /// The backend of one (store, partition): the LMDB database `"{store}.{partition}"` of an
 /// [`LmdbEnvironment`], plus a [`WriteBuffer`] of the writes since the last commit.
@@ -230,26 +231,23 @@ impl KvBackend for LmdbStore {
 
     fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let shared = self.shared();
-        let mut out = Vec::with_capacity(keys.len());
-        // Opened at the first key the buffer does not answer; one transaction for all keys.
-        let mut reader: Option<Reader<'_>> = None;
-        for &key in keys {
-            let value = match self.pending.lookup(key) {
-                Some(pending) => pending.cloned(),
-                None if !shared.key_is_valid(key) => None,
-                None => {
-                    let reader = match reader {
-                        Some(ref reader) => reader,
-                        None => reader.insert(shared.reader(&self.name)?),
-                    };
-                    self.db
-                        .get(&reader.txn, key)
-                        .map_err(|e| error::backend(&self.name, e))?
-                        .map(Bytes::copy_from_slice)
-                }
-            };
-            out.push(value);
+        let mut out = vec![None; keys.len()];
+        // The keys the buffer does not answer, read from LMDB in key order, in one transaction.
+        let mut wanted = Vec::new();
+        for (i, &key) in keys.iter().enumerate() {
+            match self.pending.lookup(key) {
+                Some(pending) => out[i] = pending.cloned(),
+                None if shared.key_is_valid(key) => wanted.push(i),
+                None => {}
+            }
         }
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        wanted.sort_unstable_by(|&a, &b| key_order(keys[a], keys[b]));
+        let reader = shared.reader(&self.name)?;
+        read_sorted(&self.db, &reader.txn, keys, &wanted, &mut out)
+            .map_err(|e| error::backend(&self.name, e))?;
         Ok(out)
     }
 
