@@ -12,9 +12,14 @@
 //! * `core-count-batch`, `core-count-record`: the `core_pipeline` bench's count rows (fetch
 //!   decode → 8 tasks with memory stores → producer), 8 partitions × 2,000 records per round;
 //! * `driver-{memory,lmdb}-{batch,record}`: the `driver` bench's process-only rows (20,000
-//!   records over 1,000 skewed keys, 4 partitions, through `TopologyTestDriver::process`).
+//!   records over 1,000 skewed keys, 4 partitions, through `TopologyTestDriver::process`);
+//! * `engine-lmdb-{batch,record}`: the `engine_count` bench (the engine against the simulated
+//!   cluster, LMDB, changelog on), 20,000 records per round.
 //!
 //! Only [`measured`] is meant to be counted; it prints the records it processed.
+
+#[path = "../benches/engine_count/workload.rs"]
+mod engine_count;
 
 use bytes::Bytes;
 use kstreams_benches::pipeline::{FetchResponses, Pipeline, Workload};
@@ -135,6 +140,16 @@ fn driver_count(batch: bool, lmdb: bool, rounds: usize) -> usize {
     records
 }
 
+fn engine_count(mode: engine_count::Mode, rounds: usize) -> usize {
+    let mut engine = engine_count::EngineCount::new(mode);
+    for _ in 0..rounds {
+        engine.produce_round();
+        measured(|| engine.run_round());
+    }
+    println!("changelog records: {}", engine.changelog_records());
+    rounds * engine_count::RECORDS_PER_ROUND
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let workload = args
@@ -149,6 +164,8 @@ fn main() {
         "driver-memory-record" => driver_count(false, false, rounds),
         "driver-lmdb-batch" => driver_count(true, true, rounds),
         "driver-lmdb-record" => driver_count(false, true, rounds),
+        "engine-lmdb-batch" => engine_count(engine_count::Mode::Batch, rounds),
+        "engine-lmdb-record" => engine_count(engine_count::Mode::Record, rounds),
         other => {
             eprintln!("unknown workload {other}");
             std::process::exit(2);

@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -15,11 +16,13 @@ type Pending = HashMap<Bytes, Option<Bytes>, foldhash::fast::RandomState>;
 ///
 /// The writes sit in a hash map (foldhash, randomly seeded per buffer), so a write or a lookup
 /// costs one hash and one probe whatever the number of pending keys, instead of a B-tree
-/// descent. Key order is made only where it is asked for, by sorting once: [`iter`],
-/// [`to_write_ops`], [`drain_sorted`], [`take`] (the whole buffer) and [`merge_range`] (the
-/// writes within its bounds, so a range read costs a pass over the pending keys plus a sort of
-/// those in range). Everything this type hands out is in key order; the hash map's own order
-/// never leaks, so runs stay deterministic.
+/// descent. Key order is made only where it is asked for: [`iter`], [`to_write_ops`],
+/// [`drain_sorted`] and [`take`] sort the whole buffer once and keep that sorted copy until the
+/// next write, so a commit that lists the writes for the changelog and then drains them sorts
+/// once. [`merge_range`] uses the sorted copy when there is one, and otherwise sorts the writes
+/// within its bounds (a pass over the pending keys plus a sort of those in range), which keeps
+/// range reads between writes from sorting everything each time. Everything this type hands
+/// out is in key order; the hash map's own order never leaks, so runs stay deterministic.
 ///
 /// A savepoint ([`WriteBuffer::set_savepoint`]) records, while set, how to undo each write, so
 /// the writes of one batch can be undone without losing the earlier pending writes.
@@ -35,21 +38,27 @@ pub struct WriteBuffer {
     /// Set while a savepoint is active: for each write since it, the key and its previous
     /// pending state (`None`: the key had no pending write).
     undo: Option<Vec<(Bytes, Option<Option<Bytes>>)>>,
+    /// The pending writes in key order (reference-counted clones), made by the first reader
+    /// that needs the whole order after a change; every change drops it.
+    sorted: OnceLock<Vec<(Bytes, Option<Bytes>)>>,
 }
 
-/// Whether `key` lies within `from..to`.
-fn in_bounds(key: &[u8], from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
-    let above = match from {
-        Bound::Included(f) => key >= f,
-        Bound::Excluded(f) => key > f,
+/// Whether `key` is at or after the lower bound `from`.
+fn in_bounds_from(key: &[u8], from: Bound<&[u8]>) -> bool {
+    match from {
+        Bound::Included(f) => key_order(key, f).is_ge(),
+        Bound::Excluded(f) => key_order(key, f).is_gt(),
         Bound::Unbounded => true,
-    };
-    above
-        && match to {
-            Bound::Included(t) => key <= t,
-            Bound::Excluded(t) => key < t,
-            Bound::Unbounded => true,
-        }
+    }
+}
+
+/// Whether `key` is at or before the upper bound `to`.
+fn in_bounds_to(key: &[u8], to: Bound<&[u8]>) -> bool {
+    match to {
+        Bound::Included(t) => key_order(key, t).is_le(),
+        Bound::Excluded(t) => key_order(key, t).is_lt(),
+        Bound::Unbounded => true,
+    }
 }
 
 /// Sorts pending entries by key (keys are distinct: a map's).
@@ -65,6 +74,10 @@ impl WriteBuffer {
 
     /// Records every operation of `batch`; cannot fail, so a batch is applied whole.
     pub fn apply(&mut self, batch: WriteBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        self.changed();
         match &mut self.undo {
             None => {
                 for op in batch.into_ops() {
@@ -95,6 +108,9 @@ impl WriteBuffer {
         let Some(undo) = &mut self.undo else {
             return;
         };
+        if !undo.is_empty() {
+            self.sorted.take();
+        }
         // Undo newest first, so a key written twice gets its oldest state back.
         while let Some((key, previous)) = undo.pop() {
             match previous {
@@ -132,12 +148,25 @@ impl WriteBuffer {
         if crate::is_empty_range(from, to) {
             return Vec::new();
         }
-        let mut in_range: Vec<(&Bytes, &Option<Bytes>)> = self
-            .pending
-            .iter()
-            .filter(|(k, _)| in_bounds(k, from, to))
-            .collect();
-        sort_by_key(&mut in_range);
+        let in_range: Vec<(&Bytes, &Option<Bytes>)> = match self.sorted.get() {
+            Some(sorted) => {
+                let start = sorted.partition_point(|(k, _)| !in_bounds_from(k, from));
+                sorted[start..]
+                    .iter()
+                    .take_while(|(k, _)| in_bounds_to(k, to))
+                    .map(|(k, v)| (k, v))
+                    .collect()
+            }
+            None => {
+                let mut in_range: Vec<(&Bytes, &Option<Bytes>)> = self
+                    .pending
+                    .iter()
+                    .filter(|(k, _)| in_bounds_from(k, from) && in_bounds_to(k, to))
+                    .collect();
+                sort_by_key(&mut in_range);
+                in_range
+            }
+        };
         let mut pending = in_range.into_iter().peekable();
         let mut committed = committed.into_iter().peekable();
         let mut out = Vec::new();
@@ -167,12 +196,27 @@ impl WriteBuffer {
         out
     }
 
-    /// The pending writes in key order (sorted on each call).
+    /// The pending writes in key order (sorted at the first call after a change).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
-        let mut entries: Vec<(&Bytes, Option<&Bytes>)> =
-            self.pending.iter().map(|(k, v)| (k, v.as_ref())).collect();
-        sort_by_key(&mut entries);
-        entries.into_iter()
+        self.sorted().iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// The sorted copy of the pending writes, made if there is none.
+    fn sorted(&self) -> &[(Bytes, Option<Bytes>)] {
+        self.sorted.get_or_init(|| {
+            let mut entries: Vec<(Bytes, Option<Bytes>)> = self
+                .pending
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            entries.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+            entries
+        })
+    }
+
+    /// Drops the sorted copy: the pending writes changed.
+    fn changed(&mut self) {
+        self.sorted.take();
     }
 
     /// The pending writes as [`WriteOp`]s in key order (reference-counted clones of the keys
@@ -210,6 +254,7 @@ impl WriteBuffer {
 
     /// Drops every pending write (and the savepoint's undo information with them).
     pub fn clear(&mut self) {
+        self.changed();
         self.pending.clear();
         if let Some(undo) = &mut self.undo {
             undo.clear();
@@ -221,6 +266,10 @@ impl WriteBuffer {
     pub fn drain_sorted(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
         if let Some(undo) = &mut self.undo {
             undo.clear();
+        }
+        if let Some(sorted) = self.sorted.take() {
+            self.pending.clear();
+            return sorted;
         }
         let mut entries: Vec<(Bytes, Option<Bytes>)> = self.pending.drain().collect();
         entries.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
@@ -454,13 +503,13 @@ mod tests {
             let (lo, hi) = (key(next(40)), key(next(40)));
             let from = Bound::Included(lo.as_ref());
             let to = Bound::Excluded(hi.as_ref());
-            let committed = vec![
+            let committed = [
                 (key(5), Bytes::from_static(b"c")),
                 (key(30), Bytes::from_static(b"c")),
             ];
             let in_range: Vec<KeyValue> = committed
                 .iter()
-                .filter(|(k, _)| in_bounds(k, from, to))
+                .filter(|(k, _)| in_bounds_from(k, from) && in_bounds_to(k, to))
                 .cloned()
                 .collect();
             let mut want: BTreeMap<Bytes, Option<Bytes>> = in_range

@@ -10,34 +10,46 @@ use crate::write::key_order;
 
 /// A batch read walks the database between its first and last key (one cursor step per entry,
 /// each leaf page once) when it asks for at least one key per this many entries of the
-/// database; sparser reads look each key up (a descent from the root per key, in key order so
-/// that consecutive descents share their pages).
+/// database; sparser reads look each key up (a descent from the root per key).
 const WALK_ENTRIES_PER_KEY: u64 = 8;
 
-/// Reads `keys[i]` into `out[i]` for every `i` of `wanted`, which must be sorted by key
-/// ([`key_order`]; equal keys allowed) and hold only storable keys. Keys not in the database
-/// leave their `out` slot as it is.
-pub(crate) fn read_sorted(
+/// Reads `keys[i]` into `out[i]` for every `i` of `wanted` (storable keys only; duplicates
+/// allowed). Keys not in the database leave their `out` slot as it is.
+///
+/// Many keys for the database's size: `wanted` is sorted by key and the database walked once
+/// from the first key to the last. Few: one lookup per key, in the order asked.
+pub(crate) fn read_many(
+    db: &RawDb,
+    txn: &RoTxn<'_>,
+    keys: &[&[u8]],
+    wanted: &mut [usize],
+    out: &mut [Option<Bytes>],
+) -> heed::Result<()> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let entries = db.len(txn)?;
+    if (wanted.len() as u64).saturating_mul(WALK_ENTRIES_PER_KEY) < entries {
+        for &i in wanted.iter() {
+            out[i] = db.get(txn, keys[i])?.map(Bytes::copy_from_slice);
+        }
+        return Ok(());
+    }
+    wanted.sort_unstable_by(|&a, &b| key_order(keys[a], keys[b]));
+    walk_sorted(db, txn, keys, wanted, out)
+}
+
+/// [`read_many`] by one walk: `wanted` sorted by key, non-empty.
+fn walk_sorted(
     db: &RawDb,
     txn: &RoTxn<'_>,
     keys: &[&[u8]],
     wanted: &[usize],
     out: &mut [Option<Bytes>],
 ) -> heed::Result<()> {
-    debug_assert!(
-        wanted.is_sorted_by(|&a, &b| key_order(keys[a], keys[b]).is_le()),
-        "wanted keys must be in key order"
-    );
     let (Some(&first), Some(&last)) = (wanted.first(), wanted.last()) else {
         return Ok(());
     };
-    let entries = db.len(txn)?;
-    if (wanted.len() as u64).saturating_mul(WALK_ENTRIES_PER_KEY) < entries {
-        for &i in wanted {
-            out[i] = db.get(txn, keys[i])?.map(Bytes::copy_from_slice);
-        }
-        return Ok(());
-    }
     let bounds = (Bound::Included(keys[first]), Bound::Included(keys[last]));
     let mut entries = db.range(txn, &bounds)?;
     let mut current = entries.next().transpose()?;
@@ -51,7 +63,7 @@ pub(crate) fn read_sorted(
         match current {
             Some((k, v)) if k == key => out[i] = Some(Bytes::copy_from_slice(v)),
             Some(_) => {}
-            // Past the database's last entry in range: no later key is there either.
+            // Past the last entry in range: no later key is there either.
             None => break,
         }
     }

@@ -103,30 +103,6 @@ mod tests {
     }
 
     #[test]
-    fn key_order_is_bytewise_order() {
-        let keys: Vec<&[u8]> = vec![
-            b"",
-            b"\x00",
-            b"a",
-            b"abcdefg",
-            b"abcdefgh",
-            b"abcdefgh\x00",
-            b"abcdefgha",
-            b"abcdefgi",
-            b"abcdefh",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff\x00",
-            b"\x80\x00\x00\x00\x00\x00\x00\x01z",
-            b"\x7f\xff\xff\xff\xff\xff\xff\xffz",
-        ];
-        for a in &keys {
-            for b in &keys {
-                assert_eq!(key_order(a, b), a.cmp(b), "{a:?} vs {b:?}");
-            }
-        }
-    }
-
-    #[test]
     fn sorted_unique_keeps_the_last_write_per_key() {
         let ops = vec![
             op("c", Some("1")),

@@ -422,7 +422,7 @@ fn get_batch_answers_in_the_order_asked_whether_it_walks_or_looks_up() {
             "k102" => None,
             _ => {
                 let i: usize = name.strip_prefix('k')?.parse().ok()?;
-                ((10..400).contains(&i) && i % 2 == 0).then(|| b(&format!("v{i}")))
+                ((10..400).contains(&i) && i.is_multiple_of(2)).then(|| b(&format!("v{i}")))
             }
         }
     };

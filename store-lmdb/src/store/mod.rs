@@ -16,9 +16,9 @@ use tracing::{debug, trace, warn};
 use crate::checkpoint::{self, EncodedCheckpoint};
 use crate::env::{LmdbEnvironment, RawDb, Shared};
 use crate::error::{self, LmdbError};
-use crate::read::read_sorted;
+use crate::read::read_many;
 use crate::runs::StagedRuns;
-use crate::write::{WriteMode, key_order, sorted_unique, write_sorted};
+use crate::write::{WriteMode, sorted_unique, write_sorted};
 
 /// The backend of one (store, partition): the LMDB database `"{store}.{partition}"` of an
 /// [`LmdbEnvironment`], plus a [`WriteBuffer`] of the writes since the last commit.
@@ -232,7 +232,7 @@ impl KvBackend for LmdbStore {
     fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let shared = self.shared();
         let mut out = vec![None; keys.len()];
-        // The keys the buffer does not answer, read from LMDB in key order, in one transaction.
+        // The keys the buffer does not answer, read from LMDB in one transaction.
         let mut wanted = Vec::new();
         for (i, &key) in keys.iter().enumerate() {
             match self.pending.lookup(key) {
@@ -244,9 +244,8 @@ impl KvBackend for LmdbStore {
         if wanted.is_empty() {
             return Ok(out);
         }
-        wanted.sort_unstable_by(|&a, &b| key_order(keys[a], keys[b]));
         let reader = shared.reader(&self.name)?;
-        read_sorted(&self.db, &reader.txn, keys, &wanted, &mut out)
+        read_many(&self.db, &reader.txn, keys, &mut wanted, &mut out)
             .map_err(|e| error::backend(&self.name, e))?;
         Ok(out)
     }
