@@ -141,7 +141,8 @@ fn driver_count(batch: bool, lmdb: bool, rounds: usize) -> usize {
 }
 
 fn engine_count(mode: engine_count::Mode, rounds: usize) -> usize {
-    let mut engine = engine_count::EngineCount::new(mode);
+    let mut engine =
+        engine_count::EngineCount::new(mode, kstreams_store_lmdb::SyncMode::NoMetaSync);
     for _ in 0..rounds {
         engine.produce_round();
         measured(|| engine.run_round());

@@ -1,5 +1,7 @@
 //! Count aggregation on LMDB through the engine, changelog on: record mode
-//! (`RecordCountAggregator`) vs batch mode (`BatchCountAggregator`), side by side in one run.
+//! (`RecordCountAggregator`) vs batch mode (`BatchCountAggregator`), side by side in one run;
+//! and the same with LMDB's `SyncMode::NoSync` (`lmdb_logged_nosync/*`), not a configuration
+//! to run but a reference that separates the flushes from the CPU work.
 //!
 //! `cargo bench -p kstreams-benches --bench engine_count`
 //!
@@ -21,14 +23,20 @@ mod workload;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kstreams_store_lmdb::SyncMode;
 use workload::{EngineCount, Mode, RECORDS_PER_ROUND};
 
 fn engine_count(c: &mut Criterion) {
-    let mut group = c.benchmark_group("engine_count/lmdb_logged");
+    let mut group = c.benchmark_group("engine_count");
     group.throughput(Throughput::Elements(RECORDS_PER_ROUND as u64));
     group.sample_size(10);
-    for (name, mode) in [("batch", Mode::Batch), ("record", Mode::Record)] {
-        let mut engine = EngineCount::new(mode);
+    for (name, mode, sync) in [
+        ("lmdb_logged/batch", Mode::Batch, SyncMode::NoMetaSync),
+        ("lmdb_logged/record", Mode::Record, SyncMode::NoMetaSync),
+        ("lmdb_logged_nosync/batch", Mode::Batch, SyncMode::NoSync),
+        ("lmdb_logged_nosync/record", Mode::Record, SyncMode::NoSync),
+    ] {
+        let mut engine = EngineCount::new(mode, sync);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

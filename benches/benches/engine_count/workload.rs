@@ -9,7 +9,7 @@ use kstreams_core::engine::{Engine, EngineConfig, EngineState};
 use kstreams_core::prelude::*;
 use kstreams_core::record::TopicPartition;
 use kstreams_core::time::{Duration, Instant};
-use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
+use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment, SyncMode};
 use kstreams_tests::harness::Harness;
 use kstreams_tests::sim::{SimCluster, SimRecord};
 use tempfile::TempDir;
@@ -81,10 +81,13 @@ pub struct EngineCount {
 
 impl EngineCount {
     /// Starts the engine and runs one untimed round (group join, changelog creation, the empty
-    /// changelog's restore, and every key of the round into the store).
-    pub fn new(mode: Mode) -> Self {
+    /// changelog's restore, and every key of the round into the store). `sync`: LMDB's sync
+    /// mode (the default `NoMetaSync` flushes once per store commit; `NoSync`, a reference that
+    /// shows the CPU alone, never).
+    pub fn new(mode: Mode, sync: SyncMode) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let env = LmdbEnvironment::open(LmdbConfig::new(dir.path())).expect("LMDB");
+        let env =
+            LmdbEnvironment::open(LmdbConfig::new(dir.path()).with_sync_mode(sync)).expect("LMDB");
         let mut sim = SimCluster::new(7, 1);
         sim.create_topic(INPUT, PARTITIONS).expect("input topic");
         sim.create_topic(OUTPUT, PARTITIONS).expect("output topic");

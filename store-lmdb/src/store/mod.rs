@@ -26,7 +26,8 @@ use crate::write::{WriteMode, sorted_unique, write_sorted};
 /// * [`write_batch`](KvBackend::write_batch) only touches the buffer (atomic, infallible once
 ///   the keys are checked), and reads see it at once;
 /// * [`get`](KvBackend::get), [`get_batch`](KvBackend::get_batch) (one read transaction for all
-///   keys) and [`range`](KvBackend::range) read the buffer, then LMDB;
+///   keys; when they are many for the database's size, sorted and read in one walk of the
+///   database, each leaf page once) and [`range`](KvBackend::range) read the buffer, then LMDB;
 /// * [`commit`](KvBackend::commit) writes every pending entry and the checkpoint in **one**
 ///   LMDB write transaction, growing the map and retrying on `MDB_MAP_FULL`; on any failure
 ///   nothing is durable and the buffer is kept for a retry;
