@@ -1,23 +1,69 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::{KeyValue, WriteBatch, WriteOp};
+use crate::{KeyValue, WriteBatch, WriteOp, key_order};
 
-/// The writes of a store since its last commit, newest write per key, in key order.
+/// Newest pending state per key: `Some(value)` a put, `None` a delete.
+type Pending = HashMap<Bytes, Option<Bytes>, foldhash::fast::RandomState>;
+
+/// The writes of a store since its last commit, newest write per key.
 ///
 /// Backends read through it (a pending write shadows the committed value) and drain it into
 /// their durable state on commit. `None` as a value is a pending delete.
 ///
+/// The writes sit in a hash map (foldhash, randomly seeded per buffer), so a write or a lookup
+/// costs one hash and one probe whatever the number of pending keys, instead of a B-tree
+/// descent. Key order is made only where it is asked for: [`iter`], [`to_write_ops`],
+/// [`drain_sorted`] and [`take`] sort the whole buffer once and keep that sorted copy until the
+/// next write, so a commit that lists the writes for the changelog and then drains them sorts
+/// once. [`merge_range`] uses the sorted copy when there is one, and otherwise sorts the writes
+/// within its bounds (a pass over the pending keys plus a sort of those in range), which keeps
+/// range reads between writes from sorting everything each time. Everything this type hands
+/// out is in key order; the hash map's own order never leaks, so runs stay deterministic.
+///
 /// A savepoint ([`WriteBuffer::set_savepoint`]) records, while set, how to undo each write, so
 /// the writes of one batch can be undone without losing the earlier pending writes.
+///
+/// [`iter`]: WriteBuffer::iter
+/// [`to_write_ops`]: WriteBuffer::to_write_ops
+/// [`drain_sorted`]: WriteBuffer::drain_sorted
+/// [`take`]: WriteBuffer::take
+/// [`merge_range`]: WriteBuffer::merge_range
 #[derive(Debug, Default, Clone)]
 pub struct WriteBuffer {
-    pending: BTreeMap<Bytes, Option<Bytes>>,
+    pending: Pending,
     /// Set while a savepoint is active: for each write since it, the key and its previous
     /// pending state (`None`: the key had no pending write).
     undo: Option<Vec<(Bytes, Option<Option<Bytes>>)>>,
+    /// The pending writes in key order (reference-counted clones), made by the first reader
+    /// that needs the whole order after a change; every change drops it.
+    sorted: OnceLock<Vec<(Bytes, Option<Bytes>)>>,
+}
+
+/// Whether `key` is at or after the lower bound `from`.
+fn in_bounds_from(key: &[u8], from: Bound<&[u8]>) -> bool {
+    match from {
+        Bound::Included(f) => key_order(key, f).is_ge(),
+        Bound::Excluded(f) => key_order(key, f).is_gt(),
+        Bound::Unbounded => true,
+    }
+}
+
+/// Whether `key` is at or before the upper bound `to`.
+fn in_bounds_to(key: &[u8], to: Bound<&[u8]>) -> bool {
+    match to {
+        Bound::Included(t) => key_order(key, t).is_le(),
+        Bound::Excluded(t) => key_order(key, t).is_lt(),
+        Bound::Unbounded => true,
+    }
+}
+
+/// Sorts pending entries by key (keys are distinct: a map's).
+fn sort_by_key<V>(entries: &mut [(&Bytes, V)]) {
+    entries.sort_unstable_by(|a, b| key_order(a.0, b.0));
 }
 
 impl WriteBuffer {
@@ -28,6 +74,10 @@ impl WriteBuffer {
 
     /// Records every operation of `batch`; cannot fail, so a batch is applied whole.
     pub fn apply(&mut self, batch: WriteBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        self.changed();
         match &mut self.undo {
             None => {
                 for op in batch.into_ops() {
@@ -35,6 +85,7 @@ impl WriteBuffer {
                 }
             }
             Some(undo) => {
+                undo.reserve(batch.len());
                 for op in batch.into_ops() {
                     let previous = self.pending.insert(op.key.clone(), op.value);
                     undo.push((op.key, previous));
@@ -57,6 +108,9 @@ impl WriteBuffer {
         let Some(undo) = &mut self.undo else {
             return;
         };
+        if !undo.is_empty() {
+            self.sorted.take();
+        }
         // Undo newest first, so a key written twice gets its oldest state back.
         while let Some((key, previous)) = undo.pop() {
             match previous {
@@ -83,6 +137,8 @@ impl WriteBuffer {
 
     /// Merges the pending writes in `[from, to]` over `committed`, which must be the committed
     /// entries of the same bounds in key order. The result is in key order.
+    ///
+    /// Costs a pass over every pending key and a sort of those within the bounds.
     pub fn merge_range(
         &self,
         committed: impl IntoIterator<Item = KeyValue>,
@@ -92,11 +148,26 @@ impl WriteBuffer {
         if crate::is_empty_range(from, to) {
             return Vec::new();
         }
-        let mut pending = self
-            .pending
-            .range::<[u8], _>((from, to))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .peekable();
+        let in_range: Vec<(&Bytes, &Option<Bytes>)> = match self.sorted.get() {
+            Some(sorted) => {
+                let start = sorted.partition_point(|(k, _)| !in_bounds_from(k, from));
+                sorted[start..]
+                    .iter()
+                    .take_while(|(k, _)| in_bounds_to(k, to))
+                    .map(|(k, v)| (k, v))
+                    .collect()
+            }
+            None => {
+                let mut in_range: Vec<(&Bytes, &Option<Bytes>)> = self
+                    .pending
+                    .iter()
+                    .filter(|(k, _)| in_bounds_from(k, from) && in_bounds_to(k, to))
+                    .collect();
+                sort_by_key(&mut in_range);
+                in_range
+            }
+        };
+        let mut pending = in_range.into_iter().peekable();
         let mut committed = committed.into_iter().peekable();
         let mut out = Vec::new();
         loop {
@@ -104,21 +175,19 @@ impl WriteBuffer {
                 (None, None) => break,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
-                (Some((ck, _)), Some((pk, _))) => {
-                    if pk <= ck {
-                        if pk == ck {
-                            // The pending write shadows the committed entry.
-                            committed.next();
-                        }
+                (Some((ck, _)), Some((pk, _))) => match key_order(pk, ck) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Equal => {
+                        // The pending write shadows the committed entry.
+                        committed.next();
                         true
-                    } else {
-                        false
                     }
-                }
+                    std::cmp::Ordering::Greater => false,
+                },
             };
             if take_pending {
                 if let Some((k, Some(v))) = pending.next() {
-                    out.push((k, v));
+                    out.push((k.clone(), v.clone()));
                 }
             } else if let Some(kv) = committed.next() {
                 out.push(kv);
@@ -127,19 +196,36 @@ impl WriteBuffer {
         out
     }
 
-    /// The pending writes in key order.
+    /// The pending writes in key order (sorted at the first call after a change).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
-        self.pending.iter().map(|(k, v)| (k, v.as_ref()))
+        self.sorted().iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// The sorted copy of the pending writes, made if there is none.
+    fn sorted(&self) -> &[(Bytes, Option<Bytes>)] {
+        self.sorted.get_or_init(|| {
+            let mut entries: Vec<(Bytes, Option<Bytes>)> = self
+                .pending
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            entries.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+            entries
+        })
+    }
+
+    /// Drops the sorted copy: the pending writes changed.
+    fn changed(&mut self) {
+        self.sorted.take();
     }
 
     /// The pending writes as [`WriteOp`]s in key order (reference-counted clones of the keys
     /// and values).
     pub fn to_write_ops(&self) -> Vec<WriteOp> {
-        self.pending
-            .iter()
+        self.iter()
             .map(|(key, value)| WriteOp {
                 key: key.clone(),
-                value: value.clone(),
+                value: value.cloned(),
             })
             .collect()
     }
@@ -168,19 +254,34 @@ impl WriteBuffer {
 
     /// Drops every pending write (and the savepoint's undo information with them).
     pub fn clear(&mut self) {
+        self.changed();
         self.pending.clear();
         if let Some(undo) = &mut self.undo {
             undo.clear();
         }
     }
 
-    /// Takes the pending writes out, leaving the buffer empty (an active savepoint now starts
-    /// from the empty buffer).
-    pub fn take(&mut self) -> BTreeMap<Bytes, Option<Bytes>> {
+    /// Takes the pending writes out in key order, leaving the buffer empty (an active
+    /// savepoint now starts from the empty buffer): what a backend's commit writes.
+    pub fn drain_sorted(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
         if let Some(undo) = &mut self.undo {
             undo.clear();
         }
-        std::mem::take(&mut self.pending)
+        if let Some(sorted) = self.sorted.take() {
+            self.pending.clear();
+            return sorted;
+        }
+        let mut entries: Vec<(Bytes, Option<Bytes>)> = self.pending.drain().collect();
+        entries.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
+        entries
+    }
+
+    /// Takes the pending writes out, leaving the buffer empty (an active savepoint now starts
+    /// from the empty buffer). [`drain_sorted`](WriteBuffer::drain_sorted) does the same
+    /// without building a map.
+    pub fn take(&mut self) -> BTreeMap<Bytes, Option<Bytes>> {
+        // Sorted input: the map is built in one pass.
+        self.drain_sorted().into_iter().collect()
     }
 }
 
@@ -291,5 +392,155 @@ mod tests {
         buf.apply(b);
         let merged = buf.merge_range(Vec::new(), Bound::Included(b"b"), Bound::Included(b"c"));
         assert_eq!(merged, vec![kv("b", "2"), kv("c", "3")]);
+    }
+    #[test]
+    fn drain_sorted_and_take_give_key_order_and_empty_the_buffer() {
+        let mut buf = WriteBuffer::new();
+        let mut b = WriteBatch::new();
+        // Keys of 8 bytes and more (compared as integers first) and shorter ones, out of order.
+        for k in [
+            "zz",
+            "abcdefgh2",
+            "abcdefgh",
+            "b",
+            "abcdefgi",
+            "a",
+            "abcdefgh1",
+        ] {
+            b.put(k, k);
+        }
+        b.delete("b");
+        buf.apply(b.clone());
+        let keys = |entries: Vec<(Bytes, Option<Bytes>)>| -> Vec<Bytes> {
+            entries.into_iter().map(|(k, _)| k).collect()
+        };
+        let want: Vec<Bytes> = [
+            "a",
+            "abcdefgh",
+            "abcdefgh1",
+            "abcdefgh2",
+            "abcdefgi",
+            "b",
+            "zz",
+        ]
+        .map(|k: &'static str| Bytes::from_static(k.as_bytes()))
+        .to_vec();
+        let iterated: Vec<Bytes> = buf.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(iterated, want);
+        buf.set_savepoint();
+        let drained = buf.drain_sorted();
+        assert_eq!(drained[5], (Bytes::from_static(b"b"), None));
+        assert_eq!(keys(drained), want);
+        assert!(buf.is_empty());
+        // The savepoint now starts from the empty buffer.
+        buf.apply(b.clone());
+        buf.rollback_to_savepoint();
+        assert!(buf.is_empty());
+        buf.apply(b);
+        let taken: Vec<Bytes> = buf.take().into_keys().collect();
+        assert_eq!(taken, want);
+        assert!(buf.is_empty());
+    }
+
+    /// Writes, savepoints, rollbacks and range merges against a `BTreeMap` model, in a long
+    /// pseudo-random sequence.
+    #[test]
+    fn matches_an_ordered_map_model() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let key = |i: u64| Bytes::from(format!("key-{i:02}").repeat(1 + (i % 3) as usize));
+        let mut buf = WriteBuffer::new();
+        let mut model: BTreeMap<Bytes, Option<Bytes>> = BTreeMap::new();
+        let mut saved: Option<BTreeMap<Bytes, Option<Bytes>>> = None;
+        for step in 0..3_000 {
+            match next(10) {
+                0..=5 => {
+                    let mut b = WriteBatch::new();
+                    for _ in 0..next(6) {
+                        let k = key(next(40));
+                        if next(4) == 0 {
+                            b.delete(k.clone());
+                            model.insert(k, None);
+                        } else {
+                            let v = Bytes::from(format!("v{step}"));
+                            b.put(k.clone(), v.clone());
+                            model.insert(k, Some(v));
+                        }
+                    }
+                    buf.apply(b);
+                }
+                6 => {
+                    buf.set_savepoint();
+                    saved = Some(model.clone());
+                }
+                7 => {
+                    buf.rollback_to_savepoint();
+                    if let Some(saved) = &saved {
+                        model = saved.clone();
+                    }
+                }
+                8 => {
+                    buf.release_savepoint();
+                    saved = None;
+                }
+                _ => {
+                    if next(8) == 0 {
+                        let drained = buf.drain_sorted();
+                        let want: Vec<(Bytes, Option<Bytes>)> =
+                            std::mem::take(&mut model).into_iter().collect();
+                        assert_eq!(drained, want, "step {step}");
+                        if saved.is_some() {
+                            saved = Some(BTreeMap::new());
+                        }
+                    }
+                }
+            }
+            let (lo, hi) = (key(next(40)), key(next(40)));
+            let from = Bound::Included(lo.as_ref());
+            let to = Bound::Excluded(hi.as_ref());
+            let committed = [
+                (key(5), Bytes::from_static(b"c")),
+                (key(30), Bytes::from_static(b"c")),
+            ];
+            let in_range: Vec<KeyValue> = committed
+                .iter()
+                .filter(|(k, _)| in_bounds_from(k, from) && in_bounds_to(k, to))
+                .cloned()
+                .collect();
+            let mut want: BTreeMap<Bytes, Option<Bytes>> = in_range
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            if !crate::is_empty_range(from, to) {
+                for (k, v) in model.range::<[u8], _>((from, to)) {
+                    want.insert(k.clone(), v.clone());
+                }
+            }
+            let want: Vec<KeyValue> = want
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+            assert_eq!(buf.merge_range(in_range, from, to), want, "step {step}");
+            assert_eq!(buf.len(), model.len(), "step {step}");
+            let ops: Vec<(Bytes, Option<Bytes>)> = buf
+                .to_write_ops()
+                .into_iter()
+                .map(|op| (op.key, op.value))
+                .collect();
+            let modelled: Vec<(Bytes, Option<Bytes>)> =
+                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(ops, modelled, "step {step}");
+            let probe = key(next(40));
+            assert_eq!(
+                buf.lookup(&probe),
+                model.get(&probe).map(Option::as_ref),
+                "step {step}"
+            );
+        }
     }
 }

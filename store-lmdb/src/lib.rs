@@ -143,6 +143,7 @@ mod env;
 mod error;
 mod listing;
 mod merge;
+mod read;
 mod runs;
 mod store;
 mod write;

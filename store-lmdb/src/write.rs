@@ -1,26 +1,13 @@
 //! Writing key-ordered entries into an LMDB write transaction, shared by commits and restores.
 
-use std::cmp::Ordering;
-
 use heed::types::Bytes as RawBytes;
 use heed::{PutFlags, RwTxn};
 use kstreams_store_api::WriteOp;
 
 use crate::env::RawDb;
 
-/// Bytewise (LMDB's) order of two keys, comparing the first 8 bytes as one big-endian integer
-/// when both keys have them: the same order as `a.cmp(b)`, without a `memcmp` call for keys that
-/// differ early (most keys of a sort or a merge).
-#[inline]
-pub(crate) fn key_order(a: &[u8], b: &[u8]) -> Ordering {
-    if let (Some(pa), Some(pb)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
-        let (pa, pb) = (u64::from_be_bytes(*pa), u64::from_be_bytes(*pb));
-        if pa != pb {
-            return pa.cmp(&pb);
-        }
-    }
-    a.cmp(b)
-}
+/// Bytewise (LMDB's) order of two keys; see [`kstreams_store_api::key_order`].
+pub(crate) use kstreams_store_api::key_order;
 
 /// Sorts `ops` by key and keeps one operation per key, the last one of the batch (a later write
 /// to a key wins).
@@ -112,30 +99,6 @@ mod tests {
         WriteOp {
             key: Bytes::from_static(k.as_bytes()),
             value: v.map(|v| Bytes::from_static(v.as_bytes())),
-        }
-    }
-
-    #[test]
-    fn key_order_is_bytewise_order() {
-        let keys: Vec<&[u8]> = vec![
-            b"",
-            b"\x00",
-            b"a",
-            b"abcdefg",
-            b"abcdefgh",
-            b"abcdefgh\x00",
-            b"abcdefgha",
-            b"abcdefgi",
-            b"abcdefh",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff",
-            b"\xff\xff\xff\xff\xff\xff\xff\xff\x00",
-            b"\x80\x00\x00\x00\x00\x00\x00\x01z",
-            b"\x7f\xff\xff\xff\xff\xff\xff\xffz",
-        ];
-        for a in &keys {
-            for b in &keys {
-                assert_eq!(key_order(a, b), a.cmp(b), "{a:?} vs {b:?}");
-            }
         }
     }
 

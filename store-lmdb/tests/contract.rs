@@ -400,6 +400,56 @@ fn get_batch_answers_in_the_order_asked() {
     );
 }
 
+/// `get_batch` reads LMDB in key order, by walking the database (many keys asked per entry) or
+/// by one lookup per key (few): both answer in the order asked, with duplicates, keys missing
+/// before, between and after the stored ones, pending writes and unstorable keys.
+#[test]
+fn get_batch_answers_in_the_order_asked_whether_it_walks_or_looks_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let mut store = env.open_store("s", 0).unwrap();
+    // Even keys 010..=398 committed; odd ones never written.
+    for i in (10..400).step_by(2) {
+        put(&mut store, &format!("k{i:03}"), &format!("v{i}"));
+    }
+    store.commit(None).unwrap();
+    put(&mut store, "k100", "pending");
+    delete(&mut store, "k102");
+    let too_long = vec![b'k'; env.max_key_size() + 1];
+    let expect = |name: &str| -> Option<Bytes> {
+        match name {
+            "k100" => Some(b("pending")),
+            "k102" => None,
+            _ => {
+                let i: usize = name.strip_prefix('k')?.parse().ok()?;
+                ((10..400).contains(&i) && i.is_multiple_of(2)).then(|| b(&format!("v{i}")))
+            }
+        }
+    };
+    // Few keys against 195 entries: one lookup per key.
+    let few = [
+        "k398", "k001", "k200", "k999", "k200", "k101", "k100", "k102",
+    ];
+    // Many keys: a walk between the first and the last one asked.
+    let many: Vec<String> = (0..420)
+        .rev()
+        .step_by(3)
+        .map(|i| format!("k{i:03}"))
+        .chain(["k100", "k102", "k012", "k012", "k000", "k419"].map(String::from))
+        .collect();
+    for names in [few.map(String::from).to_vec(), many] {
+        let mut keys: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        keys.push(b"");
+        keys.push(&too_long);
+        let mut want: Vec<Option<Bytes>> = names.iter().map(|n| expect(n)).collect();
+        want.extend([None, None]);
+        assert_eq!(store.get_batch(&keys).unwrap(), want, "{names:?}");
+        // The same answers key by key.
+        let one_by_one: Vec<Option<Bytes>> = keys.iter().map(|k| store.get(k).unwrap()).collect();
+        assert_eq!(one_by_one, want);
+    }
+}
+
 #[test]
 fn range_respects_every_kind_of_bound() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use kstreams_store_api::{
     Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer, WriteOp,
     layers,
+    key_order,
 };
 
 /// An ordered in-memory store for one (store, partition).
@@ -120,19 +121,10 @@ impl KvBackend for MemoryStore {
 
     fn commit(&mut self, checkpoint: Option<Checkpoint>) -> Result<(), StoreError> {
         let writes = match self.frozen.take() {
-            Some(mut frozen) => frozen.take(),
-            None => self.pending.take(),
+            Some(mut frozen) => frozen.drain_sorted(),
+            None => self.pending.drain_sorted(),
         };
-        for (key, value) in writes {
-            match value {
-                Some(v) => {
-                    self.committed.insert(key, v);
-                }
-                None => {
-                    self.committed.remove(&key);
-                }
-            }
-        }
+        apply_sorted(&mut self.committed, writes);
         if checkpoint.is_some() {
             self.checkpoint = checkpoint;
         }
@@ -227,6 +219,51 @@ impl KvBackend for MemoryStore {
     fn discard_restore_runs(&mut self) {
         self.staged.clear();
     }
+}
+
+/// A commit whose writes number at least this fraction of the committed entries rebuilds the
+/// map in one merge instead of inserting key by key.
+const REBUILD_FRACTION: usize = 4;
+
+/// Applies `writes` (distinct keys in key order, `None` a delete) to `committed`.
+///
+/// Few writes against a big map are inserted (or removed) one by one, in key order, so
+/// consecutive keys find the B-tree's nodes they share in cache. Many writes (at least
+/// 1/[`REBUILD_FRACTION`] of the map) are merged with the map's entries into a new map built
+/// from the sorted sequence in one pass, without a descent per key.
+fn apply_sorted(committed: &mut BTreeMap<Bytes, Bytes>, writes: Vec<(Bytes, Option<Bytes>)>) {
+    debug_assert!(
+        writes.is_sorted_by(|a, b| key_order(&a.0, &b.0).is_lt()),
+        "writes must be distinct keys in key order"
+    );
+    if writes.len() * REBUILD_FRACTION < committed.len() {
+        for (key, value) in writes {
+            match value {
+                Some(v) => {
+                    committed.insert(key, v);
+                }
+                None => {
+                    committed.remove(&key);
+                }
+            }
+        }
+        return;
+    }
+    let mut old = std::mem::take(committed).into_iter().peekable();
+    let mut merged = Vec::with_capacity(old.len() + writes.len());
+    for (key, value) in writes {
+        while let Some(entry) = old.next_if(|(k, _)| key_order(k, &key).is_lt()) {
+            merged.push(entry);
+        }
+        // The write replaces (or deletes) the committed entry of its key.
+        old.next_if(|(k, _)| *k == key);
+        if let Some(value) = value {
+            merged.push((key, value));
+        }
+    }
+    merged.extend(old);
+    // Sorted input: `BTreeMap` builds it bottom-up in one pass.
+    *committed = merged.into_iter().collect();
 }
 
 /// Opens a fresh, empty [`MemoryStore`] (no data, no checkpoint) for every (store, partition),
@@ -579,5 +616,37 @@ mod tests {
         assert_eq!(store.get(b"a").unwrap(), None);
         store.commit(None).unwrap();
         assert_eq!(store.committed_len(), 0);
+    }
+
+    /// Commits of few writes (inserted key by key) and of many (merged into a rebuilt map),
+    /// with puts, overwrites and deletes of present and absent keys, against a model.
+    #[test]
+    fn commits_small_and_large_match_a_model() {
+        let mut store = MemoryStore::new("s");
+        let mut model = BTreeMap::new();
+        let key = |i: usize| b(&format!("key-{:04}", (i * 7919) % 1000));
+        for (round, writes) in [600, 3, 900, 10, 1000, 1].into_iter().enumerate() {
+            let mut batch = WriteBatch::new();
+            for i in 0..writes {
+                let k = key(i + round * 31);
+                if (i + round) % 5 == 0 {
+                    batch.delete(k.clone());
+                    model.remove(&k);
+                } else {
+                    let v = b(&format!("{round}-{i}"));
+                    batch.put(k.clone(), v.clone());
+                    model.insert(k, v);
+                }
+            }
+            store.write_batch(batch).unwrap();
+            store.commit(None).unwrap();
+            assert_eq!(store.committed_len(), model.len(), "round {round}");
+            let all: Vec<KeyValue> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(
+                store.range(Bound::Unbounded, Bound::Unbounded).unwrap(),
+                all,
+                "round {round}"
+            );
+        }
     }
 }

@@ -18,8 +18,10 @@ use crate::record::Record;
 /// one `forward_batch`.
 pub struct BatchCountAggregator<K> {
     store: String,
-    /// Scratch space reused across batches: key → slot, distinct keys, per-record slot.
-    slots: HashMap<K, usize>,
+    /// Scratch space reused across batches: key → slot (foldhash: keys are hashed once per
+    /// record, and SipHash cost more than the store access per key), distinct keys,
+    /// per-record slot.
+    slots: HashMap<K, usize, foldhash::fast::RandomState>,
     keys: Vec<K>,
     record_slots: Vec<usize>,
 }
@@ -29,7 +31,7 @@ impl<K> BatchCountAggregator<K> {
     pub fn new(store: impl Into<String>) -> Self {
         Self {
             store: store.into(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             keys: Vec::new(),
             record_slots: Vec::new(),
         }

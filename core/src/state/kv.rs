@@ -112,12 +112,23 @@ impl<'a, K: 'static, V: 'static> KeyValueStore<'a, K, V> {
     where
         K: 'k,
     {
+        // Every key encoded into one buffer, read back as slices of it: no handle per key.
         let keys = keys.into_iter();
         let mut buf = encode_buffer(keys.size_hint().0);
-        let encoded = keys
-            .map(|k| self.key_bytes(k, &mut buf))
-            .collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&[u8]> = encoded.iter().map(|k| k.as_ref()).collect();
+        let mut ends = Vec::with_capacity(keys.size_hint().0);
+        for k in keys {
+            self.append_key(k, &mut buf)?;
+            ends.push(buf.len());
+        }
+        let mut start = 0;
+        let refs: Vec<&[u8]> = ends
+            .iter()
+            .map(|&end| {
+                let key = &buf[start..end];
+                start = end;
+                key
+            })
+            .collect();
         self.backend
             .get_batch(&refs)?
             .into_iter()

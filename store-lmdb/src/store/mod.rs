@@ -16,6 +16,7 @@ use tracing::{debug, trace, warn};
 use crate::checkpoint::{self, EncodedCheckpoint};
 use crate::env::{LmdbEnvironment, RawDb, Shared};
 use crate::error::{self, LmdbError};
+use crate::read::read_many;
 use crate::runs::StagedRuns;
 use crate::write::{WriteMode, sorted_unique, write_sorted};
 
@@ -25,7 +26,8 @@ use crate::write::{WriteMode, sorted_unique, write_sorted};
 /// * [`write_batch`](KvBackend::write_batch) only touches the buffer (atomic, infallible once
 ///   the keys are checked), and reads see it at once;
 /// * [`get`](KvBackend::get), [`get_batch`](KvBackend::get_batch) (one read transaction for all
-///   keys) and [`range`](KvBackend::range) read the buffer, then LMDB;
+///   keys; when they are many for the database's size, sorted and read in one walk of the
+///   database, each leaf page once) and [`range`](KvBackend::range) read the buffer, then LMDB;
 /// * [`commit`](KvBackend::commit) writes every pending entry and the checkpoint in **one**
 ///   LMDB write transaction, growing the map and retrying on `MDB_MAP_FULL`; on any failure
 ///   nothing is durable and the buffer is kept for a retry;
@@ -242,26 +244,22 @@ impl KvBackend for LmdbStore {
 
     fn get_batch(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let shared = self.shared();
-        let mut out = Vec::with_capacity(keys.len());
-        // Opened at the first key the buffer does not answer; one transaction for all keys.
-        let mut reader: Option<Reader<'_>> = None;
-        for &key in keys {
-            let value = match layers::lookup(&self.pending, self.frozen.as_ref(), key) {
-                Some(pending) => pending.cloned(),
-                None if !shared.key_is_valid(key) => None,
-                None => {
-                    let reader = match reader {
-                        Some(ref reader) => reader,
-                        None => reader.insert(shared.reader(&self.name)?),
-                    };
-                    self.db
-                        .get(&reader.txn, key)
-                        .map_err(|e| error::backend(&self.name, e))?
-                        .map(Bytes::copy_from_slice)
-                }
-            };
-            out.push(value);
+        let mut out = vec![None; keys.len()];
+        // The keys the buffer does not answer, read from LMDB in one transaction.
+        let mut wanted = Vec::new();
+        for (i, &key) in keys.iter().enumerate() {
+            match layers::lookup(&self.pending, self.frozen.as_ref(), key) {
+                Some(pending) => out[i] = pending.cloned(),
+                None if shared.key_is_valid(key) => wanted.push(i),
+                None => {}
+            }
         }
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let reader = shared.reader(&self.name)?;
+        read_many(&self.db, &reader.txn, keys, &mut wanted, &mut out)
+            .map_err(|e| error::backend(&self.name, e))?;
         Ok(out)
     }
 
