@@ -28,8 +28,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use kstreams_store_api::{
     Checkpoint, KeyValue, KvBackend, StoreError, StoreFactory, WriteBatch, WriteBuffer, WriteOp,
-    layers,
-    key_order,
+    key_order, layers,
 };
 
 /// An ordered in-memory store for one (store, partition).

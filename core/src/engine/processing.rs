@@ -98,10 +98,12 @@ impl Engine {
                 self.metrics.records_sent += output.len() as u64;
                 if !output.is_empty() {
                     if holding {
-                        self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                        self.held_bytes += output.iter().map(held_size).sum::<usize>();
                     }
                     self.backlog.entry(id).or_default().extend(output);
-                    if !holding || self.held_bytes >= self.config.producer.buffer_memory {
+                    let room = self.held_bytes + self.producer.buffered_bytes()
+                        < self.config.producer.buffer_memory;
+                    if !holding || !room {
                         break;
                     }
                 }
@@ -110,7 +112,7 @@ impl Engine {
             self.metrics.records_sent += output.len() as u64;
             if !output.is_empty() {
                 if holding {
-                    self.held_bytes += output.iter().map(record_size_bound).sum::<usize>();
+                    self.held_bytes += output.iter().map(held_size).sum::<usize>();
                 }
                 self.backlog.entry(id).or_default().extend(output);
             }
@@ -125,10 +127,15 @@ impl Engine {
 
     /// Whether a task may run a batch now: not while its output waits in the backlog, unless
     /// the backlog holds it for the next transaction (exactly-once, a pipelined commit under
-    /// way) and the held output is below the producer's buffer size.
+    /// way) and the held output has room.
     pub(super) fn task_may_run(&self, id: TaskId) -> bool {
-        !self.backlog.contains_key(&id)
-            || (self.holds_output() && self.held_bytes < self.config.producer.buffer_memory)
+        !self.backlog.contains_key(&id) || (self.holds_output() && self.held_output_has_room())
+    }
+
+    /// Held output and the producer's unacknowledged records share `buffer.memory`: the
+    /// output waiting to be sent is bounded by one setting, held or queued.
+    fn held_output_has_room(&self) -> bool {
+        self.held_bytes + self.producer.buffered_bytes() < self.config.producer.buffer_memory
     }
 
     /// Exactly-once with a pipelined commit under way: the output produced since its start
@@ -252,4 +259,10 @@ enum Delivery {
 fn queue_full(config: &EngineConfig, task: &Task, tp: &TopicPartition) -> bool {
     task.queued(tp) >= config.max_queued_records_per_partition
         || task.queued_bytes(tp) >= config.max_queued_bytes_per_partition
+}
+
+/// The memory a held record takes: its encoded size bound and the record itself (held
+/// records wait as [`ProducerRecord`]s, whose fields are a multiple of a small record's bytes).
+fn held_size(record: &ProducerRecord) -> usize {
+    record_size_bound(record) + std::mem::size_of::<ProducerRecord>()
 }
