@@ -49,7 +49,7 @@ impl Task {
     }
 
     /// Freezes every store's writes since the last commit (see
-    /// [`KvBackend::freeze`](crate::state::KvBackend::freeze)): a pipelined commit persists
+    /// [`KvBackend::freeze`]): a pipelined commit persists
     /// them with [`Task::commit_frozen_stores_with`] once their changelog writes are
     /// acknowledged, while the task goes on writing. Take [`Task::changelog_writes`] first.
     pub fn freeze_stores(&mut self) {

@@ -7,7 +7,7 @@ use super::section::HeaderSpans;
 use super::{FetchedRecord, RecordHeader, TimestampType};
 
 /// A record type the decoder builds directly from a batch, so its caller gets its own record
-/// type without a conversion pass ([`decode_fetched_records_within`]).
+/// type without a conversion pass ([`decode_fetched_records_within`](super::decode_fetched_records_within)).
 pub trait DecodedRecord: Sized {
     /// The record made of `record`'s fields.
     fn from_wire(record: WireRecord<'_>) -> Self;
