@@ -196,7 +196,9 @@ impl Engine {
                     continue;
                 }
             }
-            if holding {
+            // Output of the next commit waits while records of the one under way wait for
+            // room (else it could keep the buffer full and delay that commit indefinitely).
+            if holding || !self.backlog_marked.is_empty() {
                 self.backlog.insert(id, records);
                 continue;
             }

@@ -2,7 +2,11 @@
 //! of whole Kafka frames, which the engine's frame decoder slices without copying
 //! (`FrameDecoder::push_chunk`). A frame's whole length is reserved as soon as its length
 //! prefix is in (up to [`EAGER_RESERVE_LIMIT`]), so a large Fetch response is read straight
-//! into the buffer the records will be views of.
+//! into the buffer the records will be views of. So a broker can make a connection hold up to
+//! 16 MiB with a 4-byte prefix (the engine's decoder, which never reserves on a prefix, still
+//! bounds what it accepts); kstreams connects only to the brokers it is configured with.
+//! The reader treats a prefix above the engine decoder's default limit
+//! (`DEFAULT_MAX_FRAME_LEN`) as invalid and hands everything over for the decoder to refuse.
 
 use bytes::{Bytes, BytesMut};
 use kstreams_core::wire::framing::{DEFAULT_MAX_FRAME_LEN, LENGTH_PREFIX_LEN};

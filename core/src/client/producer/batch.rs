@@ -113,6 +113,9 @@ fn encode(
     builder.finish(identity, compression, transactional)
 }
 
+/// Unused room above which a finished uncompressed batch is copied to its exact size.
+const SHRINK_SLACK: usize = 4096;
+
 /// A record batch v2 being filled: records are encoded into its buffer as they are appended,
 /// behind room for the batch header, so sending an uncompressed batch copies nothing more
 /// (the header is written in place). Timestamp deltas are relative to the first record's
@@ -204,6 +207,11 @@ impl BatchBuilder {
             });
         }
         let mut out = match compression {
+            // A batch that stayed small does not keep its reserved room while it waits for its
+            // acknowledgement (`buffer.memory` counts records, not reservations).
+            Compression::None if self.buf.capacity() >= 2 * self.buf.len() + SHRINK_SLACK => {
+                BytesMut::from(&self.buf[..])
+            }
             Compression::None => self.buf,
             _ => {
                 let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + self.buf.len() / 2);

@@ -461,13 +461,15 @@ pub fn decode_fetched_records_within<R: DecodedRecord>(
             };
             let leader_epoch =
                 (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch);
-            // Room for this batch's records and, guessing from its size, those of the batches
-            // after it; each record takes at least 7 bytes, so never more than the bytes left
-            // can hold.
+            // Room for this batch's records (at most one per 7 bytes of its section: the
+            // count is the peer's word) and, guessing from its size, for those of the batches
+            // after it, at most one per 64 bytes left: a record becomes a struct several times
+            // larger than a small record's bytes, so a guess must not over-reserve much.
             let count = usize::try_from(header.record_count).unwrap_or(0);
             let left = buffer.len() - position;
             let expected = count.saturating_mul(left / bytes.len().max(1));
-            out.records.reserve(count.max(expected).min(left / 7));
+            let this_batch = count.min(section.len() / 7);
+            out.records.reserve(this_batch.max(expected.min(left / 64)));
             let fetch_offset = fetched.fetch_offset;
             let records = &mut out.records;
             walk_section(&section, &header, |record| {
