@@ -2,6 +2,8 @@
 //! [`Engine::poll_timeout`](super::Engine::poll_timeout) runs over its sub-systems' deadlines
 //! (no allocation; the earliest wins, the first seen on a tie).
 
+use super::Engine;
+use super::commit::CommitPhase;
 use crate::time::Instant;
 
 /// The sub-system whose deadline [`Engine::poll_timeout`](super::Engine::poll_timeout)
@@ -59,6 +61,62 @@ impl Earliest {
     /// The winner.
     pub(crate) fn get(self) -> Option<Deadline> {
         self.0
+    }
+}
+
+impl Engine {
+    /// The fold behind [`Engine::poll_timeout`]: the earliest deadline of the sub-systems that
+    /// can act now, with its reason.
+    pub(super) fn next_deadline(&self) -> Option<Deadline> {
+        if self.stopped() {
+            return None;
+        }
+        let mut earliest = Earliest::default();
+        if self.router.all_general_down() {
+            // No general connection: components cannot act before one is open, so the next
+            // thing to do is the earliest reconnect (never a busy loop on their due timers).
+            earliest.offer(
+                self.router.earliest_general_reconnect(),
+                TimeoutReason::Reconnect,
+            );
+            return earliest.get();
+        }
+        // Components build requests only once a connection negotiated its versions: before
+        // that their due timers are not work (waiting on them would spin).
+        if self.router.any_ready() {
+            earliest.offer(self.metadata.poll_timeout(), TimeoutReason::Metadata);
+            earliest.offer(self.fetcher.poll_timeout(), TimeoutReason::Fetcher);
+            earliest.offer(self.group.poll_timeout(), TimeoutReason::Group);
+            earliest.offer(self.producer.poll_timeout(), TimeoutReason::Producer);
+            earliest.offer(
+                self.internal_topics.poll_timeout(),
+                TimeoutReason::InternalTopics,
+            );
+        }
+        earliest.offer(
+            self.sink_wait_since
+                .map(|since| since + self.config.max_block),
+            TimeoutReason::SinkTopicsWait,
+        );
+        // A commit under way waits for answers, not for time: offering its (past) interval
+        // deadline would make the adapter spin.
+        if !self.tasks.is_empty()
+            && matches!(self.commit, CommitPhase::Idle)
+            && !self.commit_waits_for_rebalance()
+        {
+            earliest.offer(
+                Some(self.last_commit + self.config.commit_interval),
+                TimeoutReason::Commit,
+            );
+        }
+        for task in self.tasks.values() {
+            earliest.offer(
+                task.next_wall_clock_punctuation(),
+                TimeoutReason::Punctuation,
+            );
+        }
+        self.router.offer_deadlines(&mut earliest);
+        earliest.get()
     }
 }
 
