@@ -41,6 +41,42 @@ fn counting_engine(config: EngineConfig, now: i64) -> Engine {
     .expect("engine")
 }
 
+/// A running engine `engine` counting the input of `partitions` partitions (10 records each
+/// already committed), with `feeder` ready to add up to `n` per partition; with an audit of
+/// every output under at-least-once.
+struct Started {
+    h: Harness,
+    feeder: Feeder,
+    engine: usize,
+    audit: Option<std::rc::Rc<std::cell::RefCell<Audit>>>,
+}
+
+fn started(partitions: i32, n: i64, guarantee: ProcessingGuarantee) -> Started {
+    let mut sim = placed_cluster(partitions);
+    produce_all(&mut sim, partitions, 10);
+    let mut h = Harness::new(sim, T0);
+    let audit = (guarantee == ProcessingGuarantee::AtLeastOnce)
+        .then(|| install_audit(&mut h, partitions, partitions));
+    h.sim
+        .move_coordinator(APP, 0)
+        .expect("group coordinator on broker 0");
+    let mut config = flow_config();
+    config.processing_guarantee = guarantee;
+    let feeder = Feeder::new(partitions, 10, n, 2, 50);
+    let engine = h.add(counting_engine(config, h.now));
+    let ready = vec![10; partitions as usize];
+    assert!(h.run_until(30_000, |h| {
+        committed_at_least(&h.sim, &ready)
+            && h.engines[engine].task_ids().len() == partitions as usize
+    }));
+    Started {
+        h,
+        feeder,
+        engine,
+        audit,
+    }
+}
+
 fn processed(h: &Harness, engine: usize) -> u64 {
     h.engines[engine].engine.metrics().process_total
 }
@@ -59,18 +95,13 @@ fn commits(h: &Harness, engine: usize) -> Vec<(i64, Vec<i64>)> {
 #[test]
 fn processing_goes_on_while_a_commit_waits_for_its_output_and_the_next_commit_waits_for_it() {
     const N: i64 = 120;
-    let mut sim = placed_cluster(2);
-    produce_all(&mut sim, 2, 10);
-    let mut h = Harness::new(sim, T0);
-    let audit = install_audit(&mut h, 2, 2);
-    h.sim
-        .move_coordinator(APP, 0)
-        .expect("group coordinator on broker 0");
-    let mut feeder = Feeder::new(2, 10, N, 2, 50);
-    let a = h.add(counting_engine(flow_config(), h.now));
-    assert!(h.run_until(30_000, |h| {
-        committed_at_least(&h.sim, &[10; 2]) && h.engines[a].task_ids().len() == 2
-    }));
+    let Started {
+        mut h,
+        mut feeder,
+        engine: a,
+        audit,
+    } = started(2, N, ProcessingGuarantee::AtLeastOnce);
+    let audit = audit.expect("at-least-once runs are audited");
     // The output's leader becomes unreachable: no produce acknowledgement from now on.
     h.cut(a, 1);
     let cut_at = h.now;
@@ -127,18 +158,13 @@ fn processing_goes_on_while_a_commit_waits_for_its_output_and_the_next_commit_wa
 #[test]
 fn a_cooperative_rebalance_while_a_commit_waits_does_not_stop_processing() {
     const N: i64 = 200;
-    let mut sim = placed_cluster(4);
-    produce_all(&mut sim, 4, 10);
-    let mut h = Harness::new(sim, T0);
-    let audit = install_audit(&mut h, 4, 4);
-    h.sim
-        .move_coordinator(APP, 0)
-        .expect("group coordinator on broker 0");
-    let mut feeder = Feeder::new(4, 10, N, 2, 50);
-    let a = h.add(counting_engine(flow_config(), h.now));
-    assert!(h.run_until(30_000, |h| {
-        committed_at_least(&h.sim, &[10; 4]) && h.engines[a].task_ids().len() == 4
-    }));
+    let Started {
+        mut h,
+        mut feeder,
+        engine: a,
+        audit,
+    } = started(4, N, ProcessingGuarantee::AtLeastOnce);
+    let audit = audit.expect("at-least-once runs are audited");
     h.cut(a, 1);
     // Commits start (three intervals): the one under way waits for its output.
     h.run_until(1_500, |h| {
@@ -206,19 +232,12 @@ fn committed_outputs(h: &Harness, input_partitions: usize) -> Vec<Vec<(i64, i64)
 #[test]
 fn exactly_once_holds_the_output_of_a_waiting_transaction_out_of_it_and_an_abort_rolls_it_back() {
     const N: i64 = 120;
-    let mut sim = placed_cluster(2);
-    produce_all(&mut sim, 2, 10);
-    let mut h = Harness::new(sim, T0);
-    h.sim
-        .move_coordinator(APP, 0)
-        .expect("group coordinator on broker 0");
-    let mut config = flow_config();
-    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
-    let mut feeder = Feeder::new(2, 10, N, 2, 50);
-    let a = h.add(counting_engine(config, h.now));
-    assert!(h.run_until(30_000, |h| {
-        committed_at_least(&h.sim, &[10; 2]) && h.engines[a].task_ids().len() == 2
-    }));
+    let Started {
+        mut h,
+        mut feeder,
+        engine: a,
+        ..
+    } = started(2, N, ProcessingGuarantee::ExactlyOnce);
     h.cut(a, 1);
     let before = processed(&h, a);
     let commits_before = commits(&h, a).len();
@@ -265,19 +284,12 @@ fn exactly_once_holds_the_output_of_a_waiting_transaction_out_of_it_and_an_abort
 #[test]
 fn exactly_once_commits_a_waiting_transaction_without_the_records_processed_meanwhile() {
     const N: i64 = 120;
-    let mut sim = placed_cluster(2);
-    produce_all(&mut sim, 2, 10);
-    let mut h = Harness::new(sim, T0);
-    h.sim
-        .move_coordinator(APP, 0)
-        .expect("group coordinator on broker 0");
-    let mut config = flow_config();
-    config.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
-    let mut feeder = Feeder::new(2, 10, N, 2, 50);
-    let a = h.add(counting_engine(config, h.now));
-    assert!(h.run_until(30_000, |h| {
-        committed_at_least(&h.sim, &[10; 2]) && h.engines[a].task_ids().len() == 2
-    }));
+    let Started {
+        mut h,
+        mut feeder,
+        engine: a,
+        ..
+    } = started(2, N, ProcessingGuarantee::ExactlyOnce);
     h.cut(a, 1);
     h.run_until(3_000, |h| {
         feeder.feed(h);
