@@ -22,43 +22,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kstreams_core::partitioner::default_partition;
 use kstreams_core::prelude::*;
 use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
 use tempfile::TempDir;
 
-const RECORDS: usize = 20_000;
-const KEYS: u64 = 1_000;
-const PARTITIONS: i32 = 4;
-
-/// Pre-serialized input: (partition, key, value, timestamp).
-type Workload = Vec<(i32, Bytes, Bytes, i64)>;
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn workload() -> Workload {
-    (0..RECORDS as u64)
-        .map(|i| {
-            let r = splitmix64(i);
-            // Product of two uniform draws: hot keys near 0, a long tail; every key occurs.
-            let k = if i < KEYS {
-                i
-            } else {
-                (r % KEYS) * ((r >> 32) % KEYS) / KEYS
-            };
-            let key = Bytes::from(format!("user-{k:05}"));
-            let partition = default_partition(&key, PARTITIONS);
-            (partition, key, Bytes::from_static(b"click"), i as i64)
-        })
-        .collect()
-}
+use kstreams_benches::clicks::{Clicks as Workload, PARTITIONS, RECORDS, clicks as workload};
 
 #[derive(Clone, Copy)]
 enum Mode {

@@ -23,37 +23,10 @@ mod engine_count;
 
 use bytes::Bytes;
 use kstreams_benches::pipeline::{FetchResponses, Pipeline, Workload};
-use kstreams_core::partitioner::default_partition;
 use kstreams_core::prelude::*;
 use kstreams_store_lmdb::{LmdbConfig, LmdbEnvironment};
 
-const DRIVER_RECORDS: u64 = 20_000;
-const DRIVER_KEYS: u64 = 1_000;
-const DRIVER_PARTITIONS: i32 = 4;
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// The driver bench's input: (partition, key, value, timestamp).
-fn driver_input() -> Vec<(i32, Bytes, Bytes, i64)> {
-    (0..DRIVER_RECORDS)
-        .map(|i| {
-            let r = splitmix64(i);
-            let k = if i < DRIVER_KEYS {
-                i
-            } else {
-                (r % DRIVER_KEYS) * ((r >> 32) % DRIVER_KEYS) / DRIVER_KEYS
-            };
-            let key = Bytes::from(format!("user-{k:05}"));
-            let partition = default_partition(&key, DRIVER_PARTITIONS);
-            (partition, key, Bytes::from_static(b"click"), i as i64)
-        })
-        .collect()
-}
+use kstreams_benches::clicks::{PARTITIONS as DRIVER_PARTITIONS, clicks as driver_input};
 
 fn driver_topology(batch: bool) -> Topology {
     let mut b = TopologyBuilder::new();

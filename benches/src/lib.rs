@@ -1,6 +1,7 @@
 //! Shared workload builders of the benchmarks.
 
 pub mod changelog;
+pub mod clicks;
 pub mod pipeline;
 
 #[cfg(test)]
